@@ -1,0 +1,48 @@
+# herder: the two commands are `make up` and `make test`; everything else is for developers.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install up test lint format typecheck bench openapi docs lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with herder and its locked dependencies
+
+up: $(STAMP) ## run the agent in the foreground on 127.0.0.1:8010, data in ./.herder
+	$(BIN)/herder agent --host 127.0.0.1 --port 8010 --data-dir ./.herder
+
+test: $(STAMP) lint ## lint, type-check, check generated files, run the whole suite
+	$(BIN)/python scripts/gen_openapi.py --check
+	$(BIN)/pytest
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/mypy
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests bench scripts
+	$(BIN)/ruff format src tests bench scripts
+
+openapi: $(STAMP) ## regenerate docs/api/openapi.json and docs/api/agent.md
+	$(BIN)/python scripts/gen_openapi.py
+
+bench: $(STAMP) ## run every benchmark against herder and its peers (see bench/README.md)
+	$(BIN)/python bench/run_all.py
+
+lock: ## re-resolve the locked dependencies from pyproject.toml
+	rm -rf .lock-venv && $(PY) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^herder' > requirements.lock
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,299 @@
+"""The agent's HTTP and WebSocket routes: the smartmob-agent seed's REST API.
+
+URLs are the seed's (``/create-process``, ``/list-processes``, ``/process-status/<slug>``,
+``/delete-process/<slug>``, ``/attach-console/<slug>``); every document links to the
+next action with absolute URLs built from the request's own ``Host``.
+
+Request bodies are read as JSON whatever their content type, as the seed's client
+posts JSON without ``application/json``; ``guard.py`` is what keeps that safe.
+Every error has one shape: ``{"error": code, "message": ..., "field": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from herder import __version__
+from herder.agent.errors import Conflict, NotFound
+from herder.agent.logs import Stream, Subscriber
+from herder.agent.models import (
+    CreateRequest,
+    DeleteRequest,
+    ErrorDocument,
+    Index,
+    Info,
+    Listing,
+    ProcessSpec,
+    ProcessStatus,
+)
+from herder.agent.supervisor import Unit, iso
+
+if TYPE_CHECKING:
+    from herder.agent.server import AgentRuntime
+
+M = TypeVar("M", bound=BaseModel)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorDocument} for code in (400, 403, 404, 409, 413, 422)
+}
+
+
+class ApiError(Exception):
+    """An error answered as the one error document."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.field = field
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, "field": field}, status_code=status)
+
+
+def _field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "path", "query", "header")]
+    return ".".join(parts) or None
+
+
+def validation_error(exc: ValidationError | RequestValidationError) -> JSONResponse:
+    """422 naming the first wrong field, with every problem listed in the message."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid"}
+    field = _field_of(first.get("loc", ()))
+    details = "; ".join(
+        f"{_field_of(e.get('loc', ())) or 'body'}: {e.get('msg', 'invalid')}" for e in errors
+    )
+    return error_response(422, "invalid", details, field)
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    """Parse the body as JSON (any content type) and validate it as ``model``.
+
+    Raises:
+        ApiError: 400 when the body is not JSON; 422 (via ValidationError) when it does
+            not match the model.
+    """
+    body = await request.body()
+    try:
+        data = json.loads(body) if body.strip() else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", "body") from exc
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid", "the body must be a JSON object", "body")
+    return model.model_validate(data)
+
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "JSON, whatever the Content-Type says (the seed's client sends none).",
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }
+
+
+def status_document(unit: Unit, base: str) -> dict[str, Any]:
+    """The Process status of ``unit``, with links under ``base`` (``http://host:port``)."""
+    spec = unit.spec
+    slug = unit.slug
+    details = f"{base}/process-status/{slug}"
+    return {
+        "app": spec.app,
+        "node": spec.node,
+        "slug": slug,
+        "attach": f"ws{base[4:]}/attach-console/{slug}",
+        "details": details,
+        "status": details,
+        "delete": f"{base}/delete-process/{slug}",
+        "process_type": spec.process_type,
+        "source_url": spec.source_url,
+        "command": spec.command,
+        "env": spec.env,
+        "restart": spec.restart.value,
+        "state": unit.state.value,
+        "pid": unit.pid,
+        "port": unit.port,
+        "restarts": unit.restarts,
+        "exit_code": unit.exit_code,
+        "started_at": iso(unit.started_at),
+        "created_at": iso(spec.created_at),
+        "error": unit.error,
+    }
+
+
+def base_url(request: Request | WebSocket) -> str:
+    """``scheme://host[:port]`` as the client addressed us (ws schemes become http)."""
+    scheme = request.url.scheme
+    scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    return f"{scheme}://{host}"
+
+
+def _frame(stream: Stream | str, line: bytes, fmt: str) -> str:
+    text = line.decode("utf-8", "replace")
+    if fmt == "text":
+        return text if stream == Stream.STDOUT else f"{stream}: {text}"
+    return json.dumps({"stream": str(stream), "line": text})
+
+
+async def _pump(ws: WebSocket, sub: Subscriber, fmt: str) -> None:
+    while (batch := await sub.get_batch()) is not None:
+        lines, dropped = batch
+        if dropped:
+            note = f"[herder] {dropped} lines dropped: this reader is slower than the process"
+            await ws.send_text(_frame("herder", note.encode(), fmt))
+        for stream, line in lines:
+            await ws.send_text(_frame(stream, line, fmt))
+
+
+def build_app(runtime: AgentRuntime) -> FastAPI:
+    """The FastAPI application of one agent."""
+    app = FastAPI(
+        title="herder agent",
+        version=__version__,
+        description="Run and supervise processes on this host (smartmob-agent's REST API).",
+        lifespan=runtime.lifespan,
+    )
+    sup = runtime.supervisor
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, str(exc), exc.field)
+
+    @app.exception_handler(ValidationError)
+    async def _invalid(_: Request, exc: ValidationError) -> JSONResponse:
+        return validation_error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_error(exc)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return error_response(404, "not_found", str(exc), "slug")
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return error_response(409, "conflict", str(exc), "node")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.get("/", response_model=Index, summary="Index: links to the available actions")
+    async def index(request: Request) -> Response:
+        base = base_url(request)
+        return JSONResponse(
+            {"create": f"{base}/create-process", "list": f"{base}/list-processes", "info": f"{base}/info"}
+        )
+
+    @app.get("/list-processes", response_model=Listing, summary="Listing of every process")
+    async def list_processes(request: Request) -> Response:
+        base = base_url(request)
+        return JSONResponse({"processes": [status_document(u, base) for u in sup.units.values()]})
+
+    @app.post(
+        "/create-process",
+        status_code=201,
+        response_model=ProcessStatus,
+        responses=_ERRORS,
+        openapi_extra=_body_schema(CreateRequest),
+        summary="Create a process from an app (source_url + process_type) or a command",
+    )
+    async def create_process(request: Request) -> Response:
+        if runtime.stopping:
+            raise ApiError(503, "stopping", "the agent is shutting down")
+        req = await read_json(request, CreateRequest)
+        spec = ProcessSpec(**req.model_dump(), created_at=time.time())
+        unit = sup.create(spec)
+        return JSONResponse(status_document(unit, base_url(request)), status_code=201)
+
+    @app.get(
+        "/process-status/{slug}",
+        response_model=ProcessStatus,
+        responses=_ERRORS,
+        summary="Process status",
+    )
+    async def process_status(slug: str, request: Request) -> Response:
+        return JSONResponse(status_document(sup.get(slug), base_url(request)))
+
+    @app.post(
+        "/delete-process/{slug}",
+        response_model=ProcessStatus,
+        responses=_ERRORS,
+        openapi_extra=_body_schema(DeleteRequest),
+        summary="Stop the process (SIGTERM, grace, SIGKILL) and forget it; answers once it is gone",
+    )
+    async def delete_process(slug: str, request: Request) -> Response:
+        sup.get(slug)  # 404 before looking at the body
+        body = await request.body()
+        if body.strip():
+            await read_json(request, DeleteRequest)
+        unit = await asyncio.shield(sup.delete(slug))
+        return JSONResponse(status_document(unit, base_url(request)))
+
+    @app.get("/info", response_model=Info, summary="This host's figures and the agent's version")
+    async def info() -> Response:
+        return JSONResponse(await runtime.sysinfo.collect(sup.running_count()))
+
+    @app.get("/healthz", summary="Liveness: 200 while the agent serves (no auth needed)")
+    async def healthz() -> Response:
+        return JSONResponse({"ok": True})
+
+    @app.websocket("/attach-console/{slug}")
+    async def attach(
+        ws: WebSocket,
+        slug: str,
+        format: Literal["json", "text"] = Query("json"),
+        replay: bool = Query(True),
+    ) -> None:
+        """Stream output: recent lines first, then live ones, one line per text frame.
+
+        ``format=json`` (default): ``{"stream": "stdout"|"stderr"|"herder", "line": ...}``.
+        ``format=text``: stdout lines as they are, other lines prefixed ``stderr: ``.
+        """
+        unit = sup.units.get(slug)
+        if unit is None or unit.done:
+            await ws.send_denial_response(
+                error_response(404, "not_found", f"no process with slug {slug!r}", "slug")
+            )
+            return
+        await ws.accept()
+        sub = unit.output.subscribe(replay=replay)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                pump = tg.create_task(_pump(ws, sub, format))
+                reader = tg.create_task(_until_disconnect(ws))
+                # Whichever ends first ends the other: the process was deleted, or the
+                # client went away.
+                pump.add_done_callback(lambda _: reader.cancel())
+                reader.add_done_callback(lambda _: pump.cancel())
+        except* (WebSocketDisconnect, OSError):
+            pass
+        finally:
+            unit.output.unsubscribe(sub)
+        if ws.client_state.name == "CONNECTED":
+            await ws.close(1000, "the process was deleted")
+
+    return app
+
+
+async def _until_disconnect(ws: WebSocket) -> None:
+    """Read (and ignore) client frames until the client goes away."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return

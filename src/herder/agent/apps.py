@@ -1,0 +1,88 @@
+"""Twelve-Factor apps: from a ``source_url`` and a ``process_type`` to a command to run.
+
+An archive is unpacked afresh for each process into ``<data dir>/run/<slug>/app``, so
+processes of one app never share a writable tree (a release is read-only in spirit,
+but apps write caches and pid files). A ``file://`` directory is run in place, which
+is what a developer pointing herder at a checkout expects.
+
+Procfile commands run through ``/bin/sh -c`` so that ``$PORT`` and other variables
+expand as they do under foreman or Heroku.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from herder.agent.archive import unpack
+from herder.agent.config import UnpackConfig
+from herder.agent.fetch import Fetcher
+from herder.agent.procfile import find_app_root, read_command
+
+SHELL = "/bin/sh"
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """How to start one process: its argv and working directory, and where it came from."""
+
+    argv: list[str]
+    cwd: Path
+    archive_sha256: str | None = None
+
+
+def shell_command(command: str) -> list[str]:
+    """The argv that runs ``command`` the way a Procfile line runs."""
+    return [SHELL, "-c", command]
+
+
+class Apps:
+    """Prepares the source and the command of processes created from apps."""
+
+    def __init__(self, fetcher: Fetcher, unpack_config: UnpackConfig, run_root: Path) -> None:
+        self._fetcher = fetcher
+        self._unpack = unpack_config
+        self._run_root = run_root
+
+    def workdir(self, slug: str) -> Path:
+        """The process's own directory under the data dir (created on demand)."""
+        path = self._run_root / slug
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    async def prepare(
+        self,
+        *,
+        slug: str,
+        source_url: str,
+        process_type: str,
+        prefer_sha256: str | None = None,
+    ) -> Launch:
+        """Fetch, unpack and read the Procfile; return what to run.
+
+        Raises:
+            FetchError: the download failed (``transient`` says whether to retry).
+            UnsafeArchive: the archive broke a rule; nothing of it is left on disk.
+            ProcfileError: no Procfile, a bad line, or no such process type.
+        """
+        fetched = await self._fetcher.fetch(source_url, prefer_sha256=prefer_sha256)
+        if fetched.directory is not None:
+            root = find_app_root(fetched.directory)
+        else:
+            assert fetched.archive is not None  # Fetched holds one or the other
+            target = self.workdir(slug) / "app"
+            await asyncio.to_thread(self._fresh_unpack, fetched.archive, target)
+            root = find_app_root(target)
+        command = read_command(root, process_type)
+        return Launch(argv=shell_command(command), cwd=root, archive_sha256=fetched.sha256)
+
+    def _fresh_unpack(self, archive: Path, target: Path) -> None:
+        if target.exists():
+            shutil.rmtree(target)
+        unpack(archive, target, self._unpack)
+
+    def remove(self, slug: str) -> None:
+        """Delete the process's directory (its unpacked app) once it is deleted."""
+        shutil.rmtree(self._run_root / slug, ignore_errors=True)

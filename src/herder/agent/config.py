@@ -1,0 +1,149 @@
+"""The agent's configuration: defaults, the TOML file and command-line overrides.
+
+One pydantic model is the single definition. ``herder agent --config FILE`` reads a TOML
+file with the same keys (sections for the nested models); options given on the command
+line win over the file. Every size and duration carries its unit in its name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8010
+DEFAULT_DATA_DIR = Path(".herder")
+
+# What a child inherits from the agent's own environment unless configured otherwise:
+# enough to find programs and speak the user's locale, and nothing that could carry the
+# agent's secrets.
+DEFAULT_INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ", "TMPDIR")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FetchConfig(_Section):
+    """Downloads of source archives (``source_url``)."""
+
+    max_bytes: int = Field(512 * 1024 * 1024, gt=0, description="largest archive accepted")
+    timeout_s: float = Field(120.0, gt=0, description="whole download, redirects included")
+    max_redirects: int = Field(5, ge=0)
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="if not empty, only these host names or networks (CIDR) may be fetched from",
+    )
+    deny_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names or networks (CIDR) refused, on top of the built-in denials",
+    )
+    allow_link_local: bool = Field(
+        False, description="allow link-local and cloud-metadata addresses (refused by default)"
+    )
+
+    @field_validator("allow_hosts", "deny_hosts")
+    @classmethod
+    def _check_entries(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            if "/" in entry:
+                ipaddress.ip_network(entry, strict=False)  # raises ValueError, named by pydantic
+            elif not entry or any(c.isspace() for c in entry):
+                raise ValueError(f"not a host name or network: {entry!r}")
+        return [e.lower() for e in entries]
+
+
+class UnpackConfig(_Section):
+    """Limits on unpacking archives, so a hostile one cannot fill the disk or escape."""
+
+    max_bytes: int = Field(2 * 1024 * 1024 * 1024, gt=0, description="total unpacked size")
+    max_files: int = Field(100_000, gt=0)
+    max_ratio: float = Field(200.0, gt=1, description="unpacked size / archive size")
+    allow_links: bool = Field(
+        False, description="allow symbolic links whose target stays inside the app"
+    )
+
+
+class LimitsConfig(_Section):
+    """What one HTTP client may cost the agent."""
+
+    max_body_bytes: int = Field(1024 * 1024, gt=0)
+    header_timeout_s: float = Field(10.0, gt=0, description="to receive a request's headers")
+    body_timeout_s: float = Field(30.0, gt=0, description="to receive a request's body")
+    max_connections: int = Field(1024, gt=0, description="beyond this, answer 503")
+
+
+class SupervisionConfig(_Section):
+    """How processes are restarted and stopped."""
+
+    grace_s: float = Field(10.0, ge=0, description="between SIGTERM and SIGKILL")
+    stable_s: float = Field(
+        1.0, ge=0, description="a run this long resets the backoff; a restart after it is immediate"
+    )
+    backoff_initial_s: float = Field(0.1, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+    ring_lines: int = Field(1000, gt=0, description="lines replayed to a new attach")
+    log_max_bytes: int = Field(10 * 1024 * 1024, gt=0, description="per log file, before rotation")
+    log_backups: int = Field(3, ge=0)
+
+
+class AgentConfig(_Section):
+    """Everything the agent needs to start."""
+
+    host: str = DEFAULT_HOST
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    data_dir: Path = DEFAULT_DATA_DIR
+    restore: bool = Field(True, description="bring back recorded processes at start")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="extra names accepted in the Host header (loopback names always are)",
+    )
+    auth_token: str | None = Field(
+        None, description="shared secret required as 'Authorization: Bearer ...'"
+    )
+    inherit_env: list[str] = Field(default_factory=lambda: list(DEFAULT_INHERITED_ENV))
+    env: dict[str, str] = Field(default_factory=dict, description="base environment of children")
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
+    unpack: UnpackConfig = Field(default_factory=UnpackConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
+
+    def base_env(self) -> dict[str, str]:
+        """The environment every child starts from, before the request's own ``env``."""
+        env = {k: os.environ[k] for k in self.inherit_env if k in os.environ}
+        env.update(self.env)
+        return env
+
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses: the only binds that may run open."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
+    """Read ``path`` (TOML) if given, apply ``overrides`` (None values are ignored).
+
+    Raises:
+        OSError: the file cannot be read.
+        tomllib.TOMLDecodeError: the file is not TOML.
+        pydantic.ValidationError: a key is unknown or a value is wrong (it names which).
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return AgentConfig.model_validate(data)

@@ -1,0 +1,244 @@
+"""The agent's front door: which requests get in, and what one client may cost.
+
+Open on loopback is not open to the web. Accepting JSON without a JSON content type
+(the seed's walkthrough does that) means any web page could make a browser post to
+``127.0.0.1:8010``. So, even on loopback:
+
+* the ``Host`` header must name the agent (loopback names, the bound address, and the
+  configured ``allowed_hosts``), which defeats DNS rebinding;
+* a state-changing request or a WebSocket upgrade whose ``Origin`` is foreign is
+  refused (a missing ``Origin`` is fine: browsers always send it on those requests);
+* when an auth token is configured, every request must carry it as a bearer token;
+* bodies are capped in size and must arrive within a deadline;
+* headers must arrive within a deadline and a size (``GuardedHttpToolsProtocol``), so a
+  slow client cannot pin a connection, and the connection count is capped by uvicorn's
+  ``limit_concurrency``.
+
+``Guard`` is a plain ASGI middleware (no per-request objects beyond what it needs), so
+it costs microseconds on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Any
+Send = Any
+ASGIApp = Any
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+# Paths anyone may read without a token: a liveness probe must not need a secret.
+PUBLIC_PATHS = frozenset({"/healthz"})
+# Request line plus headers; real clients send a few hundred bytes.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.field = field
+
+
+def host_name(value: str) -> str:
+    """The host part of a ``Host`` header or an origin's netloc, lower-cased."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        return value[: end + 1] if end > 0 else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class Guard:
+    """ASGI middleware enforcing the rules in the module docstring."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        allowed_hosts: Iterable[str],
+        auth_token: str | None,
+        max_body_bytes: int,
+        body_timeout_s: float,
+    ) -> None:
+        self.app = app
+        self.allowed = frozenset(LOOPBACK_NAMES | {host_name(h) for h in allowed_hosts})
+        self._token = f"Bearer {auth_token}".encode() if auth_token else None
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            length = self._check(scope)
+        except _Refused as refusal:
+            await self._refuse(kind, send, refusal)
+            return
+        if kind == "websocket":
+            await self.app(scope, receive, send)
+            return
+        if length is not None and length > self.max_body_bytes:
+            await self._refuse(kind, send, _too_large(self.max_body_bytes))
+            return
+        await self._call_with_body_limits(scope, receive, send)
+
+    def _check(self, scope: Scope) -> int | None:
+        host = origin = auth = length = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"origin":
+                origin = value.decode("latin-1")
+            elif name == b"authorization":
+                auth = value
+            elif name == b"content-length":
+                length = value
+        if host is None or host_name(host) not in self.allowed:
+            raise _Refused(
+                403, "forbidden_host",
+                f"Host {host!r} is not served here (DNS rebinding protection); "
+                "add it to the agent's allowed_hosts",
+                "Host",
+            )
+        if origin is not None and (scope["type"] == "websocket" or scope["method"] not in SAFE_METHODS):
+            netloc = urllib.parse.urlsplit(origin).netloc
+            if not netloc or host_name(netloc) not in self.allowed:
+                raise _Refused(403, "forbidden_origin", f"requests from origin {origin!r} are refused", "Origin")
+        if self._token is not None and scope["path"] not in PUBLIC_PATHS and (
+            auth is None or not hmac.compare_digest(auth, self._token)
+        ):
+            raise _Refused(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is required", "Authorization")
+        if length is None:
+            return None
+        try:
+            return int(length)
+        except ValueError:
+            raise _Refused(400, "invalid", "Content-Length is not a number", "Content-Length") from None
+
+    async def _call_with_body_limits(self, scope: Scope, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s
+        received = 0
+        body_done = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:
+                return await receive()  # e.g. waiting for a disconnect while streaming
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message: Message = await receive()
+            except TimeoutError:
+                raise _Refused(408, "timeout", f"the request body did not arrive within {self.body_timeout_s:g} s") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _too_large(self.max_body_bytes)
+                body_done = not message.get("more_body", False)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _Refused as refusal:
+            if started:
+                raise
+            await self._refuse("http", send, refusal)
+
+    @staticmethod
+    async def _refuse(kind: str, send: Send, refusal: _Refused) -> None:
+        body = json.dumps({"error": refusal.code, "message": str(refusal), "field": refusal.field}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if kind == "websocket":
+            # Before accept, uvicorn turns this into an HTTP response to the upgrade.
+            await send({"type": "websocket.http.response.start", "status": refusal.status, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
+        if refusal.status in (408, 413):
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _too_large(limit: int) -> _Refused:
+    return _Refused(413, "too_large", f"the request body is larger than {limit} bytes", "body")
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline and a size cap on request headers.
+
+    uvicorn bounds idle keep-alive connections but not a client that opens a
+    connection and then dribbles its headers; this closes such connections.
+    """
+
+    header_timeout_s: float = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        self._in_headers = True
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def _arm_header_deadline(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_deadline_passed)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_deadline_passed(self) -> None:
+        self._header_timer = None
+        if self._in_headers and not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        # Still inside the headers after parsing this chunk: the cap applies.
+        if self._in_headers and self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+            self.send_400_response("Request headers too large.")
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self._in_headers = True
+        self._header_bytes = 0
+        self._arm_header_deadline()
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._disarm_header_deadline()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+
+def protocol_with_header_timeout(timeout_s: float) -> type[GuardedHttpToolsProtocol]:
+    """A protocol class whose header deadline is ``timeout_s`` (uvicorn takes a class)."""
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"header_timeout_s": timeout_s})

@@ -1,0 +1,190 @@
+"""The agent's documents on the wire, as pydantic models: the one definition of each.
+
+Names and shapes come from the smartmob-agent seed (Index, Listing, Create request,
+Process status, Delete request); fields beyond the seed's are what supervisor users
+need (``state``, ``pid``, ``restarts``, ``exit_code``, ``started_at``, ``error``...).
+Where the seed's table (``status``) and its examples (``details``) name the same link
+differently, the status document carries both.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import urllib.parse
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from herder.agent.fetch import ALLOWED_SCHEMES
+from herder.agent.procfile import PROCESS_TYPE_PATTERN
+from herder.agent.states import State
+
+APP_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+NODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_ENV_ENTRIES = 256
+MAX_ENV_VALUE_CHARS = 32 * 1024
+MAX_COMMAND_CHARS = 16 * 1024
+
+
+class RestartPolicy(enum.StrEnum):
+    """When a process that ended is started again."""
+
+    ALWAYS = "always"
+    ON_FAILURE = "on-failure"
+    NEVER = "never"
+
+
+class CreateRequest(BaseModel):
+    """What to run: an app from ``source_url`` + ``process_type``, or a ``command``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app: Annotated[str, StringConstraints(pattern=APP_PATTERN)] = Field(
+        description="Name of the application; need not be unique among processes."
+    )
+    node: Annotated[str, StringConstraints(pattern=NODE_PATTERN)] = Field(
+        description="Name of the process, by convention '<process_type>.<number>'."
+    )
+    process_type: Annotated[str, StringConstraints(pattern=f"^{PROCESS_TYPE_PATTERN}$")] | None = Field(
+        None, description="Key into the Procfile at the root of the source archive."
+    )
+    source_url: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        None, description="http(s):// or file:// URL of the source archive (or a directory)."
+    )
+    command: (
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_COMMAND_CHARS)]
+        | Annotated[list[Annotated[str, StringConstraints(max_length=MAX_COMMAND_CHARS)]], Field(min_length=1, max_length=1024)]
+        | None
+    ) = Field(
+        None,
+        description="herder extension: run this instead of an app. A string runs through "
+        "/bin/sh -c; a list is the argv.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables injected into the process."
+    )
+    restart: RestartPolicy = Field(
+        RestartPolicy.ALWAYS, description="herder extension: always, on-failure or never."
+    )
+
+    @field_validator("source_url")
+    @classmethod
+    def _check_scheme(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+        if scheme not in ALLOWED_SCHEMES:
+            raise ValueError(
+                f"URL scheme {scheme or '(none)'!r} is not allowed; use http, https or file"
+            )
+        return url
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, env: dict[str, str]) -> dict[str, str]:
+        if len(env) > MAX_ENV_ENTRIES:
+            raise ValueError(f"at most {MAX_ENV_ENTRIES} variables")
+        for name, value in env.items():
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid variable name")
+            if "\0" in value or len(value) > MAX_ENV_VALUE_CHARS:
+                raise ValueError(f"value of {name!r} has a NUL byte or is too long")
+        return env
+
+    @field_validator("command")
+    @classmethod
+    def _check_command(cls, command: str | list[str] | None) -> str | list[str] | None:
+        parts = [command] if isinstance(command, str) else (command or [])
+        if any("\0" in part for part in parts):
+            raise ValueError("the command has a NUL byte")
+        return command
+
+    @model_validator(mode="after")
+    def _one_way_to_run(self) -> CreateRequest:
+        if self.command is not None:
+            if self.source_url is not None or self.process_type is not None:
+                raise ValueError("give either 'command' or 'source_url' and 'process_type', not both")
+        elif self.source_url is None or self.process_type is None:
+            missing = "source_url" if self.source_url is None else "process_type"
+            raise ValueError(f"field {missing!r} is required (or give 'command' instead)")
+        return self
+
+    @property
+    def slug(self) -> str:
+        return f"{self.app}.{self.node}"
+
+
+class ProcessSpec(CreateRequest):
+    """A create request as recorded in the data dir, with what restoring it needs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    created_at: float = Field(description="Unix time the process was created.")
+    archive_sha256: str | None = None
+
+
+class Index(BaseModel):
+    create: str = Field(description="POST Create request documents here.")
+    list: str = Field(description="GET a Listing document.")
+    info: str = Field(description="GET the host's Info document.")
+
+
+class ProcessStatus(BaseModel):
+    app: str
+    node: str
+    slug: str = Field(description="Unique identifier for the process: '<app>.<node>'.")
+    attach: str = Field(description="WebSocket URL streaming the process's output.")
+    details: str = Field(description="GET an updated Process status (the seed's examples).")
+    status: str = Field(description="GET an updated Process status (the seed's table).")
+    delete: str = Field(description="POST a Delete request ({}) here.")
+    process_type: str | None
+    source_url: str | None
+    command: str | list[str] | None
+    env: dict[str, str]
+    restart: RestartPolicy
+    state: State
+    pid: int | None
+    port: int | None = Field(description="The port given to the process as $PORT.")
+    restarts: int = Field(description="How many times the process was started again.")
+    exit_code: int | None = Field(description="Of the last run; negative: killed by that signal.")
+    started_at: str | None = Field(description="ISO 8601 time the current run started.")
+    created_at: str
+    error: str | None = Field(description="Why the process failed or is backing off.")
+
+
+class Listing(BaseModel):
+    processes: list[ProcessStatus]
+
+
+class DeleteRequest(BaseModel):
+    """Always empty for now; unknown fields are refused so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Info(BaseModel):
+    hostname: str
+    system: str
+    release: str
+    architecture: str
+    cpus: int
+    load_average: list[float] = Field(description="1, 5 and 15 minutes.")
+    cpu_percent: float
+    memory_percent: float
+    disk_percent: float = Field(description="Of the file system holding the data dir.")
+    version: str
+    uptime_s: float
+    processes: int
+
+
+class ErrorDocument(BaseModel):
+    error: str = Field(description="A stable code: not_found, conflict, invalid, ...")
+    message: str
+    field: str | None = None
+
+
+def as_jsonable(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")

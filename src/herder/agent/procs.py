@@ -1,0 +1,176 @@
+"""Low-level process handling: spawn in a new group, await exit, kill trees.
+
+Everything here is Linux-first and uses only the kernel's own facilities:
+
+* every child gets its own session and process group (``setsid``), so a signal to the
+  group reaches what it forked without reaching the agent;
+* exit is awaited through a pidfd registered with the event loop, never a timer loop
+  nor a thread per child;
+* processes that left their group (``setsid``, double fork) are still found, because
+  every child carries a marker in its environment (``HERDER_AGENT_ID`` and
+  ``HERDER_UNIT``) that its descendants inherit. ``sweep()`` finds them in ``/proc``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+AGENT_MARKER = "HERDER_AGENT_ID"
+UNIT_MARKER = "HERDER_UNIT"
+
+# A sweep kills what it finds, then looks again, because a process may fork between
+# the scan and the kill. Ten rounds covers any tree that is not a fork bomb; a fork bomb
+# is out of scope (use a pids cgroup for that).
+SWEEP_ROUNDS = 10
+
+
+@dataclass(slots=True)
+class Child:
+    """One spawned process: its pid, its pidfd and the read ends of its output pipes."""
+
+    popen: subprocess.Popen[bytes]
+    pidfd: int
+    stdout_fd: int
+    stderr_fd: int
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str,
+) -> Child:
+    """Start ``argv`` in a new session with piped, non-blocking stdout and stderr.
+
+    The child's stdin is ``/dev/null`` and it inherits no other descriptor.
+
+    Raises:
+        OSError: the program could not be executed (missing, not executable, bad cwd).
+    """
+    popen = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+        cwd=cwd,
+        start_new_session=True,
+        close_fds=True,
+    )
+    assert popen.stdout is not None and popen.stderr is not None
+    # Take the raw descriptors from the file objects so that nothing buffers in Python.
+    stdout_fd = os.dup(popen.stdout.fileno())
+    stderr_fd = os.dup(popen.stderr.fileno())
+    popen.stdout.close()
+    popen.stderr.close()
+    os.set_blocking(stdout_fd, False)
+    os.set_blocking(stderr_fd, False)
+    pidfd = os.pidfd_open(popen.pid)
+    return Child(popen=popen, pidfd=pidfd, stdout_fd=stdout_fd, stderr_fd=stderr_fd)
+
+
+async def wait_exit(child: Child) -> int:
+    """Wait until ``child`` ends, reap it and return its status as ``Popen.returncode``.
+
+    A negative value is the signal that killed it. The pidfd is closed on return.
+    """
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+
+    def on_readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(child.pidfd, on_readable)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(child.pidfd)
+    os.close(child.pidfd)
+    child.pidfd = -1
+    _, status = os.waitpid(child.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    child.popen.returncode = code  # tell Popen it was reaped, so it never waits again
+    return code
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> bool:
+    """Send ``sig`` to process group ``pgid``; False if the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        log.warning("not allowed to signal process group %d", pgid)
+        return False
+    return True
+
+
+def _marked_pids(marker: bytes) -> Iterator[int]:
+    """Yield the pids whose initial environment holds exactly ``marker`` (``NAME=value``)."""
+    needle = b"\0" + marker + b"\0"
+    me = os.getpid()
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            if pid == me:
+                continue
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as fh:
+                    environ = fh.read()
+            except OSError:  # gone, a zombie, or not ours: none of those is ours to kill
+                continue
+            if needle in b"\0" + environ + b"\0":
+                yield pid
+
+
+def sweep(name: str, value: str) -> int:
+    """SIGKILL every process whose environment holds ``name=value``; return how many.
+
+    This is how the agent finds descendants that left their process group: a new
+    session or a double fork does not change the environment a process inherited.
+    """
+    marker = f"{name}={value}".encode()
+    killed = 0
+    for _ in range(SWEEP_ROUNDS):
+        found = list(_marked_pids(marker))
+        if not found:
+            break
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+def drain(fd: int, max_bytes: int = 1 << 20) -> bytes:
+    """Read what is buffered in a non-blocking pipe right now, up to ``max_bytes``."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < max_bytes:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+        total += len(data)
+    return b"".join(chunks)

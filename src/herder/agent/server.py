@@ -1,0 +1,263 @@
+"""Wiring: one agent = data dir lock + keeper + supervisor + HTTP server.
+
+``Agent`` is the embeddable form (tests and ``herder agent`` use it)::
+
+    async with Agent(AgentConfig(port=0, data_dir=tmp)) as agent:
+        print(agent.url)
+
+Start-up order matters: take the data dir's lock (two agents on one data dir would
+fight over the same processes), kill whatever a dead predecessor left (the keeper
+should have, but it may have been killed too), start the keeper, restore recorded
+processes, then serve. Shutdown is the reverse: stop serving, stop every process
+gracefully (records are kept, so the next start brings them back), stop the keeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from herder.agent import procs
+from herder.agent.apps import Apps
+from herder.agent.config import AgentConfig
+from herder.agent.errors import ConfigError, DataDirBusy
+from herder.agent.fetch import Fetcher
+from herder.agent.keeper import Keeper
+from herder.agent.store import RecordStore
+from herder.agent.supervisor import Supervisor
+from herder.agent.sysinfo import SysInfo
+
+log = logging.getLogger(__name__)
+
+# In-flight requests get this long to finish once shutdown starts.
+GRACEFUL_HTTP_SHUTDOWN_S = 5
+
+
+def agent_id_for(data_dir: Path) -> str:
+    """A stable id for the agent that owns ``data_dir``: its processes carry it."""
+    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``<data dir>/agent.lock``, holding the owner's pid."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "agent.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise DataDirBusy(
+                    f"data dir {self.path.parent} is in use by another agent (pid {owner})"
+                ) from exc
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: the kernel picks)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class AgentRuntime:
+    """The parts the HTTP routes use, shared by reference."""
+
+    def __init__(self, config: AgentConfig, supervisor: Supervisor, sysinfo: SysInfo) -> None:
+        self.config = config
+        self.supervisor = supervisor
+        self.sysinfo = sysinfo
+        self.started = asyncio.Event()
+        self.stopping = False
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Any) -> AsyncIterator[None]:
+        self.started.set()
+        yield
+
+
+class Agent:
+    """A running agent; use as an async context manager."""
+
+    def __init__(self, config: AgentConfig | None = None) -> None:
+        self.config = config or AgentConfig()
+        self._server: Any = None
+        self._main: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+        self.runtime: AgentRuntime | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` the agent answers on."""
+        assert self._sock is not None, "the agent is not running"
+        host, port = self._sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}"
+
+    @property
+    def supervisor(self) -> Supervisor:
+        assert self.runtime is not None, "the agent is not running"
+        return self.runtime.supervisor
+
+    def check_config(self) -> None:
+        """Refuse configurations that would be unsafe to run.
+
+        Raises:
+            ConfigError: a non-loopback bind without an auth token.
+        """
+        cfg = self.config
+        if not cfg.is_loopback() and not cfg.auth_token:
+            raise ConfigError(
+                f"refusing to listen on {cfg.host}: off loopback the agent requires auth. "
+                "Set an auth token (--auth-token-file FILE or auth_token in the config file), "
+                "or listen on 127.0.0.1."
+            )
+
+    async def __aenter__(self) -> Agent:
+        self.check_config()
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = DataDirLock(cfg.data_dir)
+        self._lock.acquire()
+        try:
+            await self._start()
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        cfg = self.config
+        agent_id = agent_id_for(cfg.data_dir)
+        leftovers = procs.sweep(procs.AGENT_MARKER, agent_id)
+        if leftovers:
+            log.warning("killed %d processes left by a previous agent on %s", leftovers, cfg.data_dir)
+        self._keeper = Keeper(agent_id)
+        self._keeper.start()
+        fetcher = Fetcher(cfg.data_dir / "cache", cfg.fetch)
+        apps = Apps(fetcher, cfg.unpack, cfg.data_dir / "run")
+        store = RecordStore(cfg.data_dir / "processes")
+        supervisor = Supervisor(cfg, apps, store, agent_id)
+        self.runtime = AgentRuntime(cfg, supervisor, SysInfo(cfg.data_dir))
+        self._sock = bind_socket(cfg.host, cfg.port)
+        self._main = asyncio.create_task(self.run(), name="herder-agent")
+        await supervisor.wait_ready()
+        if cfg.restore:
+            specs = store.load_all()
+            supervisor.restore(specs)
+            if specs:
+                log.info("restored %d recorded processes", len(specs))
+        started = asyncio.ensure_future(self.runtime.started.wait())
+        await asyncio.wait({started, self._main}, return_when=asyncio.FIRST_COMPLETED)
+        if self._main.done():
+            started.cancel()
+            await self._main  # raises what stopped it
+            raise ConfigError("the agent's HTTP server stopped during start-up")
+
+    async def run(self) -> None:
+        """Serve and supervise until ``request_stop()``; the owner of both tasks."""
+        import uvicorn
+
+        from herder.agent.api import build_app
+        from herder.agent.guard import Guard, protocol_with_header_timeout
+
+        assert self.runtime is not None and self._sock is not None
+        cfg = self.config
+        app = Guard(
+            build_app(self.runtime),
+            allowed_hosts=[*cfg.allowed_hosts, cfg.host],
+            auth_token=cfg.auth_token,
+            max_body_bytes=cfg.limits.max_body_bytes,
+            body_timeout_s=cfg.limits.body_timeout_s,
+        )
+        server_config = uvicorn.Config(
+            app,
+            http=protocol_with_header_timeout(cfg.limits.header_timeout_s),
+            ws="websockets-sansio",
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            limit_concurrency=cfg.limits.max_connections,
+            timeout_graceful_shutdown=GRACEFUL_HTTP_SHUTDOWN_S,
+            ws_max_size=64 * 1024,
+        )
+        self._server = _QuietServer(server_config)
+        supervisor = self.runtime.supervisor
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(supervisor.run(), name="supervisor")
+                await self._server.serve(sockets=[self._sock])
+                self.runtime.stopping = True
+                supervisor.shutdown()
+        finally:
+            supervisor.shutdown()
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop: no new requests, then every process stopped."""
+        if self.runtime is not None:
+            self.runtime.stopping = True
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def wait_stopped(self) -> None:
+        if self._main is not None:
+            await asyncio.shield(self._main)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.request_stop()
+        try:
+            if self._main is not None:
+                await self._main
+        finally:
+            if self._sock is not None:
+                self._sock.close()
+            self._keeper.stop()
+            self._lock.release()
+
+
+def _quiet_server_class() -> type[Any]:
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn without its own signal handling: the agent's owner decides."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+    return QuietServer
+
+
+def _QuietServer(config: Any) -> Any:  # noqa: N802 - a factory standing in for a class
+    return _quiet_server_class()(config)

@@ -1,0 +1,467 @@
+"""Supervision: run each process, restart it by its policy, stop it politely.
+
+A ``Unit`` is one supervised process: the spec it was created from, its state (see
+``states.py``), its output (``logs.OutputLog``) and the task that runs it. The
+``Supervisor`` owns every unit's task in one ``TaskGroup``.
+
+A unit's life, in ``Unit._run``:
+
+1. prepare: fetch and unpack the app, read the Procfile (``fetching``), or take the
+   command as given. Transient download failures are retried with backoff; others
+   are final (``failed``).
+2. run: spawn in a new session (``running``), read its output, await its exit through a
+   pidfd. When it ends, whatever it left in its group or elsewhere (found by its
+   environment marker) is killed, like systemd's control-group kill mode, so a
+   restart never fights its predecessor's leftovers for a port.
+3. restart: by policy (``always``, ``on-failure``, ``never``). A run that lasted
+   ``stable_s`` restarts at once; quick failures back off exponentially from
+   ``backoff_initial_s`` to ``backoff_max_s``.
+4. stop (delete or shutdown): SIGTERM to the group, ``grace_s``, SIGKILL to the group,
+   then a sweep for descendants that left it. ``Unit.stop()`` returns when nothing of
+   the process runs any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import fcntl
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from herder.agent import procs
+from herder.agent.apps import Apps, Launch, shell_command
+from herder.agent.config import AgentConfig, SupervisionConfig
+from herder.agent.errors import AppError, Conflict, FetchError, NotFound
+from herder.agent.logs import OutputLog, Stream
+from herder.agent.models import ProcessSpec, RestartPolicy
+from herder.agent.states import Event, State, apply, is_alive
+from herder.agent.store import RecordStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Read at most this much from a pipe per wake-up: big enough for bulk writers, small
+# enough that one noisy child cannot monopolise the loop.
+READ_CHUNK_BYTES = 1024 * 1024
+# Ask the kernel for pipes this big (the default is 64 KiB), so a bursty child blocks
+# less often while the agent is busy elsewhere. Best effort.
+PIPE_SIZE_BYTES = 1024 * 1024
+_F_SETPIPE_SZ = 1031
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def pick_port() -> int:
+    """A TCP port free on this host right now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, slots=True)
+class UnitContext:
+    """What every unit needs from the agent."""
+
+    agent_id: str
+    apps: Apps
+    config: SupervisionConfig
+    base_env: dict[str, str]
+    log_dir: Path
+    on_spec_change: Callable[[ProcessSpec], None]
+
+
+class Unit:
+    """One supervised process."""
+
+    def __init__(self, spec: ProcessSpec, ctx: UnitContext) -> None:
+        self.spec = spec
+        self._ctx = ctx
+        self.state = State.STARTING if spec.command is not None else State.FETCHING
+        self.pid: int | None = None
+        self.port: int | None = None
+        self.restarts = 0
+        self.exit_code: int | None = None
+        self.started_at: float | None = None
+        self.error: str | None = None
+        cfg = ctx.config
+        self.output = OutputLog(
+            ctx.log_dir,
+            spec.slug,
+            ring_lines=cfg.ring_lines,
+            file_max_bytes=cfg.log_max_bytes,
+            file_backups=cfg.log_backups,
+        )
+        self._stop_requested = asyncio.Event()
+        self._done = asyncio.Event()
+        self._open_fds: set[int] = set()
+        self._child: procs.Child | None = None
+        self._started_mono = 0.0
+
+    @property
+    def slug(self) -> str:
+        return self.spec.slug
+
+    @property
+    def unit_marker(self) -> str:
+        return f"{self._ctx.agent_id}:{self.slug}"
+
+    def _event(self, event: Event) -> None:
+        new = apply(self.state, event)
+        log.debug("%s: %s --%s--> %s", self.slug, self.state, event, new)
+        self.state = new
+
+    # -- public -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the unit until ``stop()``; never raises (a bug is logged and shown)."""
+        try:
+            launch = await self._until_stopped(self._prepare())
+            if launch is not None:
+                await self._supervise(launch)
+            await self._stop_requested.wait()
+        except Exception as exc:  # a bug must not take the other units down
+            log.exception("%s: supervisor error", self.slug)
+            self.error = f"internal error: {exc!r}"
+        finally:
+            self._kill_leftover_child()
+            if self.state is not State.STOPPING:
+                with contextlib.suppress(Exception):
+                    self._event(Event.STOP)
+            self._close_pipes()
+            self.output.close()
+            if self.state is State.STOPPING:
+                self._event(Event.STOPPED)
+            self._done.set()
+
+    def _kill_leftover_child(self) -> None:
+        """Cancelled or crashed mid-run: the child must not outlive its supervisor."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        procs.signal_group(child.pid, signal.SIGKILL)
+        procs.sweep(procs.UNIT_MARKER, self.unit_marker)
+        if child.popen.returncode is None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child.pid, 0)
+            child.popen.returncode = -signal.SIGKILL
+        if child.pidfd >= 0:
+            asyncio.get_running_loop().remove_reader(child.pidfd)
+            os.close(child.pidfd)
+            child.pidfd = -1
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def stop(self) -> None:
+        """Stop the process (SIGTERM, grace, SIGKILL) and return once nothing of it runs."""
+        self.request_stop()
+        await self._done.wait()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    # -- preparing --------------------------------------------------------------------
+
+    async def _until_stopped(self, aw: Awaitable[T]) -> T | None:
+        """Await ``aw`` unless a stop comes first (then cancel it and return None)."""
+        work = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+        if self._stop_requested.is_set() and not work.done():
+            return None
+        return work.result()
+
+    async def _wait_stop(self, delay_s: float) -> bool:
+        """Sleep ``delay_s`` unless a stop comes first; True if it did."""
+        if delay_s <= 0:
+            return self._stop_requested.is_set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay_s):
+                await self._stop_requested.wait()
+        return self._stop_requested.is_set()
+
+    async def _prepare(self) -> Launch | None:
+        spec = self.spec
+        if spec.command is not None:
+            argv = shell_command(spec.command) if isinstance(spec.command, str) else spec.command
+            return Launch(argv=list(argv), cwd=self._ctx.apps.workdir(self.slug))
+        assert spec.source_url is not None and spec.process_type is not None
+        failures = 0
+        while True:
+            try:
+                launch = await self._ctx.apps.prepare(
+                    slug=self.slug,
+                    source_url=spec.source_url,
+                    process_type=spec.process_type,
+                    prefer_sha256=spec.archive_sha256,
+                )
+            except FetchError as exc:
+                if not exc.transient:
+                    return self._fail(str(exc))
+                failures += 1
+                delay = self._backoff_delay(failures)
+                self.error = f"{exc} (retrying in {delay:.1f} s)"
+                self.output.note(self.error)
+                self._event(Event.FETCH_RETRY)
+                if await self._wait_stop(delay):
+                    return None
+                self._event(Event.REFETCH)
+                continue
+            except AppError as exc:
+                return self._fail(str(exc))
+            self.error = None
+            self._event(Event.FETCHED)
+            if launch.archive_sha256 != spec.archive_sha256:
+                self.spec = spec.model_copy(update={"archive_sha256": launch.archive_sha256})
+                self._ctx.on_spec_change(self.spec)
+            return launch
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.output.note(f"failed: {message}")
+        log.warning("%s: %s", self.slug, message)
+        self._event(Event.FAILED)
+
+    def _backoff_delay(self, failures: int) -> float:
+        cfg = self._ctx.config
+        if failures <= 0:
+            return 0.0
+        return float(min(cfg.backoff_initial_s * 2 ** (failures - 1), cfg.backoff_max_s))
+
+    # -- running ------------------------------------------------------------------------
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(self._ctx.base_env)
+        env.update(self.spec.env)
+        env.update(
+            PORT=str(self.port),
+            HERDER_APP=self.spec.app,
+            HERDER_NODE=self.spec.node,
+            HERDER_SLUG=self.slug,
+        )
+        # The markers come last so that nothing a user sets can hide a process from
+        # the sweeps that guarantee no orphan survives.
+        env[procs.AGENT_MARKER] = self._ctx.agent_id
+        env[procs.UNIT_MARKER] = self.unit_marker
+        return env
+
+    async def _supervise(self, launch: Launch) -> None:
+        failures = 0
+        self.port = pick_port()
+        while True:
+            try:
+                child = procs.spawn(launch.argv, env=self._child_env(), cwd=str(launch.cwd))
+            except OSError as exc:
+                self._fail(f"cannot start {launch.argv[0]!r}: {exc.strerror or exc}")
+                return
+            self._on_spawned(child)
+            exit_wait = asyncio.ensure_future(procs.wait_exit(child))
+            code = await self._until_stopped(asyncio.shield(exit_wait))
+            if code is None:  # stop requested while it runs
+                await self._terminate(child, exit_wait)
+                return
+            uptime = time.monotonic() - self._started_mono
+            self._after_exit(child, code)
+            if not self._should_restart(code):
+                self._event(Event.FINISHED)
+                return
+            failures = 0 if uptime >= self._ctx.config.stable_s else failures + 1
+            delay = self._backoff_delay(failures)
+            self._event(Event.CRASHED)
+            self.output.note(f"exited with {self._describe(code)}; restarting in {delay:.1f} s")
+            if await self._wait_stop(delay):
+                return
+            self._event(Event.RETRY)
+            self.restarts += 1
+
+    def _on_spawned(self, child: procs.Child) -> None:
+        self._child = child
+        self.pid = child.pid
+        self.exit_code = None
+        self.started_at = time.time()
+        self._started_mono = time.monotonic()
+        self._event(Event.SPAWNED)
+        for fd in (child.stdout_fd, child.stderr_fd):
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE_BYTES)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(child.stdout_fd, self._on_output, Stream.STDOUT, child.stdout_fd)
+        loop.add_reader(child.stderr_fd, self._on_output, Stream.STDERR, child.stderr_fd)
+        self._open_fds.update((child.stdout_fd, child.stderr_fd))
+
+    def _on_output(self, stream: Stream, fd: int) -> None:
+        try:
+            data = os.read(fd, READ_CHUNK_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.output.feed(stream, data)
+            self.output.flush()
+        else:
+            self._close_fd(fd)
+
+    def _close_fd(self, fd: int) -> None:
+        if fd in self._open_fds:
+            self._open_fds.discard(fd)
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+
+    def _close_pipes(self) -> None:
+        for fd in list(self._open_fds):
+            self._close_fd(fd)
+
+    def _after_exit(self, child: procs.Child, code: int) -> None:
+        """The main process ended: kill what it left, keep what it wrote, close pipes."""
+        self.exit_code = code
+        self.pid = None
+        self._child = None
+        procs.signal_group(child.pid, signal.SIGKILL)
+        procs.sweep(procs.UNIT_MARKER, self.unit_marker)
+        for fd, stream in ((child.stdout_fd, Stream.STDOUT), (child.stderr_fd, Stream.STDERR)):
+            if fd in self._open_fds:
+                rest = procs.drain(fd)
+                if rest:
+                    self.output.feed(stream, rest)
+                self._close_fd(fd)
+        self.output.flush_partial()
+
+    def _should_restart(self, code: int) -> bool:
+        policy = self.spec.restart
+        if policy is RestartPolicy.ALWAYS:
+            return True
+        if policy is RestartPolicy.ON_FAILURE:
+            return code != 0
+        return False
+
+    @staticmethod
+    def _describe(code: int) -> str:
+        if code < 0:
+            try:
+                return f"signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"signal {-code}"
+        return f"code {code}"
+
+    async def _terminate(self, child: procs.Child, exit_wait: asyncio.Future[int]) -> None:
+        """SIGTERM to the group, wait out the grace period, SIGKILL, sweep."""
+        self._event(Event.STOP)
+        grace = self._ctx.config.grace_s
+        procs.signal_group(child.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(grace):
+                code = await asyncio.shield(exit_wait)
+        except TimeoutError:
+            log.warning(
+                "%s: pid %d still running %.1f s after SIGTERM; sending SIGKILL",
+                self.slug, child.pid, grace,
+            )
+            procs.signal_group(child.pid, signal.SIGKILL)
+            code = await exit_wait
+        self._after_exit(child, code)
+        self.output.note(f"stopped ({self._describe(code)})")
+
+
+class Supervisor:
+    """All units of one agent, and the task group that runs them."""
+
+    def __init__(self, config: AgentConfig, apps: Apps, store: RecordStore, agent_id: str) -> None:
+        self._ctx = UnitContext(
+            agent_id=agent_id,
+            apps=apps,
+            config=config.supervision,
+            base_env=config.base_env(),
+            log_dir=config.data_dir / "logs",
+            on_spec_change=store.save,
+        )
+        self._apps = apps
+        self._store = store
+        self.units: dict[str, Unit] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._ready = asyncio.Event()
+        self._shutdown = asyncio.Event()
+
+    async def run(self) -> None:
+        """Own every unit's task until ``shutdown()``; then stop them all (records kept)."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self._ready.set()
+            await self._shutdown.wait()
+            await asyncio.gather(*(unit.stop() for unit in list(self.units.values())))
+        self._tg = None
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    def shutdown(self) -> None:
+        self._shutdown.set()
+
+    def _start(self, spec: ProcessSpec) -> Unit:
+        assert self._tg is not None, "Supervisor.run() is not running"
+        unit = Unit(spec, self._ctx)
+        self.units[spec.slug] = unit
+        self._tg.create_task(unit.run(), name=f"unit:{spec.slug}")
+        return unit
+
+    def create(self, spec: ProcessSpec) -> Unit:
+        """Record and start a new process.
+
+        Raises:
+            Conflict: a process with this slug exists.
+        """
+        if spec.slug in self.units:
+            raise Conflict(f"a process with slug {spec.slug!r} exists already")
+        self._store.save(spec)
+        return self._start(spec)
+
+    def restore(self, specs: list[ProcessSpec]) -> None:
+        """Start recorded processes again (after an agent restart)."""
+        for spec in specs:
+            if spec.slug not in self.units:
+                self._start(spec)
+
+    def get(self, slug: str) -> Unit:
+        try:
+            return self.units[slug]
+        except KeyError:
+            raise NotFound(f"no process with slug {slug!r}") from None
+
+    async def delete(self, slug: str) -> Unit:
+        """Stop the process, forget it, and return its last status.
+
+        Raises:
+            NotFound: no such slug.
+        """
+        unit = self.get(slug)
+        await unit.stop()
+        if self.units.get(slug) is unit:
+            del self.units[slug]
+            self._store.remove(slug)
+            self._apps.remove(slug)
+        return unit
+
+    def running_count(self) -> int:
+        return sum(1 for u in self.units.values() if is_alive(u.state))

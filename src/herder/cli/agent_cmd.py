@@ -1,0 +1,114 @@
+"""``herder agent``: run the per-host agent in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+log = logging.getLogger("herder.agent")
+
+
+def _read_secret(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    token = path.read_text().strip()
+    if not token:
+        raise typer.BadParameter(f"{path} is empty", param_hint="--auth-token-file")
+    return token
+
+
+def agent(
+    host: Annotated[str | None, typer.Option(help="Address to listen on. [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on. [default: 8010]")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where records, logs, unpacked apps and the cache live. [default: ./.herder]"),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="TOML file with any agent setting (see docs/operations.md)."),
+    ] = None,
+    restore: Annotated[
+        bool | None,
+        typer.Option("--restore/--no-restore", help="Start the processes recorded by the last run. [default: restore]"),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra name accepted in the Host header (repeatable); loopback names always are."),
+    ] = None,
+    auth_token_file: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="File holding a shared secret clients must send as a bearer token. Required off loopback."),
+    ] = None,
+    grace: Annotated[
+        float | None, typer.Option(help="Seconds between SIGTERM and SIGKILL when stopping a process. [default: 10]")
+    ] = None,
+) -> None:
+    """Run the agent in the foreground until SIGINT or SIGTERM.
+
+    It serves the REST API (GET / lists the actions), supervises the processes it is
+    asked to run, and restarts them until they are deleted. On SIGINT/SIGTERM it stops
+    every process gracefully and exits 0; if it is killed, no process it started
+    survives. Processes it was running are started again at its next start.
+    """
+    from pydantic import ValidationError
+
+    from herder.agent import Agent, AgentError, load_config
+
+    overrides: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "data_dir": data_dir,
+        "restore": restore,
+        "allowed_hosts": allowed_host or None,
+        "auth_token": _read_secret(auth_token_file),
+    }
+    if grace is not None:
+        overrides["supervision"] = {"grace_s": grace}
+    try:
+        cfg = load_config(config, overrides)
+    except ValidationError as exc:
+        typer.echo(f"herder agent: invalid configuration:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        _run(Agent(cfg))
+    except AgentError as exc:
+        typer.echo(f"herder agent: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _run(agent: Any) -> None:
+    async def main() -> None:
+        async with agent:
+            loop = asyncio.get_running_loop()
+
+            def on_signal(signum: int) -> None:
+                log.info("received %s: stopping every process, then exiting", signal.Signals(signum).name)
+                agent.request_stop()
+
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, on_signal, signum)
+            url = agent.url
+            log.info("agent listening on %s (data in %s)", url, agent.config.data_dir)
+            if agent.config.auth_token is None:
+                log.warning("no auth token: anyone on this host can use the agent (loopback only)")
+            print(f"herder agent listening on {url}\n  try: curl {url}/", file=sys.stderr, flush=True)
+            await agent.wait_stopped()
+        log.info("agent stopped")
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:  # uvloop is optional off Linux
+        asyncio.run(main())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("agent")(agent)

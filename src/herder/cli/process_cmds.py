@@ -1,0 +1,148 @@
+"""``herder run|ps|status|logs|rm``: talk to an agent's REST API from the shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+DEFAULT_AGENT_URL = "http://127.0.0.1:8010"
+
+AgentUrl = Annotated[
+    str,
+    typer.Option("--agent", envvar="HERDER_AGENT_URL", help="The agent's URL."),
+]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option("--token-file", envvar="HERDER_TOKEN_FILE", help="File with the agent's bearer token."),
+]
+
+
+def _headers(token_file: Path | None) -> dict[str, str]:
+    if token_file is None:
+        return {}
+    return {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+
+
+def _request(method: str, url: str, token_file: Path | None, body: Any = None) -> Any:
+    import httpx
+
+    try:
+        response = httpx.request(method, url, json=body, headers=_headers(token_file), timeout=60.0)
+    except httpx.HTTPError as exc:
+        typer.echo(f"herder: cannot reach {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if response.status_code >= 400:
+        try:
+            doc = response.json()
+            message = f"{doc.get('message')} (field: {doc.get('field')})" if doc.get("field") else doc.get("message")
+        except ValueError:
+            message = response.text
+        typer.echo(f"herder: {response.status_code}: {message}", err=True)
+        raise typer.Exit(1)
+    return response.json()
+
+
+def _print(doc: Any) -> None:
+    typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+
+
+def run(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="Application name.")],
+    node: Annotated[str, typer.Argument(help="Process name, e.g. web.0.")],
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="Command to run (after --). Omit it when giving --source."),
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="Source archive URL (http, https or file).")] = None,
+    process_type: Annotated[str | None, typer.Option("--type", help="Procfile process type.")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=value (repeatable).")] = None,
+    restart: Annotated[str, typer.Option(help="always, on-failure or never.")] = "always",
+    agent: AgentUrl = DEFAULT_AGENT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Create a process: 'herder run myapp web.0 -- python -m http.server' or an app
+    with '--source URL --type web'. Prints its status document."""
+    body: dict[str, Any] = {"app": app_name, "node": node, "restart": restart, "env": {}}
+    for item in env or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r} is not NAME=value", param_hint="--env")
+        body["env"][name] = value
+    if command:
+        body["command"] = command
+    else:
+        body["source_url"] = source
+        body["process_type"] = process_type
+    index = _request("GET", agent + "/", token_file)
+    _print(_request("POST", index["create"], token_file, body))
+
+
+def ps(agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None) -> None:
+    """List processes: slug, state, pid, restarts."""
+    index = _request("GET", agent + "/", token_file)
+    listing = _request("GET", index["list"], token_file)
+    typer.echo(f"{'SLUG':32} {'STATE':9} {'PID':>7} {'RESTARTS':>8}  ERROR")
+    for p in listing["processes"]:
+        pid = p["pid"] if p["pid"] is not None else "-"
+        typer.echo(f"{p['slug']:32} {p['state']:9} {pid!s:>7} {p['restarts']:>8}  {p['error'] or ''}")
+
+
+def status(
+    slug: Annotated[str, typer.Argument(help="app.node")],
+    agent: AgentUrl = DEFAULT_AGENT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Print one process's status document."""
+    _print(_request("GET", f"{agent}/process-status/{slug}", token_file))
+
+
+def rm(
+    slug: Annotated[str, typer.Argument(help="app.node")],
+    agent: AgentUrl = DEFAULT_AGENT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Delete a process: SIGTERM, grace period, SIGKILL; returns once it is gone."""
+    _print(_request("POST", f"{agent}/delete-process/{slug}", token_file, {}))
+
+
+def logs(
+    slug: Annotated[str, typer.Argument(help="app.node")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming live lines.")] = False,
+    agent: AgentUrl = DEFAULT_AGENT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Print the process's recent output (stdout to stdout, stderr to stderr); -f follows."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    url = "ws" + agent[4:] + f"/attach-console/{slug}"
+    try:
+        with connect(url, additional_headers=_headers(token_file), open_timeout=10) as ws:
+            while True:
+                try:
+                    frame = ws.recv(timeout=None if follow else 0.5)
+                except TimeoutError:
+                    break
+                doc = json.loads(frame)
+                out = sys.stdout if doc["stream"] == "stdout" else sys.stderr
+                print(doc["line"], file=out, flush=True)
+    except ConnectionClosed:
+        pass
+    except OSError as exc:
+        typer.echo(f"herder: cannot attach to {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        os._exit(130)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("ps")(ps)
+    app.command("status")(status)
+    app.command("logs")(logs)
+    app.command("rm")(rm)
