@@ -8,4 +8,12 @@ from herder.agent.errors import AgentError, ConfigError, DataDirBusy
 from herder.agent.server import Agent
 from herder.agent.states import State
 
-__all__ = ["Agent", "AgentConfig", "AgentError", "ConfigError", "DataDirBusy", "State", "load_config"]
+__all__ = [
+    "Agent",
+    "AgentConfig",
+    "AgentError",
+    "ConfigError",
+    "DataDirBusy",
+    "State",
+    "load_config",
+]

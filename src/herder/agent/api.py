@@ -16,7 +16,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
@@ -61,7 +61,7 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return JSONResponse({"error": code, "message": message, "field": field}, status_code=status)
 
 
-def _field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
+def _field_of(loc: Any) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "path", "query", "header")]
     return ".".join(parts) or None
 
@@ -71,9 +71,7 @@ def validation_error(exc: ValidationError | RequestValidationError) -> JSONRespo
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid"}
     field = _field_of(first.get("loc", ()))
-    details = "; ".join(
-        f"{_field_of(e.get('loc', ())) or 'body'}: {e.get('msg', 'invalid')}" for e in errors
-    )
+    details = "; ".join(f"{_field_of(e.get('loc', ())) or 'body'}: {e.get('msg', 'invalid')}" for e in errors)
     return error_response(422, "invalid", details, field)
 
 
@@ -166,46 +164,65 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
         description="Run and supervise processes on this host (smartmob-agent's REST API).",
         lifespan=runtime.lifespan,
     )
-    sup = runtime.supervisor
+    install_error_handlers(app)
+    app.include_router(process_routes(runtime))
+    app.include_router(host_routes(runtime))
+    app.include_router(attach_routes(runtime))
+    return app
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error, ours or the framework's, answers the one error document."""
+
+    async def api_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
         return error_response(exc.status, exc.code, str(exc), exc.field)
 
-    @app.exception_handler(ValidationError)
-    async def _invalid(_: Request, exc: ValidationError) -> JSONResponse:
+    async def invalid(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ValidationError | RequestValidationError)
         return validation_error(exc)
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return validation_error(exc)
-
-    @app.exception_handler(NotFound)
-    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+    async def not_found(_: Request, exc: Exception) -> Response:
         return error_response(404, "not_found", str(exc), "slug")
 
-    @app.exception_handler(Conflict)
-    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+    async def conflict(_: Request, exc: Exception) -> Response:
         return error_response(409, "conflict", str(exc), "node")
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail))
 
-    @app.get("/", response_model=Index, summary="Index: links to the available actions")
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(ValidationError, invalid)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(Conflict, conflict)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def process_routes(runtime: AgentRuntime) -> APIRouter:
+    """The seed's index, listing, create, status and delete."""
+    router = APIRouter()
+    sup = runtime.supervisor
+
+    @router.get("/", response_model=Index, summary="Index: links to the available actions")
     async def index(request: Request) -> Response:
         base = base_url(request)
         return JSONResponse(
-            {"create": f"{base}/create-process", "list": f"{base}/list-processes", "info": f"{base}/info"}
+            {
+                "create": f"{base}/create-process",
+                "list": f"{base}/list-processes",
+                "info": f"{base}/info",
+            }
         )
 
-    @app.get("/list-processes", response_model=Listing, summary="Listing of every process")
+    @router.get("/list-processes", response_model=Listing, summary="Listing of every process")
     async def list_processes(request: Request) -> Response:
         base = base_url(request)
         return JSONResponse({"processes": [status_document(u, base) for u in sup.units.values()]})
 
-    @app.post(
+    @router.post(
         "/create-process",
         status_code=201,
         response_model=ProcessStatus,
@@ -221,7 +238,7 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
         unit = sup.create(spec)
         return JSONResponse(status_document(unit, base_url(request)), status_code=201)
 
-    @app.get(
+    @router.get(
         "/process-status/{slug}",
         response_model=ProcessStatus,
         responses=_ERRORS,
@@ -230,7 +247,7 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
     async def process_status(slug: str, request: Request) -> Response:
         return JSONResponse(status_document(sup.get(slug), base_url(request)))
 
-    @app.post(
+    @router.post(
         "/delete-process/{slug}",
         response_model=ProcessStatus,
         responses=_ERRORS,
@@ -242,18 +259,34 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
         body = await request.body()
         if body.strip():
             await read_json(request, DeleteRequest)
+        # Shielded: a client that hangs up must not leave a process half-stopped.
         unit = await asyncio.shield(sup.delete(slug))
         return JSONResponse(status_document(unit, base_url(request)))
 
-    @app.get("/info", response_model=Info, summary="This host's figures and the agent's version")
-    async def info() -> Response:
-        return JSONResponse(await runtime.sysinfo.collect(sup.running_count()))
+    return router
 
-    @app.get("/healthz", summary="Liveness: 200 while the agent serves (no auth needed)")
+
+def host_routes(runtime: AgentRuntime) -> APIRouter:
+    """The host's figures and liveness."""
+    router = APIRouter()
+
+    @router.get("/info", response_model=Info, summary="This host's figures and the agent's version")
+    async def info() -> Response:
+        return JSONResponse(await runtime.sysinfo.collect(runtime.supervisor.running_count()))
+
+    @router.get("/healthz", summary="Liveness: 200 while the agent serves (no auth needed)")
     async def healthz() -> Response:
         return JSONResponse({"ok": True})
 
-    @app.websocket("/attach-console/{slug}")
+    return router
+
+
+def attach_routes(runtime: AgentRuntime) -> APIRouter:
+    """The WebSocket that streams a process's output."""
+    router = APIRouter()
+    sup = runtime.supervisor
+
+    @router.websocket("/attach-console/{slug}")
     async def attach(
         ws: WebSocket,
         slug: str,
@@ -288,7 +321,7 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
         if ws.client_state.name == "CONNECTED":
             await ws.close(1000, "the process was deleted")
 
-    return app
+    return router
 
 
 async def _until_disconnect(ws: WebSocket) -> None:

@@ -48,16 +48,13 @@ class _Budget:
     def add_file(self, name: str) -> None:
         self.files += 1
         if self.files > self.config.max_files:
-            raise UnsafeArchive(
-                f"unsafe archive: more than {self.config.max_files} entries (at {name!r})"
-            )
+            raise UnsafeArchive(f"unsafe archive: more than {self.config.max_files} entries (at {name!r})")
 
     def add_bytes(self, name: str, count: int) -> None:
         self.written += count
         if self.written > self.config.max_bytes:
             raise UnsafeArchive(
-                f"unsafe archive: unpacks to more than {self.config.max_bytes} bytes "
-                f"(at {name!r})"
+                f"unsafe archive: unpacks to more than {self.config.max_bytes} bytes (at {name!r})"
             )
         ratio_base = max(self.archive_bytes, 1)
         if self.written > RATIO_FLOOR_BYTES and self.written / ratio_base > self.config.max_ratio:

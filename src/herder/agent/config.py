@@ -22,7 +22,17 @@ DEFAULT_DATA_DIR = Path(".herder")
 # What a child inherits from the agent's own environment unless configured otherwise:
 # enough to find programs and speak the user's locale, and nothing that could carry the
 # agent's secrets.
-DEFAULT_INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ", "TMPDIR")
+DEFAULT_INHERITED_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+)
 
 
 class _Section(BaseModel):
@@ -64,9 +74,7 @@ class UnpackConfig(_Section):
     max_bytes: int = Field(2 * 1024 * 1024 * 1024, gt=0, description="total unpacked size")
     max_files: int = Field(100_000, gt=0)
     max_ratio: float = Field(200.0, gt=1, description="unpacked size / archive size")
-    allow_links: bool = Field(
-        False, description="allow symbolic links whose target stays inside the app"
-    )
+    allow_links: bool = Field(False, description="allow symbolic links whose target stays inside the app")
 
 
 class LimitsConfig(_Section):
@@ -103,9 +111,7 @@ class AgentConfig(_Section):
         default_factory=list,
         description="extra names accepted in the Host header (loopback names always are)",
     )
-    auth_token: str | None = Field(
-        None, description="shared secret required as 'Authorization: Bearer ...'"
-    )
+    auth_token: str | None = Field(None, description="shared secret required as 'Authorization: Bearer ...'")
     inherit_env: list[str] = Field(default_factory=lambda: list(DEFAULT_INHERITED_ENV))
     env: dict[str, str] = Field(default_factory=dict, description="base environment of children")
     fetch: FetchConfig = Field(default_factory=FetchConfig)

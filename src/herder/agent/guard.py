@@ -109,7 +109,8 @@ class Guard:
                 length = value
         if host is None or host_name(host) not in self.allowed:
             raise _Refused(
-                403, "forbidden_host",
+                403,
+                "forbidden_host",
                 f"Host {host!r} is not served here (DNS rebinding protection); "
                 "add it to the agent's allowed_hosts",
                 "Host",
@@ -117,11 +118,23 @@ class Guard:
         if origin is not None and (scope["type"] == "websocket" or scope["method"] not in SAFE_METHODS):
             netloc = urllib.parse.urlsplit(origin).netloc
             if not netloc or host_name(netloc) not in self.allowed:
-                raise _Refused(403, "forbidden_origin", f"requests from origin {origin!r} are refused", "Origin")
-        if self._token is not None and scope["path"] not in PUBLIC_PATHS and (
-            auth is None or not hmac.compare_digest(auth, self._token)
+                raise _Refused(
+                    403,
+                    "forbidden_origin",
+                    f"requests from origin {origin!r} are refused",
+                    "Origin",
+                )
+        if (
+            self._token is not None
+            and scope["path"] not in PUBLIC_PATHS
+            and (auth is None or not hmac.compare_digest(auth, self._token))
         ):
-            raise _Refused(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is required", "Authorization")
+            raise _Refused(
+                401,
+                "unauthorized",
+                "a valid 'Authorization: Bearer <token>' is required",
+                "Authorization",
+            )
         if length is None:
             return None
         try:
@@ -139,12 +152,17 @@ class Guard:
         async def limited_receive() -> Message:
             nonlocal received, body_done
             if body_done:
-                return await receive()  # e.g. waiting for a disconnect while streaming
+                later: Message = await receive()  # e.g. a disconnect while streaming
+                return later
             try:
                 async with asyncio.timeout_at(deadline):
                     message: Message = await receive()
             except TimeoutError:
-                raise _Refused(408, "timeout", f"the request body did not arrive within {self.body_timeout_s:g} s") from None
+                raise _Refused(
+                    408,
+                    "timeout",
+                    f"the request body did not arrive within {self.body_timeout_s:g} s",
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
@@ -168,10 +186,19 @@ class Guard:
     @staticmethod
     async def _refuse(kind: str, send: Send, refusal: _Refused) -> None:
         body = json.dumps({"error": refusal.code, "message": str(refusal), "field": refusal.field}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         if kind == "websocket":
             # Before accept, uvicorn turns this into an HTTP response to the upgrade.
-            await send({"type": "websocket.http.response.start", "status": refusal.status, "headers": headers})
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": refusal.status,
+                    "headers": headers,
+                }
+            )
             await send({"type": "websocket.http.response.body", "body": body})
             return
         if refusal.status in (408, 413):

@@ -18,7 +18,7 @@ import contextlib
 import os
 import subprocess
 
-from herder.agent.procs import AGENT_MARKER, UNIT_MARKER, SWEEP_ROUNDS
+from herder.agent.procs import AGENT_MARKER, SWEEP_ROUNDS, UNIT_MARKER
 
 # $1 is the marker line (NAME=value). grep -z treats NUL-separated environ entries as
 # lines and -x demands the whole entry, so a value that merely contains the id never

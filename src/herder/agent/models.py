@@ -14,7 +14,14 @@ import re
 import urllib.parse
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from herder.agent.fetch import ALLOWED_SCHEMES
 from herder.agent.procfile import PROCESS_TYPE_PATTERN
@@ -56,7 +63,10 @@ class CreateRequest(BaseModel):
     )
     command: (
         Annotated[str, StringConstraints(min_length=1, max_length=MAX_COMMAND_CHARS)]
-        | Annotated[list[Annotated[str, StringConstraints(max_length=MAX_COMMAND_CHARS)]], Field(min_length=1, max_length=1024)]
+        | Annotated[
+            list[Annotated[str, StringConstraints(max_length=MAX_COMMAND_CHARS)]],
+            Field(min_length=1, max_length=1024),
+        ]
         | None
     ) = Field(
         None,
@@ -77,9 +87,7 @@ class CreateRequest(BaseModel):
             return None
         scheme = urllib.parse.urlsplit(url).scheme.lower()
         if scheme not in ALLOWED_SCHEMES:
-            raise ValueError(
-                f"URL scheme {scheme or '(none)'!r} is not allowed; use http, https or file"
-            )
+            raise ValueError(f"URL scheme {scheme or '(none)'!r} is not allowed; use http, https or file")
         return url
 
     @field_validator("env")

@@ -32,9 +32,7 @@ def parse_procfile(text: str) -> dict[str, str]:
             continue
         match = _LINE.match(line)
         if match is None:
-            raise ProcfileError(
-                f"Procfile line {number} is not '<process type>: <command>': {raw[:80]!r}"
-            )
+            raise ProcfileError(f"Procfile line {number} is not '<process type>: <command>': {raw[:80]!r}")
         ptype, command = match["type"], match["command"]
         if not command:
             raise ProcfileError(f"Procfile line {number}: process type {ptype!r} has no command")
@@ -55,9 +53,7 @@ def find_app_root(directory: Path) -> Path:
     entries = [p for p in directory.iterdir() if not p.name.startswith(".")]
     if len(entries) == 1 and entries[0].is_dir() and (entries[0] / "Procfile").is_file():
         return entries[0]
-    raise ProcfileError(
-        "no Procfile at the root of the app (nor inside its single top-level folder)"
-    )
+    raise ProcfileError("no Procfile at the root of the app (nor inside its single top-level folder)")
 
 
 def read_command(app_root: Path, process_type: str) -> str:
@@ -78,7 +74,5 @@ def read_command(app_root: Path, process_type: str) -> str:
     commands = parse_procfile(text)
     if process_type not in commands:
         known = ", ".join(sorted(commands)) or "none"
-        raise ProcfileError(
-            f"unknown process type {process_type!r}; the Procfile defines: {known}"
-        )
+        raise ProcfileError(f"unknown process type {process_type!r}; the Procfile defines: {known}")
     return commands[process_type]

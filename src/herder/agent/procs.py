@@ -70,7 +70,8 @@ def spawn(
         start_new_session=True,
         close_fds=True,
     )
-    assert popen.stdout is not None and popen.stderr is not None
+    assert popen.stdout is not None
+    assert popen.stderr is not None
     # Take the raw descriptors from the file objects so that nothing buffers in Python.
     stdout_fd = os.dup(popen.stdout.fileno())
     stderr_fd = os.dup(popen.stderr.fileno())
@@ -101,7 +102,7 @@ async def wait_exit(child: Child) -> int:
         loop.remove_reader(child.pidfd)
     os.close(child.pidfd)
     child.pidfd = -1
-    _, status = os.waitpid(child.pid, 0)
+    _, status = os.waitpid(child.pid, 0)  # noqa: ASYNC222 - the pidfd said it exited: no wait
     code = os.waitstatus_to_exitcode(status)
     child.popen.returncode = code  # tell Popen it was reaped, so it never waits again
     return code

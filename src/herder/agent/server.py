@@ -192,7 +192,8 @@ class Agent:
         from herder.agent.api import build_app
         from herder.agent.guard import Guard, protocol_with_header_timeout
 
-        assert self.runtime is not None and self._sock is not None
+        assert self.runtime is not None
+        assert self._sock is not None
         cfg = self.config
         app = Guard(
             build_app(self.runtime),
@@ -259,5 +260,5 @@ def _quiet_server_class() -> type[Any]:
     return QuietServer
 
 
-def _QuietServer(config: Any) -> Any:  # noqa: N802 - a factory standing in for a class
+def _QuietServer(config: Any) -> Any:
     return _quiet_server_class()(config)

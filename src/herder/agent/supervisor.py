@@ -110,6 +110,7 @@ class Unit:
         self._open_fds: set[int] = set()
         self._child: procs.Child | None = None
         self._started_mono = 0.0
+        self._changed = asyncio.Event()
 
     @property
     def slug(self) -> str:
@@ -123,6 +124,21 @@ class Unit:
         new = apply(self.state, event)
         log.debug("%s: %s --%s--> %s", self.slug, self.state, event, new)
         self.state = new
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_for(self, predicate: Callable[[Unit], bool], timeout_s: float) -> None:
+        """Wait until ``predicate(self)`` holds; it is checked on every state change.
+
+        Raises:
+            TimeoutError: it did not hold within ``timeout_s``.
+        """
+        async with asyncio.timeout(timeout_s):
+            while not predicate(self):
+                await self._changed.wait()
 
     # -- public -------------------------------------------------------------------
 
@@ -207,7 +223,8 @@ class Unit:
         if spec.command is not None:
             argv = shell_command(spec.command) if isinstance(spec.command, str) else spec.command
             return Launch(argv=list(argv), cwd=self._ctx.apps.workdir(self.slug))
-        assert spec.source_url is not None and spec.process_type is not None
+        assert spec.source_url is not None
+        assert spec.process_type is not None
         failures = 0
         while True:
             try:
@@ -219,7 +236,8 @@ class Unit:
                 )
             except FetchError as exc:
                 if not exc.transient:
-                    return self._fail(str(exc))
+                    self._fail(str(exc))
+                    return None
                 failures += 1
                 delay = self._backoff_delay(failures)
                 self.error = f"{exc} (retrying in {delay:.1f} s)"
@@ -230,7 +248,8 @@ class Unit:
                 self._event(Event.REFETCH)
                 continue
             except AppError as exc:
-                return self._fail(str(exc))
+                self._fail(str(exc))
+                return None
             self.error = None
             self._event(Event.FETCHED)
             if launch.archive_sha256 != spec.archive_sha256:
@@ -293,8 +312,8 @@ class Unit:
             self.output.note(f"exited with {self._describe(code)}; restarting in {delay:.1f} s")
             if await self._wait_stop(delay):
                 return
-            self._event(Event.RETRY)
             self.restarts += 1
+            self._event(Event.RETRY)
 
     def _on_spawned(self, child: procs.Child) -> None:
         self._child = child
@@ -377,7 +396,9 @@ class Unit:
         except TimeoutError:
             log.warning(
                 "%s: pid %d still running %.1f s after SIGTERM; sending SIGKILL",
-                self.slug, child.pid, grace,
+                self.slug,
+                child.pid,
+                grace,
             )
             procs.signal_group(child.pid, signal.SIGKILL)
             code = await exit_wait

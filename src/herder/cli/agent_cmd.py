@@ -32,11 +32,18 @@ def agent(
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(exists=True, dir_okay=False, help="TOML file with any agent setting (see docs/operations.md)."),
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="TOML file with any agent setting (see docs/operations.md).",
+        ),
     ] = None,
     restore: Annotated[
         bool | None,
-        typer.Option("--restore/--no-restore", help="Start the processes recorded by the last run. [default: restore]"),
+        typer.Option(
+            "--restore/--no-restore",
+            help="Start the processes recorded by the last run. [default: restore]",
+        ),
     ] = None,
     allowed_host: Annotated[
         list[str] | None,
@@ -44,10 +51,15 @@ def agent(
     ] = None,
     auth_token_file: Annotated[
         Path | None,
-        typer.Option(exists=True, dir_okay=False, help="File holding a shared secret clients must send as a bearer token. Required off loopback."),
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="File holding a shared secret clients must send as a bearer token. Required off loopback.",
+        ),
     ] = None,
     grace: Annotated[
-        float | None, typer.Option(help="Seconds between SIGTERM and SIGKILL when stopping a process. [default: 10]")
+        float | None,
+        typer.Option(help="Seconds between SIGTERM and SIGKILL when stopping a process. [default: 10]"),
     ] = None,
 ) -> None:
     """Run the agent in the foreground until SIGINT or SIGTERM.

@@ -39,7 +39,11 @@ def _request(method: str, url: str, token_file: Path | None, body: Any = None) -
     if response.status_code >= 400:
         try:
             doc = response.json()
-            message = f"{doc.get('message')} (field: {doc.get('field')})" if doc.get("field") else doc.get("message")
+            message = (
+                f"{doc.get('message')} (field: {doc.get('field')})"
+                if doc.get("field")
+                else doc.get("message")
+            )
         except ValueError:
             message = response.text
         typer.echo(f"herder: {response.status_code}: {message}", err=True)

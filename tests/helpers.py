@@ -1,0 +1,144 @@
+"""Helpers for tests that drive real processes: waiting with deadlines, pids, the binary."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from herder.agent.supervisor import Unit
+
+HERDER = str(Path(sys.executable).with_name("herder"))
+# Polling an HTTP state needs a pause between polls; this is it (not a wait for time
+# to pass: every loop below also has a deadline).
+POLL_S = 0.02
+
+
+async def wait_http(
+    client: httpx.AsyncClient,
+    url: str,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    """GET ``url`` until ``predicate(doc)`` holds; return the document."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = await client.get(url)
+        doc: dict[str, Any] = response.json()
+        if response.status_code == 200 and predicate(doc):
+            return doc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} never satisfied the condition; last: {doc}")
+        await asyncio.sleep(POLL_S)
+
+
+async def wait_unit(unit: Unit, predicate: Callable[[Unit], bool], timeout_s: float = 10.0) -> Unit:
+    await unit.wait_for(predicate, timeout_s)
+    return unit
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+async def wait_dead(pids: list[int], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(pid_alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            alive = [p for p in pids if pid_alive(p)]
+            raise AssertionError(f"processes still alive: {alive}")
+        await asyncio.sleep(POLL_S)
+
+
+async def poll(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait until ``check()`` is true (it may be async), with a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        await asyncio.sleep(POLL_S)
+
+
+class AgentProcess:
+    """The real ``herder agent`` binary on an ephemeral port; stopped by pid."""
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        self.data_dir = data_dir
+        self.args = args
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self, timeout_s: float = 20.0) -> AgentProcess:
+        self.proc = subprocess.Popen(
+            [
+                HERDER,
+                "agent",
+                "--port",
+                "0",
+                "--data-dir",
+                str(self.data_dir),
+                "--grace",
+                "2",
+                *self.args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout_s
+        lines = []
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = re.search(r"herder agent listening on (http://\S+)", line)
+            if match:
+                self.url = match.group(1)
+                return self
+        self.kill()
+        raise AssertionError("agent did not start:\n" + "".join(lines))
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout_s: float = 30.0) -> int:
+        assert self.proc is not None
+        code = self.proc.wait(timeout=timeout_s)
+        if self.proc.stderr is not None:
+            self.stderr_tail = self.proc.stderr.read()
+            self.proc.stderr.close()
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.wait()
