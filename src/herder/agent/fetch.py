@@ -111,6 +111,8 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:
+        raise FetchError(f"download failed: {host!r} is not a valid host name") from exc
     except socket.gaierror as exc:
         raise FetchError(f"download failed: cannot resolve {host}: {exc.strerror}", transient=True) from exc
     return [ipaddress.ip_address(info[4][0]) for info in infos]

@@ -95,12 +95,14 @@ async def wait_exit(child: Child) -> int:
         if not exited.done():
             exited.set_result(None)
 
-    loop.add_reader(child.pidfd, on_readable)
+    fd = child.pidfd
+    loop.add_reader(fd, on_readable)
     try:
         await exited
     finally:
-        loop.remove_reader(child.pidfd)
-    os.close(child.pidfd)
+        if child.pidfd == fd:  # not closed meanwhile by a cancelled owner
+            loop.remove_reader(fd)
+    os.close(fd)
     child.pidfd = -1
     _, status = os.waitpid(child.pid, 0)  # noqa: ASYNC222 - the pidfd said it exited: no wait
     code = os.waitstatus_to_exitcode(status)

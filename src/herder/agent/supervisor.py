@@ -109,8 +109,10 @@ class Unit:
         self._done = asyncio.Event()
         self._open_fds: set[int] = set()
         self._child: procs.Child | None = None
+        self._exit_wait: asyncio.Future[int] | None = None
         self._started_mono = 0.0
         self._changed = asyncio.Event()
+        self._waiters = 0
 
     @property
     def slug(self) -> str:
@@ -131,14 +133,18 @@ class Unit:
         changed.set()
 
     async def wait_for(self, predicate: Callable[[Unit], bool], timeout_s: float) -> None:
-        """Wait until ``predicate(self)`` holds; it is checked on every state change.
+        """Wait until ``predicate(self)`` holds; checked on every state change and output read.
 
         Raises:
             TimeoutError: it did not hold within ``timeout_s``.
         """
-        async with asyncio.timeout(timeout_s):
-            while not predicate(self):
-                await self._changed.wait()
+        self._waiters += 1
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not predicate(self):
+                    await self._changed.wait()
+        finally:
+            self._waiters -= 1
 
     # -- public -------------------------------------------------------------------
 
@@ -168,6 +174,8 @@ class Unit:
         child, self._child = self._child, None
         if child is None:
             return
+        if self._exit_wait is not None:
+            self._exit_wait.cancel()
         procs.signal_group(child.pid, signal.SIGKILL)
         procs.sweep(procs.UNIT_MARKER, self.unit_marker)
         if child.popen.returncode is None:
@@ -201,11 +209,12 @@ class Unit:
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
-            if not work.done():
+            finished = work.done()
+            if not finished:
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
-        if self._stop_requested.is_set() and not work.done():
+        if not finished:
             return None
         return work.result()
 
@@ -296,7 +305,7 @@ class Unit:
                 self._fail(f"cannot start {launch.argv[0]!r}: {exc.strerror or exc}")
                 return
             self._on_spawned(child)
-            exit_wait = asyncio.ensure_future(procs.wait_exit(child))
+            exit_wait = self._exit_wait = asyncio.ensure_future(procs.wait_exit(child))
             code = await self._until_stopped(asyncio.shield(exit_wait))
             if code is None:  # stop requested while it runs
                 await self._terminate(child, exit_wait)
@@ -318,7 +327,6 @@ class Unit:
     def _on_spawned(self, child: procs.Child) -> None:
         self._child = child
         self.pid = child.pid
-        self.exit_code = None
         self.started_at = time.time()
         self._started_mono = time.monotonic()
         self._event(Event.SPAWNED)
@@ -340,6 +348,8 @@ class Unit:
         if data:
             self.output.feed(stream, data)
             self.output.flush()
+            if self._waiters:
+                self._notify()
         else:
             self._close_fd(fd)
 
