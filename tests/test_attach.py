@@ -82,8 +82,14 @@ async def test_delete_closes_attached_stream(agent: Agent, client: httpx.AsyncCl
     proc = await create(client, "closing.0", ["sleep", "100"])
     async with aiohttp.ClientSession() as session, session.ws_connect(proc["attach"]) as ws:
         assert (await client.post(proc["delete"], content="{}")).status_code == 200
-        msg = await ws.receive(timeout=10)
+        frames = []
+        for _ in range(10):  # the agent's own "stopped" line, then the close
+            msg = await ws.receive(timeout=10)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            frames.append(json.loads(msg.data))
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert frames[-1]["line"].startswith("[herder] stopped")
 
 
 async def test_slow_reader_stalls_nothing(agent: Agent, client: httpx.AsyncClient) -> None:
