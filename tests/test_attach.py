@@ -89,7 +89,8 @@ async def test_delete_closes_attached_stream(agent: Agent, client: httpx.AsyncCl
                 break
             frames.append(json.loads(msg.data))
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-        assert frames[-1]["line"].startswith("[herder] stopped")
+        assert frames[-1]["stream"] == "herder"
+        assert frames[-1]["line"].startswith("stopped")
 
 
 async def test_slow_reader_stalls_nothing(agent: Agent, client: httpx.AsyncClient) -> None:

@@ -24,7 +24,7 @@ async def create(client: httpx.AsyncClient, node: str, command: list[str] | str,
 
 def notes(agent: Agent, slug: str) -> list[str]:
     unit = agent.supervisor.units[slug]
-    return [line.decode() for stream, line in unit.output.ring if line.startswith(b"[herder]")]
+    return [line.decode() for stream, line in unit.output.ring if stream == "herder"]
 
 
 async def test_always_restarts_with_growing_backoff(agent: Agent, client: httpx.AsyncClient) -> None:

@@ -139,7 +139,7 @@ def base_url(request: Request | WebSocket) -> str:
     return f"{scheme}://{host}"
 
 
-def _frame(stream: Stream | str, line: bytes, fmt: str) -> str:
+def _frame(stream: Stream, line: bytes, fmt: str) -> str:
     text = line.decode("utf-8", "replace")
     if fmt == "text":
         return text if stream == Stream.STDOUT else f"{stream}: {text}"
@@ -150,8 +150,8 @@ async def _pump(ws: WebSocket, sub: Subscriber, fmt: str) -> None:
     while (batch := await sub.get_batch()) is not None:
         lines, dropped = batch
         if dropped:
-            note = f"[herder] {dropped} lines dropped: this reader is slower than the process"
-            await ws.send_text(_frame("herder", note.encode(), fmt))
+            note = f"{dropped} lines dropped: this reader is slower than the process"
+            await ws.send_text(_frame(Stream.HERDER, note.encode(), fmt))
         for stream, line in lines:
             await ws.send_text(_frame(stream, line, fmt))
 
@@ -296,7 +296,7 @@ def attach_routes(runtime: AgentRuntime) -> APIRouter:
         """Stream output: recent lines first, then live ones, one line per text frame.
 
         ``format=json`` (default): ``{"stream": "stdout"|"stderr"|"herder", "line": ...}``.
-        ``format=text``: stdout lines as they are, other lines prefixed ``stderr: ``.
+        ``format=text``: stdout lines as they are, others prefixed ``stderr: `` or ``herder: ``.
         """
         unit = sup.units.get(slug)
         if unit is None or unit.done:

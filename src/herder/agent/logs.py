@@ -39,6 +39,7 @@ DEFAULT_SUBSCRIBER_LINES = 10_000
 class Stream(enum.StrEnum):
     STDOUT = "stdout"
     STDERR = "stderr"
+    HERDER = "herder"  # the agent's own notes: restarts, stops, failures
 
 
 Line = tuple[Stream, bytes]
@@ -177,7 +178,7 @@ class OutputLog:
 
     def flush_partial(self) -> None:
         """The child ended: a last line without a newline still counts as a line."""
-        for stream, rest in self._partial.items():
+        for stream, rest in list(self._partial.items()):
             if rest:
                 self._partial[stream] = b""
                 self._files[stream].write(rest + b"\n")
@@ -185,10 +186,10 @@ class OutputLog:
         self.flush()
 
     def note(self, text: str) -> None:
-        """Add a line of the agent's own (``stream`` stderr, prefixed ``[herder]``)."""
-        line = f"[herder] {text}".encode()
-        self._files[Stream.STDERR].write(line + b"\n")
-        self._store(Stream.STDERR, [line])
+        """Add a line of the agent's own: stream ``herder``; in the stderr file as ``[herder] ...``."""
+        line = text.encode()
+        self._files[Stream.STDERR].write(b"[herder] " + line + b"\n")
+        self._store(Stream.HERDER, [line])
 
     def _store(self, stream: Stream, lines: list[bytes]) -> None:
         self.lines_total += len(lines)
