@@ -80,45 +80,39 @@ async def poll(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeou
 
 
 class AgentProcess:
-    """The real ``herder agent`` binary on an ephemeral port; stopped by pid."""
+    """The real ``herder agent`` binary on an ephemeral port; stopped by pid.
+
+    Its stderr goes to a file (a pipe nobody drains would block the agent's logging);
+    ``start()`` waits for the banner line there.
+    """
 
     def __init__(self, data_dir: Path, *args: str) -> None:
         self.data_dir = data_dir
         self.args = args
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.stderr_path = data_dir.parent / f"agent-{id(self)}.stderr"
 
     def start(self, timeout_s: float = 20.0) -> AgentProcess:
-        self.proc = subprocess.Popen(
-            [
-                HERDER,
-                "agent",
-                "--port",
-                "0",
-                "--data-dir",
-                str(self.data_dir),
-                "--grace",
-                "2",
-                *self.args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stderr is not None
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [HERDER, "agent", "--port", "0", "--data-dir", str(self.data_dir), "--grace", "2", *self.args],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         deadline = time.monotonic() + timeout_s
-        lines = []
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            match = re.search(r"herder agent listening on (http://\S+)", line)
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            match = re.search(r"herder agent listening on (http://\S+)", self.stderr())
             if match:
                 self.url = match.group(1)
                 return self
+            time.sleep(POLL_S)
         self.kill()
-        raise AssertionError("agent did not start:\n" + "".join(lines))
+        raise AssertionError("agent did not start:\n" + self.stderr())
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
 
     @property
     def pid(self) -> int:
@@ -131,14 +125,10 @@ class AgentProcess:
 
     def wait(self, timeout_s: float = 30.0) -> int:
         assert self.proc is not None
-        code = self.proc.wait(timeout=timeout_s)
-        if self.proc.stderr is not None:
-            self.stderr_tail = self.proc.stderr.read()
-            self.proc.stderr.close()
-        return code
+        return self.proc.wait(timeout=timeout_s)
 
     def kill(self) -> None:
+        """Stop it for good if a test left it running (SIGKILL: the keeper cleans up)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
-        if self.proc is not None:
-            self.wait()
+            self.proc.wait(timeout=30)
