@@ -143,14 +143,30 @@ class Guard:
             raise _Refused(400, "invalid", "Content-Length is not a number", "Content-Length") from None
 
     async def _call_with_body_limits(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app with the body's size and deadline enforced.
+
+        When a limit is broken the guard answers itself (413 or 408, if the app has not
+        started its response) and tells the app the client went away; whatever the app
+        sends after that is dropped.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.body_timeout_s
         received = 0
         body_done = False
         started = False
+        refused = False
+
+        async def refuse(refusal: _Refused) -> Message:
+            nonlocal refused
+            if not started and not refused:
+                refused = True
+                await self._refuse("http", send, refusal)
+            return {"type": "http.disconnect"}
 
         async def limited_receive() -> Message:
             nonlocal received, body_done
+            if refused:
+                return {"type": "http.disconnect"}
             if body_done:
                 later: Message = await receive()  # e.g. a disconnect while streaming
                 return later
@@ -158,30 +174,30 @@ class Guard:
                 async with asyncio.timeout_at(deadline):
                     message: Message = await receive()
             except TimeoutError:
-                raise _Refused(
-                    408,
-                    "timeout",
-                    f"the request body did not arrive within {self.body_timeout_s:g} s",
-                ) from None
+                return await refuse(
+                    _Refused(408, "timeout", f"the request body did not arrive within {self.body_timeout_s:g} s")
+                )
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _too_large(self.max_body_bytes)
+                    return await refuse(_too_large(self.max_body_bytes))
                 body_done = not message.get("more_body", False)
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _Refused as refusal:
-            if started:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not refused:
                 raise
-            await self._refuse("http", send, refusal)
+            # The app failed reading a body the guard cut off: already answered.
 
     @staticmethod
     async def _refuse(kind: str, send: Send, refusal: _Refused) -> None:
@@ -209,6 +225,13 @@ class Guard:
 
 def _too_large(limit: int) -> _Refused:
     return _Refused(413, "too_large", f"the request body is larger than {limit} bytes", "body")
+
+
+_HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-type: text/plain\r\nconnection: close\r\ncontent-length: 31\r\n\r\n"
+    b"the request headers are too big"
+)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -243,12 +266,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_headers:
-            self._header_bytes += len(data)
+            end = data.find(b"\r\n\r\n")
+            self._header_bytes += len(data) if end < 0 else end
+            if self._header_bytes > MAX_HEADER_BYTES:
+                if not self.transport.is_closing():
+                    self.transport.write(_HEADERS_TOO_LARGE)
+                    self.transport.close()
+                return
         super().data_received(data)
-        # Still inside the headers after parsing this chunk: the cap applies.
-        if self._in_headers and self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-            self.send_400_response("Request headers too large.")
-            self.transport.close()
 
     def on_message_begin(self) -> None:
         self._in_headers = True
