@@ -168,7 +168,30 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
     app.include_router(process_routes(runtime))
     app.include_router(host_routes(runtime))
     app.include_router(attach_routes(runtime))
+    _document_manual_bodies(app, [CreateRequest, DeleteRequest])
     return app
+
+
+def _document_manual_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
+    """Add the models of bodies parsed by ``read_json`` to the OpenAPI components.
+
+    FastAPI only documents bodies it parses itself; ours are parsed by hand (any
+    content type), so their schemas are added here, where the routes' ``$ref`` point.
+    """
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(doc.pop("$defs", {}))
+                components[model.__name__] = doc
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def install_error_handlers(app: FastAPI) -> None:
