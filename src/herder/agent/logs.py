@@ -159,22 +159,20 @@ class OutputLog:
         pending = self._partial[stream] + data if self._partial[stream] else data
         cut = pending.rfind(b"\n")
         if cut < 0:
-            if len(pending) < MAX_LINE_BYTES:
-                self._partial[stream] = pending
-                return
-            whole, rest = pending, b""
-            lines = [whole[i : i + MAX_LINE_BYTES] for i in range(0, len(whole), MAX_LINE_BYTES)]
-            self._files[stream].write(b"\n".join(lines) + b"\n")
+            lines, rest = [], pending
         else:
-            whole, rest = pending[: cut + 1], pending[cut + 1 :]
-            lines = whole[:-1].split(b"\n")
-            if len(rest) >= MAX_LINE_BYTES:
-                lines.append(rest)
-                whole += rest + b"\n"
-                rest = b""
-            self._files[stream].write(whole)
+            lines, rest = pending[:cut].split(b"\n"), pending[cut + 1 :]
+            self._files[stream].write(pending[: cut + 1])
+        if len(rest) >= MAX_LINE_BYTES:
+            # No newline in sight: emit whole pieces, keep the remainder waiting.
+            full = len(rest) - len(rest) % MAX_LINE_BYTES
+            pieces = [rest[i : i + MAX_LINE_BYTES] for i in range(0, full, MAX_LINE_BYTES)]
+            self._files[stream].write(b"\n".join(pieces) + b"\n")
+            lines.extend(pieces)
+            rest = rest[full:]
         self._partial[stream] = rest
-        self._store(stream, lines)
+        if lines:
+            self._store(stream, lines)
 
     def flush_partial(self) -> None:
         """The child ended: a last line without a newline still counts as a line."""
