@@ -97,7 +97,17 @@ class AgentProcess:
     def start(self, timeout_s: float = 20.0) -> AgentProcess:
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [HERDER, "agent", "--port", "0", "--data-dir", str(self.data_dir), "--grace", "2", *self.args],
+                [
+                    HERDER,
+                    "agent",
+                    "--port",
+                    "0",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--grace",
+                    "2",
+                    *self.args,
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )

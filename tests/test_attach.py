@@ -96,10 +96,16 @@ async def test_delete_closes_attached_stream(agent: Agent, client: httpx.AsyncCl
 async def test_slow_reader_stalls_nothing(agent: Agent, client: httpx.AsyncClient) -> None:
     """A reader that never reads: the child still finishes at full speed, others still read."""
     lines = 200_000
-    script = f"import sys\nfor i in range({lines}):\n    sys.stdout.write(f'line {{i}} ' + 'x' * 60 + chr(10))\n"
+    script = (
+        f"import sys\nfor i in range({lines}):\n    sys.stdout.write(f'line {{i}} ' + 'x' * 60 + chr(10))\n"
+    )
     # The child waits for a go signal (a file) so both readers are attached first.
     go = agent.config.data_dir / "go"
-    argv = [sys.executable, "-c", f"import os,time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n" + script]
+    argv = [
+        sys.executable,
+        "-c",
+        f"import os,time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n" + script,
+    ]
     proc = await create(client, "spew.0", argv, restart="never")
     unit = agent.supervisor.units["t.spew.0"]
     async with aiohttp.ClientSession() as session:

@@ -45,7 +45,9 @@ async def test_foreign_origin_cannot_change_state(agent: Agent, client: httpx.As
     assert (await client.get("/", headers=evil)).status_code == 200
     own = {"Origin": agent.url}
     assert (await client.post("/create-process", json=CREATE, headers=own)).status_code == 201
-    assert (await client.post("/delete-process/g.n.0", content="{}", headers={"Origin": "null"})).status_code == 403
+    assert (
+        await client.post("/delete-process/g.n.0", content="{}", headers={"Origin": "null"})
+    ).status_code == 403
 
 
 async def test_foreign_origin_cannot_attach(agent: Agent, client: httpx.AsyncClient) -> None:
@@ -57,23 +59,25 @@ async def test_foreign_origin_cannot_attach(agent: Agent, client: httpx.AsyncCli
 
 
 async def test_body_over_the_limit(make_agent: AgentFactory) -> None:
-    async with make_agent(limits={"max_body_bytes": 1000}) as agent:
-        async with httpx.AsyncClient(base_url=agent.url) as client:
-            big = {**CREATE, "env": {"X": "y" * 2000}}
-            response = await client.post("/create-process", json=big)
-            assert response.status_code == 413
-            assert response.json()["error"] == "too_large"
+    async with (
+        make_agent(limits={"max_body_bytes": 1000}) as agent,
+        httpx.AsyncClient(base_url=agent.url) as client,
+    ):
+        big = {**CREATE, "env": {"X": "y" * 2000}}
+        response = await client.post("/create-process", json=big)
+        assert response.status_code == 413
+        assert response.json()["error"] == "too_large"
 
-            # No Content-Length: the limit applies while the chunks are read.
-            chunk = b"1f4\r\n" + b" " * 500 + b"\r\n"
-            request = (
-                b"POST /create-process HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
-                + chunk * 10
-                + b"0\r\n\r\n"
-            )
-            answer = await raw_exchange(agent, request)
-            assert answer.startswith(b"HTTP/1.1 413")
-            assert (await client.get("/")).status_code == 200
+        # No Content-Length: the limit applies while the chunks are read.
+        chunk = b"1f4\r\n" + b" " * 500 + b"\r\n"
+        request = (
+            b"POST /create-process HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + chunk * 10
+            + b"0\r\n\r\n"
+        )
+        answer = await raw_exchange(agent, request)
+        assert answer.startswith(b"HTTP/1.1 413")
+        assert (await client.get("/")).status_code == 200
 
 
 async def test_slow_headers_are_cut_off(make_agent: AgentFactory) -> None:
@@ -105,27 +109,28 @@ async def test_huge_headers_are_refused(agent: Agent) -> None:
 
 
 async def test_auth_token(make_agent: AgentFactory) -> None:
-    async with make_agent(auth_token="s3cret") as agent:
-        async with httpx.AsyncClient(base_url=agent.url) as client:
-            response = await client.get("/")
-            assert response.status_code == 401
-            assert response.json()["field"] == "Authorization"
-            bad = {"Authorization": "Bearer nope"}
-            assert (await client.get("/", headers=bad)).status_code == 401
-            good = {"Authorization": "Bearer s3cret"}
-            assert (await client.get("/", headers=good)).status_code == 200
-            assert (await client.get("/healthz")).status_code == 200
-            async with aiohttp.ClientSession() as session:
-                ws_url = agent.url.replace("http", "ws") + "/attach-console/x.y"
-                with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-                    await session.ws_connect(ws_url)
-                assert info.value.status == 401
+    async with make_agent(auth_token="s3cret") as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        response = await client.get("/")
+        assert response.status_code == 401
+        assert response.json()["field"] == "Authorization"
+        bad = {"Authorization": "Bearer nope"}
+        assert (await client.get("/", headers=bad)).status_code == 401
+        good = {"Authorization": "Bearer s3cret"}
+        assert (await client.get("/", headers=good)).status_code == 200
+        assert (await client.get("/healthz")).status_code == 200
+        async with aiohttp.ClientSession() as session:
+            ws_url = agent.url.replace("http", "ws") + "/attach-console/x.y"
+            with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                await session.ws_connect(ws_url)
+            assert info.value.status == 401
 
 
 async def test_allowed_hosts_extend_the_loopback_names(make_agent: AgentFactory) -> None:
-    async with make_agent(allowed_hosts=["agent.internal"]) as agent:
-        async with httpx.AsyncClient(base_url=agent.url) as client:
-            assert (await client.get("/", headers={"Host": "agent.internal:8010"})).status_code == 200
-            index = (await client.get("/", headers={"Host": "agent.internal:8010"})).json()
-            assert index["list"] == "http://agent.internal:8010/list-processes"
-            assert (await client.get("/", headers={"Host": "other.internal"})).status_code == 403
+    async with (
+        make_agent(allowed_hosts=["agent.internal"]) as agent,
+        httpx.AsyncClient(base_url=agent.url) as client,
+    ):
+        assert (await client.get("/", headers={"Host": "agent.internal:8010"})).status_code == 200
+        index = (await client.get("/", headers={"Host": "agent.internal:8010"})).json()
+        assert index["list"] == "http://agent.internal:8010/list-processes"
+        assert (await client.get("/", headers={"Host": "other.internal"})).status_code == 403

@@ -87,20 +87,22 @@ async def test_env_reaches_the_child(agent: Agent, client: httpx.AsyncClient) ->
 
 
 async def test_delete_waits_out_the_grace_then_kills(make_agent: AgentFactory) -> None:
-    async with make_agent(supervision={"grace_s": 0.5}) as agent:
-        async with httpx.AsyncClient(base_url=agent.url) as client:
-            await create(client, "stubborn.0", [sys.executable, str(FIXTURES / "ignore_sigterm.py")])
-            unit = agent.supervisor.units["sup.stubborn.0"]
-            await wait_unit(unit, lambda u: u.output.lines_total >= 1)  # its handler is installed
-            pid = unit.pid
-            assert pid is not None
-            started = time.monotonic()
-            response = await client.post(f"/delete-process/{unit.slug}", content="{}")
-            took = time.monotonic() - started
-            assert response.status_code == 200
-            assert response.json()["exit_code"] == -9
-            assert not pid_alive(pid)
-            assert 0.5 <= took < 5
+    async with (
+        make_agent(supervision={"grace_s": 0.5}) as agent,
+        httpx.AsyncClient(base_url=agent.url) as client,
+    ):
+        await create(client, "stubborn.0", [sys.executable, str(FIXTURES / "ignore_sigterm.py")])
+        unit = agent.supervisor.units["sup.stubborn.0"]
+        await wait_unit(unit, lambda u: u.output.lines_total >= 1)  # its handler is installed
+        pid = unit.pid
+        assert pid is not None
+        started = time.monotonic()
+        response = await client.post(f"/delete-process/{unit.slug}", content="{}")
+        took = time.monotonic() - started
+        assert response.status_code == 200
+        assert response.json()["exit_code"] == -9
+        assert not pid_alive(pid)
+        assert 0.5 <= took < 5
 
 
 async def test_delete_is_quick_for_a_polite_process(agent: Agent, client: httpx.AsyncClient) -> None:

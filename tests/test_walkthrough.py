@@ -28,9 +28,7 @@ async def test_seed_walkthrough(agent: Agent) -> None:
         response = await client.get(app_root)
         assert response.status == 200
         index = json.loads((await response.read()).decode("utf-8"))
-        assert_contains(
-            index, {"create": f"{app_root}/create-process", "list": f"{app_root}/list-processes"}
-        )
+        assert_contains(index, {"create": f"{app_root}/create-process", "list": f"{app_root}/list-processes"})
 
         response = await client.get(index["list"])
         assert response.status == 200

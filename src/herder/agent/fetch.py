@@ -70,7 +70,7 @@ class AddressPolicy:
 
     def check(self, host: str, address: IPAddress) -> None:
         """Raise FetchError if ``host`` at ``address`` is refused."""
-        host = host.lower()
+        host = host.lower().rstrip(".")  # "evil.example." is the same name as "evil.example"
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
         if not self._allow_link_local and (address.is_link_local or address in METADATA_ADDRESSES):
@@ -91,7 +91,7 @@ class AddressPolicy:
 def _split(
     entries: list[str],
 ) -> tuple[set[str], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
-    names = {e for e in entries if "/" not in e}
+    names = {e.rstrip(".") for e in entries if "/" not in e}
     nets = [ipaddress.ip_network(e, strict=False) for e in entries if "/" in e]
     # A bare address in the list is a one-address network too.
     for name in list(names):
@@ -158,6 +158,12 @@ class Fetcher:
         self._inflight[url] = future
         try:
             result = await self._download(url)
+        except asyncio.CancelledError:
+            # The process that started the download was deleted; the others waiting on
+            # it were not, and must retry rather than be cancelled with it.
+            future.set_exception(FetchError(f"download failed: {url}: interrupted", transient=True))
+            future.exception()
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters (if any) get it via shield

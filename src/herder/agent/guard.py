@@ -143,59 +143,11 @@ class Guard:
             raise _Refused(400, "invalid", "Content-Length is not a number", "Content-Length") from None
 
     async def _call_with_body_limits(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app with the body's size and deadline enforced.
-
-        When a limit is broken the guard answers itself (413 or 408, if the app has not
-        started its response) and tells the app the client went away; whatever the app
-        sends after that is dropped.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.body_timeout_s
-        received = 0
-        body_done = False
-        started = False
-        refused = False
-
-        async def refuse(refusal: _Refused) -> Message:
-            nonlocal refused
-            if not started and not refused:
-                refused = True
-                await self._refuse("http", send, refusal)
-            return {"type": "http.disconnect"}
-
-        async def limited_receive() -> Message:
-            nonlocal received, body_done
-            if refused:
-                return {"type": "http.disconnect"}
-            if body_done:
-                later: Message = await receive()  # e.g. a disconnect while streaming
-                return later
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message: Message = await receive()
-            except TimeoutError:
-                return await refuse(
-                    _Refused(408, "timeout", f"the request body did not arrive within {self.body_timeout_s:g} s")
-                )
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    return await refuse(_too_large(self.max_body_bytes))
-                body_done = not message.get("more_body", False)
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if refused:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        limiter = _BodyLimiter(self, receive, send)
         try:
-            await self.app(scope, limited_receive, guarded_send)
+            await self.app(scope, limiter.receive, limiter.send)
         except Exception:
-            if not refused:
+            if not limiter.refused:
                 raise
             # The app failed reading a body the guard cut off: already answered.
 
@@ -221,6 +173,59 @@ class Guard:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class _BodyLimiter:
+    """The body's size cap and deadline for one request.
+
+    When a limit is broken the limiter answers itself (413 or 408, if the app has not
+    started its response) and tells the app the client went away; whatever the app
+    sends after that is dropped.
+    """
+
+    def __init__(self, guard: Guard, receive: Receive, send: Send) -> None:
+        self._guard = guard
+        self._receive = receive
+        self._send = send
+        self._deadline = asyncio.get_running_loop().time() + guard.body_timeout_s
+        self._received = 0
+        self._body_done = False
+        self._started = False
+        self.refused = False
+
+    async def _refuse(self, refusal: _Refused) -> Message:
+        if not self._started and not self.refused:
+            self.refused = True
+            await Guard._refuse("http", self._send, refusal)
+        return {"type": "http.disconnect"}
+
+    async def receive(self) -> Message:
+        if self.refused:
+            return {"type": "http.disconnect"}
+        if self._body_done:
+            later: Message = await self._receive()  # e.g. a disconnect while streaming
+            return later
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                message: Message = await self._receive()
+        except TimeoutError:
+            limit = self._guard.body_timeout_s
+            return await self._refuse(
+                _Refused(408, "timeout", f"the request body did not arrive within {limit:g} s")
+            )
+        if message["type"] == "http.request":
+            self._received += len(message.get("body", b""))
+            if self._received > self._guard.max_body_bytes:
+                return await self._refuse(_too_large(self._guard.max_body_bytes))
+            self._body_done = not message.get("more_body", False)
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.refused:
+            return
+        if message["type"] == "http.response.start":
+            self._started = True
+        await self._send(message)
 
 
 def _too_large(limit: int) -> _Refused:

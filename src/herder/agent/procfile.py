@@ -68,7 +68,7 @@ def read_command(app_root: Path, process_type: str) -> str:
     if path.stat().st_size > MAX_PROCFILE_BYTES:
         raise ProcfileError(f"the Procfile is larger than {MAX_PROCFILE_BYTES} bytes")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not line 1's text
     except UnicodeDecodeError as exc:
         raise ProcfileError(f"the Procfile is not UTF-8 text: {exc.reason}") from exc
     commands = parse_procfile(text)
