@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import resource
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -74,6 +75,19 @@ class DataDirLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft limit on open files to the hard one.
+
+    Each process costs the agent five descriptors (two pipes, a pidfd, two log files);
+    a soft limit of 1024, common on Linux, would cap the agent near 200 processes.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -159,6 +173,7 @@ class Agent:
 
     async def _start(self) -> None:
         cfg = self.config
+        raise_fd_limit()
         agent_id = agent_id_for(cfg.data_dir)
         leftovers = procs.sweep(procs.AGENT_MARKER, agent_id)
         if leftovers:
