@@ -106,3 +106,21 @@ async def test_openapi_is_served(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert "/create-process" in spec["paths"]
     assert "CreateRequest" in spec["components"]["schemas"]
+
+
+async def test_cross_field_errors_name_the_field(client: httpx.AsyncClient) -> None:
+    missing = await client.post("/create-process", json={"app": "a", "node": "n", "source_url": "file:///x"})
+    assert missing.status_code == 422
+    assert missing.json()["field"] == "process_type"
+    both = await client.post(
+        "/create-process",
+        json={"app": "a", "node": "n", "command": "true", "source_url": "file:///x", "process_type": "web"},
+    )
+    assert both.status_code == 422
+    assert both.json()["field"] == "command"
+
+
+async def test_backoff_status_says_why(agent: Agent, client: httpx.AsyncClient) -> None:
+    created = await client.post("/create-process", json={"app": "a", "node": "crash.0", "command": "exit 4"})
+    doc = await wait_http(client, created.json()["details"], lambda d: d["state"] == "backoff")
+    assert doc["error"].startswith("exited with code 4; restarting in")

@@ -29,6 +29,7 @@ from herder.agent.models import (
     CreateRequest,
     DeleteRequest,
     ErrorDocument,
+    FieldError,
     Index,
     Info,
     Listing,
@@ -42,9 +43,24 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound=BaseModel)
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorDocument} for code in (400, 403, 404, 409, 413, 422)
-}
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for ``codes``, plus what the front door may answer anywhere."""
+    descriptions = {
+        400: "The body is not JSON.",
+        401: "An auth token is configured and the request lacks it.",
+        403: "Foreign Host or Origin.",
+        404: "No process with that slug.",
+        408: "The body did not arrive in time.",
+        409: "A process with that slug exists.",
+        413: "The body is too large.",
+        422: "A field is missing or wrong; 'field' names it.",
+        503: "The agent is shutting down.",
+    }
+    return {
+        code: {"model": ErrorDocument, "description": descriptions[code]}
+        for code in sorted({401, 403, *codes})
+    }
 
 
 class ApiError(Exception):
@@ -61,8 +77,12 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return JSONResponse({"error": code, "message": message, "field": field}, status_code=status)
 
 
-def _field_of(loc: Any) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "path", "query", "header")]
+def _field_of(error: Any) -> str | None:
+    """The field an error blames: its location, or the field a FieldError names."""
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):
+        return cause.field
+    parts = [str(p) for p in error.get("loc", ()) if p not in ("body", "path", "query", "header")]
     return ".".join(parts) or None
 
 
@@ -70,8 +90,8 @@ def validation_error(exc: ValidationError | RequestValidationError) -> JSONRespo
     """422 naming the first wrong field, with every problem listed in the message."""
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid"}
-    field = _field_of(first.get("loc", ()))
-    details = "; ".join(f"{_field_of(e.get('loc', ())) or 'body'}: {e.get('msg', 'invalid')}" for e in errors)
+    field = _field_of(first)
+    details = "; ".join(f"{_field_of(e) or 'body'}: {e.get('msg', 'invalid')}" for e in errors)
     return error_response(422, "invalid", details, field)
 
 
@@ -249,7 +269,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
         "/create-process",
         status_code=201,
         response_model=ProcessStatus,
-        responses=_ERRORS,
+        responses=_errors(400, 408, 409, 413, 422, 503),
         openapi_extra=_body_schema(CreateRequest),
         summary="Create a process from an app (source_url + process_type) or a command",
     )
@@ -264,7 +284,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
     @router.get(
         "/process-status/{slug}",
         response_model=ProcessStatus,
-        responses=_ERRORS,
+        responses=_errors(404),
         summary="Process status",
     )
     async def process_status(slug: str, request: Request) -> Response:
@@ -273,7 +293,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
     @router.post(
         "/delete-process/{slug}",
         response_model=ProcessStatus,
-        responses=_ERRORS,
+        responses=_errors(400, 404, 408, 413, 422),
         openapi_extra=_body_schema(DeleteRequest),
         summary="Stop the process (SIGTERM, grace, SIGKILL) and forget it; answers once it is gone",
     )

@@ -151,5 +151,15 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
     if path is not None:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    _merge(data, {k: v for k, v in overrides.items() if v is not None})
     return AgentConfig.model_validate(data)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Overlay ``overrides`` on ``base``; sections (dicts) merge key by key."""
+    for key, value in overrides.items():
+        current = base.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            _merge(current, value)
+        else:
+            base[key] = value

@@ -36,6 +36,14 @@ MAX_ENV_VALUE_CHARS = 32 * 1024
 MAX_COMMAND_CHARS = 16 * 1024
 
 
+class FieldError(ValueError):
+    """A check that spans fields but blames one: the 422 names ``field``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class RestartPolicy(enum.StrEnum):
     """When a process that ended is started again."""
 
@@ -114,10 +122,12 @@ class CreateRequest(BaseModel):
     def _one_way_to_run(self) -> CreateRequest:
         if self.command is not None:
             if self.source_url is not None or self.process_type is not None:
-                raise ValueError("give either 'command' or 'source_url' and 'process_type', not both")
+                raise FieldError(
+                    "command", "give either 'command' or 'source_url' and 'process_type', not both"
+                )
         elif self.source_url is None or self.process_type is None:
             missing = "source_url" if self.source_url is None else "process_type"
-            raise ValueError(f"field {missing!r} is required (or give 'command' instead)")
+            raise FieldError(missing, f"field {missing!r} is required (or give 'command' instead)")
         return self
 
     @property

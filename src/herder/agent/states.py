@@ -1,6 +1,6 @@
 """The lifecycle of a supervised process, as one table.
 
-Rules (the docs diagram in ``docs/agent.md`` is generated from ``TRANSITIONS``):
+Rules (the docs diagram in ``docs/architecture.md`` is generated from ``TRANSITIONS``):
 
 * ``fetching``: the app's source is being downloaded and unpacked. Commands given
   directly skip this state.

@@ -317,8 +317,9 @@ class Unit:
                 return
             failures = 0 if uptime >= self._ctx.config.stable_s else failures + 1
             delay = self._backoff_delay(failures)
+            self.error = f"exited with {self._describe(code)}; restarting in {delay:.1f} s"
             self._event(Event.CRASHED)
-            self.output.note(f"exited with {self._describe(code)}; restarting in {delay:.1f} s")
+            self.output.note(self.error)
             if await self._wait_stop(delay):
                 return
             self.restarts += 1
@@ -327,6 +328,7 @@ class Unit:
     def _on_spawned(self, child: procs.Child) -> None:
         self._child = child
         self.pid = child.pid
+        self.error = None
         self.started_at = time.time()
         self._started_mono = time.monotonic()
         self._event(Event.SPAWNED)

@@ -7,6 +7,7 @@ Sub-commands import their heavy dependencies inside their own function, so
 from __future__ import annotations
 
 import enum
+import logging
 from typing import Annotated
 
 import typer
@@ -61,6 +62,9 @@ def main_options(
 ) -> None:
     """Options that apply to every command."""
     setup_logging(log_level.value, log_format.value)
+    # httpx logs every request at INFO; a CLI user wants the answer, not the trace.
+    if log_level is not LogLevel.debug:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 agent_cmd.register(app)

@@ -62,7 +62,7 @@ def agent(
         typer.Option(help="Seconds between SIGTERM and SIGKILL when stopping a process. [default: 10]"),
     ] = None,
 ) -> None:
-    """Run the agent in the foreground until SIGINT or SIGTERM.
+    """Run the agent in the foreground until SIGINT, SIGTERM or SIGHUP.
 
     It serves the REST API (GET / lists the actions), supervises the processes it is
     asked to run, and restarts them until they are deleted. On SIGINT/SIGTERM it stops
@@ -104,7 +104,8 @@ def _run(agent: Any) -> None:
                 log.info("received %s: stopping every process, then exiting", signal.Signals(signum).name)
                 agent.request_stop()
 
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            # SIGHUP too: a closed terminal means the same as Ctrl-C.
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(signum, on_signal, signum)
             url = agent.url
             log.info("agent listening on %s (data in %s)", url, agent.config.data_dir)

@@ -133,8 +133,12 @@ def logs(
                 except TimeoutError:
                     break
                 doc = json.loads(frame)
-                out = sys.stdout if doc["stream"] == "stdout" else sys.stderr
-                print(doc["line"], file=out, flush=True)
+                if doc["stream"] == "stdout":
+                    print(doc["line"], flush=True)
+                elif doc["stream"] == "stderr":
+                    print(doc["line"], file=sys.stderr, flush=True)
+                else:  # the agent's own notes: restarts, stops
+                    print(f"[herder] {doc['line']}", file=sys.stderr, flush=True)
     except ConnectionClosed:
         pass
     except OSError as exc:
