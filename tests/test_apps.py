@@ -7,18 +7,20 @@ document, ``{"error", "message", "field"}``, whose ``field`` names what is wrong
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from herder.agent import Agent
 from herder.agent.apps import SHELL, Apps
 from herder.agent.config import FetchConfig, UnpackConfig
 from herder.agent.errors import ProcfileError, UnsafeArchive
 from herder.agent.fetch import Fetcher
-from tests.conftest import AgentFactory
+from tests.conftest import AgentFactory, fast_config
 from tests.fixtures.apps.appkit import Member, app_members, tar_bytes, tree, write, zip_bytes
 from tests.helpers import wait_unit
 
@@ -97,6 +99,20 @@ async def test_remove_deletes_the_unpacked_app(tmp_path: Path) -> None:
 
 # -- bad create requests through the API --------------------------------------------------
 
+# Requests that are refused change nothing, so one agent serves all of their tests (an
+# agent takes a fraction of a second to start and stop); once they have all run, the
+# fixture checks that none of them created anything.
+SHARED_LOOP = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
+    config = fast_config(tmp_path_factory.mktemp("shared") / "data")
+    async with Agent(config) as agent, httpx.AsyncClient(base_url=agent.url, timeout=30.0) as client:
+        yield client
+        assert (await client.get("/list-processes")).json() == {"processes": []}
+
+
 GOOD = {"app": "shop", "node": "web.0", "command": ["sleep", "1000"]}
 # 'command' is a union (a string or a list): pydantic puts the member's tag in the
 # error's loc, and api._field_of keeps it, so field is 'command.constrained-str'.
@@ -110,6 +126,7 @@ def without(key: str, body: dict[str, Any] = GOOD) -> dict[str, Any]:
 
 
 def assert_error(response: httpx.Response, status: int, field: str | None, code: str | None = None) -> dict:
+    """The one error document, with this status, code and field."""
     assert response.status_code == status, response.text
     doc: dict = response.json()
     assert set(doc) == {"error", "message", "field"}
@@ -143,40 +160,50 @@ def assert_error(response: httpx.Response, status: int, field: str | None, code:
         ({**GOOD, "bogus": True}, "bogus"),
     ],
 )
+@SHARED_LOOP
 async def test_missing_or_mistyped_field_is_422_naming_it(
-    agent: Agent, client: httpx.AsyncClient, body: dict[str, Any], field: str
+    shared_client: httpx.AsyncClient, body: dict[str, Any], field: str
 ) -> None:
-    doc = assert_error(await client.post("/create-process", json=body), 422, field, "invalid")
+    doc = assert_error(await shared_client.post("/create-process", json=body), 422, field, "invalid")
     assert field.split(".")[0] in doc["message"]
 
 
 @pytest.mark.parametrize(
     "app", ["", "my app", "-shop", "shop.v2", "shop/../x", "caf\u00e9", "a" * 65, "shop\n", "_shop"]
 )
-async def test_bad_app_name(agent: Agent, client: httpx.AsyncClient, app: str) -> None:
-    assert_error(await client.post("/create-process", json={**GOOD, "app": app}), 422, "app", "invalid")
+@SHARED_LOOP
+async def test_bad_app_name(shared_client: httpx.AsyncClient, app: str) -> None:
+    assert_error(
+        await shared_client.post("/create-process", json={**GOOD, "app": app}), 422, "app", "invalid"
+    )
 
 
 @pytest.mark.parametrize("node", ["", "web 0", "web/0", "../web", ".web", "n" * 65, "web\t0"])
-async def test_bad_node_name(agent: Agent, client: httpx.AsyncClient, node: str) -> None:
-    assert_error(await client.post("/create-process", json={**GOOD, "node": node}), 422, "node", "invalid")
+@SHARED_LOOP
+async def test_bad_node_name(shared_client: httpx.AsyncClient, node: str) -> None:
+    assert_error(
+        await shared_client.post("/create-process", json={**GOOD, "node": node}), 422, "node", "invalid"
+    )
 
 
 @pytest.mark.parametrize("name", ["1ABC", "A-B", "A B", "", "A=B", "\u00c9T\u00c9", "A\u0000"])
-async def test_env_with_a_bad_name(agent: Agent, client: httpx.AsyncClient, name: str) -> None:
-    response = await client.post("/create-process", json={**GOOD, "env": {name: "x"}})
+@SHARED_LOOP
+async def test_env_with_a_bad_name(shared_client: httpx.AsyncClient, name: str) -> None:
+    response = await shared_client.post("/create-process", json={**GOOD, "env": {name: "x"}})
     doc = assert_error(response, 422, "env", "invalid")
     assert "not a valid variable name" in doc["message"]
 
 
-async def test_env_value_with_nul(agent: Agent, client: httpx.AsyncClient) -> None:
-    response = await client.post("/create-process", json={**GOOD, "env": {"A": "x\u0000y"}})
+@SHARED_LOOP
+async def test_env_value_with_nul(shared_client: httpx.AsyncClient) -> None:
+    response = await shared_client.post("/create-process", json={**GOOD, "env": {"A": "x\u0000y"}})
     assert "NUL" in assert_error(response, 422, "env")["message"]
 
 
-async def test_too_many_env_entries(agent: Agent, client: httpx.AsyncClient) -> None:
+@SHARED_LOOP
+async def test_too_many_env_entries(shared_client: httpx.AsyncClient) -> None:
     env = {f"V{i}": "x" for i in range(300)}
-    assert_error(await client.post("/create-process", json={**GOOD, "env": env}), 422, "env")
+    assert_error(await shared_client.post("/create-process", json={**GOOD, "env": env}), 422, "env")
 
 
 CROSS_FIELD = [
@@ -194,10 +221,11 @@ CROSS_FIELD = [
 
 
 @pytest.mark.parametrize(("body", "field"), CROSS_FIELD)
+@SHARED_LOOP
 async def test_cross_field_errors_are_422_naming_the_field(
-    agent: Agent, client: httpx.AsyncClient, body: dict[str, Any], field: str
+    shared_client: httpx.AsyncClient, body: dict[str, Any], field: str
 ) -> None:
-    doc = assert_error(await client.post("/create-process", json=body), 422, field, "invalid")
+    doc = assert_error(await shared_client.post("/create-process", json=body), 422, field, "invalid")
     assert f"'{field}'" in doc["message"]
 
 
@@ -205,16 +233,18 @@ async def test_cross_field_errors_are_422_naming_the_field(
     "content",
     [b"{bad json", b'{"app": "shop",}', b"{'app': 'shop'}", b'{"app": "\xff\xfe"}', b"\x00\x01"],
 )
-async def test_malformed_json_is_400(agent: Agent, client: httpx.AsyncClient, content: bytes) -> None:
-    doc = assert_error(await client.post("/create-process", content=content), 400, "body", "invalid_json")
+@SHARED_LOOP
+async def test_malformed_json_is_400(shared_client: httpx.AsyncClient, content: bytes) -> None:
+    doc = assert_error(
+        await shared_client.post("/create-process", content=content), 400, "body", "invalid_json"
+    )
     assert "not valid JSON" in doc["message"]
 
 
 @pytest.mark.parametrize("content", [b"[]", b'"shop"', b"null", b"42", b""])
-async def test_json_that_is_not_an_object_is_422(
-    agent: Agent, client: httpx.AsyncClient, content: bytes
-) -> None:
-    assert_error(await client.post("/create-process", content=content), 422, "body", "invalid")
+@SHARED_LOOP
+async def test_json_that_is_not_an_object_is_422(shared_client: httpx.AsyncClient, content: bytes) -> None:
+    assert_error(await shared_client.post("/create-process", content=content), 422, "body", "invalid")
 
 
 async def test_json_with_a_content_type_or_without(agent: Agent, client: httpx.AsyncClient) -> None:
@@ -252,8 +282,9 @@ async def test_body_over_the_limit_is_413(make_agent: AgentFactory) -> None:
         ("POST", "/delete-process/not-even-a-slug"),
     ],
 )
-async def test_unknown_slug_is_404(agent: Agent, client: httpx.AsyncClient, method: str, path: str) -> None:
-    response = await client.request(method, path, content=b"{}" if method == "POST" else None)
+@SHARED_LOOP
+async def test_unknown_slug_is_404(shared_client: httpx.AsyncClient, method: str, path: str) -> None:
+    response = await shared_client.request(method, path, content=b"{}" if method == "POST" else None)
     doc = assert_error(response, 404, "slug", "not_found")
     assert path.rsplit("/", 1)[1] in doc["message"]
 

@@ -11,17 +11,20 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from herder.agent import Agent
 from herder.agent.config import FetchConfig
 from herder.agent.errors import FetchError
 from herder.agent.fetch import AddressPolicy, Fetcher, resolve
-from tests.conftest import AgentFactory
+from tests.conftest import AgentFactory, fast_config
 from tests.fixtures.apps.appkit import ArchiveServer, Member, app_members, tar_bytes, write, zip_bytes
 from tests.helpers import poll, wait_http
 
@@ -313,6 +316,17 @@ async def test_redirect_loop_stops(make_agent: AgentFactory) -> None:
 
 # -- SSRF: addresses refused before connecting ------------------------------------------
 
+# These need no server and no special configuration: one agent serves them all (an
+# agent takes a fraction of a second to start and stop). Each uses its own node name.
+SHARED_LOOP = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
+    config = fast_config(tmp_path_factory.mktemp("shared") / "data")
+    async with Agent(config) as agent, httpx.AsyncClient(base_url=agent.url, timeout=30.0) as client:
+        yield client
+
 
 @pytest.mark.parametrize(
     "url",
@@ -326,10 +340,13 @@ async def test_redirect_loop_stops(make_agent: AgentFactory) -> None:
         "https://169.254.169.254/",
     ],
 )
+@SHARED_LOOP
 async def test_link_local_and_metadata_addresses_are_refused(
-    agent: Agent, client: httpx.AsyncClient, url: str
+    shared_client: httpx.AsyncClient, url: str
 ) -> None:
-    doc = await wait_state(client, await create(client, create_body(url)), "failed")
+    body = create_body(url, node=f"n{zlib.crc32(url.encode())}")
+    doc = await wait_state(shared_client, await create(shared_client, body), "failed")
+    assert doc["pid"] is None
     assert doc["error"].startswith("download refused: ")
     assert "link-local or cloud-metadata address (set fetch.allow_link_local to allow)" in doc["error"]
 
@@ -368,13 +385,15 @@ async def test_allow_hosts_matching_lets_the_download_through(make_agent: AgentF
 @pytest.mark.parametrize(
     "url", ["ftp://example.com/app.tgz", "gopher://127.0.0.1/", "javascript:alert(1)", "/just/a/path.tgz"]
 )
-async def test_other_schemes_are_refused_at_create(agent: Agent, client: httpx.AsyncClient, url: str) -> None:
-    response = await client.post("/create-process", json=create_body(url))
+@SHARED_LOOP
+async def test_other_schemes_are_refused_at_create(shared_client: httpx.AsyncClient, url: str) -> None:
+    body = create_body(url, node=f"n{zlib.crc32(url.encode())}")
+    response = await shared_client.post("/create-process", json=body)
     assert response.status_code == 422
     doc = response.json()
     assert doc["field"] == "source_url"
     assert "use http, https or file" in doc["message"]
-    assert (await client.get("/list-processes")).json() == {"processes": []}
+    assert (await shared_client.get(f"/process-status/shop.{body['node']}")).status_code == 404
 
 
 # -- the policy and the fetcher on their own --------------------------------------------
