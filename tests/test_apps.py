@@ -7,6 +7,7 @@ document, ``{"error", "message", "field"}``, whose ``field`` names what is wrong
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from herder.agent.errors import ProcfileError, UnsafeArchive
 from herder.agent.fetch import Fetcher
 from tests.conftest import AgentFactory, fast_config
 from tests.fixtures.apps.appkit import Member, app_members, tar_bytes, tree, write, zip_bytes
-from tests.helpers import wait_unit
+from tests.helpers import poll, wait_unit
 
 # -- Apps.prepare ----------------------------------------------------------------------
 
@@ -95,6 +96,23 @@ async def test_remove_deletes_the_unpacked_app(tmp_path: Path) -> None:
     apps.remove("s.n")
     assert not (tmp_path / "run" / "s.n").exists()
     apps.remove("never.existed")  # no error
+
+
+async def test_delete_while_unpacking_leaves_nothing_behind(
+    agent: Agent, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    # Unpacking runs in a thread, which a delete cannot cancel: the delete must wait for
+    # it, or the thread goes on writing files after the process's directory is removed.
+    members = [*app_members(), *(Member(f"d{i % 40}/f{i}", os.urandom(1000)) for i in range(4000))]
+    archive = write(tmp_path / "big.tar", tar_bytes(members))
+    body = {"app": "big", "node": "web.0", "source_url": archive.as_uri(), "process_type": "worker"}
+    created = await client.post("/create-process", json=body)
+    assert created.status_code == 201
+    run_dir = agent.config.data_dir / "run" / "big.web.0"
+    await poll(lambda: (run_dir / "app").exists())
+    deleted = await client.post(created.json()["delete"], content="{}")
+    assert deleted.status_code == 200
+    assert not run_dir.exists(), f"{len(tree(run_dir))} files left"
 
 
 # -- bad create requests through the API --------------------------------------------------

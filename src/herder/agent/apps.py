@@ -12,6 +12,7 @@ expand as they do under foreman or Heroku.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,10 +74,22 @@ class Apps:
         else:
             assert fetched.archive is not None  # Fetched holds one or the other
             target = self.workdir(slug) / "app"
-            await asyncio.to_thread(self._fresh_unpack, fetched.archive, target)
+            await self._unpack_in_thread(fetched.archive, target)
             root = find_app_root(target)
         command = read_command(root, process_type)
         return Launch(argv=shell_command(command), cwd=root, archive_sha256=fetched.sha256)
+
+    async def _unpack_in_thread(self, archive: Path, target: Path) -> None:
+        """Unpack in a worker thread, which cannot be cancelled: if the caller is (the
+        process was deleted), let the thread finish first, so that the caller's cleanup
+        (``remove``) does not race with files still being written."""
+        work = asyncio.ensure_future(asyncio.to_thread(self._fresh_unpack, archive, target))
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await work
+            raise
 
     def _fresh_unpack(self, archive: Path, target: Path) -> None:
         if target.exists():
