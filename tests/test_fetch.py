@@ -503,6 +503,31 @@ async def test_fetcher_caches_file_archives_by_content(tmp_path: Path) -> None:
     assert first.directory is None
 
 
+async def test_fetcher_hashes_and_copies_file_archives_off_the_event_loop(tmp_path: Path) -> None:
+    # A large archive takes seconds to hash and copy; meanwhile the agent must go on
+    # serving and reading its children's output. Had the fetch not yielded to the loop
+    # once, the other task would not have run at all.
+    archive = tmp_path / "big.tar"
+    with open(archive, "wb") as fh:
+        fh.truncate(32 * 1024 * 1024)
+    ran = 0
+
+    async def other_work() -> None:
+        nonlocal ran
+        while True:
+            ran += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(other_work())
+    try:
+        await asyncio.sleep(0)
+        before = ran
+        await Fetcher(tmp_path / "cache", FetchConfig()).fetch(archive.as_uri())
+        assert ran > before
+    finally:
+        other.cancel()
+
+
 async def test_fetcher_prefers_a_cached_archive_without_the_network(tmp_path: Path) -> None:
     fetcher = Fetcher(tmp_path / "cache", FetchConfig())
     async with ArchiveServer() as server:

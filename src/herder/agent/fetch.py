@@ -146,7 +146,8 @@ class Fetcher:
             return Fetched(archive=self.archive_path(prefer_sha256), directory=None, sha256=prefer_sha256)
         parts = urllib.parse.urlsplit(url)
         if parts.scheme == "file":
-            return self._fetch_file(parts)
+            # Hashing and copying a large archive takes seconds: not on the event loop.
+            return await asyncio.to_thread(self._fetch_file, parts)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchError(f"download failed: {url!r} is not an http(s) or file URL")
         cached = self._cached(url)
