@@ -23,7 +23,7 @@ def test_overrides_merge_into_file_sections(tmp_path: Path) -> None:
 def test_unknown_keys_and_bad_values_are_named(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text("[supervision]\ngrace = 4\n")
-    with pytest.raises(ValidationError, match="supervision.grace"):
+    with pytest.raises(ValidationError, match=r"supervision\.grace"):
         load_config(path, {})
     with pytest.raises(ValidationError, match="deny_hosts"):
         AgentConfig.model_validate({"fetch": {"deny_hosts": ["10.0.0.0/33"]}})

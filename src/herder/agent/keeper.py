@@ -3,10 +3,10 @@
 SIGKILL cannot be caught, so the agent cannot clean up after itself. At start it
 spawns the keeper, a ``/bin/sh`` script in a session of its own whose stdin is a pipe
 whose only writer is the agent. The script blocks reading that pipe; when the agent
-ends, for whatever reason, the read returns and the script kills every process whose
+dies, the read returns end-of-file and the script kills every process whose
 environment carries this agent's marker: its children, and any descendant that left
-its process group. A graceful agent has stopped everything already, so the keeper
-then finds nothing and exits.
+its process group. A graceful agent has stopped everything already; it writes
+``done`` into the pipe first, and the keeper exits without scanning.
 
 It is a shell script rather than Python so that it costs about a megabyte of memory
 and no interpreter start-up.
@@ -20,11 +20,15 @@ import subprocess
 
 from herder.agent.procs import AGENT_MARKER, SWEEP_ROUNDS, UNIT_MARKER
 
+# Written by a graceful agent that has already stopped and swept everything: the
+# keeper then exits without scanning /proc (which forks a grep per process).
+_DONE = "done"
 # $1 is the marker line (NAME=value). grep -z treats NUL-separated environ entries as
 # lines and -x demands the whole entry, so a value that merely contains the id never
 # matches. The loop is bounded: kill what is found, look again for what forked meanwhile.
 _SCRIPT = f"""
-read -r _ || true
+read -r word || true
+[ "$word" = "{_DONE}" ] && exit 0
 i=0
 while [ "$i" -lt {SWEEP_ROUNDS} ]; do
   found=0
@@ -70,8 +74,10 @@ class Keeper:
         self._write_fd = write_fd
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Close the pipe so the keeper sweeps (finding nothing, normally) and exits."""
+        """Dismiss the keeper after a graceful shutdown (everything is stopped already)."""
         if self._write_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._write_fd, f"{_DONE}\n".encode())
             os.close(self._write_fd)
             self._write_fd = None
         if self._proc is not None:

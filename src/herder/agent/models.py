@@ -18,7 +18,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -42,6 +44,55 @@ class FieldError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+MAX_ARGV_ITEMS = 1024
+
+
+def _validate_command(value: Any) -> str | list[str] | None:
+    """A shell string or a non-empty argv of strings, without NUL bytes.
+
+    Validated by hand rather than as a pydantic union, so that an error is reported on
+    ``command`` itself and not on a union member's internal name.
+    """
+    if value is None:
+        return None
+    parts: list[str]
+    if isinstance(value, str):
+        parts = [value]
+        if not value.strip():
+            raise ValueError("the command is empty")
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        parts = [str(v) for v in value]
+        if not parts or len(parts) > MAX_ARGV_ITEMS:
+            raise ValueError(f"an argv needs 1 to {MAX_ARGV_ITEMS} items")
+    else:
+        raise ValueError("must be a string (run by /bin/sh -c) or a list of strings (an argv)")
+    if any(len(p) > MAX_COMMAND_CHARS for p in parts):
+        raise ValueError(f"longer than {MAX_COMMAND_CHARS} characters")
+    if any("\0" in p for p in parts):
+        raise ValueError("the command has a NUL byte")
+    return parts[0] if isinstance(value, str) else parts
+
+
+Command = Annotated[
+    str | list[str] | None,
+    PlainValidator(_validate_command),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": MAX_COMMAND_CHARS},
+                {
+                    "type": "array",
+                    "items": {"type": "string", "maxLength": MAX_COMMAND_CHARS},
+                    "minItems": 1,
+                    "maxItems": MAX_ARGV_ITEMS,
+                },
+                {"type": "null"},
+            ]
+        }
+    ),
+]
 
 
 class RestartPolicy(enum.StrEnum):
@@ -69,14 +120,7 @@ class CreateRequest(BaseModel):
     source_url: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
         None, description="http(s):// or file:// URL of the source archive (or a directory)."
     )
-    command: (
-        Annotated[str, StringConstraints(min_length=1, max_length=MAX_COMMAND_CHARS)]
-        | Annotated[
-            list[Annotated[str, StringConstraints(max_length=MAX_COMMAND_CHARS)]],
-            Field(min_length=1, max_length=1024),
-        ]
-        | None
-    ) = Field(
+    command: Command = Field(
         None,
         description="herder extension: run this instead of an app. A string runs through "
         "/bin/sh -c; a list is the argv.",
@@ -109,14 +153,6 @@ class CreateRequest(BaseModel):
             if "\0" in value or len(value) > MAX_ENV_VALUE_CHARS:
                 raise ValueError(f"value of {name!r} has a NUL byte or is too long")
         return env
-
-    @field_validator("command")
-    @classmethod
-    def _check_command(cls, command: str | list[str] | None) -> str | list[str] | None:
-        parts = [command] if isinstance(command, str) else (command or [])
-        if any("\0" in part for part in parts):
-            raise ValueError("the command has a NUL byte")
-        return command
 
     @model_validator(mode="after")
     def _one_way_to_run(self) -> CreateRequest:

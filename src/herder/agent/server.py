@@ -258,6 +258,9 @@ class Agent:
         finally:
             if self._sock is not None:
                 self._sock.close()
+            # Every unit swept its own descendants; this catches anything that slipped
+            # between units (a few ms), so the keeper can be dismissed without a scan.
+            procs.sweep(procs.AGENT_MARKER, agent_id_for(self.config.data_dir))
             self._keeper.stop()
             self._lock.release()
 
