@@ -78,7 +78,7 @@ def test_rotation(tmp_path: Path) -> None:
     for i in range(5):
         rf.write(b"%d23456789\n" % i)
     rf.close()
-    assert path.read_bytes() == b""
+    assert not path.exists()  # created again by the next write
     assert (tmp_path / "f.log.1").read_bytes() == b"423456789\n"
     assert (tmp_path / "f.log.2").read_bytes() == b"323456789\n"
     assert not (tmp_path / "f.log.3").exists()

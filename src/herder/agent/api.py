@@ -278,7 +278,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
             raise ApiError(503, "stopping", "the agent is shutting down")
         req = await read_json(request, CreateRequest)
         spec = ProcessSpec(**req.model_dump(), created_at=time.time())
-        unit = sup.create(spec)
+        unit = await sup.create(spec)
         return JSONResponse(status_document(unit, base_url(request)), status_code=201)
 
     @router.get(

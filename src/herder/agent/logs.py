@@ -23,6 +23,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 # A line longer than this without a newline is cut into pieces of this size, so one
 # child cannot make the agent buffer without bound.
@@ -52,32 +53,45 @@ class RotatingFile:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
-        self._fh = open(path, "ab")  # noqa: SIM115 - closed by close(); lives as long as the log
-        self._size = self._fh.tell()
+        # Opened on the first write: many processes never write to one of their streams,
+        # and an open costs more than the rest of a process's creation.
+        self._fh: BinaryIO | None = None
+        self._size = 0
+
+    def _open(self) -> BinaryIO:
+        fh = open(self.path, "ab")  # noqa: SIM115 - closed by close() or _rotate()
+        self._size = fh.tell()
+        self._fh = fh
+        return fh
 
     def write(self, data: bytes) -> None:
         """Append ``data`` (whole lines) and rotate once past the limit."""
-        self._fh.write(data)
+        fh = self._fh or self._open()
+        fh.write(data)
         self._size += len(data)
         if self._size >= self.max_bytes:
             self._rotate()
 
     def flush(self) -> None:
-        self._fh.flush()
+        if self._fh is not None:
+            self._fh.flush()
 
     def _rotate(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
         for n in range(self.backups, 0, -1):
             src = self.path.with_name(f"{self.path.name}.{n - 1}" if n > 1 else self.path.name)
             if src.exists():
                 os.replace(src, self.path.with_name(f"{self.path.name}.{n}"))
         if self.backups == 0:
             self.path.unlink(missing_ok=True)
-        self._fh = open(self.path, "ab")  # noqa: SIM115 - see __init__
         self._size = 0
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +142,10 @@ class Subscriber:
 
 
 class OutputLog:
-    """The output of one supervised process: ring buffer, files and subscribers."""
+    """The output of one supervised process: ring buffer, files and subscribers.
+
+    ``directory`` must exist; the files in it are created on their first line.
+    """
 
     def __init__(
         self,
@@ -140,7 +157,6 @@ class OutputLog:
         file_backups: int = DEFAULT_FILE_BACKUPS,
         subscriber_lines: int = DEFAULT_SUBSCRIBER_LINES,
     ) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
         self.ring: collections.deque[Line] = collections.deque(maxlen=ring_lines)
         self._files = {
             Stream.STDOUT: RotatingFile(directory / f"{name}.out.log", file_max_bytes, file_backups),

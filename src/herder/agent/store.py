@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -25,27 +28,36 @@ class RecordStore:
     def __init__(self, directory: Path) -> None:
         self._dir = directory
         self._dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
 
     def _path(self, slug: str) -> Path:
         return self._dir / f"{slug}.json"
 
-    def save(self, spec: ProcessSpec) -> None:
-        """Write ``spec`` durably."""
-        path = self._path(spec.slug)
-        tmp = path.with_suffix(".json.tmp")
-        data = spec.model_dump_json(indent=2).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        self._fsync_dir()
+    def save(self, current: Callable[[], ProcessSpec | None]) -> None:
+        """Write durably the spec ``current()`` returns, unless it returns None.
+
+        ``current`` is called under the store's lock, so when saves race (from the
+        event loop and from threads) the last one writes the newest spec, and a save
+        that lost the race to a ``remove`` writes nothing.
+        """
+        with self._lock:
+            spec = current()
+            if spec is None:
+                return
+            path = self._path(spec.slug)
+            fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{spec.slug}.", suffix=".tmp")
+            try:
+                os.write(fd, spec.model_dump_json(indent=2).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            self._fsync_dir()
 
     def remove(self, slug: str) -> None:
-        self._path(slug).unlink(missing_ok=True)
-        self._fsync_dir()
+        with self._lock:
+            self._path(slug).unlink(missing_ok=True)
+            self._fsync_dir()
 
     def load_all(self) -> list[ProcessSpec]:
         """Every readable record, oldest first."""

@@ -81,7 +81,7 @@ class UnitContext:
     config: SupervisionConfig
     base_env: dict[str, str]
     log_dir: Path
-    on_spec_change: Callable[[ProcessSpec], None]
+    on_spec_change: Callable[[Unit], None]
 
 
 class Unit:
@@ -263,7 +263,7 @@ class Unit:
             self._event(Event.FETCHED)
             if launch.archive_sha256 != spec.archive_sha256:
                 self.spec = spec.model_copy(update={"archive_sha256": launch.archive_sha256})
-                self._ctx.on_spec_change(self.spec)
+                self._ctx.on_spec_change(self)
             return launch
 
     def _fail(self, message: str) -> None:
@@ -428,10 +428,11 @@ class Supervisor:
             config=config.supervision,
             base_env=config.base_env(),
             log_dir=config.data_dir / "logs",
-            on_spec_change=store.save,
+            on_spec_change=self._save,
         )
         self._apps = apps
         self._store = store
+        self._ctx.log_dir.mkdir(parents=True, exist_ok=True)
         self.units: dict[str, Unit] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._ready = asyncio.Event()
@@ -459,16 +460,26 @@ class Supervisor:
         self._tg.create_task(unit.run(), name=f"unit:{spec.slug}")
         return unit
 
-    def create(self, spec: ProcessSpec) -> Unit:
-        """Record and start a new process.
+    async def create(self, spec: ProcessSpec) -> Unit:
+        """Start a new process and record it durably; return once it is recorded.
+
+        The unit is registered before the record is written (in a thread: an fsync
+        costs more than a spawn), so a concurrent create of the same slug conflicts.
+        If the record cannot be written the process is stopped again.
 
         Raises:
             Conflict: a process with this slug exists.
+            OSError: the record could not be written (disk full...).
         """
         if spec.slug in self.units:
             raise Conflict(f"a process with slug {spec.slug!r} exists already")
-        self._store.save(spec)
-        return self._start(spec)
+        unit = self._start(spec)
+        try:
+            await asyncio.to_thread(self._save, unit)
+        except OSError:
+            await self.delete(spec.slug)
+            raise
+        return unit
 
     def restore(self, specs: list[ProcessSpec]) -> None:
         """Start recorded processes again (after an agent restart)."""
@@ -492,9 +503,16 @@ class Supervisor:
         await unit.stop()
         if self.units.get(slug) is unit:
             del self.units[slug]
-            self._store.remove(slug)
-            self._apps.remove(slug)
+            await asyncio.to_thread(self._forget, slug)
         return unit
+
+    def _save(self, unit: Unit) -> None:
+        """Record ``unit``'s current spec, unless it has been deleted meanwhile."""
+        self._store.save(lambda: unit.spec if self.units.get(unit.slug) is unit else None)
+
+    def _forget(self, slug: str) -> None:
+        self._store.remove(slug)
+        self._apps.remove(slug)
 
     def running_count(self) -> int:
         return sum(1 for u in self.units.values() if is_alive(u.state))
