@@ -1,0 +1,73 @@
+"""Run every benchmark (``make bench``) and print herder, supervisord and Circus side by side.
+
+Each benchmark measures the three daemons in the same run on the same machine, so
+the ratios hold even when absolute figures drift. A benchmark that fails is reported
+and the others still run; the exit status is then 1. The table also goes to
+``bench/results/latest.json`` and ``latest.md`` (git-ignored) for the README.
+
+``--quick`` runs fewer rounds and trials (about a minute and a half instead of about
+four): good for a smoke test, not for figures to publish.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+
+import bench_output
+import bench_respawn
+import bench_spawn
+import bench_start
+import bench_status
+import harness
+from harness import RESULTS_DIR, Figure
+
+BENCHMARKS: tuple[tuple[str, Callable[..., list[Figure]]], ...] = (
+    ("1 start and idle RSS", bench_start.run),
+    ("2 start 200 processes", bench_spawn.run),
+    ("3 crash-to-respawn latency", bench_respawn.run),
+    ("4 status/list API requests/s", bench_status.run),
+    ("5 output throughput", bench_output.run),
+)
+
+
+def main() -> int:
+    args = harness.parse_args(__doc__ or "")
+    harness.ensure_peer_venv()
+    figures: list[Figure] = []
+    failures: list[str] = []
+    source = harness.source_state()
+    t0 = time.monotonic()
+    for name, run in BENCHMARKS:
+        harness.progress(f"benchmark {name}")
+        started = time.monotonic()
+        try:
+            figures += run(quick=args.quick)
+        except Exception:
+            failures.append(f"benchmark {name} failed:\n{traceback.format_exc()}")
+            harness.progress(failures[-1])
+        harness.progress(f"benchmark {name}: {time.monotonic() - started:.0f} s")
+    total = time.monotonic() - t0
+    mode = " --quick" if args.quick else ""
+    print(f"herder benchmarks{mode}: {harness.machine_summary()}; {total:.0f} s in all")
+    after = harness.source_state()
+    changed = "" if after == source else f" (src/ changed during the run: now {after})"
+    print(f"herder measured: {source}{changed}\n")
+    print(harness.format_table(figures))
+    for failure in failures:
+        print(f"\n{failure}")
+    extra: dict[str, object] = {
+        "quick": args.quick,
+        "seconds": total,
+        "source": source,
+        "source_after": after,
+        "failures": failures,
+    }
+    harness.write_json(args.json or RESULTS_DIR / "latest.json", figures, extra)
+    (RESULTS_DIR / "latest.md").write_text(harness.format_markdown(figures) + "\n")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
