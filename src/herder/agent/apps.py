@@ -17,7 +17,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from herder.agent.archive import unpack
 from herder.agent.config import UnpackConfig
 from herder.agent.fetch import Fetcher
 from herder.agent.procfile import find_app_root, read_command
@@ -92,6 +91,10 @@ class Apps:
             raise
 
     def _fresh_unpack(self, archive: Path, target: Path) -> None:
+        # Imported here: tarfile and zipfile cost the agent's start-up for processes
+        # that may never come from an archive.
+        from herder.agent.archive import unpack
+
         if target.exists():
             shutil.rmtree(target)
         unpack(archive, target, self._unpack)
