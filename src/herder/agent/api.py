@@ -36,7 +36,7 @@ from herder.agent.models import (
     ProcessSpec,
     ProcessStatus,
 )
-from herder.agent.supervisor import Unit, iso
+from herder.agent.supervisor import Unit
 
 if TYPE_CHECKING:
     from herder.agent.server import AgentRuntime
@@ -182,8 +182,8 @@ def status_document(unit: Unit, base: str) -> dict[str, Any]:
         "port": unit.port,
         "restarts": unit.restarts,
         "exit_code": unit.exit_code,
-        "started_at": iso(unit.started_at),
-        "created_at": iso(spec.created_at),
+        "started_at": unit.started_at_iso,
+        "created_at": unit.created_at_iso,
         "error": unit.error,
     }
 

@@ -174,10 +174,12 @@ class OutputLog:
         """Take a chunk read from ``stream``; complete lines are stored, the rest waits."""
         pending = self._partial[stream] + data if self._partial[stream] else data
         cut = pending.rfind(b"\n")
+        count = 0
         if cut < 0:
             lines, rest = [], pending
         else:
-            lines, rest = pending[:cut].split(b"\n"), pending[cut + 1 :]
+            count = pending.count(b"\n", 0, cut + 1)
+            lines, rest = self._lines_worth_keeping(pending, cut, count), pending[cut + 1 :]
             self._files[stream].write(pending[: cut + 1])
         if len(rest) >= MAX_LINE_BYTES:
             # No newline in sight: emit whole pieces, keep the remainder waiting.
@@ -185,10 +187,26 @@ class OutputLog:
             pieces = [rest[i : i + MAX_LINE_BYTES] for i in range(0, full, MAX_LINE_BYTES)]
             self._files[stream].write(b"\n".join(pieces) + b"\n")
             lines.extend(pieces)
+            count += len(pieces)
             rest = rest[full:]
         self._partial[stream] = rest
-        if lines:
-            self._store(stream, lines)
+        if count:
+            self._store(stream, lines, count)
+
+    def _lines_worth_keeping(self, pending: bytes, cut: int, count: int) -> list[bytes]:
+        """The complete lines of ``pending[:cut]`` that anyone will see.
+
+        With nobody attached, only the ring's newest lines survive: splitting a bulk
+        writer's megabyte into a hundred thousand line objects to keep a thousand was
+        most of the agent's work, so only the tail is split.
+        """
+        keep = self.ring.maxlen or 0
+        if self._subscribers or count <= keep:
+            return pending[:cut].split(b"\n")
+        start = cut
+        for _ in range(keep):
+            start = pending.rfind(b"\n", 0, start)
+        return pending[start + 1 : cut].split(b"\n") if keep else []
 
     def flush_partial(self) -> None:
         """The child ended: a last line without a newline still counts as a line."""
@@ -196,17 +214,18 @@ class OutputLog:
             if rest:
                 self._partial[stream] = b""
                 self._files[stream].write(rest + b"\n")
-                self._store(stream, [rest])
+                self._store(stream, [rest], 1)
         self.flush()
 
     def note(self, text: str) -> None:
         """Add a line of the agent's own: stream ``herder``; in the stderr file as ``[herder] ...``."""
         line = text.encode()
         self._files[Stream.STDERR].write(b"[herder] " + line + b"\n")
-        self._store(Stream.HERDER, [line])
+        self._store(Stream.HERDER, [line], 1)
 
-    def _store(self, stream: Stream, lines: list[bytes]) -> None:
-        self.lines_total += len(lines)
+    def _store(self, stream: Stream, lines: list[bytes], count: int) -> None:
+        """Keep ``lines`` (the newest of ``count`` new lines) in the ring and queues."""
+        self.lines_total += count
         # Only the newest lines can survive in the ring; tagging the others is wasted work
         # (a bulk writer delivers thousands of lines per read).
         keep = self.ring.maxlen or 0

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import fcntl
 import logging
 import os
 import signal
@@ -41,21 +40,15 @@ from herder.agent import procs
 from herder.agent.apps import Apps, Launch, shell_command
 from herder.agent.config import AgentConfig, SupervisionConfig
 from herder.agent.errors import AppError, Conflict, FetchError, NotFound
-from herder.agent.logs import OutputLog, Stream
+from herder.agent.logs import OutputLog
 from herder.agent.models import ProcessSpec, RestartPolicy
+from herder.agent.reader import OutputReader
 from herder.agent.states import Event, State, apply, is_alive
-from herder.agent.store import RecordStore
+from herder.agent.store import GroupCommit, RecordStore
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# Read at most this much from a pipe per wake-up: big enough for bulk writers, small
-# enough that one noisy child cannot monopolise the loop.
-READ_CHUNK_BYTES = 1024 * 1024
-# Ask the kernel for pipes this big (the default is 64 KiB), so a bursty child blocks
-# less often while the agent is busy elsewhere. Best effort.
-PIPE_SIZE_BYTES = 1024 * 1024
-_F_SETPIPE_SZ = 1031
 
 
 def iso(ts: float | None) -> str | None:
@@ -96,6 +89,9 @@ class Unit:
         self.restarts = 0
         self.exit_code: int | None = None
         self.started_at: float | None = None
+        # Formatted once: status documents are the hot path of the API.
+        self.started_at_iso: str | None = None
+        self.created_at_iso = iso(spec.created_at)
         self.error: str | None = None
         cfg = ctx.config
         self.output = OutputLog(
@@ -107,7 +103,7 @@ class Unit:
         )
         self._stop_requested = asyncio.Event()
         self._done = asyncio.Event()
-        self._open_fds: set[int] = set()
+        self._reader: OutputReader | None = None
         self._child: procs.Child | None = None
         self._exit_wait: asyncio.Future[int] | None = None
         self._started_mono = 0.0
@@ -330,40 +326,20 @@ class Unit:
         self.pid = child.pid
         self.error = None
         self.started_at = time.time()
+        self.started_at_iso = iso(self.started_at)
         self._started_mono = time.monotonic()
         self._event(Event.SPAWNED)
-        for fd in (child.stdout_fd, child.stderr_fd):
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE_BYTES)
-        loop = asyncio.get_running_loop()
-        loop.add_reader(child.stdout_fd, self._on_output, Stream.STDOUT, child.stdout_fd)
-        loop.add_reader(child.stderr_fd, self._on_output, Stream.STDERR, child.stderr_fd)
-        self._open_fds.update((child.stdout_fd, child.stderr_fd))
+        self._reader = OutputReader(self.output, self._on_data)
+        self._reader.attach(child.stdout_fd, child.stderr_fd)
 
-    def _on_output(self, stream: Stream, fd: int) -> None:
-        try:
-            data = os.read(fd, READ_CHUNK_BYTES)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
-            self.output.feed(stream, data)
-            self.output.flush()
-            if self._waiters:
-                self._notify()
-        else:
-            self._close_fd(fd)
-
-    def _close_fd(self, fd: int) -> None:
-        if fd in self._open_fds:
-            self._open_fds.discard(fd)
-            asyncio.get_running_loop().remove_reader(fd)
-            os.close(fd)
+    def _on_data(self) -> None:
+        if self._waiters:
+            self._notify()
 
     def _close_pipes(self) -> None:
-        for fd in list(self._open_fds):
-            self._close_fd(fd)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _after_exit(self, child: procs.Child, code: int) -> None:
         """The main process ended: kill what it left, keep what it wrote, close pipes."""
@@ -372,13 +348,9 @@ class Unit:
         self._child = None
         procs.signal_group(child.pid, signal.SIGKILL)
         procs.sweep(procs.UNIT_MARKER, self.unit_marker)
-        for fd, stream in ((child.stdout_fd, Stream.STDOUT), (child.stderr_fd, Stream.STDERR)):
-            if fd in self._open_fds:
-                rest = procs.drain(fd)
-                if rest:
-                    self.output.feed(stream, rest)
-                self._close_fd(fd)
-        self.output.flush_partial()
+        if self._reader is not None:
+            self._reader.drain_and_close()
+            self._reader = None
 
     def _should_restart(self, code: int) -> bool:
         policy = self.spec.restart
@@ -432,6 +404,7 @@ class Supervisor:
         )
         self._apps = apps
         self._store = store
+        self._records = GroupCommit(store)
         self._ctx.log_dir.mkdir(parents=True, exist_ok=True)
         self.units: dict[str, Unit] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -475,7 +448,7 @@ class Supervisor:
             raise Conflict(f"a process with slug {spec.slug!r} exists already")
         unit = self._start(spec)
         try:
-            await asyncio.to_thread(self._save, unit)
+            await self._records.save(unit.slug, self._current_spec(unit))
         except OSError:
             await self.delete(spec.slug)
             raise
@@ -506,9 +479,13 @@ class Supervisor:
             await asyncio.to_thread(self._forget, slug)
         return unit
 
+    def _current_spec(self, unit: Unit) -> Callable[[], ProcessSpec | None]:
+        """``unit``'s spec as it is when written, or None once it has been deleted."""
+        return lambda: unit.spec if self.units.get(unit.slug) is unit else None
+
     def _save(self, unit: Unit) -> None:
-        """Record ``unit``'s current spec, unless it has been deleted meanwhile."""
-        self._store.save(lambda: unit.spec if self.units.get(unit.slug) is unit else None)
+        """Record ``unit``'s current spec now (rare: after its archive is first fetched)."""
+        self._store.save(self._current_spec(unit))
 
     def _forget(self, slug: str) -> None:
         self._store.remove(slug)

@@ -1,0 +1,67 @@
+"""Process records: atomic files, group commit, and what a restart reads back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from herder.agent.models import ProcessSpec
+from herder.agent.store import GroupCommit, RecordStore
+
+
+def spec(node: str, created_at: float | None = None) -> ProcessSpec:
+    return ProcessSpec(app="s", node=node, command=["true"], created_at=created_at or time.time())
+
+
+def test_save_load_remove(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path)
+    first, second = spec("a.0", 1.0), spec("b.0", 2.0)
+    store.save(lambda: second, lambda: first, lambda: None)
+    assert [s.slug for s in store.load_all()] == ["s.a.0", "s.b.0"]  # oldest first
+    store.remove("s.a.0")
+    assert [s.slug for s in store.load_all()] == ["s.b.0"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_unreadable_record_is_moved_aside(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path)
+    store.save(lambda: spec("ok.0"))
+    (tmp_path / "s.bad.0.json").write_text("{not json")
+    assert [s.slug for s in store.load_all()] == ["s.ok.0"]
+    assert (tmp_path / "s.bad.0.bad").exists()
+
+
+async def test_group_commit_batches_concurrent_saves(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path)
+    batches: list[int] = []
+    original = store.save
+
+    def counting_save(*current):  # type: ignore[no-untyped-def]
+        batches.append(len(current))
+        original(*current)
+
+    store.save = counting_save  # type: ignore[method-assign]
+    commit = GroupCommit(store)
+    specs = [spec(f"n.{i}") for i in range(50)]
+    await asyncio.gather(*(commit.save(s.slug, lambda s=s: s) for s in specs))
+    assert sum(batches) == 50
+    assert len(batches) < 50  # the first write's wait gathered the others
+    assert len(store.load_all()) == 50
+
+
+async def test_group_commit_reports_a_failed_write(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    store = RecordStore(records)
+    commit = GroupCommit(store)
+    records.rmdir()
+    records.write_text("a file where the records directory was")  # every write now fails
+    with pytest.raises(NotADirectoryError):
+        await commit.save("x", lambda: spec("x.0"))
+    # The failure is reported, not remembered: a later save into a good directory works.
+    records.unlink()
+    records.mkdir()
+    await commit.save("y", lambda: spec("y.0"))
+    assert [s.slug for s in store.load_all()] == ["s.y.0"]
