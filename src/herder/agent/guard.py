@@ -94,10 +94,21 @@ class Guard:
         if length is not None and length > self.max_body_bytes:
             await self._refuse(kind, send, _too_large(self.max_body_bytes))
             return
+        if length == 0:  # no body: nothing to limit (most requests: GETs)
+            await self.app(scope, receive, send)
+            return
         await self._call_with_body_limits(scope, receive, send)
 
     def _check(self, scope: Scope) -> int | None:
+        """Apply the Host, Origin and token rules; return the body's declared length.
+
+        Returns 0 when there is no body, None when its length is unknown (chunked).
+
+        Raises:
+            _Refused: a rule is broken.
+        """
         host = origin = auth = length = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"host":
                 host = value.decode("latin-1")
@@ -107,6 +118,8 @@ class Guard:
                 auth = value
             elif name == b"content-length":
                 length = value
+            elif name == b"transfer-encoding":
+                chunked = True
         if host is None or host_name(host) not in self.allowed:
             raise _Refused(
                 403,
@@ -136,7 +149,7 @@ class Guard:
                 "Authorization",
             )
         if length is None:
-            return None
+            return None if chunked else 0
         try:
             return int(length)
         except ValueError:
