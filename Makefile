@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install up test lint format typecheck bench openapi docs lock clean
+.PHONY: install bytecode up test lint format typecheck bench openapi docs lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -13,7 +13,13 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## create .venv with herder and its locked dependencies
 
-up: $(STAMP) ## run the agent in the foreground on 127.0.0.1:8010, data in ./.herder
+# An editable install leaves herder's own modules uncompiled, and with
+# PYTHONDONTWRITEBYTECODE set (as on CI machines) every start would compile them again:
+# a third of the agent's start-up. Only changed files are recompiled.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q src/herder
+
+up: bytecode ## run the agent in the foreground on 127.0.0.1:8010, data in ./.herder
 	$(BIN)/herder agent --host 127.0.0.1 --port 8010 --data-dir ./.herder
 
 test: $(STAMP) lint ## lint, type-check, check generated files, run the whole suite
@@ -35,7 +41,7 @@ format: $(STAMP)
 openapi: $(STAMP) ## regenerate docs/api/openapi.json and docs/api/agent.md
 	$(BIN)/python scripts/gen_openapi.py
 
-bench: $(STAMP) ## run every benchmark against herder and its peers (see bench/README.md)
+bench: bytecode ## run every benchmark against herder and its peers (see bench/README.md)
 	$(BIN)/python bench/run_all.py
 
 lock: ## re-resolve the locked dependencies from pyproject.toml

@@ -106,7 +106,8 @@ class RestartPolicy(enum.StrEnum):
 class CreateRequest(BaseModel):
     """What to run: an app from ``source_url`` + ``process_type``, or a ``command``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use (the first create), not at import: the agent starts sooner.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     app: Annotated[str, StringConstraints(pattern=APP_PATTERN)] = Field(
         description="Name of the application; need not be unique among processes."
@@ -174,7 +175,7 @@ class CreateRequest(BaseModel):
 class ProcessSpec(CreateRequest):
     """A create request as recorded in the data dir, with what restoring it needs."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     created_at: float = Field(description="Unix time the process was created.")
     archive_sha256: str | None = None
@@ -223,7 +224,7 @@ class Listing(_Document):
 class DeleteRequest(BaseModel):
     """Always empty for now; unknown fields are refused so typos do not pass silently."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Info(_Document):
