@@ -107,19 +107,7 @@ class Guard:
         Raises:
             _Refused: a rule is broken.
         """
-        host = origin = auth = length = None
-        chunked = False
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value.decode("latin-1")
-            elif name == b"origin":
-                origin = value.decode("latin-1")
-            elif name == b"authorization":
-                auth = value
-            elif name == b"content-length":
-                length = value
-            elif name == b"transfer-encoding":
-                chunked = True
+        host, origin, auth, length, chunked = _front_headers(scope["headers"])
         if host is None or host_name(host) not in self.allowed:
             raise _Refused(
                 403,
@@ -137,23 +125,24 @@ class Guard:
                     f"requests from origin {origin!r} are refused",
                     "Origin",
                 )
-        if (
-            self._token is not None
-            and scope["path"] not in PUBLIC_PATHS
-            and (auth is None or not hmac.compare_digest(auth, self._token))
-        ):
-            raise _Refused(
-                401,
-                "unauthorized",
-                "a valid 'Authorization: Bearer <token>' is required",
-                "Authorization",
-            )
+        if self._token is not None and scope["path"] not in PUBLIC_PATHS:
+            self._check_token(auth)
         if length is None:
             return None if chunked else 0
         try:
             return int(length)
         except ValueError:
             raise _Refused(400, "invalid", "Content-Length is not a number", "Content-Length") from None
+
+    def _check_token(self, auth: bytes | None) -> None:
+        assert self._token is not None
+        if auth is None or not hmac.compare_digest(auth, self._token):
+            raise _Refused(
+                401,
+                "unauthorized",
+                "a valid 'Authorization: Bearer <token>' is required",
+                "Authorization",
+            )
 
     async def _call_with_body_limits(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter = _BodyLimiter(self, receive, send)
@@ -239,6 +228,27 @@ class _BodyLimiter:
         if message["type"] == "http.response.start":
             self._started = True
         await self._send(message)
+
+
+def _front_headers(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[str | None, str | None, bytes | None, bytes | None, bool]:
+    """Host, Origin, Authorization, Content-Length, and whether a Transfer-Encoding is set."""
+    host = origin = None
+    auth = length = None
+    chunked = False
+    for name, value in headers:
+        if name == b"host":
+            host = value.decode("latin-1")
+        elif name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"authorization":
+            auth = value
+        elif name == b"content-length":
+            length = value
+        elif name == b"transfer-encoding":
+            chunked = True
+    return host, origin, auth, length, chunked
 
 
 def _too_large(limit: int) -> _Refused:
