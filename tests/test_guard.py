@@ -134,3 +134,24 @@ async def test_allowed_hosts_extend_the_loopback_names(make_agent: AgentFactory)
         index = (await client.get("/", headers={"Host": "agent.internal:8010"})).json()
         assert index["list"] == "http://agent.internal:8010/list-processes"
         assert (await client.get("/", headers={"Host": "other.internal"})).status_code == 403
+
+
+async def test_connection_cap_answers_503(make_agent: AgentFactory) -> None:
+    """Past max_connections the agent answers 503 at once instead of queueing clients."""
+    # uvicorn counts the arriving connection too: a cap of 3 serves 2 at a time.
+    async with make_agent(limits={"max_connections": 3}) as agent:
+        host, port = agent.url.removeprefix("http://").rsplit(":", 1)
+        idle = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+        try:
+            # Let the server accept both before the third arrives.
+            for reader, writer in idle:
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                await writer.drain()
+                assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200")
+            answer = await raw_exchange(
+                agent, b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )
+            assert answer.startswith(b"HTTP/1.1 503")
+        finally:
+            for _, writer in idle:
+                writer.close()
