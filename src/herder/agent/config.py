@@ -82,7 +82,9 @@ class LimitsConfig(_Section):
     max_body_bytes: int = Field(1024 * 1024, gt=0)
     header_timeout_s: float = Field(10.0, gt=0, description="to receive a request's headers")
     body_timeout_s: float = Field(30.0, gt=0, description="to receive a request's body")
-    max_connections: int = Field(1024, gt=0, description="beyond this, answer 503")
+    max_connections: int = Field(
+        1024, gt=1, description="open connections, the arriving one included; past it, answer 503"
+    )
 
 
 class SupervisionConfig(_Section):
