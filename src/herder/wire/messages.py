@@ -1,0 +1,277 @@
+"""The message envelope and its codecs, sans I/O.
+
+After the handshake (``handshake.py``) every frame carries one message, a map encoded
+with the codec chosen for the connection (JSON or MessagePack). The map's keys:
+
+========  ===========================================  =================================
+kind      ``call`` ``notify`` ``result`` ``error``     always
+          ``cancel``
+id        integer, 0 <= id < 2**53, chosen by the      call, result, cancel; error when
+          caller, unique among its calls in flight      it answers a call (else null)
+target    ``meta``, ``callback`` or a service name;    call, notify (null/absent: the
+          null for the peer's default target            peer's own methods)
+method    the method's name (for ``callback``: the      call, notify
+          callback's id, in decimal)
+args      array of positional arguments                 call, notify (default [])
+kwargs    map of keyword arguments                      call, notify (default {})
+result    any value                                     result
+error     map: code, type, message, data               error
+========  ===========================================  =================================
+
+There is no request/response at this layer: a ``result`` or ``error`` is a message that
+carries the ``id`` of a call the receiver sent. Unknown keys are ignored, so later
+versions may add some.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from herder.wire.errors import ErrorCode, InvalidMessage
+
+MAX_ID = 2**53  # exact in every JSON implementation (IEEE doubles)
+MAX_NAME_LENGTH = 256
+
+
+class Kind(enum.StrEnum):
+    CALL = "call"
+    NOTIFY = "notify"
+    RESULT = "result"
+    ERROR = "error"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Run ``method`` on ``target`` and answer with a Result or an Error carrying ``id``."""
+
+    id: int
+    method: str
+    target: str | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Run ``method`` on ``target``; no answer is expected (not even an error)."""
+
+    method: str
+    target: str | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The value returned by the call ``id``."""
+
+    id: int
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """The call ``id`` failed (``id`` None: a problem not tied to one call)."""
+
+    id: int | None
+    code: str
+    message: str
+    type: str = ""
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """The caller no longer wants the answer to call ``id``: stop working on it."""
+
+    id: int
+
+
+Message = Call | Notify | Result | Error | Cancel
+
+
+class Codec(Protocol):
+    """Turns a message document (maps, lists, strings, numbers...) into bytes and back."""
+
+    name: str
+
+    def encode(self, document: Any) -> bytes: ...
+
+    def decode(self, payload: bytes) -> Any: ...
+
+
+class JsonCodec:
+    """UTF-8 JSON. Byte strings cannot be sent (use MessagePack for those)."""
+
+    name = "json"
+
+    def encode(self, document: Any) -> bytes:
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+    def decode(self, payload: bytes) -> Any:
+        try:
+            return json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidMessage(f"not JSON: {exc}") from exc
+
+
+class MsgpackCodec:
+    """MessagePack with the bin and str types kept apart (bytes stay bytes)."""
+
+    name = "msgpack"
+
+    def __init__(self) -> None:
+        import msgpack
+
+        self._msgpack = msgpack
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    def encode(self, document: Any) -> bytes:
+        data: bytes = self._packer.pack(document)
+        return data
+
+    def decode(self, payload: bytes) -> Any:
+        try:
+            return self._msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        except (ValueError, TypeError, self._msgpack.UnpackException) as exc:
+            raise InvalidMessage(f"not MessagePack: {exc}") from exc
+
+
+def codec_for(name: str) -> Codec:
+    """A codec by its name on the wire (``json`` or ``msgpack``).
+
+    Raises:
+        InvalidMessage: an unknown name.
+    """
+    if name == "json":
+        return JsonCodec()
+    if name == "msgpack":
+        return MsgpackCodec()
+    raise InvalidMessage(f"unknown codec {name!r}")
+
+
+CODEC_NAMES = ("msgpack", "json")
+
+
+def to_document(message: Message) -> dict[str, Any]:
+    """The map that represents ``message`` on the wire."""
+    if isinstance(message, Call):
+        return {
+            "kind": "call",
+            "id": message.id,
+            "target": message.target,
+            "method": message.method,
+            "args": list(message.args),
+            "kwargs": dict(message.kwargs),
+        }
+    if isinstance(message, Notify):
+        return {
+            "kind": "notify",
+            "target": message.target,
+            "method": message.method,
+            "args": list(message.args),
+            "kwargs": dict(message.kwargs),
+        }
+    if isinstance(message, Result):
+        return {"kind": "result", "id": message.id, "result": message.result}
+    if isinstance(message, Error):
+        error = {"code": message.code, "type": message.type, "message": message.message, "data": message.data}
+        return {"kind": "error", "id": message.id, "error": error}
+    return {"kind": "cancel", "id": message.id}
+
+
+def encode_message(message: Message, codec: Codec) -> bytes:
+    """``message`` as a frame payload.
+
+    Raises:
+        TypeError, ValueError: an argument or result the codec cannot represent.
+    """
+    return codec.encode(to_document(message))
+
+
+def decode_message(payload: bytes, codec: Codec) -> Message:
+    """The message in a frame payload.
+
+    Raises:
+        InvalidMessage: not the codec's format, or not a valid envelope (the message
+            says which field is wrong).
+    """
+    return from_document(codec.decode(payload))
+
+
+def from_document(doc: Any) -> Message:
+    """Validate a decoded map and build the message.
+
+    Raises:
+        InvalidMessage: a field is missing or has the wrong type.
+    """
+    if not isinstance(doc, dict):
+        raise InvalidMessage(f"a message must be a map, not {type(doc).__name__}")
+    kind = doc.get("kind")
+    if kind == "call":
+        return Call(_id(doc), _name(doc, "method"), _target(doc), _args(doc), _kwargs(doc))
+    if kind == "notify":
+        return Notify(_name(doc, "method"), _target(doc), _args(doc), _kwargs(doc))
+    if kind == "result":
+        return Result(_id(doc), doc.get("result"))
+    if kind == "error":
+        return _error(doc)
+    if kind == "cancel":
+        return Cancel(_id(doc))
+    raise InvalidMessage(f"unknown message kind {kind!r}")
+
+
+def _id(doc: dict[str, Any], *, optional: bool = False) -> Any:
+    value = doc.get("id")
+    if value is None and optional:
+        return None
+    if type(value) is not int or not 0 <= value < MAX_ID:
+        raise InvalidMessage(f"'id' must be an integer from 0 to 2**53-1, not {value!r}")
+    return value
+
+
+def _name(doc: dict[str, Any], key: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_LENGTH:
+        raise InvalidMessage(f"{key!r} must be a non-empty string of at most {MAX_NAME_LENGTH} characters")
+    return value
+
+
+def _target(doc: dict[str, Any]) -> str | None:
+    value = doc.get("target")
+    if value is None:
+        return None
+    return _name(doc, "target")
+
+
+def _args(doc: dict[str, Any]) -> list[Any]:
+    value = doc.get("args", [])
+    if not isinstance(value, list):
+        raise InvalidMessage(f"'args' must be an array, not {type(value).__name__}")
+    return value
+
+
+def _kwargs(doc: dict[str, Any]) -> dict[str, Any]:
+    value = doc.get("kwargs", {})
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise InvalidMessage("'kwargs' must be a map with string keys")
+    return value
+
+
+def _error(doc: dict[str, Any]) -> Error:
+    err = doc.get("error")
+    if not isinstance(err, dict):
+        raise InvalidMessage("'error' must be a map")
+    code, message, type_ = err.get("code"), err.get("message"), err.get("type", "")
+    if not isinstance(code, str) or not isinstance(message, str) or not isinstance(type_, str):
+        raise InvalidMessage("'error' needs string 'code' and 'message' (and 'type', if given)")
+    return Error(_id(doc, optional=True), code, message, type_, err.get("data"))
+
+
+def error_for(call_id: int | None, code: ErrorCode, message: str, type_: str = "", data: Any = None) -> Error:
+    """An Error message with one of the stable codes."""
+    return Error(call_id, code.value, message, type_, data)
