@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from herder import __version__
-from herder.cli import agent_cmd, process_cmds
+from herder.cli import agent_cmd, call_cmd, process_cmds
 from herder.cli.logsetup import setup_logging
 
 app = typer.Typer(
@@ -69,6 +69,7 @@ def main_options(
 
 agent_cmd.register(app)
 process_cmds.register(app)
+call_cmd.register(app)
 
 
 def main() -> None:

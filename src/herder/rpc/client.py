@@ -1,0 +1,174 @@
+"""Connecting to a service: ``async with connect(url) as peer``, or ``connect_sync`` for scripts.
+
+URLs: ``ws://host:port/rpc`` (or ``wss://``), ``tcp://host:port``, ``unix:///path``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from herder.rpc.errors import ConnectionLost, HandshakeRefused
+from herder.rpc.handlers import Method, Registry
+from herder.rpc.peer import Peer
+from herder.rpc.transport import ClientWebSocketTransport, StreamTransport, Transport
+from herder.wire import (
+    CODEC_NAMES,
+    DEFAULT_MAX_FRAME_SIZE,
+    Hello,
+    Refusal,
+    codec_for,
+    decode_welcome,
+    encode_hello,
+)
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+async def open_transport(
+    url: str, *, token: str | None = None, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+) -> Transport:
+    """Open the connection ``url`` names (no handshake yet).
+
+    Raises:
+        ValueError: an unsupported URL scheme.
+        ConnectionLost: the connection could not be made.
+    """
+    parts = urllib.parse.urlsplit(url)
+    try:
+        if parts.scheme in ("ws", "wss"):
+            from websockets.asyncio.client import connect as ws_connect
+
+            headers = {"Authorization": f"Bearer {token}"} if token else None
+            ws = await ws_connect(
+                url, additional_headers=headers, max_size=max_frame_size, open_timeout=CONNECT_TIMEOUT_S
+            )
+            return ClientWebSocketTransport(ws, max_frame_size)
+        if parts.scheme == "tcp":
+            if not parts.hostname or not parts.port:
+                raise ValueError(f"{url!r}: a tcp URL needs a host and a port")
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port, limit=max_frame_size)
+            return StreamTransport(reader, writer, max_frame_size)
+        if parts.scheme == "unix":
+            reader, writer = await asyncio.open_unix_connection(parts.path, limit=max_frame_size)
+            return StreamTransport(reader, writer, max_frame_size)
+    except OSError as exc:
+        raise ConnectionLost(f"cannot connect to {url}: {exc}") from exc
+    raise ValueError(f"{url!r}: use ws://, wss://, tcp:// or unix://")
+
+
+def registry_of(handlers: Mapping[str, Callable[..., Any]] | None) -> Registry:
+    """A registry of methods this side offers to the service (no auth: we dialled it)."""
+    registry = Registry()
+    for name, func in (handlers or {}).items():
+        registry.add(Method.of(func, name=name, auth=False))
+    return registry
+
+
+async def handshake(
+    transport: Transport,
+    *,
+    token: str | None,
+    codecs: tuple[str, ...],
+    handlers: Mapping[str, Callable[..., Any]] | None = None,
+) -> Peer:
+    """Say hello and build the peer from the service's welcome.
+
+    Raises:
+        HandshakeRefused: the service refused (bad token, no common codec...).
+    """
+    await transport.send(encode_hello(Hello(codecs=codecs, token=token)))
+    async with asyncio.timeout(CONNECT_TIMEOUT_S):
+        answer = decode_welcome(await transport.recv())
+    if isinstance(answer, Refusal):
+        await transport.close()
+        raise HandshakeRefused(answer.code, answer.message)
+    return Peer(
+        transport,
+        codec_for(answer.codec),
+        registry=registry_of(handlers),
+        info=answer.service,
+        principal="service",
+    )
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    token: str | None = None,
+    codecs: tuple[str, ...] = CODEC_NAMES,
+    handlers: Mapping[str, Callable[..., Any]] | None = None,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+) -> AsyncIterator[Peer]:
+    """Connect, say hello, and yield the peer; close it on exit.
+
+    ``handlers`` are methods the service may call back on this connection.
+
+    Raises:
+        ConnectionLost: the service could not be reached.
+        HandshakeRefused: the service refused the connection.
+    """
+    transport = await open_transport(url, token=token, max_frame_size=max_frame_size)
+    try:
+        peer = await handshake(transport, token=token, codecs=codecs, handlers=handlers)
+    except BaseException:
+        await transport.close()
+        raise
+    async with peer:
+        yield peer
+
+
+class SyncPeer:
+    """A blocking client for scripts: an event loop in a thread runs the connection."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="herder-rpc-sync", daemon=True)
+        self._thread.start()
+        self._cm = connect(url, **options)
+        try:
+            self.peer: Peer = self._run(self._cm.__aenter__())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, coro: Any, timeout_s: float | None = None) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    def call(
+        self, method: str, *args: Any, target: str | None = None, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Call and wait for the answer (same errors as ``Peer.call``)."""
+        return self._run(self.peer.call(method, *args, target=target, timeout=timeout, **kwargs))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._run(self._cm.__aexit__(None, None, None), timeout_s=10)
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> SyncPeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect_sync(url: str, **options: Any) -> SyncPeer:
+    """``with connect_sync(url) as client: client.call("square", 4)``."""
+    return SyncPeer(url, **options)

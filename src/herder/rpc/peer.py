@@ -1,0 +1,401 @@
+"""A peer: one end of a connection, which can both call and serve.
+
+``Peer.run()`` reads messages until the connection ends and owns every task it starts
+(one per incoming call) in one ``TaskGroup``. Calls go out with ``call()``; many may be
+in flight and their answers may come in any order.
+
+Callbacks (the dnode idea in Kite): a callable passed as an argument, anywhere inside
+the arguments, is sent as ``{"$cb": <id>}`` and kept in this peer's callback table; the
+other side gets a ``RemoteCallback`` which, when awaited, calls it back with target
+``callback`` and method ``"<id>"``. A callback stays callable until the side holding it
+calls ``release()`` (a ``meta.release`` notify) or the connection ends.
+
+Back-pressure: at most ``max_in_flight`` incoming calls run at once; past that the peer
+stops reading, so a flooding client is slowed by TCP, not by the peer's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from herder.rpc.errors import CallTimeout, ConnectionLost, RemoteError
+from herder.rpc.handlers import Method, Registry
+from herder.rpc.transport import Transport
+from herder.wire import (
+    Call,
+    Cancel,
+    Codec,
+    Error,
+    ErrorCode,
+    Message,
+    Notify,
+    ProtocolError,
+    Result,
+    WireError,
+    decode_message,
+    encode_message,
+    error_for,
+)
+
+log = logging.getLogger(__name__)
+
+META = "meta"
+CALLBACK = "callback"
+CALLBACK_KEY = "$cb"
+# Incoming calls running at once on one connection before the peer stops reading.
+DEFAULT_MAX_IN_FLIGHT = 128
+
+
+class RemoteCallback:
+    """A function the other side passed us; ``await cb(*args)`` calls it there."""
+
+    def __init__(self, peer: Peer, callback_id: int) -> None:
+        self._peer = peer
+        self.id = callback_id
+        self.released = False
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._peer.call(str(self.id), *args, target=CALLBACK, **kwargs)
+
+    async def release(self) -> None:
+        """Tell the other side it may forget this callback."""
+        if not self.released:
+            self.released = True
+            with contextlib.suppress(ConnectionLost):
+                await self._peer.notify("release", self.id, target=META)
+
+    def __repr__(self) -> str:
+        return f"<RemoteCallback {self.id}>"
+
+
+class _Fault(Exception):
+    """An incoming call fails with a protocol-level code (not an application error)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Peer:
+    """One end of an RPC connection."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        codec: Codec,
+        *,
+        registry: Registry | None = None,
+        info: dict[str, Any] | None = None,
+        principal: Any = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> None:
+        self.transport = transport
+        self.codec = codec
+        # A WebSocket speaking JSON sends text messages, readable in a browser's devtools.
+        transport.text_payloads = codec.name == "json"
+        self.registry = registry or Registry()
+        self.info = info or {}
+        self.principal = principal
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._serving: dict[int, asyncio.Task[None]] = {}
+        self._callbacks: dict[int, Callable[..., Any]] = {}
+        self._callback_ids = itertools.count(1)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._tg: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        self.close_reason = ""
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Peer:
+        self._runner = asyncio.create_task(self.run(), name="rpc-peer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def close(self, reason: str = "closed by this side") -> None:
+        """Close the connection; calls in flight fail with ConnectionLost."""
+        if not self.close_reason:
+            self.close_reason = reason
+        await self.transport.close()
+        if self._runner is not None and self._runner is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+
+    async def run(self) -> None:
+        """Read and dispatch messages until the connection ends, then fail what is pending."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                await self._read_loop(tg)
+                for task in self._serving.values():
+                    task.cancel()
+        finally:
+            self._tg = None
+            self._closed.set()
+            lost = ConnectionLost(f"connection lost: {self.close_reason or 'closed'}")
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(lost)
+            self._pending.clear()
+            self._callbacks.clear()
+            await self.transport.close()
+
+    async def _read_loop(self, tg: asyncio.TaskGroup) -> None:
+        while True:
+            try:
+                payload = await self.transport.recv()
+                message = decode_message(payload, self.codec)
+            except ConnectionLost as exc:
+                self.close_reason = self.close_reason or str(exc)
+                return
+            except WireError as exc:
+                await self._protocol_failure(exc)
+                return
+            await self._dispatch(message, tg)
+
+    async def _protocol_failure(self, exc: WireError) -> None:
+        """Tell the other side what was wrong (best effort), then end the connection."""
+        self.close_reason = f"protocol error: {exc}"
+        log.warning("closing an RPC connection: %s", exc)
+        with contextlib.suppress(ConnectionLost, WireError, OSError):
+            await self._send(error_for(None, exc.code, str(exc), type(exc).__name__))
+
+    async def _dispatch(self, message: Message, tg: asyncio.TaskGroup) -> None:
+        if isinstance(message, Call | Notify):
+            await self._slots.acquire()
+            task = tg.create_task(self._serve(message))
+            if isinstance(message, Call):
+                self._serving[message.id] = task
+        elif isinstance(message, Result):
+            future = self._pending.pop(message.id, None)
+            if future is not None and not future.done():
+                future.set_result(message.result)
+        elif isinstance(message, Error):
+            self._on_error(message)
+        else:  # Cancel
+            serving = self._serving.get(message.id)
+            if serving is not None:
+                serving.cancel()
+
+    def _on_error(self, message: Error) -> None:
+        if message.id is None:
+            log.warning("the other side reports [%s] %s", message.code, message.message)
+            return
+        future = self._pending.pop(message.id, None)
+        if future is not None and not future.done():
+            future.set_exception(RemoteError(message.code, message.message, message.type, message.data))
+
+    # -- serving -------------------------------------------------------------------
+
+    async def _serve(self, message: Call | Notify) -> None:
+        call_id = message.id if isinstance(message, Call) else None
+        try:
+            result = await self._invoke(message)
+            reply: Message | None = Result(call_id, result) if call_id is not None else None
+        except asyncio.CancelledError:
+            reply = (
+                error_for(call_id, ErrorCode.CANCELLED, "the call was cancelled")
+                if call_id is not None
+                else None
+            )
+        except _Fault as fault:
+            reply = error_for(call_id, fault.code, str(fault)) if call_id is not None else None
+        except Exception as exc:
+            reply = (
+                error_for(call_id, ErrorCode.APPLICATION_ERROR, str(exc), type(exc).__name__)
+                if call_id is not None
+                else None
+            )
+        finally:
+            self._slots.release()
+            if call_id is not None:
+                self._serving.pop(call_id, None)
+        if reply is not None:
+            await self._reply(reply)
+
+    async def _reply(self, reply: Message) -> None:
+        try:
+            await self._send(reply)
+        except (TypeError, ValueError) as exc:  # a result the codec cannot carry
+            assert isinstance(reply, Result)
+            await self._send(
+                error_for(reply.id, ErrorCode.INTERNAL_ERROR, f"the result cannot be encoded: {exc}")
+            )
+        except ConnectionLost:
+            pass
+
+    async def _invoke(self, message: Call | Notify) -> Any:
+        args = [self._decode_value(a) for a in message.args]
+        kwargs = {k: self._decode_value(v) for k, v in message.kwargs.items()}
+        if message.target == CALLBACK:
+            return await self._run_callback(message.method, args, kwargs)
+        method = self._resolve(message.target, message.method)
+        if method.auth and self.principal is None:
+            raise _Fault(ErrorCode.UNAUTHORIZED, f"{message.method!r} requires credentials")
+        try:
+            bound = method.bind(args, kwargs, self)
+        except TypeError as exc:
+            raise _Fault(
+                ErrorCode.INVALID_PARAMS, f"{message.method}{method.describe()['params']}: {exc}"
+            ) from None
+        result = method.func(*args, **kwargs) if bound is None else method.func(*bound.args, **bound.kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return self._encode_value(result)
+
+    def _resolve(self, target: str | None, name: str) -> Method:
+        if target == META:
+            meta = self._meta_method(name)
+            if meta is None:
+                raise _Fault(ErrorCode.UNKNOWN_METHOD, f"meta has no method {name!r}")
+            return meta
+        if target is not None and target == self.info.get("name"):
+            target = None
+        if not self.registry.has_target(target) and target is not None:
+            raise _Fault(ErrorCode.UNKNOWN_TARGET, f"no target {target!r} here")
+        method = self.registry.find(target, name)
+        if method is None:
+            raise _Fault(ErrorCode.UNKNOWN_METHOD, f"no method {name!r}")
+        return method
+
+    async def _run_callback(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        func = self._callbacks.get(int(name)) if name.isdigit() else None
+        if func is None:
+            raise _Fault(ErrorCode.RELEASED_CALLBACK, f"callback {name} was released or never existed")
+        result = func(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return self._encode_value(result)
+
+    # -- meta --------------------------------------------------------------------------
+
+    def _meta_method(self, name: str) -> Method | None:
+        table: dict[str, Callable[..., Any]] = {
+            "ping": self._meta_ping,
+            "methods": self._meta_methods,
+            "info": self._meta_info,
+            "release": self._meta_release,
+        }
+        func = table.get(name)
+        return Method.of(func, name=name, auth=False) if func is not None else None
+
+    def _meta_ping(self) -> str:
+        """Answer "pong": the connection works."""
+        return "pong"
+
+    def _meta_methods(self) -> list[dict[str, Any]]:
+        """The methods this side serves: name, parameters, whether auth is needed, summary."""
+        return self.registry.describe()
+
+    def _meta_info(self) -> dict[str, Any]:
+        """Who this side is: name, version, protocol version, codec in use."""
+        from herder.wire import VERSION
+
+        return {**self.info, "protocol": VERSION, "codec": self.codec.name}
+
+    def _meta_release(self, callback_id: int) -> None:
+        """Forget a callback this side passed: the other side will not call it again."""
+        self._callbacks.pop(callback_id, None)
+
+    # -- calling ---------------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        *args: Any,
+        target: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-call timeout is part of the RPC contract
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``method`` on the other side and return its result.
+
+        Raises:
+            RemoteError: the other side answered with an error.
+            CallTimeout: ``timeout`` seconds passed (the call is cancelled there).
+            ConnectionLost: the connection ended before the answer.
+        """
+        if self.closed:
+            raise ConnectionLost(f"connection lost: {self.close_reason or 'closed'}")
+        call_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = future
+        try:
+            await self._send(
+                Call(call_id, method, target, self._encode_args(args), self._encode_kwargs(kwargs))
+            )
+            if timeout is None:
+                return self._decode_value(await future)
+            try:
+                async with asyncio.timeout(timeout):
+                    return self._decode_value(await future)
+            except TimeoutError:
+                raise CallTimeout(f"{method!r} did not answer within {timeout:g} s") from None
+        except (asyncio.CancelledError, CallTimeout):
+            self._cancel_remote(call_id)
+            raise
+        finally:
+            self._pending.pop(call_id, None)
+
+    async def notify(self, method: str, *args: Any, target: str | None = None, **kwargs: Any) -> None:
+        """Send a call that expects no answer."""
+        await self._send(Notify(method, target, self._encode_args(args), self._encode_kwargs(kwargs)))
+
+    def _cancel_remote(self, call_id: int) -> None:
+        if self._tg is not None and not self.closed:
+            self._tg.create_task(self._send_quietly(Cancel(call_id)))
+
+    async def _send_quietly(self, message: Message) -> None:
+        with contextlib.suppress(ConnectionLost, ProtocolError, OSError):
+            await self._send(message)
+
+    async def _send(self, message: Message) -> None:
+        await self.transport.send(encode_message(message, self.codec))
+
+    # -- callbacks in values ------------------------------------------------------------
+
+    def _encode_args(self, args: tuple[Any, ...]) -> list[Any]:
+        return [self._encode_value(a) for a in args]
+
+    def _encode_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {k: self._encode_value(v) for k, v in kwargs.items()}
+
+    def _encode_value(self, value: Any) -> Any:
+        if callable(value) and not isinstance(value, type):
+            if isinstance(value, RemoteCallback):
+                raise TypeError("a callback received from the other side cannot be passed back")
+            callback_id = next(self._callback_ids)
+            self._callbacks[callback_id] = value
+            return {CALLBACK_KEY: callback_id}
+        if isinstance(value, list | tuple):
+            return [self._encode_value(v) for v in value]
+        if isinstance(value, dict):
+            if len(value) == 1 and CALLBACK_KEY in value:
+                raise TypeError(f"a map whose only key is {CALLBACK_KEY!r} is reserved for callbacks")
+            return {k: self._encode_value(v) for k, v in value.items()}
+        return value
+
+    def _decode_value(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            if len(value) == 1 and type(value.get(CALLBACK_KEY)) is int:
+                return RemoteCallback(self, value[CALLBACK_KEY])
+            return {k: self._decode_value(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._decode_value(v) for v in value]
+        return value

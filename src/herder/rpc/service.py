@@ -1,0 +1,227 @@
+"""Services: named sets of methods served over WebSocket and raw TCP (or a Unix socket).
+
+    svc = Service("math", "1.0.0")
+
+    @svc.method(auth=False)
+    async def square(x: float) -> float:
+        return x * x
+
+    svc.run(port=3636)                      # WebSocket at ws://127.0.0.1:3636/rpc
+    svc.run(port=3636, tcp_port=3637)       # and length-prefixed frames on tcp://...:3637
+
+A service can also be mounted in a FastAPI app (``svc.mount(app)``), which is how the
+agent and the manager serve theirs. Each connection opens with the handshake
+(``herder.wire.handshake``): the token it presents goes to the service's verifier, and
+a refused token closes the connection with ``unauthorized``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from herder.rpc.auth import Unauthorized, Verifier
+from herder.rpc.errors import ConnectionLost
+from herder.rpc.handlers import Method, Registry
+from herder.rpc.peer import Peer
+from herder.rpc.transport import ServerWebSocketTransport, StreamTransport, Transport
+from herder.wire import (
+    CODEC_NAMES,
+    DEFAULT_MAX_FRAME_SIZE,
+    ErrorCode,
+    Refusal,
+    Welcome,
+    WireError,
+    choose_codec,
+    codec_for,
+    decode_hello,
+    encode_welcome,
+)
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, WebSocket
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+# A client must say hello this soon after connecting, or it is disconnected.
+HANDSHAKE_TIMEOUT_S = 10.0
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class Service:
+    """A named, versioned set of methods."""
+
+    def __init__(
+        self,
+        name: str,
+        version: str = "0.0.0",
+        *,
+        verifier: Verifier | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        codecs: tuple[str, ...] = CODEC_NAMES,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.verifier = verifier
+        self.max_frame_size = max_frame_size
+        self.codecs = codecs
+        self.registry = Registry()
+        self.peers: set[Peer] = set()
+        self.ws_port: int | None = None
+        self.tcp_port: int | None = None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+    @overload
+    def method(self, func: F) -> F: ...
+
+    @overload
+    def method(self, *, name: str | None = None, auth: bool = True) -> Callable[[F], F]: ...
+
+    def method(self, func: F | None = None, *, name: str | None = None, auth: bool = True) -> Any:
+        """Register a handler (sync or async): ``@svc.method`` or ``@svc.method(auth=False)``.
+
+        A parameter annotated ``Peer`` receives the calling connection (to call it back).
+        Every method requires credentials unless ``auth=False``.
+        """
+
+        def register(f: F) -> F:
+            self.registry.add(Method.of(f, name=name, auth=auth))
+            return f
+
+        return register(func) if func is not None else register
+
+    # -- connections ---------------------------------------------------------------------
+
+    async def handle(self, transport: Transport, *, header_token: str | None = None) -> None:
+        """Run one connection: handshake, then serve (and call) until it ends."""
+        try:
+            peer = await self._handshake(transport, header_token)
+        except (ConnectionLost, TimeoutError, WireError) as exc:
+            log.info("RPC connection refused during the handshake: %s", exc)
+            await transport.close()
+            return
+        if peer is None:
+            return
+        self.peers.add(peer)
+        try:
+            await peer.run()
+        finally:
+            self.peers.discard(peer)
+
+    async def _handshake(self, transport: Transport, header_token: str | None) -> Peer | None:
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+            hello = decode_hello(await transport.recv())
+        chosen = choose_codec(hello, self.codecs)
+        principal = None
+        token = hello.token or header_token
+        if isinstance(chosen, str) and token is not None:
+            if self.verifier is None:
+                chosen = Refusal(ErrorCode.UNAUTHORIZED, "this service does not accept credentials")
+            else:
+                try:
+                    principal = await self.verifier.verify(token)
+                except Unauthorized as exc:
+                    chosen = Refusal(ErrorCode.UNAUTHORIZED, str(exc))
+        if isinstance(chosen, Refusal):
+            await transport.send(encode_welcome(chosen))
+            await transport.close()
+            return None
+        await transport.send(encode_welcome(Welcome(codec=chosen, service=self.info)))
+        return Peer(transport, codec_for(chosen), registry=self.registry, info=self.info, principal=principal)
+
+    def mount(self, app: FastAPI, path: str = "/rpc") -> None:
+        """Serve this service over WebSocket at ``path`` of a FastAPI app."""
+
+        async def rpc_endpoint(ws: WebSocket) -> None:
+            await ws.accept()
+            auth = ws.headers.get("authorization", "")
+            token = auth[7:] if auth.lower().startswith("bearer ") else None
+            await self.handle(ServerWebSocketTransport(ws, self.max_frame_size), header_token=token)
+
+        # A plain Starlette route: the endpoint takes the socket as it is, with no
+        # dependency injection to resolve (and nothing for FastAPI to document).
+        app.router.add_websocket_route(path, rpc_endpoint)
+
+    async def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.handle(StreamTransport(reader, writer, self.max_frame_size))
+
+    # -- running alone -------------------------------------------------------------------
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 3636,
+        *,
+        tcp_port: int | None = None,
+        unix_path: str | None = None,
+        started: asyncio.Event | None = None,
+    ) -> None:
+        """Serve until cancelled (or SIGINT): WebSocket on ``port`` at ``/rpc``, and raw
+        frames on ``tcp_port`` and ``unix_path`` when given.
+
+        Raises:
+            ValueError: a non-loopback host without a verifier (no way to tell callers apart).
+        """
+        import uvicorn
+        from fastapi import FastAPI
+
+        if host not in LOOPBACK and self.verifier is None:
+            raise ValueError(
+                f"refusing to serve on {host} without a verifier: off loopback, auth is required"
+            )
+        app = FastAPI(title=f"{self.name} {self.version}", openapi_url=None, docs_url=None, redoc_url=None)
+        self.mount(app)
+        servers: list[asyncio.Server] = []
+        if tcp_port is not None:
+            tcp = await asyncio.start_server(self._on_stream, host, tcp_port)
+            self.tcp_port = tcp.sockets[0].getsockname()[1]
+            servers.append(tcp)
+        if unix_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(unix_path)
+            servers.append(await asyncio.start_unix_server(self._on_stream, unix_path))
+        sock = _listen(host, port)
+        self.ws_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, ws="websockets-sansio", lifespan="off"
+        )
+        server = uvicorn.Server(config)
+        try:
+            if started is not None:
+                started.set()  # the socket listens: connections wait in its backlog
+            await server.serve(sockets=[sock])
+        finally:
+            sock.close()
+            server.should_exit = True
+            for s in servers:
+                s.close()
+            for peer in list(self.peers):
+                await peer.close("the service is stopping")
+
+    def run(self, host: str = "127.0.0.1", port: int = 3636, *, tcp_port: int | None = None) -> None:
+        """Serve in the foreground until Ctrl-C."""
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(self.serve(host, port, tcp_port=tcp_port))
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: the kernel picks; see ``Service.ws_port``)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock

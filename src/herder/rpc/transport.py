@@ -1,0 +1,176 @@
+"""Transports: one interface over byte streams and WebSockets.
+
+A transport moves whole payloads (one message each). Byte streams (TCP, Unix sockets,
+socketpairs) frame them with ``herder.wire``'s length prefix; a WebSocket carries one
+payload per WebSocket message (text for JSON, binary otherwise) and needs no prefix.
+Every transport raises ``ConnectionLost`` once the connection is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any, Protocol
+
+from herder.rpc.errors import ConnectionLost
+from herder.wire import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, NeedData, ProtocolError
+from herder.wire.frames import PREFIX
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
+READ_BYTES = 256 * 1024
+
+
+class Transport(Protocol):
+    """Moves whole payloads both ways."""
+
+    max_frame_size: int
+    text_payloads: bool  # send payloads as text (a WebSocket speaking JSON)
+
+    async def send(self, payload: bytes) -> None:
+        """Send one payload; waits while the other side is slow (back-pressure).
+
+        Raises:
+            ConnectionLost: the connection is gone.
+        """
+        ...
+
+    async def recv(self) -> bytes:
+        """The next payload.
+
+        Raises:
+            ConnectionLost: the connection ended (cleanly or not).
+            ProtocolError: the bytes broke the framing (e.g. a frame too large).
+        """
+        ...
+
+    async def close(self) -> None:
+        """Close the connection; idempotent."""
+        ...
+
+
+class StreamTransport:
+    """Length-prefixed frames over an asyncio stream (TCP, Unix socket, socketpair)."""
+
+    text_payloads = False
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.max_frame_size = max_frame_size
+        self._decoder = FrameDecoder(max_frame_size)
+
+    async def send(self, payload: bytes) -> None:
+        if len(payload) > self.max_frame_size:
+            raise ProtocolError(f"payload of {len(payload)} bytes exceeds the frame limit")
+        if self._writer.is_closing():
+            raise ConnectionLost("the connection is closed")
+        self._writer.writelines((PREFIX.pack(len(payload)), payload))
+        try:
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise ConnectionLost(f"the connection broke: {exc}") from exc
+
+    async def recv(self) -> bytes:
+        while True:
+            frame = self._decoder.next_frame()
+            if not isinstance(frame, NeedData):
+                return frame
+            try:
+                data = await self._reader.read(READ_BYTES)
+            except (ConnectionError, OSError) as exc:
+                raise ConnectionLost(f"the connection broke: {exc}") from exc
+            if not data:
+                self._decoder.feed(b"")
+                self._decoder.next_frame()  # raises on a truncated frame
+                raise ConnectionLost("the other side closed the connection")
+            self._decoder.feed(data)
+
+    async def close(self) -> None:
+        if not self._writer.is_closing():
+            self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()
+
+
+class ClientWebSocketTransport:
+    """A ``websockets`` client connection."""
+
+    def __init__(self, ws: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self._ws = ws
+        self.max_frame_size = max_frame_size
+        self.text_payloads = False
+
+    async def send(self, payload: bytes) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await self._ws.send(payload.decode() if self.text_payloads else payload)
+        except ConnectionClosed as exc:
+            raise ConnectionLost(f"the WebSocket closed: {exc}") from exc
+
+    async def recv(self) -> bytes:
+        from websockets.exceptions import ConnectionClosed, PayloadTooBig
+
+        try:
+            message = await self._ws.recv()
+        except PayloadTooBig as exc:
+            raise ProtocolError(str(exc)) from exc
+        except ConnectionClosed as exc:
+            raise ConnectionLost(f"the WebSocket closed: {exc}") from exc
+        return message.encode() if isinstance(message, str) else bytes(message)
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+
+class ServerWebSocketTransport:
+    """A Starlette (FastAPI) WebSocket accepted by a service's route."""
+
+    def __init__(self, ws: WebSocket, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self._ws = ws
+        self.max_frame_size = max_frame_size
+        self.text_payloads = False
+        self._closed = False
+
+    async def send(self, payload: bytes) -> None:
+        if self._closed:
+            raise ConnectionLost("the WebSocket is closed")
+        try:
+            if self.text_payloads:
+                await self._ws.send_text(payload.decode())
+            else:
+                await self._ws.send_bytes(payload)
+        except (RuntimeError, ConnectionError, OSError) as exc:
+            self._closed = True
+            raise ConnectionLost(f"the WebSocket closed: {exc}") from exc
+
+    async def recv(self) -> bytes:
+        if self._closed:
+            raise ConnectionLost("the WebSocket is closed")
+        try:
+            message = await self._ws.receive()
+        except (RuntimeError, ConnectionError, OSError) as exc:
+            self._closed = True
+            raise ConnectionLost(f"the WebSocket closed: {exc}") from exc
+        if message["type"] == "websocket.disconnect":
+            self._closed = True
+            raise ConnectionLost("the other side closed the WebSocket")
+        data = message.get("bytes")
+        if data is None:
+            data = (message.get("text") or "").encode()
+        if len(data) > self.max_frame_size:
+            raise ProtocolError(f"message of {len(data)} bytes exceeds the frame limit")
+        return bytes(data)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(RuntimeError, ConnectionError, OSError):
+                await self._ws.close()
