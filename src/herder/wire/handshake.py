@@ -58,7 +58,7 @@ def _dump(doc: dict[str, Any]) -> bytes:
 def _load(payload: bytes, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
         raise InvalidMessage(f"the {what} is not JSON: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("protocol") != PROTOCOL:
         raise ProtocolError(f'the {what} is not a herder handshake (no "protocol": "herder")')
@@ -127,7 +127,9 @@ def decode_welcome(payload: bytes) -> Welcome | Refusal:
     error = doc.get("error")
     if isinstance(error, dict):
         return Refusal(str(error.get("code", ErrorCode.PROTOCOL_ERROR)), str(error.get("message", "")))
-    codec, service = doc.get("codec"), doc.get("service", {})
+    codec, service, version = doc.get("codec"), doc.get("service", {}), doc.get("version", VERSION)
     if not isinstance(codec, str) or not isinstance(service, dict):
         raise InvalidMessage("welcome: 'codec' must be a string and 'service' a map")
-    return Welcome(codec=codec, service=service, version=int(doc.get("version", VERSION)))
+    if type(version) is not int:
+        raise InvalidMessage("welcome: 'version' must be an integer")
+    return Welcome(codec=codec, service=service, version=version)

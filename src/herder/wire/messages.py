@@ -34,6 +34,7 @@ from herder.wire.errors import ErrorCode, InvalidMessage
 
 MAX_ID = 2**53  # exact in every JSON implementation (IEEE doubles)
 MAX_NAME_LENGTH = 256
+MAX_SHOWN_LENGTH = 60  # of an invalid value quoted in an error message
 
 
 class Kind(enum.StrEnum):
@@ -110,13 +111,22 @@ class JsonCodec:
     name = "json"
 
     def encode(self, document: Any) -> bytes:
-        return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        try:
+            text = json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except RecursionError as exc:  # as MessagePack does: a ValueError, as encode_message says
+            raise ValueError(f"nested too deeply for JSON: {exc}") from exc
+        return text.encode()
 
     def decode(self, payload: bytes) -> Any:
         try:
-            return json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+            return json.loads(payload, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
             raise InvalidMessage(f"not JSON: {exc}") from exc
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259), and ``encode`` refuses them too."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 class MsgpackCodec:
@@ -222,7 +232,7 @@ def from_document(doc: Any) -> Message:
         return _error(doc)
     if kind == "cancel":
         return Cancel(_id(doc))
-    raise InvalidMessage(f"unknown message kind {kind!r}")
+    raise InvalidMessage(f"unknown message kind {_show(kind)}")
 
 
 def _id(doc: dict[str, Any], *, optional: bool = False) -> Any:
@@ -230,8 +240,20 @@ def _id(doc: dict[str, Any], *, optional: bool = False) -> Any:
     if value is None and optional:
         return None
     if type(value) is not int or not 0 <= value < MAX_ID:
-        raise InvalidMessage(f"'id' must be an integer from 0 to 2**53-1, not {value!r}")
+        raise InvalidMessage(f"'id' must be an integer from 0 to 2**53-1, not {_show(value)}")
     return value
+
+
+def _show(value: Any) -> str:
+    """A short description of an untrusted value, for an error message.
+
+    Containers are named by type only: ``repr`` of a deeply nested one can raise
+    RecursionError, and of a huge one would fill the error sent back to the peer.
+    """
+    if value is None or isinstance(value, str | bytes | int | float):
+        text = repr(value)
+        return text if len(text) <= MAX_SHOWN_LENGTH else text[: MAX_SHOWN_LENGTH - 3] + "..."
+    return f"a {type(value).__name__}"
 
 
 def _name(doc: dict[str, Any], key: str) -> str:
