@@ -31,10 +31,7 @@ class Method:
 
     @classmethod
     def of(cls, func: Handler, *, name: str | None = None, auth: bool = True) -> Method:
-        try:
-            sig = inspect.signature(func)
-        except (TypeError, ValueError):
-            sig = None
+        sig = _signature(func)
         peer_params: tuple[str, ...] = ()
         if sig is not None:
             peer_params = tuple(
@@ -71,6 +68,19 @@ class Method:
             shown = [p for p in self.signature.parameters.values() if p.name not in self.peer_params]
             params = str(self.signature.replace(parameters=shown))
         return {"name": self.name, "params": params, "auth": self.auth, "doc": self.doc}
+
+
+def _signature(func: Handler) -> inspect.Signature | None:
+    """The signature with string annotations resolved (``from __future__ import annotations``)."""
+    try:
+        return inspect.signature(func, eval_str=True)
+    except (NameError, SyntaxError, TypeError):  # an annotation that does not resolve
+        try:
+            return inspect.signature(func)
+        except (TypeError, ValueError):
+            return None
+    except ValueError:  # no signature (some builtins)
+        return None
 
 
 def _is_peer(annotation: Any) -> bool:
