@@ -27,16 +27,16 @@ test: $(STAMP) lint ## lint, type-check, check generated files, run the whole su
 	$(BIN)/pytest
 
 lint: $(STAMP) ## ruff and mypy
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts docs/examples
+	$(BIN)/ruff format --check src tests bench scripts docs/examples
 	$(BIN)/mypy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests bench scripts
-	$(BIN)/ruff format src tests bench scripts
+	$(BIN)/ruff check --fix src tests bench scripts docs/examples
+	$(BIN)/ruff format src tests bench scripts docs/examples
 
 openapi: $(STAMP) ## regenerate docs/api/openapi.json and docs/api/agent.md
 	$(BIN)/python scripts/gen_openapi.py
