@@ -89,6 +89,10 @@ def add_plain_methods(svc: Service) -> None:
     async def secret() -> str:
         return "only with credentials"
 
+    @svc.method(auth=False)
+    def blob(size: int) -> str:
+        return "x" * size
+
 
 def add_probed_methods(svc: Service, probe: Probe) -> None:
     @svc.method(auth=False)
@@ -390,3 +394,43 @@ def test_sync_client(probe: Probe, tmp_path: Path) -> None:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+async def test_a_client_that_never_reads_is_throttled(probe: Probe, tmp_path: Path) -> None:
+    """Clogged: the service stops reading a connection whose answers are not read."""
+    svc = build_service(probe)
+    async with running(svc, tmp_path) as urls:
+        port = int(urls["tcp"].rsplit(":", 1)[1])
+        clogged = socket.create_connection(("127.0.0.1", port))
+        try:
+            clogged.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            clogged.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+            hello = b'{"protocol":"herder","version":1,"codecs":["json"],"token":null}'
+            clogged.sendall(struct.pack(">I", len(hello)) + hello)
+            call = b'{"kind":"call","id":1,"method":"blob","args":[65536]}'
+            batch = (struct.pack(">I", len(call)) + call) * 256
+            clogged.setblocking(False)
+            sent = 0
+            blocked = False
+            pending = b""
+            for _ in range(10_000):  # bounded: 2.5 million calls, far more than any buffer holds
+                pending = pending or batch
+                try:
+                    n = clogged.send(pending)
+                except BlockingIOError:
+                    # Our send buffer is full: give the service time to read more, then look again.
+                    await asyncio.sleep(0.1)
+                    try:
+                        n = clogged.send(pending)
+                    except BlockingIOError:
+                        blocked = True
+                        break
+                sent += n
+                pending = pending[n:]  # a partial send keeps the frames aligned
+                await asyncio.sleep(0)
+            assert blocked, f"the service kept reading ({sent} bytes sent)"
+            # Meanwhile other clients are served as usual.
+            async with connect(urls["tcp"]) as other:
+                assert await asyncio.wait_for(other.call("square", 3), 10) == 9
+        finally:
+            clogged.close()
