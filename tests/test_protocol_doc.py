@@ -274,8 +274,10 @@ def test_frame_over_the_maximum_closes_the_connection(client: RawClient) -> None
     client.assert_closed()
 
 
-def test_oversized_hello_is_closed_without_a_word(client: RawClient) -> None:
+def test_oversized_hello_is_refused_then_closed(client: RawClient) -> None:
     client.sock.sendall(PREFIX.pack(MAX_FRAME_SIZE + 1))
+    refusal = client.recv()
+    assert refusal["error"]["code"] == "frame_too_large"
     client.assert_closed()
 
 
@@ -297,8 +299,10 @@ def test_refusals(client: RawClient, hello: dict[str, Any], code: str) -> None:
     client.assert_closed()
 
 
-def test_unreadable_hello_is_closed_without_a_word(client: RawClient) -> None:
+def test_unreadable_hello_is_refused_then_closed(client: RawClient) -> None:
     client.send_frame(b"GET / HTTP/1.1")
+    refusal = client.recv()
+    assert refusal["error"]["code"] == "invalid_message"
     client.assert_closed()
 
 

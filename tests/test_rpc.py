@@ -296,14 +296,37 @@ async def test_connection_loss_fails_pending_calls(pair: Peer) -> None:
         await pair.call("square", 2)
 
 
-async def test_back_pressure_bounds_concurrent_calls(probe: Probe, tmp_path: Path) -> None:
+async def test_calls_past_the_in_flight_limit_are_refused(probe: Probe, tmp_path: Path) -> None:
     svc = build_service(probe)
     async with running(svc, tmp_path) as urls, connect(urls["tcp"]) as peer:
         for p in svc.peers:
-            p._slots = asyncio.Semaphore(3)  # the service side's in-flight limit, lowered for the test
-        results = await asyncio.gather(*(peer.call("slow", 0.02) for _ in range(12)))
-    assert max(results) <= 3
-    assert probe.most_running == 3
+            p.max_in_flight = 3  # the service side's limit, lowered for the test
+        results = await asyncio.gather(*(peer.call("slow", 0.1) for _ in range(12)), return_exceptions=True)
+        refused = [r for r in results if isinstance(r, RemoteError)]
+        assert {r.code for r in refused} == {"overloaded"}
+        assert len(refused) == 9
+        assert probe.most_running == 3
+        assert await peer.call("square", 2) == 4  # and it serves again once they are done
+
+
+async def test_callbacks_past_the_limit_do_not_deadlock(probe: Probe, tmp_path: Path) -> None:
+    """Handlers waiting for callback answers: the answers are still read."""
+    svc = build_service(probe)
+    async with running(svc, tmp_path) as urls, connect(urls["tcp"]) as peer:
+        for p in svc.peers:
+            p.max_in_flight = 4
+        ticks: list[int] = []
+
+        async def tick(i: int) -> None:
+            await asyncio.sleep(0.01)
+            ticks.append(i)
+
+        results = await asyncio.wait_for(
+            asyncio.gather(*(peer.call("count", 3, tick) for _ in range(8)), return_exceptions=True), 20
+        )
+        done = [r for r in results if r == 3]
+        assert len(done) >= 4
+        assert all(r == 3 or (isinstance(r, RemoteError) and r.code == "overloaded") for r in results)
 
 
 async def test_json_codec_over_each_transport(probe: Probe, tmp_path: Path) -> None:
@@ -434,3 +457,78 @@ async def test_a_client_that_never_reads_is_throttled(probe: Probe, tmp_path: Pa
                 assert await asyncio.wait_for(other.call("square", 3), 10) == 9
         finally:
             clogged.close()
+
+
+async def test_cancel_arriving_with_its_call_leaks_nothing(probe: Probe, tmp_path: Path) -> None:
+    """A call and its cancel in one read: answered 'cancelled', and its slot comes back."""
+    svc = build_service(probe)
+    async with running(svc, tmp_path) as urls:
+        port = int(urls["tcp"].rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+
+            def frame(doc: bytes) -> bytes:
+                return struct.pack(">I", len(doc)) + doc
+
+            writer.write(frame(b'{"protocol":"herder","version":1,"codecs":["json"],"token":null}'))
+            await writer.drain()
+            welcome_len = struct.unpack(">I", await reader.readexactly(4))[0]
+            await reader.readexactly(welcome_len)
+            pairs = 300  # more than the 128 calls a connection may run at once
+            burst = b"".join(
+                frame(b'{"kind":"call","id":%d,"method":"wait_forever"}' % i)
+                + frame(b'{"kind":"cancel","id":%d}' % i)
+                for i in range(1, pairs + 1)
+            )
+            writer.write(burst)
+            await writer.drain()
+
+            async def answer() -> tuple[int, bytes]:
+                size = struct.unpack(">I", await reader.readexactly(4))[0]
+                body = await reader.readexactly(size)
+                return int(body.split(b'"id":', 1)[1].split(b",", 1)[0]), body
+
+            answers: dict[int, bytes] = {}
+            async with asyncio.timeout(20):
+                while len(answers) < pairs:  # every call is answered: cancelled, or overloaded
+                    call_id, body = await answer()
+                    answers[call_id] = body
+            codes = {body.split(b'"code":"', 1)[1].split(b'"', 1)[0] for body in answers.values()}
+            assert codes <= {b"cancelled", b"overloaded"}
+            assert b"cancelled" in codes
+            # No slot leaked: the connection still runs calls.
+            writer.write(frame(b'{"kind":"call","id":999999,"target":"meta","method":"ping"}'))
+            await writer.drain()
+            async with asyncio.timeout(10):
+                call_id, body = await answer()
+            assert call_id == 999999
+            assert b'"pong"' in body
+        finally:
+            writer.close()
+
+
+async def test_map_keys_must_be_strings(pair: Peer) -> None:
+    with pytest.raises(TypeError):
+        await pair.call("echo_after", 0, {1: "a"})
+    assert await pair.call("echo_after", 0, {"1": "a"}) == {"1": "a"}
+
+
+async def test_a_client_does_not_claim_the_service_identity(pair: Peer) -> None:
+    assert pair.remote["name"] == "math"
+    assert "name" not in pair.info
+
+
+async def test_websocket_from_a_foreign_origin_is_refused(probe: Probe, tmp_path: Path) -> None:
+    from websockets.asyncio.client import connect as ws_connect
+    from websockets.exceptions import InvalidStatus
+
+    svc = build_service(probe)
+    async with running(svc, tmp_path) as urls:
+        with pytest.raises(InvalidStatus):
+            async with ws_connect(urls["ws"], origin="http://evil.example"):
+                pass
+        host = urls["ws"].removeprefix("ws://").split("/", 1)[0]
+        async with ws_connect(urls["ws"], origin=f"http://{host}") as ws:
+            await ws.send(b'{"protocol":"herder","version":1,"codecs":["json"],"token":null}')
+            welcome = await ws.recv()
+            assert '"codec":"json"' in (welcome if isinstance(welcome, str) else welcome.decode())

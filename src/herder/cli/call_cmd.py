@@ -30,7 +30,7 @@ def call(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 30.0,
     token_file: Annotated[
         Path | None,
-        typer.Option("--token-file", envvar="HERDER_TOKEN_FILE", help="File with a bearer token."),
+        typer.Option("--token-file", envvar="HERDER_RPC_TOKEN_FILE", help="File with a bearer token."),
     ] = None,
 ) -> None:
     """Call METHOD on the service at URL and print the result as JSON.

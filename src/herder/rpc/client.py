@@ -92,7 +92,7 @@ async def handshake(
         transport,
         codec_for(answer.codec),
         registry=registry_of(handlers),
-        info=answer.service,
+        remote=answer.service,
         principal="service",
     )
 

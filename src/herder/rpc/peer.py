@@ -10,21 +10,23 @@ other side gets a ``RemoteCallback`` which, when awaited, calls it back with tar
 ``callback`` and method ``"<id>"``. A callback stays callable until the side holding it
 calls ``release()`` (a ``meta.release`` notify) or the connection ends.
 
-Back-pressure: at most ``max_in_flight`` incoming calls run at once; past that the peer
-stops reading, so a flooding client is slowed by TCP, not by the peer's memory.
+Back-pressure: at most ``max_in_flight`` incoming calls run at once; a call past that is
+answered at once with ``overloaded``. Answers wait for the connection to drain, so a
+client that floods without reading is slowed by TCP, not by the peer's memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import itertools
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from herder.rpc.errors import CallTimeout, ConnectionLost, RemoteError
+from herder.rpc.errors import CallTimeout, ConnectionLost, RemoteError, RpcError
 from herder.rpc.handlers import Method, Registry
 from herder.rpc.transport import Transport
 from herder.wire import (
@@ -92,6 +94,7 @@ class Peer:
         *,
         registry: Registry | None = None,
         info: dict[str, Any] | None = None,
+        remote: dict[str, Any] | None = None,
         principal: Any = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
@@ -100,14 +103,16 @@ class Peer:
         # A WebSocket speaking JSON sends text messages, readable in a browser's devtools.
         transport.text_payloads = codec.name == "json"
         self.registry = registry or Registry()
-        self.info = info or {}
+        self.info = info or {}  # who this side is (a service's name and version)
+        self.remote = remote or {}  # who the other side said it is in the handshake
         self.principal = principal
+        self.max_in_flight = max_in_flight
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._serving: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # every incoming call or notify running
+        self._serving: dict[int, asyncio.Task[None]] = {}  # calls, by id, for cancel
         self._callbacks: dict[int, Callable[..., Any]] = {}
         self._callback_ids = itertools.count(1)
-        self._slots = asyncio.Semaphore(max_in_flight)
         self._tg: asyncio.TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
@@ -135,8 +140,8 @@ class Peer:
             self.close_reason = reason
         await self.transport.close()
         if self._runner is not None and self._runner is not asyncio.current_task():
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+            # wait() does not raise what ended the runner, but lets our own cancellation through.
+            await asyncio.wait({self._runner})
 
     async def run(self) -> None:
         """Read and dispatch messages until the connection ends, then fail what is pending."""
@@ -144,18 +149,23 @@ class Peer:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 await self._read_loop(tg)
-                for task in self._serving.values():
+                # Handlers waiting on the other side (callbacks) learn at once that it is gone.
+                self._fail_pending()
+                for task in list(self._tasks):
                     task.cancel()
         finally:
             self._tg = None
             self._closed.set()
-            lost = ConnectionLost(f"connection lost: {self.close_reason or 'closed'}")
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(lost)
-            self._pending.clear()
+            self._fail_pending()
             self._callbacks.clear()
             await self.transport.close()
+
+    def _fail_pending(self) -> None:
+        lost = ConnectionLost(f"connection lost: {self.close_reason or 'closed'}")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(lost)
+        self._pending.clear()
 
     async def _read_loop(self, tg: asyncio.TaskGroup) -> None:
         while True:
@@ -179,10 +189,24 @@ class Peer:
 
     async def _dispatch(self, message: Message, tg: asyncio.TaskGroup) -> None:
         if isinstance(message, Call | Notify):
-            await self._slots.acquire()
+            call_id = message.id if isinstance(message, Call) else None
+            if len(self._tasks) >= self.max_in_flight:
+                # Refuse rather than stop reading: a reader that waited here could never
+                # see the answers its own handlers wait for (callbacks), a deadlock. The
+                # send still waits on a clogged connection, so back-pressure remains.
+                if call_id is not None:
+                    limit = self.max_in_flight
+                    await self._send_quietly(
+                        error_for(
+                            call_id, ErrorCode.OVERLOADED, f"{limit} calls are running on this connection"
+                        )
+                    )
+                return
             task = tg.create_task(self._serve(message))
-            if isinstance(message, Call):
-                self._serving[message.id] = task
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._served, call_id))
+            if call_id is not None:
+                self._serving[call_id] = task
         elif isinstance(message, Result):
             future = self._pending.pop(message.id, None)
             if future is not None and not future.done():
@@ -193,6 +217,19 @@ class Peer:
             serving = self._serving.get(message.id)
             if serving is not None:
                 serving.cancel()
+
+    def _served(self, call_id: int | None, task: asyncio.Task[None]) -> None:
+        """A handler task ended, possibly cancelled before it ever ran (then answer for it)."""
+        self._tasks.discard(task)
+        if call_id is None:
+            return
+        if self._serving.get(call_id) is task:
+            del self._serving[call_id]
+        if task.cancelled() and self._tg is not None and not self.closed:
+            with contextlib.suppress(RuntimeError):  # the group is shutting down: no answer needed
+                self._tg.create_task(
+                    self._send_quietly(error_for(call_id, ErrorCode.CANCELLED, "the call was cancelled"))
+                )
 
     def _on_error(self, message: Error) -> None:
         if message.id is None:
@@ -223,17 +260,13 @@ class Peer:
                 if call_id is not None
                 else None
             )
-        finally:
-            self._slots.release()
-            if call_id is not None:
-                self._serving.pop(call_id, None)
         if reply is not None:
             await self._reply(reply)
 
     async def _reply(self, reply: Message) -> None:
         try:
             await self._send(reply)
-        except (TypeError, ValueError) as exc:  # a result the codec cannot carry
+        except (TypeError, ValueError, WireError) as exc:  # a result the codec or frame cannot carry
             assert isinstance(reply, Result)
             await self._send(
                 error_for(reply.id, ErrorCode.INTERNAL_ERROR, f"the result cannot be encoded: {exc}")
@@ -266,7 +299,7 @@ class Peer:
             if meta is None:
                 raise _Fault(ErrorCode.UNKNOWN_METHOD, f"meta has no method {name!r}")
             return meta
-        if target is not None and target == self.info.get("name"):
+        if target is not None and target == self.info.get("name"):  # the service named itself
             target = None
         if not self.registry.has_target(target) and target is not None:
             raise _Fault(ErrorCode.UNKNOWN_TARGET, f"no target {target!r} here")
@@ -276,7 +309,7 @@ class Peer:
         return method
 
     async def _run_callback(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        func = self._callbacks.get(int(name)) if name.isdigit() else None
+        func = self._callbacks.get(int(name)) if name.isascii() and name.isdigit() else None
         if func is None:
             raise _Fault(ErrorCode.RELEASED_CALLBACK, f"callback {name} was released or never existed")
         result = func(*args, **kwargs)
@@ -337,9 +370,12 @@ class Peer:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
         try:
-            await self._send(
-                Call(call_id, method, target, self._encode_args(args), self._encode_kwargs(kwargs))
-            )
+            try:
+                await self._send(
+                    Call(call_id, method, target, self._encode_args(args), self._encode_kwargs(kwargs))
+                )
+            except WireError as exc:  # e.g. arguments larger than a frame
+                raise RpcError(f"{method!r} cannot be sent: {exc}") from exc
             if timeout is None:
                 return self._decode_value(await future)
             try:
@@ -388,6 +424,8 @@ class Peer:
         if isinstance(value, dict):
             if len(value) == 1 and CALLBACK_KEY in value:
                 raise TypeError(f"a map whose only key is {CALLBACK_KEY!r} is reserved for callbacks")
+            if not all(isinstance(k, str) for k in value):
+                raise TypeError("map keys must be strings (JSON and the other side's decoder require it)")
             return {k: self._encode_value(v) for k, v in value.items()}
         return value
 

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import socket
+import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -105,8 +106,13 @@ class Service:
         """Run one connection: handshake, then serve (and call) until it ends."""
         try:
             peer = await self._handshake(transport, header_token)
-        except (ConnectionLost, TimeoutError, WireError) as exc:
+        except WireError as exc:
             log.info("RPC connection refused during the handshake: %s", exc)
+            await self._refuse_hello(transport, exc)
+            await transport.close()
+            return
+        except (ConnectionLost, TimeoutError) as exc:
+            log.info("RPC connection lost during the handshake: %s", exc)
             await transport.close()
             return
         if peer is None:
@@ -142,6 +148,11 @@ class Service:
         """Serve this service over WebSocket at ``path`` of a FastAPI app."""
 
         async def rpc_endpoint(ws: WebSocket) -> None:
+            if not _same_origin(ws.headers.get("origin"), ws.headers.get("host")):
+                # A web page from elsewhere, through the user's browser: refused, as the
+                # agent's Guard refuses it, or any site could call auth=False methods.
+                await ws.close(code=1008, reason="foreign Origin")
+                return
             await ws.accept()
             auth = ws.headers.get("authorization", "")
             token = auth[7:] if auth.lower().startswith("bearer ") else None
@@ -150,6 +161,11 @@ class Service:
         # A plain Starlette route: the endpoint takes the socket as it is, with no
         # dependency injection to resolve (and nothing for FastAPI to document).
         app.router.add_websocket_route(path, rpc_endpoint)
+
+    async def _refuse_hello(self, transport: Transport, exc: WireError) -> None:
+        """Tell a client whose hello was unreadable why it is disconnected (best effort)."""
+        with contextlib.suppress(ConnectionLost, WireError, OSError):
+            await transport.send(encode_welcome(Refusal(exc.code, str(exc)[:200])))
 
     async def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self.handle(StreamTransport(reader, writer, self.max_frame_size))
@@ -192,7 +208,12 @@ class Service:
         sock = _listen(host, port)
         self.ws_port = sock.getsockname()[1]
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, ws="websockets-sansio", lifespan="off"
+            app,
+            log_config=None,
+            access_log=False,
+            ws="websockets-sansio",
+            ws_max_size=self.max_frame_size,
+            lifespan="off",
         )
         server = uvicorn.Server(config)
         try:
@@ -225,3 +246,10 @@ def _listen(host: str, port: int) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+def _same_origin(origin: str | None, host: str | None) -> bool:
+    """No Origin (not a browser), or one naming the host the client connected to."""
+    if origin is None:
+        return True
+    return bool(host) and urllib.parse.urlsplit(origin).netloc.lower() == (host or "").lower()

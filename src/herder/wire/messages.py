@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -119,9 +120,17 @@ class JsonCodec:
 
     def decode(self, payload: bytes) -> Any:
         try:
-            return json.loads(payload, parse_constant=_refuse_constant)
+            return json.loads(payload, parse_constant=_refuse_constant, parse_float=_finite_float)
         except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
             raise InvalidMessage(f"not JSON: {exc}") from exc
+
+
+def _finite_float(text: str) -> float:
+    """A number too large for a double (``1e400``) would become infinity: refused too."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:40]} is out of range for a 64-bit float")
+    return value
 
 
 def _refuse_constant(name: str) -> Any:
