@@ -1,5 +1,8 @@
 """Run every benchmark (``make bench``) and print herder, supervisord and Circus side by side.
 
+Benchmark 6 (issue 3's RPC round trips) has no daemon peers: its reference column is
+a bare echo over the same transport, measured in the same run.
+
 Each benchmark measures the three daemons in the same run on the same machine, so
 the ratios hold even when absolute figures drift. A benchmark that fails is reported
 and the others still run; the exit status is then 1. The table also goes to
@@ -17,6 +20,7 @@ from collections.abc import Callable
 
 import bench_output
 import bench_respawn
+import bench_rpc
 import bench_spawn
 import bench_start
 import bench_status
@@ -29,6 +33,7 @@ BENCHMARKS: tuple[tuple[str, Callable[..., list[Figure]]], ...] = (
     ("3 crash-to-respawn latency", bench_respawn.run),
     ("4 status/list API requests/s", bench_status.run),
     ("5 output throughput", bench_output.run),
+    ("6 RPC round trips (issue 3)", bench_rpc.run),
 )
 
 
