@@ -237,6 +237,9 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
     app.include_router(process_routes(runtime))
     app.include_router(host_routes(runtime))
     app.include_router(attach_routes(runtime))
+    from herder.agent.pools_api import pool_routes  # it imports this module's helpers
+
+    app.include_router(pool_routes(runtime))
     _document_models(app)
     return app
 
@@ -302,6 +305,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
                 "create": f"{base}/create-process",
                 "list": f"{base}/list-processes",
                 "info": f"{base}/info",
+                "pools": f"{base}/pools",
             }
         )
 

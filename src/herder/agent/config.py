@@ -101,6 +101,18 @@ class SupervisionConfig(_Section):
     log_backups: int = Field(3, ge=0)
 
 
+class RouterConfig(_Section):
+    """The proxy in front of pools: what one client or instance may cost."""
+
+    header_timeout_s: float = Field(10.0, gt=0, description="to receive a request's head")
+    keepalive_timeout_s: float = Field(75.0, gt=0, description="an idle client connection is kept")
+    read_timeout_s: float = Field(
+        60.0, gt=0, description="a client (sending a body) or an instance (answering) may be silent"
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="to open a connection to an instance")
+    max_body_bytes: int = Field(1024 * 1024 * 1024, gt=0, description="of one request through the proxy")
+
+
 class AgentConfig(_Section):
     """Everything the agent needs to start."""
 
@@ -119,6 +131,11 @@ class AgentConfig(_Section):
     unpack: UnpackConfig = Field(default_factory=UnpackConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    pools: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="[[pools]] tables, each a pool as POST /pools takes it (validated at start)",
+    )
 
     def base_env(self) -> dict[str, str]:
         """The environment every child starts from, before the request's own ``env``."""

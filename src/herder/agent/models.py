@@ -95,6 +95,42 @@ Command = Annotated[
 ]
 
 
+def check_source_url(url: str | None) -> str | None:
+    """Only the schemes the fetcher serves; the rest is checked when fetching."""
+    if url is None:
+        return None
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        raise ValueError(f"URL scheme {scheme or '(none)'!r} is not allowed; use http, https or file")
+    return url
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    """Variable names a shell accepts, values without NUL, both bounded."""
+    if len(env) > MAX_ENV_ENTRIES:
+        raise ValueError(f"at most {MAX_ENV_ENTRIES} variables")
+    for name, value in env.items():
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid variable name")
+        if "\0" in value or len(value) > MAX_ENV_VALUE_CHARS:
+            raise ValueError(f"value of {name!r} has a NUL byte or is too long")
+    return env
+
+
+def check_one_way_to_run(command: object, source_url: str | None, process_type: str | None) -> None:
+    """A ``command``, or a ``source_url`` with a ``process_type``: exactly one way.
+
+    Raises:
+        FieldError: naming the field to fix.
+    """
+    if command is not None:
+        if source_url is not None or process_type is not None:
+            raise FieldError("command", "give either 'command' or 'source_url' and 'process_type', not both")
+    elif source_url is None or process_type is None:
+        missing = "source_url" if source_url is None else "process_type"
+        raise FieldError(missing, f"field {missing!r} is required (or give 'command' instead)")
+
+
 class RestartPolicy(enum.StrEnum):
     """When a process that ended is started again."""
 
@@ -136,35 +172,16 @@ class CreateRequest(BaseModel):
     @field_validator("source_url")
     @classmethod
     def _check_scheme(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        scheme = urllib.parse.urlsplit(url).scheme.lower()
-        if scheme not in ALLOWED_SCHEMES:
-            raise ValueError(f"URL scheme {scheme or '(none)'!r} is not allowed; use http, https or file")
-        return url
+        return check_source_url(url)
 
     @field_validator("env")
     @classmethod
     def _check_env(cls, env: dict[str, str]) -> dict[str, str]:
-        if len(env) > MAX_ENV_ENTRIES:
-            raise ValueError(f"at most {MAX_ENV_ENTRIES} variables")
-        for name, value in env.items():
-            if not _ENV_NAME.match(name):
-                raise ValueError(f"{name!r} is not a valid variable name")
-            if "\0" in value or len(value) > MAX_ENV_VALUE_CHARS:
-                raise ValueError(f"value of {name!r} has a NUL byte or is too long")
-        return env
+        return check_env(env)
 
     @model_validator(mode="after")
     def _one_way_to_run(self) -> CreateRequest:
-        if self.command is not None:
-            if self.source_url is not None or self.process_type is not None:
-                raise FieldError(
-                    "command", "give either 'command' or 'source_url' and 'process_type', not both"
-                )
-        elif self.source_url is None or self.process_type is None:
-            missing = "source_url" if self.source_url is None else "process_type"
-            raise FieldError(missing, f"field {missing!r} is required (or give 'command' instead)")
+        check_one_way_to_run(self.command, self.source_url, self.process_type)
         return self
 
     @property
@@ -192,6 +209,7 @@ class Index(_Document):
     create: str = Field(description="POST Create request documents here.")
     list: str = Field(description="GET a Listing document.")
     info: str = Field(description="GET the host's Info document.")
+    pools: str = Field(description="GET the pools (PoolListing); POST a PoolSpec here to create one.")
 
 
 class ProcessStatus(_Document):

@@ -32,7 +32,9 @@ from herder.agent.apps import Apps
 from herder.agent.config import AgentConfig
 from herder.agent.errors import ConfigError, DataDirBusy
 from herder.agent.fetch import Fetcher
+from herder.agent.guard import LOOPBACK_NAMES, host_name
 from herder.agent.keeper import Keeper
+from herder.agent.router.router import Router, config_pools
 from herder.agent.store import RecordStore
 from herder.agent.supervisor import Supervisor
 from herder.agent.sysinfo import SysInfo
@@ -112,6 +114,7 @@ class AgentRuntime:
         self.config = config
         self.supervisor = supervisor
         self.sysinfo = sysinfo
+        self.router: Router | None = None
         self.started = asyncio.Event()
         self.stopping = False
 
@@ -151,6 +154,7 @@ class Agent:
             ConfigError: a non-loopback bind without an auth token.
         """
         cfg = self.config
+        config_pools(cfg)  # raises on a bad [[pools]] entry before anything starts
         if not cfg.is_loopback() and not cfg.auth_token:
             raise ConfigError(
                 f"refusing to listen on {cfg.host}: off loopback the agent requires auth. "
@@ -193,6 +197,15 @@ class Agent:
             supervisor.restore(specs)
             if specs:
                 log.info("restored %d recorded processes", len(specs))
+        guard_names = [*LOOPBACK_NAMES, cfg.host, *cfg.allowed_hosts]
+        self.runtime.router = Router(cfg, supervisor, agent_names=[host_name(h) for h in guard_names])
+        try:
+            await self.runtime.router.start()
+        except BaseException:
+            self.request_stop()
+            with contextlib.suppress(Exception):
+                await self._main
+            raise
         started = asyncio.ensure_future(self.runtime.started.wait())
         await asyncio.wait({started, self._main}, return_when=asyncio.FIRST_COMPLETED)
         if self._main.done():
@@ -205,11 +218,14 @@ class Agent:
         import uvicorn
 
         from herder.agent.api import build_app
-        from herder.agent.guard import Guard, protocol_with_header_timeout
+        from herder.agent.guard import Guard
+        from herder.agent.router.front import front_protocol
 
         assert self.runtime is not None
         assert self._sock is not None
         cfg = self.config
+        # The router starts after the HTTP server's task (it needs the supervisor's
+        # task group); the front protocol looks it up on the runtime when it is there.
         app = Guard(
             build_app(self.runtime),
             allowed_hosts=[*cfg.allowed_hosts, cfg.host],
@@ -219,7 +235,7 @@ class Agent:
         )
         server_config = uvicorn.Config(
             app,
-            http=protocol_with_header_timeout(cfg.limits.header_timeout_s),
+            http=front_protocol(cfg.limits.header_timeout_s, self.runtime),
             ws="websockets-sansio",
             lifespan="on",
             log_config=None,
@@ -235,6 +251,8 @@ class Agent:
                 tg.create_task(supervisor.run(), name="supervisor")
                 await self._server.serve(sockets=[self._sock])
                 self.runtime.stopping = True
+                if self.runtime.router is not None:
+                    await self.runtime.router.close()
                 supervisor.shutdown()
         finally:
             supervisor.shutdown()

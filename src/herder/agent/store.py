@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from herder.agent.durable import fsync_dir, write_file
 from herder.agent.models import ProcessSpec
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,7 @@ class RecordStore:
                 self._fsync_dir()
 
     def _write(self, spec: ProcessSpec) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{spec.slug}.", suffix=".tmp")
-        try:
-            os.write(fd, spec.model_dump_json(indent=2).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._path(spec.slug))
+        write_file(self._dir, f"{spec.slug}.json", spec.model_dump_json(indent=2).encode())
 
     def remove(self, slug: str) -> None:
         with self._lock:
@@ -79,11 +73,7 @@ class RecordStore:
         return specs
 
     def _fsync_dir(self) -> None:
-        fd = os.open(self._dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self._dir)
 
 
 class GroupCommit:

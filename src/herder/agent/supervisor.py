@@ -80,9 +80,17 @@ class UnitContext:
 class Unit:
     """One supervised process."""
 
-    def __init__(self, spec: ProcessSpec, ctx: UnitContext) -> None:
+    def __init__(
+        self, spec: ProcessSpec, ctx: UnitContext, *, slug: str | None = None, port: int | None = None
+    ) -> None:
         self.spec = spec
         self._ctx = ctx
+        # A pool's instance has a name of its own (``@pool.n``, which no process slug can
+        # be) and a port its pool chose and substituted into its command.
+        self._slug = slug or spec.slug
+        self._preset_port = port
+        # Called after every state change: a pool's controller follows its instance.
+        self.watchers: list[Callable[[], None]] = []
         self.state = State.STARTING if spec.command is not None else State.FETCHING
         self.pid: int | None = None
         self.port: int | None = None
@@ -96,7 +104,7 @@ class Unit:
         cfg = ctx.config
         self.output = OutputLog(
             ctx.log_dir,
-            spec.slug,
+            self._slug,
             ring_lines=cfg.ring_lines,
             file_max_bytes=cfg.log_max_bytes,
             file_backups=cfg.log_backups,
@@ -112,7 +120,7 @@ class Unit:
 
     @property
     def slug(self) -> str:
-        return self.spec.slug
+        return self._slug
 
     @property
     def unit_marker(self) -> str:
@@ -123,6 +131,8 @@ class Unit:
         log.debug("%s: %s --%s--> %s", self.slug, self.state, event, new)
         self.state = new
         self._notify()
+        for watcher in self.watchers:
+            watcher()
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -293,7 +303,7 @@ class Unit:
 
     async def _supervise(self, launch: Launch) -> None:
         failures = 0
-        self.port = pick_port()
+        self.port = self._preset_port or pick_port()
         while True:
             try:
                 child = procs.spawn(launch.argv, env=self._child_env(), cwd=str(launch.cwd))
@@ -407,6 +417,8 @@ class Supervisor:
         self._records = GroupCommit(store)
         self._ctx.log_dir.mkdir(parents=True, exist_ok=True)
         self.units: dict[str, Unit] = {}
+        # Units owned by someone else (a pool's instances): run here, listed there.
+        self.detached: set[Unit] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._ready = asyncio.Event()
         self._shutdown = asyncio.Event()
@@ -417,7 +429,8 @@ class Supervisor:
             self._tg = tg
             self._ready.set()
             await self._shutdown.wait()
-            await asyncio.gather(*(unit.stop() for unit in list(self.units.values())))
+            units = [*self.units.values(), *self.detached]
+            await asyncio.gather(*(unit.stop() for unit in units))
         self._tg = None
 
     async def wait_ready(self) -> None:
@@ -431,6 +444,25 @@ class Supervisor:
         unit = Unit(spec, self._ctx)
         self.units[spec.slug] = unit
         self._tg.create_task(unit.run(), name=f"unit:{spec.slug}")
+        return unit
+
+    def start_detached(self, spec: ProcessSpec, *, slug: str, port: int) -> Unit:
+        """Run a unit that is neither recorded nor listed among the processes.
+
+        Pools use this for their instances: the pool records itself and lists them.
+        The unit is forgotten here once it is done.
+        """
+        assert self._tg is not None, "Supervisor.run() is not running"
+        unit = Unit(spec, self._ctx, slug=slug, port=port)
+        self.detached.add(unit)
+
+        async def run_then_forget() -> None:
+            try:
+                await unit.run()
+            finally:
+                self.detached.discard(unit)
+
+        self._tg.create_task(run_then_forget(), name=f"unit:{slug}")
         return unit
 
     async def create(self, spec: ProcessSpec) -> Unit:

@@ -1,0 +1,182 @@
+"""A pool's definition and the documents the pools API answers with.
+
+``PoolSpec`` is the one definition of a pool: the API's create request, the record in
+``<data dir>/pools/<name>.json``, and an entry of ``[[pools]]`` in the config file all
+validate against it, so a pool means the same wherever it was declared.
+
+Durations are seconds, under the names the issue gave them (``idle_timeout``,
+``start_timeout``); sizes are counts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from herder.agent.config import is_loopback_host
+from herder.agent.models import Command, FieldError, check_env, check_one_way_to_run, check_source_url
+from herder.agent.procfile import PROCESS_TYPE_PATTERN
+
+# A DNS label that starts with a letter: a pool is reached as ``<name>.<anything>``,
+# and a name that could be the first label of an IP address would be ambiguous.
+POOL_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+PORT_PLACEHOLDER = "{port}"
+MAX_INSTANCES_LIMIT = 256
+
+
+class ReadyCheck(BaseModel):
+    """An HTTP readiness check: ``GET path`` must answer 2xx."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Annotated[str, StringConstraints(pattern=r"^/[\x21-\x7e]*$", max_length=2048)] = Field(
+        description="Path to GET on the instance's port; 2xx means ready."
+    )
+
+
+class PoolSpec(BaseModel):
+    """What a pool runs and how it scales. ``POST /pools`` takes exactly this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(pattern=POOL_NAME_PATTERN)] = Field(
+        description="Lower-case DNS label; requests whose Host is '<name>.<anything>' go to this pool."
+    )
+    command: Command = Field(
+        None,
+        description="What each instance runs: a string (through /bin/sh -c) or an argv list. "
+        "'{port}' is replaced by the instance's port, also given as $PORT.",
+    )
+    source_url: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        None, description="An app, as for processes: http(s):// or file:// archive or directory."
+    )
+    process_type: Annotated[str, StringConstraints(pattern=f"^{PROCESS_TYPE_PATTERN}$")] | None = Field(
+        None, description="Key into the app's Procfile."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Added to each instance's environment.")
+    min_instances: int = Field(0, ge=0, le=MAX_INSTANCES_LIMIT, description="Kept running even when idle.")
+    max_instances: int = Field(1, ge=1, le=MAX_INSTANCES_LIMIT, description="Never more than this many.")
+    concurrency: int = Field(
+        80,
+        ge=0,
+        le=100_000,
+        description="Requests in flight per instance before another instance is started (or the "
+        "request waits); 0: no limit.",
+    )
+    idle_timeout: float = Field(
+        300.0, gt=0, le=7 * 86400, description="Seconds idle after which an instance above the minimum stops."
+    )
+    start_timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a request waits for a ready instance before a 503."
+    )
+    ready: ReadyCheck | None = Field(
+        None, description="HTTP readiness check; null: ready once the port accepts connections."
+    )
+    listen: str | None = Field(
+        None,
+        description="'host:port' where this pool takes all traffic (port 0: the kernel picks); "
+        "null: reached only through the agent's port by Host.",
+    )
+
+    @field_validator("source_url")
+    @classmethod
+    def _check_scheme(cls, url: str | None) -> str | None:
+        return check_source_url(url)
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, env: dict[str, str]) -> dict[str, str]:
+        return check_env(env)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, listen: str | None) -> str | None:
+        if listen is None:
+            return None
+        split_listen(listen)  # raises ValueError naming the problem
+        return listen
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PoolSpec:
+        check_one_way_to_run(self.command, self.source_url, self.process_type)
+        if self.min_instances > self.max_instances:
+            raise FieldError("min_instances", "min_instances may not exceed max_instances")
+        return self
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``"host:port"`` → (host, port); IPv6 hosts in brackets.
+
+    Raises:
+        ValueError: not ``host:port`` or the port is out of range.
+    """
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"listen must be 'host:port', not {listen!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range")
+    return host.strip("[]"), port
+
+
+def listen_is_loopback(listen: str) -> bool:
+    return is_loopback_host(split_listen(listen)[0])
+
+
+class ScaleRequest(BaseModel):
+    """New bounds for a pool; at least one of them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_instances: int | None = Field(None, ge=0, le=MAX_INSTANCES_LIMIT)
+    max_instances: int | None = Field(None, ge=1, le=MAX_INSTANCES_LIMIT)
+
+    @model_validator(mode="after")
+    def _something(self) -> ScaleRequest:
+        if self.min_instances is None and self.max_instances is None:
+            raise FieldError("min_instances", "give min_instances, max_instances or both")
+        return self
+
+
+class DrainRequest(BaseModel):
+    """How long a drain (or a delete) waits for requests in flight before stopping."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: float = Field(30.0, ge=0, le=3600, description="Seconds to wait for requests in flight.")
+
+
+class InstanceStatus(BaseModel):
+    id: str = Field(description="'<pool>.<n>'.")
+    port: int
+    pid: int | None
+    state: str = Field(description="starting, ready, unready (crashed or failing its check), stopping.")
+    process_state: str = Field(description="The supervised process's own state (running, backoff, ...).")
+    in_flight: int = Field(description="Requests (and WebSockets) being served now.")
+    requests: int = Field(description="Requests served since it started.")
+    restarts: int
+    started_at: str | None
+    error: str | None
+
+
+class PoolStatus(BaseModel):
+    """A pool's document: its spec, its state and its instances, with links."""
+
+    name: str
+    spec: dict[str, Any] = Field(description="The pool's definition, as created.")
+    origin: str = Field(description="'api' (recorded in the data dir) or 'config' (from the config file).")
+    state: str = Field(description="active, draining or drained.")
+    url: str | None = Field(description="Where the pool listens on its own, when it has a listen address.")
+    host: str = Field(description="Host header that routes to this pool on the agent's port.")
+    waiting: int = Field(description="Requests waiting for an instance.")
+    instances: list[InstanceStatus]
+    details: str
+    scale: str
+    drain: str
+    resume: str
+    delete: str
+
+
+class PoolListing(BaseModel):
+    pools: list[PoolStatus]

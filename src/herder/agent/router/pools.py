@@ -1,0 +1,460 @@
+"""Pools: instances started on demand, kept ready, replaced when they crash (the Kit seed).
+
+The seed's three parts: the *facility* is a ``Pool`` (it hands out instances), the
+*controller* is an ``Instance`` with its controlling task (it knows how its process was
+started, where it runs and how to reach it, and notices when it must be reached again
+after a crash). Each instance is a supervised unit (``supervisor.Unit``), so it gets
+the same restart, backoff, output capture and no-orphans guarantees as any process.
+
+How requests get instances (``try_acquire`` on the fast path, ``acquire`` otherwise):
+
+* the ready instance with the fewest requests in flight, below the concurrency limit;
+* if there is none, the request waits in a FIFO queue and the pool starts instances
+  for the load that waits, counting what is already starting: 100 requests on a cold
+  pool with a concurrency of 80 start two instances, not a hundred, and never more
+  than ``max_instances``;
+* a request that waited ``start_timeout`` gets a 503 with ``Retry-After``.
+
+An instance is ``ready`` when its readiness check passes on its current process; it
+becomes ``unready`` when its process changes (crash, restart) or when the proxy saw a
+connection to it fail, and is checked again. Instances above ``min_instances`` that
+served nothing for ``idle_timeout`` are stopped. ``drain`` stops taking requests,
+waits (bounded) for those in flight, and stops every instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from herder.agent.models import ProcessSpec, RestartPolicy
+from herder.agent.router import probe
+from herder.agent.router.models import PORT_PLACEHOLDER, PoolSpec
+from herder.agent.states import State
+from herder.agent.supervisor import Supervisor, Unit, pick_port
+
+if TYPE_CHECKING:
+    from herder.agent.router.upstream import UpstreamConnection
+
+log = logging.getLogger(__name__)
+
+INSTANCE_HOST = "127.0.0.1"
+MAX_IDLE_CONNECTIONS = 128
+# How often idle instances are looked for, at most (shorter for short idle timeouts).
+REAP_TICK_S = 1.0
+
+
+class Unavailable(Exception):
+    """No instance can take the request; answered 503 with ``Retry-After``."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InstanceState(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    UNREADY = "unready"
+    STOPPING = "stopping"
+
+
+class PoolState(enum.StrEnum):
+    ACTIVE = "active"
+    DRAINING = "draining"
+    DRAINED = "drained"
+
+
+class Instance:
+    """One running copy of the pool's program, and how to reach it."""
+
+    __slots__ = (
+        "_changed",
+        "host",
+        "id",
+        "idle",
+        "in_flight",
+        "last_used",
+        "port",
+        "requests",
+        "state",
+        "unit",
+    )
+
+    def __init__(self, instance_id: str, unit: Unit, port: int) -> None:
+        self.id = instance_id
+        self.unit = unit
+        self.host = INSTANCE_HOST
+        self.port = port
+        self.state = InstanceState.STARTING
+        self.in_flight = 0
+        self.requests = 0
+        self.last_used = time.monotonic()
+        self.idle: list[UpstreamConnection] = []
+        self._changed = asyncio.Event()
+        unit.watchers.append(self._changed.set)
+
+    def take_connection(self) -> UpstreamConnection | None:
+        """An idle keep-alive connection to this instance, if one is open."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.reusable():
+                return conn
+        return None
+
+    def put_connection(self, conn: UpstreamConnection) -> None:
+        """Keep ``conn`` for the next request (or close it if it may not be kept)."""
+        if self.state is InstanceState.READY and len(self.idle) < MAX_IDLE_CONNECTIONS:
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+    def forget_connection(self, conn: UpstreamConnection) -> None:
+        with contextlib.suppress(ValueError):
+            self.idle.remove(conn)
+
+    def close_idle(self) -> None:
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+
+    @property
+    def stopping(self) -> bool:
+        return self.state is InstanceState.STOPPING
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    async def wait_change(self, timeout_s: float | None = None) -> None:
+        """Wait for a change (process state, suspicion, in-flight to zero) or the timeout."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._changed.wait()
+
+
+class Pool:
+    """A named template for instances, and the instances it runs."""
+
+    def __init__(self, spec: PoolSpec, supervisor: Supervisor, *, origin: str) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.origin = origin
+        self.state = PoolState.ACTIVE
+        self.instances: list[Instance] = []
+        self._ready: list[Instance] = []
+        self._waiters: deque[asyncio.Future[Instance]] = deque()
+        self._supervisor = supervisor
+        self._numbers = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._limit = spec.concurrency
+        self.url: str | None = None  # set by the router when the pool listens on its own
+
+    # -- life -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin: the minimum of instances, and the idle reaper."""
+        self._spawn(self._reap_idle(), "reaper")
+        self._ensure_minimum()
+
+    async def close(self) -> None:
+        """Stop everything the pool runs (the agent is stopping or the pool is deleted)."""
+        self._closed = True
+        self._fail_waiters(Unavailable(f"pool {self.name!r} is shutting down"))
+        await asyncio.gather(*(self._retire(inst, 0) for inst in list(self.instances)))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"pool:{self.name}:{what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pool %s: task %s failed", self.name, task.get_name(), exc_info=task.exception())
+
+    # -- handing out instances ---------------------------------------------------------------
+
+    def try_acquire(self, avoid: Instance | None = None) -> Instance | None:
+        """The fast path: a ready instance with room, or None (then ``acquire``)."""
+        if self._waiters or self.state is not PoolState.ACTIVE:
+            return None
+        return self._pick(avoid)
+
+    def _pick(self, avoid: Instance | None = None) -> Instance | None:
+        limit = self._limit
+        best: Instance | None = None
+        for inst in self._ready:
+            if (limit and inst.in_flight >= limit) or inst is avoid:
+                continue
+            if best is None or inst.in_flight < best.in_flight:
+                best = inst
+        if (
+            best is None
+            and avoid is not None
+            and avoid.state is InstanceState.READY
+            and (not limit or avoid.in_flight < limit)
+        ):
+            best = avoid  # the only one: a retry goes back to it after its check
+        if best is not None:
+            best.in_flight += 1
+            best.requests += 1
+        return best
+
+    async def acquire(self, avoid: Instance | None = None) -> Instance:
+        """An instance for one request; waits for one to start or free up.
+
+        Raises:
+            Unavailable: the pool is draining, or no instance was ready within
+                ``start_timeout``.
+        """
+        inst = self.try_acquire(avoid)
+        if inst is not None:
+            return inst
+        if self.state is not PoolState.ACTIVE or self._closed:
+            raise Unavailable(f"pool {self.name!r} is {self.state}", retry_after=5)
+        waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake()
+        self._grow()
+        timeout = self.spec.start_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except TimeoutError:
+            if _granted(waiter):  # granted in the instant the deadline passed
+                return waiter.result()
+            self._forget_waiter(waiter)
+            raise Unavailable(
+                f"no instance of pool {self.name!r} was ready within {timeout:g} s "
+                f"({self._describe_instances()})",
+                retry_after=max(1, round(timeout / 4)),
+            ) from None
+        except BaseException:  # cancelled: the client went away
+            if _granted(waiter):
+                self.release(waiter.result())
+            else:
+                self._forget_waiter(waiter)
+            raise
+
+    def _forget_waiter(self, waiter: asyncio.Future[Instance]) -> None:
+        waiter.cancel()
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+
+    def release(self, inst: Instance) -> None:
+        """One request on ``inst`` is over."""
+        inst.in_flight -= 1
+        inst.last_used = time.monotonic()
+        if inst.state is InstanceState.STOPPING and inst.in_flight == 0:
+            inst.changed()
+        if self._waiters:
+            self._wake()
+
+    def suspect(self, inst: Instance) -> None:
+        """A connection to ``inst`` failed: stop choosing it until its check passes again."""
+        if inst.state is InstanceState.READY:
+            self._set_unready(inst)
+            inst.changed()
+
+    def _wake(self) -> None:
+        """Hand free capacity to waiting requests, oldest first."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters[0]
+            if waiter.done():
+                waiters.popleft()
+                continue
+            inst = self._pick()
+            if inst is None:
+                break
+            waiters.popleft()
+            waiter.set_result(inst)
+
+    def _grow(self) -> None:
+        """Start as many instances as the waiting requests need, within ``max_instances``."""
+        waiting = sum(1 for w in self._waiters if not w.done())
+        if not waiting or self.state is not PoolState.ACTIVE or self._closed:
+            return
+        coming = [i for i in self.instances if i.state in (InstanceState.STARTING, InstanceState.UNREADY)]
+        per_instance = self._limit or waiting
+        need = waiting - len(coming) * per_instance
+        while need > 0 and len(self.instances) < self.spec.max_instances:
+            self._start_instance()
+            need -= per_instance
+
+    def _fail_waiters(self, error: Unavailable) -> None:
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    # -- instances --------------------------------------------------------------------------
+
+    def _start_instance(self) -> Instance:
+        self._numbers += 1
+        number = self._numbers
+        port = pick_port()
+        spec = self.spec
+        command = spec.command
+        if isinstance(command, str):
+            command = command.replace(PORT_PLACEHOLDER, str(port))
+        elif command is not None:
+            command = [part.replace(PORT_PLACEHOLDER, str(port)) for part in command]
+        process = ProcessSpec.model_construct(
+            app=spec.name,
+            node=str(number),
+            process_type=spec.process_type,
+            source_url=spec.source_url,
+            command=command,
+            env=dict(spec.env),
+            restart=RestartPolicy.ALWAYS,
+            created_at=time.time(),
+            archive_sha256=None,
+        )
+        instance_id = f"{spec.name}.{number}"
+        unit = self._supervisor.start_detached(process, slug=f"@{instance_id}", port=port)
+        inst = Instance(instance_id, unit, port)
+        self.instances.append(inst)
+        self._spawn(self._control(inst), f"control:{number}")
+        log.info("pool %s: started instance %s on port %d", self.name, instance_id, port)
+        return inst
+
+    async def _control(self, inst: Instance) -> None:
+        """Follow ``inst``: check it until ready, notice when it must be checked again."""
+        unit = inst.unit
+        path = self.spec.ready.path if self.spec.ready is not None else None
+        attempts = 0
+        while not inst.stopping:
+            inst._changed.clear()
+            if unit.done:
+                break
+            if unit.state is not State.RUNNING:
+                await inst.wait_change()
+                continue
+            pid = unit.pid
+            if not await probe.check(inst.host, inst.port, path):
+                attempts += 1
+                await inst.wait_change(probe.interval_after(attempts))
+                continue
+            if inst.stopping:
+                break
+            attempts = 0
+            self._set_ready(inst)
+            while inst.state is InstanceState.READY and unit.pid == pid and not unit.done:
+                inst._changed.clear()
+                if unit.pid != pid:
+                    break
+                await inst.wait_change()
+            if inst.state is InstanceState.READY:
+                self._set_unready(inst)
+                log.info("pool %s: instance %s is being replaced", self.name, inst.id)
+
+    def _set_ready(self, inst: Instance) -> None:
+        inst.state = InstanceState.READY
+        self._ready.append(inst)
+        log.debug("pool %s: instance %s ready on port %d", self.name, inst.id, inst.port)
+        self._wake()
+
+    def _set_unready(self, inst: Instance) -> None:
+        inst.state = InstanceState.UNREADY
+        with contextlib.suppress(ValueError):
+            self._ready.remove(inst)
+        inst.close_idle()
+
+    async def _retire(self, inst: Instance, timeout_s: float) -> None:
+        """Take ``inst`` out of service, wait (bounded) for its requests, stop it."""
+        if inst.state is not InstanceState.STOPPING:
+            if inst.state is InstanceState.READY:
+                self._set_unready(inst)
+            inst.state = InstanceState.STOPPING
+            with contextlib.suppress(ValueError):
+                self.instances.remove(inst)
+        deadline = time.monotonic() + timeout_s
+        while inst.in_flight > 0 and (left := deadline - time.monotonic()) > 0:
+            inst._changed.clear()
+            await inst.wait_change(left)
+        inst.close_idle()
+        await inst.unit.stop()
+        inst.changed()
+        log.info("pool %s: instance %s stopped", self.name, inst.id)
+
+    def _ensure_minimum(self) -> None:
+        if self.state is not PoolState.ACTIVE or self._closed:
+            return
+        while len(self.instances) < self.spec.min_instances:
+            self._start_instance()
+
+    async def _reap_idle(self) -> None:
+        """Stop instances above the minimum that served nothing for ``idle_timeout``."""
+        tick = min(REAP_TICK_S, self.spec.idle_timeout / 4)
+        while not self._closed:
+            await asyncio.sleep(tick)
+            for inst in self._idle_surplus():
+                self._spawn(self._retire(inst, 0), f"retire:{inst.id}")
+
+    def _idle_surplus(self) -> list[Instance]:
+        surplus = len(self.instances) - self.spec.min_instances
+        if surplus <= 0 or self._waiters:
+            return []
+        cutoff = time.monotonic() - self.spec.idle_timeout
+        idle = [i for i in self.instances if i.in_flight == 0 and i.last_used <= cutoff]
+        idle.sort(key=lambda i: i.last_used)
+        return idle[:surplus]
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop taking requests, let those in flight finish (bounded), stop every instance."""
+        self.state = PoolState.DRAINING
+        self._fail_waiters(Unavailable(f"pool {self.name!r} is draining", retry_after=5))
+        await asyncio.gather(*(self._retire(inst, timeout_s) for inst in list(self.instances)))
+        if self.state is PoolState.DRAINING:
+            self.state = PoolState.DRAINED
+
+    def resume(self) -> None:
+        """Take requests again after a drain."""
+        self.state = PoolState.ACTIVE
+        self._ensure_minimum()
+
+    async def scale(self, min_instances: int | None, max_instances: int | None) -> None:
+        """New bounds: start up to the minimum, retire (gracefully) down to the maximum."""
+        update: dict[str, int] = {}
+        if min_instances is not None:
+            update["min_instances"] = min_instances
+        if max_instances is not None:
+            update["max_instances"] = max_instances
+        spec = PoolSpec.model_validate({**self.spec.model_dump(), **update})
+        self.spec = spec
+        self._ensure_minimum()
+        excess = len(self.instances) - spec.max_instances
+        if excess > 0:
+            victims = sorted(self.instances, key=lambda i: (i.in_flight, -i.last_used))[:excess]
+            await asyncio.gather(*(self._retire(inst, 30.0) for inst in victims))
+        self._grow()
+
+    # -- reporting ------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
+
+    def _describe_instances(self) -> str:
+        if not self.instances:
+            return "no instance running"
+        return ", ".join(f"{i.id}: {i.state} ({i.unit.error or i.unit.state})" for i in self.instances)
+
+
+def _granted(waiter: asyncio.Future[Instance]) -> bool:
+    return waiter.done() and not waiter.cancelled() and waiter.exception() is None

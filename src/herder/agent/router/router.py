@@ -1,0 +1,224 @@
+"""The router: every pool of the agent, where each one is reached, and their lifecycle.
+
+A pool is reached two ways: on its own ``listen`` address, where all traffic is its
+own (the Kit seed: an agent whose pool listens on 8010 *is* a Kit agent), and on the
+agent's port, where a request whose ``Host`` is ``<pool>.<anything>`` goes to the
+pool (``front.py`` hands such connections over). A Host that names the agent itself
+(loopback names, the bound address, ``allowed_hosts``) always reaches the agent's API.
+
+Pools come from the API (recorded in ``<data dir>/pools/``) and from ``[[pools]]`` in
+the config file (not recorded: the file is their record; on a name clash the file
+wins). Both are started when the agent starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from pydantic import ValidationError
+
+from herder.agent.config import AgentConfig
+from herder.agent.errors import ConfigError, Conflict, NotFound
+from herder.agent.router.client import ClientConnection, ProxyContext, ProxyLimits
+from herder.agent.router.models import PoolSpec, listen_is_loopback, split_listen
+from herder.agent.router.pools import Pool
+from herder.agent.router.store import PoolStore
+from herder.agent.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+SWEEP_TICK_S = 1.0
+
+
+class ListenError(Conflict):
+    """The pool's listen address cannot be bound (in use, not an address here)."""
+
+
+class Router:
+    """All pools of one agent."""
+
+    def __init__(
+        self, config: AgentConfig, supervisor: Supervisor, *, agent_names: Iterable[str] = ()
+    ) -> None:
+        self._config = config
+        self._supervisor = supervisor
+        self._store = PoolStore(config.data_dir / "pools")
+        limits = config.router
+        self.context = ProxyContext(
+            limits=ProxyLimits(
+                header_timeout_s=limits.header_timeout_s,
+                keepalive_timeout_s=limits.keepalive_timeout_s,
+                read_timeout_s=limits.read_timeout_s,
+                connect_timeout_s=limits.connect_timeout_s,
+                max_body_bytes=limits.max_body_bytes,
+            ),
+            resolve=self.pool_for_host,
+        )
+        self.pools: dict[str, Pool] = {}
+        self._listeners: dict[str, asyncio.Server] = {}
+        self._agent_names = frozenset(n.lower() for n in agent_names)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- start and stop -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the recorded pools and those of the config file."""
+        from_config = self._config_pools()
+        recorded = [s for s in self._store.load_all() if s.name not in from_config]
+        for spec in recorded:
+            await self._open(spec, origin="api")
+        for spec in from_config.values():
+            await self._open(spec, origin="config")
+        tick = min(SWEEP_TICK_S, self.context.limits.header_timeout_s / 4)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(tick), name="router:sweeper")
+
+    def _config_pools(self) -> dict[str, PoolSpec]:
+        return config_pools(self._config)
+
+    async def close(self) -> None:
+        """Stop listening, close client connections, stop every pool's instances."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for server in self._listeners.values():
+            server.close()
+        for conn in list(self.context.connections):
+            conn.close()
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+        self._listeners.clear()
+
+    async def _sweep(self, tick: float) -> None:
+        while True:
+            await asyncio.sleep(tick)
+            self.context.sweep()
+
+    # -- routing -------------------------------------------------------------------------
+
+    def pool_for_host(self, host: bytes | None) -> Pool | None:
+        """The pool a ``Host`` header names (``<pool>.<anything>``), or None."""
+        if not host:
+            return None
+        name = host.decode("latin-1").lower()
+        if name.startswith("["):
+            return None  # an IPv6 literal names an address, not a pool
+        name = name.rsplit(":", 1)[0]
+        if name in self._agent_names:
+            return None
+        label, dot, _ = name.partition(".")
+        return self.pools.get(label) if dot else None
+
+    # -- operations ----------------------------------------------------------------------
+
+    def get(self, name: str) -> Pool:
+        try:
+            return self.pools[name]
+        except KeyError:
+            raise NotFound(f"no pool named {name!r}") from None
+
+    async def create(self, spec: PoolSpec) -> Pool:
+        """Create, record and start a pool.
+
+        Raises:
+            Conflict: a pool with this name exists.
+            ListenError: its listen address cannot be bound.
+            ConfigError: its listen address is off loopback while the agent runs open.
+        """
+        if spec.name in self.pools:
+            raise Conflict(f"a pool named {spec.name!r} exists already")
+        self._check_listen(spec)
+        pool = await self._open(spec, origin="api")
+        try:
+            await asyncio.to_thread(self._store.save, spec)
+        except OSError:
+            await self._remove(pool, timeout_s=0)
+            raise
+        return pool
+
+    async def delete(self, name: str, timeout_s: float) -> Pool:
+        """Drain the pool (bounded by ``timeout_s``), stop it, forget it."""
+        pool = self.get(name)
+        await pool.drain(timeout_s)
+        await self._remove(pool, timeout_s)
+        if pool.origin == "api":
+            await asyncio.to_thread(self._store.remove, name)
+        return pool
+
+    async def scale(self, name: str, min_instances: int | None, max_instances: int | None) -> Pool:
+        pool = self.get(name)
+        await pool.scale(min_instances, max_instances)
+        if pool.origin == "api":
+            await asyncio.to_thread(self._store.save, pool.spec)
+        return pool
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _check_listen(self, spec: PoolSpec) -> None:
+        check_listen(spec, self._config)
+
+    async def _open(self, spec: PoolSpec, *, origin: str) -> Pool:
+        pool = Pool(spec, self._supervisor, origin=origin)
+        if spec.listen is not None:
+            host, port = split_listen(spec.listen)
+            loop = asyncio.get_running_loop()
+            try:
+                server = await loop.create_server(
+                    lambda: ClientConnection(self.context, pool), host, port, backlog=1024
+                )
+            except OSError as exc:
+                message = f"pool {spec.name!r} cannot listen on {spec.listen}: {exc.strerror}"
+                raise ListenError(message) from None
+            self._listeners[spec.name] = server
+            bound = server.sockets[0].getsockname()
+            shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+            pool.url = f"http://{shown}:{bound[1]}"
+        self.pools[spec.name] = pool
+        pool.start()
+        log.info("pool %s: %s", spec.name, f"listening on {pool.url}" if pool.url else "routed by Host")
+        return pool
+
+    async def _remove(self, pool: Pool, timeout_s: float) -> None:
+        server = self._listeners.pop(pool.name, None)
+        if server is not None:
+            server.close()
+        for conn in list(self.context.connections):
+            if conn.pool is pool:
+                conn.close()
+        await pool.close()
+        if self.pools.get(pool.name) is pool:
+            del self.pools[pool.name]
+
+
+def check_listen(spec: PoolSpec, config: AgentConfig) -> None:
+    """Off loopback, a pool may listen only if the agent itself runs with auth.
+
+    Raises:
+        ConfigError: it may not.
+    """
+    if spec.listen is not None and not listen_is_loopback(spec.listen) and not config.auth_token:
+        raise ConfigError(
+            f"pool {spec.name!r}: listening on {spec.listen} (off loopback) needs the agent to run "
+            "with auth configured; use a loopback address"
+        )
+
+
+def config_pools(config: AgentConfig) -> dict[str, PoolSpec]:
+    """The config file's ``[[pools]]``, validated.
+
+    Raises:
+        ConfigError: naming the entry and the field that is wrong.
+    """
+    specs: dict[str, PoolSpec] = {}
+    for index, raw in enumerate(config.pools):
+        try:
+            spec = PoolSpec.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(f"pools[{index}] in the config file: {exc}") from None
+        if spec.name in specs:
+            raise ConfigError(f"pools[{index}] in the config file: pool {spec.name!r} is declared twice")
+        check_listen(spec, config)
+        specs[spec.name] = spec
+    return specs

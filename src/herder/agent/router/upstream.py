@@ -1,0 +1,300 @@
+"""The proxy's connection to one instance: sends requests, relays responses.
+
+One ``UpstreamConnection`` carries one exchange at a time and, when the response was
+complete and both sides allow it, goes back to its instance's idle list for the next
+request (keep-alive). It reads the response head strictly (``http1``), rewrites it for
+the client (hop-by-hop headers dropped, its own framing) and relays the body as it
+arrives: by length, chunk by chunk (decoded and encoded again, so that a malformed
+body from an instance cannot desynchronise the client's connection), or until the
+instance closes. A ``101 Switching Protocols`` turns both connections into a tunnel;
+such a connection, and one that answered an upgrade with anything else, is never
+reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from typing import TYPE_CHECKING, cast
+
+from herder.agent.router.http1 import (
+    LAST_CHUNK,
+    MAX_HEAD_BYTES,
+    ChunkedDecoder,
+    HttpError,
+    ResponseHead,
+    encode_chunk,
+    forwarded_response_head,
+    parse_response_head,
+    response_has_body,
+)
+
+if TYPE_CHECKING:
+    from herder.agent.router.client import ClientConnection, Exchange
+    from herder.agent.router.pools import Instance
+
+
+class Phase(enum.Enum):
+    IDLE = 0
+    HEAD = 1
+    LENGTH = 2
+    CHUNKED = 3
+    UNTIL_CLOSE = 4
+    TUNNEL = 5
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """A keep-alive HTTP/1.1 connection from the proxy to one instance."""
+
+    __slots__ = (
+        "_buf",
+        "_chunked_out",
+        "_closed",
+        "_decoder",
+        "_keep",
+        "_left",
+        "_phase",
+        "client",
+        "exchange",
+        "instance",
+        "transport",
+    )
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        self.transport: asyncio.Transport | None = None
+        self.client: ClientConnection | None = None
+        self.exchange: Exchange | None = None
+        self._buf = b""
+        self._phase = Phase.IDLE
+        self._left = 0
+        self._decoder: ChunkedDecoder | None = None
+        self._chunked_out = False
+        self._keep = False
+        self._closed = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        phase = self._phase
+        if client is None or phase is Phase.IDLE:
+            self.close()  # bytes nobody asked for: the connection cannot be trusted
+            return
+        if phase is Phase.TUNNEL:
+            client.write(data)
+            return
+        client.deadline = time.monotonic() + client.read_timeout_s
+        if phase is Phase.LENGTH:
+            left = self._left
+            if len(data) < left:
+                self._left = left - len(data)
+                client.write(data)
+            else:
+                client.write(data[:left])
+                self._finish(data[left:])
+        elif phase is Phase.HEAD:
+            self._head_bytes(data)
+        else:
+            self._body(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.instance.forget_connection(self)
+        client, exchange = self.client, self.exchange
+        if client is None or exchange is None:
+            return
+        phase = self._phase
+        if phase is Phase.UNTIL_CLOSE:
+            if self._chunked_out:
+                client.write(LAST_CHUNK)
+            self._keep = False
+            self._finish(b"")
+        elif phase is Phase.TUNNEL:
+            self.client = self.exchange = None
+            client.tunnel_closed(exchange)
+        else:
+            self.client = self.exchange = None
+            reason = f"instance {self.instance.id} closed the connection"
+            client.upstream_failed(exchange, reason + (f" ({exc})" if exc else ""))
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading("upstream")
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.resume_reading("upstream")
+
+    # -- driven by the client connection -------------------------------------------------------
+
+    def reusable(self) -> bool:
+        return not self._closed and self.transport is not None and not self.transport.is_closing()
+
+    def begin(self, exchange: Exchange, client: ClientConnection, data: list[bytes]) -> None:
+        """Carry ``exchange``: write its head (and the body received so far)."""
+        assert self.transport is not None
+        self.exchange = exchange
+        self.client = client
+        self._phase = Phase.HEAD
+        self._buf = b""
+        if len(data) == 1:
+            self.transport.write(data[0])
+        else:
+            self.transport.writelines(data)
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self._closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection without relaying anything more (the client is gone)."""
+        self.client = self.exchange = None
+        self._closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- the response -----------------------------------------------------------------------
+
+    def _head_bytes(self, data: bytes) -> None:
+        client, exchange = self.client, self.exchange
+        assert client is not None
+        assert exchange is not None
+        buf = self._buf + data if self._buf else data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD_BYTES:
+                    self._fail(f"instance {self.instance.id} sent a response head over {MAX_HEAD_BYTES} B")
+                else:
+                    self._buf = buf
+                return
+            try:
+                head = parse_response_head(buf[: end + 4])
+            except HttpError as exc:
+                self._fail(f"instance {self.instance.id}: {exc}")
+                return
+            buf = buf[end + 4 :]
+            if head.status >= 200 or head.status == 101:
+                break
+            client.write(forwarded_response_head(head, body_framing=None, close=False))  # 100 Continue...
+        self._buf = b""
+        self._start_response(head, buf)
+
+    def _start_response(self, head: ResponseHead, rest: bytes) -> None:
+        client, exchange = self.client, self.exchange
+        assert client is not None
+        assert exchange is not None
+        request = exchange.request
+        if head.status == 101:
+            if request.upgrade is None or head.upgrade is None:
+                self._fail(f"instance {self.instance.id} switched protocols without being asked to")
+                return
+            self._phase = Phase.TUNNEL
+            client.start_response()
+            client.write(forwarded_response_head(head, body_framing=None, close=False) + rest)
+            client.start_tunnel(exchange)
+            return
+        close = exchange.close_after or request.upgrade is not None or not exchange.request_done
+        framing: bytes | None
+        if not response_has_body(request.method, head.status):
+            phase = Phase.IDLE
+            cl = head.content_length
+            framing = b"content-length: %d" % cl if cl is not None and head.status >= 200 else None
+        elif head.chunked or head.content_length is None:
+            phase = Phase.CHUNKED if head.chunked else Phase.UNTIL_CLOSE
+            self._decoder = ChunkedDecoder() if head.chunked else None
+            self._chunked_out = request.http11
+            framing = b"transfer-encoding: chunked" if request.http11 else None
+            close = close or not request.http11
+        else:
+            phase = Phase.LENGTH
+            self._left = head.content_length
+            framing = b"content-length: %d" % head.content_length
+        self._keep = not head.close and phase is not Phase.UNTIL_CLOSE and request.upgrade is None
+        exchange.close_after = close
+        out = forwarded_response_head(head, body_framing=framing, close=close)
+        client.start_response()
+        if phase is Phase.IDLE:
+            client.write(out)
+            self._finish(rest)
+        elif phase is Phase.LENGTH:
+            left = self._left
+            body = rest[:left]
+            client.write(out + body if len(body) < 65536 else out)
+            if len(body) >= 65536:
+                client.write(body)
+            self._left = left - len(body)
+            if self._left == 0:
+                self._finish(rest[left:])
+            else:
+                self._phase = phase
+        else:
+            client.write(out)
+            self._phase = phase
+            if rest:
+                self._body(rest)
+
+    def _body(self, data: bytes) -> None:
+        client = self.client
+        assert client is not None
+        if self._phase is Phase.UNTIL_CLOSE:
+            client.write(encode_chunk(data) if self._chunked_out else data)
+            return
+        decoder = self._decoder
+        assert decoder is not None
+        try:
+            pieces, consumed = decoder.feed(data)
+        except HttpError as exc:
+            self._fail(f"instance {self.instance.id} sent a malformed chunked body: {exc}")
+            return
+        payload = b"".join(pieces)
+        if payload:
+            client.write(encode_chunk(payload) if self._chunked_out else payload)
+        if decoder.done:
+            if self._chunked_out:
+                client.write(LAST_CHUNK)
+            self._finish(data[consumed:])
+
+    def _finish(self, extra: bytes) -> None:
+        """The response is complete: hand the connection back (or close it)."""
+        client, exchange = self.client, self.exchange
+        assert client is not None
+        assert exchange is not None
+        reusable = self._keep and not extra and exchange.request_done and not self._closed
+        self._phase = Phase.IDLE
+        self.client = self.exchange = None
+        self._decoder = None
+        if reusable:
+            self.instance.put_connection(self)
+        else:
+            self.close()
+        client.response_finished(exchange)
+
+    def _fail(self, reason: str) -> None:
+        """The instance broke the protocol: 502 (or a cut connection) and no reuse."""
+        client, exchange = self.client, self.exchange
+        self.client = self.exchange = None
+        self.close()
+        if client is not None and exchange is not None:
+            client.upstream_failed(exchange, reason, retry=False)
