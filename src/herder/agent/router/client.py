@@ -11,8 +11,11 @@ rewritten and sent as soon as it is complete; its body follows as it arrives
 (streamed, never buffered whole). Requests pipelined behind it wait, unparsed, until
 its response is done. Failures:
 
-* the instance's connection fails before any response byte: an idempotent request
-  without a body is sent again, once, preferably to another instance; otherwise 502;
+* no connection to the instance could be made (it crashed; the request was sent
+  nowhere): an idempotent request without a body is tried again, once, preferably on
+  another instance, after the failed one passes its readiness check again;
+* the instance's connection fails after the request was sent, before any response
+  byte: 502 (the instance may have acted on it: sending it again is not ours to decide);
 * it fails mid-response: the client's connection is cut (the response cannot be
   completed honestly);
 * the client or the instance is silent past its deadline: 408, 504, or a close
@@ -112,6 +115,7 @@ class Exchange:
         "response_started",
         "retried",
         "retryable",
+        "sent",
         "upstream",
     )
 
@@ -132,6 +136,7 @@ class Exchange:
         self.close_after = request.close
         self.retryable = False
         self.retried = False
+        self.sent = False  # handed to a live connection: the instance may have it
         self.avoid: Instance | None = None
 
 
@@ -378,6 +383,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _bind(self, exchange: Exchange, conn: UpstreamConnection) -> None:
         exchange.upstream = conn
+        exchange.sent = True
         data = [exchange.head_bytes, *exchange.pending] if exchange.pending else [exchange.head_bytes]
         exchange.pending = []
         exchange.pending_bytes = 0
@@ -420,7 +426,7 @@ class ClientConnection(asyncio.Protocol):
         if instance is not None:
             exchange.pool.suspect(instance)
             self._release(exchange)
-        if retry and exchange.retryable and not exchange.retried and not exchange.response_started:
+        if retry and exchange.retryable and not exchange.retried and not exchange.sent:
             log.info("retrying %s %s after: %s", exchange.request.method, exchange.request.target, reason)
             exchange.retried = True
             exchange.avoid = instance

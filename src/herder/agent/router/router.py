@@ -216,7 +216,11 @@ def config_pools(config: AgentConfig) -> dict[str, PoolSpec]:
         try:
             spec = PoolSpec.model_validate(raw)
         except ValidationError as exc:
-            raise ConfigError(f"pools[{index}] in the config file: {exc}") from None
+            problems = "; ".join(
+                f"pools[{index}].{'.'.join(str(p) for p in e['loc']) or '(entry)'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ConfigError(f"in the config file: {problems}") from None
         if spec.name in specs:
             raise ConfigError(f"pools[{index}] in the config file: pool {spec.name!r} is declared twice")
         check_listen(spec, config)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import select
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -35,6 +36,11 @@ if TYPE_CHECKING:
     from herder.agent.router.pools import Instance
 
 
+# Any of these on an idle connection means it cannot carry a request: the instance
+# closed it (or died), or sent bytes nobody asked for.
+_NOT_IDLE = select.POLLIN | select.POLLPRI | select.POLLRDHUP | select.POLLHUP | select.POLLERR
+
+
 class Phase(enum.Enum):
     IDLE = 0
     HEAD = 1
@@ -52,6 +58,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_chunked_out",
         "_closed",
         "_decoder",
+        "_fd",
         "_keep",
         "_left",
         "_phase",
@@ -73,11 +80,14 @@ class UpstreamConnection(asyncio.Protocol):
         self._chunked_out = False
         self._keep = False
         self._closed = False
+        self._fd = -1
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
 
     def data_received(self, data: bytes) -> None:
         client = self.client
@@ -136,7 +146,23 @@ class UpstreamConnection(asyncio.Protocol):
     # -- driven by the client connection -------------------------------------------------------
 
     def reusable(self) -> bool:
-        return not self._closed and self.transport is not None and not self.transport.is_closing()
+        """True if the connection is open and quiet, so a request sent on it is received.
+
+        The event loop may not have run the callback that reports the instance's FIN
+        yet (the instance was just killed, or closed an idle connection): a ``poll``
+        with no timeout (~1 us) sees it now, so the request goes on a fresh connection
+        instead of being lost on a dead one.
+        """
+        if self._closed or self.transport is None or self.transport.is_closing():
+            return False
+        if self._fd < 0:
+            return True
+        poller = select.poll()
+        poller.register(self._fd, _NOT_IDLE)
+        if poller.poll(0):
+            self.close()
+            return False
+        return True
 
     def begin(self, exchange: Exchange, client: ClientConnection, data: list[bytes]) -> None:
         """Carry ``exchange``: write its head (and the body received so far)."""
