@@ -155,7 +155,17 @@ def test_version_and_help() -> None:
     version = subprocess.run([HERDER, "--version"], capture_output=True, text=True, timeout=30)
     assert version.returncode == 0
     assert version.stdout.startswith("herder ")
-    for command in ([], ["agent"], ["run"], ["ps"], ["status"], ["logs"], ["rm"]):
+    for command in (
+        [],
+        ["agent"],
+        ["run"],
+        ["ps"],
+        ["status"],
+        ["logs"],
+        ["rm"],
+        ["pools"],
+        ["pools", "create"],
+    ):
         result = subprocess.run([HERDER, *command, "--help"], capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr
         assert "Usage:" in result.stdout

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from herder import __version__
-from herder.cli import agent_cmd, call_cmd, process_cmds
+from herder.cli import agent_cmd, call_cmd, pool_cmds, process_cmds
 from herder.cli.logsetup import setup_logging
 
 app = typer.Typer(
@@ -70,6 +70,7 @@ def main_options(
 agent_cmd.register(app)
 process_cmds.register(app)
 call_cmd.register(app)
+pool_cmds.register(app)
 
 
 def main() -> None:

@@ -51,6 +51,17 @@ def _request(method: str, url: str, token_file: Path | None, body: Any = None) -
     return response.json()
 
 
+def parse_env(items: list[str] | None) -> dict[str, str]:
+    """``NAME=value`` options as a mapping."""
+    env: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r} is not NAME=value", param_hint="--env")
+        env[name] = value
+    return env
+
+
 def _print(doc: Any) -> None:
     typer.echo(json.dumps(doc, indent=2, sort_keys=True))
 
@@ -71,12 +82,7 @@ def run(
 ) -> None:
     """Create a process: 'herder run myapp web.0 -- python -m http.server' or an app
     with '--source URL --type web'. Prints its status document."""
-    body: dict[str, Any] = {"app": app_name, "node": node, "restart": restart, "env": {}}
-    for item in env or []:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"{item!r} is not NAME=value", param_hint="--env")
-        body["env"][name] = value
+    body: dict[str, Any] = {"app": app_name, "node": node, "restart": restart, "env": parse_env(env)}
     if command:
         body["command"] = command
     else:

@@ -28,7 +28,7 @@ MAX_INSTANCES_LIMIT = 256
 class ReadyCheck(BaseModel):
     """An HTTP readiness check: ``GET path`` must answer 2xx."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     path: Annotated[str, StringConstraints(pattern=r"^/[\x21-\x7e]*$", max_length=2048)] = Field(
         description="Path to GET on the instance's port; 2xx means ready."
@@ -38,7 +38,7 @@ class ReadyCheck(BaseModel):
 class PoolSpec(BaseModel):
     """What a pool runs and how it scales. ``POST /pools`` takes exactly this."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: Annotated[str, StringConstraints(pattern=POOL_NAME_PATTERN)] = Field(
         description="Lower-case DNS label; requests whose Host is '<name>.<anything>' go to this pool."
@@ -127,7 +127,7 @@ def listen_is_loopback(listen: str) -> bool:
 class ScaleRequest(BaseModel):
     """New bounds for a pool; at least one of them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     min_instances: int | None = Field(None, ge=0, le=MAX_INSTANCES_LIMIT)
     max_instances: int | None = Field(None, ge=1, le=MAX_INSTANCES_LIMIT)
@@ -142,12 +142,14 @@ class ScaleRequest(BaseModel):
 class DrainRequest(BaseModel):
     """How long a drain (or a delete) waits for requests in flight before stopping."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     timeout: float = Field(30.0, ge=0, le=3600, description="Seconds to wait for requests in flight.")
 
 
 class InstanceStatus(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     id: str = Field(description="'<pool>.<n>'.")
     port: int
     pid: int | None
@@ -162,6 +164,8 @@ class InstanceStatus(BaseModel):
 
 class PoolStatus(BaseModel):
     """A pool's document: its spec, its state and its instances, with links."""
+
+    model_config = ConfigDict(defer_build=True)
 
     name: str
     spec: dict[str, Any] = Field(description="The pool's definition, as created.")
@@ -179,4 +183,6 @@ class PoolStatus(BaseModel):
 
 
 class PoolListing(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     pools: list[PoolStatus]

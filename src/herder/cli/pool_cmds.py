@@ -1,0 +1,139 @@
+"""``herder pools ...``: create, list, scale, drain, resume and delete pools from the shell.
+
+Each sub-command is one call to the agent's pools API (``docs/pools.md``); documents
+are printed as JSON, listings as a table.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from herder.cli.process_cmds import DEFAULT_AGENT_URL, AgentUrl, TokenFile, _print, _request, parse_env
+
+pools = typer.Typer(
+    name="pools",
+    help="Pools of instances behind the agent's port: started on demand, replaced when they "
+    "crash, reached on their own listen address or by Host '<pool>.localhost'.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+Name = Annotated[str, typer.Argument(help="The pool's name (a lower-case DNS label).")]
+Timeout = Annotated[
+    float, typer.Option("--timeout", help="Seconds to wait for requests in flight before stopping.")
+]
+
+
+@pools.command("create")
+def create(
+    name: Name,
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="What each instance runs (after --); '{port}' becomes its port, also $PORT."),
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="Source archive URL, instead of a command.")] = None,
+    process_type: Annotated[str | None, typer.Option("--type", help="Procfile process type.")] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="host:port where the pool takes all traffic (port 0: any).")
+    ] = None,
+    min_instances: Annotated[int, typer.Option("--min", help="Instances kept running when idle.")] = 0,
+    max_instances: Annotated[int, typer.Option("--max", help="Never more instances than this.")] = 1,
+    concurrency: Annotated[
+        int, typer.Option(help="Requests in flight per instance before another starts; 0: no limit.")
+    ] = 80,
+    idle_timeout: Annotated[float, typer.Option(help="Seconds idle before a surplus instance stops.")] = 300,
+    start_timeout: Annotated[float, typer.Option(help="Seconds a request waits for an instance.")] = 30,
+    ready_path: Annotated[
+        str | None, typer.Option("--ready-path", help="GET this path until 2xx (default: port open).")
+    ] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=value (repeatable).")] = None,
+    agent: AgentUrl = DEFAULT_AGENT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Create a pool: 'herder pools create web --listen 127.0.0.1:8080 -- python3 -m http.server
+    {port} --bind 127.0.0.1'. Prints the pool's document."""
+    body: dict[str, Any] = {
+        "name": name,
+        "env": parse_env(env),
+        "min_instances": min_instances,
+        "max_instances": max_instances,
+        "concurrency": concurrency,
+        "idle_timeout": idle_timeout,
+        "start_timeout": start_timeout,
+        "listen": listen,
+        "ready": {"path": ready_path} if ready_path else None,
+    }
+    if command:
+        body["command"] = command
+    else:
+        body["source_url"] = source
+        body["process_type"] = process_type
+    index = _request("GET", agent + "/", token_file)
+    _print(_request("POST", index["pools"], token_file, body))
+
+
+@pools.command("ls")
+def ls(agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None) -> None:
+    """List pools: name, state, instances ready/running, where to reach them."""
+    listing = _request("GET", f"{agent}/pools", token_file)
+    typer.echo(f"{'NAME':20} {'STATE':9} {'READY':>5} {'RUNNING':>7} {'WAITING':>7}  REACH")
+    for pool in listing["pools"]:
+        ready = sum(1 for i in pool["instances"] if i["state"] == "ready")
+        reach = pool["url"] or f"Host: {pool['host']}"
+        typer.echo(
+            f"{pool['name']:20} {pool['state']:9} {ready:>5} {len(pool['instances']):>7} "
+            f"{pool['waiting']:>7}  {reach}"
+        )
+
+
+@pools.command("show")
+def show(name: Name, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None) -> None:
+    """Print a pool's document: its spec, state and instances (port, pid, state, in flight)."""
+    _print(_request("GET", f"{agent}/pools/{name}", token_file))
+
+
+@pools.command("scale")
+def scale(
+    name: Name,
+    min_instances: Annotated[int | None, typer.Option("--min", help="New minimum.")] = None,
+    max_instances: Annotated[int | None, typer.Option("--max", help="New maximum.")] = None,
+    agent: AgentUrl = DEFAULT_AGENT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Set new bounds: instances start up to --min now; above --max they are retired gracefully."""
+    body = {
+        k: v
+        for k, v in {"min_instances": min_instances, "max_instances": max_instances}.items()
+        if v is not None
+    }
+    if not body:
+        raise typer.BadParameter("give --min, --max or both")
+    _print(_request("POST", f"{agent}/pools/{name}/scale", token_file, body))
+
+
+@pools.command("drain")
+def drain(
+    name: Name, timeout: Timeout = 30.0, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None
+) -> None:
+    """Stop taking requests (503), let those in flight finish, stop every instance."""
+    _print(_request("POST", f"{agent}/pools/{name}/drain", token_file, {"timeout": timeout}))
+
+
+@pools.command("resume")
+def resume(name: Name, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None) -> None:
+    """Take requests again after a drain."""
+    _print(_request("POST", f"{agent}/pools/{name}/resume", token_file, {}))
+
+
+@pools.command("rm")
+def rm(
+    name: Name, timeout: Timeout = 30.0, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None
+) -> None:
+    """Delete a pool: drain it, stop its instances, forget it."""
+    _print(_request("POST", f"{agent}/pools/{name}/delete", token_file, {"timeout": timeout}))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(pools)
