@@ -1,7 +1,10 @@
 """Run every benchmark (``make bench``) and print herder, supervisord and Circus side by side.
 
 Benchmark 6 (issue 3's RPC round trips) has no daemon peers: its reference column is
-a bare echo over the same transport, measured in the same run.
+a bare echo over the same transport, measured in the same run. Benchmark 7 (issue 4's
+router) neither: its reference is nginx as a reverse proxy (and the backend alone),
+measured with wrk; it needs ``wrk`` and ``nginx`` from the system and fails, naming
+the ``apt-get`` command, when they are missing (the other benchmarks still run).
 
 Each benchmark measures the three daemons in the same run on the same machine, so
 the ratios hold even when absolute figures drift. A benchmark that fails is reported
@@ -20,6 +23,7 @@ from collections.abc import Callable
 
 import bench_output
 import bench_respawn
+import bench_router
 import bench_rpc
 import bench_spawn
 import bench_start
@@ -34,6 +38,7 @@ BENCHMARKS: tuple[tuple[str, Callable[..., list[Figure]]], ...] = (
     ("4 status/list API requests/s", bench_status.run),
     ("5 output throughput", bench_output.run),
     ("6 RPC round trips (issue 3)", bench_rpc.run),
+    ("7 HTTP router against nginx (issue 4)", bench_router.run),
 )
 
 
@@ -70,6 +75,7 @@ def main() -> int:
         "failures": failures,
     }
     harness.write_json(args.json or RESULTS_DIR / "latest.json", figures, extra)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)  # --json may have written elsewhere
     (RESULTS_DIR / "latest.md").write_text(harness.format_markdown(figures) + "\n")
     return 1 if failures else 0
 
