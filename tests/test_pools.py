@@ -296,3 +296,68 @@ async def test_stopping_the_agent_stops_every_instance(make_agent: AgentFactory)
         doc = await wait_http(client, doc["details"], lambda d: len(ready(d)) == 2)
         pids = [i["pid"] for i in doc["instances"]]
     assert not any(pid_alive(p) for p in pids)
+
+
+async def test_an_instance_that_cannot_run_is_reported_at_once(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "Procfile").write_text("worker: true\n")
+    body = {"name": "broken", "source_url": app_dir.as_uri(), "process_type": "web", "listen": "127.0.0.1:0"}
+    created = await client.post("/pools", json=body)
+    assert created.status_code == 201, created.text
+    async with httpx.AsyncClient(base_url=created.json()["url"], timeout=30.0) as through:
+        started = time.monotonic()
+        response = await through.get("/")
+    assert response.status_code == 503
+    assert "web" in response.text
+    assert time.monotonic() - started < 10  # not the 30 s start timeout
+    doc = await wait_http(client, "/pools/broken", lambda d: d["instances"] == [])
+    assert "failed" in doc["error"]
+
+
+async def test_a_recorded_pool_whose_port_is_taken_still_starts(make_agent: AgentFactory) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        async with make_agent() as agent, httpx.AsyncClient(base_url=agent.url, timeout=30.0) as client:
+            await create_pool(client, listen="127.0.0.1:0")
+            # Record a port that will be taken at the next start.
+            record = agent.config.data_dir / "pools" / "web.json"
+            record.write_text(record.read_text().replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"'))
+        async with make_agent() as agent, httpx.AsyncClient(base_url=agent.url, timeout=30.0) as client:
+            doc = (await client.get("/pools/web")).json()
+            assert doc["url"] is None
+            assert "cannot listen" in doc["error"]
+            async with httpx.AsyncClient(base_url=agent.url, headers={"Host": "web.localhost"}) as through:
+                assert (await through.get("/pid")).status_code == 200
+
+
+async def test_an_http_1_0_instance_is_answered_as_http_1_1(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    (tmp_path / "hello.txt").write_text("hello")
+    command = [
+        sys.executable,
+        "-m",
+        "http.server",
+        "{port}",
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        str(tmp_path),
+    ]
+    doc = await create_pool(client, command=command)
+    host, port = doc["url"].removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        for _ in range(2):  # keep-alive on the client's side, whatever the instance does
+            writer.write(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            assert await asyncio.wait_for(reader.readexactly(length), 30) == b"hello"
+    finally:
+        writer.close()

@@ -24,7 +24,7 @@ import asyncio
 import hmac
 import json
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -71,8 +71,10 @@ class Guard:
         auth_token: str | None,
         max_body_bytes: int,
         body_timeout_s: float,
+        pool_for_host: Callable[[str], str | None] | None = None,
     ) -> None:
         self.app = app
+        self._pool_for_host = pool_for_host
         self.allowed = frozenset(LOOPBACK_NAMES | {host_name(h) for h in allowed_hosts})
         self._token = f"Bearer {auth_token}".encode() if auth_token else None
         self.max_body_bytes = max_body_bytes
@@ -108,6 +110,14 @@ class Guard:
             _Refused: a rule is broken.
         """
         host, origin, auth, length, chunked = _front_headers(scope["headers"])
+        if host is not None and self._pool_for_host is not None and (pool := self._pool_for_host(host)):
+            raise _Refused(
+                421,
+                "misdirected",
+                f"Host {host!r} names pool {pool!r}, but this connection serves the agent's API; "
+                "send the request on a new connection",
+                "Host",
+            )
         if host is None or host_name(host) not in self.allowed:
             raise _Refused(
                 403,
@@ -171,7 +181,7 @@ class Guard:
             )
             await send({"type": "websocket.http.response.body", "body": body})
             return
-        if refusal.status in (408, 413):
+        if refusal.status in (408, 413, 421):
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -45,6 +45,7 @@ def pool_document(pool: Pool, base: str) -> dict[str, Any]:
         "url": pool.url,
         "host": f"{pool.name}.localhost:{port}",
         "waiting": pool.waiting,
+        "error": pool.error,
         "instances": [
             {
                 "id": inst.id,

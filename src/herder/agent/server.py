@@ -232,6 +232,7 @@ class Agent:
             auth_token=cfg.auth_token,
             max_body_bytes=cfg.limits.max_body_bytes,
             body_timeout_s=cfg.limits.body_timeout_s,
+            pool_for_host=self._pool_for_host,
         )
         server_config = uvicorn.Config(
             app,
@@ -256,6 +257,11 @@ class Agent:
                 supervisor.shutdown()
         finally:
             supervisor.shutdown()
+
+    def _pool_for_host(self, host: str) -> str | None:
+        router = self.runtime.router if self.runtime is not None else None
+        pool = router.pool_for_host(host.encode("latin-1")) if router is not None else None
+        return pool.name if pool is not None else None
 
     def request_stop(self) -> None:
         """Begin a graceful stop: no new requests, then every process stopped."""

@@ -154,6 +154,8 @@ class ClientConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._read_pauses: set[str] = set()
         self._client_ip = "unknown"
+        self._head_started = False
+        self._local = b"localhost"
         limits = ctx.limits
         self.read_timeout_s = limits.read_timeout_s
         self.deadline = math.inf
@@ -165,6 +167,10 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self._client_ip = str(peer[0])
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple) and len(local) >= 2:
+            ip = str(local[0])
+            self._local = (f"[{ip}]" if ":" in ip else ip).encode() + b":%d" % local[1]
         self._ctx.connections.add(self)
         self.deadline = time.monotonic() + self._ctx.limits.header_timeout_s
         if self._first_data:
@@ -228,11 +234,16 @@ class ClientConnection(asyncio.Protocol):
     def _next_request(self) -> None:
         buf = self._buf
         end = buf.find(b"\r\n\r\n")
-        if end < 0:
+        if end < 0 or end > MAX_HEAD_BYTES:
             if len(buf) > MAX_HEAD_BYTES:
                 self.refuse(431, f"the request head is over {MAX_HEAD_BYTES} bytes")
+            elif not self._head_started:
+                # A head has begun: it has header_timeout_s to arrive whole.
+                self._head_started = True
+                self.deadline = time.monotonic() + self._ctx.limits.header_timeout_s
             return
         self._buf = b""
+        self._head_started = False
         try:
             request = parse_request_head(buf[: end + 4])
         except HttpError as exc:
@@ -264,7 +275,7 @@ class ClientConnection(asyncio.Protocol):
             self.refuse(400, "an upgrade request may not carry a body")
             return
         exchange.head_bytes = forwarded_request_head(
-            request, client_ip=self._client_ip, proto=b"http", body_framing=framing
+            request, client_ip=self._client_ip, proto=b"http", body_framing=framing, default_host=self._local
         )
         exchange.retryable = (
             request.method in IDEMPOTENT and exchange.body_kind is BodyKind.NONE and request.upgrade is None
@@ -276,9 +287,11 @@ class ClientConnection(asyncio.Protocol):
             self._phase = Phase.WAIT
         else:
             self._phase = Phase.BODY
+            if rest:  # body bytes already here are checked before anything goes to an instance
+                rest = self._body(rest)
+                if self._phase is Phase.CLOSED:
+                    return
         self._dispatch(exchange)
-        if rest and self._phase is Phase.BODY:
-            rest = self._body(rest)
         if rest and self._phase is not Phase.CLOSED:
             self._buf = rest
             if len(rest) > MAX_WAITING_BYTES:

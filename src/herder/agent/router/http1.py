@@ -265,6 +265,7 @@ def forwarded_request_head(
     client_ip: str,
     proto: bytes,
     body_framing: bytes | None,
+    default_host: bytes = b"localhost",
 ) -> bytes:
     """The head to send to an instance: hop-by-hop headers removed, X-Forwarded-* set.
 
@@ -272,8 +273,10 @@ def forwarded_request_head(
     ``transfer-encoding: chunked``), or None for no body. An upgrade keeps its
     ``Upgrade`` header and ``Connection: upgrade``.
     """
-    drop = _connection_named(request)
+    drop = _connection_named(request) - {b"host"}  # HTTP/1.1 to the instance needs its Host
     out = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
+    if request.host is None:  # HTTP/1.0 without Host: the address the client reached
+        out.append(b"host: " + default_host + b"\r\n")
     xff: bytes | None = None
     for name, line in zip(request.names, request.lines, strict=True):
         if name in HOP_BY_HOP or name in drop or name in _FORWARDED:
@@ -299,7 +302,8 @@ def forwarded_request_head(
 def forwarded_response_head(response: ResponseHead, *, body_framing: bytes | None, close: bool) -> bytes:
     """The head to send to the client: hop-by-hop headers removed, our own framing."""
     drop = _connection_named(response)
-    out = [response.status_line, b"\r\n"]
+    # The client's connection is ours: always HTTP/1.1, whatever the instance spoke.
+    out = [b"HTTP/1.1", response.status_line[8:], b"\r\n"]
     for name, line in zip(response.names, response.lines, strict=True):
         if name in HOP_BY_HOP or name in drop or name == b"content-length":
             continue
@@ -402,6 +406,8 @@ class ChunkedDecoder:
                 self._state = self._SIZE
                 continue
             line_end = work.find(b"\r\n", pos)
+            if line_end - pos > MAX_CHUNK_LINE_BYTES:
+                raise HttpError(400, "chunk line too long")
             if line_end < 0:
                 if end - pos > MAX_CHUNK_LINE_BYTES or b"\n" in work[pos:end]:
                     raise HttpError(400, "chunk line too long or ending in a bare LF")

@@ -156,6 +156,7 @@ class Pool:
         self._closed = False
         self._limit = spec.concurrency
         self.url: str | None = None  # set by the router when the pool listens on its own
+        self.error: str | None = None  # the last thing that went wrong, for its document
 
     # -- life -------------------------------------------------------------------------
 
@@ -336,13 +337,19 @@ class Pool:
         unit = inst.unit
         path = self.spec.ready.path if self.spec.ready is not None else None
         attempts = 0
+        pid: int | None = None
         while not inst.stopping:
             inst._changed.clear()
             if unit.done:
                 break
+            if unit.state is State.FAILED:
+                self._instance_failed(inst)
+                break
             if unit.state is not State.RUNNING:
                 await inst.wait_change()
                 continue
+            if unit.pid != pid:
+                attempts = 0  # a new process: check it quickly again
             pid = unit.pid
             if not await probe.check(inst.host, inst.port, path):
                 attempts += 1
@@ -361,6 +368,19 @@ class Pool:
                 self._set_unready(inst)
                 log.info("pool %s: instance %s is being replaced", self.name, inst.id)
 
+    def _instance_failed(self, inst: Instance) -> None:
+        """``inst`` cannot run at all (its app failed to fetch, its Procfile is wrong...).
+
+        It is removed, and requests waiting for it get a 503 that says why at once,
+        rather than after the start timeout; the next request tries a new instance.
+        """
+        self.error = f"instance {inst.id} failed: {inst.unit.error}"
+        log.warning("pool %s: %s", self.name, self.error)
+        self._take_out(inst)
+        self._spawn(self._retire(inst, 0), f"retire:{inst.id}")
+        if not any(i.state in (InstanceState.STARTING, InstanceState.READY) for i in self.instances):
+            self._fail_waiters(Unavailable(f"pool {self.name!r}: {self.error}", retry_after=5))
+
     def _set_ready(self, inst: Instance) -> None:
         inst.state = InstanceState.READY
         self._ready.append(inst)
@@ -373,14 +393,18 @@ class Pool:
             self._ready.remove(inst)
         inst.close_idle()
 
-    async def _retire(self, inst: Instance, timeout_s: float) -> None:
-        """Take ``inst`` out of service, wait (bounded) for its requests, stop it."""
+    def _take_out(self, inst: Instance) -> None:
+        """No more requests for ``inst``; it no longer counts as one of the pool's."""
         if inst.state is not InstanceState.STOPPING:
             if inst.state is InstanceState.READY:
                 self._set_unready(inst)
             inst.state = InstanceState.STOPPING
             with contextlib.suppress(ValueError):
                 self.instances.remove(inst)
+
+    async def _retire(self, inst: Instance, timeout_s: float) -> None:
+        """Take ``inst`` out of service, wait (bounded) for its requests, stop it."""
+        self._take_out(inst)
         deadline = time.monotonic() + timeout_s
         while inst.in_flight > 0 and (left := deadline - time.monotonic()) > 0:
             inst._changed.clear()

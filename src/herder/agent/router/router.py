@@ -67,11 +67,14 @@ class Router:
     async def start(self) -> None:
         """Start the recorded pools and those of the config file."""
         from_config = self._config_pools()
-        recorded = [s for s in self._store.load_all() if s.name not in from_config]
+        recorded = self._store.load_all() if self._config.restore else []
         for spec in recorded:
-            await self._open(spec, origin="api")
+            if spec.name in from_config:
+                log.warning("pool %s: the config file declares it too; the file's pool is used", spec.name)
+            else:
+                await self._open_at_start(spec, origin="api")
         for spec in from_config.values():
-            await self._open(spec, origin="config")
+            await self._open_at_start(spec, origin="config")
         tick = min(SWEEP_TICK_S, self.context.limits.header_timeout_s / 4)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(tick), name="router:sweeper")
 
@@ -100,7 +103,7 @@ class Router:
 
     def pool_for_host(self, host: bytes | None) -> Pool | None:
         """The pool a ``Host`` header names (``<pool>.<anything>``), or None."""
-        if not host:
+        if not host or not self.pools:
             return None
         name = host.decode("latin-1").lower()
         if name.startswith("["):
@@ -158,6 +161,21 @@ class Router:
 
     def _check_listen(self, spec: PoolSpec) -> None:
         check_listen(spec, self._config)
+
+    async def _open_at_start(self, spec: PoolSpec, *, origin: str) -> None:
+        """Open a pool at start; one that cannot listen runs without its own address.
+
+        A port taken by something else must not keep the agent (and every process it
+        supervises) from starting: the pool is still reached by Host on the agent's
+        port, and its document says what went wrong.
+        """
+        try:
+            await self._open(spec, origin=origin)
+        except ListenError as exc:
+            log.error("%s; it is reached by Host only until it is created again", exc)
+            pool = await self._open(spec.model_copy(update={"listen": None}), origin=origin)
+            pool.spec = spec
+            pool.error = str(exc)
 
     async def _open(self, spec: PoolSpec, *, origin: str) -> Pool:
         pool = Pool(spec, self._supervisor, origin=origin)

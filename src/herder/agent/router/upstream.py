@@ -209,7 +209,7 @@ class UpstreamConnection(asyncio.Protocol):
         buf = self._buf + data if self._buf else data
         while True:
             end = buf.find(b"\r\n\r\n")
-            if end < 0:
+            if end < 0 or end > MAX_HEAD_BYTES:
                 if len(buf) > MAX_HEAD_BYTES:
                     self._fail(f"instance {self.instance.id} sent a response head over {MAX_HEAD_BYTES} B")
                 else:
