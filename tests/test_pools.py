@@ -184,7 +184,8 @@ async def test_idle_instances_above_the_minimum_are_stopped(client: httpx.AsyncC
     doc = await create_pool(client, min_instances=1, max_instances=2, concurrency=1, idle_timeout=0.3)
     await wait_http(client, doc["details"], lambda d: len(ready(d)) == 1)
     async with httpx.AsyncClient(base_url=doc["url"], timeout=30.0) as through:
-        responses = await asyncio.gather(*(through.get("/slow", params={"s": "0.3"}) for _ in range(2)))
+        # Long enough for the second instance to start, even on a busy machine.
+        responses = await asyncio.gather(*(through.get("/slow", params={"s": "2"}) for _ in range(2)))
     assert len({r.text for r in responses}) == 2  # two instances served them
     doc = await wait_http(client, doc["details"], lambda d: len(d["instances"]) == 1)
     assert doc["instances"][0]["state"] == "ready"
