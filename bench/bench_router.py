@@ -746,6 +746,7 @@ DETAIL_HEADER = (
     "p99 ms",
     "proxy CPU µs/request",
     "backend CPU µs/request",
+    "proxy CPU busy",
     "others, cores",
     "errors",
 )
@@ -767,6 +768,7 @@ def detail_rows(res: dict[str, WrkResult]) -> list[tuple[str, ...]]:
                 f"{r.p99_ms:.2f}",
                 "—" if target == "direct" else f"{r.proxy_us_per_request:.1f}",
                 f"{r.backend_us_per_request:.1f}",
+                "—" if target == "direct" else f"{r.proxy_cpu_s / r.seconds:.0%}",
                 f"{r.others_busy:.2f}" + (f" ({r.attempts} attempts)" if r.attempts > 1 else ""),
                 r.problems() or "none",
             )
