@@ -240,6 +240,10 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
     from herder.agent.pools_api import pool_routes  # it imports this module's helpers
 
     app.include_router(pool_routes(runtime))
+    if runtime.rpc is not None:
+        from herder.agent.agent_rpc import RPC_PATH
+
+        runtime.rpc.mount(app, RPC_PATH)
     _document_models(app)
     return app
 

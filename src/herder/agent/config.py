@@ -113,11 +113,35 @@ class RouterConfig(_Section):
     max_body_bytes: int = Field(1024 * 1024 * 1024, gt=0, description="of one request through the proxy")
 
 
+class SessionsConfig(_Section):
+    """Sessions: host processes serving a product for one client (the Inedo seed)."""
+
+    idle_timeout_s: float = Field(
+        1800.0, gt=0, description="a session no client is attached to (after a detach) ends after this"
+    )
+    reconnect_window_s: float = Field(
+        1800.0, gt=0, description="after an unexpected disconnect, the session waits this long for a resume"
+    )
+    buffer_events: int = Field(
+        10_000, gt=0, description="events kept for a client that is away; past it the oldest are dropped"
+    )
+    max_sessions: int = Field(256, gt=0, description="sessions open at once")
+    open_timeout_s: float = Field(30.0, gt=0, description="for a host process to start and load its product")
+    close_grace_s: float = Field(10.0, ge=0, description="for a host to close gracefully before SIGKILL")
+    confine_paths: bool = Field(True, description="fs paths must stay inside the session's directory")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="added to host processes' minimal environment (e.g. PYTHONPATH)"
+    )
+
+
 class AgentConfig(_Section):
     """Everything the agent needs to start."""
 
     host: str = DEFAULT_HOST
     port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    protocol_port: int | None = Field(
+        None, ge=0, le=65535, description="also serve the wire protocol over TCP here (0: any free port)"
+    )
     data_dir: Path = DEFAULT_DATA_DIR
     restore: bool = Field(True, description="bring back recorded processes at start")
     allowed_hosts: list[str] = Field(
@@ -132,6 +156,7 @@ class AgentConfig(_Section):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
     pools: list[dict[str, Any]] = Field(
         default_factory=list,
         description="[[pools]] tables, each a pool as POST /pools takes it (validated at start)",

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from herder.agent import procs
+from herder.agent.agent_rpc import build_service
 from herder.agent.apps import Apps
 from herder.agent.config import AgentConfig
 from herder.agent.errors import ConfigError, DataDirBusy
@@ -35,9 +36,12 @@ from herder.agent.fetch import Fetcher
 from herder.agent.guard import LOOPBACK_NAMES, host_name
 from herder.agent.keeper import Keeper
 from herder.agent.router.router import Router, config_pools
+from herder.agent.sessions import SessionManager
 from herder.agent.store import RecordStore
 from herder.agent.supervisor import Supervisor
 from herder.agent.sysinfo import SysInfo
+from herder.rpc.service import Service
+from herder.wire import DEFAULT_MAX_FRAME_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +119,8 @@ class AgentRuntime:
         self.supervisor = supervisor
         self.sysinfo = sysinfo
         self.router: Router | None = None
+        self.sessions: SessionManager | None = None
+        self.rpc: Service | None = None
         self.started = asyncio.Event()
         self.stopping = False
 
@@ -132,6 +138,7 @@ class Agent:
         self._server: Any = None
         self._main: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
+        self._protocol_sock: socket.socket | None = None
         self.runtime: AgentRuntime | None = None
 
     @property
@@ -141,6 +148,19 @@ class Agent:
         host, port = self._sock.getsockname()[:2]
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}"
+
+    @property
+    def protocol_url(self) -> str | None:
+        """``tcp://host:port`` of the wire protocol over TCP, when ``protocol_port`` is set."""
+        if self._protocol_sock is None:
+            return None
+        host, port = self._protocol_sock.getsockname()[:2]
+        return f"tcp://{host}:{port}"
+
+    @property
+    def rpc_url(self) -> str:
+        """``ws://host:port/rpc``: the wire protocol on the agent's own port."""
+        return "ws" + self.url[4:] + "/rpc"
 
     @property
     def supervisor(self) -> Supervisor:
@@ -189,7 +209,11 @@ class Agent:
         store = RecordStore(cfg.data_dir / "processes")
         supervisor = Supervisor(cfg, apps, store, agent_id)
         self.runtime = AgentRuntime(cfg, supervisor, SysInfo(cfg.data_dir))
+        self.runtime.sessions = SessionManager(cfg, agent_id)
+        self.runtime.rpc = build_service(cfg, self.runtime.sessions)
         self._sock = bind_socket(cfg.host, cfg.port)
+        if cfg.protocol_port is not None:
+            self._protocol_sock = bind_socket(cfg.host, cfg.protocol_port)
         self._main = asyncio.create_task(self.run(), name="herder-agent")
         await supervisor.wait_ready()
         if cfg.restore:
@@ -243,20 +267,37 @@ class Agent:
             access_log=False,
             limit_concurrency=cfg.limits.max_connections,
             timeout_graceful_shutdown=GRACEFUL_HTTP_SHUTDOWN_S,
-            ws_max_size=64 * 1024,
+            # The protocol's own limit: a session moves files in messages of megabytes.
+            ws_max_size=DEFAULT_MAX_FRAME_SIZE,
         )
         self._server = _QuietServer(server_config)
         supervisor = self.runtime.supervisor
+        sessions = self.runtime.sessions
+        assert sessions is not None
+        protocol_server = await self._serve_protocol()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(supervisor.run(), name="supervisor")
+                reaper = tg.create_task(sessions.run(), name="sessions")
                 await self._server.serve(sockets=[self._sock])
                 self.runtime.stopping = True
+                if protocol_server is not None:
+                    protocol_server.close()
                 if self.runtime.router is not None:
                     await self.runtime.router.close()
+                await sessions.shutdown()
+                reaper.cancel()
                 supervisor.shutdown()
         finally:
             supervisor.shutdown()
+
+    async def _serve_protocol(self) -> asyncio.Server | None:
+        """The wire protocol over TCP on ``protocol_port``, if configured."""
+        if self._protocol_sock is None or self.runtime is None or self.runtime.rpc is None:
+            return None
+        return await asyncio.start_server(
+            self.runtime.rpc.serve_stream, sock=self._protocol_sock, limit=DEFAULT_MAX_FRAME_SIZE
+        )
 
     def _pool_for_host(self, host: str) -> str | None:
         router = self.runtime.router if self.runtime is not None else None
@@ -282,6 +323,8 @@ class Agent:
         finally:
             if self._sock is not None:
                 self._sock.close()
+            if self._protocol_sock is not None:
+                self._protocol_sock.close()
             # Every unit swept its own descendants; this catches anything that slipped
             # between units (a few ms), so the keeper can be dismissed without a scan.
             procs.sweep(procs.AGENT_MARKER, agent_id_for(self.config.data_dir))

@@ -61,6 +61,10 @@ def agent(
         float | None,
         typer.Option(help="Seconds between SIGTERM and SIGKILL when stopping a process. [default: 10]"),
     ] = None,
+    protocol_port: Annotated[
+        int | None,
+        typer.Option(help="Also serve the wire protocol (sessions, RPC) over TCP on this port (0: any)."),
+    ] = None,
 ) -> None:
     """Run the agent in the foreground until SIGINT, SIGTERM or SIGHUP.
 
@@ -80,6 +84,7 @@ def agent(
         "restore": restore,
         "allowed_hosts": allowed_host or None,
         "auth_token": _read_secret(auth_token_file),
+        "protocol_port": protocol_port,
     }
     if grace is not None:
         overrides["supervision"] = {"grace_s": grace}
@@ -112,6 +117,8 @@ def _run(agent: Any) -> None:
             if agent.config.auth_token is None:
                 log.warning("no auth token: anyone on this host can use the agent (loopback only)")
             print(f"herder agent listening on {url}\n  try: curl {url}/", file=sys.stderr, flush=True)
+            if agent.protocol_url is not None:
+                log.info("wire protocol over TCP on %s", agent.protocol_url)
             await agent.wait_stopped()
         log.info("agent stopped")
 
@@ -123,5 +130,20 @@ def _run(agent: Any) -> None:
         asyncio.run(main())
 
 
+def host(
+    product: Annotated[str | None, typer.Argument(help="The product to serve (the agent names it).")] = None,
+) -> None:
+    """Serve one session's product for the agent that started this process.
+
+    Only the agent runs this: it hands the process a channel and a one-time secret.
+    Run by hand, it says so and exits with status 2. To use a product, open a session
+    through the agent (herder.client.Agent(url).session(product)).
+    """
+    from herder.agent.host import main
+
+    raise typer.Exit(main([product] if product else []))
+
+
 def register(app: typer.Typer) -> None:
     app.command("agent")(agent)
+    app.command("host")(host)

@@ -9,7 +9,7 @@ the application error it is, not as bad parameters.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,11 +89,22 @@ def _is_peer(annotation: Any) -> bool:
     return annotation is Peer
 
 
+# Serves a call to a target no method is registered for: (peer, target, method, args,
+# kwargs) -> result. A relay (the agent, for its sessions) installs one.
+Forwarder = Callable[[Any, str, str, list[Any], dict[str, Any]], Awaitable[Any]]
+
+
 class Registry:
-    """Methods by target: ``None`` for the service's own, other names for other targets."""
+    """Methods by target: ``None`` for the service's own, other names for other targets.
+
+    Methods registered under the target ``"meta"`` add to the built-in meta methods.
+    A ``forwarder`` serves calls to targets that are not registered here (it decides
+    itself whether the target exists); without one they are ``unknown_target``.
+    """
 
     def __init__(self) -> None:
         self._methods: dict[str | None, dict[str, Method]] = {}
+        self.forwarder: Forwarder | None = None
 
     def add(self, method: Method, target: str | None = None) -> None:
         self._methods.setdefault(target, {})[method.name] = method

@@ -117,6 +117,8 @@ class Peer:
         self._runner: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self.close_reason = ""
+        # Called once the connection has ended (a relay forgets what it kept for it).
+        self.on_close: list[Callable[[Peer], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -159,6 +161,11 @@ class Peer:
             self._fail_pending()
             self._callbacks.clear()
             await self.transport.close()
+            for hook in self.on_close:
+                try:
+                    hook(self)
+                except Exception:  # one owner's bug must not hide the others' hooks
+                    log.exception("an on_close hook failed")
 
     def _fail_pending(self) -> None:
         lost = ConnectionLost(f"connection lost: {self.close_reason or 'closed'}")
@@ -254,6 +261,8 @@ class Peer:
             )
         except _Fault as fault:
             reply = error_for(call_id, fault.code, str(fault)) if call_id is not None else None
+        except RemoteError as exc:  # relayed from a third peer: passed on as it came
+            reply = Error(call_id, exc.code, exc.message, exc.type, exc.data) if call_id is not None else None
         except Exception as exc:
             reply = (
                 error_for(call_id, ErrorCode.APPLICATION_ERROR, str(exc), type(exc).__name__)
@@ -279,7 +288,19 @@ class Peer:
         kwargs = {k: self._decode_value(v) for k, v in message.kwargs.items()}
         if message.target == CALLBACK:
             return await self._run_callback(message.method, args, kwargs)
-        method = self._resolve(message.target, message.method)
+        target = message.target
+        forwarder = self.registry.forwarder
+        if (
+            forwarder is not None
+            and target is not None
+            and target != META
+            and target != self.info.get("name")
+            and not self.registry.has_target(target)
+        ):
+            if self.principal is None:
+                raise _Fault(ErrorCode.UNAUTHORIZED, f"calls to {target!r} require credentials")
+            return self._encode_value(await forwarder(self, target, message.method, args, kwargs))
+        method = self._resolve(target, message.method)
         if method.auth and self.principal is None:
             raise _Fault(ErrorCode.UNAUTHORIZED, f"{message.method!r} requires credentials")
         try:
@@ -295,7 +316,7 @@ class Peer:
 
     def _resolve(self, target: str | None, name: str) -> Method:
         if target == META:
-            meta = self._meta_method(name)
+            meta = self._meta_method(name) or self.registry.find(META, name)
             if meta is None:
                 raise _Fault(ErrorCode.UNKNOWN_METHOD, f"meta has no method {name!r}")
             return meta
@@ -364,6 +385,19 @@ class Peer:
             CallTimeout: ``timeout`` seconds passed (the call is cancelled there).
             ConnectionLost: the connection ended before the answer.
         """
+        return await self.call_with(method, list(args), kwargs, target=target, timeout=timeout)
+
+    async def call_with(
+        self,
+        method: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        *,
+        target: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-call timeout is part of the RPC contract
+    ) -> Any:
+        """``call`` with the arguments as a list and a dict: for relays, whose keyword
+        arguments may be named anything (``target`` and ``timeout`` included)."""
         if self.closed:
             raise ConnectionLost(f"connection lost: {self.close_reason or 'closed'}")
         call_id = next(self._ids)
@@ -372,7 +406,7 @@ class Peer:
         try:
             try:
                 await self._send(
-                    Call(call_id, method, target, self._encode_args(args), self._encode_kwargs(kwargs))
+                    Call(call_id, method, target, self._encode_args(tuple(args)), self._encode_kwargs(kwargs))
                 )
             except WireError as exc:  # e.g. arguments larger than a frame
                 raise RpcError(f"{method!r} cannot be sent: {exc}") from exc

@@ -66,8 +66,12 @@ class Service:
         verifier: Verifier | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         codecs: tuple[str, ...] = CODEC_NAMES,
+        anonymous: Any = None,
     ) -> None:
         self.name = name
+        # The principal of connections that present no token (None: they get only
+        # auth=False methods). The agent running open on loopback sets one.
+        self.anonymous = anonymous
         self.version = version
         self.verifier = verifier
         self.max_frame_size = max_frame_size
@@ -127,7 +131,7 @@ class Service:
         async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
             hello = decode_hello(await transport.recv())
         chosen = choose_codec(hello, self.codecs)
-        principal = None
+        principal = self.anonymous
         token = hello.token or header_token
         if isinstance(chosen, str) and token is not None:
             if self.verifier is None:
@@ -167,7 +171,8 @@ class Service:
         with contextlib.suppress(ConnectionLost, WireError, OSError):
             await transport.send(encode_welcome(Refusal(exc.code, str(exc)[:200])))
 
-    async def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one byte-stream connection (``asyncio.start_server``'s callback)."""
         await self.handle(StreamTransport(reader, writer, self.max_frame_size))
 
     # -- running alone -------------------------------------------------------------------
@@ -198,13 +203,13 @@ class Service:
         self.mount(app)
         servers: list[asyncio.Server] = []
         if tcp_port is not None:
-            tcp = await asyncio.start_server(self._on_stream, host, tcp_port)
+            tcp = await asyncio.start_server(self.serve_stream, host, tcp_port)
             self.tcp_port = tcp.sockets[0].getsockname()[1]
             servers.append(tcp)
         if unix_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(unix_path)
-            servers.append(await asyncio.start_unix_server(self._on_stream, unix_path))
+            servers.append(await asyncio.start_unix_server(self.serve_stream, unix_path))
         sock = _listen(host, port)
         self.ws_port = sock.getsockname()[1]
         config = uvicorn.Config(

@@ -1,0 +1,192 @@
+"""A session's host process (``herder host``): loads a product and serves it to the agent.
+
+The Inedo seed's product host process: started only by the agent, one per session,
+talking to the agent over one channel and nothing else. Here the channel is a Unix
+socketpair carrying the wire protocol's frames (the seed's shared-memory buffer does
+the same job on Windows). The process refuses to run without it: it needs the
+descriptor the agent passed (``HERDER_HOST_FD``) and the one-time secret the agent
+handed it (``HERDER_HOST_SECRET``), which it presents back in its hello so the agent
+knows the channel's other end is the process it started. Both are removed from the
+environment at once, so nothing the session launches can see them.
+
+What it serves, under the product's name as target: each extension's exposed methods as
+``<extension>.<method>``; and under the target ``session``: ``describe`` and ``close``
+(release everything, then exit). Events for the client go to the agent as ``event``
+notifications under ``session``, in order, through one queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import socket
+import stat
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+FD_VAR = "HERDER_HOST_FD"
+SECRET_VAR = "HERDER_HOST_SECRET"
+SESSION_VAR = "HERDER_SESSION"
+CONFINED_VAR = "HERDER_HOST_CONFINED"
+SESSION_TARGET = "session"
+NOT_BY_HAND = (
+    "herder host: this program serves one session for a herder agent, which starts it with "
+    "a channel and a one-time secret; it cannot be run by hand. Open a session through the "
+    "agent instead (herder.client.Agent(...).session(product))."
+)
+EXIT_NOT_BY_HAND = 2
+EXIT_UNKNOWN_PRODUCT = 3
+
+
+def _channel_fd() -> int | None:
+    """The channel's descriptor, if the environment names one that is a socket."""
+    text = os.environ.get(FD_VAR, "")
+    if not text.isdigit():
+        return None
+    fd = int(text)
+    try:
+        return fd if stat.S_ISSOCK(os.fstat(fd).st_mode) else None
+    except OSError:
+        return None
+
+
+class HostSession:
+    """The session as extensions see it (``herder.products.SessionApi``)."""
+
+    def __init__(self, session_id: str, root: Path, confined: bool, env: dict[str, str]) -> None:
+        self._id = session_id
+        self._root = root
+        self._confined = confined
+        self._env = env
+        self._events: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        self._releases: list[Callable[[], Awaitable[None] | None]] = []
+        self.closed = False
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    @property
+    def confined(self) -> bool:
+        return self._confined
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(self._env)
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        if not self.closed:
+            self._events.put_nowait((kind, data))
+
+    def on_close(self, release: Callable[[], Awaitable[None] | None]) -> None:
+        self._releases.append(release)
+
+    async def pump_events(self, peer: Any) -> None:
+        """Send events to the agent in the order they were emitted."""
+        while (item := await self._events.get()) is not None:
+            kind, data = item
+            await peer.notify("event", kind, data, target=SESSION_TARGET)
+
+    async def close(self) -> None:
+        """Release everything, last registered first; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for release in reversed(self._releases):
+            try:
+                result = release()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:  # one failing release must not keep the others
+                print(f"herder host: releasing {release!r} failed: {exc!r}", file=sys.stderr)
+        self._events.put_nowait(None)
+
+
+async def serve(fd: int, secret: str, product: str) -> None:
+    """Load ``product``, connect over the channel, serve until it closes."""
+    from herder.products import load_extensions
+    from herder.rpc.client import handshake
+    from herder.rpc.handlers import Method, Registry
+    from herder.rpc.transport import StreamTransport
+
+    extensions = load_extensions(product)
+    env = {k: v for k, v in os.environ.items() if k not in (FD_VAR, SECRET_VAR)}
+    session = HostSession(
+        os.environ.get(SESSION_VAR, "?"), Path.cwd(), os.environ.get(CONFINED_VAR, "1") == "1", env
+    )
+    registry = Registry()
+    described: dict[str, list[str]] = {}
+    for ext_name, cls in sorted(extensions.items()):
+        instance = cls(session)
+        session.on_close(instance.close)
+        exposed = instance.exposed()
+        described[ext_name] = sorted(exposed)
+        for method_name, func in exposed.items():
+            registry.add(Method.of(func, name=f"{ext_name}.{method_name}", auth=False), target=product)
+
+    def describe() -> dict[str, Any]:
+        """The product and its extensions' methods."""
+        return {"product": product, "extensions": described, "pid": os.getpid()}
+
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    transport = StreamTransport(reader, writer)
+    peer = await handshake(transport, token=secret, codecs=("msgpack",))
+    peer.registry = registry
+    peer.info = {"name": f"herder-host:{product}"}
+
+    async def close() -> None:
+        """Close every handle and stop every process of the session (the agent then
+        closes the channel, which ends this process)."""
+        await session.close()
+
+    registry.add(Method.of(describe, auth=False), target=SESSION_TARGET)
+    registry.add(Method.of(close, auth=False), target=SESSION_TARGET)
+    async with asyncio.TaskGroup() as tg:
+        pump = tg.create_task(session.pump_events(peer))
+        try:
+            await peer.run()
+        finally:
+            await session.close()
+            pump.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m herder.agent.host PRODUCT`` (as the agent starts it)."""
+    args = sys.argv[1:] if argv is None else argv
+    fd = _channel_fd()
+    secret = os.environ.pop(SECRET_VAR, "")
+    os.environ.pop(FD_VAR, None)
+    if fd is None or not secret or len(args) != 1:
+        print(NOT_BY_HAND, file=sys.stderr)
+        return EXIT_NOT_BY_HAND
+    from herder.products import UnknownProduct
+
+    runner: Callable[..., Any]
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        runner(serve(fd, secret, args[0]))
+    except UnknownProduct as exc:
+        print(f"herder host: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN_PRODUCT
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

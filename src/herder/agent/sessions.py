@@ -1,0 +1,559 @@
+"""Sessions: one isolated host process per session, reached through the agent (Inedo seed).
+
+The agent stays a light listener. A client opens a session for a product over the wire
+protocol (``meta.open_session``); the agent starts a host process for it
+(``agent/host.py``) with a socketpair as its only channel, and from then on relays:
+a call whose target is the session's id (or its product's name, when one session of
+that product is attached to the connection) goes to the host, and its answer comes
+back; events the host emits (a launched program's output...) go to the client as
+``session.event`` notifications, in order, numbered.
+
+A session outlives its client's connection:
+
+* ``detach_session`` (the client leaves on purpose): the session waits
+  ``idle_timeout_s`` for a client, then ends;
+* an unexpected disconnect: it waits ``reconnect_window_s``;
+* meanwhile the host's events are buffered (at most ``buffer_events``; past that the
+  oldest are dropped and the client is told how many, first thing on resume);
+* ``resume_session(id, resume_token)`` on a new connection gets it back, buffered
+  events first.
+
+A session ends by ``close_session`` (the host closes every file and stops every
+process it launched, then exits), by its timeout, by the agent stopping, or by its host
+crashing; in every case whatever the host left running is killed (its process group,
+then anything carrying the session's environment marker), and a client still attached
+gets a ``session.ended`` event saying why. An ended session's id answers, for a while,
+with the reason it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hmac
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from herder.agent import procs
+from herder.agent.config import AgentConfig, SessionsConfig
+from herder.agent.host import CONFINED_VAR, FD_VAR, SECRET_VAR, SESSION_TARGET, SESSION_VAR
+from herder.rpc.errors import ConnectionLost, RemoteError
+from herder.rpc.handlers import Method, Registry
+from herder.rpc.peer import Peer, RemoteCallback
+from herder.rpc.transport import StreamTransport
+from herder.wire import ErrorCode, Welcome, codec_for, decode_hello, encode_welcome
+
+log = logging.getLogger(__name__)
+
+EVENT_METHOD = "session.event"
+# Ended sessions remembered so that a late resume learns why it failed.
+ENDED_KEPT = 1000
+REAP_TICK_S = 1.0
+SESSION_ID_BYTES = 8
+# What a host process inherits of the agent's environment: enough to run Python and
+# programs, in the user's locale; nothing else (no secrets, no agent configuration).
+HOST_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SHELL", "VIRTUAL_ENV")
+
+
+class SessionError(RemoteError):
+    """A session request that cannot be served; reaches the client with its code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(code.value, message, "SessionError")
+
+
+class HostProcess:
+    """The agent's end of one host process: the child, its channel, its exit."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], peer: Peer, exited: asyncio.Future[int]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.peer = peer
+        self.exited = exited
+        self.runner: asyncio.Task[None] | None = None
+
+
+class Session:
+    """One session: its host process, its client (if any), its event buffer."""
+
+    def __init__(self, session_id: str, product: str, root: Path, config: SessionsConfig) -> None:
+        self.id = session_id
+        self.product = product
+        self.root = root
+        self.resume_token = secrets.token_urlsafe(24)
+        self.created_at = time.time()
+        self.state = "starting"
+        self.client: Peer | None = None
+        self.host: HostProcess | None = None
+        self.description: dict[str, Any] = {}
+        self.ended_reason: str | None = None
+        self.ended = asyncio.Event()
+        self._config = config
+        self._events: collections.deque[dict[str, Any]] = collections.deque()
+        self._dropped = 0
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self.detached_at: float | None = None
+        self.wait_s = config.idle_timeout_s
+
+    # -- events -------------------------------------------------------------------------
+
+    def push_event(self, kind: str, data: Any) -> None:
+        """An event from the host: numbered, buffered, delivered in order."""
+        self._seq += 1
+        if len(self._events) >= self._config.buffer_events:
+            self._events.popleft()
+            self._dropped += 1
+        self._events.append({"session": self.id, "seq": self._seq, "kind": kind, "data": data})
+        self._wake.set()
+
+    async def pump(self) -> None:
+        """Deliver buffered events whenever a client is attached; runs for the session's life."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while (client := self.client) is not None and (self._events or self._dropped):
+                if self._dropped:
+                    event = {
+                        "session": self.id,
+                        "seq": None,
+                        "kind": "overflow",
+                        "data": {"dropped": self._dropped},
+                    }
+                    dropped, self._dropped = self._dropped, 0
+                else:
+                    event = self._events.popleft()
+                    dropped = 0
+                try:
+                    await client.notify(EVENT_METHOD, event)
+                except ConnectionLost:
+                    if dropped:
+                        self._dropped += dropped
+                    else:
+                        self._events.appendleft(event)
+                    break
+
+    @property
+    def buffered(self) -> int:
+        return len(self._events)
+
+    # -- clients ------------------------------------------------------------------------
+
+    def attach(self, client: Peer) -> None:
+        self.client = client
+        self.detached_at = None
+        self._wake.set()
+
+    def detach(self, wait_s: float) -> None:
+        self.client = None
+        self.detached_at = time.monotonic()
+        self.wait_s = wait_s
+
+    def expired(self, now: float) -> bool:
+        return self.detached_at is not None and now - self.detached_at >= self.wait_s
+
+    def document(self, *, with_token: bool = False) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "product": self.product,
+            "state": self.state,
+            "attached": self.client is not None,
+            "created_at": self.created_at,
+            "pid": self.host.pid if self.host is not None else None,
+            "root": str(self.root),
+            "buffered": self.buffered,
+            "extensions": self.description.get("extensions", {}),
+        }
+        if with_token:
+            doc["resume_token"] = self.resume_token
+        return doc
+
+
+class SessionManager:
+    """Every session of one agent, and the relay between clients and host processes."""
+
+    def __init__(self, config: AgentConfig, agent_id: str) -> None:
+        self._config = config.sessions
+        self._base_env = {k: os.environ[k] for k in HOST_ENV if k in os.environ}
+        self._agent_id = agent_id
+        self._root = config.data_dir / "sessions"
+        self.sessions: dict[str, Session] = {}
+        self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watched: set[Peer] = set()
+        self._closing = False
+
+    # -- life -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """End sessions whose client stayed away too long, until cancelled."""
+        cfg = self._config
+        tick = min(REAP_TICK_S, cfg.idle_timeout_s / 4, cfg.reconnect_window_s / 4)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for session in [s for s in self.sessions.values() if s.state == "open" and s.expired(now)]:
+                waited = f"{session.wait_s:g} s"
+                self._spawn(self.end(session, f"no client came back within {waited}"))
+
+    async def shutdown(self) -> None:
+        """End every session gracefully (the agent is stopping)."""
+        self._closing = True
+        await asyncio.gather(*(self.end(s, "the agent stopped") for s in list(self.sessions.values())))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- meta methods ---------------------------------------------------------------------
+
+    async def open(self, product: str, client: Peer) -> dict[str, Any]:
+        """Start a host process for ``product`` and attach the session to ``client``."""
+        if self._closing:
+            raise SessionError(ErrorCode.APPLICATION_ERROR, "the agent is stopping")
+        if not isinstance(product, str) or not product.replace("-", "").replace("_", "").isalnum():
+            raise SessionError(
+                ErrorCode.INVALID_PARAMS, f"product must be a name like 'shell', not {product!r}"
+            )
+        if len(self.sessions) >= self._config.max_sessions:
+            raise SessionError(
+                ErrorCode.OVERLOADED, f"{self._config.max_sessions} sessions are open (sessions.max_sessions)"
+            )
+        session_id = secrets.token_hex(SESSION_ID_BYTES)
+        root = self._root / session_id
+        root.mkdir(parents=True, mode=0o700)
+        session = Session(session_id, product, root, self._config)
+        self.sessions[session_id] = session
+        try:
+            session.host = await self._start_host(session)
+            session.description = await session.host.peer.call("describe", target=SESSION_TARGET)
+        except BaseException as exc:
+            reason = str(exc) if isinstance(exc, SessionError) else f"the host did not start: {exc!r}"
+            await self.end(session, reason, graceful=False)
+            raise
+        session.state = "open"
+        self._spawn(session.pump())
+        self._attach(session, client)
+        log.info("session %s (%s) opened, host pid %d", session_id, product, session.host.pid)
+        return session.document(with_token=True)
+
+    def resume(self, session_id: str, resume_token: str, client: Peer) -> dict[str, Any]:
+        """Attach a session to ``client`` again; its buffered events follow."""
+        session = self.sessions.get(session_id) if isinstance(session_id, str) else None
+        if session is None or session.state != "open":
+            raise self._gone(session_id)
+        if not isinstance(resume_token, str) or not hmac.compare_digest(
+            resume_token.encode(), session.resume_token.encode()
+        ):
+            raise SessionError(ErrorCode.UNAUTHORIZED, f"wrong resume token for session {session_id}")
+        previous = session.client
+        if previous is not None and previous is not client:
+            log.info("session %s taken over by a new connection", session_id)
+        self._attach(session, client)
+        return session.document(with_token=True)
+
+    def detach(self, session_id: str, client: Peer) -> dict[str, Any]:
+        """The client leaves on purpose: the session waits ``idle_timeout_s`` for a resume."""
+        session = self._owned(session_id, client)
+        session.detach(self._config.idle_timeout_s)
+        return session.document()
+
+    async def close(self, session_id: str, client: Peer) -> dict[str, Any]:
+        """End the session gracefully: every handle closed, every process stopped."""
+        session = self._owned(session_id, client)
+        await self.end(session, "closed by its client")
+        return session.document()
+
+    def documents(self) -> list[dict[str, Any]]:
+        return [s.document() for s in self.sessions.values()]
+
+    # -- relaying -------------------------------------------------------------------------------
+
+    async def forward(
+        self, client: Peer, target: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """A client's call to a session: relayed to its host, the answer relayed back."""
+        session = self._session_for(client, target)
+        host = session.host
+        assert host is not None
+        try:
+            return await host.peer.call_with(
+                method,
+                [_relayable(a) for a in args],
+                {k: _relayable(v) for k, v in kwargs.items()},
+                target=session.product,
+            )
+        except ConnectionLost:
+            # The host went away mid-call: say why, once the session has ended.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.ended.wait(), self._config.close_grace_s + 5)
+            raise self._gone(session.id) from None
+
+    def _session_for(self, client: Peer, target: str) -> Session:
+        session = self.sessions.get(target)
+        if session is None:
+            mine = [s for s in self.sessions.values() if s.client is client and s.product == target]
+            if len(mine) > 1:
+                raise SessionError(
+                    ErrorCode.UNKNOWN_TARGET,
+                    f"{len(mine)} sessions of {target!r} are attached to this connection; "
+                    "address one by its session id",
+                )
+            if not mine:
+                if target in self._ended:
+                    raise self._gone(target)
+                raise SessionError(
+                    ErrorCode.UNKNOWN_TARGET,
+                    f"no session {target!r} here (open one with meta.open_session, or resume it)",
+                )
+            session = mine[0]
+        if session.state != "open":
+            raise self._gone(session.id)
+        if session.client is not client:
+            raise SessionError(
+                ErrorCode.UNAUTHORIZED,
+                f"session {session.id} is not attached to this connection; resume it with its token",
+            )
+        return session
+
+    def _owned(self, session_id: str, client: Peer) -> Session:
+        session = self.sessions.get(session_id) if isinstance(session_id, str) else None
+        if session is None:
+            raise self._gone(session_id)
+        if session.client is not client:
+            raise SessionError(
+                ErrorCode.UNAUTHORIZED,
+                f"session {session_id} is not attached to this connection; resume it with its token",
+            )
+        return session
+
+    def _gone(self, session_id: Any) -> SessionError:
+        reason = self._ended.get(session_id) if isinstance(session_id, str) else None
+        if reason is not None:
+            return SessionError(ErrorCode.UNKNOWN_TARGET, f"session {session_id} has ended: {reason}")
+        return SessionError(
+            ErrorCode.UNKNOWN_TARGET, f"no session {session_id!r} (never opened, or long gone)"
+        )
+
+    def _attach(self, session: Session, client: Peer) -> None:
+        session.attach(client)
+        if client not in self._watched:
+            self._watched.add(client)
+            client.on_close.append(self._client_gone)
+
+    def _client_gone(self, client: Peer) -> None:
+        """A connection ended: its sessions wait for a resume (``reconnect_window_s``)."""
+        self._watched.discard(client)
+        for session in self.sessions.values():
+            if session.client is client:
+                session.detach(self._config.reconnect_window_s)
+                log.info("session %s: client disconnected; kept for a resume", session.id)
+
+    # -- host processes ---------------------------------------------------------------------
+
+    def _host_env(self, session: Session, fd: int, secret: str) -> dict[str, str]:
+        env = dict(self._base_env)
+        env.update(self._config.env)
+        env.update(
+            HOME=str(session.root),
+            TMPDIR=str(session.root),
+            PYTHONDONTWRITEBYTECODE="1",
+            **{
+                FD_VAR: str(fd),
+                SECRET_VAR: secret,
+                SESSION_VAR: session.id,
+                CONFINED_VAR: "1" if self._config.confine_paths else "0",
+                # Last, so that nothing configured can hide the session's processes
+                # from the sweep that guarantees none survives it.
+                procs.AGENT_MARKER: self._agent_id,
+                procs.UNIT_MARKER: self._marker(session),
+            },
+        )
+        return env
+
+    def _marker(self, session: Session) -> str:
+        return f"{self._agent_id}:session:{session.id}"
+
+    def _spawn_host(
+        self, session: Session, theirs: socket.socket, secret: str, log_path: Path
+    ) -> subprocess.Popen[bytes]:
+        """Start the host: its own group, its own directory, one descriptor (the channel)."""
+        with open(log_path, "ab") as log_file:
+            return subprocess.Popen(
+                [sys.executable, "-m", "herder.agent.host", session.product],
+                cwd=session.root,
+                env=self._host_env(session, theirs.fileno(), secret),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                pass_fds=(theirs.fileno(),),
+                close_fds=True,
+                start_new_session=True,
+            )
+
+    async def _start_host(self, session: Session) -> HostProcess:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        secret = secrets.token_urlsafe(32)
+        log_path = self._root / f"{session.id}.log"
+        try:
+            popen = self._spawn_host(session, theirs, secret, log_path)
+        finally:
+            theirs.close()
+        child = procs.Child(popen=popen, pidfd=os.pidfd_open(popen.pid), stdout_fd=-1, stderr_fd=-1)
+        exited = asyncio.ensure_future(procs.wait_exit(child))
+        transport: StreamTransport | None = None
+        try:
+            reader, writer = await asyncio.open_connection(sock=ours)
+            transport = StreamTransport(reader, writer)
+            peer = await self._welcome(session, transport, secret, exited, log_path)
+        except BaseException:
+            procs.signal_group(popen.pid, signal.SIGKILL)
+            if transport is not None:
+                await transport.close()
+            ours.close()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(exited), self._config.close_grace_s)
+            raise
+        host = HostProcess(popen, peer, exited)
+        host.runner = self._spawn(peer.run())
+        self._spawn(self._watch(session, host))
+        return host
+
+    async def _welcome(
+        self,
+        session: Session,
+        transport: StreamTransport,
+        secret: str,
+        exited: asyncio.Future[int],
+        log_path: Path,
+    ) -> Peer:
+        """The agent's side of the handshake: the host must present the secret we gave it."""
+        hello_payload = asyncio.ensure_future(transport.recv())
+        try:
+            waiting: set[asyncio.Future[Any]] = {hello_payload, exited}
+            done, _ = await asyncio.wait(
+                waiting,
+                timeout=self._config.open_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            if not hello_payload.done():
+                hello_payload.cancel()
+        if hello_payload in done and hello_payload.exception() is not None:
+            # The channel closed before a hello: the host is dying; say why it died.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), self._config.close_grace_s)
+            done = {exited} if exited.done() else set()
+        if hello_payload not in done:
+            if exited.done():
+                raise SessionError(
+                    ErrorCode.APPLICATION_ERROR,
+                    f"the host process for {session.product!r} exited with code {exited.result()}: "
+                    f"{_tail(log_path)}",
+                )
+            raise SessionError(
+                ErrorCode.APPLICATION_ERROR,
+                f"the host process for {session.product!r} did not start "
+                f"within {self._config.open_timeout_s:g} s",
+            )
+        hello = decode_hello(hello_payload.result())
+        if hello.token is None or not hmac.compare_digest(hello.token.encode(), secret.encode()):
+            raise SessionError(ErrorCode.UNAUTHORIZED, "the host process presented a wrong secret")
+        await transport.send(encode_welcome(Welcome(codec="msgpack", service={"name": "herder-agent"})))
+        registry = Registry()
+
+        def event(kind: str, data: Any) -> None:
+            """An event for the session's client."""
+            session.push_event(kind, data)
+
+        registry.add(Method.of(event, auth=False), target=SESSION_TARGET)
+        return Peer(
+            transport,
+            codec_for("msgpack"),
+            registry=registry,
+            info={"name": "herder-agent"},
+            principal="host",
+        )
+
+    async def _watch(self, session: Session, host: HostProcess) -> None:
+        """The host process ended or its channel closed: unless we asked, that is a crash."""
+        assert host.runner is not None
+        ends: set[asyncio.Future[Any]] = {host.exited, host.runner}
+        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        if session.state in ("open", "starting"):
+            code = host.exited.result() if host.exited.done() else None
+            how = f"exit code {code}" if code is not None else "its channel closed"
+            log.warning("session %s: host process %d crashed (%s)", session.id, host.pid, how)
+            self._spawn(self.end(session, f"its host process crashed ({how})", graceful=False))
+
+    async def end(self, session: Session, reason: str, *, graceful: bool = True) -> None:
+        """End ``session``: close its host (gracefully if asked), kill what is left, tell its client."""
+        if session.state in ("closing", "ended"):
+            await session.ended.wait()  # another ender is at work
+            return
+        session.state = "closing"
+        session.ended_reason = reason
+        host = session.host
+        grace = self._config.close_grace_s
+        if host is not None:
+            if graceful and not host.exited.done():
+                with contextlib.suppress(Exception):
+                    await host.peer.call("close", target=SESSION_TARGET, timeout=grace)
+            await host.peer.close(reason)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(host.exited), grace if graceful else 0.5)
+            procs.signal_group(host.pid, signal.SIGKILL)
+            await asyncio.to_thread(procs.sweep, procs.UNIT_MARKER, self._marker(session))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(host.exited), grace + 5)
+        client = session.client
+        session.state = "ended"
+        session.ended.set()
+        self.sessions.pop(session.id, None)
+        self._ended[session.id] = reason
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
+        if client is not None:
+            ended = {"session": session.id, "seq": None, "kind": "session.ended", "data": {"reason": reason}}
+            with contextlib.suppress(ConnectionLost):
+                await client.notify(EVENT_METHOD, ended)
+        log.info("session %s ended: %s", session.id, reason)
+
+
+def _relayable(value: Any) -> Any:
+    """A client's callback, relayed: the host gets a callback of ours that calls it."""
+    if isinstance(value, RemoteCallback):
+        callback = value
+
+        async def relay(*args: Any, **kwargs: Any) -> Any:
+            return await callback(*args, **kwargs)
+
+        return relay
+    if isinstance(value, list):
+        return [_relayable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _relayable(v) for k, v in value.items()}
+    return value
+
+
+def _tail(path: Path, limit: int = 600) -> str:
+    """The end of a host's log, for an error message."""
+    try:
+        data = path.read_bytes()[-limit:]
+    except OSError:
+        return "(no log)"
+    return data.decode("utf-8", "replace").strip() or "(nothing logged)"

@@ -1,0 +1,1 @@
+"""The ``shell`` product: files (``fs``) and processes (``proc``) in a session's directory."""
