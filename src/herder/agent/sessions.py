@@ -97,6 +97,7 @@ class Session:
         self.description: dict[str, Any] = {}
         self.ended_reason: str | None = None
         self.ended = asyncio.Event()
+        self.pump_task: asyncio.Task[None] | None = None
         self._config = config
         self._events: collections.deque[dict[str, Any]] = collections.deque()
         self._dropped = 0
@@ -243,10 +244,11 @@ class SessionManager:
             session.description = await session.host.peer.call("describe", target=SESSION_TARGET)
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, SessionError) else f"the host did not start: {exc!r}"
-            await self.end(session, reason, graceful=False)
+            # Its own task: this one may be cancelled (the client left while it opened).
+            await asyncio.shield(self._spawn(self.end(session, reason, graceful=False)))
             raise
         session.state = "open"
-        self._spawn(session.pump())
+        session.pump_task = self._spawn(session.pump())
         self._attach(session, client)
         log.info("session %s (%s) opened, host pid %d", session_id, product, session.host.pid)
         return session.document(with_token=True)
@@ -523,6 +525,8 @@ class SessionManager:
         client = session.client
         session.state = "ended"
         session.ended.set()
+        if session.pump_task is not None:
+            session.pump_task.cancel()
         self.sessions.pop(session.id, None)
         self._ended[session.id] = reason
         while len(self._ended) > ENDED_KEPT:
