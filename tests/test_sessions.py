@@ -217,3 +217,41 @@ def test_herder_host_run_by_hand_refuses(tmp_path: Path) -> None:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, cwd=tmp_path)
         assert result.returncode == 2
         assert "cannot be run by hand" in result.stderr
+
+
+async def test_the_shell_product_through_the_sdk(agent: Agent) -> None:
+    async with Client(agent.url) as client, client.session("shell") as s:
+        assert await s.fs.write("hello.txt", b"hi there") == 8
+        assert await s.fs.read("hello.txt") == b"hi there"
+        assert [e["name"] for e in await s.fs.list(".")] == ["hello.txt"]
+        p = await s.proc.launch(["sh", "-c", "cat hello.txt; echo; echo oops >&2; exit 3"])
+        lines = [(line.stream, str(line)) async for line in p.output]
+        assert ("stdout", "hi there") in lines
+        assert ("stderr", "oops") in lines
+        assert await p.wait() == 3
+
+
+async def test_a_path_escape_through_fs_is_refused(agent: Agent, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not yours")
+    async with Client(agent.url) as client, client.session("shell") as s:
+        for path in ("../secret.txt", str(secret), "../../../../../../etc/passwd"):
+            with pytest.raises(RemoteError, match="outside the session's directory") as caught:
+                await s.fs.read(path)
+            assert caught.value.type == "PermissionError"
+        os.symlink(tmp_path, Path(s.root) / "escape")
+        with pytest.raises(RemoteError, match="outside the session's directory"):
+            await s.fs.read("escape/secret.txt")
+        with pytest.raises(RemoteError, match="outside the session's directory"):
+            await s.fs.write("../planted.txt", b"x")
+    assert not (tmp_path / "planted.txt").exists()
+
+
+async def test_close_stops_programs_and_their_exits_still_arrive(agent: Agent) -> None:
+    async with Client(agent.url) as client:
+        s = await client.open_session("shell")
+        p = await s.proc.launch(["sleep", "60"])
+        assert pid_alive(p.pid)
+        await s.close()
+        assert await asyncio.wait_for(p.wait(), 10) < 0  # ended by a signal, and told so
+        await wait_dead([p.pid])

@@ -72,7 +72,7 @@ def session(tmp_path: Path) -> Session:
 async def fs(session: Session) -> AsyncIterator[Fs]:
     ext = Fs(session)
     yield ext
-    await ext.close()
+    await ext.shutdown()
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ async def proc(session: Session) -> AsyncIterator[Proc]:
     ext = Proc(session)
     ext.term_grace_s = ext.kill_grace_s = 2.0
     yield ext
-    await ext.close()
+    await ext.shutdown()
 
 
 @pytest.fixture
@@ -237,7 +237,7 @@ async def test_closing_the_extension_closes_every_handle(session: Session) -> No
     before = open_fds()
     handles = [fs.open("f", mode) for mode in ("r", "a", "r+")]
     assert open_fds() == before + 3
-    await fs.close()
+    await fs.shutdown()
     assert open_fds() == before
     with pytest.raises(LookupError):
         fs.read(handles[0])
@@ -389,7 +389,7 @@ async def test_unconfined_sessions_reach_any_path(tmp_path: Path, outside: Path)
         fs.mkdir("../made")
         assert (tmp_path / "made").is_dir()
     finally:
-        await fs.close()
+        await fs.shutdown()
 
 
 # -- proc ------------------------------------------------------------------------------------
@@ -452,7 +452,7 @@ async def test_unconfined_working_directory(tmp_path: Path) -> None:
         assert await proc.wait(started["id"], timeout=5) == 0
         assert session.lines(started["id"]) == [str(tmp_path.resolve())]
     finally:
-        await proc.close()
+        await proc.shutdown()
 
 
 async def test_bad_launches(proc: Proc, session: Session) -> None:
@@ -578,7 +578,7 @@ async def test_close_terminates_everything(session: Session) -> None:
     assert all(pid_alive(p) for p in pids)
 
     began = time.monotonic()
-    await proc.close()
+    await proc.shutdown()
     assert time.monotonic() - began < 3
     await wait_dead(pids, timeout_s=2)
     assert all(not p["running"] for p in proc.list())
@@ -632,6 +632,6 @@ def test_proc_on_uvloop(scenario: Callable[..., Awaitable[None]], tmp_path: Path
         try:
             await scenario(**{name: available[name] for name in inspect.signature(scenario).parameters})
         finally:
-            await proc.close()
+            await proc.shutdown()
 
     uvloop.run(run())

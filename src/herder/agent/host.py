@@ -39,6 +39,8 @@ NOT_BY_HAND = (
     "agent instead (herder.client.Agent(...).session(product))."
 )
 EXIT_NOT_BY_HAND = 2
+# At close, how long the last events may take to reach the agent.
+LAST_EVENTS_TIMEOUT_S = 5.0
 EXIT_UNKNOWN_PRODUCT = 3
 
 
@@ -64,6 +66,8 @@ class HostSession:
         self._env = env
         self._events: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
         self._releases: list[Callable[[], Awaitable[None] | None]] = []
+        self._pumped = asyncio.Event()
+        self._closing = False
         self.closed = False
 
     @property
@@ -91,15 +95,22 @@ class HostSession:
 
     async def pump_events(self, peer: Any) -> None:
         """Send events to the agent in the order they were emitted."""
-        while (item := await self._events.get()) is not None:
-            kind, data = item
-            await peer.notify("event", kind, data, target=SESSION_TARGET)
+        try:
+            while (item := await self._events.get()) is not None:
+                kind, data = item
+                await peer.notify("event", kind, data, target=SESSION_TARGET)
+        finally:
+            self._pumped.set()
 
     async def close(self) -> None:
-        """Release everything, last registered first; idempotent."""
-        if self.closed:
+        """Release everything, last registered first, then send the last events; idempotent.
+
+        Events emitted while releasing (the exits of programs stopped now) still go out:
+        the agent hears them before this returns, so before it closes the channel.
+        """
+        if self._closing:
             return
-        self.closed = True
+        self._closing = True
         for release in reversed(self._releases):
             try:
                 result = release()
@@ -107,7 +118,10 @@ class HostSession:
                     await result
             except Exception as exc:  # one failing release must not keep the others
                 print(f"herder host: releasing {release!r} failed: {exc!r}", file=sys.stderr)
+        self.closed = True
         self._events.put_nowait(None)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._pumped.wait(), LAST_EVENTS_TIMEOUT_S)
 
 
 async def serve(fd: int, secret: str, product: str) -> None:
@@ -126,7 +140,7 @@ async def serve(fd: int, secret: str, product: str) -> None:
     described: dict[str, list[str]] = {}
     for ext_name, cls in sorted(extensions.items()):
         instance = cls(session)
-        session.on_close(instance.close)
+        session.on_close(instance.shutdown)
         exposed = instance.exposed()
         described[ext_name] = sorted(exposed)
         for method_name, func in exposed.items():

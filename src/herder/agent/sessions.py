@@ -103,6 +103,8 @@ class Session:
         self._dropped = 0
         self._seq = 0
         self._wake = asyncio.Event()
+        self.idle = asyncio.Event()  # nothing left to deliver (or nobody to deliver it to)
+        self.idle.set()
         self.detached_at: float | None = None
         self.wait_s = config.idle_timeout_s
 
@@ -115,6 +117,7 @@ class Session:
             self._events.popleft()
             self._dropped += 1
         self._events.append({"session": self.id, "seq": self._seq, "kind": kind, "data": data})
+        self.idle.clear()
         self._wake.set()
 
     async def pump(self) -> None:
@@ -142,6 +145,7 @@ class Session:
                     else:
                         self._events.appendleft(event)
                     break
+            self.idle.set()
 
     @property
     def buffered(self) -> int:
@@ -522,6 +526,9 @@ class SessionManager:
             await asyncio.to_thread(procs.sweep, procs.UNIT_MARKER, self._marker(session))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(host.exited), grace + 5)
+        if session.client is not None:  # the host's last events (exits...) go out first
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.idle.wait(), grace)
         client = session.client
         session.state = "ended"
         session.ended.set()

@@ -83,8 +83,11 @@ class Extension:
     def __init__(self, session: SessionApi) -> None:
         self.session = session
 
-    async def close(self) -> None:
-        """Release what this extension holds; called once when the session closes."""
+    async def shutdown(self) -> None:
+        """Release what this extension holds; called once when the session closes.
+
+        Not ``close``: an extension may well expose a ``close`` of its own (``fs`` does).
+        """
 
     def exposed(self) -> dict[str, Callable[..., Any]]:
         """The methods marked ``@expose``, by name (bound to this instance)."""

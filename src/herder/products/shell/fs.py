@@ -278,21 +278,18 @@ class Fs(Extension):
         return handle.id
 
     @expose
-    async def close(self, handle: int | None = None) -> None:
-        """Close one handle; called without one (the session closing), close them all.
-
-        The exposed ``close(handle)`` and ``Extension.close()`` share a name, so this
-        method serves both: the host calls it without arguments when the session ends.
-        """
-        if handle is None:
-            handles, self._handles = list(self._handles.values()), {}
-            for open_handle in handles:
-                with contextlib.suppress(OSError):
-                    os.close(open_handle.fd)
-            return
+    async def close(self, handle: int) -> None:
+        """Close one handle."""
         found = self._handle(handle)
         del self._handles[found.id]
         os.close(found.fd)
+
+    async def shutdown(self) -> None:
+        """Close every handle still open (the session is closing)."""
+        handles, self._handles = list(self._handles.values()), {}
+        for open_handle in handles:
+            with contextlib.suppress(OSError):
+                os.close(open_handle.fd)
 
     # -- data ----------------------------------------------------------------------
 

@@ -386,7 +386,7 @@ class Proc(Extension):
         """Every program the session tracks, oldest first."""
         return [p.describe() for p in self._programs.values()]
 
-    async def close(self) -> None:
+    async def shutdown(self) -> None:
         """End every program still running: SIGTERM, a grace, SIGKILL, then wait for them.
 
         Every wait is bounded: a program that left its group and still holds a pipe after
