@@ -47,6 +47,16 @@ async def until(check: Any, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def test_the_index_links_the_protocol(agent: Agent) -> None:
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        index = (await http.get(agent.url + "/")).json()
+    assert index["rpc"] == agent.rpc_url
+    async with Client(index["rpc"]) as client:
+        assert await client.ping() == "pong"
+
+
 async def test_open_use_close_leaves_nothing(agent: Agent) -> None:
     async with Client(agent.url) as client:
         async with client.session("testkit") as s:

@@ -310,6 +310,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
                 "list": f"{base}/list-processes",
                 "info": f"{base}/info",
                 "pools": f"{base}/pools",
+                "rpc": f"ws{base[4:]}/rpc",
             }
         )
 

@@ -210,6 +210,7 @@ class Index(_Document):
     list: str = Field(description="GET a Listing document.")
     info: str = Field(description="GET the host's Info document.")
     pools: str = Field(description="GET the pools (PoolListing); POST a PoolSpec here to create one.")
+    rpc: str = Field(description="The wire protocol over WebSocket: sessions (docs/sessions.md), RPC.")
 
 
 class ProcessStatus(_Document):
