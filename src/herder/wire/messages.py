@@ -107,20 +107,28 @@ class Codec(Protocol):
 
 
 class JsonCodec:
-    """UTF-8 JSON. Byte strings cannot be sent (use MessagePack for those)."""
+    """UTF-8 JSON. Byte strings cannot be sent (use MessagePack for those).
+
+    The encoder and decoder are made once: ``json.dumps`` and ``json.loads`` with
+    options build a new one per call, a fifth of the cost of a small message.
+    """
 
     name = "json"
 
+    def __init__(self) -> None:
+        self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        self._decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
     def encode(self, document: Any) -> bytes:
         try:
-            text = json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            text = self._encoder.encode(document)
         except RecursionError as exc:  # as MessagePack does: a ValueError, as encode_message says
             raise ValueError(f"nested too deeply for JSON: {exc}") from exc
         return text.encode()
 
     def decode(self, payload: bytes) -> Any:
         try:
-            return json.loads(payload, parse_constant=_refuse_constant, parse_float=_finite_float)
+            return self._decoder.decode(payload.decode("utf-8"))
         except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
             raise InvalidMessage(f"not JSON: {exc}") from exc
 
