@@ -265,3 +265,54 @@ async def test_close_stops_programs_and_their_exits_still_arrive(agent: Agent) -
         await s.close()
         assert await asyncio.wait_for(p.wait(), 10) < 0  # ended by a signal, and told so
         await wait_dead([p.pid])
+
+
+async def test_a_burst_of_output_arrives_whole_with_its_exit(agent: Agent) -> None:
+    async with Client(agent.url) as client, client.session("shell") as s:
+        p = await s.proc.launch(["seq", "1", "5000"])
+        lines = [str(line) async for line in p.output]
+        assert lines == [str(i) for i in range(1, 5001)]
+        assert await asyncio.wait_for(p.wait(), 10) == 0
+
+
+async def test_launched_programs_do_not_inherit_the_channel(agent: Agent) -> None:
+    script = 'for fd in /proc/$$/fd/*; do echo "self $(readlink $fd)"; done; '
+    script += 'for fd in /proc/$PPID/fd/*; do echo "host $(readlink $fd)"; done'
+    async with Client(agent.url) as client, client.session("shell") as s:
+        p = await s.proc.launch(["sh", "-c", script])
+        lines = [str(line).split(" ", 1) for line in [line async for line in p.output]]
+    mine = {target for who, target in lines if who == "self" and target.startswith("socket:")}
+    hosts = {target for who, target in lines if who == "host" and target.startswith("socket:")}
+    assert hosts  # the host's channel, at least
+    assert not mine & hosts  # no socket of the host's (its channel to the agent) reached the program
+
+
+async def test_the_largest_file_call_fits_in_a_frame(agent: Agent) -> None:
+    data = os.urandom(8 * 1024 * 1024)
+    async with Client(agent.url) as client, client.session("shell") as s:
+        assert await s.fs.write("big.bin", data) == len(data)
+        assert await s.fs.read("big.bin") == data
+        handle = await s.fs.open("big.bin", "r")
+        assert await s.fs.read(handle) == data  # a default-size read fits too
+        await s.fs.close(handle)
+
+
+async def test_meta_methods_lists_the_session_methods(agent: Agent) -> None:
+    async with Client(agent.url) as client:
+        described = await client.peer.call("methods", target="meta")
+    names = {m["name"] for m in described if m.get("target") == "meta"}
+    assert {"open_session", "resume_session", "close_session", "detach_session", "list_sessions"} <= names
+
+
+async def test_the_sdk_notices_a_lost_connection(make_agent: AgentFactory) -> None:
+    async with make_agent(**session_config()) as agent:
+        client = Client(agent.url)
+        await client.__aenter__()
+        s = await client.open_session("shell")
+        p = await s.proc.launch(["sleep", "60"])
+    # The agent stopped: the session ended with it, and the SDK says so.
+    reason = await asyncio.wait_for(s.ended, 10)
+    assert reason
+    with pytest.raises((SessionEnded, RemoteError)):
+        await asyncio.wait_for(p.wait(), 10)
+    await client.__aexit__(None, None, None)

@@ -29,7 +29,6 @@ from herder.agent.models import (
     CreateRequest,
     DeleteRequest,
     ErrorDocument,
-    FieldError,
     Index,
     Info,
     Listing,
@@ -37,60 +36,12 @@ from herder.agent.models import (
     ProcessStatus,
 )
 from herder.agent.supervisor import Unit
+from herder.apierrors import ApiError, error_response, read_json, validation_error
 
 if TYPE_CHECKING:
     from herder.agent.server import AgentRuntime
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class ApiError(Exception):
-    """An error answered as the one error document."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.field = field
-
-
-def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message, "field": field}, status_code=status)
-
-
-def _field_of(error: Any) -> str | None:
-    """The field an error blames: its location, or the field a FieldError names."""
-    cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, FieldError):
-        return cause.field
-    parts = [str(p) for p in error.get("loc", ()) if p not in ("body", "path", "query", "header")]
-    return ".".join(parts) or None
-
-
-def validation_error(exc: ValidationError | RequestValidationError) -> JSONResponse:
-    """422 naming the first wrong field, with every problem listed in the message."""
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid"}
-    field = _field_of(first)
-    details = "; ".join(f"{_field_of(e) or 'body'}: {e.get('msg', 'invalid')}" for e in errors)
-    return error_response(422, "invalid", details, field)
-
-
-async def read_json(request: Request, model: type[M]) -> M:
-    """Parse the body as JSON (any content type) and validate it as ``model``.
-
-    Raises:
-        ApiError: 400 when the body is not JSON; 422 (via ValidationError) when it does
-            not match the model.
-    """
-    body = await request.body()
-    try:
-        data = json.loads(body) if body.strip() else None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", "body") from exc
-    if not isinstance(data, dict):
-        raise ApiError(422, "invalid", "the body must be a JSON object", "body")
-    return model.model_validate(data)
 
 
 # Path and query parameters are read from the request by hand and described here:

@@ -150,6 +150,7 @@ async def serve(fd: int, secret: str, product: str) -> None:
         """The product and its extensions' methods."""
         return {"product": product, "extensions": described, "pid": os.getpid()}
 
+    os.set_inheritable(fd, False)  # programs the session launches must never get the channel
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_connection(sock=sock)
     transport = StreamTransport(reader, writer)

@@ -28,6 +28,7 @@ from pydantic import (
 from herder.agent.fetch import ALLOWED_SCHEMES
 from herder.agent.procfile import PROCESS_TYPE_PATTERN
 from herder.agent.states import State
+from herder.apierrors import FieldError
 
 APP_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 NODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -36,14 +37,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_ENV_ENTRIES = 256
 MAX_ENV_VALUE_CHARS = 32 * 1024
 MAX_COMMAND_CHARS = 16 * 1024
-
-
-class FieldError(ValueError):
-    """A check that spans fields but blames one: the 422 names ``field``."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 MAX_ARGV_ITEMS = 1024

@@ -250,6 +250,8 @@ class SessionManager:
             reason = str(exc) if isinstance(exc, SessionError) else f"the host did not start: {exc!r}"
             # Its own task: this one may be cancelled (the client left while it opened).
             await asyncio.shield(self._spawn(self.end(session, reason, graceful=False)))
+            with contextlib.suppress(OSError):
+                root.rmdir()  # nothing was ever done in it
             raise
         session.state = "open"
         session.pump_task = self._spawn(session.pump())

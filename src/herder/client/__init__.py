@@ -227,7 +227,14 @@ class Agent:
             self.url, token=self._token, codecs=("msgpack",), handlers={EVENT_METHOD: self._on_event}
         )
         self._peer = await self._connection.__aenter__()
+        self._peer.on_close.append(self._lost)
         return self
+
+    def _lost(self, peer: Peer) -> None:
+        """The connection ended: every session here is unreachable (resume elsewhere)."""
+        reason = f"the connection to the agent was lost ({peer.close_reason or 'closed'})"
+        for session in list(self._sessions.values()):
+            session._end(reason)
 
     async def __aexit__(self, *exc: object) -> None:
         connection, self._connection, self._peer = self._connection, None, None

@@ -195,6 +195,8 @@ class Peer:
             await self._send(error_for(None, exc.code, str(exc), type(exc).__name__))
 
     async def _dispatch(self, message: Message, tg: asyncio.TaskGroup) -> None:
+        if isinstance(message, Notify) and self._run_inline(message):
+            return
         if isinstance(message, Call | Notify):
             call_id = message.id if isinstance(message, Call) else None
             if len(self._tasks) >= self.max_in_flight:
@@ -207,6 +209,10 @@ class Peer:
                         error_for(
                             call_id, ErrorCode.OVERLOADED, f"{limit} calls are running on this connection"
                         )
+                    )
+                else:
+                    log.warning(
+                        "dropped a %r notification: %d calls are running", message.method, len(self._tasks)
                     )
                 return
             task = tg.create_task(self._serve(message))
@@ -224,6 +230,33 @@ class Peer:
             serving = self._serving.get(message.id)
             if serving is not None:
                 serving.cancel()
+
+    def _run_inline(self, message: Notify) -> bool:
+        """Run a notification's handler now if it is a plain function; True if it ran.
+
+        Notifications carry streams (a program's output, session events): run in the
+        read loop they keep their order and cannot pile up past ``max_in_flight`` (they
+        would be dropped there), and the reading itself is the back-pressure.
+        """
+        if message.target in (CALLBACK, META):
+            return False
+        try:
+            method = self._resolve(message.target, message.method)
+        except _Fault:
+            return False
+        if method.is_async or (method.auth and self.principal is None):
+            return False
+        try:
+            args = [self._decode_value(a) for a in message.args]
+            kwargs = {k: self._decode_value(v) for k, v in message.kwargs.items()}
+            bound = method.bind(args, kwargs, self)
+            if bound is None:
+                method.func(*args, **kwargs)
+            else:
+                method.func(*bound.args, **bound.kwargs)
+        except Exception:
+            log.exception("the handler of a %r notification failed", message.method)
+        return True
 
     def _served(self, call_id: int | None, task: asyncio.Task[None]) -> None:
         """A handler task ended, possibly cancelled before it ever ran (then answer for it)."""
@@ -355,8 +388,10 @@ class Peer:
         return "pong"
 
     def _meta_methods(self) -> list[dict[str, Any]]:
-        """The methods this side serves: name, parameters, whether auth is needed, summary."""
-        return self.registry.describe()
+        """The methods this side serves: name, parameters, whether auth is needed, summary
+        (methods added to ``meta`` carry ``"target": "meta"``)."""
+        extra = [{**m, "target": META} for m in self.registry.describe(META)]
+        return self.registry.describe() + extra
 
     def _meta_info(self) -> dict[str, Any]:
         """Who this side is: name, version, protocol version, codec in use."""

@@ -20,7 +20,7 @@ Only regular files are opened: a FIFO would block the host on ``open`` or ``read
 and a device like ``/dev/zero`` has no end to read to.
 
 The methods are plain functions that do their I/O on the host's event loop, on
-purpose: a host process serves one session, so a read or write of at most 16 MiB of a
+purpose: a host process serves one session, so a read or write of at most 8 MiB of a
 local file delays only that session's own traffic by milliseconds, calls on one handle
 happen in the order they arrive, and a descriptor is never closed under a worker
 thread still using it (which a thread pool plus cancellable calls would allow).
@@ -42,7 +42,8 @@ from herder.products import Extension, SessionApi, expose
 
 MiB = 1024 * 1024
 # The most one call reads or writes: a whole-file read, a handle read, a write.
-MAX_CHUNK = 16 * MiB
+# Half the protocol's 16 MiB frame: a call carrying this much, or its answer, always fits.
+MAX_CHUNK = 8 * MiB
 # The most handles a session may hold open at once (each is a descriptor of the host).
 MAX_HANDLES = 1024
 # Reading a file whose size says nothing (``/proc`` files say 0) goes on in these steps.
@@ -305,7 +306,7 @@ class Fs(Extension):
 
         A handle is read from its position (which moves on), or at ``offset`` (which
         leaves the position alone, like ``pread``). ``size`` -1 means as much as one call
-        returns, 16 MiB. With ``encoding`` the text is returned, decoded, instead of bytes.
+        returns, 8 MiB. With ``encoding`` the text is returned, decoded, instead of bytes.
         """
         target = self._target(target)
         encoding = _check_encoding(encoding)
@@ -359,7 +360,7 @@ class Fs(Extension):
 
         By path the file is created or truncated and holds ``data`` afterwards; through
         a handle ``data`` goes at its position (which moves on) or at ``offset`` (which
-        leaves it alone, like ``pwrite``). At most 16 MiB per call.
+        leaves it alone, like ``pwrite``). At most 8 MiB per call.
         """
         target = self._target(target)
         payload = _as_bytes(data)

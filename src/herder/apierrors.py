@@ -1,0 +1,76 @@
+"""What every herder HTTP API shares: one error document, JSON bodies read the same way.
+
+The agent and the manager answer every error as ``{"error": code, "message": ...,
+"field": ...}``, where ``field`` names what to fix. Both read bodies as JSON whatever
+their content type says (the seeds' clients send none). This module holds those rules
+once; it imports neither the agent nor the manager, which must not import each other.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class FieldError(ValueError):
+    """A check that spans fields but blames one: the 422 names ``field``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ApiError(Exception):
+    """An error answered as the one error document."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.field = field
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, "field": field}, status_code=status)
+
+
+def _field_of(error: Any) -> str | None:
+    """The field an error blames: its location, or the field a FieldError names."""
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):
+        return cause.field
+    parts = [str(p) for p in error.get("loc", ()) if p not in ("body", "path", "query", "header")]
+    return ".".join(parts) or None
+
+
+def validation_error(exc: ValidationError | RequestValidationError) -> JSONResponse:
+    """422 naming the first wrong field, with every problem listed in the message."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid"}
+    field = _field_of(first)
+    details = "; ".join(f"{_field_of(e) or 'body'}: {e.get('msg', 'invalid')}" for e in errors)
+    return error_response(422, "invalid", details, field)
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    """Parse the body as JSON (any content type) and validate it as ``model``.
+
+    Raises:
+        ApiError: 400 when the body is not JSON; 422 (via ValidationError) when it does
+            not match the model.
+    """
+    body = await request.body()
+    try:
+        data = json.loads(body) if body.strip() else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", "body") from exc
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid", "the body must be a JSON object", "body")
+    return model.model_validate(data)
