@@ -165,6 +165,8 @@ def test_version_and_help() -> None:
         ["rm"],
         ["pools"],
         ["pools", "create"],
+        ["host"],
+        ["manager"],
     ):
         result = subprocess.run([HERDER, *command, "--help"], capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr

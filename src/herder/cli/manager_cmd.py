@@ -1,0 +1,89 @@
+"""``herder manager``: run the manager (workers, tasks) in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+log = logging.getLogger("herder.manager")
+
+
+def manager(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8020,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="Database URL: sqlite:///path or postgresql://user@host/db. "
+            "[default: SQLite in the data dir]"
+        ),
+    ] = None,
+    data_dir: Annotated[Path, typer.Option(help="Where the default SQLite database lives.")] = Path(
+        ".herder"
+    ),
+    auth_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="File with a shared secret clients must send. Required off loopback.",
+        ),
+    ] = None,
+    heartbeat_interval: Annotated[
+        float, typer.Option(help="Seconds between workers' heartbeats; three missed: offline, work requeued.")
+    ] = 5.0,
+) -> None:
+    """Run the manager in the foreground until SIGINT or SIGTERM.
+
+    It serves the Manager API (workers, tasks), migrates its database at start, and puts
+    the work of workers that stopped heartbeating back in the queue. Everything it knows
+    is in the database: killed and started again, it carries on where it was.
+    """
+    from herder.manager.config import ManagerConfig
+    from herder.manager.server import Manager, ManagerError
+
+    token = auth_token_file.read_text().strip() if auth_token_file is not None else None
+    cfg = ManagerConfig(
+        host=host,
+        port=port,
+        db=db,
+        data_dir=data_dir,
+        auth_token=token or None,
+        heartbeat_interval_s=heartbeat_interval,
+    )
+
+    async def main() -> None:
+        async with Manager(cfg) as running:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(signum, running.request_stop)
+            log.info("manager listening on %s (database %s)", running.url, cfg.database_url().split("@")[-1])
+            print(
+                f"herder manager listening on {running.url}\n  try: curl {running.url}/workers",
+                file=sys.stderr,
+                flush=True,
+            )
+            await running.wait_stopped()
+
+    runner: Any = asyncio.run
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        pass
+    try:
+        runner(main())
+    except ManagerError as exc:
+        typer.echo(f"herder manager: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("manager")(manager)

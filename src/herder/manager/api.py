@@ -1,0 +1,327 @@
+"""The manager's REST API: the Manager API seed's workers and tasks, and workers' reports.
+
+Seed routes: ``POST/GET /workers``, ``GET/PATCH /workers/{id}``, ``POST/GET /tasks``,
+``GET/PATCH/DELETE /tasks/{id}``. herder adds ``POST /work-items/{id}/started|progress|
+finished``, with which a worker reports on the piece of work it was handed (the seed's
+pull path hands it out in ``PATCH /workers/{id}``'s answer), fenced by attempt.
+
+Errors use the one error document (``herder.apierrors``), as the agent's do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from herder import __version__
+from herder.apierrors import ApiError, error_response, read_json, validation_error
+from herder.manager.models import (
+    FinishedReport,
+    ProgressReport,
+    TaskSubmission,
+    TaskUpdate,
+    WorkerRegistration,
+    WorkerUpdate,
+    WorkReport,
+)
+from herder.manager.store import queries
+from herder.manager.store.tables import Task, Worker, WorkItem
+
+if TYPE_CHECKING:
+    from herder.manager.server import ManagerRuntime
+
+
+def worker_summary(worker: Worker, current_task: int | None, offline_after_s: float) -> dict[str, Any]:
+    """The seed's worker properties (``GET /workers``), with herder's additions."""
+    online = time.time() - worker.last_seen <= offline_after_s
+    return {
+        "activity": worker.activity,
+        "connection": "online" if online else "offline",
+        "current_task": current_task,
+        "hostname": worker.hostname,
+        "id": worker.id,
+        "ip_address": worker.ip_address,
+        "log": worker.log,
+        "port": worker.port,
+        "status": worker.status,
+        "system": worker.system,
+        "time_cost": worker.time_cost,
+        "slots": worker.slots,
+        "tags": worker.tags,
+        "agent_url": worker.agent_url,
+    }
+
+
+def worker_detail(worker: Worker) -> dict[str, Any]:
+    """``GET /workers/{id}``: the seed's fields."""
+    return {
+        "id": worker.id,
+        "hostname": worker.hostname,
+        "mac_address": worker.mac_address,
+        "system": worker.system,
+        "update_frequent": worker.update_frequent,
+        "update_less_frequent": worker.update_less_frequent,
+    }
+
+
+def task_document(task: Task, items: list[WorkItem] | None = None) -> dict[str, Any]:
+    """The seed's task fields, with herder's additions (and its work items when given)."""
+    doc: dict[str, Any] = {
+        "id": task.id,
+        "worker_id": task.worker_id,
+        "priority": task.priority,
+        "frame_start": task.frame_start,
+        "frame_end": task.frame_end,
+        "frame_current": task.frame_current,
+        "status": task.status,
+        "format": task.format,
+        "task_id": task.task_id,
+        "type": task.type,
+        "parser": task.parser,
+        "settings": task.settings,
+        "tags": task.tags,
+        "error": task.error,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+    }
+    if items is not None:
+        doc["work_items"] = [item_document(i) for i in items]
+    return doc
+
+
+def item_document(item: WorkItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "task_id": item.task_id,
+        "index": item.index,
+        "label": item.label,
+        "argv": item.argv,
+        "env": item.env,
+        "cwd": item.cwd,
+        "frame_start": item.frame_start,
+        "frame_end": item.frame_end,
+        "frame_current": item.frame_current,
+        "percent": item.percent,
+        "status": item.status,
+        "worker_id": item.worker_id,
+        "attempt": item.attempt,
+        "exit_code": item.exit_code,
+        "error": item.error,
+    }
+
+
+def build_app(runtime: ManagerRuntime) -> FastAPI:
+    app = FastAPI(
+        title="herder manager",
+        version=__version__,
+        description="Workers, tasks, compilers and parsers (the render-farm Manager API).",
+        lifespan=runtime.lifespan,
+    )
+    _install_error_handlers(app)
+    _worker_routes(app, runtime)
+    _task_routes(app, runtime)
+    _report_routes(app, runtime)
+
+    @app.get("/healthz", summary="Liveness: 200 while the manager serves")
+    async def healthz() -> Response:
+        return JSONResponse({"ok": True})
+
+    return app
+
+
+@asynccontextmanager
+async def _transaction(runtime: ManagerRuntime) -> AsyncIterator[AsyncSession]:
+    async with runtime.sessions() as db, db.begin():
+        yield db
+
+
+def _path_id(request: Request, name: str = "id") -> int:
+    text = request.path_params[name]
+    if not text.isdigit():
+        raise ApiError(422, "invalid", f"{name} must be a number, not {text!r}", name)
+    return int(text)
+
+
+def _worker_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
+    cfg = runtime.config
+
+    @app.post("/workers", status_code=201, summary="Register a worker (again: update it)")
+    async def register(request: Request) -> Response:
+        req = await read_json(request, WorkerRegistration)
+        fields = req.model_dump()
+        if fields["mac_address"] is not None:
+            fields["mac_address"] = str(fields["mac_address"])
+        if fields["ip_address"] is None and request.client is not None:
+            fields["ip_address"] = request.client.host
+        async with _transaction(runtime) as db:
+            worker, created = await queries.register_worker(db, fields)
+            current = await queries.current_items(db, worker.id)
+            doc = worker_summary(worker, current[0].task_id if current else None, cfg.offline_after_s)
+        return JSONResponse({worker.hostname: doc}, status_code=201 if created else 200)
+
+    @app.get("/workers", summary="Every worker, keyed by hostname")
+    async def list_workers() -> Response:
+        async with _transaction(runtime) as db:
+            answer = {}
+            for worker in await queries.list_workers(db):
+                current = await queries.current_items(db, worker.id)
+                task = current[0].task_id if current else None
+                answer[worker.hostname] = worker_summary(worker, task, cfg.offline_after_s)
+        return JSONResponse(answer)
+
+    @app.get("/workers/{id}", summary="One worker's figures")
+    async def get_worker(request: Request) -> Response:
+        async with _transaction(runtime) as db:
+            worker = await queries.get_worker(db, _path_id(request))
+            return JSONResponse(worker_detail(worker))
+
+    @app.patch("/workers/{id}", summary="A worker's status; answers the task it now runs (the pull path)")
+    async def update_worker(request: Request) -> Response:
+        worker_id = _path_id(request)
+        req = await read_json(request, WorkerUpdate)
+        async with _transaction(runtime) as db:
+            worker = await queries.get_worker(db, worker_id)
+            figures = req.model_dump(exclude_none=True, include={"update_frequent", "update_less_frequent"})
+            await queries.heartbeat(db, worker, cfg.offline_after_s, figures)
+            if req.status in ("enabled", "disabled"):
+                worker.status = req.status
+            elif req.status is not None:
+                worker.activity = req.status
+            claimed = None
+            if req.status == "available":
+                claimed = await queries.claim(db, worker, cfg.offline_after_s)
+            current = await queries.current_items(db, worker.id)
+            item = claimed or (current[0] if current else None)
+            return JSONResponse(
+                {
+                    "task_id": item.task_id if item else None,
+                    "work_item": item_document(item) if item else None,
+                }
+            )
+
+
+def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
+    @app.post("/tasks", status_code=202, summary="Submit a task: compiled into work at once")
+    async def submit(request: Request) -> Response:
+        req = await read_json(request, TaskSubmission)
+        task, items = await runtime.compile(req)
+        async with _transaction(runtime) as db:
+            await queries.create_task(db, task, items)
+            doc = task_document(task)
+        return JSONResponse(doc, status_code=202)
+
+    @app.get("/tasks", summary="Tasks, newest first (?status= to filter)")
+    async def list_tasks(request: Request) -> Response:
+        status = request.query_params.get("status")
+        async with _transaction(runtime) as db:
+            tasks = await queries.list_tasks(db, status)
+            return JSONResponse({"tasks": [task_document(t) for t in tasks]})
+
+    @app.get("/tasks/{id}", summary="A task, with its work items")
+    async def get_task(request: Request) -> Response:
+        async with _transaction(runtime) as db:
+            task = await queries.get_task(db, _path_id(request))
+            return JSONResponse(task_document(task, list(await queries.items_of(db, task.id))))
+
+    @app.patch("/tasks/{id}", status_code=204, summary="Priority, pause, resume or cancel")
+    async def update_task(request: Request) -> Response:
+        task_id = _path_id(request)
+        req = await read_json(request, TaskUpdate)
+        async with _transaction(runtime) as db:
+            task = await queries.get_task(db, task_id)
+            if task.status in queries.TERMINAL:
+                raise ApiError(
+                    409, "conflict", f"task {task_id} is {task.status}: it cannot change", "status"
+                )
+            if req.priority is not None:
+                await queries.set_priority(db, task, req.priority)
+            if req.status == "paused":
+                await queries.set_paused(db, task, True)
+            elif req.status == "queued":
+                await queries.set_paused(db, task, False)
+            elif req.status == "canceled":
+                await runtime.stop_running(await queries.cancel_task(db, task))
+        return Response(status_code=204)
+
+    @app.delete("/tasks/{id}", status_code=202, summary="Delete a task (running work is stopped)")
+    async def delete_task(request: Request) -> Response:
+        async with _transaction(runtime) as db:
+            task = await queries.get_task(db, _path_id(request))
+            doc = task_document(task)
+            await runtime.stop_running(await queries.delete_task(db, task))
+        doc["status"] = "deleted"
+        return JSONResponse(doc, status_code=202)
+
+
+def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
+    lease = runtime.config.offline_after_s
+
+    async def reported(
+        request: Request, action: Callable[[AsyncSession, int], Awaitable[WorkItem]]
+    ) -> Response:
+        item_id = _path_id(request)
+        async with _transaction(runtime) as db:
+            item = await action(db, item_id)
+            return JSONResponse(item_document(item))
+
+    @app.post("/work-items/{id}/started", summary="A worker started its attempt")
+    async def started(request: Request) -> Response:
+        req = await read_json(request, WorkReport)
+        return await reported(
+            request, lambda db, i: queries.report_started(db, i, req.worker_id, req.attempt, lease)
+        )
+
+    @app.post("/work-items/{id}/progress", summary="Progress of an attempt (a frame, a percentage)")
+    async def progress(request: Request) -> Response:
+        req = await read_json(request, ProgressReport)
+        return await reported(
+            request,
+            lambda db, i: queries.report_progress(db, i, req.worker_id, req.attempt, req.frame, req.percent),
+        )
+
+    @app.post("/work-items/{id}/finished", summary="An attempt ended with its exit code")
+    async def finished(request: Request) -> Response:
+        req = await read_json(request, FinishedReport)
+        return await reported(
+            request,
+            lambda db, i: queries.report_finished(
+                db, i, req.worker_id, req.attempt, req.exit_code, req.error
+            ),
+        )
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def api_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.code, str(exc), exc.field)
+
+    async def invalid(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ValidationError | RequestValidationError)
+        return validation_error(exc)
+
+    async def not_found(_: Request, exc: Exception) -> Response:
+        return error_response(404, "not_found", str(exc), "id")
+
+    async def fenced(_: Request, exc: Exception) -> Response:
+        return error_response(409, "fenced", str(exc), "attempt")
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(ValidationError, invalid)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(queries.NotFound, not_found)
+    app.add_exception_handler(queries.FencedOut, fenced)
+    app.add_exception_handler(StarletteHTTPException, http_error)

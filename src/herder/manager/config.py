@@ -1,0 +1,47 @@
+"""The manager's configuration: one pydantic model, defaults that are part of the product.
+
+Durations carry their unit in their name. The database is SQLite in the data dir unless
+``db`` names another (``postgresql://user@host/db``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8020
+
+
+class ManagerConfig(BaseModel):
+    """Everything the manager needs to start."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = DEFAULT_HOST
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    data_dir: Path = Path(".herder")
+    db: str | None = Field(None, description="database URL; default: SQLite at <data dir>/manager.db")
+    auth_token: str | None = Field(None, description="shared secret required as a bearer token")
+    allowed_hosts: list[str] = Field(default_factory=list)
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="how often workers report")
+    missed_heartbeats: int = Field(3, ge=1, description="a worker this many heartbeats late is offline")
+    max_attempts: int = Field(3, ge=1, description="runs of one piece of work before its task fails")
+    log_max_bytes: int = Field(1024 * 1024, gt=0, description="output kept per piece of work")
+
+    @property
+    def offline_after_s(self) -> float:
+        return self.heartbeat_interval_s * self.missed_heartbeats
+
+    def database_url(self) -> str:
+        return self.db or f"sqlite:///{(self.data_dir / 'manager.db').resolve()}"
+
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False

@@ -1,0 +1,93 @@
+"""The manager's request documents (pydantic): what clients and workers may send.
+
+Shapes follow the Manager API seed (``POST /workers`` with ``hostname`` and ``system``;
+``POST /tasks`` with ``priority``, ``settings``, ``type``, ``parser``, ``task_id``);
+herder's additions are optional and say what they are for.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from herder.apierrors import FieldError
+
+Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}$")]
+Hostname = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\s/]+$")]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+
+class WorkerRegistration(_Request):
+    """``POST /workers``: a worker (an agent) announces itself; again later to update."""
+
+    hostname: Hostname
+    system: Annotated[str, StringConstraints(max_length=255)] = ""
+    ip_address: Annotated[str, StringConstraints(max_length=64)] | None = None
+    mac_address: Annotated[str, StringConstraints(max_length=64)] | str | int | None = None
+    port: int | None = Field(None, ge=0, le=65535)
+    agent_url: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
+        None, description="herder: where the worker's agent answers"
+    )
+    slots: int = Field(1, ge=1, le=1024, description="herder: pieces of work it runs at once")
+    tags: list[Tag] = Field(default_factory=list, max_length=64, description="herder: what it offers")
+
+
+class WorkerUpdate(_Request):
+    """``PATCH /workers/{id}``: the seed's status (``available``, ``rendering``), or
+    herder's ``enabled``/``disabled``; figures as in ``GET /workers/{id}``."""
+
+    status: Literal["available", "rendering", "enabled", "disabled"] | None = None
+    update_frequent: dict[str, Any] | None = None
+    update_less_frequent: dict[str, Any] | None = None
+
+
+class TaskSubmission(_Request):
+    """``POST /tasks``: what to run (``type`` and ``settings``) and how to follow it."""
+
+    priority: int = Field(0, ge=-1_000_000, le=1_000_000, description="higher runs first")
+    settings: dict[str, Any] | str = Field(description="for the compiler: an object, or JSON text")
+    type: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(description="the compiler")
+    parser: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        "none", description="turns output lines into progress"
+    )
+    task_id: int | None = Field(None, description="the submitter's own id, kept with the task")
+    tags: list[Tag] = Field(
+        default_factory=list, max_length=64, description="herder: a worker must offer all"
+    )
+    max_attempts: int | None = Field(None, ge=1, le=100, description="herder: runs before the task fails")
+
+
+class TaskUpdate(_Request):
+    """``PATCH /tasks/{id}``: a new priority, and/or pause, resume or cancel."""
+
+    priority: int | None = Field(None, ge=-1_000_000, le=1_000_000)
+    status: Literal["paused", "queued", "canceled"] | None = Field(
+        None, description="paused: hold; queued: resume; canceled: stop (running work is stopped)"
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> TaskUpdate:
+        if self.priority is None and self.status is None:
+            raise FieldError("status", "give a priority, a status (paused, queued, canceled), or both")
+        return self
+
+
+class WorkReport(_Request):
+    """A worker's report on one attempt of one piece of work (fenced by ``attempt``)."""
+
+    worker_id: int
+    attempt: int = Field(ge=1)
+
+
+class ProgressReport(WorkReport):
+    frame: int | None = None
+    percent: float | None = Field(None, ge=0, le=100)
+
+
+class FinishedReport(WorkReport):
+    exit_code: int
+    error: Annotated[str, StringConstraints(max_length=4096)] | None = None

@@ -1,0 +1,270 @@
+"""Wiring: one manager = its database (migrated at start) + the HTTP API + the lease keeper.
+
+``Manager`` is the embeddable form (tests and ``herder manager`` use it)::
+
+    async with Manager(ManagerConfig(port=0, data_dir=tmp)) as manager:
+        print(manager.url)
+
+Every state the manager keeps lives in the database, so a manager killed at any moment
+and started again (or a second manager on the same PostgreSQL) carries on from there:
+what was submitted was committed before ``POST /tasks`` answered, and reports likewise.
+The only loop of its own puts work whose lease expired back in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from herder.apierrors import ApiError
+from herder.manager.config import ManagerConfig
+from herder.manager.models import TaskSubmission
+from herder.manager.store import db as database
+from herder.manager.store import queries
+from herder.manager.store.tables import Task, WorkItem
+
+log = logging.getLogger(__name__)
+
+GRACEFUL_HTTP_SHUTDOWN_S = 5
+PUBLIC_PATHS = frozenset({"/healthz"})
+UNAUTHORIZED_BODY = json.dumps(
+    {
+        "error": "unauthorized",
+        "message": "a valid 'Authorization: Bearer <token>' is required",
+        "field": "Authorization",
+    }
+).encode()
+
+
+class ManagerError(Exception):
+    """The manager cannot start as configured."""
+
+
+class ManagerRuntime:
+    """What the routes use, shared by reference."""
+
+    def __init__(self, config: ManagerConfig, sessions: Any) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.started = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Any) -> AsyncIterator[None]:
+        self.started.set()
+        yield
+
+    async def compile(self, req: TaskSubmission) -> tuple[Task, list[WorkItem]]:
+        """The task and its work items, from the compiler its ``type`` names.
+
+        Raises:
+            ApiError: 422 naming the field (``type``, ``parser``, ``settings.<key>``).
+        """
+        from herder.manager.tasktypes import TaskTypeError, load_compiler, load_parser, normalize_settings
+
+        def work() -> tuple[Task, list[WorkItem]]:
+            settings = normalize_settings(req.settings)
+            compiler = load_compiler(req.type)
+            load_parser(req.parser)  # an unknown parser is refused now, not when output arrives
+            compiled = compiler.compile(settings)
+            now = time.time()
+            task = Task(
+                task_id=req.task_id,
+                type=req.type,
+                parser=req.parser,
+                settings=settings,
+                priority=req.priority,
+                tags=list(req.tags),
+                status="queued",
+                paused=False,
+                frame_start=compiled.frame_start,
+                frame_end=compiled.frame_end,
+                format=compiled.format,
+                max_attempts=req.max_attempts or self.config.max_attempts,
+                created_at=now,
+                updated_at=now,
+            )
+            items = [
+                WorkItem(
+                    index=index,
+                    argv=list(item.argv),
+                    env=dict(item.env),
+                    cwd=item.cwd,
+                    label=item.label,
+                    frame_start=item.frame_start,
+                    frame_end=item.frame_end,
+                    status="queued",
+                    priority=req.priority,
+                    tags=list(req.tags),
+                    paused=False,
+                    attempt=0,
+                    created_at=now,
+                )
+                for index, item in enumerate(compiled.items)
+            ]
+            return task, items
+
+        try:
+            return await asyncio.to_thread(work)  # the largest tasks take a few hundred ms
+        except TaskTypeError as exc:
+            raise ApiError(422, "invalid", str(exc), exc.field) from None
+
+    async def stop_running(self, running: list[tuple[int, int, int]]) -> None:
+        """Work that was canceled while a worker runs it.
+
+        Its attempt is fenced off in the database already: the worker's next report or
+        heartbeat tells it the work is no longer its own, and it stops it.
+        """
+        for worker_id, item_id, attempt in running:
+            log.info(
+                "work item %d (attempt %d) canceled while worker %d runs it", item_id, attempt, worker_id
+            )
+
+
+class TokenGuard:
+    """ASGI middleware: with a token configured, every route but /healthz needs it."""
+
+    def __init__(self, app: Any, token: str | None) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode() if token else None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (
+            self._expected is None
+            or scope["type"] not in ("http", "websocket")
+            or scope["path"] in PUBLIC_PATHS
+        ):
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(given, self._expected):
+            await self.app(scope, receive, send)
+            return
+        body = UNAUTHORIZED_BODY
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class Manager:
+    """A running manager; use as an async context manager."""
+
+    def __init__(self, config: ManagerConfig | None = None) -> None:
+        self.config = config or ManagerConfig()
+        self._sock: socket.socket | None = None
+        self._server: Any = None
+        self._main: asyncio.Task[None] | None = None
+        self.runtime: ManagerRuntime | None = None
+        self.engine: Any = None
+
+    @property
+    def url(self) -> str:
+        assert self._sock is not None, "the manager is not running"
+        host, port = self._sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}"
+
+    async def __aenter__(self) -> Manager:
+        cfg = self.config
+        if not cfg.is_loopback() and not cfg.auth_token:
+            raise ManagerError(
+                f"refusing to listen on {cfg.host}: off loopback the manager requires auth "
+                "(--auth-token-file FILE), or listen on 127.0.0.1"
+            )
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = database.create_engine(cfg.database_url())
+            await database.migrate(self.engine)
+        except database.DatabaseError as exc:
+            raise ManagerError(str(exc)) from exc
+        self.runtime = ManagerRuntime(cfg, database.sessions(self.engine))
+        self._sock = _bind(cfg.host, cfg.port)
+        self._main = asyncio.create_task(self._run(), name="herder-manager")
+        started = asyncio.ensure_future(self.runtime.started.wait())
+        await asyncio.wait({started, self._main}, return_when=asyncio.FIRST_COMPLETED)
+        if self._main.done():
+            started.cancel()
+            await self._main
+            raise ManagerError("the manager's HTTP server stopped during start-up")
+        return self
+
+    async def _run(self) -> None:
+        import uvicorn
+
+        from herder.manager.api import build_app
+
+        assert self.runtime is not None
+        assert self._sock is not None
+        app = TokenGuard(build_app(self.runtime), self.config.auth_token)
+        config = uvicorn.Config(
+            app,
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_HTTP_SHUTDOWN_S,
+        )
+        self._server = uvicorn.Server(config)
+        self._server.capture_signals = contextlib.nullcontext  # the owner decides about signals
+        keeper = asyncio.create_task(self._keep_leases(), name="lease-keeper")
+        try:
+            await self._server.serve(sockets=[self._sock])
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_leases(self) -> None:
+        """Requeue work whose worker stopped heartbeating, for as long as the manager runs."""
+        assert self.runtime is not None
+        tick = max(0.1, min(1.0, self.config.heartbeat_interval_s / 2))
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                async with self.runtime.sessions() as db, db.begin():
+                    requeued = await queries.requeue_expired(db)
+                if requeued:
+                    log.info("requeued the work of %d tasks whose workers were lost", requeued)
+            except Exception:  # the database is away for a moment: try again next tick
+                log.exception("checking leases failed")
+
+    def request_stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def wait_stopped(self) -> None:
+        if self._main is not None:
+            await asyncio.shield(self._main)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.request_stop()
+        try:
+            if self._main is not None:
+                await self._main
+        finally:
+            if self._sock is not None:
+                self._sock.close()
+            if self.engine is not None:
+                await self.engine.dispose()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise ManagerError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock

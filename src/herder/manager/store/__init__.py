@@ -1,0 +1,1 @@
+"""The manager's storage: tables, migrations, and the queries that claim work."""

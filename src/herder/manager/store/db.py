@@ -1,0 +1,86 @@
+"""Engines and migrations: SQLite by default, PostgreSQL by URL, the same code on both.
+
+URLs are what users write (``sqlite:///path``, ``postgresql://user@host/db``); the
+async drivers (aiosqlite, asyncpg) are chosen here. Migrations (Alembic) run at every
+start, on the manager's own connection, before anything else touches the database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class DatabaseError(Exception):
+    """The database URL is wrong or the database cannot be reached or migrated."""
+
+
+def async_url(url: str) -> str:
+    """The SQLAlchemy async URL for what a user wrote.
+
+    Raises:
+        DatabaseError: a scheme other than sqlite or postgresql.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise DatabaseError(f"{url!r} is not a database URL (sqlite:///path or postgresql://...)")
+    base = scheme.split("+", 1)[0].lower()
+    if base == "sqlite":
+        return f"sqlite+aiosqlite://{rest}"
+    if base in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}"
+    raise DatabaseError(f"database scheme {scheme!r} is not supported; use sqlite or postgresql")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys on."""
+    full = async_url(url)
+    if full.startswith("sqlite"):
+        engine = create_async_engine(full, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_async_engine(full, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest revision.
+
+    Raises:
+        DatabaseError: the database cannot be reached or a migration failed.
+    """
+    import logging
+
+    from alembic import command
+    from alembic.config import Config
+
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+
+    def upgrade(connection: Any) -> None:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade)
+    except (OSError, ConnectionError) as exc:
+        raise DatabaseError(f"cannot reach the database: {exc}") from exc
+
+
+def sessions(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    return async_sessionmaker(engine, expire_on_commit=False)

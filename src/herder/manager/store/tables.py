@@ -1,0 +1,96 @@
+"""The manager's tables (SQLAlchemy 2, typed). Migrations in ``migrations/versions``.
+
+Three tables: ``workers`` (agents that run work), ``tasks`` (what users submitted, with
+their settings, type and parser), and ``work_items`` (what a compiler made of a task:
+one command each, run by one worker per attempt). Claims and reports work on
+``work_items``; a task's status is derived from its items'. Columns that scheduling
+filters on (status, priority) are copied to the items so that a claim reads one table.
+
+Times are Unix seconds as floats: comparable the same way on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    hostname: Mapped[str] = mapped_column(String(255), unique=True)
+    system: Mapped[str] = mapped_column(String(255), default="")
+    ip_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    mac_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    agent_url: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    slots: Mapped[int] = mapped_column(Integer, default=1)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default="enabled")  # enabled | disabled
+    activity: Mapped[str | None] = mapped_column(String(32), nullable=True)  # available | rendering
+    log: Mapped[str | None] = mapped_column(Text, nullable=True)
+    time_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
+    update_frequent: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    update_less_frequent: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    registered_at: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the submitter's own id
+    type: Mapped[str] = mapped_column(String(64))
+    parser: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    paused: Mapped[bool] = mapped_column(default=False)
+    frame_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    frame_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    frame_current: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    format: Mapped[str] = mapped_column(String(64), default="")
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"), nullable=True)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class WorkItem(Base):
+    __tablename__ = "work_items"
+    __table_args__ = (Index("ix_work_items_claim", "status", "priority", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    argv: Mapped[list[str]] = mapped_column(JSON)
+    env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    cwd: Mapped[str | None] = mapped_column(Text, nullable=True)
+    label: Mapped[str] = mapped_column(String(255), default="")
+    frame_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    frame_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    frame_current: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # queued | assigned | running | completed | failed | canceled; paused tasks' items stay queued
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    paused: Mapped[bool] = mapped_column(default=False)
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"), nullable=True, index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # the fence: reports name their attempt
+    lease_expires: Mapped[float | None] = mapped_column(Float, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
