@@ -9,7 +9,11 @@ failure: CI must never pass by skipping the database it promises to test.
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import signal
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -20,6 +24,7 @@ import pytest
 
 from herder.manager.config import ManagerConfig
 from herder.manager.server import Manager
+from tests.helpers import HERDER
 
 POSTGRES_URL = os.environ.get("HERDER_TEST_POSTGRES_URL")
 
@@ -80,3 +85,37 @@ async def manager(make_manager: ManagerFactory) -> AsyncIterator[Manager]:
 async def client(manager: Manager) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=manager.url, timeout=30.0) as c:
         yield c
+
+
+class ManagerProcess:
+    """The real ``herder manager`` binary on an ephemeral port; stopped by pid."""
+
+    def __init__(self, data_dir: Path, db_url: str) -> None:
+        self.data_dir = data_dir
+        self.db_url = db_url
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.stderr_path = data_dir / f"manager-{secrets.token_hex(4)}.stderr"
+
+    def start(self, timeout_s: float = 30.0) -> ManagerProcess:
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [HERDER, "manager", "--port", "0", "--data-dir", str(self.data_dir), "--db", self.db_url],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            match = re.search(r"herder manager listening on (http://\S+)", self.stderr_path.read_text())
+            if match:
+                self.url = match.group(1)
+                return self
+            time.sleep(0.02)
+        self.kill()
+        raise AssertionError("manager did not start:\n" + self.stderr_path.read_text())
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)

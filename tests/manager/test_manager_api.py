@@ -260,3 +260,33 @@ async def test_healthz_and_token(make_manager: ManagerFactory) -> None:
         assert refused.json()["field"] == "Authorization"
         allowed = await client.get("/workers", headers={"Authorization": "Bearer s3cret"})
         assert allowed.status_code == 200
+
+
+async def test_two_managers_on_one_postgresql_never_hand_one_item_twice(
+    make_manager: ManagerFactory, db_url: str
+) -> None:
+    if not db_url.startswith("postgresql"):
+        return  # SQLite is one file for one manager; the claim is the same code, tested above
+    async with (
+        make_manager() as first,
+        make_manager() as second,
+        httpx.AsyncClient(base_url=first.url, timeout=60) as a,
+        httpx.AsyncClient(base_url=second.url, timeout=60) as b,
+    ):
+        workers = [await register(a, f"w{i}", slots=100) for i in range(8)]
+        for _ in range(60):
+            await submit(a)
+
+        async def drain(client: httpx.AsyncClient, worker_id: int) -> list[int]:
+            got: list[int] = []
+            while True:
+                answer = await client.patch(f"/workers/{worker_id}", json={"status": "available"})
+                item = answer.json()["work_item"]
+                if item is None or item["id"] in got:
+                    return got
+                got.append(item["id"])
+
+        results = await asyncio.gather(*(drain(a if i % 2 else b, w["id"]) for i, w in enumerate(workers)))
+    handed = [item for got in results for item in got]
+    assert len(handed) == 60
+    assert len(set(handed)) == 60  # each item to exactly one worker, across both managers
