@@ -5,6 +5,9 @@ a bare echo over the same transport, measured in the same run. Benchmark 7 (issu
 router) neither: its reference is nginx as a reverse proxy (and the backend alone),
 measured with wrk; it needs ``wrk`` and ``nginx`` from the system and fails, naming
 the ``apt-get`` command, when they are missing (the other benchmarks still run).
+Benchmark 8 (issue 5's sessions) neither: its references are the agent answering
+``meta.ping`` itself (no host hop), a Python start with a host's imports, and a local
+copy of the same bytes in the same file system.
 
 Each benchmark measures the three daemons in the same run on the same machine, so
 the ratios hold even when absolute figures drift. A benchmark that fails is reported
@@ -25,6 +28,7 @@ import bench_output
 import bench_respawn
 import bench_router
 import bench_rpc
+import bench_sessions
 import bench_spawn
 import bench_start
 import bench_status
@@ -39,6 +43,7 @@ BENCHMARKS: tuple[tuple[str, Callable[..., list[Figure]]], ...] = (
     ("5 output throughput", bench_output.run),
     ("6 RPC round trips (issue 3)", bench_rpc.run),
     ("7 HTTP router against nginx (issue 4)", bench_router.run),
+    ("8 sessions: open, relayed calls, file transfer (issue 5)", bench_sessions.run),
 )
 
 
