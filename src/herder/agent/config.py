@@ -134,6 +134,20 @@ class SessionsConfig(_Section):
     )
 
 
+class ManagerLinkConfig(_Section):
+    """The agent as a worker of a manager (``--manager URL``)."""
+
+    url: str = Field(description="the manager: http://host:port (its /rpc) or ws://.../rpc")
+    token: str | None = Field(None, description="the manager's bearer token, if it has one")
+    name: str | None = Field(None, description="the worker's hostname at the manager (default: this host's)")
+    slots: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024, description="work run at once"
+    )
+    tags: list[str] = Field(
+        default_factory=list, description="what this worker offers; tasks may require tags"
+    )
+
+
 class AgentConfig(_Section):
     """Everything the agent needs to start."""
 
@@ -157,6 +171,7 @@ class AgentConfig(_Section):
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    manager: ManagerLinkConfig | None = Field(None, description="run the manager's work (a worker)")
     pools: list[dict[str, Any]] = Field(
         default_factory=list,
         description="[[pools]] tables, each a pool as POST /pools takes it (validated at start)",

@@ -40,6 +40,7 @@ from herder.agent.sessions import SessionManager
 from herder.agent.store import RecordStore
 from herder.agent.supervisor import Supervisor
 from herder.agent.sysinfo import SysInfo
+from herder.agent.worker import WorkerLink
 from herder.rpc.service import Service
 from herder.wire import DEFAULT_MAX_FRAME_SIZE
 
@@ -120,6 +121,7 @@ class AgentRuntime:
         self.sysinfo = sysinfo
         self.router: Router | None = None
         self.sessions: SessionManager | None = None
+        self.worker: WorkerLink | None = None
         self.rpc: Service | None = None
         self.started = asyncio.Event()
         self.stopping = False
@@ -211,6 +213,8 @@ class Agent:
         self.runtime = AgentRuntime(cfg, supervisor, SysInfo(cfg.data_dir))
         self.runtime.sessions = SessionManager(cfg, agent_id)
         self.runtime.rpc = build_service(cfg, self.runtime.sessions)
+        if cfg.manager is not None:
+            self.runtime.worker = WorkerLink(cfg, supervisor, self.runtime.sysinfo, lambda: self.url)
         self._sock = bind_socket(cfg.host, cfg.port)
         if cfg.protocol_port is not None:
             self._protocol_sock = bind_socket(cfg.host, cfg.protocol_port)
@@ -279,7 +283,12 @@ class Agent:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(supervisor.run(), name="supervisor")
                 reaper = tg.create_task(sessions.run(), name="sessions")
+                link = None
+                if self.runtime.worker is not None:
+                    link = tg.create_task(self.runtime.worker.run(), name="manager-link")
                 await self._server.serve(sockets=[self._sock])
+                if link is not None:
+                    link.cancel()
                 self.runtime.stopping = True
                 if protocol_server is not None:
                     protocol_server.close()

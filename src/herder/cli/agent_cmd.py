@@ -65,6 +65,20 @@ def agent(
         int | None,
         typer.Option(help="Also serve the wire protocol (sessions, RPC) over TCP on this port (0: any)."),
     ] = None,
+    manager: Annotated[
+        str | None,
+        typer.Option(help="Work for this manager (http://host:8020): register, heartbeat, run its tasks."),
+    ] = None,
+    manager_token_file: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="File with the manager's bearer token."),
+    ] = None,
+    slots: Annotated[
+        int | None, typer.Option(help="With --manager: pieces of work run at once. [default: CPUs]")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="With --manager: a tag this worker offers (repeatable).")
+    ] = None,
 ) -> None:
     """Run the agent in the foreground until SIGINT, SIGTERM or SIGHUP.
 
@@ -86,6 +100,11 @@ def agent(
         "auth_token": _read_secret(auth_token_file),
         "protocol_port": protocol_port,
     }
+    if manager is not None:
+        link: dict[str, Any] = {"url": manager, "token": _read_secret(manager_token_file), "tags": tag or []}
+        if slots is not None:
+            link["slots"] = slots
+        overrides["manager"] = link
     if grace is not None:
         overrides["supervision"] = {"grace_s": grace}
     try:

@@ -130,6 +130,8 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
     _worker_routes(app, runtime)
     _task_routes(app, runtime)
     _report_routes(app, runtime)
+    _log_routes(app, runtime)
+    runtime.links.service.mount(app, "/rpc")
 
     @app.get("/healthz", summary="Liveness: 200 while the manager serves")
     async def healthz() -> Response:
@@ -217,6 +219,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         async with _transaction(runtime) as db:
             await queries.create_task(db, task, items)
             doc = task_document(task)
+        runtime.links.wake()
         return JSONResponse(doc, status_code=202)
 
     @app.get("/tasks", summary="Tasks, newest first (?status= to filter)")
@@ -260,6 +263,20 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             await runtime.stop_running(await queries.delete_task(db, task))
         doc["status"] = "deleted"
         return JSONResponse(doc, status_code=202)
+
+
+def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
+    @app.get("/tasks/{id}/log", summary="The task's output, as text (the last lines of each piece)")
+    async def task_log(request: Request) -> Response:
+        async with _transaction(runtime) as db:
+            task = await queries.get_task(db, _path_id(request))
+            items = list(await queries.items_of(db, task.id))
+        lines = []
+        for item in items:
+            for attempt, stream, text in runtime.links.output.get(item.id, ()):
+                prefix = "" if stream == "stdout" else f"{stream}: "
+                lines.append(f"[{item.label or item.index} #{attempt}] {prefix}{text}")
+        return Response("\n".join(lines) + ("\n" if lines else ""), media_type="text/plain; charset=utf-8")
 
 
 def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:

@@ -51,9 +51,18 @@ class ManagerRuntime:
     """What the routes use, shared by reference."""
 
     def __init__(self, config: ManagerConfig, sessions: Any) -> None:
+        from herder.manager.link import Links
+
         self.config = config
         self.sessions = sessions
         self.started = asyncio.Event()
+        self.links = Links(self)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """A database session inside a transaction, committed on success."""
+        async with self.sessions() as db, db.begin():
+            yield db
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Any) -> AsyncIterator[None]:
@@ -125,6 +134,7 @@ class ManagerRuntime:
             log.info(
                 "work item %d (attempt %d) canceled while worker %d runs it", item_id, attempt, worker_id
             )
+        await self.links.stop(running)
 
 
 class TokenGuard:
@@ -215,12 +225,16 @@ class Manager:
         self._server = uvicorn.Server(config)
         self._server.capture_signals = contextlib.nullcontext  # the owner decides about signals
         keeper = asyncio.create_task(self._keep_leases(), name="lease-keeper")
+        dispatcher = asyncio.create_task(self.runtime.links.dispatch_forever(), name="dispatcher")
         try:
             await self._server.serve(sockets=[self._sock])
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            for task in (keeper, dispatcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for peer in list(self.runtime.links.peers.values()):
+                await peer.close("the manager is stopping")
 
     async def _keep_leases(self) -> None:
         """Requeue work whose worker stopped heartbeating, for as long as the manager runs."""

@@ -1,0 +1,250 @@
+"""The agent as a worker of a manager: one RPC link, heartbeats, work run and reported.
+
+With ``--manager URL`` the agent keeps a connection to the manager's ``/rpc`` (the wire
+protocol of #3). It registers itself (the seed: "should be automatic"), heartbeats
+with its figures and the attempts it runs (the answer names those it must stop: a
+worker that comes back after the manager gave its work away stops it), runs what the
+manager pushes (``assign``) as supervised units, and reports each attempt: started,
+output lines, finished with its exit code.
+
+When the manager is away, the agent reconnects with backoff; work already running keeps
+running, and its reports wait (``started`` and ``finished``; output lines meanwhile are
+not kept) to be sent once the link is back. A report the manager refuses (the attempt
+was given to another worker meanwhile) is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from herder.agent.logs import Stream
+from herder.agent.models import ProcessSpec, RestartPolicy
+from herder.agent.states import State
+from herder.agent.supervisor import Supervisor, Unit, pick_port
+from herder.rpc.client import connect
+from herder.rpc.errors import ConnectionLost, HandshakeRefused, RemoteError, RpcError
+from herder.rpc.peer import Peer
+
+if TYPE_CHECKING:
+    from herder.agent.config import AgentConfig
+    from herder.agent.sysinfo import SysInfo
+
+log = logging.getLogger(__name__)
+
+BACKOFF_INITIAL_S = 0.2
+BACKOFF_MAX_S = 10.0
+OUTPUT_BATCH_LINES = 500
+WAIT_EXIT_S = 10 * 365 * 86400.0  # a piece of work may run as long as it needs
+MAX_PENDING_REPORTS = 10_000
+
+
+@dataclass
+class Run:
+    """One attempt of one work item, running here."""
+
+    item_id: int
+    attempt: int
+    unit: Unit
+    watcher: asyncio.Task[None] | None = None
+    stopped: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class WorkerLink:
+    """The agent's end of its link to a manager."""
+
+    def __init__(
+        self, config: AgentConfig, supervisor: Supervisor, sysinfo: SysInfo, agent_url: Callable[[], str]
+    ) -> None:
+        assert config.manager is not None
+        self._link = config.manager
+        self._supervisor = supervisor
+        self._sysinfo = sysinfo
+        self._agent_url = agent_url
+        self.runs: dict[tuple[int, int], Run] = {}
+        self._pending: list[tuple[str, list[Any]]] = []
+        self.peer: Peer | None = None
+        self.worker_id: int | None = None
+        self.connected = asyncio.Event()
+
+    # -- the link ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Stay linked for as long as the agent runs (reconnecting with backoff)."""
+        delay = BACKOFF_INITIAL_S
+        while True:
+            started = time.monotonic()
+            try:
+                await self._linked()
+            except (ConnectionLost, HandshakeRefused, RpcError, OSError, TimeoutError) as exc:
+                log.warning("link to the manager %s: %s; retrying in %.1f s", self._link.url, exc, delay)
+            finally:
+                self.peer = None
+                self.connected.clear()
+            if time.monotonic() - started > BACKOFF_MAX_S:
+                delay = BACKOFF_INITIAL_S  # it was up for a while: retry quickly
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _rpc_url(self) -> str:
+        url = self._link.url.rstrip("/")
+        if url.startswith(("http://", "https://")):
+            return "ws" + url[4:] + "/rpc"
+        return url
+
+    async def _linked(self) -> None:
+        handlers: dict[str, Callable[..., Any]] = {"assign": self._assign, "stop": self._stop}
+        async with connect(
+            self._rpc_url(), token=self._link.token, codecs=("msgpack",), handlers=handlers
+        ) as peer:
+            answer = await peer.call("register", await self._registration(), timeout=30)
+            self.worker_id = int(answer["worker_id"])
+            interval = float(answer["heartbeat_interval_s"])
+            self.peer = peer
+            self.connected.set()
+            log.info("linked to the manager %s as worker %d", self._link.url, self.worker_id)
+            await self._flush_pending(peer)
+            while not peer.closed:
+                await self._heartbeat(peer, interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(peer.wait_closed(), interval)
+            raise ConnectionLost(peer.close_reason or "the manager closed the link")
+
+    async def _registration(self) -> dict[str, Any]:
+        figures = await self._sysinfo.collect(0)
+        return {
+            "hostname": self._link.name or figures["hostname"],
+            "system": f"{figures['system']} {figures['release']}",
+            "mac_address": f"{uuid.getnode():012x}",
+            "agent_url": self._agent_url(),
+            "port": int(self._agent_url().rsplit(":", 1)[1]),
+            "slots": self._link.slots,
+            "tags": list(self._link.tags),
+        }
+
+    async def _heartbeat(self, peer: Peer, interval: float) -> None:
+        info = await self._sysinfo.collect(len(self.runs))
+        load = info["load_average"]
+        figures = {
+            "update_frequent": {
+                "load_average": {"1min": load[0], "5min": load[1], "15min": load[2]},
+                "worker_cpu_percent": info["cpu_percent"],
+            },
+            "update_less_frequent": {
+                "worker_architecture": info["architecture"],
+                "worker_disk_percent": info["disk_percent"],
+                "worker_mem_percent": info["memory_percent"],
+                "worker_num_cpus": info["cpus"],
+            },
+        }
+        running = [[item, attempt] for (item, attempt), run in self.runs.items() if not run.stopped]
+        answer = await peer.call("heartbeat", self.worker_id, figures, running, timeout=max(interval * 2, 5))
+        for item_id, attempt in answer.get("stop", []):
+            log.info("the manager gave work item %d away (attempt %d): stopping it here", item_id, attempt)
+            self._stop(item_id, attempt)
+
+    # -- reports ----------------------------------------------------------------------------
+
+    async def _report(self, method: str, args: list[Any]) -> None:
+        """Send a report now, or keep it for when the link is back."""
+        peer = self.peer
+        if peer is not None and not peer.closed:
+            try:
+                await peer.call_with(method, [self.worker_id, *args], {}, timeout=30)
+                return
+            except RemoteError as exc:
+                log.info("the manager refused %s %s: %s", method, args[:2], exc.message)
+                return
+            except (ConnectionLost, RpcError, TimeoutError):
+                pass
+        if len(self._pending) < MAX_PENDING_REPORTS:
+            self._pending.append((method, args))
+
+    async def _flush_pending(self, peer: Peer) -> None:
+        pending, self._pending = self._pending, []
+        for method, args in pending:
+            try:
+                await peer.call_with(method, [self.worker_id, *args], {}, timeout=30)
+            except RemoteError as exc:
+                log.info("the manager refused a late %s %s: %s", method, args[:2], exc.message)
+
+    # -- running work -----------------------------------------------------------------------
+
+    def _assign(self, item: dict[str, Any]) -> None:
+        """The manager pushed a work item: run it (once per attempt)."""
+        key = (int(item["id"]), int(item["attempt"]))
+        if key in self.runs:
+            return
+        argv = [str(a) for a in item["argv"]]
+        if item.get("cwd"):
+            argv = ["/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "herder-work", str(item["cwd"]), *argv]
+        spec = ProcessSpec.model_construct(
+            app="task",
+            node=f"{key[0]}-{key[1]}",
+            process_type=None,
+            source_url=None,
+            command=argv,
+            env={str(k): str(v) for k, v in (item.get("env") or {}).items()},
+            restart=RestartPolicy.NEVER,
+            created_at=time.time(),
+            archive_sha256=None,
+        )
+        unit = self._supervisor.start_detached(spec, slug=f"@task.{key[0]}.{key[1]}", port=pick_port())
+        run = Run(item_id=key[0], attempt=key[1], unit=unit)
+        self.runs[key] = run
+        run.watcher = asyncio.get_running_loop().create_task(self._watch(run), name=f"work:{key}")
+
+    def _stop(self, item_id: int, attempt: int) -> None:
+        run = self.runs.get((int(item_id), int(attempt)))
+        if run is not None and not run.stopped:
+            run.stopped = True
+            run.unit.request_stop()
+
+    async def _watch(self, run: Run) -> None:
+        unit = run.unit
+        try:
+            await unit.wait_for(lambda u: u.state is not State.STARTING, WAIT_EXIT_S)
+            if unit.pid is not None or unit.state is State.RUNNING:
+                await self._report("started", [run.item_id, run.attempt])
+            sub = unit.output.subscribe(replay=True)
+            pump = asyncio.get_running_loop().create_task(self._pump_output(run, sub))
+            try:
+                await unit.wait_for(lambda u: u.state in (State.EXITED, State.FAILED) or u.done, WAIT_EXIT_S)
+            finally:
+                unit.output.unsubscribe(sub)
+                await pump
+            code = unit.exit_code if unit.exit_code is not None else 127
+            error = unit.error if unit.state is State.FAILED else None
+            await unit.stop()
+            await self._report("finished", [run.item_id, run.attempt, code, error])
+        finally:
+            self.runs.pop((run.item_id, run.attempt), None)
+
+    async def _pump_output(self, run: Run, sub: Any) -> None:
+        """Lines of the attempt's output to the manager, in batches (dropped while unlinked)."""
+        while (batch := await sub.get_batch()) is not None:
+            lines, _dropped = batch
+            payload = [
+                [str(stream), line.decode("utf-8", "replace")]
+                for stream, line in lines
+                if stream is not Stream.HERDER
+            ]
+            peer = self.peer
+            for start in range(0, len(payload), OUTPUT_BATCH_LINES):
+                if peer is None or peer.closed:
+                    break
+                with contextlib.suppress(ConnectionLost, RpcError):
+                    await peer.notify(
+                        "output",
+                        self.worker_id,
+                        run.item_id,
+                        run.attempt,
+                        payload[start : start + OUTPUT_BATCH_LINES],
+                    )

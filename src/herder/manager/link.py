@@ -1,0 +1,182 @@
+"""The manager's end of its agents' RPC links: registration, heartbeats, work pushed, reports.
+
+Each agent started with ``--manager URL`` keeps one connection to ``/rpc`` here (the
+wire protocol of #3). Over it:
+
+* agent → manager: ``register`` (once per connection), ``heartbeat`` (every interval,
+  with its figures and the attempts it runs; the answer lists those it must stop),
+  ``started``, ``output`` (lines, batched), ``finished`` (exit code);
+* manager → agent: ``assign`` (a work item to run) and ``stop`` (an attempt to end),
+  as notifications.
+
+Assignments are pushed by a dispatcher that claims work *in the database* for the
+workers linked to this manager (so two managers on one database never hand one item
+twice) whenever something may have changed: a submission, a report, a worker linking,
+and once a second for what other managers or the lease keeper changed.
+
+Output lines run through the task's parser here, which moves ``frame_current``; they
+are kept, bounded, in memory per work item for ``GET /tasks/{id}/log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from herder import __version__
+from herder.manager.store import queries
+from herder.rpc.auth import Principal, SharedSecretVerifier
+from herder.rpc.errors import ConnectionLost
+from herder.rpc.handlers import Method
+from herder.rpc.peer import Peer
+from herder.rpc.service import Service
+
+if TYPE_CHECKING:
+    from herder.manager.server import ManagerRuntime
+
+log = logging.getLogger(__name__)
+
+DISPATCH_TICK_S = 1.0
+KEPT_LINES = 2000
+
+
+class Links:
+    """The agents linked to this manager, and the dispatcher that feeds them."""
+
+    def __init__(self, runtime: ManagerRuntime) -> None:
+        self.runtime = runtime
+        self.peers: dict[int, Peer] = {}
+        self._wake = asyncio.Event()
+        self._parsers: dict[tuple[int, int], Any] = {}
+        self.output: dict[int, collections.deque[tuple[int, str, str]]] = {}
+        token = runtime.config.auth_token
+        self.service = Service(
+            "herder-manager",
+            __version__,
+            verifier=SharedSecretVerifier(token) if token else None,
+            anonymous=None if token else Principal("anonymous", "admin"),
+        )
+        for func in (self.register, self.heartbeat, self.started, self.output_lines, self.finished):
+            name = "output" if func == self.output_lines else func.__name__
+            self.service.registry.add(Method.of(func, name=name))
+
+    def wake(self) -> None:
+        """Something changed that may let work be handed out."""
+        self._wake.set()
+
+    # -- methods agents call --------------------------------------------------------------
+
+    async def register(self, info: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """An agent links itself: registered (or updated) as a worker by its hostname."""
+        from herder.manager.models import WorkerRegistration
+
+        fields = WorkerRegistration.model_validate(info).model_dump()
+        if fields["mac_address"] is not None:
+            fields["mac_address"] = str(fields["mac_address"])
+        async with self.runtime.transaction() as db:
+            worker, _ = await queries.register_worker(db, fields)
+            worker.activity = "available"
+            worker_id = worker.id
+        previous = self.peers.get(worker_id)
+        if previous is not None and previous is not peer:
+            await previous.close("the worker linked again on another connection")
+        self.peers[worker_id] = peer
+        peer.on_close.append(lambda p: self._unlinked(worker_id, p))
+        self.wake()
+        log.info("worker %d (%s) linked", worker_id, fields["hostname"])
+        cfg = self.runtime.config
+        return {"worker_id": worker_id, "heartbeat_interval_s": cfg.heartbeat_interval_s}
+
+    def _unlinked(self, worker_id: int, peer: Peer) -> None:
+        if self.peers.get(worker_id) is peer:
+            del self.peers[worker_id]
+            log.info("worker %d unlinked (%s)", worker_id, peer.close_reason or "closed")
+
+    async def heartbeat(
+        self, worker_id: int, figures: dict[str, Any], running: list[list[int]]
+    ) -> dict[str, Any]:
+        """Alive: figures noted, leases extended; answers the attempts it must stop."""
+        lease = self.runtime.config.offline_after_s
+        async with self.runtime.transaction() as db:
+            worker = await queries.get_worker(db, worker_id)
+            await queries.heartbeat(db, worker, lease, figures)
+            held = {(i.id, i.attempt) for i in await queries.current_items(db, worker_id)}
+        stop = [[item, attempt] for item, attempt in running if (item, attempt) not in held]
+        return {"stop": stop}
+
+    async def started(self, worker_id: int, item_id: int, attempt: int) -> None:
+        async with self.runtime.transaction() as db:
+            item = await queries.report_started(
+                db, item_id, worker_id, attempt, self.runtime.config.offline_after_s
+            )
+            task = await queries.get_task(db, item.task_id)
+            parser_name = task.parser
+        from herder.manager.tasktypes import load_parser
+
+        self._parsers[(item_id, attempt)] = load_parser(parser_name)
+
+    async def output_lines(self, worker_id: int, item_id: int, attempt: int, lines: list[list[str]]) -> None:
+        """Lines of an attempt's output: ``[[stream, text], ...]``; kept and parsed."""
+        kept = self.output.setdefault(item_id, collections.deque(maxlen=KEPT_LINES))
+        parser = self._parsers.get((item_id, attempt))
+        frame: int | None = None
+        percent: float | None = None
+        for stream, text in lines:
+            kept.append((attempt, stream, text))
+            if parser is not None:
+                progress = parser.parse(text)
+                if progress is not None:
+                    frame = progress.frame if progress.frame is not None else frame
+                    percent = progress.percent if progress.percent is not None else percent
+        if frame is not None or percent is not None:
+            async with self.runtime.transaction() as db:
+                await queries.report_progress(db, item_id, worker_id, attempt, frame, percent)
+
+    async def finished(
+        self, worker_id: int, item_id: int, attempt: int, exit_code: int, error: str | None = None
+    ) -> None:
+        self._parsers.pop((item_id, attempt), None)
+        async with self.runtime.transaction() as db:
+            await queries.report_finished(db, item_id, worker_id, attempt, exit_code, error)
+        self.wake()
+
+    # -- pushing work ------------------------------------------------------------------------
+
+    async def dispatch_forever(self) -> None:
+        """Hand out work to linked workers whenever something may have changed."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), DISPATCH_TICK_S)
+            self._wake.clear()
+            try:
+                await self._dispatch()
+            except Exception:  # the database is away for a moment: the next tick retries
+                log.exception("dispatching work failed")
+
+    async def _dispatch(self) -> None:
+        from herder.manager.api import item_document
+
+        lease = self.runtime.config.offline_after_s
+        for worker_id, peer in list(self.peers.items()):
+            while not peer.closed:
+                async with self.runtime.transaction() as db:
+                    worker = await queries.get_worker(db, worker_id)
+                    item = await queries.claim(db, worker, lease)
+                    document = item_document(item) if item is not None else None
+                if document is None:
+                    break
+                try:
+                    await peer.notify("assign", document)
+                except ConnectionLost:
+                    break  # its lease will run out and the item will be queued again
+
+    async def stop(self, running: list[tuple[int, int, int]]) -> None:
+        """Tell workers to stop attempts that were canceled (best effort: heartbeats too)."""
+        for worker_id, item_id, attempt in running:
+            peer = self.peers.get(worker_id)
+            if peer is not None:
+                with contextlib.suppress(ConnectionLost):
+                    await peer.notify("stop", item_id, attempt)

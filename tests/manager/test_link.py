@@ -1,0 +1,149 @@
+"""An agent working for a manager over its RPC link, on both databases.
+
+A real manager and a real agent (in this process), real programs run by the agent:
+tasks pushed, output parsed into progress, cancel stopping a running program, and the
+link coming back after the manager restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from herder.agent import Agent
+from herder.manager.server import Manager
+from tests.conftest import AgentFactory
+from tests.helpers import pid_alive, wait_dead
+from tests.manager.conftest import ManagerFactory
+
+
+async def wait_task(
+    client: httpx.AsyncClient, task_id: int, status: str, timeout_s: float = 30
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        doc: dict[str, Any] = (await client.get(f"/tasks/{task_id}")).json()
+        if doc["status"] == status:
+            return doc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {task_id} is {doc['status']}, not {status}: {doc}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def linked(
+    make_manager: ManagerFactory, make_agent: AgentFactory
+) -> AsyncIterator[tuple[Manager, Agent, httpx.AsyncClient]]:
+    async with make_manager(heartbeat_interval_s=0.2) as manager:
+        link = {"url": manager.url, "slots": 2, "name": "linked-agent", "tags": ["linux"]}
+        async with (
+            make_agent(manager=link) as agent,
+            httpx.AsyncClient(base_url=manager.url, timeout=30) as client,
+        ):
+            assert agent.runtime is not None
+            assert agent.runtime.worker is not None
+            await asyncio.wait_for(agent.runtime.worker.connected.wait(), 20)
+            yield manager, agent, client
+
+
+async def test_the_agent_registers_itself(linked: tuple[Manager, Agent, httpx.AsyncClient]) -> None:
+    _, agent, client = linked
+    workers = (await client.get("/workers")).json()
+    worker = workers["linked-agent"]
+    assert worker["connection"] == "online"
+    assert worker["agent_url"] == agent.url
+    assert worker["slots"] == 2
+    assert worker["tags"] == ["linux"]
+    detail = (await client.get(f"/workers/{worker['id']}")).json()
+    deadline = time.monotonic() + 10
+    while not detail["update_frequent"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        detail = (await client.get(f"/workers/{worker['id']}")).json()
+    assert set(detail["update_frequent"]) == {"load_average", "worker_cpu_percent"}
+    assert detail["update_less_frequent"]["worker_num_cpus"] >= 1
+
+
+async def test_a_frames_task_runs_in_chunks_and_frame_current_follows_the_output(
+    linked: tuple[Manager, Agent, httpx.AsyncClient],
+) -> None:
+    _, _, client = linked
+    settings = {
+        "command": f"{sys.executable} -c \"print('Fra:{{frame}} Mem:1M'); print('done {{frame}}')\"",
+        "frame_start": 1,
+        "frame_end": 6,
+        "chunk_size": 2,
+    }
+    task = (
+        await client.post("/tasks", json={"type": "frames", "parser": "frames", "settings": settings})
+    ).json()
+    done = await wait_task(client, task["id"], "completed")
+    assert done["frame_current"] == 6
+    assert [i["status"] for i in done["work_items"]] == ["completed"] * 3
+    log = (await client.get(f"/tasks/{task['id']}/log")).text
+    assert "Fra:3 Mem:1M" in log
+    assert "done 6" in log
+
+
+async def test_a_failing_command_fails_its_task_after_its_attempts(
+    linked: tuple[Manager, Agent, httpx.AsyncClient],
+) -> None:
+    _, _, client = linked
+    body = {"type": "command", "settings": {"shell": "echo nope >&2; exit 3"}, "max_attempts": 2}
+    task = (await client.post("/tasks", json=body)).json()
+    failed = await wait_task(client, task["id"], "failed")
+    assert "failed after 2 attempts" in failed["error"]
+    assert failed["work_items"][0]["exit_code"] == 3
+
+
+async def test_cancel_and_delete_stop_running_work(linked: tuple[Manager, Agent, httpx.AsyncClient]) -> None:
+    _, agent, client = linked
+    assert agent.runtime is not None
+    assert agent.runtime.worker is not None
+    worker = agent.runtime.worker
+    pids: list[int] = []
+    for action in ("cancel", "delete"):
+        task = (
+            await client.post("/tasks", json={"type": "command", "settings": {"argv": ["sleep", "60"]}})
+        ).json()
+        await wait_task(client, task["id"], "rendering")
+        (run,) = [r for r in worker.runs.values() if r.unit.pid is not None and r.unit.pid not in pids]
+        pid = run.unit.pid
+        assert pid is not None
+        assert pid_alive(pid)
+        pids.append(pid)
+        if action == "cancel":
+            assert (
+                await client.patch(f"/tasks/{task['id']}", json={"status": "canceled"})
+            ).status_code == 204
+            assert (await client.get(f"/tasks/{task['id']}")).json()["status"] == "canceled"
+        else:
+            assert (await client.delete(f"/tasks/{task['id']}")).status_code == 202
+        await wait_dead([pid])
+
+
+async def test_work_keeps_running_while_the_manager_is_away_and_reports_when_back(
+    make_manager: ManagerFactory, make_agent: AgentFactory
+) -> None:
+    async with make_manager(heartbeat_interval_s=0.2) as manager:
+        port = int(manager.url.rsplit(":", 1)[1])
+    settings = {"heartbeat_interval_s": 0.2, "missed_heartbeats": 50, "port": port}  # a 10 s lease
+    link = {"url": f"http://127.0.0.1:{port}", "slots": 1, "name": "comeback"}
+    async with make_agent(manager=link) as agent:
+        worker = agent.runtime.worker if agent.runtime is not None else None
+        assert worker is not None
+        async with make_manager(**settings) as manager, httpx.AsyncClient(base_url=manager.url) as client:
+            await asyncio.wait_for(worker.connected.wait(), 20)
+            body = {"type": "command", "settings": {"shell": "sleep 1; echo finished"}}
+            task = (await client.post("/tasks", json=body)).json()
+            await wait_task(client, task["id"], "rendering")
+        # The manager is gone; the work goes on, and its report waits for the link.
+        assert not worker.connected.is_set() or worker.peer is None or worker.peer.closed
+        async with make_manager(**settings) as manager, httpx.AsyncClient(base_url=manager.url) as client:
+            done = await wait_task(client, task["id"], "completed")
+            assert done["work_items"][0]["attempt"] == 1  # the same attempt, reported late
