@@ -130,6 +130,7 @@ async def serve(fd: int, secret: str, product: str) -> None:
     from herder.rpc.client import handshake
     from herder.rpc.handlers import Method, Registry
     from herder.rpc.transport import StreamTransport
+    from herder.wire import DEFAULT_MAX_FRAME_SIZE
 
     extensions = load_extensions(product)
     env = {k: v for k, v in os.environ.items() if k not in (FD_VAR, SECRET_VAR)}
@@ -152,7 +153,7 @@ async def serve(fd: int, secret: str, product: str) -> None:
 
     os.set_inheritable(fd, False)  # programs the session launches must never get the channel
     sock = socket.socket(fileno=fd)
-    reader, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=DEFAULT_MAX_FRAME_SIZE)
     transport = StreamTransport(reader, writer)
     peer = await handshake(transport, token=secret, codecs=("msgpack",))
     peer.registry = registry

@@ -266,6 +266,7 @@ class Agent:
             app,
             http=front_protocol(cfg.limits.header_timeout_s, self.runtime),
             ws="websockets-sansio",
+            ws_per_message_deflate=False,  # see rpc.client: compression costs more than it saves
             lifespan="on",
             log_config=None,
             access_log=False,

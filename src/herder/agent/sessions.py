@@ -50,7 +50,7 @@ from herder.rpc.errors import ConnectionLost, RemoteError
 from herder.rpc.handlers import Method, Registry
 from herder.rpc.peer import Peer, RemoteCallback
 from herder.rpc.transport import StreamTransport
-from herder.wire import ErrorCode, Welcome, codec_for, decode_hello, encode_welcome
+from herder.wire import DEFAULT_MAX_FRAME_SIZE, ErrorCode, Welcome, codec_for, decode_hello, encode_welcome
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ EVENT_METHOD = "session.event"
 ENDED_KEPT = 1000
 REAP_TICK_S = 1.0
 SESSION_ID_BYTES = 8
+CHANNEL_BUFFER_BYTES = 4 * 1024 * 1024
 # What a host process inherits of the agent's environment: enough to run Python and
 # programs, in the user's locale; nothing else (no secrets, no agent configuration).
 HOST_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SHELL", "VIRTUAL_ENV")
@@ -415,6 +416,9 @@ class SessionManager:
 
     async def _start_host(self, session: Session) -> HostProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for end in (ours, theirs):  # files move in megabytes: the default ~200 KiB buffers stall them
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHANNEL_BUFFER_BYTES)
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CHANNEL_BUFFER_BYTES)
         secret = secrets.token_urlsafe(32)
         log_path = self._root / f"{session.id}.log"
         try:
@@ -425,7 +429,7 @@ class SessionManager:
         exited = asyncio.ensure_future(procs.wait_exit(child))
         transport: StreamTransport | None = None
         try:
-            reader, writer = await asyncio.open_connection(sock=ours)
+            reader, writer = await asyncio.open_connection(sock=ours, limit=DEFAULT_MAX_FRAME_SIZE)
             transport = StreamTransport(reader, writer)
             peer = await self._welcome(session, transport, secret, exited, log_path)
         except BaseException:

@@ -117,6 +117,7 @@ class Peer:
         self._runner: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self.close_reason = ""
+        self._meta: dict[str, Method] | None = None
         # Called once the connection has ended (a relay forgets what it kept for it).
         self.on_close: list[Callable[[Peer], None]] = []
 
@@ -374,14 +375,15 @@ class Peer:
     # -- meta --------------------------------------------------------------------------
 
     def _meta_method(self, name: str) -> Method | None:
-        table: dict[str, Callable[..., Any]] = {
-            "ping": self._meta_ping,
-            "methods": self._meta_methods,
-            "info": self._meta_info,
-            "release": self._meta_release,
-        }
-        func = table.get(name)
-        return Method.of(func, name=name, auth=False) if func is not None else None
+        if self._meta is None:  # built on first use: inspecting signatures costs ~17 us each
+            table: dict[str, Callable[..., Any]] = {
+                "ping": self._meta_ping,
+                "methods": self._meta_methods,
+                "info": self._meta_info,
+                "release": self._meta_release,
+            }
+            self._meta = {n: Method.of(f, name=n, auth=False) for n, f in table.items()}
+        return self._meta.get(name)
 
     def _meta_ping(self) -> str:
         """Answer "pong": the connection works."""

@@ -217,6 +217,7 @@ class Service:
             log_config=None,
             access_log=False,
             ws="websockets-sansio",
+            ws_per_message_deflate=False,  # see rpc.client: compression costs more than it saves
             ws_max_size=self.max_frame_size,
             lifespan="off",
         )
