@@ -19,8 +19,8 @@ install: $(STAMP) ## create .venv with herder and its locked dependencies
 bytecode: $(STAMP)
 	$(BIN)/python -m compileall -q src/herder
 
-up: bytecode ## run the agent in the foreground on 127.0.0.1:8010, data in ./.herder
-	$(BIN)/herder agent --host 127.0.0.1 --port 8010 --data-dir ./.herder
+up: bytecode ## run a manager (127.0.0.1:8020) and an agent working for it (127.0.0.1:8010), data in ./.herder
+	$(BIN)/herder up --data-dir ./.herder --agent-port 8010 --manager-port 8020
 
 test: $(STAMP) lint ## lint, type-check, check generated files, run the whole suite
 	$(BIN)/python scripts/gen_openapi.py --check

@@ -1,0 +1,81 @@
+"""``herder up``: a manager and a local agent working for it, in one process (``make up``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+log = logging.getLogger("herder.up")
+
+
+def up(
+    data_dir: Annotated[
+        Path, typer.Option(help="Where both keep their data (the manager's SQLite file too).")
+    ] = Path(".herder"),
+    agent_port: Annotated[int, typer.Option(help="The agent's port.")] = 8010,
+    manager_port: Annotated[int, typer.Option(help="The manager's port.")] = 8020,
+    slots: Annotated[
+        int | None, typer.Option(help="Pieces of work the agent runs at once. [default: CPUs]")
+    ] = None,
+) -> None:
+    """Run a manager (SQLite in DATA_DIR) and an agent attached to it, on 127.0.0.1, until Ctrl-C.
+
+    This is the whole system on one host: submit tasks to the manager
+    (curl http://127.0.0.1:8020/tasks ...), and the agent runs them; the agent's own API
+    (processes, pools, sessions) stays at http://127.0.0.1:8010. Both run open on
+    loopback, without tokens.
+    """
+    from herder.agent import Agent, AgentConfig, AgentError
+    from herder.manager.config import ManagerConfig
+    from herder.manager.server import Manager, ManagerError
+
+    manager_cfg = ManagerConfig(port=manager_port, data_dir=data_dir)
+
+    def agent_config(manager_url: str) -> AgentConfig:
+        link: dict[str, Any] = {"url": manager_url}
+        if slots is not None:
+            link["slots"] = slots
+        return AgentConfig.model_validate({"port": agent_port, "data_dir": data_dir, "manager": link})
+
+    async def main() -> None:
+        async with Manager(manager_cfg) as manager, Agent(agent_config(manager.url)) as agent:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(signum, stop.set)
+            log.warning(
+                "no auth tokens: anyone on this host can use the manager and the agent (loopback only)"
+            )
+            print(
+                f"herder up: manager on {manager.url}, agent on {agent.url} (working for the manager)\n"
+                f"  try: curl {manager.url}/workers\n"
+                f'       curl -X POST {manager.url}/tasks -d \'{{"type": "command", '
+                f'"settings": {{"shell": "echo hello from herder"}}}}\'',
+                file=sys.stderr,
+                flush=True,
+            )
+            await stop.wait()
+            log.info("stopping: every process and task run here is stopped, then both exit")
+
+    runner: Any = asyncio.run
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        pass
+    try:
+        runner(main())
+    except (AgentError, ManagerError) as exc:
+        typer.echo(f"herder up: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
