@@ -147,3 +147,30 @@ async def test_work_keeps_running_while_the_manager_is_away_and_reports_when_bac
         async with make_manager(**settings) as manager, httpx.AsyncClient(base_url=manager.url) as client:
             done = await wait_task(client, task["id"], "completed")
             assert done["work_items"][0]["attempt"] == 1  # the same attempt, reported late
+
+
+async def test_the_log_streams_over_a_websocket(linked: tuple[Manager, Agent, httpx.AsyncClient]) -> None:
+    import aiohttp
+
+    manager, _, client = linked
+    body = {
+        "type": "command",
+        "settings": {"shell": "sleep 0.3; for i in 1 2 3; do echo line $i; done; echo oops >&2"},
+    }
+    task = (await client.post("/tasks", json=body)).json()
+    received: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{manager.url}/tasks/{task['id']}/log") as ws:
+            async for message in ws:
+                received.append(message.json())
+        assert ws.close_code == 1000
+    assert [r["line"] for r in received if r["stream"] == "stdout"] == ["line 1", "line 2", "line 3"]
+    assert {"stream": "stderr", "line": "oops"}.items() <= next(
+        r for r in received if r["stream"] == "stderr"
+    ).items()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{manager.url}/tasks/{task['id']}/log") as ws,
+    ):
+        replayed = [m.json() async for m in ws]
+    assert [r["line"] for r in replayed] == [r["line"] for r in received]

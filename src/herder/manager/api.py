@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
@@ -253,6 +253,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
                 await queries.set_paused(db, task, False)
             elif req.status == "canceled":
                 await runtime.stop_running(await queries.cancel_task(db, task))
+                runtime.links.end_readers(task_id)
         return Response(status_code=204)
 
     @app.delete("/tasks/{id}", status_code=202, summary="Delete a task (running work is stopped)")
@@ -261,11 +262,39 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             task = await queries.get_task(db, _path_id(request))
             doc = task_document(task)
             await runtime.stop_running(await queries.delete_task(db, task))
+            runtime.links.end_readers(task.id)
         doc["status"] = "deleted"
         return JSONResponse(doc, status_code=202)
 
 
 def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
+    @app.websocket("/tasks/{id}/log")
+    async def task_log_stream(ws: WebSocket) -> None:
+        """Each output line as a JSON text frame ``{"item", "attempt", "stream", "line"}``:
+        the lines kept first, then live ones; closed (1000) when the task has ended."""
+        text = ws.path_params["id"]
+        async with _transaction(runtime) as db:
+            task = await db.get(Task, int(text)) if text.isdigit() else None
+            items = list(await queries.items_of(db, task.id)) if task is not None else []
+        if task is None:
+            await ws.send_denial_response(error_response(404, "not_found", f"no task with id {text}", "id"))
+            return
+        await ws.accept()
+        queue = runtime.links.subscribe(task.id)
+        try:
+            for item in items:
+                for attempt, stream, line in list(runtime.links.output.get(item.id, ())):
+                    await ws.send_json({"item": item.id, "attempt": attempt, "stream": stream, "line": line})
+            if task.status not in queries.TERMINAL:
+                while (entry := await queue.get()) is not None:
+                    item_id, attempt, stream, line = entry
+                    await ws.send_json({"item": item_id, "attempt": attempt, "stream": stream, "line": line})
+            await ws.close(1000, "the task has ended")
+        except (WebSocketDisconnect, OSError):
+            pass
+        finally:
+            runtime.links.unsubscribe(task.id, queue)
+
     @app.get("/tasks/{id}/log", summary="The task's output, as text (the last lines of each piece)")
     async def task_log(request: Request) -> Response:
         async with _transaction(runtime) as db:

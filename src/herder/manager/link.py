@@ -52,6 +52,9 @@ class Links:
         self._wake = asyncio.Event()
         self._parsers: dict[tuple[int, int], Any] = {}
         self.output: dict[int, collections.deque[tuple[int, str, str]]] = {}
+        # Live readers of a task's output (WS /tasks/{id}/log), by task id.
+        self.readers: dict[int, set[asyncio.Queue[tuple[int, int, str, str] | None]]] = {}
+        self._item_task: dict[int, int] = {}
         token = runtime.config.auth_token
         self.service = Service(
             "herder-manager",
@@ -114,6 +117,7 @@ class Links:
             )
             task = await queries.get_task(db, item.task_id)
             parser_name = task.parser
+        self._item_task[item_id] = item.task_id
         from herder.manager.tasktypes import load_parser
 
         self._parsers[(item_id, attempt)] = load_parser(parser_name)
@@ -122,6 +126,11 @@ class Links:
         """Lines of an attempt's output: ``[[stream, text], ...]``; kept and parsed."""
         kept = self.output.setdefault(item_id, collections.deque(maxlen=KEPT_LINES))
         parser = self._parsers.get((item_id, attempt))
+        readers = self.readers.get(self._item_task.get(item_id, -1), ())
+        for stream, text in lines:
+            for queue in readers:
+                if queue.qsize() < KEPT_LINES:  # a reader that cannot keep up loses lines, not memory
+                    queue.put_nowait((item_id, attempt, stream, text))
         frame: int | None = None
         percent: float | None = None
         for stream, text in lines:
@@ -140,8 +149,29 @@ class Links:
     ) -> None:
         self._parsers.pop((item_id, attempt), None)
         async with self.runtime.transaction() as db:
-            await queries.report_finished(db, item_id, worker_id, attempt, exit_code, error)
+            item = await queries.report_finished(db, item_id, worker_id, attempt, exit_code, error)
+            task = await queries.get_task(db, item.task_id)
+            ended = task.status in queries.TERMINAL
+        if ended:
+            self.end_readers(task.id)
         self.wake()
+
+    def end_readers(self, task_id: int) -> None:
+        """The task has ended: its live readers have read everything."""
+        for queue in self.readers.get(task_id, ()):
+            queue.put_nowait(None)
+
+    def subscribe(self, task_id: int) -> asyncio.Queue[tuple[int, int, str, str] | None]:
+        queue: asyncio.Queue[tuple[int, int, str, str] | None] = asyncio.Queue()
+        self.readers.setdefault(task_id, set()).add(queue)
+        return queue
+
+    def unsubscribe(self, task_id: int, queue: asyncio.Queue[tuple[int, int, str, str] | None]) -> None:
+        readers = self.readers.get(task_id)
+        if readers is not None:
+            readers.discard(queue)
+            if not readers:
+                del self.readers[task_id]
 
     # -- pushing work ------------------------------------------------------------------------
 
