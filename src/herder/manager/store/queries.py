@@ -159,31 +159,47 @@ async def delete_task(db: AsyncSession, task: Task) -> list[tuple[int, int, int]
 
 
 async def refresh_task(db: AsyncSession, task: Task) -> None:
-    """Derive the task's status, current frame and worker from its items."""
-    items = await items_of(db, task.id)
-    statuses = {i.status for i in items}
+    """Derive the task's status, current frame and worker from its items.
+
+    With aggregates, not by loading the items: a frames task may have 10,000 of them,
+    and this runs on every claim and report.
+    """
+    of_task = WorkItem.task_id == task.id
+    rows = await db.execute(select(WorkItem.status, func.count()).where(of_task).group_by(WorkItem.status))
+    counts: dict[str, int] = {status: n for status, n in rows.all()}
+    total = sum(counts.values())
     if task.status == "canceled":
         status = "canceled"
-    elif "failed" in statuses:
+    elif counts.get("failed"):
         status = "failed"
-        task.error = next((i.error for i in items if i.status == "failed" and i.error), task.error)
-    elif items and statuses == {"completed"}:
+        failed = select(WorkItem.error).where(
+            of_task, WorkItem.status == "failed", WorkItem.error.is_not(None)
+        )
+        task.error = (await db.scalar(failed.limit(1))) or task.error
+    elif total and counts.get("completed") == total:
         status = "completed"
     elif task.paused:
         status = "paused"
-    elif "running" in statuses:
+    elif counts.get("running"):
         status = "rendering"
-    elif "assigned" in statuses:
+    elif counts.get("assigned"):
         status = "assigned"
     else:
         status = "queued"
     task.status = status
-    frames = [i.frame_current for i in items if i.frame_current is not None]
-    frames += [i.frame_end for i in items if i.status == "completed" and i.frame_end is not None]
-    task.frame_current = max(frames) if frames else task.frame_current
-    active = [i for i in items if i.status in ACTIVE]
-    if active:
-        task.worker_id = active[-1].worker_id
+    reported = await db.scalar(select(func.max(WorkItem.frame_current)).where(of_task))
+    done = await db.scalar(
+        select(func.max(WorkItem.frame_end)).where(of_task, WorkItem.status == "completed")
+    )
+    frames = [f for f in (reported, done, task.frame_current) if f is not None]
+    task.frame_current = max(frames) if frames else None
+    if counts.get("running") or counts.get("assigned"):
+        latest = (
+            select(WorkItem.worker_id)
+            .where(of_task, WorkItem.status.in_(ACTIVE))
+            .order_by(WorkItem.id.desc())
+        )
+        task.worker_id = await db.scalar(latest.limit(1))
     task.updated_at = time.time()
 
 
