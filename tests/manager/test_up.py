@@ -14,11 +14,14 @@ import httpx
 from tests.helpers import HERDER, pid_alive
 
 
-async def test_up_runs_a_task_end_to_end(tmp_path: Path) -> None:
+async def test_up_runs_a_task_end_to_end(tmp_path: Path, db_url: str) -> None:
     err_path = tmp_path / "up.stderr"
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            [HERDER, "up", "--data-dir", str(tmp_path / "data"), "--agent-port", "0", "--manager-port", "0"],
+            [
+                *(HERDER, "up", "--data-dir", str(tmp_path / "data"), "--db", db_url),
+                *("--agent-port", "0", "--manager-port", "0"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=err,
         )

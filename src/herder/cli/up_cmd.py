@@ -23,6 +23,9 @@ def up(
     slots: Annotated[
         int | None, typer.Option(help="Pieces of work the agent runs at once. [default: CPUs]")
     ] = None,
+    db: Annotated[
+        str | None, typer.Option(help="The manager's database URL. [default: SQLite in DATA_DIR]")
+    ] = None,
 ) -> None:
     """Run a manager (SQLite in DATA_DIR) and an agent attached to it, on 127.0.0.1, until Ctrl-C.
 
@@ -35,7 +38,7 @@ def up(
     from herder.manager.config import ManagerConfig
     from herder.manager.server import Manager, ManagerError
 
-    manager_cfg = ManagerConfig(port=manager_port, data_dir=data_dir)
+    manager_cfg = ManagerConfig(port=manager_port, data_dir=data_dir, db=db)
 
     def agent_config(manager_url: str) -> AgentConfig:
         link: dict[str, Any] = {"url": manager_url}
