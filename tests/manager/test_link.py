@@ -174,3 +174,41 @@ async def test_the_log_streams_over_a_websocket(linked: tuple[Manager, Agent, ht
     ):
         replayed = [m.json() async for m in ws]
     assert [r["line"] for r in replayed] == [r["line"] for r in received]
+
+
+async def test_a_worker_that_comes_back_is_told_to_stop_what_it_no_longer_owns(
+    make_manager: ManagerFactory,
+) -> None:
+    from herder.rpc.client import connect
+
+    async with (
+        make_manager(heartbeat_interval_s=0.1, missed_heartbeats=2) as manager,
+        httpx.AsyncClient(base_url=manager.url, timeout=30) as client,
+        connect("ws" + manager.url[4:] + "/rpc", handlers={"assign": lambda item: None}) as peer,
+    ):
+        registered = await peer.call("register", {"hostname": "flaky", "slots": 1})
+        worker_id = registered["worker_id"]
+        task = (await client.post("/tasks", json={"type": "command", "settings": {"argv": ["true"]}})).json()
+        # The dispatcher pushes the item to "flaky"; it then goes silent past its lease
+        # (disabled, so that the item, once requeued, is not pushed to it again)...
+        deadline = time.monotonic() + 10
+        item: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            item = (await client.get(f"/tasks/{task['id']}")).json()["work_items"][0]
+            if item["status"] == "assigned":
+                break
+            await asyncio.sleep(0.02)
+        assert await client.patch(f"/workers/{worker_id}", json={"status": "disabled"})
+        while time.monotonic() < deadline:
+            item = (await client.get(f"/tasks/{task['id']}")).json()["work_items"][0]
+            if item["attempt"] == 1 and item["status"] == "queued":
+                break  # requeued: the lease ran out
+            await asyncio.sleep(0.05)
+        assert (item["attempt"], item["status"]) == (1, "queued")
+        # ...and comes back believing it still runs attempt 1.
+        answer = await peer.call("heartbeat", worker_id, {}, [[item["id"], 1]])
+        assert answer == {"stop": [[item["id"], 1]]}
+        late = await client.post(
+            f"/work-items/{item['id']}/finished", json={"worker_id": worker_id, "attempt": 1, "exit_code": 0}
+        )
+        assert late.status_code == 409
