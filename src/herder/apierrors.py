@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -74,3 +75,37 @@ async def read_json(request: Request, model: type[M]) -> M:
     if not isinstance(data, dict):
         raise ApiError(422, "invalid", "the body must be a JSON object", "body")
     return model.model_validate(data)
+
+
+def install_error_handlers(app: FastAPI, own: dict[type[Exception], tuple[int, str, str | None]]) -> None:
+    """Every error, ours or the framework's, answers the one error document.
+
+    ``own`` maps an app's own exception types to (status, code, field), e.g. the agent's
+    ``NotFound`` to ``(404, "not_found", "slug")``.
+    """
+
+    async def api_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.code, str(exc), exc.field)
+
+    async def invalid(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ValidationError | RequestValidationError)
+        return validation_error(exc)
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    def answer(status: int, code: str, field: str | None) -> Any:
+        async def handler(_: Request, exc: Exception) -> Response:
+            return error_response(status, code, str(exc), field)
+
+        return handler
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(ValidationError, invalid)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    for exc_type, (status, code, field) in own.items():
+        app.add_exception_handler(exc_type, answer(status, code, field))

@@ -17,10 +17,8 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from pydantic import BaseModel
 
 from herder import __version__
 from herder.agent.errors import Conflict, NotFound
@@ -36,7 +34,8 @@ from herder.agent.models import (
     ProcessStatus,
 )
 from herder.agent.supervisor import Unit
-from herder.apierrors import ApiError, error_response, read_json, validation_error
+from herder.apierrors import ApiError, error_response, read_json
+from herder.apierrors import install_error_handlers as install_common_handlers
 
 if TYPE_CHECKING:
     from herder.agent.server import AgentRuntime
@@ -219,32 +218,7 @@ def _document_models(app: FastAPI) -> None:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Every error, ours or the framework's, answers the one error document."""
-
-    async def api_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, str(exc), exc.field)
-
-    async def invalid(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ValidationError | RequestValidationError)
-        return validation_error(exc)
-
-    async def not_found(_: Request, exc: Exception) -> Response:
-        return error_response(404, "not_found", str(exc), "slug")
-
-    async def conflict(_: Request, exc: Exception) -> Response:
-        return error_response(409, "conflict", str(exc), "node")
-
-    async def http_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
-
-    app.add_exception_handler(ApiError, api_error)
-    app.add_exception_handler(ValidationError, invalid)
-    app.add_exception_handler(RequestValidationError, invalid)
-    app.add_exception_handler(NotFound, not_found)
-    app.add_exception_handler(Conflict, conflict)
-    app.add_exception_handler(StarletteHTTPException, http_error)
+    install_common_handlers(app, {NotFound: (404, "not_found", "slug"), Conflict: (409, "conflict", "node")})
 
 
 def process_routes(runtime: AgentRuntime) -> APIRouter:

@@ -16,14 +16,11 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from herder import __version__
-from herder.apierrors import ApiError, error_response, read_json, validation_error
+from herder.apierrors import ApiError, error_response, install_error_handlers, read_json
 from herder.manager.models import (
     FinishedReport,
     ProgressReport,
@@ -346,28 +343,6 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    async def api_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, str(exc), exc.field)
-
-    async def invalid(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ValidationError | RequestValidationError)
-        return validation_error(exc)
-
-    async def not_found(_: Request, exc: Exception) -> Response:
-        return error_response(404, "not_found", str(exc), "id")
-
-    async def fenced(_: Request, exc: Exception) -> Response:
-        return error_response(409, "fenced", str(exc), "attempt")
-
-    async def http_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
-
-    app.add_exception_handler(ApiError, api_error)
-    app.add_exception_handler(ValidationError, invalid)
-    app.add_exception_handler(RequestValidationError, invalid)
-    app.add_exception_handler(queries.NotFound, not_found)
-    app.add_exception_handler(queries.FencedOut, fenced)
-    app.add_exception_handler(StarletteHTTPException, http_error)
+    install_error_handlers(
+        app, {queries.NotFound: (404, "not_found", "id"), queries.FencedOut: (409, "fenced", "attempt")}
+    )
