@@ -212,3 +212,24 @@ async def test_a_worker_that_comes_back_is_told_to_stop_what_it_no_longer_owns(
             f"/work-items/{item['id']}/finished", json={"worker_id": worker_id, "attempt": 1, "exit_code": 0}
         )
         assert late.status_code == 409
+
+
+async def test_work_an_agent_no_longer_runs_goes_back_to_the_queue(make_manager: ManagerFactory) -> None:
+    from herder.rpc.client import connect
+
+    async with (
+        make_manager(heartbeat_interval_s=0.1, missed_heartbeats=3) as manager,
+        httpx.AsyncClient(base_url=manager.url, timeout=30) as client,
+        connect("ws" + manager.url[4:] + "/rpc", handlers={"assign": lambda item: None}) as peer,
+    ):
+        worker_id = (await peer.call("register", {"hostname": "amnesiac", "slots": 1}))["worker_id"]
+        task = (await client.post("/tasks", json={"type": "command", "settings": {"argv": ["true"]}})).json()
+        # It heartbeats on time, but says it runs nothing (as an agent that restarted would):
+        # what the manager gave it must come back to the queue, and be given out again.
+        deadline = time.monotonic() + 10
+        attempt = 0
+        while attempt < 2 and time.monotonic() < deadline:
+            await peer.call("heartbeat", worker_id, {}, [])
+            attempt = (await client.get(f"/tasks/{task['id']}")).json()["work_items"][0]["attempt"]
+            await asyncio.sleep(0.05)
+        assert attempt >= 2

@@ -290,3 +290,43 @@ async def test_two_managers_on_one_postgresql_never_hand_one_item_twice(
     handed = [item for got in results for item in got]
     assert len(handed) == 60
     assert len(set(handed)) == 60  # each item to exactly one worker, across both managers
+
+
+async def test_foreign_hosts_and_origins_are_refused(client: httpx.AsyncClient) -> None:
+    body = {"type": "command", "settings": {"argv": ["true"]}}
+    evil = await client.post("/tasks", json=body, headers={"Origin": "http://evil.example"})
+    assert evil.status_code == 403
+    assert evil.json()["field"] == "Origin"
+    rebound = await client.post("/tasks", json=body, headers={"Host": "evil.example"})
+    assert rebound.status_code == 403
+    assert rebound.json()["field"] == "Host"
+    assert (await client.get("/tasks")).json()["tasks"] == []
+
+
+async def test_ids_are_never_reused(client: httpx.AsyncClient) -> None:
+    await submit(client)
+    newest = await submit(client)
+    assert (await client.delete(f"/tasks/{newest['id']}")).status_code == 202
+    after = await submit(client)
+    assert after["id"] > newest["id"]
+    items = (await client.get(f"/tasks/{after['id']}")).json()["work_items"]
+    assert items[0]["id"] > newest["id"]
+
+
+async def test_a_failed_task_hands_out_no_more_work(client: httpx.AsyncClient) -> None:
+    worker = await register(client, "w", slots=5)
+    settings = {"command": "render {frame}", "frame_start": 1, "frame_end": 3}
+    task = await submit(client, type="frames", settings=settings, max_attempts=1)
+    item = (await pull(client, worker["id"]))["work_item"]
+    report = {"worker_id": worker["id"], "attempt": 1, "exit_code": 2}
+    await client.post(f"/work-items/{item['id']}/finished", json=report)
+    final = (await client.get(f"/tasks/{task['id']}")).json()
+    assert final["status"] == "failed"
+    assert sorted(i["status"] for i in final["work_items"]) == ["canceled", "canceled", "failed"]
+    assert (await pull(client, worker["id"]))["task_id"] is None
+
+
+async def test_registering_again_keeps_what_is_not_given(client: httpx.AsyncClient) -> None:
+    await register(client, "w", tags=["gpu"], slots=4, port=5000)
+    again = (await client.post("/workers", json={"hostname": "w", "system": "Linux 6.9"})).json()["w"]
+    assert (again["tags"], again["slots"], again["port"], again["system"]) == (["gpu"], 4, 5000, "Linux 6.9")

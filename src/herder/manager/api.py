@@ -10,6 +10,7 @@ Errors use the one error document (``herder.apierrors``), as the agent's do.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -35,6 +36,9 @@ from herder.manager.store.tables import Task, Worker, WorkItem
 
 if TYPE_CHECKING:
     from herder.manager.server import ManagerRuntime
+
+# How often a log stream checks whether its task ended without this manager seeing it.
+LOG_STATUS_CHECK_S = 1.0
 
 
 def worker_summary(worker: Worker, current_task: int | None, offline_after_s: float) -> dict[str, Any]:
@@ -156,10 +160,10 @@ def _worker_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     @app.post("/workers", status_code=201, summary="Register a worker (again: update it)")
     async def register(request: Request) -> Response:
         req = await read_json(request, WorkerRegistration)
-        fields = req.model_dump()
-        if fields["mac_address"] is not None:
+        fields = req.model_dump(exclude_unset=True)  # registering again changes only what is given
+        if fields.get("mac_address") is not None:
             fields["mac_address"] = str(fields["mac_address"])
-        if fields["ip_address"] is None and request.client is not None:
+        if fields.get("ip_address") is None and request.client is not None:
             fields["ip_address"] = request.client.host
         async with _transaction(runtime) as db:
             worker, created = await queries.register_worker(db, fields)
@@ -282,10 +286,17 @@ def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             for item in items:
                 for attempt, stream, line in list(runtime.links.output.get(item.id, ())):
                     await ws.send_json({"item": item.id, "attempt": attempt, "stream": stream, "line": line})
-            if task.status not in queries.TERMINAL:
-                while (entry := await queue.get()) is not None:
-                    item_id, attempt, stream, line = entry
-                    await ws.send_json({"item": item_id, "attempt": attempt, "stream": stream, "line": line})
+            while task.status not in queries.TERMINAL:
+                try:
+                    entry = await asyncio.wait_for(queue.get(), LOG_STATUS_CHECK_S)
+                except TimeoutError:  # it may have ended elsewhere (a lease, another manager)
+                    async with _transaction(runtime) as db:
+                        task = await queries.get_task(db, task.id)
+                    continue
+                if entry is None:
+                    break
+                item_id, attempt, stream, line = entry
+                await ws.send_json({"item": item_id, "attempt": attempt, "stream": stream, "line": line})
             await ws.close(1000, "the task has ended")
         except (WebSocketDisconnect, OSError):
             pass

@@ -76,8 +76,12 @@ class Links:
         """An agent links itself: registered (or updated) as a worker by its hostname."""
         from herder.manager.models import WorkerRegistration
 
-        fields = WorkerRegistration.model_validate(info).model_dump()
-        if fields["mac_address"] is not None:
+        fields = WorkerRegistration.model_validate(info).model_dump(exclude_unset=True)
+        transport = getattr(peer.transport, "_writer", None)
+        address = transport.get_extra_info("peername") if transport is not None else None
+        if "ip_address" not in fields and isinstance(address, tuple):
+            fields["ip_address"] = str(address[0])
+        if fields.get("mac_address") is not None:
             fields["mac_address"] = str(fields["mac_address"])
         async with self.runtime.transaction() as db:
             worker, _ = await queries.register_worker(db, fields)
@@ -105,7 +109,8 @@ class Links:
         lease = self.runtime.config.offline_after_s
         async with self.runtime.transaction() as db:
             worker = await queries.get_worker(db, worker_id)
-            await queries.heartbeat(db, worker, lease, figures)
+            reported = [(int(item), int(attempt)) for item, attempt in running]
+            await queries.heartbeat(db, worker, lease, figures, reported)
             held = {(i.id, i.attempt) for i in await queries.current_items(db, worker_id)}
         stop = [[item, attempt] for item, attempt in running if (item, attempt) not in held]
         return {"stop": stop}

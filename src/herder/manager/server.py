@@ -20,6 +20,7 @@ import json
 import logging
 import socket
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,13 +35,6 @@ log = logging.getLogger(__name__)
 
 GRACEFUL_HTTP_SHUTDOWN_S = 5
 PUBLIC_PATHS = frozenset({"/healthz"})
-UNAUTHORIZED_BODY = json.dumps(
-    {
-        "error": "unauthorized",
-        "message": "a valid 'Authorization: Bearer <token>' is required",
-        "field": "Authorization",
-    }
-).encode()
 
 
 class ManagerError(Exception):
@@ -137,32 +131,86 @@ class ManagerRuntime:
         await self.links.stop(running)
 
 
-class TokenGuard:
-    """ASGI middleware: with a token configured, every route but /healthz needs it."""
+class FrontDoor:
+    """ASGI middleware: which requests reach the manager (as the agent's ``Guard`` does).
 
-    def __init__(self, app: Any, token: str | None) -> None:
+    * ``Host`` must name the manager (loopback names, its bound address, the configured
+      ``allowed_hosts``): DNS rebinding cannot reach it under another name;
+    * a state-changing request or a WebSocket from a foreign ``Origin`` is refused: the
+      manager reads JSON whatever the content type says, so without this any web page
+      open on this host could submit tasks (commands) to a manager running open;
+    * with a token configured, every route but ``/healthz`` needs it.
+    """
+
+    def __init__(self, app: Any, config: ManagerConfig) -> None:
         self.app = app
+        token = config.auth_token
         self._expected = f"Bearer {token}".encode() if token else None
+        names = {"localhost", "127.0.0.1", "::1", "[::1]", config.host.lower(), *config.allowed_hosts}
+        self._allowed = frozenset(n.lower() for n in names)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if (
-            self._expected is None
-            or scope["type"] not in ("http", "websocket")
-            or scope["path"] in PUBLIC_PATHS
-        ):
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(given, self._expected):
+        headers = dict(scope["headers"])
+        refusal = self._refusal(scope, headers)
+        if refusal is None:
             await self.app(scope, receive, send)
             return
-        body = UNAUTHORIZED_BODY
+        status, code, message, field = refusal
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        body = json.dumps({"error": code, "message": message, "field": field}).encode()
+        answer = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": answer})
         await send({"type": "http.response.body", "body": body})
+
+    def _refusal(
+        self, scope: dict[str, Any], headers: dict[bytes, bytes]
+    ) -> tuple[int, str, str, str] | None:
+        host = _host_part(headers.get(b"host", b"").decode("latin-1"))
+        if host not in self._allowed:
+            return (
+                403,
+                "forbidden_host",
+                f"Host {host!r} is not served here (add it to allowed_hosts)",
+                "Host",
+            )
+        origin = headers.get(b"origin")
+        unsafe = scope["type"] == "websocket" or scope.get("method") not in ("GET", "HEAD", "OPTIONS")
+        if origin is not None and unsafe:
+            netloc = urllib.parse.urlsplit(origin.decode("latin-1")).netloc
+            if _host_part(netloc) not in self._allowed:
+                return (
+                    403,
+                    "forbidden_origin",
+                    f"requests from origin {origin.decode('latin-1')!r} are refused",
+                    "Origin",
+                )
+        given = headers.get(b"authorization", b"")
+        if (
+            self._expected is not None
+            and scope["path"] not in PUBLIC_PATHS
+            and not hmac.compare_digest(given, self._expected)
+        ):
+            return (
+                401,
+                "unauthorized",
+                "a valid 'Authorization: Bearer <token>' is required",
+                "Authorization",
+            )
+        return None
+
+
+def _host_part(value: str) -> str:
+    """The host of a ``Host`` header or a netloc, lower-cased, without its port."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        return value[: end + 1] if end > 0 else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
 class Manager:
@@ -214,7 +262,7 @@ class Manager:
 
         assert self.runtime is not None
         assert self._sock is not None
-        app = TokenGuard(build_app(self.runtime), self.config.auth_token)
+        app = FrontDoor(build_app(self.runtime), self.config)
         config = uvicorn.Config(
             app,
             lifespan="on",

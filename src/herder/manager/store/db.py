@@ -63,10 +63,10 @@ async def migrate(engine: AsyncEngine) -> None:
     """
     import logging
 
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin
+
     from alembic import command
     from alembic.config import Config
-
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))

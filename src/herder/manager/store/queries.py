@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from herder.manager.store.tables import Task, Worker, WorkItem
@@ -75,18 +75,35 @@ async def current_items(db: AsyncSession, worker_id: int) -> Sequence[WorkItem]:
     return (await db.execute(query.order_by(WorkItem.id))).scalars().all()
 
 
-async def heartbeat(db: AsyncSession, worker: Worker, lease_s: float, figures: dict[str, Any]) -> None:
-    """The worker is alive: note its figures and extend the leases of what it holds."""
+async def heartbeat(
+    db: AsyncSession,
+    worker: Worker,
+    lease_s: float,
+    figures: dict[str, Any],
+    running: list[tuple[int, int]] | None = None,
+) -> None:
+    """The worker is alive: note its figures and extend the leases of what it runs.
+
+    With ``running`` (the attempts the worker says it runs: linked agents send it), only
+    those leases are extended: an agent that restarted holds nothing any more, and what
+    the manager still thinks it holds expires and goes back to the queue. Without it
+    (the seed's pull path), every lease the worker holds is extended.
+    """
     now = time.time()
     worker.last_seen = now
     for key in ("update_frequent", "update_less_frequent"):
         if key in figures:
             setattr(worker, key, figures[key])
-    await db.execute(
-        update(WorkItem)
-        .where(WorkItem.worker_id == worker.id, WorkItem.status.in_(ACTIVE))
-        .values(lease_expires=now + lease_s)
-    )
+    held = (WorkItem.worker_id == worker.id, WorkItem.status.in_(ACTIVE))
+    if running is None:
+        await db.execute(update(WorkItem).where(*held).values(lease_expires=now + lease_s))
+        return
+    for item_id, attempt in running:
+        await db.execute(
+            update(WorkItem)
+            .where(*held, WorkItem.id == item_id, WorkItem.attempt == attempt)
+            .values(lease_expires=now + lease_s)
+        )
 
 
 # -- tasks ---------------------------------------------------------------------------------
@@ -172,6 +189,12 @@ async def refresh_task(db: AsyncSession, task: Task) -> None:
         status = "canceled"
     elif counts.get("failed"):
         status = "failed"
+        if counts.get("queued"):  # a failed task hands out no more of its work
+            await db.execute(
+                update(WorkItem)
+                .where(of_task, WorkItem.status == "queued")
+                .values(status="canceled", finished_at=time.time())
+            )
         failed = select(WorkItem.error).where(
             of_task, WorkItem.status == "failed", WorkItem.error.is_not(None)
         )
@@ -294,8 +317,11 @@ async def report_progress(
     db: AsyncSession, item_id: int, worker_id: int, attempt: int, frame: int | None, percent: float | None
 ) -> WorkItem:
     values: dict[str, Any] = {}
-    if frame is not None:
-        values["frame_current"] = frame
+    if frame is not None:  # never backwards: reports may arrive out of order
+        values["frame_current"] = case(
+            (or_(WorkItem.frame_current.is_(None), WorkItem.frame_current < frame), frame),
+            else_=WorkItem.frame_current,
+        )
     if percent is not None:
         values["percent"] = percent
     item = await _fenced_update(db, item_id, worker_id, attempt, values or {"attempt": attempt})

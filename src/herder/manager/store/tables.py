@@ -23,6 +23,7 @@ class Base(DeclarativeBase):
 
 class Worker(Base):
     __tablename__ = "workers"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids never reused (PostgreSQL: sequences)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     hostname: Mapped[str] = mapped_column(String(255), unique=True)
@@ -45,6 +46,7 @@ class Worker(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the submitter's own id
@@ -68,7 +70,10 @@ class Task(Base):
 
 class WorkItem(Base):
     __tablename__ = "work_items"
-    __table_args__ = (Index("ix_work_items_claim", "status", "priority", "id"),)
+    __table_args__ = (
+        Index("ix_work_items_claim", "status", "priority", "id"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("update_less_frequent", sa.JSON, nullable=False),
         sa.Column("registered_at", sa.Float, nullable=False),
         sa.Column("last_seen", sa.Float, nullable=False),
+        sqlite_autoincrement=True,  # ids are never reused: a late report must not reach a new row
     )
     op.create_table(
         "tasks",
@@ -56,6 +57,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "work_items",
@@ -82,6 +84,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("started_at", sa.Float),
         sa.Column("finished_at", sa.Float),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_work_items_task_id", "work_items", ["task_id"])
     op.create_index("ix_work_items_worker_id", "work_items", ["worker_id"])
