@@ -35,6 +35,12 @@ def manager(
             help="File with a shared secret clients must send. Required off loopback.",
         ),
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Extra name clients use in the Host header (repeatable); loopback names always work."
+        ),
+    ] = None,
     heartbeat_interval: Annotated[
         float, typer.Option(help="Seconds between workers' heartbeats; three missed: offline, work requeued.")
     ] = 5.0,
@@ -56,6 +62,7 @@ def manager(
         data_dir=data_dir,
         auth_token=token or None,
         heartbeat_interval_s=heartbeat_interval,
+        allowed_hosts=allowed_host or [],
     )
 
     async def main() -> None:
