@@ -167,6 +167,9 @@ def test_version_and_help() -> None:
         ["pools", "create"],
         ["host"],
         ["manager"],
+        ["tasks"],
+        ["tasks", "submit"],
+        ["workers"],
     ):
         result = subprocess.run([HERDER, *command, "--help"], capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr

@@ -28,7 +28,11 @@ def _headers(token_file: Path | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token_file.read_text().strip()}"}
 
 
-def _request(method: str, url: str, token_file: Path | None, body: Any = None) -> Any:
+def _request(method: str, url: str, token_file: Path | None, body: Any = None, *, text: bool = False) -> Any:
+    """Call the API; the JSON answer (``None`` for 204), or its text with ``text=True``.
+
+    An error is one line on stderr (``herder: 422: <message> (field: <field>)``), exit 1.
+    """
     import httpx
 
     try:
@@ -48,7 +52,9 @@ def _request(method: str, url: str, token_file: Path | None, body: Any = None) -
             message = response.text
         typer.echo(f"herder: {response.status_code}: {message}", err=True)
         raise typer.Exit(1)
-    return response.json()
+    if text:
+        return response.text
+    return None if response.status_code == 204 else response.json()
 
 
 def parse_env(items: list[str] | None) -> dict[str, str]:

@@ -1,0 +1,634 @@
+"""``herder tasks ...`` and ``herder workers ...``: the manager's queue from the shell.
+
+Each sub-command is one or two calls to the Manager API (``herder manager``): readable
+tables by default, the manager's own JSON documents with ``--json`` for scripts. Errors
+are one line on stderr, ``herder: 422: <message> (field: <field>)``, and exit status 1.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+
+from herder.cli.process_cmds import _print, _request
+
+DEFAULT_MANAGER_URL = "http://127.0.0.1:8020"
+TERMINAL = ("completed", "failed", "canceled")
+FOLLOW_POLL_S = 0.5
+
+ManagerUrl = Annotated[
+    str,
+    typer.Option("--manager", envvar="HERDER_MANAGER_URL", help="The manager's URL."),
+]
+ManagerToken = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        envvar="HERDER_MANAGER_TOKEN_FILE",
+        exists=True,
+        dir_okay=False,
+        help="File with the manager's bearer token (its --auth-token-file).",
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print the manager's JSON document instead.")]
+TaskId = Annotated[int, typer.Argument(metavar="ID", help="The task's id (from 'herder tasks ls').")]
+WorkerId = Annotated[int, typer.Argument(metavar="ID", help="The worker's id (from 'herder workers ls').")]
+
+
+class TaskStatus(enum.StrEnum):
+    queued = "queued"
+    paused = "paused"
+    assigned = "assigned"
+    rendering = "rendering"
+    completed = "completed"
+    failed = "failed"
+    canceled = "canceled"
+
+
+tasks = typer.Typer(
+    name="tasks",
+    help="Tasks on a manager ('herder manager'): submit them, follow them, change or stop them.\n\n"
+    "Example: 'herder tasks submit command -- make -j8', then 'herder tasks logs -f ID'.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+workers = typer.Typer(
+    name="workers",
+    help="Workers known to a manager (agents started with --manager, or any client of the "
+    "Manager API): list them, look at one, take one out of service and back.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _base(manager: str) -> str:
+    return manager.rstrip("/")
+
+
+def parse_settings(settings_json: str | None, items: list[str] | None) -> dict[str, Any]:
+    """``--settings JSON`` (an object), then each ``--setting key=value`` on top of it.
+
+    A value is read as JSON when it is JSON (``frame_start=1`` is the number 1,
+    ``argv=["ls","-l"]`` a list), as the text itself otherwise (``shell=make all``).
+    """
+    settings: dict[str, Any] = {}
+    if settings_json is not None:
+        try:
+            parsed = json.loads(settings_json, parse_constant=_not_json)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--settings") from None
+        if not isinstance(parsed, dict):
+            raise typer.BadParameter("must be a JSON object", param_hint="--settings")
+        settings.update(parsed)
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not key=value", param_hint="--setting")
+        try:
+            settings[key] = json.loads(text, parse_constant=_not_json)
+        except ValueError:
+            settings[key] = text
+    return settings
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _age(since: float | None, now: float | None = None) -> str:
+    """``42s``, ``7m``, ``3h``, ``12d``: how long ago ``since`` (epoch seconds) was."""
+    if since is None:
+        return "-"
+    seconds = max(0, int((time.time() if now is None else now) - since))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> None:
+    """Columns as wide as their widest cell, two spaces apart; ``None`` shows as ``-``."""
+    cells = [headers] + [["-" if c is None or c == "" else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _frames(doc: dict[str, Any]) -> str:
+    """``current/start-end`` (``-/1-250`` before the first frame), ``-`` without frames."""
+    start, end = doc.get("frame_start"), doc.get("frame_end")
+    if start is None or end is None:
+        return "-"
+    current = doc.get("frame_current")
+    return f"{'-' if current is None else current}/{start}-{end}"
+
+
+def _task_line(doc: dict[str, Any]) -> str:
+    return f"task {doc['id']}: {doc['status']}, priority {doc['priority']}"
+
+
+def _worker_names(manager: str, token_file: Path | None) -> dict[int, str]:
+    listing = _request("GET", f"{manager}/workers", token_file)
+    return {w["id"]: hostname for hostname, w in listing.items()}
+
+
+def _patch_task(manager: str, token_file: Path | None, task_id: int, body: dict[str, Any]) -> None:
+    manager = _base(manager)
+    _request("PATCH", f"{manager}/tasks/{task_id}", token_file, body)
+    typer.echo(_task_line(_request("GET", f"{manager}/tasks/{task_id}", token_file)))
+
+
+# -- tasks -----------------------------------------------------------------------------------
+
+
+@tasks.command("submit")
+def submit(
+    task_type: Annotated[
+        str,
+        typer.Argument(
+            metavar="TYPE", help="The task type: command, frames, or one a plugin installs on the manager."
+        ),
+    ],
+    argv: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[-- ARGV...]",
+            help='For a command task: the program and its arguments (settings {"argv": [...]}).',
+        ),
+    ] = None,
+    settings_json: Annotated[
+        str | None, typer.Option("--settings", help="The settings as one JSON object.")
+    ] = None,
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--setting",
+            "-s",
+            help="key=value (repeatable, over --settings); the value is JSON when it parses "
+            "(frame_start=1 is a number), text otherwise.",
+        ),
+    ] = None,
+    parser: Annotated[
+        str | None,
+        typer.Option(help="How output becomes progress: frames, percent or none (the manager's default)."),
+    ] = None,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="A worker must offer every tag (repeatable).")
+    ] = None,
+    task_id: Annotated[
+        int | None, typer.Option("--task-id", help="Your own id for the task, kept with it.")
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option("--max-attempts", help="Runs of a piece of work before the task fails.")
+    ] = None,
+    as_json: Json = False,
+    manager: ManagerUrl = DEFAULT_MANAGER_URL,
+    token_file: ManagerToken = None,
+) -> None:
+    """Submit a task; prints 'task ID: STATUS, priority N' (the task's document with --json).
+
+    \b
+    Examples:
+      herder tasks submit command -- make -j8
+      herder tasks submit command --setting shell='make && make test' --tag linux
+      herder tasks submit frames --parser frames -s frame_start=1 -s frame_end=250 \\
+          -s chunk_size=10 -s command='blender -b scene.blend -f {frame}'
+      herder tasks submit frames --settings '{"command": "render {start} {end}",
+          "frame_start": 1, "frame_end": 100, "chunk_size": 25}' --priority 10
+    """
+    settings = parse_settings(settings_json, setting)
+    if argv:
+        if task_type != "command":
+            raise typer.BadParameter(
+                f"a program after -- is for command tasks, not {task_type}; give its settings "
+                "with --settings or --setting",
+                param_hint="ARGV",
+            )
+        settings["argv"] = argv
+    body: dict[str, Any] = {"type": task_type, "settings": settings, "priority": priority, "tags": tag or []}
+    optional = {"parser": parser, "task_id": task_id, "max_attempts": max_attempts}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    doc = _request("POST", f"{_base(manager)}/tasks", token_file, body)
+    if as_json:
+        _print(doc)
+    else:
+        typer.echo(_task_line(doc))
+
+
+@tasks.command("ls")
+def ls_tasks(
+    status: Annotated[TaskStatus | None, typer.Option(help="Only tasks with this status.")] = None,
+    as_json: Json = False,
+    manager: ManagerUrl = DEFAULT_MANAGER_URL,
+    token_file: ManagerToken = None,
+) -> None:
+    """List tasks, newest first: ID, STATUS, PRIORITY, TYPE, FRAMES (current/start-end),
+    WORKER (the one running it last), AGE.
+
+    \b
+    Examples:
+      herder tasks ls
+      herder tasks ls --status failed --json
+    """
+    manager = _base(manager)
+    url = f"{manager}/tasks" + (f"?status={quote(status.value)}" if status is not None else "")
+    listing = _request("GET", url, token_file)
+    if as_json:
+        _print(listing)
+        return
+    names = _worker_names(manager, token_file) if any(t["worker_id"] for t in listing["tasks"]) else {}
+    now = time.time()
+    rows = [
+        [
+            t["id"],
+            t["status"],
+            t["priority"],
+            t["type"],
+            _frames(t),
+            names.get(t["worker_id"], t["worker_id"]),
+            _age(t["created_at"], now),
+        ]
+        for t in listing["tasks"]
+    ]
+    _table(["ID", "STATUS", "PRIORITY", "TYPE", "FRAMES", "WORKER", "AGE"], rows)
+
+
+@tasks.command("show")
+def show_task(
+    task_id: TaskId,
+    as_json: Json = False,
+    manager: ManagerUrl = DEFAULT_MANAGER_URL,
+    token_file: ManagerToken = None,
+) -> None:
+    """Show a task and its work items (#, LABEL, STATUS, WORKER, ATTEMPT, EXIT).
+
+    \b
+    Example:
+      herder tasks show 12
+    """
+    manager = _base(manager)
+    doc = _request("GET", f"{manager}/tasks/{task_id}", token_file)
+    if as_json:
+        _print(doc)
+        return
+    items = doc.get("work_items") or []
+    has_worker = doc["worker_id"] is not None or any(i["worker_id"] is not None for i in items)
+    names = _worker_names(manager, token_file) if has_worker else {}
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(doc["created_at"]))
+    fields: list[tuple[str, Any]] = [
+        ("id", doc["id"]),
+        ("type", doc["type"]),
+        ("status", doc["status"]),
+        ("priority", doc["priority"]),
+        ("parser", doc["parser"]),
+        ("frames", _frames(doc)),
+        ("tags", ", ".join(doc["tags"]) or "-"),
+        ("worker", names.get(doc["worker_id"], doc["worker_id"]) or "-"),
+        ("created", f"{created} ({_age(doc['created_at'])} ago)"),
+        ("settings", json.dumps(doc["settings"], sort_keys=True)),
+    ]
+    if doc.get("task_id") is not None:
+        fields.insert(1, ("task_id", doc["task_id"]))
+    if doc.get("error"):
+        fields.append(("error", doc["error"]))
+    for name, value in fields:
+        typer.echo(f"{name + ':':10} {value}")
+    typer.echo("")
+    rows = [
+        [
+            i["index"],
+            i["label"],
+            i["status"],
+            names.get(i["worker_id"], i["worker_id"]),
+            i["attempt"],
+            i["exit_code"],
+        ]
+        for i in items
+    ]
+    _table(["#", "LABEL", "STATUS", "WORKER", "ATTEMPT", "EXIT"], rows)
+
+
+@tasks.command("cancel")
+def cancel(
+    task_id: TaskId, manager: ManagerUrl = DEFAULT_MANAGER_URL, token_file: ManagerToken = None
+) -> None:
+    """Cancel a task: its queued work never runs, running work is stopped. It stays listed
+    (as canceled) until 'herder tasks rm'."""
+    _patch_task(manager, token_file, task_id, {"status": "canceled"})
+
+
+@tasks.command("pause")
+def pause(
+    task_id: TaskId, manager: ManagerUrl = DEFAULT_MANAGER_URL, token_file: ManagerToken = None
+) -> None:
+    """Hold a task: its queued work is not handed out (running work finishes)."""
+    _patch_task(manager, token_file, task_id, {"status": "paused"})
+
+
+@tasks.command("resume")
+def resume(
+    task_id: TaskId, manager: ManagerUrl = DEFAULT_MANAGER_URL, token_file: ManagerToken = None
+) -> None:
+    """Queue a paused task's work again."""
+    _patch_task(manager, token_file, task_id, {"status": "queued"})
+
+
+@tasks.command("priority")
+def priority(
+    task_id: TaskId,
+    value: Annotated[int, typer.Argument(metavar="N", help="The new priority; higher runs first.")],
+    manager: ManagerUrl = DEFAULT_MANAGER_URL,
+    token_file: ManagerToken = None,
+) -> None:
+    """Change a task's priority (its work not yet handed out moves in the queue).
+
+    \b
+    Examples:
+      herder tasks priority 12 100
+      herder tasks priority 12 -- -5      (a negative number after --)
+    """
+    _patch_task(manager, token_file, task_id, {"priority": value})
+
+
+@tasks.command("rm")
+def rm(task_id: TaskId, manager: ManagerUrl = DEFAULT_MANAGER_URL, token_file: ManagerToken = None) -> None:
+    """Delete a task: running work is stopped, the task and its work items are forgotten."""
+    typer.echo(_task_line(_request("DELETE", f"{_base(manager)}/tasks/{task_id}", token_file)))
+
+
+# -- logs ------------------------------------------------------------------------------------
+
+_PREFIX = re.compile(r"^(\[.*? #\d+\]) ")
+
+
+class LogTail:
+    """What of a task's log (``GET /tasks/{id}/log``) was not printed yet.
+
+    The manager answers the last lines of each piece of work (``[label #attempt] text``),
+    piece after piece, so new lines of one piece appear in the middle of the text, and
+    the oldest lines of a long one drop off its front. Lines are grouped by piece and
+    attempt (a run of one prefix); each group's new lines are those after the longest
+    overlap with what it showed before.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, int], list[str]] = {}
+
+    def new_lines(self, text: str) -> list[str]:
+        fresh: list[str] = []
+        for key, lines in self._groups(text):
+            old = self.seen.get(key, [])
+            fresh.extend(_after_overlap(old, lines))
+            self.seen[key] = lines
+        return fresh
+
+    @staticmethod
+    def _groups(text: str) -> list[tuple[tuple[str, int], list[str]]]:
+        groups: list[tuple[tuple[str, int], list[str]]] = []
+        occurrences: dict[str, int] = {}
+        previous: str | None = None
+        for line in text.splitlines():
+            match = _PREFIX.match(line)
+            prefix = match.group(1) if match else ""
+            if prefix != previous or not groups:
+                occurrences[prefix] = occurrences.get(prefix, 0) + 1
+                groups.append(((prefix, occurrences[prefix]), []))
+                previous = prefix
+            groups[-1][1].append(line)
+        return groups
+
+
+def _after_overlap(old: list[str], new: list[str]) -> list[str]:
+    """The lines of ``new`` past the longest tail of ``old`` it starts with."""
+    for shift in range(len(old)):
+        overlap = len(old) - shift
+        if new[:overlap] == old[shift:]:
+            return new[overlap:]
+    return new
+
+
+def _progress(doc: dict[str, Any]) -> tuple[int, int, str]:
+    """(done, total, unit): frames from frame_current in the task's range, else work items."""
+    start, end, current = doc.get("frame_start"), doc.get("frame_end"), doc.get("frame_current")
+    if start is not None and end is not None:
+        total = end - start + 1
+        done = 0 if current is None else min(max(current - start + 1, 0), total)
+        return done, total, "frames"
+    items = doc.get("work_items") or []
+    return sum(1 for i in items if i["status"] == "completed"), len(items), "items"
+
+
+class _PlainProgress:
+    """Progress for a log or a pipe: a line on stderr whenever it changes."""
+
+    def __init__(self, task_id: int) -> None:
+        self.task_id = task_id
+        self.last: tuple[str, int, int] | None = None
+
+    def update(self, doc: dict[str, Any]) -> None:
+        done, total, unit = _progress(doc)
+        state = (doc["status"], done, total)
+        if state != self.last:
+            self.last = state
+            typer.echo(f"[herder] task {self.task_id}: {doc['status']}, {done}/{total} {unit}", err=True)
+
+
+class _RichProgress:
+    """Progress for a terminal: a bar on stderr (``rich.progress``) under the log lines."""
+
+    def __init__(self, task_id: int, bar: Any) -> None:
+        self.task_id = task_id
+        self.bar = bar
+        self.handle = bar.add_task(f"task {task_id}", total=None, unit="")
+
+    def update(self, doc: dict[str, Any]) -> None:
+        done, total, unit = _progress(doc)
+        description = f"task {self.task_id} {doc['status']}"
+        self.bar.update(
+            self.handle, completed=done, total=total or None, description=description, unit=unit, refresh=True
+        )
+
+
+@contextmanager
+def _progress_display(task_id: int) -> Iterator[_PlainProgress | _RichProgress]:
+    if not sys.stderr.isatty():
+        yield _PlainProgress(task_id)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    # Log lines go to stdout; when that is the terminal too, rich prints them above the bar.
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        redirect_stdout=sys.stdout.isatty(),
+        redirect_stderr=False,
+    ) as bar:
+        yield _RichProgress(task_id, bar)
+
+
+@tasks.command("logs")
+def logs(
+    task_id: TaskId,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Print new lines until the task completes, fails or is canceled."
+        ),
+    ] = False,
+    manager: ManagerUrl = DEFAULT_MANAGER_URL,
+    token_file: ManagerToken = None,
+) -> None:
+    """Print a task's output: the last lines of each piece of work, as '[LABEL #ATTEMPT] line'.
+
+    With -f, new lines are printed as they come (the manager is asked every half second)
+    until the task is completed, failed or canceled, with its progress on stderr (a bar
+    on a terminal, a line per change otherwise); the exit status is then 0 if the task
+    completed, 1 if not. Ctrl-C stops following (the task goes on).
+
+    \b
+    Examples:
+      herder tasks logs 12
+      herder tasks logs -f 12 > render.log
+    """
+    manager = _base(manager)
+    log_url = f"{manager}/tasks/{task_id}/log"
+    if not follow:
+        sys.stdout.write(_request("GET", log_url, token_file, text=True))
+        return
+    tail = LogTail()
+    try:
+        with _progress_display(task_id) as progress:
+            while True:
+                doc = _request("GET", f"{manager}/tasks/{task_id}", token_file)
+                progress.update(doc)
+                # Read after the status: once that is final, this text holds every line.
+                for line in tail.new_lines(_request("GET", log_url, token_file, text=True)):
+                    print(line, flush=True)
+                if doc["status"] in TERMINAL:
+                    break
+                time.sleep(FOLLOW_POLL_S)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if doc["status"] != "completed":
+        reason = f": {doc['error']}" if doc.get("error") else ""
+        typer.echo(f"herder: task {task_id} {doc['status']}{reason}", err=True)
+        raise typer.Exit(1)
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+
+def _worker_summary(manager: str, token_file: Path | None, worker_id: int) -> dict[str, Any]:
+    """``GET /workers/{id}`` (the seed's fields) with its entry of ``GET /workers``."""
+    detail: dict[str, Any] = _request("GET", f"{manager}/workers/{worker_id}", token_file)
+    listing = _request("GET", f"{manager}/workers", token_file)
+    summary: dict[str, Any] = next((w for w in listing.values() if w["id"] == worker_id), {})
+    return {**summary, **detail}
+
+
+@workers.command("ls")
+def ls_workers(
+    as_json: Json = False, manager: ManagerUrl = DEFAULT_MANAGER_URL, token_file: ManagerToken = None
+) -> None:
+    """List workers: ID, HOSTNAME, CONNECTION (online/offline), STATUS (enabled/disabled),
+    ACTIVITY, CURRENT TASK, SLOTS, TAGS. --json prints the manager's document (keyed by
+    hostname).
+
+    \b
+    Example:
+      herder workers ls
+    """
+    listing = _request("GET", f"{_base(manager)}/workers", token_file)
+    if as_json:
+        _print(listing)
+        return
+    rows = [
+        [
+            w["id"],
+            hostname,
+            w["connection"],
+            w["status"],
+            w["activity"],
+            w["current_task"],
+            w["slots"],
+            ",".join(w["tags"]),
+        ]
+        for hostname, w in sorted(listing.items(), key=lambda kv: kv[1]["id"])
+    ]
+    _table(["ID", "HOSTNAME", "CONNECTION", "STATUS", "ACTIVITY", "CURRENT TASK", "SLOTS", "TAGS"], rows)
+
+
+@workers.command("show")
+def show_worker(
+    worker_id: WorkerId,
+    as_json: Json = False,
+    manager: ManagerUrl = DEFAULT_MANAGER_URL,
+    token_file: ManagerToken = None,
+) -> None:
+    """Show a worker: where it is, its state and the figures it last reported.
+
+    \b
+    Example:
+      herder workers show 3
+    """
+    doc = _worker_summary(_base(manager), token_file, worker_id)
+    if as_json:
+        _print(doc)
+        return
+    for key in sorted(doc):
+        value = doc[key]
+        if isinstance(value, dict):
+            typer.echo(f"{key}:")
+            for name in sorted(value):
+                typer.echo(f"  {name}: {json.dumps(value[name])}")
+        elif isinstance(value, list):
+            typer.echo(f"{key}: {', '.join(map(str, value)) or '-'}")
+        else:
+            typer.echo(f"{key}: {'-' if value is None or value == '' else value}")
+
+
+def _set_worker_status(manager: str, token_file: Path | None, worker_id: int, status: str) -> None:
+    manager = _base(manager)
+    _request("PATCH", f"{manager}/workers/{worker_id}", token_file, {"status": status})
+    doc = _worker_summary(manager, token_file, worker_id)
+    typer.echo(f"worker {worker_id} ({doc['hostname']}): {doc.get('status', status)}")
+
+
+@workers.command("disable")
+def disable(
+    worker_id: WorkerId, manager: ManagerUrl = DEFAULT_MANAGER_URL, token_file: ManagerToken = None
+) -> None:
+    """Take a worker out of service: it is handed no new work (what it runs now finishes)."""
+    _set_worker_status(manager, token_file, worker_id, "disabled")
+
+
+@workers.command("enable")
+def enable(
+    worker_id: WorkerId, manager: ManagerUrl = DEFAULT_MANAGER_URL, token_file: ManagerToken = None
+) -> None:
+    """Put a disabled worker back in service."""
+    _set_worker_status(manager, token_file, worker_id, "enabled")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tasks)
+    app.add_typer(workers)
