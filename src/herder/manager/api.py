@@ -194,7 +194,8 @@ def _worker_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         async with _transaction(runtime) as db:
             worker = await queries.get_worker(db, worker_id)
             figures = req.model_dump(exclude_none=True, include={"update_frequent", "update_less_frequent"})
-            await queries.heartbeat(db, worker, cfg.offline_after_s, figures)
+            if req.status not in ("enabled", "disabled"):  # an operator's switch says nothing of its health
+                await queries.heartbeat(db, worker, cfg.offline_after_s, figures)
             if req.status in ("enabled", "disabled"):
                 worker.status = req.status
             elif req.status is not None:

@@ -119,8 +119,16 @@ async def create_task(db: AsyncSession, task: Task, items: list[WorkItem]) -> Ta
     return task
 
 
-async def get_task(db: AsyncSession, task_id: int) -> Task:
-    task = await db.get(Task, task_id)
+async def get_task(db: AsyncSession, task_id: int, *, lock: bool = False) -> Task:
+    """The task; with ``lock``, its row is locked until the transaction ends.
+
+    Every change that derives a task's status from its items locks the task first, so
+    that two reports on one task (PostgreSQL runs them at once) are counted one after
+    the other: otherwise each could count the other's item as still running, and the
+    task would stay "rendering" with every item completed. (SQLite runs one writer at
+    a time, and ignores the lock.)
+    """
+    task = await db.get(Task, task_id, with_for_update=lock, populate_existing=lock)
     if task is None:
         raise NotFound(f"no task with id {task_id}")
     return task
@@ -272,7 +280,7 @@ async def claim(db: AsyncSession, worker: Worker, lease_s: float) -> WorkItem | 
         if getattr(result, "rowcount", 0) == 1:
             item = await db.get(WorkItem, item_id, populate_existing=True)
             assert item is not None
-            await refresh_task(db, await get_task(db, item.task_id))
+            await refresh_task(db, await get_task(db, item.task_id, lock=True))
             return item
     return None
 
@@ -301,6 +309,7 @@ async def _fenced_update(
 async def report_started(
     db: AsyncSession, item_id: int, worker_id: int, attempt: int, lease_s: float
 ) -> WorkItem:
+    task = await _lock_task_of(db, item_id)
     now = time.time()
     item = await _fenced_update(
         db,
@@ -309,8 +318,20 @@ async def report_started(
         attempt,
         {"status": "running", "started_at": now, "lease_expires": now + lease_s},
     )
-    await refresh_task(db, await get_task(db, item.task_id))
+    await refresh_task(db, task)
     return item
+
+
+async def _lock_task_of(db: AsyncSession, item_id: int) -> Task:
+    """Lock the task of work item ``item_id`` (see ``get_task``).
+
+    Raises:
+        NotFound: no such work item.
+    """
+    task_id = await db.scalar(select(WorkItem.task_id).where(WorkItem.id == item_id))
+    if task_id is None:
+        raise NotFound(f"no work item {item_id}")
+    return await get_task(db, task_id, lock=True)
 
 
 async def report_progress(
@@ -336,10 +357,9 @@ async def report_finished(
     db: AsyncSession, item_id: int, worker_id: int, attempt: int, exit_code: int, error: str | None
 ) -> WorkItem:
     """The attempt ended: completed, back to the queue, or failed for good."""
+    task = await _lock_task_of(db, item_id)
     item = await db.get(WorkItem, item_id)
-    if item is None:
-        raise NotFound(f"no work item {item_id}")
-    task = await get_task(db, item.task_id)
+    assert item is not None
     now = time.time()
     if exit_code == 0:
         values: dict[str, Any] = {"status": "completed", "exit_code": 0, "finished_at": now}
@@ -384,7 +404,7 @@ async def requeue_expired(db: AsyncSession) -> int:
         if getattr(result, "rowcount", 0) == 1:
             touched.add(item.task_id)
     for task_id in touched:
-        task = await db.get(Task, task_id, populate_existing=True)
+        task = await db.get(Task, task_id, populate_existing=True, with_for_update=True)
         if task is not None:
             await refresh_task(db, task)
     return len(touched)
