@@ -7,7 +7,10 @@ measured with wrk; it needs ``wrk`` and ``nginx`` from the system and fails, nam
 the ``apt-get`` command, when they are missing (the other benchmarks still run).
 Benchmark 8 (issue 5's sessions) neither: its references are the agent answering
 ``meta.ping`` itself (no host hop), a Python start with a host's imports, and a local
-copy of the same bytes in the same file system.
+copy of the same bytes in the same file system. Benchmark 9 (issue 6's manager) neither:
+its reference is this machine's raw spawn rate of ``true``, measured in the same run;
+it runs on SQLite and on PostgreSQL (``$HERDER_BENCH_PG_URL``, default
+``postgresql://postgres@127.0.0.1:5432/test``; it fails, naming the URL, without one).
 
 Each benchmark measures the three daemons in the same run on the same machine, so
 the ratios hold even when absolute figures drift. A benchmark that fails is reported
@@ -24,6 +27,7 @@ import time
 import traceback
 from collections.abc import Callable
 
+import bench_manager
 import bench_output
 import bench_respawn
 import bench_router
@@ -44,6 +48,7 @@ BENCHMARKS: tuple[tuple[str, Callable[..., list[Figure]]], ...] = (
     ("6 RPC round trips (issue 3)", bench_rpc.run),
     ("7 HTTP router against nginx (issue 4)", bench_router.run),
     ("8 sessions: open, relayed calls, file transfer (issue 5)", bench_sessions.run),
+    ("9 manager: tasks end to end, heartbeats (issue 6)", bench_manager.run),
 )
 
 
