@@ -76,6 +76,13 @@ def agent(
     slots: Annotated[
         int | None, typer.Option(help="With --manager: pieces of work run at once. [default: CPUs]")
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="With --manager: this worker's name there (two agents on one host need one each). "
+            "[default: hostname]"
+        ),
+    ] = None,
     tag: Annotated[
         list[str] | None, typer.Option(help="With --manager: a tag this worker offers (repeatable).")
     ] = None,
@@ -104,6 +111,8 @@ def agent(
         link: dict[str, Any] = {"url": manager, "token": _read_secret(manager_token_file), "tags": tag or []}
         if slots is not None:
             link["slots"] = slots
+        if name is not None:
+            link["name"] = name
         overrides["manager"] = link
     if grace is not None:
         overrides["supervision"] = {"grace_s": grace}

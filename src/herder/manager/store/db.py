@@ -41,7 +41,11 @@ def create_engine(url: str) -> AsyncEngine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys on."""
     full = async_url(url)
     if full.startswith("sqlite"):
-        engine = create_async_engine(full, connect_args={"timeout": 30})
+        # One connection: SQLite has one writer at a time anyway, and connections that
+        # race for its lock sleep and retry (milliseconds each) where a queue would not.
+        engine = create_async_engine(
+            full, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
