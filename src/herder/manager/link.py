@@ -111,6 +111,8 @@ class Links:
             worker = await queries.get_worker(db, worker_id)
             reported = [(int(item), int(attempt)) for item, attempt in running]
             await queries.heartbeat(db, worker, lease, figures, reported)
+            if not reported:  # the common case: nothing to extend, nothing to stop
+                return {"stop": []}
             held = {(i.id, i.attempt) for i in await queries.current_items(db, worker_id)}
         stop = [[item, attempt] for item, attempt in running if (item, attempt) not in held]
         return {"stop": stop}
@@ -195,6 +197,11 @@ class Links:
         from herder.manager.api import item_document
 
         lease = self.runtime.config.offline_after_s
+        if not self.peers:
+            return
+        async with self.runtime.transaction() as db:
+            if not await queries.has_queued_work(db):
+                return  # one query a tick, not a transaction per linked worker
         for worker_id, peer in list(self.peers.items()):
             while not peer.closed:
                 async with self.runtime.transaction() as db:

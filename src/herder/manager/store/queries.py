@@ -237,6 +237,12 @@ async def refresh_task(db: AsyncSession, task: Task) -> None:
 # -- claims and reports ------------------------------------------------------------------
 
 
+async def has_queued_work(db: AsyncSession) -> bool:
+    """Whether any work waits to be handed out (cheap: one indexed row at most)."""
+    query = select(WorkItem.id).where(WorkItem.status == "queued", WorkItem.paused.is_(False)).limit(1)
+    return (await db.scalar(query)) is not None
+
+
 async def claim(db: AsyncSession, worker: Worker, lease_s: float) -> WorkItem | None:
     """Hand the worker the best queued item it may run (priority, then age; its tags).
 
