@@ -842,18 +842,6 @@ def run(quick: bool = False) -> list[Figure]:
 # -- detail tables ------------------------------------------------------------------------
 
 
-def rows_table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
-    table = [tuple(header), *(tuple(r) for r in rows)]
-    if markdown:
-        lines = ["| " + " | ".join(r) + " |" for r in table]
-        lines.insert(1, "|" + "---|" * len(header))
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 CPU_KEYS = ("manager", "agents", "work", "client", "postgres", "others")
 TASK_HEADER = (
     "database",
@@ -938,9 +926,9 @@ def beat_rows(m: Measured) -> list[tuple[str, ...]]:
 def format_detail(m: Measured, markdown: bool = False) -> str:
     tables = []
     if m.tasks:
-        tables.append(rows_table(TASK_HEADER, task_rows(m), markdown))
+        tables.append(harness.rows_table(TASK_HEADER, task_rows(m), markdown))
     if m.beats:
-        tables.append(rows_table(BEAT_HEADER, beat_rows(m), markdown))
+        tables.append(harness.rows_table(BEAT_HEADER, beat_rows(m), markdown))
     return "\n\n".join(tables)
 
 

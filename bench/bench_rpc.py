@@ -672,15 +672,7 @@ def detail_rows(res: Summary) -> list[tuple[str, ...]]:
 
 
 def format_detail(res: Summary, markdown: bool = False) -> str:
-    rows = [DETAIL_HEADER, *detail_rows(res)]
-    if markdown:
-        lines = ["| " + " | ".join(r) + " |" for r in rows]
-        lines.insert(1, "|" + "---|" * len(DETAIL_HEADER))
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(DETAIL_HEADER))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return harness.rows_table(DETAIL_HEADER, detail_rows(res), markdown)
 
 
 # -- entry points -------------------------------------------------------------------------

@@ -795,18 +795,6 @@ def run(quick: bool = False) -> list[Figure]:
 # -- detail tables ------------------------------------------------------------------------
 
 
-def rows_table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
-    table = [tuple(header), *(tuple(r) for r in rows)]
-    if markdown:
-        lines = ["| " + " | ".join(r) + " |" for r in table]
-        lines.insert(1, "|" + "---|" * len(header))
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 CALL_HEADER = (
     "transport",
     "call",
@@ -915,11 +903,11 @@ def open_rows(m: Measured) -> list[tuple[str, ...]]:
 def format_detail(m: Measured, markdown: bool = False) -> str:
     return "\n\n".join(
         (
-            rows_table(OPEN_HEADER, open_rows(m), markdown)
+            harness.rows_table(OPEN_HEADER, open_rows(m), markdown)
             + f"\n\nPython start as a host is started: {m.python_start_ms:.1f} ms bare, "
             f"{m.host_imports_ms:.1f} ms with a host's imports (median).",
-            rows_table(CALL_HEADER, call_rows(m), markdown),
-            rows_table(FILE_HEADER, file_rows(m), markdown),
+            harness.rows_table(CALL_HEADER, call_rows(m), markdown),
+            harness.rows_table(FILE_HEADER, file_rows(m), markdown),
         )
     )
 

@@ -396,12 +396,22 @@ def table_rows(figures: Sequence[Figure]) -> list[tuple[str, ...]]:
     return rows
 
 
+def rows_table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False) -> str:
+    """``rows`` under ``header``: aligned plain text, or a Markdown table for bench/README.md."""
+    table = [tuple(header), *(tuple(r) for r in rows)]
+    if markdown:
+        lines = ["| " + " | ".join(r) + " |" for r in table]
+        lines.insert(1, "|" + "---|" * len(header))
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def format_table(figures: Sequence[Figure]) -> str:
     """A plain-text table; the ratios say how many times better herder is (above 1x: better)."""
-    rows = [TABLE_HEADER, *table_rows(figures)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_HEADER))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = [rows_table(TABLE_HEADER, table_rows(figures))]
     notes = [f"  [{f.bench}] {f.label}: {f.note}" for f in figures if f.note]
     footer = ["", "Ratios: how many times better herder is than the peer (above 1x: herder is better)."]
     return "\n".join(lines + footer + (["Notes:", *notes] if notes else []))
