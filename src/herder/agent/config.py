@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from herder.net import is_loopback_host
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8010
 DEFAULT_DATA_DIR = Path(".herder")
@@ -185,16 +187,6 @@ class AgentConfig(_Section):
 
     def is_loopback(self) -> bool:
         return is_loopback_host(self.host)
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses: the only binds that may run open."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:

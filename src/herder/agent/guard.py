@@ -29,6 +29,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from herder.net import LOOPBACK_NAMES, host_name
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Any
@@ -36,7 +38,6 @@ Send = Any
 ASGIApp = Any
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 # Paths anyone may read without a token: a liveness probe must not need a secret.
 PUBLIC_PATHS = frozenset({"/healthz"})
 # Request line plus headers; real clients send a few hundred bytes.
@@ -49,15 +50,6 @@ class _Refused(Exception):
         self.status = status
         self.code = code
         self.field = field
-
-
-def host_name(value: str) -> str:
-    """The host part of a ``Host`` header or an origin's netloc, lower-cased."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        end = value.find("]")
-        return value[: end + 1] if end > 0 else value
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
 class Guard:

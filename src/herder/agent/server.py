@@ -33,7 +33,6 @@ from herder.agent.apps import Apps
 from herder.agent.config import AgentConfig
 from herder.agent.errors import ConfigError, DataDirBusy
 from herder.agent.fetch import Fetcher
-from herder.agent.guard import LOOPBACK_NAMES, host_name
 from herder.agent.keeper import Keeper
 from herder.agent.router.router import Router, config_pools
 from herder.agent.sessions import SessionManager
@@ -41,6 +40,7 @@ from herder.agent.store import RecordStore
 from herder.agent.supervisor import Supervisor
 from herder.agent.sysinfo import SysInfo
 from herder.agent.worker import WorkerLink
+from herder.net import LOOPBACK_NAMES, host_name, listen_socket
 from herder.rpc.service import Service
 from herder.wire import DEFAULT_MAX_FRAME_SIZE
 
@@ -98,18 +98,15 @@ def raise_fd_limit() -> None:
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: the kernel picks)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """A listening TCP socket on ``host:port`` (port 0: the kernel picks).
+
+    Raises:
+        ConfigError: the address cannot be bound.
+    """
     try:
-        sock.bind((host.strip("[]"), port))
+        return listen_socket(host, port)
     except OSError as exc:
-        sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
 
 
 class AgentRuntime:

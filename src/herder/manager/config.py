@@ -6,10 +6,11 @@ Durations carry their unit in their name. The database is SQLite in the data dir
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from herder.net import is_loopback_host
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8020
@@ -39,9 +40,4 @@ class ManagerConfig(BaseModel):
         return self.db or f"sqlite:///{(self.data_dir / 'manager.db').resolve()}"
 
     def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(self.host)

@@ -30,6 +30,7 @@ from herder.manager.models import TaskSubmission
 from herder.manager.store import db as database
 from herder.manager.store import queries
 from herder.manager.store.tables import Task, WorkItem
+from herder.net import LOOPBACK_NAMES, host_name, listen_socket
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,8 @@ class FrontDoor:
         self.app = app
         token = config.auth_token
         self._expected = f"Bearer {token}".encode() if token else None
-        names = {"localhost", "127.0.0.1", "::1", "[::1]", config.host.lower(), *config.allowed_hosts}
-        self._allowed = frozenset(n.lower() for n in names)
+        names = {config.host, *config.allowed_hosts}
+        self._allowed = LOOPBACK_NAMES | {host_name(n) for n in names}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -170,7 +171,7 @@ class FrontDoor:
     def _refusal(
         self, scope: dict[str, Any], headers: dict[bytes, bytes]
     ) -> tuple[int, str, str, str] | None:
-        host = _host_part(headers.get(b"host", b"").decode("latin-1"))
+        host = host_name(headers.get(b"host", b"").decode("latin-1"))
         if host not in self._allowed:
             return (
                 403,
@@ -182,7 +183,7 @@ class FrontDoor:
         unsafe = scope["type"] == "websocket" or scope.get("method") not in ("GET", "HEAD", "OPTIONS")
         if origin is not None and unsafe:
             netloc = urllib.parse.urlsplit(origin.decode("latin-1")).netloc
-            if _host_part(netloc) not in self._allowed:
+            if host_name(netloc) not in self._allowed:
                 return (
                     403,
                     "forbidden_origin",
@@ -202,15 +203,6 @@ class FrontDoor:
                 "Authorization",
             )
         return None
-
-
-def _host_part(value: str) -> str:
-    """The host of a ``Host`` header or a netloc, lower-cased, without its port."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        end = value.find("]")
-        return value[: end + 1] if end > 0 else value
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
 class Manager:
@@ -245,7 +237,10 @@ class Manager:
         except database.DatabaseError as exc:
             raise ManagerError(str(exc)) from exc
         self.runtime = ManagerRuntime(cfg, database.sessions(self.engine))
-        self._sock = _bind(cfg.host, cfg.port)
+        try:
+            self._sock = listen_socket(cfg.host, cfg.port)
+        except OSError as exc:
+            raise ManagerError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
         self._main = asyncio.create_task(self._run(), name="herder-manager")
         started = asyncio.ensure_future(self.runtime.started.wait())
         await asyncio.wait({started, self._main}, return_when=asyncio.FIRST_COMPLETED)
@@ -316,17 +311,3 @@ class Manager:
                 self._sock.close()
             if self.engine is not None:
                 await self.engine.dispose()
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host.strip("[]"), port))
-    except OSError as exc:
-        sock.close()
-        raise ManagerError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock

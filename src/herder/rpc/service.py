@@ -21,11 +21,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from herder.net import listen_socket
 from herder.rpc.auth import Unauthorized, Verifier
 from herder.rpc.errors import ConnectionLost
 from herder.rpc.handlers import Method, Registry
@@ -210,7 +210,7 @@ class Service:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(unix_path)
             servers.append(await asyncio.start_unix_server(self.serve_stream, unix_path))
-        sock = _listen(host, port)
+        sock = listen_socket(host, port)
         self.ws_port = sock.getsockname()[1]
         config = uvicorn.Config(
             app,
@@ -238,20 +238,6 @@ class Service:
         """Serve in the foreground until Ctrl-C."""
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(self.serve(host, port, tcp_port=tcp_port))
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket (port 0: the kernel picks; see ``Service.ws_port``)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
 
 
 def _same_origin(origin: str | None, host: str | None) -> bool:

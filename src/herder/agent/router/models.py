@@ -14,10 +14,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from herder.agent.config import is_loopback_host
 from herder.agent.models import Command, check_env, check_one_way_to_run, check_source_url
 from herder.agent.procfile import PROCESS_TYPE_PATTERN
 from herder.apierrors import FieldError
+from herder.net import is_loopback_host
 
 # A DNS label that starts with a letter: a pool is reached as ``<name>.<anything>``,
 # and a name that could be the first label of an IP address would be ambiguous.
