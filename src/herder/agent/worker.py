@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from herder.agent.logs import Stream
@@ -54,7 +54,6 @@ class Run:
     unit: Unit
     watcher: asyncio.Task[None] | None = None
     stopped: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class WorkerLink:

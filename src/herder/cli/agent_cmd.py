@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from herder.cli.loop import run as run_main
+
 log = logging.getLogger("herder.agent")
 
 
@@ -150,12 +152,7 @@ def _run(agent: Any) -> None:
             await agent.wait_stopped()
         log.info("agent stopped")
 
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:  # uvloop is optional off Linux
-        asyncio.run(main())
+    run_main(main())
 
 
 def host(

@@ -7,9 +7,11 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+
+from herder.cli.loop import run as run_main
 
 log = logging.getLogger("herder.manager")
 
@@ -78,15 +80,8 @@ def manager(
             )
             await running.wait_stopped()
 
-    runner: Any = asyncio.run
     try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        pass
-    try:
-        runner(main())
+        run_main(main())
     except ManagerError as exc:
         typer.echo(f"herder manager: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from herder.cli.loop import run as run_main
+
 log = logging.getLogger("herder.up")
 
 
@@ -66,15 +68,8 @@ def up(
             await stop.wait()
             log.info("stopping: every process and task run here is stopped, then both exit")
 
-    runner: Any = asyncio.run
     try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        pass
-    try:
-        runner(main())
+        run_main(main())
     except (AgentError, ManagerError) as exc:
         typer.echo(f"herder up: {exc}", err=True)
         raise typer.Exit(2) from None

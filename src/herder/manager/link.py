@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from herder import __version__
@@ -62,8 +63,14 @@ class Links:
             verifier=SharedSecretVerifier(token) if token else None,
             anonymous=None if token else Principal("anonymous", "admin"),
         )
-        for func in (self.register, self.heartbeat, self.started, self.output_lines, self.finished):
-            name = "output" if func == self.output_lines else func.__name__
+        methods: dict[str, Callable[..., Any]] = {
+            "register": self.register,
+            "heartbeat": self.heartbeat,
+            "started": self.started,
+            "output": self.output_lines,
+            "finished": self.finished,
+        }
+        for name, func in methods.items():
             self.service.registry.add(Method.of(func, name=name))
 
     def wake(self) -> None:
