@@ -1,0 +1,75 @@
+"""Authentication: the manager's signing keys, and the keys and tokens signed with them (issue #7).
+
+``keys`` keeps the Ed25519 key pair in the manager's data dir and publishes its public
+half as JWKS; ``tokens`` issues and strictly verifies the EdDSA JWTs that carry a user's
+identity. Both are plain functions with no I/O beyond the key files, so the manager,
+the agents and the CLI share them.
+"""
+
+from __future__ import annotations
+
+from herder.auth.keys import (
+    AuthKeyError,
+    JwksError,
+    KeyFileError,
+    KeysExistError,
+    SigningKey,
+    has_keys,
+    init_keys,
+    jwks,
+    key_id,
+    load_signing_key,
+    public_keys_from_jwks,
+)
+from herder.auth.tokens import (
+    KIND_KEY,
+    KIND_TOKEN,
+    BadAlgorithm,
+    BadSignature,
+    Claims,
+    Expired,
+    MalformedToken,
+    MissingClaim,
+    MissingToken,
+    NotYetValid,
+    Revoked,
+    TokenError,
+    UnknownKey,
+    WrongAudience,
+    WrongIssuer,
+    WrongKind,
+    issue,
+    verify,
+)
+
+__all__ = [
+    "KIND_KEY",
+    "KIND_TOKEN",
+    "AuthKeyError",
+    "BadAlgorithm",
+    "BadSignature",
+    "Claims",
+    "Expired",
+    "JwksError",
+    "KeyFileError",
+    "KeysExistError",
+    "MalformedToken",
+    "MissingClaim",
+    "MissingToken",
+    "NotYetValid",
+    "Revoked",
+    "SigningKey",
+    "TokenError",
+    "UnknownKey",
+    "WrongAudience",
+    "WrongIssuer",
+    "WrongKind",
+    "has_keys",
+    "init_keys",
+    "issue",
+    "jwks",
+    "key_id",
+    "load_signing_key",
+    "public_keys_from_jwks",
+    "verify",
+]

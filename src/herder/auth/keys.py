@@ -1,0 +1,307 @@
+"""The manager's Ed25519 signing key pair, its key id, and the JWKS document that publishes it.
+
+The manager signs every key and token with one private key kept in its data dir; agents
+and services verify them offline with the public half, which the manager serves as a
+JWKS document (RFC 7517). Ed25519 because its signatures are small, fast to verify, and
+leave no parameter (curve, hash, padding) for a token or a JWKS to pick wrongly.
+
+Files, in ``<data dir>/keys/``:
+
+- ``signing.pem``: the private key (PKCS #8), mode 0600. It is the truth: the public key
+  and the key id are derived from it every time it is loaded.
+- ``public.pem``: the public key (SubjectPublicKeyInfo), a copy for operators to hand out
+  out of band. Nothing here reads it back.
+
+Both are written atomically (temporary file, fsync, rename or link, directory fsync), so
+a crash leaves the old key or the new one, never half of either; and an existing private
+key is never replaced unless the caller asks, since every key and token signed with it
+would stop verifying.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+KEYS_DIR = "keys"
+PRIVATE_FILE = "signing.pem"
+PUBLIC_FILE = "public.pem"
+ALGORITHM = "EdDSA"
+_ED25519_KEY_BYTES = 32
+
+
+class AuthKeyError(Exception):
+    """Base of the errors about keys: their files, and the JWKS documents that carry them."""
+
+
+class KeysExistError(AuthKeyError):
+    """``init_keys`` found a signing key already: replacing it would invalidate every key issued."""
+
+
+class KeyFileError(AuthKeyError):
+    """The private key file exists but cannot be used (unreadable, not Ed25519, too open)."""
+
+
+class JwksError(AuthKeyError, ValueError):
+    """A JWKS document, or one key in it, is not an Ed25519 public key set we accept."""
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """The private key with what is derived from it, computed once rather than per signature."""
+
+    private: Ed25519PrivateKey
+    public: Ed25519PublicKey
+    kid: str
+
+    @classmethod
+    def from_private(cls, private: Ed25519PrivateKey) -> SigningKey:
+        public = private.public_key()
+        return cls(private=private, public=public, kid=key_id(public))
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls.from_private(Ed25519PrivateKey.generate())
+
+    def sign(self, data: bytes) -> bytes:
+        return self.private.sign(data)
+
+    def public_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The ``{kid: key}`` mapping that ``tokens.verify`` takes, for this key alone."""
+        return {self.kid: self.public}
+
+
+# -- base64url without padding (RFC 7515 section 2), shared with tokens.py ----------------
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode unpadded base64url, refusing padding, foreign characters and non-canonical forms.
+
+    Canonical means that encoding the result again gives ``text`` back: otherwise one
+    signature or key could be written several ways, and two parties comparing them as
+    strings would disagree.
+    """
+    if "=" in text or "+" in text or "/" in text:
+        raise ValueError("not unpadded base64url")
+    try:
+        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not base64url: {exc}") from None
+    if b64url_encode(data) != text:
+        raise ValueError("not the canonical base64url encoding")
+    return data
+
+
+# -- key id and JWK --------------------------------------------------------------------
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """The RFC 7638 JWK thumbprint: base64url SHA-256 of the key's required members.
+
+    A kid derived from the key itself needs no registry, is the same wherever it is
+    computed, and changes whenever the key does.
+    """
+    members = {"crv": "Ed25519", "kty": "OKP", "x": b64url_encode(public.public_bytes_raw())}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode("ascii")
+    return b64url_encode(hashlib.sha256(canonical).digest())
+
+
+def jwk(public: Ed25519PublicKey) -> dict[str, str]:
+    """One public key as a JWK (RFC 8037), with the ``alg`` and ``use`` it may serve for."""
+    return {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": b64url_encode(public.public_bytes_raw()),
+        "kid": key_id(public),
+        "alg": ALGORITHM,
+        "use": "sig",
+    }
+
+
+def jwks(public_keys: Iterable[Ed25519PublicKey]) -> dict[str, list[dict[str, str]]]:
+    """The JWKS document the manager serves; several keys allow a rotation to overlap."""
+    return {"keys": [jwk(public) for public in public_keys]}
+
+
+def public_keys_from_jwks(doc: Any) -> dict[str, Ed25519PublicKey]:
+    """Parse a JWKS document into ``{kid: key}``, refusing anything but Ed25519 public keys.
+
+    Each key is checked rather than skipped when it is foreign: a set that suddenly holds
+    an RSA or symmetric key, or private material, means something upstream is wrong, and
+    saying so beats verifying against half of it.
+    """
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("keys"), list):
+        raise JwksError('a JWKS document is a JSON object with a "keys" list')
+    found: dict[str, Ed25519PublicKey] = {}
+    for index, entry in enumerate(doc["keys"]):
+        kid, public = _public_key_from_jwk(entry, index)
+        if kid in found:
+            raise JwksError(f"keys[{index}]: kid {kid!r} appears twice")
+        found[kid] = public
+    return found
+
+
+def _public_key_from_jwk(entry: Any, index: int) -> tuple[str, Ed25519PublicKey]:
+    where = f"keys[{index}]"
+    if not isinstance(entry, Mapping):
+        raise JwksError(f"{where}: a JWK is a JSON object")
+    _expect_member(entry, where, "kty", "OKP", required=True)
+    _expect_member(entry, where, "crv", "Ed25519", required=True)
+    _expect_member(entry, where, "alg", ALGORITHM, required=False)
+    _expect_member(entry, where, "use", "sig", required=False)
+    if "d" in entry:
+        raise JwksError(f"{where}: holds private key material (d); a JWKS must be public keys only")
+    x = entry.get("x")
+    if not isinstance(x, str):
+        raise JwksError(f"{where}: x, the public key, is missing or not a string")
+    try:
+        raw = b64url_decode(x)
+    except ValueError as exc:
+        raise JwksError(f"{where}: x is {exc}") from None
+    if len(raw) != _ED25519_KEY_BYTES:
+        raise JwksError(f"{where}: x is {len(raw)} bytes, an Ed25519 public key is {_ED25519_KEY_BYTES}")
+    public = Ed25519PublicKey.from_public_bytes(raw)
+    kid = entry.get("kid", key_id(public))
+    if not isinstance(kid, str) or not kid:
+        raise JwksError(f"{where}: kid must be a non-empty string")
+    return kid, public
+
+
+def _expect_member(entry: Mapping[str, Any], where: str, name: str, wanted: str, *, required: bool) -> None:
+    if name not in entry:
+        if required:
+            raise JwksError(f"{where}: {name} is missing; only {name}={wanted!r} is accepted")
+        return
+    if entry[name] != wanted:
+        raise JwksError(f"{where}: {name}={entry[name]!r} is not accepted, only {wanted!r}")
+
+
+# -- the key files ---------------------------------------------------------------------
+
+
+def keys_dir(data_dir: str | os.PathLike[str]) -> Path:
+    return Path(data_dir) / KEYS_DIR
+
+
+def has_keys(data_dir: str | os.PathLike[str]) -> bool:
+    """Whether the data dir holds a signing key; auth is on exactly when it does."""
+    return (keys_dir(data_dir) / PRIVATE_FILE).is_file()
+
+
+def init_keys(data_dir: str | os.PathLike[str], *, force: bool = False) -> SigningKey:
+    """Create the signing key pair in ``<data_dir>/keys/`` and return it.
+
+    Refuses (``KeysExistError``) when a signing key is there already unless ``force``:
+    a new key silently invalidates every key and token issued. The check is made again
+    by the write itself (a hard link, which never replaces), so two concurrent inits
+    cannot both win.
+    """
+    directory = keys_dir(data_dir)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target = directory / PRIVATE_FILE
+    if target.exists() and not force:
+        raise KeysExistError(_exists_message(target))
+    key = SigningKey.generate()
+    private_pem = key.private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_pem = key.public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    _write_atomically(directory, PRIVATE_FILE, private_pem, mode=0o600, replace=force)
+    _write_atomically(directory, PUBLIC_FILE, public_pem, mode=0o644, replace=True)
+    _fsync_dir(directory)
+    return key
+
+
+def load_signing_key(data_dir: str | os.PathLike[str]) -> SigningKey | None:
+    """The signing key in the data dir, or ``None`` when there is none (auth is off).
+
+    Like ssh with its identity files, a private key readable by group or others is
+    refused rather than used: it may already be known to someone else.
+    """
+    path = keys_dir(data_dir) / PRIVATE_FILE
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise KeyFileError(f"cannot read the signing key {path}: {exc.strerror}") from None
+    if stat.S_IMODE(mode) & 0o077:
+        raise KeyFileError(
+            f"the signing key {path} is readable by others (mode {stat.S_IMODE(mode):04o}); "
+            f"run `chmod 600 {path}`, or create new keys if it may have leaked"
+        )
+    return SigningKey.from_private(_private_key_from_pem(data, path))
+
+
+def _private_key_from_pem(data: bytes, path: Path) -> Ed25519PrivateKey:
+    try:
+        private = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path} is not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise KeyFileError(f"{path} holds a {type(private).__name__}, the manager signs with Ed25519 only")
+    return private
+
+
+def _exists_message(target: Path) -> str:
+    return (
+        f"a signing key already exists at {target}; replacing it invalidates every key and token "
+        "it signed. Pass force to replace it anyway"
+    )
+
+
+def _write_atomically(directory: Path, name: str, data: bytes, *, mode: int, replace: bool) -> None:
+    """Write ``directory/name`` whole or not at all; without ``replace``, never over a file.
+
+    The temporary file is created 0600 by ``mkstemp``, so the private key is never
+    readable by others even for a moment; its final mode is set before it gets its name.
+    """
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        if replace:
+            os.replace(tmp, directory / name)
+        else:
+            _link_new(tmp, directory / name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _link_new(tmp: str, target: Path) -> None:
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise KeysExistError(_exists_message(target)) from None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
