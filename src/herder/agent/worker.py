@@ -43,6 +43,10 @@ BACKOFF_MAX_S = 10.0
 OUTPUT_BATCH_LINES = 500
 WAIT_EXIT_S = 10 * 365 * 86400.0  # a piece of work may run as long as it needs
 MAX_PENDING_REPORTS = 10_000
+REPORT_RETRIES = 5
+REPORT_RETRY_S = 0.2
+# The manager's answers that mean "this report will never apply": the attempt is not ours.
+FINAL_REFUSALS = frozenset({"FencedOut", "NotFound"})
 
 
 @dataclass
@@ -152,17 +156,28 @@ class WorkerLink:
     # -- reports ----------------------------------------------------------------------------
 
     async def _report(self, method: str, args: list[Any]) -> None:
-        """Send a report now, or keep it for when the link is back."""
-        peer = self.peer
-        if peer is not None and not peer.closed:
+        """Send a report now, or keep it for when the link is back.
+
+        The manager refusing a report for good (the attempt is no longer this worker's)
+        drops it; a failure on its side (its database away for a moment) is retried.
+        """
+        delay = REPORT_RETRY_S
+        for _ in range(REPORT_RETRIES):
+            peer = self.peer
+            if peer is None or peer.closed:
+                break
             try:
                 await peer.call_with(method, [self.worker_id, *args], {}, timeout=30)
                 return
             except RemoteError as exc:
-                log.info("the manager refused %s %s: %s", method, args[:2], exc.message)
-                return
+                if exc.type in FINAL_REFUSALS:
+                    log.info("the manager refused %s %s: %s", method, args[:2], exc.message)
+                    return
+                log.warning("the manager failed %s %s: %s; trying again", method, args[:2], exc.message)
             except (ConnectionLost, RpcError, TimeoutError):
-                pass
+                break
+            await asyncio.sleep(delay)
+            delay *= 2
         if len(self._pending) < MAX_PENDING_REPORTS:
             self._pending.append((method, args))
 

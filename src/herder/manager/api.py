@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -32,6 +33,7 @@ from herder.manager.models import (
     WorkReport,
 )
 from herder.manager.store import queries
+from herder.manager.store.batch import Beat, Finished, Report
 from herder.manager.store.tables import Task, Worker, WorkItem
 
 if TYPE_CHECKING:
@@ -74,8 +76,11 @@ def worker_detail(worker: Worker) -> dict[str, Any]:
     }
 
 
-def task_document(task: Task, items: list[WorkItem] | None = None) -> dict[str, Any]:
-    """The seed's task fields, with herder's additions (and its work items when given)."""
+def task_document(task: Any, items: list[WorkItem] | None = None) -> dict[str, Any]:
+    """The seed's task fields, with herder's additions (and its work items when given).
+
+    ``task`` is anything with the task's attributes: an ORM object, or a row.
+    """
     doc: dict[str, Any] = {
         "id": task.id,
         "worker_id": task.worker_id,
@@ -99,7 +104,8 @@ def task_document(task: Task, items: list[WorkItem] | None = None) -> dict[str, 
     return doc
 
 
-def item_document(item: WorkItem) -> dict[str, Any]:
+def item_document(item: Any) -> dict[str, Any]:
+    """A work item as workers and clients see it (from an ORM object or a row)."""
     return {
         "id": item.id,
         "task_id": item.task_id,
@@ -191,37 +197,34 @@ def _worker_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     async def update_worker(request: Request) -> Response:
         worker_id = _path_id(request)
         req = await read_json(request, WorkerUpdate)
+        figures = req.model_dump(exclude_none=True, include={"update_frequent", "update_less_frequent"})
         async with _transaction(runtime) as db:
             worker = await queries.get_worker(db, worker_id)
-            figures = req.model_dump(exclude_none=True, include={"update_frequent", "update_less_frequent"})
-            if req.status not in ("enabled", "disabled"):  # an operator's switch says nothing of its health
-                await queries.heartbeat(db, worker, cfg.offline_after_s, figures)
-            if req.status in ("enabled", "disabled"):
+            if req.status in ("enabled", "disabled"):  # an operator's switch says nothing of its health
                 worker.status = req.status
             elif req.status is not None:
                 worker.activity = req.status
-            claimed = None
-            if req.status == "available":
-                claimed = await queries.claim(db, worker, cfg.offline_after_s)
-            current = await queries.current_items(db, worker.id)
-            item = claimed or (current[0] if current else None)
-            return JSONResponse(
-                {
-                    "task_id": item.task_id if item else None,
-                    "work_item": item_document(item) if item else None,
-                }
-            )
+        if req.status not in ("enabled", "disabled"):
+            await runtime.writes.beats.submit(Beat(worker_id, figures))
+        claimed = await runtime.writes.claim([worker_id], most=1) if req.status == "available" else []
+        async with _transaction(runtime) as db:
+            current = await queries.current_items(db, worker_id)
+        item: Any = claimed[0] if claimed else (current[0] if current else None)
+        return JSONResponse(
+            {"task_id": item.task_id if item else None, "work_item": item_document(item) if item else None}
+        )
 
 
 def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     @app.post("/tasks", status_code=202, summary="Submit a task: compiled into work at once")
     async def submit(request: Request) -> Response:
         req = await read_json(request, TaskSubmission)
-        task, items = await runtime.compile(req)
-        async with _transaction(runtime) as db:
-            await queries.create_task(db, task, items)
-            doc = task_document(task)
+        new = await runtime.compile(req)
+        task_id = await runtime.writes.submissions.submit(new)
         runtime.links.wake()
+        doc = task_document(
+            SimpleNamespace(**new.task, id=task_id, worker_id=None, frame_current=None, error=None)
+        )
         return JSONResponse(doc, status_code=202)
 
     @app.get("/tasks", summary="Tasks, newest first (?status= to filter)")
@@ -318,40 +321,36 @@ def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 
 
 def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
-    lease = runtime.config.offline_after_s
-
-    async def reported(
-        request: Request, action: Callable[[AsyncSession, int], Awaitable[WorkItem]]
-    ) -> Response:
-        item_id = _path_id(request)
+    async def item_now(item_id: int) -> Response:
         async with _transaction(runtime) as db:
-            item = await action(db, item_id)
+            item = await db.get(WorkItem, item_id)
+            if item is None:
+                raise queries.NotFound(f"no work item {item_id}")
             return JSONResponse(item_document(item))
 
     @app.post("/work-items/{id}/started", summary="A worker started its attempt")
     async def started(request: Request) -> Response:
         req = await read_json(request, WorkReport)
-        return await reported(
-            request, lambda db, i: queries.report_started(db, i, req.worker_id, req.attempt, lease)
-        )
+        item_id = _path_id(request)
+        await runtime.writes.starts.submit(Report(item_id, req.worker_id, req.attempt))
+        return await item_now(item_id)
 
     @app.post("/work-items/{id}/progress", summary="Progress of an attempt (a frame, a percentage)")
     async def progress(request: Request) -> Response:
         req = await read_json(request, ProgressReport)
-        return await reported(
-            request,
-            lambda db, i: queries.report_progress(db, i, req.worker_id, req.attempt, req.frame, req.percent),
-        )
+        item_id = _path_id(request)
+        report = Report(item_id, req.worker_id, req.attempt)
+        await runtime.writes.progresses.submit((report, req.frame, req.percent))
+        return await item_now(item_id)
 
     @app.post("/work-items/{id}/finished", summary="An attempt ended with its exit code")
     async def finished(request: Request) -> Response:
         req = await read_json(request, FinishedReport)
-        return await reported(
-            request,
-            lambda db, i: queries.report_finished(
-                db, i, req.worker_id, req.attempt, req.exit_code, req.error
-            ),
-        )
+        item_id = _path_id(request)
+        report = Finished(item_id, req.worker_id, req.attempt, req.exit_code, req.error)
+        await runtime.writes.finishes.submit(report)
+        runtime.links.wake()
+        return await item_now(item_id)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

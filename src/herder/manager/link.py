@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from herder import __version__
 from herder.manager.store import queries
+from herder.manager.store.batch import Beat, Finished, Report
+from herder.manager.store.status import TERMINAL
 from herder.rpc.auth import Principal, SharedSecretVerifier
 from herder.rpc.errors import ConnectionLost
 from herder.rpc.handlers import Method
@@ -110,37 +112,39 @@ class Links:
             log.info("worker %d unlinked (%s)", worker_id, peer.close_reason or "closed")
 
     async def heartbeat(
-        self, worker_id: int, figures: dict[str, Any], running: list[list[int]]
+        self, worker_id: int, figures: dict[str, Any], running: list[list[int]], peer: Peer
     ) -> dict[str, Any]:
         """Alive: figures noted, leases extended; answers the attempts it must stop."""
-        lease = self.runtime.config.offline_after_s
-        async with self.runtime.transaction() as db:
-            worker = await queries.get_worker(db, worker_id)
-            reported = [(int(item), int(attempt)) for item, attempt in running]
-            await queries.heartbeat(db, worker, lease, figures, reported)
-            if not reported:  # the common case: nothing to extend, nothing to stop
-                return {"stop": []}
-            held = {(i.id, i.attempt) for i in await queries.current_items(db, worker_id)}
-        stop = [[item, attempt] for item, attempt in running if (item, attempt) not in held]
+        self._own(worker_id, peer)
+        reported = tuple((int(item), int(attempt)) for item, attempt in running)
+        stop = await self.runtime.writes.beats.submit(Beat(worker_id, figures, reported))
         return {"stop": stop}
 
-    async def started(self, worker_id: int, item_id: int, attempt: int) -> None:
-        async with self.runtime.transaction() as db:
-            item = await queries.report_started(
-                db, item_id, worker_id, attempt, self.runtime.config.offline_after_s
-            )
-            task = await queries.get_task(db, item.task_id)
-            parser_name = task.parser
-        self._item_task[item_id] = item.task_id
+    def _own(self, worker_id: int, peer: Peer) -> None:
+        """A link speaks for the worker it registered, and for no other.
+
+        Raises:
+            PermissionError: another worker's id (or none registered on this link yet).
+        """
+        if self.peers.get(worker_id) is not peer:
+            raise PermissionError(f"this link is not registered as worker {worker_id}: call register first")
+
+    async def started(self, worker_id: int, item_id: int, attempt: int, peer: Peer) -> None:
+        self._own(worker_id, peer)
+        parser_name = await self.runtime.writes.starts.submit(Report(item_id, worker_id, attempt))
         from herder.manager.tasktypes import load_parser
 
         self._parsers[(item_id, attempt)] = load_parser(parser_name)
 
-    async def output_lines(self, worker_id: int, item_id: int, attempt: int, lines: list[list[str]]) -> None:
+    async def output_lines(
+        self, worker_id: int, item_id: int, attempt: int, lines: list[list[str]], peer: Peer
+    ) -> None:
         """Lines of an attempt's output: ``[[stream, text], ...]``; kept and parsed."""
+        self._own(worker_id, peer)
         kept = self.output.setdefault(item_id, collections.deque(maxlen=KEPT_LINES))
         parser = self._parsers.get((item_id, attempt))
-        readers = self.readers.get(self._item_task.get(item_id, -1), ())
+        task_id = self._item_task.get(item_id)
+        readers = self.readers.get(task_id, ()) if task_id is not None else ()
         for stream, text in lines:
             for queue in readers:
                 if queue.qsize() < KEPT_LINES:  # a reader that cannot keep up loses lines, not memory
@@ -155,20 +159,26 @@ class Links:
                     frame = progress.frame if progress.frame is not None else frame
                     percent = progress.percent if progress.percent is not None else percent
         if frame is not None or percent is not None:
-            async with self.runtime.transaction() as db:
-                await queries.report_progress(db, item_id, worker_id, attempt, frame, percent)
+            report = Report(item_id, worker_id, attempt)
+            await self.runtime.writes.progresses.submit((report, frame, percent))
 
     async def finished(
-        self, worker_id: int, item_id: int, attempt: int, exit_code: int, error: str | None = None
+        self,
+        worker_id: int,
+        item_id: int,
+        attempt: int,
+        exit_code: int,
+        error: str | None = None,
+        *,
+        peer: Peer,
     ) -> None:
+        self._own(worker_id, peer)
         self._parsers.pop((item_id, attempt), None)
-        async with self.runtime.transaction() as db:
-            item = await queries.report_finished(db, item_id, worker_id, attempt, exit_code, error)
-            task = await queries.get_task(db, item.task_id)
-            ended = task.status in queries.TERMINAL
-        if ended:
-            self.end_readers(task.id)
+        report = Finished(item_id, worker_id, attempt, exit_code, error)
+        task_id, status = await self.runtime.writes.finishes.submit(report)
         self.wake()
+        if status in TERMINAL:
+            self.end_readers(task_id)
 
     def end_readers(self, task_id: int) -> None:
         """The task has ended: its live readers have read everything."""
@@ -201,26 +211,24 @@ class Links:
                 log.exception("dispatching work failed")
 
     async def _dispatch(self) -> None:
+        """Claim work for every free slot of the linked workers at once, and push it.
+
+        Rounds go on while they hand something out (reports that arrived meanwhile
+        freed slots); an empty round ends it until the next wake.
+        """
         from herder.manager.api import item_document
 
-        lease = self.runtime.config.offline_after_s
-        if not self.peers:
-            return
-        async with self.runtime.transaction() as db:
-            if not await queries.has_queued_work(db):
-                return  # one query a tick, not a transaction per linked worker
-        for worker_id, peer in list(self.peers.items()):
-            while not peer.closed:
-                async with self.runtime.transaction() as db:
-                    worker = await queries.get_worker(db, worker_id)
-                    item = await queries.claim(db, worker, lease)
-                    document = item_document(item) if item is not None else None
-                if document is None:
-                    break
-                try:
-                    await peer.notify("assign", document)
-                except ConnectionLost:
-                    break  # its lease will run out and the item will be queued again
+        while self.peers:
+            claimed = await self.runtime.writes.claim(list(self.peers))
+            if not claimed:
+                return
+            for row in claimed:
+                self._item_task[row.id] = row.task_id
+                peer = self.peers.get(row.worker_id)
+                if peer is None or peer.closed:
+                    continue  # its lease will run out and the item will be queued again
+                with contextlib.suppress(ConnectionLost):
+                    await peer.notify("assign", item_document(row))
 
     async def stop(self, running: list[tuple[int, int, int]]) -> None:
         """Tell workers to stop attempts that were canceled (best effort: heartbeats too)."""

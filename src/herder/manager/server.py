@@ -29,7 +29,7 @@ from herder.manager.config import ManagerConfig
 from herder.manager.models import TaskSubmission
 from herder.manager.store import db as database
 from herder.manager.store import queries
-from herder.manager.store.tables import Task, WorkItem
+from herder.manager.store.batch import NewTask
 from herder.net import LOOPBACK_NAMES, host_name, listen_socket
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,13 @@ class ManagerError(Exception):
 class ManagerRuntime:
     """What the routes use, shared by reference."""
 
-    def __init__(self, config: ManagerConfig, sessions: Any) -> None:
+    def __init__(self, config: ManagerConfig, engine: Any) -> None:
         from herder.manager.link import Links
+        from herder.manager.writes import Writes
 
         self.config = config
-        self.sessions = sessions
+        self.sessions = database.sessions(engine)
+        self.writes = Writes(engine, config.offline_after_s)
         self.started = asyncio.Event()
         self.links = Links(self)
 
@@ -64,57 +66,59 @@ class ManagerRuntime:
         self.started.set()
         yield
 
-    async def compile(self, req: TaskSubmission) -> tuple[Task, list[WorkItem]]:
-        """The task and its work items, from the compiler its ``type`` names.
+    async def compile(self, req: TaskSubmission) -> NewTask:
+        """The task and its work items' rows, from the compiler its ``type`` names.
 
         Raises:
             ApiError: 422 naming the field (``type``, ``parser``, ``settings.<key>``).
         """
         from herder.manager.tasktypes import TaskTypeError, load_compiler, load_parser, normalize_settings
 
-        def work() -> tuple[Task, list[WorkItem]]:
+        def work() -> NewTask:
             settings = normalize_settings(req.settings)
-            compiler = load_compiler(req.type)
-            load_parser(req.parser)  # an unknown parser is refused now, not when output arrives
             compiled = compiler.compile(settings)
             now = time.time()
-            task = Task(
-                task_id=req.task_id,
-                type=req.type,
-                parser=req.parser,
-                settings=settings,
-                priority=req.priority,
-                tags=list(req.tags),
-                status="queued",
-                paused=False,
-                frame_start=compiled.frame_start,
-                frame_end=compiled.frame_end,
-                format=compiled.format,
-                max_attempts=req.max_attempts or self.config.max_attempts,
-                created_at=now,
-                updated_at=now,
-            )
+            task = {
+                "task_id": req.task_id,
+                "type": req.type,
+                "parser": req.parser,
+                "settings": settings,
+                "priority": req.priority,
+                "tags": list(req.tags),
+                "status": "queued",
+                "paused": False,
+                "frame_start": compiled.frame_start,
+                "frame_end": compiled.frame_end,
+                "format": compiled.format,
+                "max_attempts": req.max_attempts or self.config.max_attempts,
+                "created_at": now,
+                "updated_at": now,
+            }
             items = [
-                WorkItem(
-                    index=index,
-                    argv=list(item.argv),
-                    env=dict(item.env),
-                    cwd=item.cwd,
-                    label=item.label,
-                    frame_start=item.frame_start,
-                    frame_end=item.frame_end,
-                    status="queued",
-                    priority=req.priority,
-                    tags=list(req.tags),
-                    paused=False,
-                    attempt=0,
-                    created_at=now,
-                )
+                {
+                    "index": index,
+                    "argv": list(item.argv),
+                    "env": dict(item.env),
+                    "cwd": item.cwd,
+                    "label": item.label,
+                    "frame_start": item.frame_start,
+                    "frame_end": item.frame_end,
+                    "status": "queued",
+                    "priority": req.priority,
+                    "tags": list(req.tags),
+                    "paused": False,
+                    "attempt": 0,
+                    "created_at": now,
+                }
                 for index, item in enumerate(compiled.items)
             ]
-            return task, items
+            return NewTask(task, items)
 
         try:
+            compiler = load_compiler(req.type)
+            load_parser(req.parser)  # an unknown parser is refused now, not when output arrives
+            if getattr(compiler, "inline", False):
+                return work()
             return await asyncio.to_thread(work)  # the largest tasks take a few hundred ms
         except TaskTypeError as exc:
             raise ApiError(422, "invalid", str(exc), exc.field) from None
@@ -236,7 +240,7 @@ class Manager:
             await database.migrate(self.engine)
         except database.DatabaseError as exc:
             raise ManagerError(str(exc)) from exc
-        self.runtime = ManagerRuntime(cfg, database.sessions(self.engine))
+        self.runtime = ManagerRuntime(cfg, self.engine)
         try:
             self._sock = listen_socket(cfg.host, cfg.port)
         except OSError as exc:

@@ -96,7 +96,10 @@ class Compiler(Protocol):
     """A task type: turns settings into work items (entry point group ``herder.compilers``).
 
     Compilers must be pure and deterministic: the manager may compile again (to show a
-    task, or after a restart) and expects the same items.
+    task, or after a restart) and expects the same items. The manager compiles in a
+    worker thread, so that a task of many items does not hold up its event loop; a
+    compiler whose work is always small says so with a class attribute ``inline = True``
+    and is called on the loop (a thread hop costs more than compiling one command).
     """
 
     name: str

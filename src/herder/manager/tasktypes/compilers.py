@@ -168,6 +168,9 @@ class CommandCompiler:
     """
 
     name: str = "command"
+    # One item whatever the settings: cheap enough to compile on the manager's event loop
+    # (compilers without this run in a thread: a frames task may make 10,000 items).
+    inline: bool = True
     KEYS = ("argv", "shell", "env", "cwd", "format")
 
     def compile(self, settings: dict[str, Any]) -> Compiled:

@@ -1,0 +1,449 @@
+"""The manager's hot paths: one transaction serves many requests (SQLAlchemy Core).
+
+Heartbeats, claims, submissions and workers' reports arrive by the hundred per second.
+Run one by one through the ORM they cost ~40 statements and a commit per task, and the
+manager saturated its core at a few dozen tasks a second. Here each kind of request is
+served *in batches* (``herder.manager.batcher`` gathers them while the previous batch is
+being written), with a handful of Core statements per batch, whatever its size:
+
+* a claim hands work to every free slot of every linked worker at once: one
+  compare-and-set ``UPDATE ... WHERE id IN (...) AND status = 'queued' RETURNING``;
+  of two managers racing for one item exactly one update matches its row;
+* reports are fenced by ``(id, worker_id, attempt) IN (...)``: a late report from an
+  attempt that lost its work matches nothing and is answered ``FencedOut``;
+* a task's status is derived from one aggregate over the items of every task a batch
+  touched, after the items changed and the tasks' rows were locked (in id order, so
+  that two batches never wait on each other in a circle): on PostgreSQL the aggregate
+  then sees every report committed before, as the ORM path does.
+
+Every function takes a connection inside a transaction and leaves committing to it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Row, bindparam, case, func, insert, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herder.manager.store.status import ACTIVE, TaskCounts, derive_status
+from herder.manager.store.tables import Task, Worker, WorkItem
+
+ITEM_COLUMNS = tuple(WorkItem.__table__.c)
+
+
+class FencedOut(Exception):
+    """A report from an attempt that no longer owns its work (it was requeued or canceled)."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """A worker's report on one attempt of one work item."""
+
+    item_id: int
+    worker_id: int
+    attempt: int
+
+    @property
+    def fence(self) -> tuple[int, int, int]:
+        return (self.item_id, self.worker_id, self.attempt)
+
+    def fenced_out(self) -> FencedOut:
+        return FencedOut(
+            f"attempt {self.attempt} of work item {self.item_id} is no longer held by worker {self.worker_id}"
+        )
+
+
+@dataclass(frozen=True)
+class Finished(Report):
+    exit_code: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Beat:
+    """A heartbeat: figures to note, and (from linked agents) the attempts it runs."""
+
+    worker_id: int
+    figures: dict[str, Any] = field(default_factory=dict)
+    running: tuple[tuple[int, int], ...] | None = None
+
+
+@dataclass(frozen=True)
+class FreeWorker:
+    """A linked worker with room: how many more pieces of work it takes, and its tags."""
+
+    worker_id: int
+    free: int
+    tags: frozenset[str]
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A compiled submission: the task's row and its items' rows (without ids)."""
+
+    task: dict[str, Any]
+    items: list[dict[str, Any]]
+
+
+def _fenced(reports: Iterable[Report]) -> Any:
+    return tuple_(WorkItem.id, WorkItem.worker_id, WorkItem.attempt).in_([r.fence for r in reports])
+
+
+# -- submissions ---------------------------------------------------------------------------
+
+
+async def insert_tasks(conn: AsyncConnection, new: Sequence[NewTask]) -> list[int]:
+    """Insert the tasks and their items; their ids, in order (two statements in all)."""
+    inserted = await conn.execute(
+        insert(Task).returning(Task.id, sort_by_parameter_order=True), [n.task for n in new]
+    )
+    ids = [row[0] for row in inserted]
+    items = [{**item, "task_id": task_id} for task_id, n in zip(ids, new, strict=True) for item in n.items]
+    if items:
+        await conn.execute(insert(WorkItem), items)
+    return ids
+
+
+# -- heartbeats ----------------------------------------------------------------------------
+
+
+async def beat(conn: AsyncConnection, beats: Sequence[Beat], lease_s: float) -> list[list[list[int]]]:
+    """Note the workers' figures, extend the leases of what they run; per beat, what to stop.
+
+    A beat that names its running attempts extends only those leases, and is answered
+    with those of them its worker no longer holds (the manager gave them away or they
+    were canceled): an agent that restarted holds nothing, and what the manager still
+    thinks it holds expires and goes back to the queue. A beat without (the seed's
+    pull path) extends every lease its worker holds.
+    """
+    now = time.time()
+    by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for b in beats:
+        row = {"b_id": b.worker_id, "last_seen": now}
+        for key in ("update_frequent", "update_less_frequent"):
+            if key in b.figures:
+                row[key] = b.figures[key]
+        by_keys.setdefault(tuple(sorted(row)), []).append(row)
+    for rows in by_keys.values():
+        values: dict[str, Any] = {k: bindparam(k) for k in rows[0] if k != "b_id"}
+        await conn.execute(update(Worker).where(Worker.id == bindparam("b_id")).values(**values), rows)
+
+    expires = now + lease_s
+    pull = [b.worker_id for b in beats if b.running is None]
+    if pull:
+        await conn.execute(
+            update(WorkItem)
+            .where(WorkItem.worker_id.in_(pull), WorkItem.status.in_(ACTIVE))
+            .values(lease_expires=expires)
+        )
+    running = [(b.worker_id, item, attempt) for b in beats for item, attempt in b.running or ()]
+    if not running:
+        return [[] for _ in beats]
+    await conn.execute(
+        update(WorkItem)
+        .where(
+            WorkItem.id == bindparam("b_id"),
+            WorkItem.worker_id == bindparam("b_worker"),
+            WorkItem.attempt == bindparam("b_attempt"),
+            WorkItem.status.in_(ACTIVE),
+        )
+        .values(lease_expires=expires),
+        [{"b_id": i, "b_worker": w, "b_attempt": a, "lease_expires": expires} for w, i, a in running],
+    )
+    workers = {w for w, _, _ in running}
+    held_rows = await conn.execute(
+        select(WorkItem.worker_id, WorkItem.id, WorkItem.attempt).where(
+            WorkItem.worker_id.in_(workers), WorkItem.status.in_(ACTIVE)
+        )
+    )
+    held = {(w, i, a) for w, i, a in held_rows}
+    return [[[i, a] for i, a in b.running or () if (b.worker_id, i, a) not in held] for b in beats]
+
+
+# -- claims --------------------------------------------------------------------------------
+
+
+async def free_slots(conn: AsyncConnection, worker_ids: Iterable[int]) -> list[FreeWorker]:
+    """Of these workers, the enabled ones with room, and how much (two statements)."""
+    ids = list(worker_ids)
+    if not ids:
+        return []
+    held = dict(
+        (
+            await conn.execute(
+                select(WorkItem.worker_id, func.count())
+                .where(WorkItem.worker_id.in_(ids), WorkItem.status.in_(ACTIVE))
+                .group_by(WorkItem.worker_id)
+            )
+        ).all()
+    )
+    rows = await conn.execute(
+        select(Worker.id, Worker.slots, Worker.tags).where(Worker.id.in_(ids), Worker.status == "enabled")
+    )
+    free = []
+    for worker_id, slots, tags in rows:
+        room = slots - held.get(worker_id, 0)
+        if room > 0:
+            free.append(FreeWorker(worker_id, room, frozenset(tags or ())))
+    return free
+
+
+async def claim(
+    conn: AsyncConnection,
+    workers: Sequence[FreeWorker],
+    lease_s: float,
+    *,
+    most: int | None = None,
+    scan: int = 1024,
+) -> list[Row[Any]]:
+    """Hand the best queued work (priority, then age) to these workers' free slots.
+
+    Each item goes to the worker whose tags cover it with the most room left. The
+    claim is one compare-and-set over all of them; what another manager took meanwhile
+    is simply not returned. Returns the claimed items' rows (``worker_id`` and
+    ``attempt`` already the new ones), best first; at most ``most`` of them.
+    """
+    room = {w.worker_id: w.free for w in workers}
+    total = sum(room.values()) if most is None else min(most, sum(room.values()))
+    if total <= 0:
+        return []
+    candidates = await conn.execute(
+        select(WorkItem.id, WorkItem.tags, WorkItem.task_id)
+        .where(WorkItem.status == "queued", WorkItem.paused.is_(False))
+        .order_by(WorkItem.priority.desc(), WorkItem.id)
+        .limit(max(total, min(scan, total * 8)))
+    )
+    chosen: dict[int, int] = {}
+    for item_id, item_tags, _task_id in candidates:
+        needed = set(item_tags or ())
+        fits = [w for w in workers if room[w.worker_id] > 0 and needed <= w.tags]
+        if not fits:
+            continue
+        best = max(fits, key=lambda w: (room[w.worker_id], -w.worker_id))
+        chosen[item_id] = best.worker_id
+        room[best.worker_id] -= 1
+        total -= 1
+        if total == 0:
+            break
+    if not chosen:
+        return []
+    now = time.time()
+    claimed = (
+        await conn.execute(
+            update(WorkItem)
+            .where(WorkItem.id.in_(list(chosen)), WorkItem.status == "queued")
+            .values(
+                status="assigned",
+                worker_id=case(chosen, value=WorkItem.id),
+                attempt=WorkItem.attempt + 1,
+                lease_expires=now + lease_s,
+                started_at=None,
+                exit_code=None,
+            )
+            .returning(*ITEM_COLUMNS)
+        )
+    ).all()
+    if claimed:
+        # A queued task becomes assigned; one already further along keeps its status.
+        latest = {row.task_id: row.worker_id for row in sorted(claimed, key=lambda r: r.id)}
+        await conn.execute(
+            update(Task)
+            .where(Task.id == bindparam("b_id"), Task.status == "queued", Task.paused.is_(False))
+            .values(status="assigned", worker_id=bindparam("b_worker"), updated_at=now),
+            [{"b_id": t, "b_worker": w} for t, w in sorted(latest.items())],
+        )
+    return sorted(claimed, key=lambda row: (-row.priority, row.id))
+
+
+# -- reports -------------------------------------------------------------------------------
+
+
+async def start(conn: AsyncConnection, reports: Sequence[Report], lease_s: float) -> list[str | FencedOut]:
+    """Attempts started: each report's task parser, or ``FencedOut``."""
+    now = time.time()
+    started = (
+        await conn.execute(
+            update(WorkItem)
+            .where(_fenced(reports), WorkItem.status.in_(ACTIVE))
+            .values(status="running", started_at=now, lease_expires=now + lease_s)
+            .returning(WorkItem.id, WorkItem.task_id)
+        )
+    ).all()
+    task_of = {item_id: task_id for item_id, task_id in started}
+    if not task_of:
+        return [r.fenced_out() for r in reports]
+    tasks = sorted(set(task_of.values()))
+    # Running work makes a queued or assigned task rendering; any other status outranks it.
+    await conn.execute(
+        update(Task)
+        .where(Task.id.in_(tasks), Task.status.in_(("queued", "assigned")))
+        .values(status="rendering", updated_at=now)
+    )
+    parsers = dict((await conn.execute(select(Task.id, Task.parser).where(Task.id.in_(tasks)))).all())
+    return [parsers[task_of[r.item_id]] if r.item_id in task_of else r.fenced_out() for r in reports]
+
+
+async def finish(conn: AsyncConnection, reports: Sequence[Finished]) -> list[tuple[int, str] | FencedOut]:
+    """Attempts ended: completed, back to the queue, or failed for good.
+
+    Per report, its task's id and new status, or ``FencedOut``.
+    """
+    now = time.time()
+    done: dict[int, int] = {}  # item -> task
+    succeeded = [r for r in reports if r.exit_code == 0]
+    if succeeded:
+        rows = await conn.execute(
+            update(WorkItem)
+            .where(_fenced(succeeded), WorkItem.status.in_(ACTIVE))
+            .values(
+                status="completed",
+                exit_code=0,
+                finished_at=now,
+                lease_expires=None,
+                frame_current=func.coalesce(WorkItem.frame_end, WorkItem.frame_current),
+            )
+            .returning(WorkItem.id, WorkItem.task_id)
+        )
+        done.update((item_id, task_id) for item_id, task_id in rows)
+    for report in reports:
+        if report.exit_code != 0:
+            task_id = await _finish_failed(conn, report, now)
+            if task_id is not None:
+                done[report.item_id] = task_id
+    statuses = await refresh_tasks(conn, set(done.values()))
+    return [
+        (done[r.item_id], statuses[done[r.item_id]]) if r.item_id in done else r.fenced_out() for r in reports
+    ]
+
+
+async def _finish_failed(conn: AsyncConnection, report: Finished, now: float) -> int | None:
+    """A failed attempt: queued again, or failed after the task's last attempt (rare: alone)."""
+    row = (
+        await conn.execute(
+            select(WorkItem.task_id, Task.max_attempts)
+            .join(Task, Task.id == WorkItem.task_id)
+            .where(WorkItem.id == report.item_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    task_id, max_attempts = row
+    code, attempt = report.exit_code, report.attempt
+    if attempt < max_attempts:
+        values: dict[str, Any] = {"status": "queued", "worker_id": None}
+        values["error"] = report.error or f"attempt {attempt} exited with {code}"
+    else:
+        values = {"status": "failed", "finished_at": now}
+        values["error"] = f"failed after {attempt} attempts: {report.error or f'exited with {code}'}"
+    result = await conn.execute(
+        update(WorkItem)
+        .where(_fenced([report]), WorkItem.status.in_(ACTIVE))
+        .values(exit_code=code, lease_expires=None, **values)
+    )
+    return int(task_id) if getattr(result, "rowcount", 0) == 1 else None
+
+
+async def refresh_tasks(conn: AsyncConnection, task_ids: Iterable[int]) -> dict[int, str]:
+    """Derive the status and current frame of these tasks from their items'; the new statuses.
+
+    The tasks' rows are locked first (in id order); the aggregate that follows then
+    counts every change committed before (see the module's docstring).
+    """
+    ids = sorted(set(task_ids))
+    if not ids:
+        return {}
+    tasks = (
+        await conn.execute(
+            select(Task.id, Task.status, Task.paused, Task.frame_current)
+            .where(Task.id.in_(ids))
+            .order_by(Task.id)
+            .with_for_update()
+        )
+    ).all()
+    counts: dict[int, TaskCounts] = {t.id: TaskCounts() for t in tasks}
+    aggregate = await conn.execute(
+        select(
+            WorkItem.task_id,
+            WorkItem.status,
+            func.count(),
+            func.max(WorkItem.frame_current),
+            func.max(WorkItem.frame_end),
+        )
+        .where(WorkItem.task_id.in_(ids))
+        .group_by(WorkItem.task_id, WorkItem.status)
+    )
+    for task_id, status, n, frame, frame_end in aggregate:
+        counts[task_id].add(status, n, frame, frame_end)
+    now = time.time()
+    changes = []
+    statuses: dict[int, str] = {}
+    for task in tasks:
+        status = derive_status(counts[task.id], paused=task.paused, canceled=task.status == "canceled")
+        statuses[task.id] = status
+        frame = counts[task.id].frame(task.frame_current)
+        changes.append({"b_id": task.id, "status": status, "frame_current": frame, "updated_at": now})
+        if status == "failed" and (task.status != "failed" or counts[task.id]["queued"]):
+            await _fail_task(conn, task.id, now)  # work requeued after the failure is canceled too
+    await conn.execute(
+        update(Task)
+        .where(Task.id == bindparam("b_id"))
+        .values(
+            status=bindparam("status"),
+            frame_current=bindparam("frame_current"),
+            updated_at=bindparam("updated_at"),
+        ),
+        changes,
+    )
+    return statuses
+
+
+async def _fail_task(conn: AsyncConnection, task_id: int, now: float) -> None:
+    """A task failed: none of its work is handed out any more, and it says why."""
+    of_task = WorkItem.task_id == task_id
+    await conn.execute(
+        update(WorkItem)
+        .where(of_task, WorkItem.status == "queued")
+        .values(status="canceled", finished_at=now)
+    )
+    error = await conn.scalar(
+        select(WorkItem.error)
+        .where(of_task, WorkItem.status == "failed", WorkItem.error.is_not(None))
+        .limit(1)
+    )
+    if error is not None:
+        await conn.execute(update(Task).where(Task.id == task_id).values(error=error))
+
+
+async def progress(
+    conn: AsyncConnection, report: Report, frame: int | None, percent: float | None
+) -> int | FencedOut:
+    """An attempt's progress (a frame never goes backwards: reports may cross); its task."""
+    values: dict[str, Any] = {}
+    if frame is not None:
+        values["frame_current"] = case(
+            (or_(WorkItem.frame_current.is_(None), WorkItem.frame_current < frame), frame),
+            else_=WorkItem.frame_current,
+        )
+    if percent is not None:
+        values["percent"] = percent
+    row = (
+        await conn.execute(
+            update(WorkItem)
+            .where(_fenced([report]), WorkItem.status.in_(ACTIVE))
+            .values(values or {"attempt": WorkItem.attempt})
+            .returning(WorkItem.task_id)
+        )
+    ).first()
+    if row is None:
+        return report.fenced_out()
+    if frame is not None:
+        await conn.execute(
+            update(Task)
+            .where(Task.id == row[0], or_(Task.frame_current.is_(None), Task.frame_current < frame))
+            .values(frame_current=frame, updated_at=time.time())
+        )
+    return int(row[0])
