@@ -90,6 +90,19 @@ async def test_a_frames_task_runs_in_chunks_and_frame_current_follows_the_output
     assert "done 6" in log
 
 
+async def test_heartbeats_keep_the_lease_of_work_that_outlives_it(
+    linked: tuple[Manager, Agent, httpx.AsyncClient],
+) -> None:
+    """The lease is three heartbeats (0.6 s here): work running 1.5 s keeps it by heartbeat
+    (two pieces at once: a heartbeat then extends several leases in one statement)."""
+    _, _, client = linked
+    body = {"type": "command", "settings": {"argv": ["sleep", "1.5"]}, "max_attempts": 1}
+    tasks = [(await client.post("/tasks", json=body)).json() for _ in range(2)]
+    for task in tasks:
+        done = await wait_task(client, task["id"], "completed")
+        assert done["work_items"][0]["attempt"] == 1
+
+
 async def test_a_failing_command_fails_its_task_after_its_attempts(
     linked: tuple[Manager, Agent, httpx.AsyncClient],
 ) -> None:

@@ -149,7 +149,7 @@ async def beat(conn: AsyncConnection, beats: Sequence[Beat], lease_s: float) -> 
             WorkItem.id == bindparam("b_id"),
             WorkItem.worker_id == bindparam("b_worker"),
             WorkItem.attempt == bindparam("b_attempt"),
-            WorkItem.status.in_(ACTIVE),
+            or_(*(WorkItem.status == status for status in ACTIVE)),  # executemany: no IN (...)
         )
         .values(lease_expires=expires),
         [{"b_id": i, "b_worker": w, "b_attempt": a, "lease_expires": expires} for w, i, a in running],
