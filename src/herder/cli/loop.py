@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Coroutine
 from typing import Any
 
@@ -15,3 +16,22 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
         return
     uvloop.run(main)
+
+
+# Collect the youngest generation every 50,000 net allocations rather than 700: under
+# load (a thousand beats a second) fewer short-lived objects survive into the older
+# generations, so the full passes that stall the loop come far less often.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def freeze_startup_objects() -> None:
+    """Keep the garbage collector from scanning what start-up made, again and again.
+
+    Modules, the web app, the database schema and the compiled statements live as long
+    as the daemon. Left in the collector's oldest generation, each full pass walked all
+    of them: 90 to 180 ms during which the manager answered nothing (its heartbeat p99 was
+    that pause). Frozen, they are never scanned; what the daemon makes later still is.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

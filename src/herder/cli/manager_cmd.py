@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from herder.cli.loop import freeze_startup_objects
 from herder.cli.loop import run as run_main
 
 log = logging.getLogger("herder.manager")
@@ -78,6 +79,7 @@ def manager(
                 file=sys.stderr,
                 flush=True,
             )
+            freeze_startup_objects()
             await running.wait_stopped()
 
     try:

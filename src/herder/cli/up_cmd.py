@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from herder.cli.loop import freeze_startup_objects
 from herder.cli.loop import run as run_main
 
 log = logging.getLogger("herder.up")
@@ -65,6 +66,7 @@ def up(
                 file=sys.stderr,
                 flush=True,
             )
+            freeze_startup_objects()
             await stop.wait()
             log.info("stopping: every process and task run here is stopped, then both exit")
 

@@ -205,7 +205,7 @@ def _worker_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             elif req.status is not None:
                 worker.activity = req.status
         if req.status not in ("enabled", "disabled"):
-            await runtime.writes.beats.submit(Beat(worker_id, figures))
+            await runtime.writes.heartbeat(Beat(worker_id, figures))
         claimed = await runtime.writes.claim([worker_id], most=1) if req.status == "available" else []
         async with _transaction(runtime) as db:
             current = await queries.current_items(db, worker_id)

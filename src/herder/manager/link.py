@@ -117,7 +117,7 @@ class Links:
         """Alive: figures noted, leases extended; answers the attempts it must stop."""
         self._own(worker_id, peer)
         reported = tuple((int(item), int(attempt)) for item, attempt in running)
-        stop = await self.runtime.writes.beats.submit(Beat(worker_id, figures, reported))
+        stop = await self.runtime.writes.heartbeat(Beat(worker_id, figures, reported))
         return {"stop": stop}
 
     def _own(self, worker_id: int, peer: Peer) -> None:

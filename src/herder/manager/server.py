@@ -51,7 +51,7 @@ class ManagerRuntime:
 
         self.config = config
         self.sessions = database.sessions(engine)
-        self.writes = Writes(engine, config.offline_after_s)
+        self.writes = Writes(engine, config.offline_after_s, config.heartbeat_interval_s)
         self.started = asyncio.Event()
         self.links = Links(self)
 
@@ -282,6 +282,7 @@ class Manager:
                     await task
             for peer in list(self.runtime.links.peers.values()):
                 await peer.close("the manager is stopping")
+            await self.runtime.writes.close()
 
     async def _keep_leases(self) -> None:
         """Requeue work whose worker stopped heartbeating, for as long as the manager runs."""
