@@ -103,6 +103,19 @@ async def test_heartbeats_keep_the_lease_of_work_that_outlives_it(
         assert done["work_items"][0]["attempt"] == 1
 
 
+async def test_short_work_is_reported_once_with_the_time_it_started(
+    linked: tuple[Manager, Agent, httpx.AsyncClient],
+) -> None:
+    """``true`` ends before a start report is due: its finished report says when it began."""
+    _, _, client = linked
+    task = (await client.post("/tasks", json={"type": "command", "settings": {"argv": ["true"]}})).json()
+    (item,) = (await wait_task(client, task["id"], "completed"))["work_items"]
+    assert item["attempt"] == 1
+    assert item["exit_code"] == 0
+    assert item["started_at"] is not None
+    assert task["created_at"] <= item["started_at"] <= item["finished_at"]
+
+
 async def test_a_failing_command_fails_its_task_after_its_attempts(
     linked: tuple[Manager, Agent, httpx.AsyncClient],
 ) -> None:

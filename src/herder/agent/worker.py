@@ -44,6 +44,7 @@ OUTPUT_BATCH_LINES = 500
 WAIT_EXIT_S = 10 * 365 * 86400.0  # a piece of work may run as long as it needs
 MAX_PENDING_REPORTS = 10_000
 REPORT_RETRIES = 5
+STARTED_REPORT_AFTER_S = 0.1  # shorter work is only reported finished (see _watch)
 REPORT_RETRY_S = 0.2
 # The manager's answers that mean "this report will never apply": the attempt is not ours.
 FINAL_REFUSALS = frozenset({"FencedOut", "NotFound"})
@@ -222,22 +223,33 @@ class WorkerLink:
             run.unit.request_stop()
 
     async def _watch(self, run: Run) -> None:
+        """Follow an attempt to its end and report it.
+
+        Work that ends within ``STARTED_REPORT_AFTER_S`` is reported once, finished
+        (with the time it started): a ``started`` report for it would only cost the
+        manager a round trip and a write for a status no one could see. Work that runs
+        longer is reported started at that point.
+        """
         unit = run.unit
         try:
             await unit.wait_for(lambda u: u.state is not State.STARTING, WAIT_EXIT_S)
-            if unit.pid is not None or unit.state is State.RUNNING:
-                await self._report("started", [run.item_id, run.attempt])
+            began = time.time()
             sub = unit.output.subscribe(replay=True)
             pump = asyncio.get_running_loop().create_task(self._pump_output(run, sub))
             try:
-                await unit.wait_for(lambda u: u.state in (State.EXITED, State.FAILED) or u.done, WAIT_EXIT_S)
+                if unit.pid is not None or unit.state is State.RUNNING:
+                    try:
+                        await unit.wait_for(_ended, STARTED_REPORT_AFTER_S)
+                    except TimeoutError:
+                        await self._report("started", [run.item_id, run.attempt])
+                await unit.wait_for(_ended, WAIT_EXIT_S)
             finally:
                 unit.output.unsubscribe(sub)
                 await pump
             code = unit.exit_code if unit.exit_code is not None else 127
             error = unit.error if unit.state is State.FAILED else None
             await unit.stop()
-            await self._report("finished", [run.item_id, run.attempt, code, error])
+            await self._report("finished", [run.item_id, run.attempt, code, error, began])
         finally:
             self.runs.pop((run.item_id, run.attempt), None)
 
@@ -262,3 +274,7 @@ class WorkerLink:
                         run.attempt,
                         payload[start : start + OUTPUT_BATCH_LINES],
                     )
+
+
+def _ended(unit: Unit) -> bool:
+    return unit.state in (State.EXITED, State.FAILED) or unit.done

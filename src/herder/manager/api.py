@@ -123,6 +123,8 @@ def item_document(item: Any) -> dict[str, Any]:
         "attempt": item.attempt,
         "exit_code": item.exit_code,
         "error": item.error,
+        "started_at": item.started_at,
+        "finished_at": item.finished_at,
     }
 
 

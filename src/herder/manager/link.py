@@ -142,7 +142,7 @@ class Links:
         """Lines of an attempt's output: ``[[stream, text], ...]``; kept and parsed."""
         self._own(worker_id, peer)
         kept = self.output.setdefault(item_id, collections.deque(maxlen=KEPT_LINES))
-        parser = self._parsers.get((item_id, attempt))
+        parser = self._parsers.get((item_id, attempt)) or await self._load_parser(item_id, attempt)
         task_id = self._item_task.get(item_id)
         readers = self.readers.get(task_id, ()) if task_id is not None else ()
         for stream, text in lines:
@@ -162,6 +162,17 @@ class Links:
             report = Report(item_id, worker_id, attempt)
             await self.runtime.writes.progresses.submit((report, frame, percent))
 
+    async def _load_parser(self, item_id: int, attempt: int) -> Any:
+        """The parser of an attempt whose output came before (or without) its start report."""
+        async with self.runtime.transaction() as db:
+            name = await queries.parser_of_item(db, item_id)
+        if name is None:
+            return None
+        from herder.manager.tasktypes import load_parser
+
+        parser = self._parsers[(item_id, attempt)] = load_parser(name)
+        return parser
+
     async def finished(
         self,
         worker_id: int,
@@ -169,12 +180,14 @@ class Links:
         attempt: int,
         exit_code: int,
         error: str | None = None,
+        started_at: float | None = None,
         *,
         peer: Peer,
     ) -> None:
+        """An attempt ended (``started_at``: when, for work too short to be reported started)."""
         self._own(worker_id, peer)
         self._parsers.pop((item_id, attempt), None)
-        report = Finished(item_id, worker_id, attempt, exit_code, error)
+        report = Finished(item_id, worker_id, attempt, exit_code, error, started_at)
         task_id, status = await self.runtime.writes.finishes.submit(report)
         self.wake()
         if status in TERMINAL:

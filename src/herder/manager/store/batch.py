@@ -61,6 +61,7 @@ class Report:
 class Finished(Report):
     exit_code: int = 0
     error: str | None = None
+    started_at: float | None = None  # for work too short to have been reported started
 
 
 @dataclass(frozen=True)
@@ -168,25 +169,22 @@ async def beat(conn: AsyncConnection, beats: Sequence[Beat], lease_s: float) -> 
 
 
 async def free_slots(conn: AsyncConnection, worker_ids: Iterable[int]) -> list[FreeWorker]:
-    """Of these workers, the enabled ones with room, and how much (two statements)."""
+    """Of these workers, the enabled ones with room, and how much (one statement)."""
     ids = list(worker_ids)
     if not ids:
         return []
-    held = dict(
-        (
-            await conn.execute(
-                select(WorkItem.worker_id, func.count())
-                .where(WorkItem.worker_id.in_(ids), WorkItem.status.in_(ACTIVE))
-                .group_by(WorkItem.worker_id)
-            )
-        ).all()
+    held = (
+        select(func.count())
+        .where(WorkItem.worker_id == Worker.id, WorkItem.status.in_(ACTIVE))
+        .scalar_subquery()
     )
     rows = await conn.execute(
-        select(Worker.id, Worker.slots, Worker.tags).where(Worker.id.in_(ids), Worker.status == "enabled")
+        select(Worker.id, Worker.slots - held, Worker.tags).where(
+            Worker.id.in_(ids), Worker.status == "enabled"
+        )
     )
     free = []
-    for worker_id, slots, tags in rows:
-        room = slots - held.get(worker_id, 0)
+    for worker_id, room, tags in rows:
         if room > 0:
             free.append(FreeWorker(worker_id, room, frozenset(tags or ())))
     return free
@@ -296,16 +294,20 @@ async def finish(conn: AsyncConnection, reports: Sequence[Finished]) -> list[tup
     done: dict[int, int] = {}  # item -> task
     succeeded = [r for r in reports if r.exit_code == 0]
     if succeeded:
+        values: dict[str, Any] = {
+            "status": "completed",
+            "exit_code": 0,
+            "finished_at": now,
+            "lease_expires": None,
+            "frame_current": func.coalesce(WorkItem.frame_end, WorkItem.frame_current),
+        }
+        began = {r.item_id: r.started_at for r in succeeded if r.started_at is not None}
+        if began:
+            values["started_at"] = func.coalesce(WorkItem.started_at, case(began, value=WorkItem.id))
         rows = await conn.execute(
             update(WorkItem)
             .where(_fenced(succeeded), WorkItem.status.in_(ACTIVE))
-            .values(
-                status="completed",
-                exit_code=0,
-                finished_at=now,
-                lease_expires=None,
-                frame_current=func.coalesce(WorkItem.frame_end, WorkItem.frame_current),
-            )
+            .values(values)
             .returning(WorkItem.id, WorkItem.task_id)
         )
         done.update((item_id, task_id) for item_id, task_id in rows)
@@ -339,6 +341,8 @@ async def _finish_failed(conn: AsyncConnection, report: Finished, now: float) ->
     else:
         values = {"status": "failed", "finished_at": now}
         values["error"] = f"failed after {attempt} attempts: {report.error or f'exited with {code}'}"
+    if report.started_at is not None:
+        values["started_at"] = func.coalesce(WorkItem.started_at, report.started_at)
     result = await conn.execute(
         update(WorkItem)
         .where(_fenced([report]), WorkItem.status.in_(ACTIVE))

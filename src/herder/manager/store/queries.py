@@ -98,6 +98,12 @@ async def items_of(db: AsyncSession, task_id: int) -> Sequence[WorkItem]:
     return (await db.execute(query)).scalars().all()
 
 
+async def parser_of_item(db: AsyncSession, item_id: int) -> str | None:
+    """The name of the parser of a work item's task (None: no such item)."""
+    query = select(Task.parser).join(WorkItem, WorkItem.task_id == Task.id).where(WorkItem.id == item_id)
+    return await db.scalar(query)
+
+
 async def set_priority(db: AsyncSession, task: Task, priority: int) -> None:
     task.priority = priority
     await db.execute(update(WorkItem).where(WorkItem.task_id == task.id).values(priority=priority))
