@@ -143,6 +143,24 @@ async def test_leftovers_are_killed_when_the_main_process_exits(
     await wait_dead([int(pid_file.read_text())], timeout_s=5)
 
 
+async def test_an_escaped_leftover_is_killed_when_a_short_main_process_exits(
+    agent: Agent, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A sleeper in a session of its own (out of the group's reach) left by a main process
+    that lives milliseconds: the sweep that looks only at pids handed out since finds it."""
+    pid_file = tmp_path / "escaped.pid"
+    await create(
+        client,
+        "escaper.0",
+        ["/bin/sh", "-c", f"setsid sleep 100 & echo $! > {pid_file}; exit 0"],
+        restart="never",
+    )
+    unit = agent.supervisor.units["sup.escaper.0"]
+    await wait_unit(unit, lambda u: u.state == "exited")
+    pid = int(pid_file.read_text())
+    await wait_dead([pid], timeout_s=5)
+
+
 async def test_many_processes_are_independent(agent: Agent, client: httpx.AsyncClient) -> None:
     for i in range(5):
         await create(client, f"many.{i}", ["sleep", "100"])

@@ -19,8 +19,9 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,11 @@ UNIT_MARKER = "HERDER_UNIT"
 # is out of scope (use a pids cgroup for that).
 SWEEP_ROUNDS = 10
 
+# A sweep after a short-lived process examines only the pids allocated since it was
+# spawned (see ``_pid_window``), if the kernel cannot have handed out every pid since:
+# that takes pid_max forks, and no machine forks faster than this.
+MAX_FORKS_PER_S = 100_000
+
 
 @dataclass(slots=True)
 class Child:
@@ -41,6 +47,7 @@ class Child:
     pidfd: int
     stdout_fd: int
     stderr_fd: int
+    spawned: float = field(default_factory=time.monotonic)  # bounds the pids a sweep examines
 
     @property
     def pid(self) -> int:
@@ -122,8 +129,11 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
-def _marked_pids(marker: bytes) -> Iterator[int]:
-    """Yield the pids whose initial environment holds exactly ``marker`` (``NAME=value``)."""
+def _marked_pids(marker: bytes, window: tuple[int, int] | None = None) -> Iterator[int]:
+    """Yield the pids whose initial environment holds exactly ``marker`` (``NAME=value``).
+
+    With a ``window`` (first, last), only pids in it are examined.
+    """
     needle = b"\0" + marker + b"\0"
     me = os.getpid()
     with os.scandir("/proc") as entries:
@@ -131,7 +141,7 @@ def _marked_pids(marker: bytes) -> Iterator[int]:
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
-            if pid == me:
+            if pid == me or (window is not None and not window[0] <= pid <= window[1]):
                 continue
             try:
                 with open(f"/proc/{pid}/environ", "rb") as fh:
@@ -142,16 +152,46 @@ def _marked_pids(marker: bytes) -> Iterator[int]:
                 yield pid
 
 
-def sweep(name: str, value: str) -> int:
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, "rb") as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_window(since: Child | None) -> tuple[int, int] | None:
+    """The pids the descendants of ``since`` can have, or None when any pid can be one.
+
+    Pids are handed out in increasing order, wrapping at ``pid_max``: everything forked
+    after ``since`` (its descendants included) has a pid between its own and the last
+    one handed out, unless the counter wrapped meanwhile. It wrapped if the last pid is
+    below ``since``'s, or may have come round again if ``since`` is older than pid_max
+    forks at ``MAX_FORKS_PER_S``. Either way: None, and the sweep looks at every pid.
+    """
+    if since is None:
+        return None
+    pid_max = _read_int("/proc/sys/kernel/pid_max")
+    last = _read_int("/proc/sys/kernel/ns_last_pid")
+    if pid_max is None or last is None or last < since.pid:
+        return None
+    if time.monotonic() - since.spawned >= pid_max / MAX_FORKS_PER_S:
+        return None
+    return (since.pid, last)
+
+
+def sweep(name: str, value: str, since: Child | None = None) -> int:
     """SIGKILL every process whose environment holds ``name=value``; return how many.
 
     This is how the agent finds descendants that left their process group: a new
     session or a double fork does not change the environment a process inherited.
+    ``since``: the process they all descend from, if it is known; a short-lived one
+    lets the sweep skip the pids it cannot be their parent of (``_pid_window``).
     """
     marker = f"{name}={value}".encode()
     killed = 0
     for _ in range(SWEEP_ROUNDS):
-        found = list(_marked_pids(marker))
+        found = list(_marked_pids(marker, _pid_window(since)))
         if not found:
             break
         for pid in found:

@@ -357,7 +357,7 @@ class Unit:
         self.pid = None
         self._child = None
         procs.signal_group(child.pid, signal.SIGKILL)
-        procs.sweep(procs.UNIT_MARKER, self.unit_marker)
+        procs.sweep(procs.UNIT_MARKER, self.unit_marker, since=child)
         if self._reader is not None:
             self._reader.drain_and_close()
             self._reader = None
