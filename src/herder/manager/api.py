@@ -222,8 +222,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     async def submit(request: Request) -> Response:
         req = await read_json(request, TaskSubmission)
         new = await runtime.compile(req)
-        task_id = await runtime.writes.submissions.submit(new)
-        runtime.links.wake()
+        task_id = await runtime.writes.submit_task(new)  # its round hands it out, if a slot is free
         doc = task_document(
             SimpleNamespace(**new.task, id=task_id, worker_id=None, frame_current=None, error=None)
         )
@@ -334,7 +333,7 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     async def started(request: Request) -> Response:
         req = await read_json(request, WorkReport)
         item_id = _path_id(request)
-        await runtime.writes.starts.submit(Report(item_id, req.worker_id, req.attempt))
+        await runtime.writes.started(Report(item_id, req.worker_id, req.attempt))
         return await item_now(item_id)
 
     @app.post("/work-items/{id}/progress", summary="Progress of an attempt (a frame, a percentage)")
@@ -342,7 +341,7 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         req = await read_json(request, ProgressReport)
         item_id = _path_id(request)
         report = Report(item_id, req.worker_id, req.attempt)
-        await runtime.writes.progresses.submit((report, req.frame, req.percent))
+        await runtime.writes.progress(report, req.frame, req.percent)
         return await item_now(item_id)
 
     @app.post("/work-items/{id}/finished", summary="An attempt ended with its exit code")
@@ -350,8 +349,7 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         req = await read_json(request, FinishedReport)
         item_id = _path_id(request)
         report = Finished(item_id, req.worker_id, req.attempt, req.exit_code, req.error)
-        await runtime.writes.finishes.submit(report)
-        runtime.links.wake()
+        await runtime.writes.finished(report)
         return await item_now(item_id)
 
 

@@ -74,6 +74,8 @@ class Links:
         }
         for name, func in methods.items():
             self.service.registry.add(Method.of(func, name=name))
+        runtime.writes.dispatch_to = lambda: list(self.peers)
+        runtime.writes.on_claimed = self.push
 
     def wake(self) -> None:
         """Something changed that may let work be handed out."""
@@ -131,7 +133,7 @@ class Links:
 
     async def started(self, worker_id: int, item_id: int, attempt: int, peer: Peer) -> None:
         self._own(worker_id, peer)
-        parser_name = await self.runtime.writes.starts.submit(Report(item_id, worker_id, attempt))
+        parser_name = await self.runtime.writes.started(Report(item_id, worker_id, attempt))
         from herder.manager.tasktypes import load_parser
 
         self._parsers[(item_id, attempt)] = load_parser(parser_name)
@@ -160,7 +162,7 @@ class Links:
                     percent = progress.percent if progress.percent is not None else percent
         if frame is not None or percent is not None:
             report = Report(item_id, worker_id, attempt)
-            await self.runtime.writes.progresses.submit((report, frame, percent))
+            await self.runtime.writes.progress(report, frame, percent)
 
     async def _load_parser(self, item_id: int, attempt: int) -> Any:
         """The parser of an attempt whose output came before (or without) its start report."""
@@ -188,8 +190,7 @@ class Links:
         self._own(worker_id, peer)
         self._parsers.pop((item_id, attempt), None)
         report = Finished(item_id, worker_id, attempt, exit_code, error, started_at)
-        task_id, status = await self.runtime.writes.finishes.submit(report)
-        self.wake()
+        task_id, status = await self.runtime.writes.finished(report)  # its round refills the slot
         if status in TERMINAL:
             self.end_readers(task_id)
 
@@ -226,22 +227,27 @@ class Links:
     async def _dispatch(self) -> None:
         """Claim work for every free slot of the linked workers at once, and push it.
 
-        Rounds go on while they hand something out (reports that arrived meanwhile
-        freed slots); an empty round ends it until the next wake.
+        Rounds of writes that submit or finish work claim for free slots themselves
+        (``Writes``); this pass covers the rest: a worker that just linked, work that
+        another manager or the lease keeper put back in the queue.
         """
-        from herder.manager.api import item_document
-
         while self.peers:
             claimed = await self.runtime.writes.claim(list(self.peers))
             if not claimed:
                 return
-            for row in claimed:
-                self._item_task[row.id] = row.task_id
-                peer = self.peers.get(row.worker_id)
-                if peer is None or peer.closed:
-                    continue  # its lease will run out and the item will be queued again
-                with contextlib.suppress(ConnectionLost):
-                    await peer.notify("assign", item_document(row))
+            await self.push(claimed)
+
+    async def push(self, claimed: list[Any]) -> None:
+        """Send each claimed item to its worker (one whose link is gone gets it back by lease)."""
+        from herder.manager.api import item_document
+
+        for row in claimed:
+            self._item_task[row.id] = row.task_id
+            peer = self.peers.get(row.worker_id)
+            if peer is None or peer.closed:
+                continue  # its lease will run out and the item will be queued again
+            with contextlib.suppress(ConnectionLost):
+                await peer.notify("assign", item_document(row))
 
     async def stop(self, running: list[tuple[int, int, int]]) -> None:
         """Tell workers to stop attempts that were canceled (best effort: heartbeats too)."""

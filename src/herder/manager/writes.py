@@ -1,16 +1,28 @@
-"""The manager's frequent writes, each kind gathered into batches (group commit).
+"""The manager's frequent writes, gathered into rounds: one transaction serves them all.
 
-Submissions, heartbeats and workers' reports go through one ``Batcher`` per kind;
-each batch is one transaction of a few Core statements (``store.batch``), whatever
-its size. The REST routes and the agents' RPC links share these: a report is
-written the same way whichever door it came in by.
+Submissions, heartbeats, workers' reports and claims all go through one ``Batcher``:
+whatever arrived while the previous round was being written is written in the next,
+in one transaction of a few Core statements per kind (``store.batch``). The REST
+routes and the agents' RPC links share it: a report is written the same way whichever
+door it came in by. With SQLite (one connection, one writer) this matters most: one
+round in flight instead of a queue of small transactions, each waiting for the last.
+
+A round that submitted or finished work also claims, in the same transaction, work
+for the free slots of the linked workers (``dispatch_to``) and hands what it claimed
+to ``on_claimed`` once committed: a slot freed by a report is filled without waiting
+for the dispatcher's next pass.
+
+A round that fails as a whole for a reason other than a passing one (which
+``Batcher`` retries) is written again kind by kind, each in a transaction of its own,
+so that one kind's failure (a bug, a value the database refuses) is reported to its
+requests only.
 
 A heartbeat from a worker that runs nothing (most of them, on a big fleet) is soft
 state: it is answered at once and written with the others of its tick (a quarter of
 the heartbeat interval at most). A manager killed meanwhile loses a fraction of one
-interval of "last seen" and load figures, which the next beat brings back; a lease
-is never at stake (nothing runs). Beats that name running work are written before
-they are answered, since the answer says which of it to stop.
+interval of "last seen" and load figures, which the next beat brings back; a lease is
+never at stake (nothing runs). Beats that name running work are written before they
+are answered, since the answer says which of it to stop.
 """
 
 from __future__ import annotations
@@ -19,62 +31,47 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from herder.manager.batcher import Batcher
+from herder.manager.batcher import Batcher, retryable
 from herder.manager.store import batch
-from herder.manager.store.batch import Beat, Finished, FreeWorker, NewTask, Report
+from herder.manager.store.batch import Beat, Finished, NewTask, Report
 
 log = logging.getLogger(__name__)
 
 MAX_BEAT_FLUSH_S = 1.0
 
-T = TypeVar("T")
-R = TypeVar("R")
+# The kinds of request, in the order a round writes them: new tasks first, so that the
+# round's own claim can hand them out.
+SUBMIT, BEATS, START, PROGRESS, FINISH, CLAIM = "submit", "beats", "start", "progress", "finish", "claim"
+ORDER = (SUBMIT, BEATS, START, PROGRESS, FINISH, CLAIM)
+
+Request = tuple[str, Any]
 
 
 class Writes:
-    """Batched writes to one database; ``lease_s`` is how long a worker's silence is tolerated."""
+    """Rounds of writes to one database; ``lease_s`` is how long a worker's silence is tolerated."""
 
     def __init__(self, engine: AsyncEngine, lease_s: float, heartbeat_interval_s: float) -> None:
         self.engine = engine
         self.lease_s = lease_s
+        self.rounds: Batcher[Request, Any] = Batcher("writes", self._write_round)
         self._beat_flush_s = min(MAX_BEAT_FLUSH_S, heartbeat_interval_s / 4)
         self._quiet_beats: dict[int, Beat] = {}
         self._beat_flusher: asyncio.Task[None] | None = None
-        self.submissions: Batcher[NewTask, int] = Batcher(
-            "submissions", self._in_transaction(batch.insert_tasks)
-        )
-        self.beats: Batcher[Beat, list[list[int]]] = Batcher(
-            "heartbeats", self._in_transaction(lambda conn, beats: batch.beat(conn, beats, self.lease_s))
-        )
-        self.starts: Batcher[Report, str] = Batcher(
-            "started", self._in_transaction(lambda conn, reports: batch.start(conn, reports, self.lease_s))
-        )
-        self.finishes: Batcher[Finished, tuple[int, str]] = Batcher(
-            "finished", self._in_transaction(batch.finish)
-        )
-        self.progresses: Batcher[tuple[Report, int | None, float | None], int] = Batcher(
-            "progress", self._in_transaction(self._progress)
-        )
+        # Set by the RPC links: the workers to claim for, and who pushes what was claimed.
+        self.dispatch_to: Callable[[], list[int]] = list
+        self.on_claimed: Callable[[list[Row[Any]]], Awaitable[None]] | None = None
 
-    def _in_transaction(
-        self, write: Callable[[AsyncConnection, list[T]], Awaitable[Sequence[R | BaseException]]]
-    ) -> Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]:
-        async def flush(requests: list[T]) -> Sequence[R | BaseException]:
-            async with self.engine.begin() as conn:
-                return await write(conn, requests)
+    # -- what callers ask ------------------------------------------------------------------
 
-        return flush
-
-    @staticmethod
-    async def _progress(
-        conn: AsyncConnection, reports: list[tuple[Report, int | None, float | None]]
-    ) -> list[int | batch.FencedOut]:
-        return [await batch.progress(conn, report, frame, percent) for report, frame, percent in reports]
+    async def submit_task(self, new: NewTask) -> int:
+        """Store a compiled task; its id."""
+        task_id: int = await self.rounds.submit((SUBMIT, new))
+        return task_id
 
     async def heartbeat(self, beat: Beat) -> list[list[int]]:
         """Note a heartbeat; the attempts it names that its worker must stop."""
@@ -86,7 +83,120 @@ class Writes:
                 )
             return []
         self._quiet_beats.pop(beat.worker_id, None)  # this one is newer
-        return await self.beats.submit(beat)
+        stops: list[list[list[int]]] = await self.rounds.submit((BEATS, [beat]))
+        return stops[0]
+
+    async def started(self, report: Report) -> str:
+        """An attempt started; the name of its task's parser.
+
+        Raises:
+            FencedOut: the attempt is no longer the worker's.
+        """
+        parser: str = await self.rounds.submit((START, report))
+        return parser
+
+    async def progress(self, report: Report, frame: int | None, percent: float | None) -> int:
+        """An attempt's progress; its task's id.
+
+        Raises:
+            FencedOut: the attempt is no longer the worker's.
+        """
+        task_id: int = await self.rounds.submit((PROGRESS, (report, frame, percent)))
+        return task_id
+
+    async def finished(self, report: Finished) -> tuple[int, str]:
+        """An attempt ended; its task's id and new status.
+
+        Raises:
+            FencedOut: the attempt is no longer the worker's.
+        """
+        done: tuple[int, str] = await self.rounds.submit((FINISH, report))
+        return done
+
+    async def claim(self, worker_ids: list[int], most: int | None = None) -> list[Row[Any]]:
+        """Work for every free slot of these workers (or ``most`` pieces of it)."""
+        claimed: list[Row[Any]] = await self.rounds.submit((CLAIM, (worker_ids, most)))
+        return claimed
+
+    # -- rounds ----------------------------------------------------------------------------
+
+    async def _write_round(self, requests: list[Request]) -> Sequence[Any]:
+        try:
+            async with self.engine.begin() as conn:
+                results, claimed = await self._apply(conn, requests, claim_for_free_slots=True)
+        except Exception as exc:
+            kinds = {kind for kind, _ in requests}
+            if retryable(exc) or len(kinds) == 1:
+                raise
+            log.warning("a round of %d writes failed (%s); writing each kind alone", len(requests), exc)
+            results, claimed = await self._write_kinds_apart(requests, kinds)
+        if claimed and self.on_claimed is not None:
+            await self.on_claimed(claimed)
+        return results
+
+    async def _write_kinds_apart(
+        self, requests: list[Request], kinds: set[str]
+    ) -> tuple[list[Any], list[Row[Any]]]:
+        results: list[Any] = [None] * len(requests)
+        claimed: list[Row[Any]] = []
+        for kind in kinds:
+            indexes = [i for i, (k, _) in enumerate(requests) if k == kind]
+            try:
+                async with self.engine.begin() as conn:
+                    part, _ = await self._apply(
+                        conn, [requests[i] for i in indexes], claim_for_free_slots=False
+                    )
+            except Exception as exc:
+                part = [exc] * len(indexes)
+            for i, result in zip(indexes, part, strict=True):
+                results[i] = result
+        return results, claimed
+
+    async def _apply(
+        self, conn: AsyncConnection, requests: list[Request], *, claim_for_free_slots: bool
+    ) -> tuple[list[Any], list[Row[Any]]]:
+        """Write every request of a round; their answers, and what the round claimed."""
+        results: list[Any] = [None] * len(requests)
+        by_kind: dict[str, list[int]] = {}
+        for i, (kind, _) in enumerate(requests):
+            by_kind.setdefault(kind, []).append(i)
+        claimed: list[Row[Any]] = []
+        for kind in ORDER:
+            indexes = by_kind.get(kind)
+            if not indexes:
+                continue
+            payloads = [requests[i][1] for i in indexes]
+            for i, answer in zip(indexes, await self._write_kind(conn, kind, payloads), strict=True):
+                results[i] = answer
+        if claim_for_free_slots and (SUBMIT in by_kind or FINISH in by_kind):
+            workers = self.dispatch_to()
+            if workers:
+                free = await batch.free_slots(conn, workers)
+                claimed = await batch.claim(conn, free, self.lease_s) if free else []
+        return results, claimed
+
+    async def _write_kind(self, conn: AsyncConnection, kind: str, payloads: list[Any]) -> Sequence[Any]:
+        if kind == SUBMIT:
+            return await batch.insert_tasks(conn, payloads)
+        if kind == BEATS:
+            beats = [beat for group in payloads for beat in group]
+            stops = iter(await batch.beat(conn, beats, self.lease_s))
+            return [[next(stops) for _ in group] for group in payloads]
+        if kind == START:
+            return await batch.start(conn, payloads, self.lease_s)
+        if kind == PROGRESS:
+            return [await batch.progress(conn, report, frame, pct) for report, frame, pct in payloads]
+        if kind == FINISH:
+            return await batch.finish(conn, payloads)
+        if kind == CLAIM:
+            answers = []
+            for worker_ids, most in payloads:
+                free = await batch.free_slots(conn, worker_ids)
+                answers.append(await batch.claim(conn, free, self.lease_s, most=most) if free else [])
+            return answers
+        raise ValueError(f"unknown kind of write {kind!r}")
+
+    # -- quiet heartbeats ------------------------------------------------------------------
 
     async def _flush_quiet_beats(self) -> None:
         while self._quiet_beats:
@@ -96,8 +206,7 @@ class Writes:
     async def _write_quiet_beats(self) -> None:
         beats, self._quiet_beats = self._quiet_beats, {}
         try:
-            async with self.engine.begin() as conn:
-                await batch.beat(conn, list(beats.values()), self.lease_s)
+            await self.rounds.submit((BEATS, list(beats.values())))
         except Exception:  # the database is away for a moment: keep them for the next tick
             log.exception("writing %d heartbeats failed", len(beats))
             self._quiet_beats = {**beats, **self._quiet_beats}
@@ -110,11 +219,3 @@ class Writes:
                 await self._beat_flusher
         if self._quiet_beats:
             await self._write_quiet_beats()
-
-    async def claim(self, worker_ids: list[int], most: int | None = None) -> list[Row[Any]]:
-        """Work for every free slot of these workers (or ``most`` pieces), in one transaction."""
-        async with self.engine.begin() as conn:
-            free: list[FreeWorker] = await batch.free_slots(conn, worker_ids)
-            if not free:
-                return []
-            return await batch.claim(conn, free, self.lease_s, most=most)
