@@ -56,12 +56,16 @@ class Batcher(Generic[T, R]):
         flush: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]],
         *,
         max_batch: int = MAX_BATCH,
+        writers: int = 1,
     ) -> None:
         self.name = name
         self._flush = flush
         self._max_batch = max_batch
+        self._max_writers = writers
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle_writers = 0
         self.batches = 0
         self.requests = 0
 
@@ -69,12 +73,34 @@ class Batcher(Generic[T, R]):
         """Queue the request for the next batch and wait for its answer."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((request, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write(), name=f"batch:{self.name}")
+        if not self._idle_writers and self._writers < self._max_writers:
+            # Every writer is busy (or there is none): one more batch may be written at once.
+            self._writers += 1
+            self._idle_writers += 1
+            task = asyncio.get_running_loop().create_task(self._write(), name=f"batch:{self.name}")
+            self._tasks.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._tasks.discard)
         return await future
 
     async def _write(self) -> None:
+        try:
+            await self._write_while_waiting()
+        finally:
+            # Counted off here, not in a done callback: a request queued between this
+            # writer's last look at the queue and such a callback would find no writer.
+            self._idle_writers -= 1
+            self._writers -= 1
+
+    async def _write_while_waiting(self) -> None:
         while self._waiting:
+            self._idle_writers -= 1
+            try:
+                await self._write_one()
+            finally:
+                self._idle_writers += 1
+
+    async def _write_one(self) -> None:
+        if self._waiting:
             batch = self._waiting[: self._max_batch]
             del self._waiting[: self._max_batch]
             self.batches += 1
@@ -87,7 +113,7 @@ class Batcher(Generic[T, R]):
                         future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
                 if not isinstance(exc, Exception):
                     raise
-                continue
+                return
             for (_, future), answer in zip(batch, answers, strict=True):
                 if future.done():  # its requester went away; the work is done anyway
                     continue

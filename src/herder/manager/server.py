@@ -51,7 +51,12 @@ class ManagerRuntime:
 
         self.config = config
         self.sessions = database.sessions(engine)
-        self.writes = Writes(engine, config.offline_after_s, config.heartbeat_interval_s)
+        self.writes = Writes(
+            engine,
+            config.offline_after_s,
+            config.heartbeat_interval_s,
+            database.create_round_engine(config.database_url()),
+        )
         self.started = asyncio.Event()
         self.links = Links(self)
 

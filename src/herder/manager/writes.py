@@ -28,13 +28,14 @@ are answered, since the answer says which of it to stop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from herder.manager.batcher import Batcher, retryable
 from herder.manager.store import batch
@@ -43,6 +44,7 @@ from herder.manager.store.batch import Beat, Finished, NewTask, Report
 log = logging.getLogger(__name__)
 
 MAX_BEAT_FLUSH_S = 1.0
+POSTGRES_ROUNDS = 3
 
 # The kinds of request, in the order a round writes them: new tasks first, so that the
 # round's own claim can hand them out.
@@ -50,21 +52,40 @@ SUBMIT, BEATS, START, PROGRESS, FINISH, CLAIM = "submit", "beats", "start", "pro
 ORDER = (SUBMIT, BEATS, START, PROGRESS, FINISH, CLAIM)
 
 Request = tuple[str, Any]
+R = TypeVar("R")
 
 
 class Writes:
     """Rounds of writes to one database; ``lease_s`` is how long a worker's silence is tolerated."""
 
-    def __init__(self, engine: AsyncEngine, lease_s: float, heartbeat_interval_s: float) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        lease_s: float,
+        heartbeat_interval_s: float,
+        sync_engine: Engine | None = None,
+    ) -> None:
         self.engine = engine
+        self._sync_engine = sync_engine
+        # The one thread a synchronous engine's connection is used from.
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="herder-db")
         self.lease_s = lease_s
-        self.rounds: Batcher[Request, Any] = Batcher("writes", self._write_round)
+        # SQLite writes one transaction at a time; PostgreSQL may run a few rounds at once
+        # (row locks keep them apart, and a deadlock between two is retried).
+        self.rounds: Batcher[Request, Any] = Batcher(
+            "writes", self._write_round, writers=1 if sync_engine is not None else POSTGRES_ROUNDS
+        )
         self._beat_flush_s = min(MAX_BEAT_FLUSH_S, heartbeat_interval_s / 4)
         self._quiet_beats: dict[int, Beat] = {}
         self._beat_flusher: asyncio.Task[None] | None = None
-        # Set by the RPC links: the workers to claim for, and who pushes what was claimed.
+        # Set by the RPC links: the workers to claim for, who pushes what was claimed, and
+        # who claims later what a round could not (another round was claiming).
         self.dispatch_to: Callable[[], list[int]] = list
         self.on_claimed: Callable[[list[Row[Any]]], Awaitable[None]] | None = None
+        self.on_missed_claim: Callable[[], None] = lambda: None
+        # Claims count a worker's free slots and fill them: two rounds doing that at once
+        # (PostgreSQL) would each see the same free slots and fill them twice over.
+        self._claiming = asyncio.Lock()
 
     # -- what callers ask ------------------------------------------------------------------
 
@@ -121,9 +142,19 @@ class Writes:
     # -- rounds ----------------------------------------------------------------------------
 
     async def _write_round(self, requests: list[Request]) -> Sequence[Any]:
+        """One round; claims are made by one round at a time (see ``_claim_turn``)."""
+        kinds = {kind for kind, _ in requests}
+        refill = SUBMIT in kinds or FINISH in kinds
+        if CLAIM not in kinds and (not refill or self._claiming.locked()):
+            if refill:  # another round is claiming: the dispatcher fills what this one frees
+                self.on_missed_claim()
+            return await self._write_round_claiming(requests, [])
+        async with self._claiming:
+            return await self._write_round_claiming(requests, self.dispatch_to() if refill else [])
+
+    async def _write_round_claiming(self, requests: list[Request], workers: list[int]) -> Sequence[Any]:
         try:
-            async with self.engine.begin() as conn:
-                results, claimed = await self._apply(conn, requests, claim_for_free_slots=True)
+            results, claimed = await self._in_transaction(self._apply, requests, workers)
         except Exception as exc:
             kinds = {kind for kind, _ in requests}
             if retryable(exc) or len(kinds) == 1:
@@ -134,65 +165,80 @@ class Writes:
             await self.on_claimed(claimed)
         return results
 
+    async def _in_transaction(self, write: Callable[..., R], *args: Any) -> R:
+        """Run ``write(connection, *args)`` in one transaction, committed if it returns.
+
+        SQLite: in the database's own thread, on a synchronous engine. PostgreSQL: on
+        the asynchronous one, through ``run_sync``.
+        """
+        if self._sync_engine is not None:
+
+            def in_thread() -> R:
+                assert self._sync_engine is not None
+                with self._sync_engine.begin() as conn:
+                    return write(conn, *args)
+
+            return await asyncio.get_running_loop().run_in_executor(self._thread, in_thread)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(write, *args)
+
     async def _write_kinds_apart(
         self, requests: list[Request], kinds: set[str]
     ) -> tuple[list[Any], list[Row[Any]]]:
         results: list[Any] = [None] * len(requests)
-        claimed: list[Row[Any]] = []
         for kind in kinds:
             indexes = [i for i, (k, _) in enumerate(requests) if k == kind]
             try:
-                async with self.engine.begin() as conn:
-                    part, _ = await self._apply(
-                        conn, [requests[i] for i in indexes], claim_for_free_slots=False
-                    )
+                part, _ = await self._in_transaction(self._apply, [requests[i] for i in indexes], [])
             except Exception as exc:
                 part = [exc] * len(indexes)
             for i, result in zip(indexes, part, strict=True):
                 results[i] = result
-        return results, claimed
+        return results, []
 
-    async def _apply(
-        self, conn: AsyncConnection, requests: list[Request], *, claim_for_free_slots: bool
+    def _apply(
+        self, conn: Connection, requests: list[Request], workers: list[int]
     ) -> tuple[list[Any], list[Row[Any]]]:
-        """Write every request of a round; their answers, and what the round claimed."""
+        """Write every request of a round; their answers, and what the round claimed.
+
+        ``workers``: those to fill the free slots of, if the round submitted or
+        finished work (none: claim nothing beyond what is asked).
+        """
         results: list[Any] = [None] * len(requests)
         by_kind: dict[str, list[int]] = {}
         for i, (kind, _) in enumerate(requests):
             by_kind.setdefault(kind, []).append(i)
-        claimed: list[Row[Any]] = []
         for kind in ORDER:
             indexes = by_kind.get(kind)
             if not indexes:
                 continue
             payloads = [requests[i][1] for i in indexes]
-            for i, answer in zip(indexes, await self._write_kind(conn, kind, payloads), strict=True):
+            for i, answer in zip(indexes, self._write_kind(conn, kind, payloads), strict=True):
                 results[i] = answer
-        if claim_for_free_slots and (SUBMIT in by_kind or FINISH in by_kind):
-            workers = self.dispatch_to()
-            if workers:
-                free = await batch.free_slots(conn, workers)
-                claimed = await batch.claim(conn, free, self.lease_s) if free else []
+        claimed: list[Row[Any]] = []
+        if workers and (SUBMIT in by_kind or FINISH in by_kind):
+            free = batch.free_slots(conn, workers)
+            claimed = batch.claim(conn, free, self.lease_s) if free else []
         return results, claimed
 
-    async def _write_kind(self, conn: AsyncConnection, kind: str, payloads: list[Any]) -> Sequence[Any]:
+    def _write_kind(self, conn: Connection, kind: str, payloads: list[Any]) -> Sequence[Any]:
         if kind == SUBMIT:
-            return await batch.insert_tasks(conn, payloads)
+            return batch.insert_tasks(conn, payloads)
         if kind == BEATS:
             beats = [beat for group in payloads for beat in group]
-            stops = iter(await batch.beat(conn, beats, self.lease_s))
+            stops = iter(batch.beat(conn, beats, self.lease_s))
             return [[next(stops) for _ in group] for group in payloads]
         if kind == START:
-            return await batch.start(conn, payloads, self.lease_s)
+            return batch.start(conn, payloads, self.lease_s)
         if kind == PROGRESS:
-            return [await batch.progress(conn, report, frame, pct) for report, frame, pct in payloads]
+            return [batch.progress(conn, report, frame, pct) for report, frame, pct in payloads]
         if kind == FINISH:
-            return await batch.finish(conn, payloads)
+            return batch.finish(conn, payloads)
         if kind == CLAIM:
             answers = []
             for worker_ids, most in payloads:
-                free = await batch.free_slots(conn, worker_ids)
-                answers.append(await batch.claim(conn, free, self.lease_s, most=most) if free else [])
+                free = batch.free_slots(conn, worker_ids)
+                answers.append(batch.claim(conn, free, self.lease_s, most=most) if free else [])
             return answers
         raise ValueError(f"unknown kind of write {kind!r}")
 
@@ -219,3 +265,6 @@ class Writes:
                 await self._beat_flusher
         if self._quiet_beats:
             await self._write_quiet_beats()
+        self._thread.shutdown(wait=True)
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()

@@ -17,6 +17,10 @@ being written), with a handful of Core statements per batch, whatever its size:
   then sees every report committed before, as the ORM path does.
 
 Every function takes a connection inside a transaction and leaves committing to it.
+They are synchronous on purpose: a round of writes runs as one piece of code, on
+SQLite in the database's own thread (one hand-over per round instead of one per
+statement, each of which waited for a busy event loop), on PostgreSQL through
+``AsyncConnection.run_sync``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Row, bindparam, case, func, insert, or_, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from herder.manager.store.status import ACTIVE, TaskCounts, derive_status
 from herder.manager.store.tables import Task, Worker, WorkItem
@@ -97,22 +101,22 @@ def _fenced(reports: Iterable[Report]) -> Any:
 # -- submissions ---------------------------------------------------------------------------
 
 
-async def insert_tasks(conn: AsyncConnection, new: Sequence[NewTask]) -> list[int]:
+def insert_tasks(conn: Connection, new: Sequence[NewTask]) -> list[int]:
     """Insert the tasks and their items; their ids, in order (two statements in all)."""
-    inserted = await conn.execute(
+    inserted = conn.execute(
         insert(Task).returning(Task.id, sort_by_parameter_order=True), [n.task for n in new]
     )
     ids = [row[0] for row in inserted]
     items = [{**item, "task_id": task_id} for task_id, n in zip(ids, new, strict=True) for item in n.items]
     if items:
-        await conn.execute(insert(WorkItem), items)
+        conn.execute(insert(WorkItem), items)
     return ids
 
 
 # -- heartbeats ----------------------------------------------------------------------------
 
 
-async def beat(conn: AsyncConnection, beats: Sequence[Beat], lease_s: float) -> list[list[list[int]]]:
+def beat(conn: Connection, beats: Sequence[Beat], lease_s: float) -> list[list[list[int]]]:
     """Note the workers' figures, extend the leases of what they run; per beat, what to stop.
 
     A beat that names its running attempts extends only those leases, and is answered
@@ -131,12 +135,12 @@ async def beat(conn: AsyncConnection, beats: Sequence[Beat], lease_s: float) -> 
         by_keys.setdefault(tuple(sorted(row)), []).append(row)
     for rows in by_keys.values():
         values: dict[str, Any] = {k: bindparam(k) for k in rows[0] if k != "b_id"}
-        await conn.execute(update(Worker).where(Worker.id == bindparam("b_id")).values(**values), rows)
+        conn.execute(update(Worker).where(Worker.id == bindparam("b_id")).values(**values), rows)
 
     expires = now + lease_s
     pull = [b.worker_id for b in beats if b.running is None]
     if pull:
-        await conn.execute(
+        conn.execute(
             update(WorkItem)
             .where(WorkItem.worker_id.in_(pull), WorkItem.status.in_(ACTIVE))
             .values(lease_expires=expires)
@@ -144,7 +148,7 @@ async def beat(conn: AsyncConnection, beats: Sequence[Beat], lease_s: float) -> 
     running = [(b.worker_id, item, attempt) for b in beats for item, attempt in b.running or ()]
     if not running:
         return [[] for _ in beats]
-    await conn.execute(
+    conn.execute(
         update(WorkItem)
         .where(
             WorkItem.id == bindparam("b_id"),
@@ -156,7 +160,7 @@ async def beat(conn: AsyncConnection, beats: Sequence[Beat], lease_s: float) -> 
         [{"b_id": i, "b_worker": w, "b_attempt": a, "lease_expires": expires} for w, i, a in running],
     )
     workers = {w for w, _, _ in running}
-    held_rows = await conn.execute(
+    held_rows = conn.execute(
         select(WorkItem.worker_id, WorkItem.id, WorkItem.attempt).where(
             WorkItem.worker_id.in_(workers), WorkItem.status.in_(ACTIVE)
         )
@@ -168,7 +172,7 @@ async def beat(conn: AsyncConnection, beats: Sequence[Beat], lease_s: float) -> 
 # -- claims --------------------------------------------------------------------------------
 
 
-async def free_slots(conn: AsyncConnection, worker_ids: Iterable[int]) -> list[FreeWorker]:
+def free_slots(conn: Connection, worker_ids: Iterable[int]) -> list[FreeWorker]:
     """Of these workers, the enabled ones with room, and how much (one statement)."""
     ids = list(worker_ids)
     if not ids:
@@ -178,7 +182,7 @@ async def free_slots(conn: AsyncConnection, worker_ids: Iterable[int]) -> list[F
         .where(WorkItem.worker_id == Worker.id, WorkItem.status.in_(ACTIVE))
         .scalar_subquery()
     )
-    rows = await conn.execute(
+    rows = conn.execute(
         select(Worker.id, Worker.slots - held, Worker.tags).where(
             Worker.id.in_(ids), Worker.status == "enabled"
         )
@@ -190,8 +194,8 @@ async def free_slots(conn: AsyncConnection, worker_ids: Iterable[int]) -> list[F
     return free
 
 
-async def claim(
-    conn: AsyncConnection,
+def claim(
+    conn: Connection,
     workers: Sequence[FreeWorker],
     lease_s: float,
     *,
@@ -209,7 +213,7 @@ async def claim(
     total = sum(room.values()) if most is None else min(most, sum(room.values()))
     if total <= 0:
         return []
-    candidates = await conn.execute(
+    candidates = conn.execute(
         select(WorkItem.id, WorkItem.tags, WorkItem.task_id)
         .where(WorkItem.status == "queued", WorkItem.paused.is_(False))
         .order_by(WorkItem.priority.desc(), WorkItem.id)
@@ -231,7 +235,7 @@ async def claim(
         return []
     now = time.time()
     claimed = (
-        await conn.execute(
+        conn.execute(
             update(WorkItem)
             .where(WorkItem.id.in_(list(chosen)), WorkItem.status == "queued")
             .values(
@@ -248,7 +252,7 @@ async def claim(
     if claimed:
         # A queued task becomes assigned; one already further along keeps its status.
         latest = {row.task_id: row.worker_id for row in sorted(claimed, key=lambda r: r.id)}
-        await conn.execute(
+        conn.execute(
             update(Task)
             .where(Task.id == bindparam("b_id"), Task.status == "queued", Task.paused.is_(False))
             .values(status="assigned", worker_id=bindparam("b_worker"), updated_at=now),
@@ -260,11 +264,11 @@ async def claim(
 # -- reports -------------------------------------------------------------------------------
 
 
-async def start(conn: AsyncConnection, reports: Sequence[Report], lease_s: float) -> list[str | FencedOut]:
+def start(conn: Connection, reports: Sequence[Report], lease_s: float) -> list[str | FencedOut]:
     """Attempts started: each report's task parser, or ``FencedOut``."""
     now = time.time()
     started = (
-        await conn.execute(
+        conn.execute(
             update(WorkItem)
             .where(_fenced(reports), WorkItem.status.in_(ACTIVE))
             .values(status="running", started_at=now, lease_expires=now + lease_s)
@@ -276,16 +280,16 @@ async def start(conn: AsyncConnection, reports: Sequence[Report], lease_s: float
         return [r.fenced_out() for r in reports]
     tasks = sorted(set(task_of.values()))
     # Running work makes a queued or assigned task rendering; any other status outranks it.
-    await conn.execute(
+    conn.execute(
         update(Task)
         .where(Task.id.in_(tasks), Task.status.in_(("queued", "assigned")))
         .values(status="rendering", updated_at=now)
     )
-    parsers = dict((await conn.execute(select(Task.id, Task.parser).where(Task.id.in_(tasks)))).all())
+    parsers = dict((conn.execute(select(Task.id, Task.parser).where(Task.id.in_(tasks)))).all())
     return [parsers[task_of[r.item_id]] if r.item_id in task_of else r.fenced_out() for r in reports]
 
 
-async def finish(conn: AsyncConnection, reports: Sequence[Finished]) -> list[tuple[int, str] | FencedOut]:
+def finish(conn: Connection, reports: Sequence[Finished]) -> list[tuple[int, str] | FencedOut]:
     """Attempts ended: completed, back to the queue, or failed for good.
 
     Per report, its task's id and new status, or ``FencedOut``.
@@ -304,7 +308,7 @@ async def finish(conn: AsyncConnection, reports: Sequence[Finished]) -> list[tup
         began = {r.item_id: r.started_at for r in succeeded if r.started_at is not None}
         if began:
             values["started_at"] = func.coalesce(WorkItem.started_at, case(began, value=WorkItem.id))
-        rows = await conn.execute(
+        rows = conn.execute(
             update(WorkItem)
             .where(_fenced(succeeded), WorkItem.status.in_(ACTIVE))
             .values(values)
@@ -313,19 +317,19 @@ async def finish(conn: AsyncConnection, reports: Sequence[Finished]) -> list[tup
         done.update((item_id, task_id) for item_id, task_id in rows)
     for report in reports:
         if report.exit_code != 0:
-            task_id = await _finish_failed(conn, report, now)
+            task_id = _finish_failed(conn, report, now)
             if task_id is not None:
                 done[report.item_id] = task_id
-    statuses = await refresh_tasks(conn, set(done.values()))
+    statuses = refresh_tasks(conn, set(done.values()))
     return [
         (done[r.item_id], statuses[done[r.item_id]]) if r.item_id in done else r.fenced_out() for r in reports
     ]
 
 
-async def _finish_failed(conn: AsyncConnection, report: Finished, now: float) -> int | None:
+def _finish_failed(conn: Connection, report: Finished, now: float) -> int | None:
     """A failed attempt: queued again, or failed after the task's last attempt (rare: alone)."""
     row = (
-        await conn.execute(
+        conn.execute(
             select(WorkItem.task_id, Task.max_attempts)
             .join(Task, Task.id == WorkItem.task_id)
             .where(WorkItem.id == report.item_id)
@@ -343,7 +347,7 @@ async def _finish_failed(conn: AsyncConnection, report: Finished, now: float) ->
         values["error"] = f"failed after {attempt} attempts: {report.error or f'exited with {code}'}"
     if report.started_at is not None:
         values["started_at"] = func.coalesce(WorkItem.started_at, report.started_at)
-    result = await conn.execute(
+    result = conn.execute(
         update(WorkItem)
         .where(_fenced([report]), WorkItem.status.in_(ACTIVE))
         .values(exit_code=code, lease_expires=None, **values)
@@ -351,7 +355,7 @@ async def _finish_failed(conn: AsyncConnection, report: Finished, now: float) ->
     return int(task_id) if getattr(result, "rowcount", 0) == 1 else None
 
 
-async def refresh_tasks(conn: AsyncConnection, task_ids: Iterable[int]) -> dict[int, str]:
+def refresh_tasks(conn: Connection, task_ids: Iterable[int]) -> dict[int, str]:
     """Derive the status and current frame of these tasks from their items'; the new statuses.
 
     The tasks' rows are locked first (in id order); the aggregate that follows then
@@ -361,7 +365,7 @@ async def refresh_tasks(conn: AsyncConnection, task_ids: Iterable[int]) -> dict[
     if not ids:
         return {}
     tasks = (
-        await conn.execute(
+        conn.execute(
             select(Task.id, Task.status, Task.paused, Task.frame_current)
             .where(Task.id.in_(ids))
             .order_by(Task.id)
@@ -369,7 +373,7 @@ async def refresh_tasks(conn: AsyncConnection, task_ids: Iterable[int]) -> dict[
         )
     ).all()
     counts: dict[int, TaskCounts] = {t.id: TaskCounts() for t in tasks}
-    aggregate = await conn.execute(
+    aggregate = conn.execute(
         select(
             WorkItem.task_id,
             WorkItem.status,
@@ -391,8 +395,8 @@ async def refresh_tasks(conn: AsyncConnection, task_ids: Iterable[int]) -> dict[
         frame = counts[task.id].frame(task.frame_current)
         changes.append({"b_id": task.id, "status": status, "frame_current": frame, "updated_at": now})
         if status == "failed" and (task.status != "failed" or counts[task.id]["queued"]):
-            await _fail_task(conn, task.id, now)  # work requeued after the failure is canceled too
-    await conn.execute(
+            _fail_task(conn, task.id, now)  # work requeued after the failure is canceled too
+    conn.execute(
         update(Task)
         .where(Task.id == bindparam("b_id"))
         .values(
@@ -405,26 +409,24 @@ async def refresh_tasks(conn: AsyncConnection, task_ids: Iterable[int]) -> dict[
     return statuses
 
 
-async def _fail_task(conn: AsyncConnection, task_id: int, now: float) -> None:
+def _fail_task(conn: Connection, task_id: int, now: float) -> None:
     """A task failed: none of its work is handed out any more, and it says why."""
     of_task = WorkItem.task_id == task_id
-    await conn.execute(
+    conn.execute(
         update(WorkItem)
         .where(of_task, WorkItem.status == "queued")
         .values(status="canceled", finished_at=now)
     )
-    error = await conn.scalar(
+    error = conn.scalar(
         select(WorkItem.error)
         .where(of_task, WorkItem.status == "failed", WorkItem.error.is_not(None))
         .limit(1)
     )
     if error is not None:
-        await conn.execute(update(Task).where(Task.id == task_id).values(error=error))
+        conn.execute(update(Task).where(Task.id == task_id).values(error=error))
 
 
-async def progress(
-    conn: AsyncConnection, report: Report, frame: int | None, percent: float | None
-) -> int | FencedOut:
+def progress(conn: Connection, report: Report, frame: int | None, percent: float | None) -> int | FencedOut:
     """An attempt's progress (a frame never goes backwards: reports may cross); its task."""
     values: dict[str, Any] = {}
     if frame is not None:
@@ -435,7 +437,7 @@ async def progress(
     if percent is not None:
         values["percent"] = percent
     row = (
-        await conn.execute(
+        conn.execute(
             update(WorkItem)
             .where(_fenced([report]), WorkItem.status.in_(ACTIVE))
             .values(values or {"attempt": WorkItem.attempt})
@@ -445,7 +447,7 @@ async def progress(
     if row is None:
         return report.fenced_out()
     if frame is not None:
-        await conn.execute(
+        conn.execute(
             update(Task)
             .where(Task.id == row[0], or_(Task.frame_current.is_(None), Task.frame_current < frame))
             .values(frame_current=frame, updated_at=time.time())

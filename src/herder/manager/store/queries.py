@@ -147,7 +147,7 @@ async def refresh_task(db: AsyncSession, task: Task) -> None:
     With one aggregate, not by loading the items: a frames task may have 10,000 of them.
     """
     await db.flush()
-    statuses = await batch.refresh_tasks(await db.connection(), [task.id])
+    statuses = await (await db.connection()).run_sync(batch.refresh_tasks, [task.id])
     await db.refresh(task)
     task.status = statuses.get(task.id, task.status)
 
