@@ -76,7 +76,6 @@ class Links:
             self.service.registry.add(Method.of(func, name=name))
         runtime.writes.dispatch_to = lambda: list(self.peers)
         runtime.writes.on_claimed = self.push
-        runtime.writes.on_missed_claim = self.wake
 
     def wake(self) -> None:
         """Something changed that may let work be handed out."""

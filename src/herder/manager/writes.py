@@ -44,7 +44,6 @@ from herder.manager.store.batch import Beat, Finished, NewTask, Report
 log = logging.getLogger(__name__)
 
 MAX_BEAT_FLUSH_S = 1.0
-POSTGRES_ROUNDS = 3
 
 # The kinds of request, in the order a round writes them: new tasks first, so that the
 # round's own claim can hand them out.
@@ -70,22 +69,16 @@ class Writes:
         # The one thread a synchronous engine's connection is used from.
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="herder-db")
         self.lease_s = lease_s
-        # SQLite writes one transaction at a time; PostgreSQL may run a few rounds at once
-        # (row locks keep them apart, and a deadlock between two is retried).
-        self.rounds: Batcher[Request, Any] = Batcher(
-            "writes", self._write_round, writers=1 if sync_engine is not None else POSTGRES_ROUNDS
-        )
+        # One round at a time, on PostgreSQL too: three at once measured slower (their
+        # claims must take turns, or two would fill the same free slots), and rounds
+        # simply grow under load.
+        self.rounds: Batcher[Request, Any] = Batcher("writes", self._write_round)
         self._beat_flush_s = min(MAX_BEAT_FLUSH_S, heartbeat_interval_s / 4)
         self._quiet_beats: dict[int, Beat] = {}
         self._beat_flusher: asyncio.Task[None] | None = None
-        # Set by the RPC links: the workers to claim for, who pushes what was claimed, and
-        # who claims later what a round could not (another round was claiming).
+        # Set by the RPC links: the workers to claim for, and who pushes what was claimed.
         self.dispatch_to: Callable[[], list[int]] = list
         self.on_claimed: Callable[[list[Row[Any]]], Awaitable[None]] | None = None
-        self.on_missed_claim: Callable[[], None] = lambda: None
-        # Claims count a worker's free slots and fill them: two rounds doing that at once
-        # (PostgreSQL) would each see the same free slots and fill them twice over.
-        self._claiming = asyncio.Lock()
 
     # -- what callers ask ------------------------------------------------------------------
 
@@ -142,21 +135,11 @@ class Writes:
     # -- rounds ----------------------------------------------------------------------------
 
     async def _write_round(self, requests: list[Request]) -> Sequence[Any]:
-        """One round; claims are made by one round at a time (see ``_claim_turn``)."""
         kinds = {kind for kind, _ in requests}
-        refill = SUBMIT in kinds or FINISH in kinds
-        if CLAIM not in kinds and (not refill or self._claiming.locked()):
-            if refill:  # another round is claiming: the dispatcher fills what this one frees
-                self.on_missed_claim()
-            return await self._write_round_claiming(requests, [])
-        async with self._claiming:
-            return await self._write_round_claiming(requests, self.dispatch_to() if refill else [])
-
-    async def _write_round_claiming(self, requests: list[Request], workers: list[int]) -> Sequence[Any]:
+        workers = self.dispatch_to() if SUBMIT in kinds or FINISH in kinds else []
         try:
             results, claimed = await self._in_transaction(self._apply, requests, workers)
         except Exception as exc:
-            kinds = {kind for kind, _ in requests}
             if retryable(exc) or len(kinds) == 1:
                 raise
             log.warning("a round of %d writes failed (%s); writing each kind alone", len(requests), exc)
