@@ -93,6 +93,37 @@ async def test_worker_figures_and_the_pull_path(client: httpx.AsyncClient) -> No
     assert listing["w"]["current_task"] == task["id"]
 
 
+async def test_tasks_are_listed_in_pages_and_counted_by_status(client: httpx.AsyncClient) -> None:
+    ids = [(await submit(client))["id"] for _ in range(5)]
+    worker = await register(client, "pager")
+    claimed = (await pull(client, worker["id"]))["task_id"]
+    assert (await client.patch(f"/tasks/{ids[-1]}", json={"status": "canceled"})).status_code == 204
+    first = (await client.get("/tasks", params={"limit": 2})).json()
+    assert [t["id"] for t in first["tasks"]] == [ids[4], ids[3]]
+    second = (await client.get("/tasks", params={"limit": 2, "before": first["next"]})).json()
+    assert [t["id"] for t in second["tasks"]] == [ids[2], ids[1]]
+    last = (await client.get("/tasks", params={"limit": 2, "before": second["next"]})).json()
+    assert [t["id"] for t in last["tasks"]] == [ids[0]]
+    assert last["next"] is None
+    queued = (await client.get("/tasks", params={"status": "queued"})).json()
+    assert sorted(t["id"] for t in queued["tasks"]) == sorted(set(ids[:4]) - {claimed})
+    counts = (await client.get("/tasks/counts")).json()
+    assert counts == {
+        "queued": 3,
+        "assigned": 1,
+        "rendering": 0,
+        "paused": 0,
+        "completed": 0,
+        "failed": 0,
+        "canceled": 1,
+        "total": 5,
+    }
+    for bad in ({"limit": "0"}, {"limit": "10001"}, {"limit": "x"}, {"before": "-1"}):
+        answer = await client.get("/tasks", params=bad)
+        assert answer.status_code == 422
+        assert answer.json()["field"] == next(iter(bad))
+
+
 async def test_tasks_in_the_seeds_shape(client: httpx.AsyncClient) -> None:
     task = await submit(
         client, priority=10, task_id=77, settings=json.dumps({"shell": "echo hi", "format": "PNG"})

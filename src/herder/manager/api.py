@@ -39,6 +39,11 @@ from herder.manager.store.tables import Task, Worker, WorkItem
 if TYPE_CHECKING:
     from herder.manager.server import ManagerRuntime
 
+# How many tasks one page of GET /tasks holds, unless ?limit= says otherwise, and at most.
+DEFAULT_TASKS_PAGE = 1000
+MAX_TASKS_PAGE = 10_000
+TASK_STATUSES = ("queued", "assigned", "rendering", "paused", "completed", "failed", "canceled")
+
 # How often a log stream checks whether its task ended without this manager seeing it.
 LOG_STATUS_CHECK_S = 1.0
 
@@ -155,6 +160,17 @@ async def _transaction(runtime: ManagerRuntime) -> AsyncIterator[AsyncSession]:
         yield db
 
 
+def _query_int(request: Request, name: str, low: int, high: int | None) -> int | None:
+    """An integer query parameter within bounds, or None when absent (422 otherwise)."""
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    bounds = f"from {low:,}" + (f" to {high:,}" if high is not None else "")
+    if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
+        raise ApiError(422, "invalid", f"{name} must be a whole number {bounds}, not {text!r}", name)
+    return int(text)
+
+
 def _path_id(request: Request, name: str = "id") -> int:
     text = request.path_params[name]
     if not text.isdigit():
@@ -228,12 +244,23 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         )
         return JSONResponse(doc, status_code=202)
 
-    @app.get("/tasks", summary="Tasks, newest first (?status= to filter)")
+    @app.get("/tasks", summary="Tasks, newest first (?status=, ?limit=, ?before= to page)")
     async def list_tasks(request: Request) -> Response:
         status = request.query_params.get("status")
+        limit = _query_int(request, "limit", 1, MAX_TASKS_PAGE) or DEFAULT_TASKS_PAGE
+        before = _query_int(request, "before", 1, None)
         async with _transaction(runtime) as db:
-            tasks = await queries.list_tasks(db, status)
-            return JSONResponse({"tasks": [task_document(t) for t in tasks]})
+            tasks = await queries.list_tasks(db, status, limit, before)
+            page = [task_document(t) for t in tasks]
+        more = len(page) == limit
+        return JSONResponse({"tasks": page, "next": page[-1]["id"] if page and more else None})
+
+    @app.get("/tasks/counts", summary="How many tasks have each status, and in all")
+    async def count_tasks() -> Response:
+        async with _transaction(runtime) as db:
+            counts = await queries.count_tasks(db)
+        answer = {status: counts.get(status, 0) for status in TASK_STATUSES}
+        return JSONResponse({**answer, "total": sum(counts.values())})
 
     @app.get("/tasks/{id}", summary="A task, with its work items")
     async def get_task(request: Request) -> Response:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from herder.manager.store import batch
@@ -86,11 +86,22 @@ async def get_task(db: AsyncSession, task_id: int, *, lock: bool = False) -> Tas
     return task
 
 
-async def list_tasks(db: AsyncSession, status: str | None = None, limit: int = 1000) -> Sequence[Task]:
+async def list_tasks(
+    db: AsyncSession, status: str | None = None, limit: int = 1000, before: int | None = None
+) -> Sequence[Task]:
+    """Tasks newest first: at most ``limit``, of ``status`` if given, with ids below ``before``."""
     query = select(Task).order_by(Task.id.desc()).limit(limit)
     if status is not None:
         query = query.where(Task.status == status)
+    if before is not None:
+        query = query.where(Task.id < before)
     return (await db.execute(query)).scalars().all()
+
+
+async def count_tasks(db: AsyncSession) -> dict[str, int]:
+    """How many tasks have each status (statuses no task has are absent)."""
+    rows = await db.execute(select(Task.status, func.count()).group_by(Task.status))
+    return {status: n for status, n in rows.all()}
 
 
 async def items_of(db: AsyncSession, task_id: int) -> Sequence[WorkItem]:

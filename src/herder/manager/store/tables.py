@@ -46,7 +46,10 @@ class Worker(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
-    __table_args__ = ({"sqlite_autoincrement": True},)
+    __table_args__ = (
+        Index("ix_tasks_status", "status", "id"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the submitter's own id
