@@ -461,7 +461,8 @@ class Supervisor:
                 await unit.run()
             finally:
                 self.detached.discard(unit)
-                await asyncio.to_thread(self._apps.remove, slug)
+                if not self._apps.remove_if_empty(slug):
+                    await asyncio.to_thread(self._apps.remove, slug)
 
         self._tg.create_task(run_then_forget(), name=f"unit:{slug}")
         return unit

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from herder.cli.loop import freeze_startup_objects
 from herder.cli.loop import run as run_main
+from herder.cli.loop import settle_daemon
 
 log = logging.getLogger("herder.agent")
 
@@ -150,7 +150,7 @@ def _run(agent: Any) -> None:
             print(f"herder agent listening on {url}\n  try: curl {url}/", file=sys.stderr, flush=True)
             if agent.protocol_url is not None:
                 log.info("wire protocol over TCP on %s", agent.protocol_url)
-            freeze_startup_objects()
+            settle_daemon()
             await agent.wait_stopped()
         log.info("agent stopped")
 

@@ -24,8 +24,10 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-def freeze_startup_objects() -> None:
-    """Keep the garbage collector from scanning what start-up made, again and again.
+def settle_daemon() -> None:
+    """Settle the interpreter for a long-running daemon, once it has started.
+
+    Keep the garbage collector from scanning what start-up made, again and again.
 
     Modules, the web app, the database schema and the compiled statements live as long
     as the daemon. Left in the collector's oldest generation, each full pass walked all

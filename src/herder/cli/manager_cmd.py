@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from herder.cli.loop import freeze_startup_objects
 from herder.cli.loop import run as run_main
+from herder.cli.loop import settle_daemon
 
 log = logging.getLogger("herder.manager")
 
@@ -79,7 +79,7 @@ def manager(
                 file=sys.stderr,
                 flush=True,
             )
-            freeze_startup_objects()
+            settle_daemon()
             await running.wait_stopped()
 
     try:

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from herder.cli.loop import freeze_startup_objects
 from herder.cli.loop import run as run_main
+from herder.cli.loop import settle_daemon
 
 log = logging.getLogger("herder.up")
 
@@ -66,7 +66,7 @@ def up(
                 file=sys.stderr,
                 flush=True,
             )
-            freeze_startup_objects()
+            settle_daemon()
             await stop.wait()
             log.info("stopping: every process and task run here is stopped, then both exit")
 
