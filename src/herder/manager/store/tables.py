@@ -75,6 +75,7 @@ class WorkItem(Base):
     __tablename__ = "work_items"
     __table_args__ = (
         Index("ix_work_items_claim", "status", "priority", "id"),
+        Index("ix_work_items_held", "worker_id", "status"),  # what a worker holds
         {"sqlite_autoincrement": True},
     )
 
