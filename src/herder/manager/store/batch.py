@@ -98,18 +98,96 @@ def _fenced(reports: Iterable[Report]) -> Any:
     return tuple_(WorkItem.id, WorkItem.worker_id, WorkItem.attempt).in_([r.fence for r in reports])
 
 
+# Statements of a fixed shape are built once: building one (coercions, operators) cost
+# more than running it on SQLite, and the rounds run them hundreds of times a second.
+# Lists go in as expanding parameters (``ids``, ``fences``).
+_HELD = (
+    select(func.count()).where(WorkItem.worker_id == Worker.id, WorkItem.status.in_(ACTIVE)).scalar_subquery()
+)
+_FREE_SLOTS = select(Worker.id, Worker.slots - _HELD, Worker.tags).where(
+    Worker.id.in_(bindparam("ids", expanding=True)), Worker.status == "enabled"
+)
+_CANDIDATES = (
+    select(WorkItem.id, WorkItem.tags, WorkItem.task_id)
+    .where(WorkItem.status == "queued", WorkItem.paused.is_(False))
+    .order_by(WorkItem.priority.desc(), WorkItem.id)
+    .limit(bindparam("n"))
+)
+_TASK_ASSIGNED = (
+    update(Task)
+    .where(Task.id == bindparam("b_id"), Task.status == "queued", Task.paused.is_(False))
+    .values(status="assigned", worker_id=bindparam("b_worker"), updated_at=bindparam("b_now"))
+)
+_FENCED = tuple_(WorkItem.id, WorkItem.worker_id, WorkItem.attempt).in_(bindparam("fences", expanding=True))
+_START = (
+    update(WorkItem)
+    .where(_FENCED, WorkItem.status.in_(ACTIVE))
+    .values(status="running", started_at=bindparam("b_now"), lease_expires=bindparam("b_expires"))
+    .returning(WorkItem.id, WorkItem.task_id)
+)
+_TASKS_RENDERING = (
+    update(Task)
+    .where(Task.id.in_(bindparam("ids", expanding=True)), Task.status.in_(("queued", "assigned")))
+    .values(status="rendering", updated_at=bindparam("b_now"))
+)
+_PARSERS = select(Task.id, Task.parser).where(Task.id.in_(bindparam("ids", expanding=True)))
+_COMPLETE = (
+    update(WorkItem)
+    .where(_FENCED, WorkItem.status.in_(ACTIVE))
+    .values(
+        status="completed",
+        exit_code=0,
+        finished_at=bindparam("b_now"),
+        lease_expires=None,
+        frame_current=func.coalesce(WorkItem.frame_end, WorkItem.frame_current),
+    )
+    .returning(WorkItem.id, WorkItem.task_id)
+)
+_START_TIMES = (  # for work too short to have been reported started
+    update(WorkItem)
+    .where(WorkItem.id == bindparam("b_id"), WorkItem.started_at.is_(None))
+    .values(started_at=bindparam("b_started"))
+)
+_LOCK_TASKS = (
+    select(Task.id, Task.status, Task.paused, Task.frame_current)
+    .where(Task.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Task.id)
+    .with_for_update()
+)
+_ITEMS_BY_STATUS = (
+    select(
+        WorkItem.task_id,
+        WorkItem.status,
+        func.count(),
+        func.max(WorkItem.frame_current),
+        func.max(WorkItem.frame_end),
+    )
+    .where(WorkItem.task_id.in_(bindparam("ids", expanding=True)))
+    .group_by(WorkItem.task_id, WorkItem.status)
+)
+_TASK_DERIVED = (
+    update(Task)
+    .where(Task.id == bindparam("b_id"))
+    .values(
+        status=bindparam("status"),
+        frame_current=bindparam("frame_current"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+_INSERT_TASKS = insert(Task).returning(Task.id, sort_by_parameter_order=True)
+_INSERT_ITEMS = insert(WorkItem)
+
+
 # -- submissions ---------------------------------------------------------------------------
 
 
 def insert_tasks(conn: Connection, new: Sequence[NewTask]) -> list[int]:
     """Insert the tasks and their items; their ids, in order (two statements in all)."""
-    inserted = conn.execute(
-        insert(Task).returning(Task.id, sort_by_parameter_order=True), [n.task for n in new]
-    )
+    inserted = conn.execute(_INSERT_TASKS, [n.task for n in new])
     ids = [row[0] for row in inserted]
     items = [{**item, "task_id": task_id} for task_id, n in zip(ids, new, strict=True) for item in n.items]
     if items:
-        conn.execute(insert(WorkItem), items)
+        conn.execute(_INSERT_ITEMS, items)
     return ids
 
 
@@ -177,16 +255,7 @@ def free_slots(conn: Connection, worker_ids: Iterable[int]) -> list[FreeWorker]:
     ids = list(worker_ids)
     if not ids:
         return []
-    held = (
-        select(func.count())
-        .where(WorkItem.worker_id == Worker.id, WorkItem.status.in_(ACTIVE))
-        .scalar_subquery()
-    )
-    rows = conn.execute(
-        select(Worker.id, Worker.slots - held, Worker.tags).where(
-            Worker.id.in_(ids), Worker.status == "enabled"
-        )
-    )
+    rows = conn.execute(_FREE_SLOTS, {"ids": ids})
     free = []
     for worker_id, room, tags in rows:
         if room > 0:
@@ -213,12 +282,7 @@ def claim(
     total = sum(room.values()) if most is None else min(most, sum(room.values()))
     if total <= 0:
         return []
-    candidates = conn.execute(
-        select(WorkItem.id, WorkItem.tags, WorkItem.task_id)
-        .where(WorkItem.status == "queued", WorkItem.paused.is_(False))
-        .order_by(WorkItem.priority.desc(), WorkItem.id)
-        .limit(max(total, min(scan, total * 8)))
-    )
+    candidates = conn.execute(_CANDIDATES, {"n": max(total, min(scan, total * 8))})
     chosen: dict[int, int] = {}
     for item_id, item_tags, _task_id in candidates:
         needed = set(item_tags or ())
@@ -253,10 +317,7 @@ def claim(
         # A queued task becomes assigned; one already further along keeps its status.
         latest = {row.task_id: row.worker_id for row in sorted(claimed, key=lambda r: r.id)}
         conn.execute(
-            update(Task)
-            .where(Task.id == bindparam("b_id"), Task.status == "queued", Task.paused.is_(False))
-            .values(status="assigned", worker_id=bindparam("b_worker"), updated_at=now),
-            [{"b_id": t, "b_worker": w} for t, w in sorted(latest.items())],
+            _TASK_ASSIGNED, [{"b_id": t, "b_worker": w, "b_now": now} for t, w in sorted(latest.items())]
         )
     return sorted(claimed, key=lambda row: (-row.priority, row.id))
 
@@ -267,25 +328,15 @@ def claim(
 def start(conn: Connection, reports: Sequence[Report], lease_s: float) -> list[str | FencedOut]:
     """Attempts started: each report's task parser, or ``FencedOut``."""
     now = time.time()
-    started = (
-        conn.execute(
-            update(WorkItem)
-            .where(_fenced(reports), WorkItem.status.in_(ACTIVE))
-            .values(status="running", started_at=now, lease_expires=now + lease_s)
-            .returning(WorkItem.id, WorkItem.task_id)
-        )
-    ).all()
+    fences = [r.fence for r in reports]
+    started = conn.execute(_START, {"fences": fences, "b_now": now, "b_expires": now + lease_s}).all()
     task_of = {item_id: task_id for item_id, task_id in started}
     if not task_of:
         return [r.fenced_out() for r in reports]
     tasks = sorted(set(task_of.values()))
     # Running work makes a queued or assigned task rendering; any other status outranks it.
-    conn.execute(
-        update(Task)
-        .where(Task.id.in_(tasks), Task.status.in_(("queued", "assigned")))
-        .values(status="rendering", updated_at=now)
-    )
-    parsers = dict((conn.execute(select(Task.id, Task.parser).where(Task.id.in_(tasks)))).all())
+    conn.execute(_TASKS_RENDERING, {"ids": tasks, "b_now": now})
+    parsers = dict(conn.execute(_PARSERS, {"ids": tasks}).all())
     return [parsers[task_of[r.item_id]] if r.item_id in task_of else r.fenced_out() for r in reports]
 
 
@@ -298,23 +349,15 @@ def finish(conn: Connection, reports: Sequence[Finished]) -> list[tuple[int, str
     done: dict[int, int] = {}  # item -> task
     succeeded = [r for r in reports if r.exit_code == 0]
     if succeeded:
-        values: dict[str, Any] = {
-            "status": "completed",
-            "exit_code": 0,
-            "finished_at": now,
-            "lease_expires": None,
-            "frame_current": func.coalesce(WorkItem.frame_end, WorkItem.frame_current),
-        }
-        began = {r.item_id: r.started_at for r in succeeded if r.started_at is not None}
-        if began:
-            values["started_at"] = func.coalesce(WorkItem.started_at, case(began, value=WorkItem.id))
-        rows = conn.execute(
-            update(WorkItem)
-            .where(_fenced(succeeded), WorkItem.status.in_(ACTIVE))
-            .values(values)
-            .returning(WorkItem.id, WorkItem.task_id)
-        )
+        rows = conn.execute(_COMPLETE, {"fences": [r.fence for r in succeeded], "b_now": now})
         done.update((item_id, task_id) for item_id, task_id in rows)
+        began = [
+            {"b_id": r.item_id, "b_started": r.started_at}
+            for r in succeeded
+            if r.started_at is not None and r.item_id in done
+        ]
+        if began:  # only for the attempts just completed: the fence held for them
+            conn.execute(_START_TIMES, began)
     for report in reports:
         if report.exit_code != 0:
             task_id = _finish_failed(conn, report, now)
@@ -364,26 +407,9 @@ def refresh_tasks(conn: Connection, task_ids: Iterable[int]) -> dict[int, str]:
     ids = sorted(set(task_ids))
     if not ids:
         return {}
-    tasks = (
-        conn.execute(
-            select(Task.id, Task.status, Task.paused, Task.frame_current)
-            .where(Task.id.in_(ids))
-            .order_by(Task.id)
-            .with_for_update()
-        )
-    ).all()
+    tasks = conn.execute(_LOCK_TASKS, {"ids": ids}).all()
     counts: dict[int, TaskCounts] = {t.id: TaskCounts() for t in tasks}
-    aggregate = conn.execute(
-        select(
-            WorkItem.task_id,
-            WorkItem.status,
-            func.count(),
-            func.max(WorkItem.frame_current),
-            func.max(WorkItem.frame_end),
-        )
-        .where(WorkItem.task_id.in_(ids))
-        .group_by(WorkItem.task_id, WorkItem.status)
-    )
+    aggregate = conn.execute(_ITEMS_BY_STATUS, {"ids": ids})
     for task_id, status, n, frame, frame_end in aggregate:
         counts[task_id].add(status, n, frame, frame_end)
     now = time.time()
@@ -396,16 +422,7 @@ def refresh_tasks(conn: Connection, task_ids: Iterable[int]) -> dict[int, str]:
         changes.append({"b_id": task.id, "status": status, "frame_current": frame, "updated_at": now})
         if status == "failed" and (task.status != "failed" or counts[task.id]["queued"]):
             _fail_task(conn, task.id, now)  # work requeued after the failure is canceled too
-    conn.execute(
-        update(Task)
-        .where(Task.id == bindparam("b_id"))
-        .values(
-            status=bindparam("status"),
-            frame_current=bindparam("frame_current"),
-            updated_at=bindparam("updated_at"),
-        ),
-        changes,
-    )
+    conn.execute(_TASK_DERIVED, changes)
     return statuses
 
 
