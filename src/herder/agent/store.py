@@ -17,8 +17,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from herder.agent.durable import fsync_dir, write_file
 from herder.agent.models import ProcessSpec
+from herder.durable import fsync_dir, write_file
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from herder.durable import fsync_dir
+
 KEYS_DIR = "keys"
 PRIVATE_FILE = "signing.pem"
 PUBLIC_FILE = "public.pem"
@@ -227,7 +229,7 @@ def init_keys(data_dir: str | os.PathLike[str], *, force: bool = False) -> Signi
     )
     _write_atomically(directory, PRIVATE_FILE, private_pem, mode=0o600, replace=force)
     _write_atomically(directory, PUBLIC_FILE, public_pem, mode=0o644, replace=True)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return key
 
 
@@ -297,11 +299,3 @@ def _link_new(tmp: str, target: Path) -> None:
         os.link(tmp, target)
     except FileExistsError:
         raise KeysExistError(_exists_message(target)) from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from herder.agent.durable import fsync_dir, write_file
 from herder.agent.router.models import PoolSpec
+from herder.durable import fsync_dir, write_file
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Files that are either the old version or the new one after a crash, never half of each.
 
-Records (processes, pools) are written to a temporary file in the same directory,
-fsynced, renamed over the old one, and the directory is fsynced so that the rename
-itself survives a power loss.
+Records (the agent's processes and pools, the manager's signing keys) are written to a
+temporary file in the same directory, fsynced, renamed over the old one, and the
+directory is fsynced so that the rename itself survives a power loss.
 """
 
 from __future__ import annotations
