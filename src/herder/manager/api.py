@@ -147,6 +147,8 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
     _log_routes(app, runtime)
     runtime.links.service.mount(app, "/rpc")
 
+    _auth_routes(app, runtime)
+
     @app.get("/healthz", summary="Liveness: 200 while the manager serves")
     async def healthz() -> Response:
         return JSONResponse({"ok": True})
@@ -378,6 +380,31 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         report = Finished(item_id, req.worker_id, req.attempt, req.exit_code, req.error)
         await runtime.writes.finished(report)
         return await item_now(item_id)
+
+
+def _auth_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
+    @app.get("/auth/jwks.json", summary="The public key tokens are signed with (JWKS); 404 with auth off")
+    async def jwks() -> Response:
+        if runtime.authority is None:
+            raise ApiError(404, "not_found", "auth is off: this manager has no signing key", "path")
+        return JSONResponse(runtime.authority.jwks())
+
+    @app.post("/auth/token", summary="An access token for the key given as bearer")
+    async def token(request: Request) -> Response:
+        from herder.auth import TokenError
+
+        if runtime.authority is None:
+            raise ApiError(404, "not_found", "auth is off: this manager issues no tokens", "path")
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise ApiError(
+                401, "unauthorized", "send your key as 'Authorization: Bearer <key>'", "Authorization"
+            )
+        try:
+            access, expires_at = runtime.authority.token_for(key.strip())
+        except TokenError as exc:
+            raise ApiError(401, exc.reason, str(exc), "Authorization") from None
+        return JSONResponse({"token": access, "expires_at": expires_at})
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from herder import __version__
+from herder.manager.authority import TokenVerifier
 from herder.manager.store import queries
 from herder.manager.store.batch import Beat, Finished, Report
 from herder.manager.store.status import TERMINAL
@@ -59,11 +60,16 @@ class Links:
         self.readers: dict[int, set[asyncio.Queue[tuple[int, int, str, str] | None]]] = {}
         self._item_task: dict[int, int] = {}
         token = runtime.config.auth_token
+        verifier: Any = None
+        if runtime.authority is not None:
+            verifier = TokenVerifier(runtime.authority)
+        elif token:
+            verifier = SharedSecretVerifier(token)
         self.service = Service(
             "herder-manager",
             __version__,
-            verifier=SharedSecretVerifier(token) if token else None,
-            anonymous=None if token else Principal("anonymous", "admin"),
+            verifier=verifier,
+            anonymous=None if verifier is not None else Principal("anonymous", "admin"),
         )
         methods: dict[str, Callable[..., Any]] = {
             "register": self.register,

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from herder.apierrors import ApiError
+from herder.manager.authority import Authority
 from herder.manager.config import ManagerConfig
 from herder.manager.models import TaskSubmission
 from herder.manager.store import db as database
@@ -35,7 +36,8 @@ from herder.net import LOOPBACK_NAMES, host_name, listen_socket
 log = logging.getLogger(__name__)
 
 GRACEFUL_HTTP_SHUTDOWN_S = 5
-PUBLIC_PATHS = frozenset({"/healthz"})
+# Routes that need no token: liveness, the public key, and the one that checks its own key.
+PUBLIC_PATHS = frozenset({"/healthz", "/auth/jwks.json", "/auth/token"})
 
 
 class ManagerError(Exception):
@@ -45,11 +47,12 @@ class ManagerError(Exception):
 class ManagerRuntime:
     """What the routes use, shared by reference."""
 
-    def __init__(self, config: ManagerConfig, engine: Any) -> None:
+    def __init__(self, config: ManagerConfig, engine: Any, authority: Authority | None = None) -> None:
         from herder.manager.link import Links
         from herder.manager.writes import Writes
 
         self.config = config
+        self.authority = authority
         self.sessions = database.sessions(engine)
         self.writes = Writes(
             engine,
@@ -149,11 +152,14 @@ class FrontDoor:
     * a state-changing request or a WebSocket from a foreign ``Origin`` is refused: the
       manager reads JSON whatever the content type says, so without this any web page
       open on this host could submit tasks (commands) to a manager running open;
-    * with a token configured, every route but ``/healthz`` needs it.
+    * with keys in the data dir (``herder keys init``), every route but the public ones
+      needs a valid access token (``Authority.verify_token``); without keys but with a
+      shared secret configured, every route but the public ones needs that secret.
     """
 
-    def __init__(self, app: Any, config: ManagerConfig) -> None:
+    def __init__(self, app: Any, config: ManagerConfig, authority: Authority | None = None) -> None:
         self.app = app
+        self._authority = authority
         token = config.auth_token
         self._expected = f"Bearer {token}".encode() if token else None
         names = {config.host, *config.allowed_hosts}
@@ -174,6 +180,8 @@ class FrontDoor:
             return
         body = json.dumps({"error": code, "message": message, "field": field}).encode()
         answer = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if status == 401:
+            answer.append((b"www-authenticate", _bearer_challenge(message).encode("latin-1")))
         await send({"type": "http.response.start", "status": status, "headers": answer})
         await send({"type": "http.response.body", "body": body})
 
@@ -199,12 +207,12 @@ class FrontDoor:
                     f"requests from origin {origin.decode('latin-1')!r} are refused",
                     "Origin",
                 )
+        if scope["path"] in PUBLIC_PATHS:
+            return None
         given = headers.get(b"authorization", b"")
-        if (
-            self._expected is not None
-            and scope["path"] not in PUBLIC_PATHS
-            and not hmac.compare_digest(given, self._expected)
-        ):
+        if self._authority is not None:
+            return self._token_refusal(scope, given)
+        if self._expected is not None and not hmac.compare_digest(given, self._expected):
             return (
                 401,
                 "unauthorized",
@@ -212,6 +220,33 @@ class FrontDoor:
                 "Authorization",
             )
         return None
+
+    def _token_refusal(self, scope: dict[str, Any], given: bytes) -> tuple[int, str, str, str] | None:
+        """Check an access token; the principal goes into the scope for the routes."""
+        from herder.auth import TokenError
+
+        assert self._authority is not None
+        scheme, _, token = given.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return (
+                401,
+                "unauthorized",
+                "an access token is required: 'Authorization: Bearer <token>' "
+                "(herder keys token prints one for a key)",
+                "Authorization",
+            )
+        try:
+            claims = self._authority.verify_token(token.strip())
+        except TokenError as exc:
+            return (401, exc.reason, str(exc), "Authorization")
+        scope.setdefault("state", {})["principal"] = (claims.sub, claims.role or "user")
+        return None
+
+
+def _bearer_challenge(message: str) -> str:
+    """The ``WWW-Authenticate`` header of a 401 (printable ASCII, no quotes)."""
+    text = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "?" for c in message)
+    return f'Bearer error="invalid_token", error_description="{text}"'
 
 
 class Manager:
@@ -224,6 +259,7 @@ class Manager:
         self._main: asyncio.Task[None] | None = None
         self.runtime: ManagerRuntime | None = None
         self.engine: Any = None
+        self.authority: Authority | None = None
 
     @property
     def url(self) -> str:
@@ -234,10 +270,17 @@ class Manager:
 
     async def __aenter__(self) -> Manager:
         cfg = self.config
-        if not cfg.is_loopback() and not cfg.auth_token:
+        from herder.auth import AuthKeyError
+
+        try:
+            self.authority = Authority.load(cfg.data_dir)
+        except AuthKeyError as exc:
+            raise ManagerError(str(exc)) from exc
+        if not cfg.is_loopback() and not cfg.auth_token and self.authority is None:
             raise ManagerError(
                 f"refusing to listen on {cfg.host}: off loopback the manager requires auth "
-                "(--auth-token-file FILE), or listen on 127.0.0.1"
+                f"(herder keys init --data-dir {cfg.data_dir}, or --auth-token-file FILE), "
+                "or listen on 127.0.0.1"
             )
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -245,7 +288,10 @@ class Manager:
             await database.migrate(self.engine)
         except database.DatabaseError as exc:
             raise ManagerError(str(exc)) from exc
-        self.runtime = ManagerRuntime(cfg, self.engine)
+        self.runtime = ManagerRuntime(cfg, self.engine, self.authority)
+        if self.authority is not None:
+            async with self.runtime.transaction() as db:
+                await self.authority.refresh(db)
         try:
             self._sock = listen_socket(cfg.host, cfg.port)
         except OSError as exc:
@@ -266,7 +312,7 @@ class Manager:
 
         assert self.runtime is not None
         assert self._sock is not None
-        app = FrontDoor(build_app(self.runtime), self.config)
+        app = FrontDoor(build_app(self.runtime), self.config, self.authority)
         config = uvicorn.Config(
             app,
             lifespan="on",
@@ -298,6 +344,8 @@ class Manager:
             try:
                 async with self.runtime.sessions() as db, db.begin():
                     requeued = await queries.requeue_expired(db)
+                    if self.authority is not None:  # revocations made elsewhere, within a tick
+                        await self.authority.refresh(db)
                 if requeued:
                     log.info("requeued the work of %d tasks whose workers were lost", requeued)
             except Exception:  # the database is away for a moment: try again next tick

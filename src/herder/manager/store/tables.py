@@ -1,8 +1,9 @@
 """The manager's tables (SQLAlchemy 2, typed). Migrations in ``migrations/versions``.
 
-Three tables: ``workers`` (agents that run work), ``tasks`` (what users submitted, with
-their settings, type and parser), and ``work_items`` (what a compiler made of a task:
-one command each, run by one worker per attempt). Claims and reports work on
+Four tables: ``workers`` (agents that run work), ``tasks`` (what users submitted, with
+their settings, type and parser), ``work_items`` (what a compiler made of a task: one
+command each, run by one worker per attempt), and ``auth_keys`` (the keys the manager
+issued, and their revocations). Claims and reports work on
 ``work_items``; a task's status is derived from its items'. Columns that scheduling
 filters on (status, priority) are copied to the items so that a claim reads one table.
 
@@ -103,3 +104,16 @@ class WorkItem(Base):
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class AuthKey(Base):
+    """A key (a long-lived signed token) the manager issued: revoking it ends its tokens too."""
+
+    __tablename__ = "auth_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the key's jti
+    subject: Mapped[str] = mapped_column(String(255), index=True)  # the user it names
+    role: Mapped[str] = mapped_column(String(16))  # admin | user
+    issued_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
