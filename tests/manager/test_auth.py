@@ -27,6 +27,7 @@ from herder.auth import tokens as token_codec
 from herder.auth.keys import SigningKey
 from herder.manager.authority import ISSUER, KEY_AUDIENCE, TOKEN_AUDIENCE
 from herder.manager.server import Manager, ManagerError
+from tests.conftest import AgentFactory
 from tests.helpers import HERDER
 from tests.manager.conftest import ManagerFactory
 
@@ -204,6 +205,35 @@ def init_keys_public(data_dir: Path) -> Any:
     signing = load_signing_key(data_dir)
     assert signing is not None
     return signing.public_keys()
+
+
+async def test_an_agent_links_with_its_key_and_renews_its_token(
+    make_manager: ManagerFactory, make_agent: AgentFactory, tmp_path: Path
+) -> None:
+    init_keys(tmp_path / "manager")
+    async with make_manager(heartbeat_interval_s=0.2, token_ttl_s=2) as manager:
+        key, _ = await issue(manager, "agent-1", "admin")
+        link = {"url": manager.url, "slots": 1, "name": "keyed", "key": key}
+        async with make_agent(manager=link) as agent:
+            assert agent.runtime is not None
+            worker = agent.runtime.worker
+            assert worker is not None
+            await asyncio.wait_for(worker.connected.wait(), 20)
+            first = worker.peer
+            deadline = time.monotonic() + 10
+            while worker.peer is first or worker.peer is None:  # renewed at 80% of 2 s
+                assert time.monotonic() < deadline, "the link never renewed its token"
+                await asyncio.sleep(0.05)
+            async with httpx.AsyncClient(base_url=manager.url) as client:
+                token = (await buy(client, key)).json()["token"]
+                body = {"type": "command", "settings": {"argv": ["true"]}}
+                task = (await client.post("/tasks", json=body, headers=bearer(token))).json()
+                deadline = time.monotonic() + 20
+                while (await client.get(f"/tasks/{task['id']}", headers=bearer(token))).json()[
+                    "status"
+                ] != "completed":
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
 
 
 async def test_off_loopback_a_manager_without_keys_refuses_to_start(make_manager: ManagerFactory) -> None:

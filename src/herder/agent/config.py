@@ -141,6 +141,11 @@ class ManagerLinkConfig(_Section):
 
     url: str = Field(description="the manager: http://host:port (its /rpc) or ws://.../rpc")
     token: str | None = Field(None, description="the manager's bearer token, if it has one")
+    key: str | None = Field(
+        None,
+        description="a key the manager issued (herder keys issue): buys the link's access tokens, "
+        "renewed before they expire",
+    )
     name: str | None = Field(None, description="the worker's hostname at the manager (default: this host's)")
     slots: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024, description="work run at once"

@@ -87,6 +87,8 @@ class WorkerLink:
             started = time.monotonic()
             try:
                 await self._linked()
+                delay = BACKOFF_INITIAL_S
+                continue  # it ended to renew its token: reconnect at once
             except (ConnectionLost, HandshakeRefused, RpcError, OSError, TimeoutError) as exc:
                 log.warning("link to the manager %s: %s; retrying in %.1f s", self._link.url, exc, delay)
             finally:
@@ -103,11 +105,43 @@ class WorkerLink:
             return "ws" + url[4:] + "/rpc"
         return url
 
+    def _http_url(self) -> str:
+        url = self._link.url.rstrip("/")
+        if url.startswith(("ws://", "wss://")):
+            url = "http" + url[2:]
+            url = url.removesuffix("/rpc")
+        return url
+
+    async def _access_token(self) -> tuple[str | None, float]:
+        """The token the link presents, and when to renew it (never, for a shared secret).
+
+        With a key (``--key-file``), a fresh access token is bought from the manager at
+        every connection; the link is reconnected at 80% of the token's life, so that it
+        never runs on a token that expired (or on a key that was revoked meanwhile).
+        """
+        if self._link.key is None:
+            return self._link.token, float("inf")
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                answer = await client.post(
+                    f"{self._http_url()}/auth/token", headers={"Authorization": f"Bearer {self._link.key}"}
+                )
+        except httpx.HTTPError as exc:
+            raise ConnectionLost(f"cannot buy an access token: {exc}") from exc
+        if answer.status_code != 200:
+            raise HandshakeRefused(
+                str(answer.status_code), f"the manager refused the key: {answer.text[:200]}"
+            )
+        document = answer.json()
+        now = time.time()
+        return str(document["token"]), now + 0.8 * max(1.0, float(document["expires_at"]) - now)
+
     async def _linked(self) -> None:
         handlers: dict[str, Callable[..., Any]] = {"assign": self._assign, "stop": self._stop}
-        async with connect(
-            self._rpc_url(), token=self._link.token, codecs=("msgpack",), handlers=handlers
-        ) as peer:
+        token, renew_at = await self._access_token()
+        async with connect(self._rpc_url(), token=token, codecs=("msgpack",), handlers=handlers) as peer:
             answer = await peer.call("register", await self._registration(), timeout=30)
             self.worker_id = int(answer["worker_id"])
             interval = float(answer["heartbeat_interval_s"])
@@ -117,6 +151,9 @@ class WorkerLink:
             await self._flush_pending(peer)
             while not peer.closed:
                 await self._heartbeat(peer, interval)
+                if time.time() >= renew_at:
+                    log.info("renewing the link's access token")
+                    return  # reconnects at once, with a fresh token
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(peer.wait_closed(), interval)
             raise ConnectionLost(peer.close_reason or "the manager closed the link")

@@ -76,6 +76,15 @@ def agent(
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="File with the manager's bearer token."),
     ] = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="With --manager: file with a key the manager issued ('herder keys issue'); "
+            "the agent buys its access tokens with it and renews them.",
+        ),
+    ] = None,
     slots: Annotated[
         int | None, typer.Option(help="With --manager: pieces of work run at once. [default: CPUs]")
     ] = None,
@@ -111,7 +120,12 @@ def agent(
         "protocol_port": protocol_port,
     }
     if manager is not None:
-        link: dict[str, Any] = {"url": manager, "token": _read_secret(manager_token_file), "tags": tag or []}
+        link: dict[str, Any] = {
+            "url": manager,
+            "token": _read_secret(manager_token_file),
+            "key": _read_secret(key_file),
+            "tags": tag or [],
+        }
         if slots is not None:
             link["slots"] = slots
         if name is not None:

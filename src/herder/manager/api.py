@@ -401,7 +401,7 @@ def _auth_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
                 401, "unauthorized", "send your key as 'Authorization: Bearer <key>'", "Authorization"
             )
         try:
-            access, expires_at = runtime.authority.token_for(key.strip())
+            access, expires_at = runtime.authority.token_for(key.strip(), runtime.config.token_ttl_s)
         except TokenError as exc:
             raise ApiError(401, exc.reason, str(exc), "Authorization") from None
         return JSONResponse({"token": access, "expires_at": expires_at})

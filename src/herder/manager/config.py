@@ -31,6 +31,7 @@ class ManagerConfig(BaseModel):
     missed_heartbeats: int = Field(3, ge=1, description="a worker this many heartbeats late is offline")
     max_attempts: int = Field(3, ge=1, description="runs of one piece of work before its task fails")
     log_max_bytes: int = Field(1024 * 1024, gt=0, description="output kept per piece of work")
+    token_ttl_s: int = Field(3600, ge=1, le=86400, description="life of an access token bought with a key")
 
     @property
     def offline_after_s(self) -> float:
