@@ -10,11 +10,23 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from herder.auth import init_keys, tokens
+from herder.manager.authority import ISSUER, TOKEN_AUDIENCE
 from tests.helpers import HERDER, pid_alive
 
 
-async def test_up_runs_a_task_end_to_end(tmp_path: Path, db_url: str) -> None:
+@pytest.mark.parametrize("keys", [False, True], ids=["open", "keys"])
+async def test_up_runs_a_task_end_to_end(tmp_path: Path, db_url: str, keys: bool) -> None:
+    """Open, or with keys in the data dir: then the local agent links with a key of its own."""
+    headers: dict[str, str] = {}
+    if keys:
+        signing = init_keys(tmp_path / "data")
+        token = tokens.issue(
+            signing, {"role": "admin"}, issuer=ISSUER, audience=TOKEN_AUDIENCE, ttl_s=600, subject="t"
+        )
+        headers = {"Authorization": f"Bearer {token}"}
     err_path = tmp_path / "up.stderr"
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(
@@ -33,7 +45,7 @@ async def test_up_runs_a_task_end_to_end(tmp_path: Path, db_url: str) -> None:
             await asyncio.sleep(0.05)
         assert match is not None, err_path.read_text()
         manager_url, agent_url = match.groups()
-        async with httpx.AsyncClient(base_url=manager_url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=manager_url, timeout=30, headers=headers) as client:
             body = {"type": "command", "settings": {"shell": "echo hello from up"}}
             task = (await client.post("/tasks", json=body)).json()
             status = ""

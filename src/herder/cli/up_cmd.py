@@ -17,6 +17,9 @@ from herder.cli.loop import settle_daemon
 log = logging.getLogger("herder.up")
 
 
+UP_AGENT = "herder-up-agent"  # the user named by the local agent's key
+
+
 def up(
     data_dir: Annotated[
         Path, typer.Option(help="Where both keep their data (the manager's SQLite file too).")
@@ -34,8 +37,9 @@ def up(
 
     This is the whole system on one host: submit tasks to the manager
     (curl http://127.0.0.1:8020/tasks ...), and the agent runs them; the agent's own API
-    (processes, pools, sessions) stays at http://127.0.0.1:8010. Both run open on
-    loopback, without tokens.
+    (processes, pools, sessions) stays at http://127.0.0.1:8010. Both run on loopback;
+    the manager runs open unless DATA_DIR holds its keys ('herder keys init'): then it
+    issues the agent a key of its own, and clients need access tokens.
     """
     from herder.agent import Agent, AgentConfig, AgentError
     from herder.manager.config import ManagerConfig
@@ -43,32 +47,51 @@ def up(
 
     manager_cfg = ManagerConfig(port=manager_port, data_dir=data_dir, db=db)
 
-    def agent_config(manager_url: str) -> AgentConfig:
-        link: dict[str, Any] = {"url": manager_url}
+    def agent_config(manager_url: str, key: str | None) -> AgentConfig:
+        link: dict[str, Any] = {"url": manager_url, "key": key}
         if slots is not None:
             link["slots"] = slots
         return AgentConfig.model_validate({"port": agent_port, "data_dir": data_dir, "manager": link})
 
+    async def agent_key(manager: Manager) -> str | None:
+        """With keys on, the local agent gets a key of its own (recorded, revocable)."""
+        if manager.authority is None or manager.runtime is None:
+            return None
+        async with manager.runtime.transaction() as session:
+            await manager.authority.revoke(session, subject=UP_AGENT)  # the last run's
+            issued = await manager.authority.issue_key(session, UP_AGENT, "admin")
+        return issued.key
+
     async def main() -> None:
-        async with Manager(manager_cfg) as manager, Agent(agent_config(manager.url)) as agent:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(signum, stop.set)
+        async with Manager(manager_cfg) as manager:
+            key = await agent_key(manager)
+            async with Agent(agent_config(manager.url, key)) as agent:
+                await serve(manager, agent)
+
+    async def serve(manager: Manager, agent: Agent) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, stop.set)
+        if manager.authority is None:
             log.warning(
                 "no auth tokens: anyone on this host can use the manager and the agent (loopback only)"
             )
-            print(
-                f"herder up: manager on {manager.url}, agent on {agent.url} (working for the manager)\n"
-                f"  try: curl {manager.url}/workers\n"
-                f'       curl -X POST {manager.url}/tasks -d \'{{"type": "command", '
-                f'"settings": {{"shell": "echo hello from herder"}}}}\'',
-                file=sys.stderr,
-                flush=True,
+        else:
+            log.warning(
+                "the manager needs access tokens (herder keys token); the agent runs open (loopback only)"
             )
-            settle_daemon()
-            await stop.wait()
-            log.info("stopping: every process and task run here is stopped, then both exit")
+        print(
+            f"herder up: manager on {manager.url}, agent on {agent.url} (working for the manager)\n"
+            f"  try: curl {manager.url}/workers\n"
+            f'       curl -X POST {manager.url}/tasks -d \'{{"type": "command", '
+            f'"settings": {{"shell": "echo hello from herder"}}}}\'',
+            file=sys.stderr,
+            flush=True,
+        )
+        settle_daemon()
+        await stop.wait()
+        log.info("stopping: every process and task run here is stopped, then both exit")
 
     try:
         run_main(main())
