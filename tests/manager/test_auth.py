@@ -166,6 +166,43 @@ async def test_revoking_a_key_ends_it_and_its_tokens_within_a_second(
         assert (await buy(client, key)).json()["error"] == "revoked"
 
 
+async def test_users_see_and_touch_their_own_tasks_and_admins_everything(
+    secured: tuple[Manager, SigningKey],
+) -> None:
+    manager, _ = secured
+    async with httpx.AsyncClient(base_url=manager.url) as client:
+        tokens_of = {}
+        for user, role in (("erin", "user"), ("frank", "user"), ("root", "admin")):
+            key, _ = await issue(manager, user, role)
+            tokens_of[user] = bearer((await buy(client, key)).json()["token"])
+        body = {"type": "command", "settings": {"argv": ["true"]}}
+        erins = (await client.post("/tasks", json=body, headers=tokens_of["erin"])).json()
+        franks = (await client.post("/tasks", json=body, headers=tokens_of["frank"])).json()
+        assert (erins["owner"], franks["owner"]) == ("erin", "frank")
+
+        def ids(answer: httpx.Response) -> list[int]:
+            return [t["id"] for t in answer.json()["tasks"]]
+
+        assert ids(await client.get("/tasks", headers=tokens_of["erin"])) == [erins["id"]]
+        assert ids(await client.get("/tasks", headers=tokens_of["root"])) == [franks["id"], erins["id"]]
+        assert (await client.get("/tasks/counts", headers=tokens_of["frank"])).json()["total"] == 1
+        # Another user's task is as absent as one that does not exist, whatever the verb.
+        other = f"/tasks/{franks['id']}"
+        assert (await client.get(other, headers=tokens_of["erin"])).status_code == 404
+        cancel = {"status": "canceled"}
+        assert (await client.patch(other, json=cancel, headers=tokens_of["erin"])).status_code == 404
+        assert (await client.delete(other, headers=tokens_of["erin"])).status_code == 404
+        assert (await client.get(f"{other}/log", headers=tokens_of["erin"])).status_code == 404
+        assert (await client.get(other, headers=tokens_of["frank"])).json()["status"] == "queued"
+        assert (await client.patch(other, json=cancel, headers=tokens_of["root"])).status_code == 204
+        # Workers' routes are for admins.
+        worker = {"hostname": "w1", "system": "Linux"}
+        refused = await client.post("/workers", json=worker, headers=tokens_of["erin"])
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "forbidden"
+        assert (await client.post("/workers", json=worker, headers=tokens_of["root"])).status_code == 201
+
+
 async def test_the_cli_issues_and_revokes_keys_in_the_managers_database(db_url: str, tmp_path: Path) -> None:
     data_dir = tmp_path / "cli"
 

@@ -96,6 +96,7 @@ def task_document(task: Any, items: list[WorkItem] | None = None) -> dict[str, A
         "status": task.status,
         "format": task.format,
         "task_id": task.task_id,
+        "owner": getattr(task, "owner", None),
         "type": task.type,
         "parser": task.parser,
         "settings": task.settings,
@@ -173,6 +174,29 @@ def _query_int(request: Request, name: str, low: int, high: int | None) -> int |
     return int(text)
 
 
+def _principal(connection: Request | WebSocket) -> tuple[str | None, str | None]:
+    """Who is asking (name, role), as ``FrontDoor`` found in their access token; (None,
+    None) when the manager runs without keys."""
+    found = connection.scope.get("state", {}).get("principal")
+    return (found[0], found[1]) if found else (None, None)
+
+
+def _viewer(connection: Request | WebSocket) -> str | None:
+    """Whose tasks this client may see: its own name for a user; None (all) for an admin,
+    or when the manager runs without keys."""
+    name, role = _principal(connection)
+    return None if role in (None, "admin") else name
+
+
+def _require_admin(request: Request) -> None:
+    """Workers' routes (registering, reporting, switching) are for admins' keys only."""
+    name, role = _principal(request)
+    if role not in (None, "admin"):
+        raise ApiError(
+            403, "forbidden", f"{name!r} is not an admin: workers need an admin's key", "Authorization"
+        )
+
+
 def _path_id(request: Request, name: str = "id") -> int:
     text = request.path_params[name]
     if not text.isdigit():
@@ -185,6 +209,7 @@ def _worker_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 
     @app.post("/workers", status_code=201, summary="Register a worker (again: update it)")
     async def register(request: Request) -> Response:
+        _require_admin(request)
         req = await read_json(request, WorkerRegistration)
         fields = req.model_dump(exclude_unset=True)  # registering again changes only what is given
         if fields.get("mac_address") is not None:
@@ -215,6 +240,7 @@ def _worker_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 
     @app.patch("/workers/{id}", summary="A worker's status; answers the task it now runs (the pull path)")
     async def update_worker(request: Request) -> Response:
+        _require_admin(request)
         worker_id = _path_id(request)
         req = await read_json(request, WorkerUpdate)
         figures = req.model_dump(exclude_none=True, include={"update_frequent", "update_less_frequent"})
@@ -240,6 +266,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     async def submit(request: Request) -> Response:
         req = await read_json(request, TaskSubmission)
         new = await runtime.compile(req)
+        new.task["owner"] = _principal(request)[0]
         task_id = await runtime.writes.submit_task(new)  # its round hands it out, if a slot is free
         doc = task_document(
             SimpleNamespace(**new.task, id=task_id, worker_id=None, frame_current=None, error=None)
@@ -252,22 +279,22 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         limit = _query_int(request, "limit", 1, MAX_TASKS_PAGE) or DEFAULT_TASKS_PAGE
         before = _query_int(request, "before", 1, None)
         async with _transaction(runtime) as db:
-            tasks = await queries.list_tasks(db, status, limit, before)
+            tasks = await queries.list_tasks(db, status, limit, before, _viewer(request))
             page = [task_document(t) for t in tasks]
         more = len(page) == limit
         return JSONResponse({"tasks": page, "next": page[-1]["id"] if page and more else None})
 
     @app.get("/tasks/counts", summary="How many tasks have each status, and in all")
-    async def count_tasks() -> Response:
+    async def count_tasks(request: Request) -> Response:
         async with _transaction(runtime) as db:
-            counts = await queries.count_tasks(db)
+            counts = await queries.count_tasks(db, _viewer(request))
         answer = {status: counts.get(status, 0) for status in TASK_STATUSES}
         return JSONResponse({**answer, "total": sum(counts.values())})
 
     @app.get("/tasks/{id}", summary="A task, with its work items")
     async def get_task(request: Request) -> Response:
         async with _transaction(runtime) as db:
-            task = await queries.get_task(db, _path_id(request))
+            task = await queries.get_task(db, _path_id(request), owner=_viewer(request))
             return JSONResponse(task_document(task, list(await queries.items_of(db, task.id))))
 
     @app.patch("/tasks/{id}", status_code=204, summary="Priority, pause, resume or cancel")
@@ -275,7 +302,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         task_id = _path_id(request)
         req = await read_json(request, TaskUpdate)
         async with _transaction(runtime) as db:
-            task = await queries.get_task(db, task_id)
+            task = await queries.get_task(db, task_id, owner=_viewer(request))
             if task.status in queries.TERMINAL:
                 raise ApiError(
                     409, "conflict", f"task {task_id} is {task.status}: it cannot change", "status"
@@ -294,12 +321,24 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     @app.delete("/tasks/{id}", status_code=202, summary="Delete a task (running work is stopped)")
     async def delete_task(request: Request) -> Response:
         async with _transaction(runtime) as db:
-            task = await queries.get_task(db, _path_id(request))
+            task = await queries.get_task(db, _path_id(request), owner=_viewer(request))
             doc = task_document(task)
             await runtime.stop_running(await queries.delete_task(db, task))
             runtime.links.end_readers(task.id)
         doc["status"] = "deleted"
         return JSONResponse(doc, status_code=202)
+
+
+async def _task_for_stream(
+    runtime: ManagerRuntime, ws: WebSocket, text: str
+) -> tuple[Task | None, list[WorkItem]]:
+    """The task a log stream names and its items; None for another user's task, which is
+    as absent as one that does not exist."""
+    async with _transaction(runtime) as db:
+        task = await db.get(Task, int(text)) if text.isdigit() else None
+        if task is None or _viewer(ws) not in (None, task.owner):
+            return None, []
+        return task, list(await queries.items_of(db, task.id))
 
 
 def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
@@ -308,9 +347,7 @@ def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         """Each output line as a JSON text frame ``{"item", "attempt", "stream", "line"}``:
         the lines kept first, then live ones; closed (1000) when the task has ended."""
         text = ws.path_params["id"]
-        async with _transaction(runtime) as db:
-            task = await db.get(Task, int(text)) if text.isdigit() else None
-            items = list(await queries.items_of(db, task.id)) if task is not None else []
+        task, items = await _task_for_stream(runtime, ws, text)
         if task is None:
             await ws.send_denial_response(error_response(404, "not_found", f"no task with id {text}", "id"))
             return
@@ -340,7 +377,7 @@ def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     @app.get("/tasks/{id}/log", summary="The task's output, as text (the last lines of each piece)")
     async def task_log(request: Request) -> Response:
         async with _transaction(runtime) as db:
-            task = await queries.get_task(db, _path_id(request))
+            task = await queries.get_task(db, _path_id(request), owner=_viewer(request))
             items = list(await queries.items_of(db, task.id))
         lines = []
         for item in items:
@@ -360,6 +397,7 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 
     @app.post("/work-items/{id}/started", summary="A worker started its attempt")
     async def started(request: Request) -> Response:
+        _require_admin(request)
         req = await read_json(request, WorkReport)
         item_id = _path_id(request)
         await runtime.writes.started(Report(item_id, req.worker_id, req.attempt))
@@ -367,6 +405,7 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 
     @app.post("/work-items/{id}/progress", summary="Progress of an attempt (a frame, a percentage)")
     async def progress(request: Request) -> Response:
+        _require_admin(request)
         req = await read_json(request, ProgressReport)
         item_id = _path_id(request)
         report = Report(item_id, req.worker_id, req.attempt)
@@ -375,6 +414,7 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 
     @app.post("/work-items/{id}/finished", summary="An attempt ended with its exit code")
     async def finished(request: Request) -> Response:
+        _require_admin(request)
         req = await read_json(request, FinishedReport)
         item_id = _path_id(request)
         report = Finished(item_id, req.worker_id, req.attempt, req.exit_code, req.error)

@@ -91,6 +91,8 @@ class Links:
 
     async def register(self, info: dict[str, Any], peer: Peer) -> dict[str, Any]:
         """An agent links itself: registered (or updated) as a worker by its hostname."""
+        if self.runtime.authority is not None and getattr(peer.principal, "role", None) != "admin":
+            raise PermissionError("only an admin's key may link a worker (herder keys issue --role admin)")
         from herder.manager.models import WorkerRegistration
 
         fields = WorkerRegistration.model_validate(info).model_dump(exclude_unset=True)

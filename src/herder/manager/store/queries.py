@@ -71,26 +71,34 @@ async def current_items(db: AsyncSession, worker_id: int) -> Sequence[WorkItem]:
 # -- tasks ---------------------------------------------------------------------------------
 
 
-async def get_task(db: AsyncSession, task_id: int, *, lock: bool = False) -> Task:
+async def get_task(db: AsyncSession, task_id: int, *, lock: bool = False, owner: str | None = None) -> Task:
     """The task; with ``lock``, its row is locked until the transaction ends.
 
     Every change that derives a task's status from its items locks the task first, so
     that two reports on one task (PostgreSQL runs them at once) are counted one after
     the other: otherwise each could count the other's item as still running, and the
     task would stay "rendering" with every item completed. (SQLite runs one writer at
-    a time, and ignores the lock.)
+    a time, and ignores the lock.) With ``owner``, another user's task is as absent as one
+    that does not exist: users do not learn what others run.
     """
     task = await db.get(Task, task_id, with_for_update=lock, populate_existing=lock)
-    if task is None:
+    if task is None or (owner is not None and task.owner != owner):
         raise NotFound(f"no task with id {task_id}")
     return task
 
 
 async def list_tasks(
-    db: AsyncSession, status: str | None = None, limit: int = 1000, before: int | None = None
+    db: AsyncSession,
+    status: str | None = None,
+    limit: int = 1000,
+    before: int | None = None,
+    owner: str | None = None,
 ) -> Sequence[Task]:
-    """Tasks newest first: at most ``limit``, of ``status`` if given, with ids below ``before``."""
+    """Tasks newest first: at most ``limit``, of ``status`` if given, with ids below ``before``,
+    of ``owner`` if given."""
     query = select(Task).order_by(Task.id.desc()).limit(limit)
+    if owner is not None:
+        query = query.where(Task.owner == owner)
     if status is not None:
         query = query.where(Task.status == status)
     if before is not None:
@@ -98,9 +106,12 @@ async def list_tasks(
     return (await db.execute(query)).scalars().all()
 
 
-async def count_tasks(db: AsyncSession) -> dict[str, int]:
-    """How many tasks have each status (statuses no task has are absent)."""
-    rows = await db.execute(select(Task.status, func.count()).group_by(Task.status))
+async def count_tasks(db: AsyncSession, owner: str | None = None) -> dict[str, int]:
+    """How many tasks (of ``owner`` if given) have each status (absent: none has it)."""
+    query = select(Task.status, func.count()).group_by(Task.status)
+    if owner is not None:
+        query = query.where(Task.owner == owner)
+    rows = await db.execute(query)
     return {status: n for status, n in rows.all()}
 
 

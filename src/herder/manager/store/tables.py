@@ -49,11 +49,13 @@ class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
         Index("ix_tasks_status", "status", "id"),
+        Index("ix_tasks_owner", "owner", "id"),
         {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the submitter's own id
+    owner: Mapped[str | None] = mapped_column(String(255), nullable=True)  # who submitted it (auth on)
     type: Mapped[str] = mapped_column(String(64))
     parser: Mapped[str] = mapped_column(String(64))
     settings: Mapped[dict[str, Any]] = mapped_column(JSON)
