@@ -122,6 +122,16 @@ class Authority:
     def _is_revoked(self, key_id: str) -> bool:
         return key_id in self._revoked
 
+    def _verify(self, token: str, audience: str, kind: str) -> tokens.Claims:
+        return tokens.verify(
+            token,
+            self._public,
+            issuer=ISSUER,
+            audience=audience,
+            kinds=(kind,),
+            is_revoked=self._is_revoked,
+        )
+
     # -- tokens ------------------------------------------------------------------------
 
     def token_for(self, key: str, ttl_s: int = DEFAULT_TOKEN_TTL_S) -> tuple[str, float]:
@@ -130,14 +140,7 @@ class Authority:
         Raises:
             herder.auth.TokenError: the key is not a valid, unrevoked key of this manager.
         """
-        claims = tokens.verify(
-            key,
-            self._public,
-            issuer=ISSUER,
-            audience=KEY_AUDIENCE,
-            kinds=(tokens.KIND_KEY,),
-            is_revoked=self._is_revoked,
-        )
+        claims = self._verify(key, KEY_AUDIENCE, tokens.KIND_KEY)
         if claims.sub is None or claims.jti is None:  # issue_key sets both
             raise tokens.MissingClaim("a key must name its holder (sub) and itself (jti)")
         now = time.time()
@@ -159,14 +162,7 @@ class Authority:
         Raises:
             herder.auth.TokenError: why not (expired, revoked, signed by another key...).
         """
-        claims = tokens.verify(
-            token,
-            self._public,
-            issuer=ISSUER,
-            audience=TOKEN_AUDIENCE,
-            kinds=(tokens.KIND_TOKEN,),
-            is_revoked=self._is_revoked,
-        )
+        claims = self._verify(token, TOKEN_AUDIENCE, tokens.KIND_TOKEN)
         bought_with = claims.raw.get("key")
         if isinstance(bought_with, str) and self._is_revoked(bought_with):
             raise tokens.Revoked(f"the key {bought_with!r} this token was bought with was revoked")
