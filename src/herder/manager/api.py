@@ -149,6 +149,7 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
     runtime.links.service.mount(app, "/rpc")
 
     _auth_routes(app, runtime)
+    _service_routes(app, runtime)
 
     @app.get("/healthz", summary="Liveness: 200 while the manager serves")
     async def healthz() -> Response:
@@ -445,6 +446,52 @@ def _auth_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         except TokenError as exc:
             raise ApiError(401, exc.reason, str(exc), "Authorization") from None
         return JSONResponse({"token": access, "expires_at": expires_at})
+
+
+def _service_query(text: str | None) -> Any:
+    from herder.registry.names import BadName, Query
+
+    if text is None:
+        raise ApiError(
+            422, "invalid", "query is required: a prefix of the key, like /alice/prod/math", "query"
+        )
+    try:
+        return Query.parse(text)
+    except BadName as exc:
+        raise ApiError(400, "invalid", str(exc), f"query.{exc.field}") from None
+
+
+def _service_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
+    from herder.manager.services import registration_document
+
+    services = runtime.links.services
+
+    @app.get("/services", summary="Registered services under a prefix of their key (?query=)")
+    async def find_services(request: Request) -> Response:
+        query = _service_query(request.query_params.get("query"))
+        found = services.index.query(query, now=time.time())
+        return JSONResponse({"services": [registration_document(r) for r in found]})
+
+    @app.websocket("/services/watch")
+    async def watch_services(ws: WebSocket) -> None:
+        """``{"event": "registered"|"deregistered", "service": {...}}`` frames for a query."""
+        try:
+            query = _service_query(ws.query_params.get("query"))
+        except ApiError as exc:
+            await ws.send_denial_response(error_response(exc.status, exc.code, str(exc), exc.field))
+            return
+        await ws.accept()
+        watch, queue = services.watch(query)
+        try:
+            while True:
+                event = await queue.get()
+                await ws.send_json(
+                    {"event": event.kind, "service": registration_document(event.registration)}
+                )
+        except (WebSocketDisconnect, OSError):
+            pass
+        finally:
+            watch.close()
 
 
 def _install_error_handlers(app: FastAPI) -> None:

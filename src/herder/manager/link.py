@@ -80,6 +80,11 @@ class Links:
         }
         for name, func in methods.items():
             self.service.registry.add(Method.of(func, name=name))
+        from herder.manager.services import Services
+
+        self.services = Services(runtime.authority is not None)
+        for method in self.services.methods():
+            self.service.registry.add(method)
         runtime.writes.dispatch_to = lambda: list(self.peers)
         runtime.writes.on_claimed = self.push
 

@@ -324,10 +324,11 @@ class Manager:
         self._server.capture_signals = contextlib.nullcontext  # the owner decides about signals
         keeper = asyncio.create_task(self._keep_leases(), name="lease-keeper")
         dispatcher = asyncio.create_task(self.runtime.links.dispatch_forever(), name="dispatcher")
+        sweeper = asyncio.create_task(self.runtime.links.services.sweep_forever(), name="services-sweeper")
         try:
             await self._server.serve(sockets=[self._sock])
         finally:
-            for task in (keeper, dispatcher):
+            for task in (keeper, dispatcher, sweeper):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -1,0 +1,169 @@
+"""The service registry on the manager (Kontrol's registry, #7): register, find, watch.
+
+Services register under the seed's key ``/username/environment/name/version/region/
+hostname/id`` with a URL and metadata, over the manager's ``/rpc`` link:
+
+* ``register_service(key, url, metadata, ttl_s)``: kept alive by ``renew_service`` within
+  ``ttl_s``, or, with ``ttl_s`` 0, by the open link itself (it drops out when the link
+  closes);
+* ``find_services(query)``: the live instances under a prefix of the key, general to
+  specific, the version part possibly a range (``/alice/prod/math/>=1.2,<2``);
+* ``deregister_service(id)``.
+
+``GET /services?query=`` answers the same as ``find_services`` over HTTP, and
+``WS /services/watch?query=`` streams ``registered``/``deregistered`` events.
+
+With keys on, a user registers only under their own name and an admin under any; anyone
+with a token may find and watch. The registry is soft state, held in this manager's
+memory (``herder.registry.Index``): services renew or relink, so a manager started
+again is repopulated within one TTL. Several managers do not share it yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from herder.registry.index import Event, Index, Registration, Watch
+from herder.registry.names import BadName, Query, ServiceKey
+from herder.rpc.handlers import Method
+from herder.rpc.peer import Peer
+
+log = logging.getLogger(__name__)
+
+MAX_TTL_S = 3600.0
+MAX_METADATA_BYTES = 16 * 1024
+SWEEP_MAX_S = 1.0
+
+
+def registration_document(reg: Registration) -> dict[str, Any]:
+    return {
+        "id": reg.id,
+        "key": str(reg.key),
+        "url": reg.url,
+        "metadata": reg.metadata,
+        "owner": reg.owner,
+        "registered_at": reg.registered_at,
+        "expires_at": None if math.isinf(reg.expires_at) else reg.expires_at,
+    }
+
+
+class Services:
+    """The registry of one manager: its index, its sweeper, and the link methods."""
+
+    def __init__(self, auth_on: bool) -> None:
+        self.index = Index()
+        self._auth_on = auth_on
+        self._by_peer: dict[int, set[str]] = {}
+        self._changed = asyncio.Event()
+
+    def methods(self) -> list[Method]:
+        table: dict[str, Callable[..., Any]] = {
+            "register_service": self.register,
+            "renew_service": self.renew,
+            "deregister_service": self.deregister,
+            "find_services": self.find,
+        }
+        return [Method.of(func, name=name) for name, func in table.items()]
+
+    # -- link methods ---------------------------------------------------------------------
+
+    async def register(
+        self, key: str, url: str, metadata: dict[str, Any] | None = None, ttl_s: float = 0, *, peer: Peer
+    ) -> dict[str, Any]:
+        """Register (or replace, by id) one instance; its document."""
+        service_key = ServiceKey.parse(key)
+        who = getattr(peer.principal, "name", None)
+        role = getattr(peer.principal, "role", None)
+        if self._auth_on and role != "admin" and service_key.username != who:
+            raise PermissionError(f"{who!r} may register only under /{who}/..., not {key!r}")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError(f"url must be an http(s) or ws(s) URL, not {url!r}")
+        if not 0 <= ttl_s <= MAX_TTL_S:
+            raise ValueError(f"ttl_s must be from 0 (the link keeps it) to {MAX_TTL_S:g}, not {ttl_s!r}")
+        document = dict(metadata or {})
+        if len(repr(document)) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must stay under {MAX_METADATA_BYTES} bytes")
+        existing = self.index.get(service_key.id)
+        if existing is not None and self._auth_on and role != "admin" and existing.owner != who:
+            raise PermissionError(f"the id {service_key.id!r} is another user's registration")
+        now = time.time()
+        reg = Registration(
+            key=service_key,
+            url=url,
+            owner=who or "anonymous",
+            registered_at=now,
+            expires_at=math.inf if ttl_s == 0 else now + ttl_s,
+            metadata=document,
+        )
+        self.index.add(reg)
+        if ttl_s == 0:
+            first = id(peer) not in self._by_peer
+            self._by_peer.setdefault(id(peer), set()).add(service_key.id)
+            if first:
+                peer.on_close.append(self._link_closed)
+        self._changed.set()
+        return registration_document(reg)
+
+    def renew(self, id: str, ttl_s: float) -> dict[str, Any]:
+        """Keep a registration alive ``ttl_s`` more seconds (its heartbeat)."""
+        if not 0 < ttl_s <= MAX_TTL_S:
+            raise ValueError(f"ttl_s must be above 0 and at most {MAX_TTL_S:g}, not {ttl_s!r}")
+        now = time.time()
+        reg = self.index.renew(id, now + ttl_s, now=now)
+        if reg is None:
+            raise LookupError(f"no live registration {id!r}: register again")
+        self._changed.set()
+        return registration_document(reg)
+
+    def deregister(self, id: str, *, peer: Peer) -> None:
+        reg = self.index.get(id)
+        if reg is None:
+            return
+        who = getattr(peer.principal, "name", None)
+        if self._auth_on and getattr(peer.principal, "role", None) != "admin" and reg.owner != who:
+            raise PermissionError(f"the registration {id!r} is another user's")
+        self.index.remove(id)
+
+    def find(self, query: str) -> list[dict[str, Any]]:
+        """The live registrations under a prefix of the key."""
+        return [registration_document(r) for r in self.index.query(Query.parse(query), now=time.time())]
+
+    def _link_closed(self, peer: Peer) -> None:
+        for service_id in self._by_peer.pop(id(peer), set()):
+            reg = self.index.get(service_id)
+            if reg is not None and math.isinf(reg.expires_at):
+                self.index.remove(service_id)
+
+    # -- expiry ---------------------------------------------------------------------------
+
+    async def sweep_forever(self) -> None:
+        """Drop registrations whose TTL ran out, as soon as it runs out."""
+        while True:
+            due = self.index.next_expiry()
+            wait = SWEEP_MAX_S if due is None else max(0.0, min(SWEEP_MAX_S, due - time.time()))
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), wait)
+            for reg in self.index.expire(time.time()):
+                log.info("service %s dropped out (its TTL ran out)", reg.key)
+
+    # -- watching -------------------------------------------------------------------------
+
+    def watch(self, query: Query) -> tuple[Watch, asyncio.Queue[Event]]:
+        """A watch whose events arrive on a queue (bounded: a slow reader loses events)."""
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=1024)
+
+        def deliver(event: Event) -> None:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(event)
+
+        return self.index.watch(query, on_event=deliver), queue
+
+
+__all__ = ["BadName", "Services", "registration_document"]

@@ -1,0 +1,107 @@
+"""The service registry on a real manager: register over the link, find, watch, expire."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from herder.auth import init_keys
+from herder.manager.server import Manager
+from herder.rpc.client import connect
+from herder.rpc.errors import RemoteError
+from tests.manager.conftest import ManagerFactory
+
+MATH = "/alice/prod/math/1.2.0/eu/host-1/math-1"
+
+
+def rpc_url(manager: Manager) -> str:
+    return manager.url.replace("http://", "ws://") + "/rpc"
+
+
+async def next_event(ws: Any) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    return event
+
+
+async def test_a_service_is_found_by_prefix_watched_and_gone_with_its_link(manager: Manager) -> None:
+    watch_url = manager.url.replace("http://", "ws://") + "/services/watch?query=/alice/prod"
+    async with websockets.connect(watch_url) as watcher, httpx.AsyncClient(base_url=manager.url) as client:
+        peer_cm = connect(rpc_url(manager))
+        peer = await peer_cm.__aenter__()
+        try:
+            doc = await peer.call("register_service", MATH, "http://127.0.0.1:9999/", {"zone": "a"}, 0)
+            assert doc["key"] == MATH
+            assert doc["expires_at"] is None  # kept by the link
+            event = await next_event(watcher)
+            assert (event["event"], event["service"]["key"]) == ("registered", MATH)
+            for query in (
+                "/alice",
+                "/alice/prod/math",
+                "/alice/prod/math/>=1.2,<2",
+                "/alice/*/math/1.2.0/eu",
+            ):
+                found = (await client.get("/services", params={"query": query})).json()["services"]
+                assert [s["key"] for s in found] == [MATH], query
+            assert (await client.get("/services", params={"query": "/alice/prod/math/>=2"})).json()[
+                "services"
+            ] == []
+            assert [s["key"] for s in await peer.call("find_services", "/alice/prod")] == [MATH]
+        finally:
+            await peer_cm.__aexit__(None, None, None)
+        event = await next_event(watcher)
+        assert (event["event"], event["service"]["key"]) == ("deregistered", MATH)
+        assert (await client.get("/services", params={"query": "/alice"})).json()["services"] == []
+
+
+async def test_a_ttl_runs_out_unless_renewed(manager: Manager) -> None:
+    async with connect(rpc_url(manager)) as peer, httpx.AsyncClient(base_url=manager.url) as client:
+        kept = "/alice/prod/math/1.2.0/eu/host-1/kept"
+        lost = "/alice/prod/math/1.2.0/eu/host-1/lost"
+        await peer.call("register_service", kept, "http://127.0.0.1:1/", {}, 0.5)
+        await peer.call("register_service", lost, "http://127.0.0.1:2/", {}, 0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            await peer.call("renew_service", "kept", 0.5)
+            found = [
+                s["key"]
+                for s in (await client.get("/services", params={"query": "/alice"})).json()["services"]
+            ]
+            if found == [kept]:
+                break
+            assert time.monotonic() < deadline, found
+            await asyncio.sleep(0.1)
+        with pytest.raises(RemoteError, match="register again"):
+            await peer.call("renew_service", "lost", 0.5)
+
+
+async def test_queries_that_skip_a_part_are_refused_saying_why(manager: Manager) -> None:
+    async with httpx.AsyncClient(base_url=manager.url) as client:
+        answer = await client.get("/services", params={"query": "/alice//math"})
+        assert answer.status_code == 400
+        assert answer.json()["field"] == "query.environment"
+        assert "general to specific" in answer.json()["message"]
+        assert (await client.get("/services")).status_code == 422
+
+
+async def test_with_keys_users_register_only_under_their_own_name(
+    make_manager: ManagerFactory, tmp_path: Path
+) -> None:
+    init_keys(tmp_path / "manager")
+    async with make_manager() as manager:
+        assert manager.runtime is not None
+        assert manager.authority is not None
+        async with manager.runtime.transaction() as db:
+            bob = await manager.authority.issue_key(db, "bob", "user")
+        token, _ = manager.authority.token_for(bob.key)
+        async with connect(rpc_url(manager), token=token) as peer:
+            with pytest.raises(RemoteError, match="only under /bob"):
+                await peer.call("register_service", MATH, "http://127.0.0.1:1/", {}, 0)
+            mine = "/bob/dev/math/0.1/eu/host-1/bob-1"
+            assert (await peer.call("register_service", mine, "http://127.0.0.1:1/", {}, 0))["owner"] == "bob"
