@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from herder.auth import init_keys
 from herder.manager.server import Manager
 from herder.rpc.client import connect
 from herder.rpc.errors import RemoteError
+from tests.helpers import HERDER
 from tests.manager.conftest import ManagerFactory
 
 MATH = "/alice/prod/math/1.2.0/eu/host-1/math-1"
@@ -105,3 +108,56 @@ async def test_with_keys_users_register_only_under_their_own_name(
                 await peer.call("register_service", MATH, "http://127.0.0.1:1/", {}, 0)
             mine = "/bob/dev/math/0.1/eu/host-1/bob-1"
             assert (await peer.call("register_service", mine, "http://127.0.0.1:1/", {}, 0))["owner"] == "bob"
+
+
+async def test_the_math_service_registers_in_one_line_and_is_called_by_name(
+    manager: Manager,
+) -> None:
+    from herder.rpc import Service, dial
+
+    svc = Service("math", "1.2.0")
+
+    @svc.method(auth=False)
+    async def square(x: float) -> float:
+        """The square of x."""
+        return x * x
+
+    started = asyncio.Event()
+    serving = asyncio.create_task(svc.serve(port=0, started=started))
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        registration = await svc.register(MATH, manager=manager.url)
+        async with dial("/alice/prod/math/>=1,<2", manager=manager.url) as math:
+            assert await math.call("square", 4) == 16
+        cli = await asyncio.to_thread(
+            subprocess.run,
+            [HERDER, "call", "/alice/prod/math", "square", "4", "--manager", manager.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout) == 16
+        listed = await asyncio.to_thread(
+            subprocess.run,
+            [HERDER, "services", "ls", "/alice", "--manager", manager.url, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert [s["key"] for s in json.loads(listed.stdout)["services"]] == [MATH]
+        await registration.close()
+        async with httpx.AsyncClient(base_url=manager.url) as client:
+            deadline = time.monotonic() + 10
+            while (await client.get("/services", params={"query": "/alice"})).json()["services"]:
+                assert time.monotonic() < deadline, "the service never dropped out"
+                await asyncio.sleep(0.05)
+        with pytest.raises(LookupError, match="no live instance"):
+            async with dial("/alice/prod/math", manager=manager.url):
+                pass
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving

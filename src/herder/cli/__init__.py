@@ -13,7 +13,17 @@ from typing import Annotated
 import typer
 
 from herder import __version__
-from herder.cli import agent_cmd, call_cmd, keys_cmd, manager_cmd, pool_cmds, process_cmds, task_cmds, up_cmd
+from herder.cli import (
+    agent_cmd,
+    call_cmd,
+    keys_cmd,
+    manager_cmd,
+    pool_cmds,
+    process_cmds,
+    services_cmd,
+    task_cmds,
+    up_cmd,
+)
 from herder.cli.logsetup import setup_logging
 
 app = typer.Typer(
@@ -74,6 +84,7 @@ pool_cmds.register(app)
 manager_cmd.register(app)
 task_cmds.register(app)
 keys_cmd.register(app)
+services_cmd.register(app)
 up_cmd.register(app)
 
 

@@ -18,7 +18,13 @@ def _parse(arg: str) -> Any:
 
 
 def call(
-    url: Annotated[str, typer.Argument(help="ws://host:port/rpc, tcp://host:port or unix:///path")],
+    url: Annotated[
+        str,
+        typer.Argument(
+            help="ws://host:port/rpc, tcp://host:port, unix:///path, or a service's name in a "
+            "manager's registry (/alice/prod/math: a live instance is found first)"
+        ),
+    ],
     method: Annotated[str | None, typer.Argument(help="Method to call (omit with --methods).")] = None,
     args: Annotated[
         list[str] | None, typer.Argument(help="Positional arguments, each parsed as JSON when it parses.")
@@ -32,16 +38,34 @@ def call(
         Path | None,
         typer.Option("--token-file", envvar="HERDER_RPC_TOKEN_FILE", help="File with a bearer token."),
     ] = None,
+    manager: Annotated[
+        str,
+        typer.Option(
+            envvar="HERDER_MANAGER_URL", help="With a service's name: the manager whose registry finds it."
+        ),
+    ] = "http://127.0.0.1:8020",
+    manager_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="HERDER_MANAGER_TOKEN_FILE",
+            exists=True,
+            dir_okay=False,
+            help="File with a token for the manager.",
+        ),
+    ] = None,
 ) -> None:
-    """Call METHOD on the service at URL and print the result as JSON.
+    """Call METHOD on the service at URL (or found by name) and print the result as JSON.
 
-    Example: herder call ws://127.0.0.1:3636/rpc square 4
+    Examples: herder call ws://127.0.0.1:3636/rpc square 4
+              herder call /alice/prod/math square 4 --manager http://127.0.0.1:8020
     """
     from herder.rpc import HandshakeRefused, RpcError, connect_sync
 
     if not methods and method is None:
         raise typer.BadParameter("give a METHOD, or --methods", param_hint="METHOD")
     token = token_file.read_text().strip() if token_file is not None else None
+    if url.startswith("/"):
+        url = _resolve(url, manager, manager_token_file)
     try:
         with connect_sync(url, token=token) as client:
             if methods:
@@ -59,6 +83,26 @@ def call(
         typer.echo(f"herder call: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result, indent=2, default=repr))
+
+
+def _resolve(name: str, manager: str, token_file: Path | None) -> str:
+    """The URL of a live instance of ``name`` in the manager's registry (the first listed)."""
+    import asyncio
+
+    from herder.rpc import RpcError
+    from herder.rpc.discovery import find
+
+    token = token_file.read_text().strip() if token_file is not None else None
+    try:
+        found = asyncio.run(find(name, manager=manager, token=token))
+    except (RpcError, OSError) as exc:
+        typer.echo(f"herder call: cannot ask the manager at {manager}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not found:
+        typer.echo(f"herder call: no live service under {name} at {manager}", err=True)
+        raise typer.Exit(1)
+    url: str = found[0]["url"]
+    return url
 
 
 def register(app: typer.Typer) -> None:

@@ -5,6 +5,7 @@ from herder.rpc import Service, connect, RemoteError
 
 from herder.rpc.auth import Principal, SharedSecretVerifier, Unauthorized, Verifier
 from herder.rpc.client import SyncPeer, connect, connect_sync, open_transport
+from herder.rpc.discovery import Registration, dial, find
 from herder.rpc.errors import CallTimeout, ConnectionLost, HandshakeRefused, RemoteError, RpcError
 from herder.rpc.peer import Peer, RemoteCallback
 from herder.rpc.service import Service
@@ -16,6 +17,7 @@ __all__ = [
     "HandshakeRefused",
     "Peer",
     "Principal",
+    "Registration",
     "RemoteCallback",
     "RemoteError",
     "RpcError",
@@ -28,5 +30,7 @@ __all__ = [
     "Verifier",
     "connect",
     "connect_sync",
+    "dial",
+    "find",
     "open_transport",
 ]

@@ -47,6 +47,8 @@ from herder.wire import (
 if TYPE_CHECKING:
     from fastapi import FastAPI, WebSocket
 
+    from herder.rpc.discovery import Registration
+
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -233,6 +235,34 @@ class Service:
                 s.close()
             for peer in list(self.peers):
                 await peer.close("the service is stopping")
+
+    async def register(
+        self,
+        key: str,
+        *,
+        manager: str,
+        token: str | None = None,
+        url: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Registration:
+        """Register this service in a manager's registry under ``key`` (the seed's seven
+        parts), kept alive by an open link; ``url`` defaults to this service's WebSocket
+        address once it serves. ``await registration.close()`` deregisters it.
+
+        Raises:
+            herder.rpc.RemoteError: the manager refused (a bad key, another user's name).
+        """
+        from herder.rpc.discovery import Registration
+
+        if url is None:
+            if self.ws_port is None:
+                raise RuntimeError(
+                    "the service does not serve yet: give url=, or register after serve() started"
+                )
+            url = f"ws://127.0.0.1:{self.ws_port}/rpc"
+        registration = Registration(key, url, dict(metadata or {}), manager, token)
+        await registration.start()
+        return registration
 
     def run(self, host: str = "127.0.0.1", port: int = 3636, *, tcp_port: int | None = None) -> None:
         """Serve in the foreground until Ctrl-C."""

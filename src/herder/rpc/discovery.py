@@ -1,0 +1,131 @@
+"""Finding services by name through a manager's registry, and being found.
+
+    registration = await svc.register("/alice/prod/math/1.0.0/eu/host-1/math-1",
+                                      manager="http://127.0.0.1:8020")
+    async with dial("/alice/prod/math", manager="http://127.0.0.1:8020") as math:
+        print(await math.call("square", 4))
+
+A registration is kept alive by its open link to the manager (``ttl_s`` 0 at the
+registry): when the service stops, or its host dies, the link closes and the service
+drops out. The keeper reconnects with backoff and registers again if the manager was
+away. ``dial`` asks the registry for the live instances under a prefix (the version part
+may be a range) and connects to the first that answers, in a random order so that
+clients spread over instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from herder.rpc.client import connect
+from herder.rpc.errors import ConnectionLost, HandshakeRefused, RpcError
+from herder.rpc.peer import Peer
+
+log = logging.getLogger(__name__)
+
+BACKOFF_INITIAL_S = 0.2
+BACKOFF_MAX_S = 10.0
+
+
+def manager_rpc_url(manager: str) -> str:
+    """``http://host:8020`` (or a ``ws://.../rpc`` URL) as the manager's RPC endpoint."""
+    url = manager.rstrip("/")
+    if url.startswith(("http://", "https://")):
+        url = "ws" + url[4:]
+    return url if url.endswith("/rpc") else url + "/rpc"
+
+
+async def find(query: str, *, manager: str, token: str | None = None) -> list[dict[str, Any]]:
+    """The live registrations under ``query`` (``/alice/prod/math``, ``.../>=1.2,<2``)."""
+    async with connect(manager_rpc_url(manager), token=token) as registry:
+        found: list[dict[str, Any]] = await registry.call("find_services", query)
+    return found
+
+
+@contextlib.asynccontextmanager
+async def dial(
+    query: str, *, manager: str, token: str | None = None, service_token: str | None = None
+) -> AsyncIterator[Peer]:
+    """Connect to a live instance of the service ``query`` names (``token`` for the manager,
+    ``service_token`` for the service, if it wants one).
+
+    Raises:
+        LookupError: no live instance is registered, or none answered.
+    """
+    found = await find(query, manager=manager, token=token)
+    random.shuffle(found)
+    failures: list[str] = []
+    for candidate in found:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                peer = await stack.enter_async_context(connect(candidate["url"], token=service_token))
+            except (OSError, ConnectionLost, HandshakeRefused) as exc:
+                failures.append(f"{candidate['key']}: {exc}")
+                continue
+            yield peer
+            return
+    reason = "; ".join(failures) if failures else "none is registered"
+    raise LookupError(f"no live instance of {query}: {reason}")
+
+
+class Registration:
+    """A service's registration, kept alive by its link to the manager until ``close()``."""
+
+    def __init__(self, key: str, url: str, metadata: dict[str, Any], manager: str, token: str | None) -> None:
+        self.key = key
+        self.url = url
+        self.metadata = metadata
+        self._manager = manager
+        self._token = token
+        self._link: Peer | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._keeper: asyncio.Task[None] | None = None
+        self.registered = asyncio.Event()
+
+    async def start(self) -> None:
+        """Register now (errors are raised here), then keep it up in the background."""
+        await self._register_once()
+        self._keeper = asyncio.get_running_loop().create_task(self._keep(), name=f"register:{self.key}")
+
+    async def _register_once(self) -> None:
+        stack = contextlib.AsyncExitStack()
+        peer = await stack.enter_async_context(connect(manager_rpc_url(self._manager), token=self._token))
+        try:
+            await peer.call("register_service", self.key, self.url, self.metadata, 0)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._link, self._stack = peer, stack
+        self.registered.set()
+
+    async def _keep(self) -> None:
+        delay = BACKOFF_INITIAL_S
+        while True:
+            assert self._link is not None
+            await self._link.wait_closed()
+            self.registered.clear()
+            await self._stack.aclose()
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    await self._register_once()
+                    delay = BACKOFF_INITIAL_S
+                    break
+                except (OSError, RpcError) as exc:
+                    log.warning("registering %s again: %s; retrying in %.1f s", self.key, exc, delay)
+                    delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def close(self) -> None:
+        """Deregister: the link closes, and the service drops out of the registry."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        if self._link is not None:
+            await self._stack.aclose()
+            self._link = None
