@@ -161,3 +161,65 @@ async def test_the_math_service_registers_in_one_line_and_is_called_by_name(
         serving.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await serving
+
+
+@contextlib.asynccontextmanager
+async def echo_server() -> Any:
+    """A real HTTP and WebSocket server on loopback that says what it received."""
+    from aiohttp import WSMsgType, web
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "path": request.path,
+                "query": request.query_string,
+                "body": (await request.read()).decode(),
+                "authorization": request.headers.get("Authorization"),
+                "forwarded_for": request.headers.get("X-Forwarded-For"),
+            },
+            status=201,
+        )
+
+    async def ws_echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                await ws.send_str(f"echo: {message.data}")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", ws_echo)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_proxy_gives_a_service_a_url_on_the_manager_for_http_and_websocket(
+    manager: Manager,
+) -> None:
+    async with echo_server() as base, connect(rpc_url(manager)) as peer:
+        key = "/alice/prod/web/1.0.0/eu/host-1/web-1"
+        await peer.call("register_service", key, base + "/", {}, 0)
+        async with httpx.AsyncClient(base_url=manager.url) as client:
+            answer = await client.post(
+                "/proxy/web-1/api/items?x=1", content=b"hello", headers={"Authorization": "Bearer secret"}
+            )
+            assert answer.status_code == 201
+            seen = answer.json()
+            assert (seen["path"], seen["query"], seen["body"]) == ("/api/items", "x=1", "hello")
+            assert seen["authorization"] is None  # the manager's credentials stay at the manager
+            assert seen["forwarded_for"] == "127.0.0.1"
+            missing = await client.get("/proxy/nobody/x")
+            assert (missing.status_code, missing.json()["field"]) == (404, "id")
+        ws_url = manager.url.replace("http://", "ws://") + "/proxy/web-1/ws"
+        async with websockets.connect(ws_url) as ws:
+            await ws.send("ping")
+            assert await asyncio.wait_for(ws.recv(), 10) == "echo: ping"

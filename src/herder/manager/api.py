@@ -150,6 +150,9 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
 
     _auth_routes(app, runtime)
     _service_routes(app, runtime)
+    from herder.manager import proxy
+
+    proxy.install(app, runtime)
 
     @app.get("/healthz", summary="Liveness: 200 while the manager serves")
     async def healthz() -> Response:

@@ -21,7 +21,7 @@ import logging
 import socket
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from herder.apierrors import ApiError
@@ -53,6 +53,8 @@ class ManagerRuntime:
 
         self.config = config
         self.authority = authority
+        # Coroutines run when the manager stops (the proxy's HTTP client, ...).
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self.sessions = database.sessions(engine)
         self.writes = Writes(
             engine,
@@ -335,6 +337,9 @@ class Manager:
             for peer in list(self.runtime.links.peers.values()):
                 await peer.close("the manager is stopping")
             await self.runtime.writes.close()
+            for hook in self.runtime.on_stop:
+                with contextlib.suppress(Exception):
+                    await hook()
 
     async def _keep_leases(self) -> None:
         """Requeue work whose worker stopped heartbeating, for as long as the manager runs."""
