@@ -273,6 +273,38 @@ async def test_an_agent_links_with_its_key_and_renews_its_token(
                     await asyncio.sleep(0.05)
 
 
+async def test_an_agent_with_a_key_takes_the_managers_tokens_and_learns_revocations(
+    make_manager: ManagerFactory, make_agent: AgentFactory, tmp_path: Path
+) -> None:
+    init_keys(tmp_path / "manager")
+    async with make_manager(heartbeat_interval_s=0.2) as manager:
+        agent_key, _ = await issue(manager, "agent-2", "admin")
+        link = {"url": manager.url, "slots": 1, "name": "trusting", "key": agent_key}
+        async with make_agent(manager=link) as agent:
+            assert agent.runtime is not None
+            assert agent.runtime.worker is not None
+            await asyncio.wait_for(agent.runtime.worker.connected.wait(), 20)
+            async with httpx.AsyncClient(base_url=manager.url) as to_manager:
+                user_key, user_key_id = await issue(manager, "grace")
+                token = (await buy(to_manager, user_key)).json()["token"]
+            async with httpx.AsyncClient(base_url=agent.url) as to_agent:
+                assert (await to_agent.get("/healthz")).status_code == 200
+                assert (await to_agent.get("/")).status_code == 401
+                forged = token_codec.issue(
+                    SigningKey.generate(), issuer=ISSUER, audience=TOKEN_AUDIENCE, ttl_s=60, subject="x"
+                )
+                assert (await to_agent.get("/", headers=bearer(forged))).json()["error"] == "unknown_key"
+                assert (await to_agent.get("/", headers=bearer(token))).status_code == 200
+                assert manager.runtime is not None
+                async with manager.runtime.transaction() as db:
+                    await type(manager.authority).revoke(db, key_id=user_key_id)
+                deadline = time.monotonic() + 10  # a tick to read it, a heartbeat to carry it
+                while (await to_agent.get("/", headers=bearer(token))).status_code == 200:
+                    assert time.monotonic() < deadline, "the revocation never reached the agent"
+                    await asyncio.sleep(0.05)
+                assert (await to_agent.get("/", headers=bearer(token))).json()["error"] == "revoked"
+
+
 async def test_off_loopback_a_manager_without_keys_refuses_to_start(make_manager: ManagerFactory) -> None:
     with pytest.raises(ManagerError, match="keys init"):
         async with make_manager(host="0.0.0.0"):

@@ -25,11 +25,14 @@ import hmac
 import json
 import urllib.parse
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from herder.net import LOOPBACK_NAMES, host_name
+
+if TYPE_CHECKING:
+    from herder.agent.trust import Trust
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -64,8 +67,10 @@ class Guard:
         max_body_bytes: int,
         body_timeout_s: float,
         pool_for_host: Callable[[str], str | None] | None = None,
+        trust: Trust | None = None,
     ) -> None:
         self.app = app
+        self._trust = trust
         self._pool_for_host = pool_for_host
         self.allowed = frozenset(LOOPBACK_NAMES | {host_name(h) for h in allowed_hosts})
         self._token = f"Bearer {auth_token}".encode() if auth_token else None
@@ -127,8 +132,11 @@ class Guard:
                     f"requests from origin {origin!r} are refused",
                     "Origin",
                 )
-        if self._token is not None and scope["path"] not in PUBLIC_PATHS:
-            self._check_token(auth)
+        if scope["path"] not in PUBLIC_PATHS:
+            if self._trust is not None:
+                self._check_manager_token(auth)
+            elif self._token is not None:
+                self._check_token(auth)
         if length is None:
             return None if chunked else 0
         try:
@@ -145,6 +153,30 @@ class Guard:
                 "a valid 'Authorization: Bearer <token>' is required",
                 "Authorization",
             )
+
+    def _check_manager_token(self, auth: bytes | None) -> None:
+        """An access token of the manager this agent works for (or the agent's own secret)."""
+        from herder.auth import TokenError
+
+        assert self._trust is not None
+        if auth is not None and self._token is not None and hmac.compare_digest(auth, self._token):
+            return
+        scheme, _, token = (auth or b"").decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _Refused(
+                401,
+                "unauthorized",
+                "an access token of this agent's manager is required (herder keys token)",
+                "Authorization",
+            )
+        if not self._trust.ready:
+            raise _Refused(
+                503, "unavailable", "the agent has not reached its manager for its keys yet", "Authorization"
+            )
+        try:
+            self._trust.verify(token.strip())
+        except TokenError as exc:
+            raise _Refused(401, exc.reason, str(exc), "Authorization") from None
 
     async def _call_with_body_limits(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter = _BodyLimiter(self, receive, send)

@@ -39,6 +39,7 @@ from herder.agent.sessions import SessionManager
 from herder.agent.store import RecordStore
 from herder.agent.supervisor import Supervisor
 from herder.agent.sysinfo import SysInfo
+from herder.agent.trust import Trust
 from herder.agent.worker import WorkerLink
 from herder.net import LOOPBACK_NAMES, host_name, listen_socket
 from herder.rpc.service import Service
@@ -119,6 +120,7 @@ class AgentRuntime:
         self.router: Router | None = None
         self.sessions: SessionManager | None = None
         self.worker: WorkerLink | None = None
+        self.trust: Trust | None = None
         self.rpc: Service | None = None
         self.started = asyncio.Event()
         self.stopping = False
@@ -211,7 +213,11 @@ class Agent:
         self.runtime.sessions = SessionManager(cfg, agent_id)
         self.runtime.rpc = build_service(cfg, self.runtime.sessions)
         if cfg.manager is not None:
-            self.runtime.worker = WorkerLink(cfg, supervisor, self.runtime.sysinfo, lambda: self.url)
+            if cfg.manager.key is not None:  # the manager's tokens open this agent's API too
+                self.runtime.trust = Trust()
+            self.runtime.worker = WorkerLink(
+                cfg, supervisor, self.runtime.sysinfo, lambda: self.url, trust=self.runtime.trust
+            )
         self._sock = bind_socket(cfg.host, cfg.port)
         if cfg.protocol_port is not None:
             self._protocol_sock = bind_socket(cfg.host, cfg.protocol_port)
@@ -258,6 +264,7 @@ class Agent:
             max_body_bytes=cfg.limits.max_body_bytes,
             body_timeout_s=cfg.limits.body_timeout_s,
             pool_for_host=self._pool_for_host,
+            trust=self.runtime.trust,
         )
         server_config = uvicorn.Config(
             app,

@@ -35,6 +35,7 @@ from herder.rpc.peer import Peer
 if TYPE_CHECKING:
     from herder.agent.config import AgentConfig
     from herder.agent.sysinfo import SysInfo
+    from herder.agent.trust import Trust
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,15 @@ class WorkerLink:
     """The agent's end of its link to a manager."""
 
     def __init__(
-        self, config: AgentConfig, supervisor: Supervisor, sysinfo: SysInfo, agent_url: Callable[[], str]
+        self,
+        config: AgentConfig,
+        supervisor: Supervisor,
+        sysinfo: SysInfo,
+        agent_url: Callable[[], str],
+        *,
+        trust: Trust | None = None,
     ) -> None:
+        self._trust = trust
         assert config.manager is not None
         self._link = config.manager
         self._supervisor = supervisor
@@ -135,6 +143,9 @@ class WorkerLink:
                 str(answer.status_code), f"the manager refused the key: {answer.text[:200]}"
             )
         document = answer.json()
+        if self._trust is not None:  # the manager's public key, for the tokens of this agent's API
+            async with httpx.AsyncClient(timeout=30) as client:
+                self._trust.set_jwks((await client.get(f"{self._http_url()}/auth/jwks.json")).json())
         now = time.time()
         return str(document["token"]), now + 0.8 * max(1.0, float(document["expires_at"]) - now)
 
@@ -187,6 +198,8 @@ class WorkerLink:
         }
         running = [[item, attempt] for (item, attempt), run in self.runs.items() if not run.stopped]
         answer = await peer.call("heartbeat", self.worker_id, figures, running, timeout=max(interval * 2, 5))
+        if self._trust is not None and "revoked" in answer:
+            self._trust.set_revoked(answer["revoked"])
         for item_id, attempt in answer.get("stop", []):
             log.info("the manager gave work item %d away (attempt %d): stopping it here", item_id, attempt)
             self._stop(item_id, attempt)

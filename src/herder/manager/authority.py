@@ -119,6 +119,10 @@ class Authority:
         rows = await db.execute(select(AuthKey.id).where(AuthKey.revoked_at.is_not(None)))
         self._revoked = frozenset(row[0] for row in rows)
 
+    def revoked_ids(self) -> list[str]:
+        """The revoked keys, for agents (a heartbeat's answer carries them)."""
+        return sorted(self._revoked)
+
     def _is_revoked(self, key_id: str) -> bool:
         return key_id in self._revoked
 

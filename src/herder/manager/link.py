@@ -133,7 +133,10 @@ class Links:
         self._own(worker_id, peer)
         reported = tuple((int(item), int(attempt)) for item, attempt in running)
         stop = await self.runtime.writes.heartbeat(Beat(worker_id, figures, reported))
-        return {"stop": stop}
+        if self.runtime.authority is None:
+            return {"stop": stop}
+        # The revoked keys: the agent refuses their tokens on its own API from now on.
+        return {"stop": stop, "revoked": self.runtime.authority.revoked_ids()}
 
     def _own(self, worker_id: int, peer: Peer) -> None:
         """A link speaks for the worker it registered, and for no other.
