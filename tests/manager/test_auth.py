@@ -27,6 +27,7 @@ from herder.auth import tokens as token_codec
 from herder.auth.keys import SigningKey
 from herder.manager.authority import ISSUER, KEY_AUDIENCE, TOKEN_AUDIENCE
 from herder.manager.server import Manager, ManagerError
+from herder.rpc.client import connect
 from tests.conftest import AgentFactory
 from tests.helpers import HERDER
 from tests.manager.conftest import ManagerFactory
@@ -295,6 +296,14 @@ async def test_an_agent_with_a_key_takes_the_managers_tokens_and_learns_revocati
                 )
                 assert (await to_agent.get("/", headers=bearer(forged))).json()["error"] == "unknown_key"
                 assert (await to_agent.get("/", headers=bearer(token))).status_code == 200
+            agent_rpc = agent.url.replace("http://", "ws://") + "/rpc"
+            async with connect(agent_rpc, token=token) as peer:  # its RPC takes them too
+                assert (await peer.call("list_sessions", target="meta")) == []
+            with pytest.raises(websockets.InvalidStatus) as refused:  # at the front door
+                async with connect(agent_rpc, token=forged):
+                    pass
+            assert refused.value.response.status_code == 401
+            async with httpx.AsyncClient(base_url=agent.url) as to_agent:
                 assert manager.runtime is not None
                 async with manager.runtime.transaction() as db:
                     await type(manager.authority).revoke(db, key_id=user_key_id)

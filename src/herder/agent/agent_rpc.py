@@ -19,6 +19,7 @@ from typing import Any
 from herder import __version__
 from herder.agent.config import AgentConfig
 from herder.agent.sessions import SessionManager
+from herder.agent.trust import Trust, TrustVerifier
 from herder.rpc.auth import Principal, SharedSecretVerifier
 from herder.rpc.handlers import Method
 from herder.rpc.peer import META, Peer
@@ -28,14 +29,22 @@ SERVICE_NAME = "herder-agent"
 RPC_PATH = "/rpc"
 
 
-def build_service(config: AgentConfig, sessions: SessionManager) -> Service:
-    """The agent's service, with its meta methods and the relay installed."""
+def build_service(config: AgentConfig, sessions: SessionManager, trust: Trust | None = None) -> Service:
+    """The agent's service, with its meta methods and the relay installed.
+
+    ``trust``: the manager whose access tokens this agent takes (linked with a key).
+    """
     token = config.auth_token
+    verifier: Any = None
+    if trust is not None:
+        verifier = TrustVerifier(trust, token)
+    elif token:
+        verifier = SharedSecretVerifier(token)
     service = Service(
         SERVICE_NAME,
         __version__,
-        verifier=SharedSecretVerifier(token) if token else None,
-        anonymous=None if token else Principal("anonymous", "admin"),
+        verifier=verifier,
+        anonymous=None if verifier is not None else Principal("anonymous", "admin"),
     )
 
     async def open_session(product: str, peer: Peer) -> dict[str, Any]:

@@ -176,10 +176,12 @@ class Agent:
         """
         cfg = self.config
         config_pools(cfg)  # raises on a bad [[pools]] entry before anything starts
-        if not cfg.is_loopback() and not cfg.auth_token:
+        has_key = cfg.manager is not None and cfg.manager.key is not None
+        if not cfg.is_loopback() and not cfg.auth_token and not has_key:
             raise ConfigError(
                 f"refusing to listen on {cfg.host}: off loopback the agent requires auth. "
                 "Set an auth token (--auth-token-file FILE or auth_token in the config file), "
+                "link it to a manager with a key (--manager URL --key-file FILE), "
                 "or listen on 127.0.0.1."
             )
 
@@ -211,10 +213,10 @@ class Agent:
         supervisor = Supervisor(cfg, apps, store, agent_id)
         self.runtime = AgentRuntime(cfg, supervisor, SysInfo(cfg.data_dir))
         self.runtime.sessions = SessionManager(cfg, agent_id)
-        self.runtime.rpc = build_service(cfg, self.runtime.sessions)
+        if cfg.manager is not None and cfg.manager.key is not None:
+            self.runtime.trust = Trust()  # the manager's tokens open this agent's API too
+        self.runtime.rpc = build_service(cfg, self.runtime.sessions, self.runtime.trust)
         if cfg.manager is not None:
-            if cfg.manager.key is not None:  # the manager's tokens open this agent's API too
-                self.runtime.trust = Trust()
             self.runtime.worker = WorkerLink(
                 cfg, supervisor, self.runtime.sysinfo, lambda: self.url, trust=self.runtime.trust
             )

@@ -59,3 +59,28 @@ class Trust:
         if isinstance(bought_with, str) and bought_with in self._revoked:
             raise tokens.Revoked(f"the key {bought_with!r} this token was bought with was revoked")
         return claims
+
+
+class TrustVerifier:
+    """The agent's RPC verifier when it trusts a manager: that manager's access tokens, or
+    the agent's own shared secret if it has one."""
+
+    def __init__(self, trust: Trust, secret: str | None) -> None:
+        self._trust = trust
+        self._secret = secret
+
+    async def verify(self, token: str) -> Any:
+        import hmac
+
+        from herder.auth import TokenError
+        from herder.rpc.auth import Principal, Unauthorized
+
+        if self._secret is not None and hmac.compare_digest(token.encode(), self._secret.encode()):
+            return Principal("shared-secret", "admin")
+        if not self._trust.ready:
+            raise Unauthorized("the agent has not reached its manager for its keys yet")
+        try:
+            claims = self._trust.verify(token)
+        except TokenError as exc:
+            raise Unauthorized(str(exc)) from None
+        return Principal(claims.sub or "", claims.role or "user")
