@@ -11,6 +11,8 @@ copy of the same bytes in the same file system. Benchmark 9 (issue 6's manager) 
 its reference is this machine's raw spawn rate of ``true``, measured in the same run;
 it runs on SQLite and on PostgreSQL (``$HERDER_BENCH_PG_URL``, default
 ``postgresql://postgres@127.0.0.1:5432/test``; it fails, naming the URL, without one).
+Benchmark 10 (issue 7's registry) neither: its goals are absolute (query p99, heartbeats
+per second on one core), and its one reference is a bare Ed25519 signature check.
 
 Each benchmark measures the three daemons in the same run on the same machine, so
 the ratios hold even when absolute figures drift. A benchmark that fails is reported
@@ -29,6 +31,7 @@ from collections.abc import Callable
 
 import bench_manager
 import bench_output
+import bench_registry
 import bench_respawn
 import bench_router
 import bench_rpc
@@ -49,6 +52,7 @@ BENCHMARKS: tuple[tuple[str, Callable[..., list[Figure]]], ...] = (
     ("7 HTTP router against nginx (issue 4)", bench_router.run),
     ("8 sessions: open, relayed calls, file transfer (issue 5)", bench_sessions.run),
     ("9 manager: tasks end to end, heartbeats (issue 6)", bench_manager.run),
+    ("10 registry: queries, registrations, heartbeats, tokens (issue 7)", bench_registry.run),
 )
 
 
