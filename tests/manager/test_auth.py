@@ -314,6 +314,47 @@ async def test_an_agent_with_a_key_takes_the_managers_tokens_and_learns_revocati
                 assert (await to_agent.get("/", headers=bearer(token))).json()["error"] == "revoked"
 
 
+async def test_on_an_agent_users_see_and_touch_their_own_processes(
+    make_manager: ManagerFactory, make_agent: AgentFactory, tmp_path: Path
+) -> None:
+    init_keys(tmp_path / "manager")
+    async with make_manager(heartbeat_interval_s=0.2) as manager:
+        agent_key, _ = await issue(manager, "agent-3", "admin")
+        link = {"url": manager.url, "slots": 1, "name": "owned", "key": agent_key}
+        async with make_agent(manager=link) as agent:
+            assert agent.runtime is not None
+            assert agent.runtime.worker is not None
+            await asyncio.wait_for(agent.runtime.worker.connected.wait(), 20)
+            as_user = {}
+            async with httpx.AsyncClient(base_url=manager.url) as to_manager:
+                for user, role in (("ivy", "user"), ("jack", "user"), ("root", "admin")):
+                    key, _ = await issue(manager, user, role)
+                    as_user[user] = bearer((await buy(to_manager, key)).json()["token"])
+            async with httpx.AsyncClient(base_url=agent.url, timeout=30) as to_agent:
+                body = {"app": "ivys", "node": "0", "command": ["sleep", "60"]}
+                created = await to_agent.post("/create-process", json=body, headers=as_user["ivy"])
+                assert created.status_code == 201
+                slug = created.json()["slug"]
+
+                def slugs(answer: httpx.Response) -> list[str]:
+                    return [p["slug"] for p in answer.json()["processes"]]
+
+                assert slugs(await to_agent.get("/list-processes", headers=as_user["ivy"])) == [slug]
+                assert slugs(await to_agent.get("/list-processes", headers=as_user["jack"])) == []
+                assert slugs(await to_agent.get("/list-processes", headers=as_user["root"])) == [slug]
+                other = as_user["jack"]
+                assert (await to_agent.get(f"/process-status/{slug}", headers=other)).status_code == 404
+                gone = await to_agent.post(f"/delete-process/{slug}", content=b"{}", headers=other)
+                assert gone.status_code == 404
+                assert (
+                    await to_agent.get(f"/process-status/{slug}", headers=as_user["ivy"])
+                ).status_code == 200
+                deleted = await to_agent.post(
+                    f"/delete-process/{slug}", content=b"{}", headers=as_user["root"]
+                )
+                assert deleted.status_code == 200
+
+
 async def test_off_loopback_a_manager_without_keys_refuses_to_start(make_manager: ManagerFactory) -> None:
     with pytest.raises(ManagerError, match="keys init"):
         async with make_manager(host="0.0.0.0"):

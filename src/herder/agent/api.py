@@ -36,6 +36,7 @@ from herder.agent.models import (
 from herder.agent.supervisor import Unit
 from herder.apierrors import ApiError, error_response, read_json
 from herder.apierrors import install_error_handlers as install_common_handlers
+from herder.principals import may_see, principal_of
 
 if TYPE_CHECKING:
     from herder.agent.server import AgentRuntime
@@ -221,6 +222,17 @@ def install_error_handlers(app: FastAPI) -> None:
     install_common_handlers(app, {NotFound: (404, "not_found", "slug"), Conflict: (409, "conflict", "node")})
 
 
+def _visible(sup: Any, scope: Any, slug: str) -> Unit:
+    """The process ``slug``, if the asker may see it: another user's is as absent as one
+    that does not exist (``NotFound``, 404)."""
+    from herder.agent.errors import NotFound
+
+    unit: Unit = sup.get(slug)
+    if not may_see(scope, unit.spec.owner):
+        raise NotFound(f"no process with slug {slug!r}")
+    return unit
+
+
 def process_routes(runtime: AgentRuntime) -> APIRouter:
     """The seed's index, listing, create, status and delete."""
     router = APIRouter()
@@ -242,7 +254,8 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
     @router.get("/list-processes", openapi_extra=_docs(Listing), summary="Listing of every process")
     async def list_processes(request: Request) -> Response:
         base = base_url(request)
-        return JSONResponse({"processes": [status_document(u, base) for u in sup.units.values()]})
+        units = [u for u in sup.units.values() if may_see(request.scope, u.spec.owner)]
+        return JSONResponse({"processes": [status_document(u, base) for u in units]})
 
     @router.post(
         "/create-process",
@@ -254,7 +267,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
         if runtime.stopping:
             raise ApiError(503, "stopping", "the agent is shutting down")
         req = await read_json(request, CreateRequest)
-        spec = ProcessSpec(**req.model_dump(), created_at=time.time())
+        spec = ProcessSpec(**req.model_dump(), created_at=time.time(), owner=principal_of(request.scope)[0])
         unit = await sup.create(spec)
         return JSONResponse(status_document(unit, base_url(request)), status_code=201)
 
@@ -265,7 +278,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
     )
     async def process_status(request: Request) -> Response:
         slug = request.path_params["slug"]
-        return JSONResponse(status_document(sup.get(slug), base_url(request)))
+        return JSONResponse(status_document(_visible(sup, request.scope, slug), base_url(request)))
 
     @router.post(
         "/delete-process/{slug}",
@@ -274,7 +287,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
     )
     async def delete_process(request: Request) -> Response:
         slug = request.path_params["slug"]
-        sup.get(slug)  # 404 before looking at the body
+        _visible(sup, request.scope, slug)  # 404 before looking at the body
         body = await request.body()
         if body.strip():
             await read_json(request, DeleteRequest)
@@ -321,6 +334,8 @@ def attach_routes(runtime: AgentRuntime) -> APIRouter:
             await ws.send_denial_response(error_response(exc.status, exc.code, str(exc), exc.field))
             return
         unit = sup.units.get(slug)
+        if unit is not None and not may_see(ws.scope, unit.spec.owner):
+            unit = None  # another user's process: as absent as one that does not exist
         if unit is None or unit.done:
             await ws.send_denial_response(
                 error_response(404, "not_found", f"no process with slug {slug!r}", "slug")

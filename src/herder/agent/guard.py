@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from herder.net import LOOPBACK_NAMES, host_name
+from herder.principals import set_principal
 
 if TYPE_CHECKING:
     from herder.agent.trust import Trust
@@ -134,7 +135,9 @@ class Guard:
                 )
         if scope["path"] not in PUBLIC_PATHS:
             if self._trust is not None:
-                self._check_manager_token(auth)
+                who = self._check_manager_token(auth)
+                if who is not None:
+                    set_principal(scope, *who)
             elif self._token is not None:
                 self._check_token(auth)
         if length is None:
@@ -154,13 +157,14 @@ class Guard:
                 "Authorization",
             )
 
-    def _check_manager_token(self, auth: bytes | None) -> None:
-        """An access token of the manager this agent works for (or the agent's own secret)."""
+    def _check_manager_token(self, auth: bytes | None) -> tuple[str | None, str] | None:
+        """An access token of the manager this agent works for (or the agent's own secret);
+        who it names (None for the secret: an admin's)."""
         from herder.auth import TokenError
 
         assert self._trust is not None
         if auth is not None and self._token is not None and hmac.compare_digest(auth, self._token):
-            return
+            return None
         scheme, _, token = (auth or b"").decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _Refused(
@@ -174,9 +178,10 @@ class Guard:
                 503, "unavailable", "the agent has not reached its manager for its keys yet", "Authorization"
             )
         try:
-            self._trust.verify(token.strip())
+            claims = self._trust.verify(token.strip())
         except TokenError as exc:
             raise _Refused(401, exc.reason, str(exc), "Authorization") from None
+        return claims.sub, claims.role or "user"
 
     async def _call_with_body_limits(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter = _BodyLimiter(self, receive, send)

@@ -189,6 +189,7 @@ class ProcessSpec(CreateRequest):
 
     created_at: float = Field(description="Unix time the process was created.")
     archive_sha256: str | None = None
+    owner: str | None = Field(None, description="who created it (agents linked with a key)")
 
 
 class _Document(BaseModel):

@@ -35,6 +35,7 @@ from herder.manager.models import (
 from herder.manager.store import queries
 from herder.manager.store.batch import Beat, Finished, Report
 from herder.manager.store.tables import Task, Worker, WorkItem
+from herder.principals import principal_of, viewer_of
 
 if TYPE_CHECKING:
     from herder.manager.server import ManagerRuntime
@@ -179,17 +180,11 @@ def _query_int(request: Request, name: str, low: int, high: int | None) -> int |
 
 
 def _principal(connection: Request | WebSocket) -> tuple[str | None, str | None]:
-    """Who is asking (name, role), as ``FrontDoor`` found in their access token; (None,
-    None) when the manager runs without keys."""
-    found = connection.scope.get("state", {}).get("principal")
-    return (found[0], found[1]) if found else (None, None)
+    return principal_of(connection.scope)
 
 
 def _viewer(connection: Request | WebSocket) -> str | None:
-    """Whose tasks this client may see: its own name for a user; None (all) for an admin,
-    or when the manager runs without keys."""
-    name, role = _principal(connection)
-    return None if role in (None, "admin") else name
+    return viewer_of(connection.scope)
 
 
 def _require_admin(request: Request) -> None:

@@ -32,6 +32,7 @@ from herder.manager.store import db as database
 from herder.manager.store import queries
 from herder.manager.store.batch import NewTask
 from herder.net import LOOPBACK_NAMES, host_name, listen_socket
+from herder.principals import set_principal
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ class FrontDoor:
             claims = self._authority.verify_token(token.strip())
         except TokenError as exc:
             return (401, exc.reason, str(exc), "Authorization")
-        scope.setdefault("state", {})["principal"] = (claims.sub, claims.role or "user")
+        set_principal(scope, claims.sub, claims.role or "user")
         return None
 
 
