@@ -223,3 +223,16 @@ async def test_the_proxy_gives_a_service_a_url_on_the_manager_for_http_and_webso
         async with websockets.connect(ws_url) as ws:
             await ws.send("ping")
             assert await asyncio.wait_for(ws.recv(), 10) == "echo: ping"
+
+
+async def test_answers_are_bounded_by_a_limit(manager: Manager) -> None:
+    async with connect(rpc_url(manager)) as peer, httpx.AsyncClient(base_url=manager.url) as client:
+        for n in range(3):
+            await peer.call(
+                "register_service", f"/alice/prod/math/1.0.0/eu/h/m{n}", "http://127.0.0.1:1/", {}, 0
+            )
+        assert len(await peer.call("find_services", "/alice", 2)) == 2
+        found = await client.get("/services", params={"query": "/*", "limit": "1"})
+        assert len(found.json()["services"]) == 1
+        refused = await client.get("/services", params={"query": "/*", "limit": "0"})
+        assert (refused.status_code, refused.json()["field"]) == (422, "limit")

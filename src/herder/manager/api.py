@@ -460,14 +460,15 @@ def _service_query(text: str | None) -> Any:
 
 
 def _service_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
-    from herder.manager.services import registration_document
+    from herder.manager.services import DEFAULT_FIND_LIMIT, MAX_FIND_LIMIT, registration_document
 
     services = runtime.links.services
 
     @app.get("/services", summary="Registered services under a prefix of their key (?query=)")
     async def find_services(request: Request) -> Response:
         query = _service_query(request.query_params.get("query"))
-        found = services.index.query(query, now=time.time())
+        limit = _query_int(request, "limit", 1, MAX_FIND_LIMIT) or DEFAULT_FIND_LIMIT
+        found = services.query(query, limit)
         return JSONResponse({"services": [registration_document(r) for r in found]})
 
     @app.websocket("/services/watch")
