@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import websockets
 from herder.auth import init_keys
 from herder.manager.server import Manager
 from herder.rpc.client import connect
-from herder.rpc.errors import RemoteError
+from herder.rpc.errors import RemoteError, RpcError
 from tests.helpers import HERDER
 from tests.manager.conftest import ManagerFactory
 
@@ -236,3 +237,89 @@ async def test_answers_are_bounded_by_a_limit(manager: Manager) -> None:
         assert len(found.json()["services"]) == 1
         refused = await client.get("/services", params={"query": "/*", "limit": "0"})
         assert (refused.status_code, refused.json()["field"]) == (422, "limit")
+
+
+RENEWING_SERVICE = """
+import asyncio, sys
+from herder.rpc import connect
+
+async def main():
+    async with connect(sys.argv[1]) as peer:
+        await peer.call("register_service", sys.argv[2], "http://127.0.0.1:1/", {}, 1.0)
+        print("registered", flush=True)
+        for _ in range(100_000):
+            await peer.call("renew_service", sys.argv[3], 1.0)
+            await asyncio.sleep(0.2)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_service_drops_out_after_its_ttl(manager: Manager) -> None:
+    key = "/alice/prod/math/1.2.0/eu/host-2/renewer"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RENEWING_SERVICE, rpc_url(manager), key, "renewer"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30) == "registered\n"
+        async with httpx.AsyncClient(base_url=manager.url) as client:
+
+            async def listed() -> bool:
+                answer = await client.get("/services", params={"query": "/alice/prod/math"})
+                return [s["key"] for s in answer.json()["services"]] == [key]
+
+            started = time.monotonic()
+            while time.monotonic() - started < 2.5:  # alive past two TTLs: renewals keep it
+                assert await listed()
+                await asyncio.sleep(0.1)
+            proc.kill()
+            proc.wait(timeout=10)
+            killed = time.monotonic()
+            while await listed():
+                assert time.monotonic() - killed < 10, "a killed service never dropped out"
+                await asyncio.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+async def test_a_service_with_a_key_registers_and_is_dialed_with_one(
+    make_manager: ManagerFactory, tmp_path: Path
+) -> None:
+    from herder.rpc import Service, dial
+
+    init_keys(tmp_path / "manager")
+    async with make_manager() as manager:
+        assert manager.runtime is not None
+        assert manager.authority is not None
+        async with manager.runtime.transaction() as db:
+            bob = await manager.authority.issue_key(db, "bob", "user")
+        svc = Service("math", "0.1.0")
+
+        @svc.method(auth=False)
+        async def square(x: float) -> float:
+            return x * x
+
+        started = asyncio.Event()
+        serving = asyncio.create_task(svc.serve(port=0, started=started))
+        try:
+            await asyncio.wait_for(started.wait(), 10)
+            registration = await svc.register(
+                "/bob/dev/math/0.1.0/eu/h/bob-math", manager=manager.url, auth_key=bob.key
+            )
+            async with dial("/bob/dev/math", manager=manager.url, key=bob.key) as math:
+                assert await math.call("square", 3) == 9
+            with pytest.raises(RpcError):  # without credentials the manager's link refuses
+                async with dial("/bob/dev/math", manager=manager.url):
+                    pass
+            await registration.close()
+        finally:
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving

@@ -38,22 +38,28 @@ async def open_transport(
     Raises:
         ValueError: an unsupported URL scheme.
         ConnectionLost: the connection could not be made.
+        HandshakeRefused: an HTTP front door refused the WebSocket (401, 403...).
     """
     parts = urllib.parse.urlsplit(url)
     try:
         if parts.scheme in ("ws", "wss"):
             from websockets.asyncio.client import connect as ws_connect
+            from websockets.exceptions import InvalidStatus
 
             headers = {"Authorization": f"Bearer {token}"} if token else None
             # No per-message compression: it costs a core per ~30 MB/s of incompressible
             # data (files, MessagePack) and a protocol on loopback or a LAN gains little.
-            ws = await ws_connect(
-                url,
-                additional_headers=headers,
-                max_size=max_frame_size,
-                open_timeout=CONNECT_TIMEOUT_S,
-                compression=None,
-            )
+            try:
+                ws = await ws_connect(
+                    url,
+                    additional_headers=headers,
+                    max_size=max_frame_size,
+                    open_timeout=CONNECT_TIMEOUT_S,
+                    compression=None,
+                )
+            except InvalidStatus as exc:  # a front door refused it before the protocol began
+                status = exc.response.status_code
+                raise HandshakeRefused(str(status), f"{url} refused the connection: HTTP {status}") from None
             return ClientWebSocketTransport(ws, max_frame_size)
         if parts.scheme == "tcp":
             if not parts.hostname or not parts.port:

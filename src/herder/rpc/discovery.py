@@ -40,16 +40,55 @@ def manager_rpc_url(manager: str) -> str:
     return url if url.endswith("/rpc") else url + "/rpc"
 
 
-async def find(query: str, *, manager: str, token: str | None = None) -> list[dict[str, Any]]:
-    """The live registrations under ``query`` (``/alice/prod/math``, ``.../>=1.2,<2``)."""
-    async with connect(manager_rpc_url(manager), token=token) as registry:
+async def buy_token(manager: str, key: str) -> str:
+    """A fresh access token from the manager for a key it issued (``POST /auth/token``).
+
+    Raises:
+        HandshakeRefused: the manager refused the key (revoked, expired, not its own).
+        ConnectionLost: the manager could not be reached.
+    """
+    import httpx
+
+    base = manager_rpc_url(manager).removesuffix("/rpc")
+    base = "http" + base[2:] if base.startswith("ws") else base
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.post(f"{base}/auth/token", headers={"Authorization": f"Bearer {key}"})
+    except httpx.HTTPError as exc:
+        raise ConnectionLost(f"cannot buy an access token: {exc}") from exc
+    if answer.status_code != 200:
+        raise HandshakeRefused(str(answer.status_code), f"the manager refused the key: {answer.text[:200]}")
+    token: str = answer.json()["token"]
+    return token
+
+
+async def _credential(manager: str, token: str | None, key: str | None) -> str | None:
+    """The token to present: a fresh one bought with ``key`` (renewed at every connection), or
+    ``token`` as given."""
+    return await buy_token(manager, key) if key is not None else token
+
+
+async def find(
+    query: str, *, manager: str, token: str | None = None, key: str | None = None
+) -> list[dict[str, Any]]:
+    """The live registrations under ``query`` (``/alice/prod/math``, ``.../>=1.2,<2``).
+
+    ``key``: a key the manager issued, which buys the access token (instead of ``token``).
+    """
+    credential = await _credential(manager, token, key)
+    async with connect(manager_rpc_url(manager), token=credential) as registry:
         found: list[dict[str, Any]] = await registry.call("find_services", query)
     return found
 
 
 @contextlib.asynccontextmanager
 async def dial(
-    query: str, *, manager: str, token: str | None = None, service_token: str | None = None
+    query: str,
+    *,
+    manager: str,
+    token: str | None = None,
+    key: str | None = None,
+    service_token: str | None = None,
 ) -> AsyncIterator[Peer]:
     """Connect to a live instance of the service ``query`` names (``token`` for the manager,
     ``service_token`` for the service, if it wants one).
@@ -57,7 +96,7 @@ async def dial(
     Raises:
         LookupError: no live instance is registered, or none answered.
     """
-    found = await find(query, manager=manager, token=token)
+    found = await find(query, manager=manager, token=token, key=key)
     random.shuffle(found)
     failures: list[str] = []
     for candidate in found:
@@ -76,8 +115,17 @@ async def dial(
 class Registration:
     """A service's registration, kept alive by its link to the manager until ``close()``."""
 
-    def __init__(self, key: str, url: str, metadata: dict[str, Any], manager: str, token: str | None) -> None:
+    def __init__(
+        self,
+        key: str,
+        url: str,
+        metadata: dict[str, Any],
+        manager: str,
+        token: str | None,
+        auth_key: str | None = None,
+    ) -> None:
         self.key = key
+        self._auth_key = auth_key
         self.url = url
         self.metadata = metadata
         self._manager = manager
@@ -94,7 +142,8 @@ class Registration:
 
     async def _register_once(self) -> None:
         stack = contextlib.AsyncExitStack()
-        peer = await stack.enter_async_context(connect(manager_rpc_url(self._manager), token=self._token))
+        credential = await _credential(self._manager, self._token, self._auth_key)  # fresh at each link
+        peer = await stack.enter_async_context(connect(manager_rpc_url(self._manager), token=credential))
         try:
             await peer.call("register_service", self.key, self.url, self.metadata, 0)
         except BaseException:

@@ -244,10 +244,14 @@ class Service:
         token: str | None = None,
         url: str | None = None,
         metadata: dict[str, Any] | None = None,
+        auth_key: str | None = None,
     ) -> Registration:
         """Register this service in a manager's registry under ``key`` (the seed's seven
         parts), kept alive by an open link; ``url`` defaults to this service's WebSocket
         address once it serves. ``await registration.close()`` deregisters it.
+
+        Credentials: ``auth_key``, a key the manager issued (``herder keys issue``), buys a
+        fresh access token at every (re)connection; or ``token``, an access token as is.
 
         Raises:
             herder.rpc.RemoteError: the manager refused (a bad key, another user's name).
@@ -260,7 +264,7 @@ class Service:
                     "the service does not serve yet: give url=, or register after serve() started"
                 )
             url = f"ws://127.0.0.1:{self.ws_port}/rpc"
-        registration = Registration(key, url, dict(metadata or {}), manager, token)
+        registration = Registration(key, url, dict(metadata or {}), manager, token, auth_key)
         await registration.start()
         return registration
 
