@@ -74,6 +74,12 @@ def manager(
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(signum, running.request_stop)
             log.info("manager listening on %s (database %s)", running.url, cfg.database_url().split("@")[-1])
+            if running.authority is None and not cfg.auth_token:
+                log.warning(
+                    "running open: anyone on this host can use the manager (loopback only); "
+                    "'herder keys init --data-dir %s' turns keys and tokens on",
+                    cfg.data_dir,
+                )
             print(
                 f"herder manager listening on {running.url}\n  try: curl {running.url}/workers",
                 file=sys.stderr,
