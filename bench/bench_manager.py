@@ -104,8 +104,9 @@ DB_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 # -- /proc --------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of every thread of ``pid`` so far (``/proc/PID/task/*/schedstat``, ns); gone: 0."""
+def schedstat_seconds(pid: int, field: int = 0) -> float:
+    """A ``/proc/PID/task/*/schedstat`` field summed over every thread of ``pid``, in seconds
+    (0: time on a CPU; 1: time ready to run but waiting for one); gone: 0."""
     total = 0
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -114,10 +115,15 @@ def cpu_seconds(pid: int) -> float:
     for tid in tasks:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-                total += int(fh.read().split()[0])
+                total += int(fh.read().split()[field])
         except (OSError, ValueError, IndexError):
             continue
     return total / 1e9
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of ``pid`` so far; gone: 0."""
+    return schedstat_seconds(pid, 0)
 
 
 def children_cpu_seconds(pid: int) -> float:

@@ -57,7 +57,15 @@ from typing import Any
 from urllib.parse import quote
 
 import harness
-from bench_manager import Http, ManagerProc, compile_bytecode, cpu_seconds, machine_busy_seconds, pin
+from bench_manager import (
+    Http,
+    ManagerProc,
+    compile_bytecode,
+    cpu_seconds,
+    machine_busy_seconds,
+    pin,
+    schedstat_seconds,
+)
 from harness import VENV_BIN, Figure, percentile
 
 USERS = 10
@@ -164,20 +172,9 @@ async def http_json(http: Http, request: bytes, what: str) -> Any:
 
 
 def waited_seconds(pid: int) -> float:
-    """Time every thread of ``pid`` spent ready to run but waiting for a CPU (``schedstat``'s
-    second field): on a pinned process, what other programs took from its core."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0.0
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-                total += int(fh.read().split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e9
+    """Time every thread of ``pid`` spent ready to run but waiting for a CPU: on a pinned
+    process, what other programs took from its core."""
+    return schedstat_seconds(pid, 1)
 
 
 @dataclass
@@ -345,11 +342,11 @@ async def measure_queries(
     async with connect(ws_url, token=token, codecs=("msgpack",)) as peer, Http(port) as http:
 
         async def rpc(query: str) -> list[dict[str, Any]]:
-            found: list[dict[str, Any]] = await peer.call("find_services", query)
+            found: list[dict[str, Any]] = await peer.call("find_services", query, SERVICES)
             return found
 
         async def rest(query: str) -> list[dict[str, Any]]:
-            request = get_request(host, f"/services?query={quote(query, safe='/')}", token)
+            request = get_request(host, f"/services?query={quote(query, safe='/')}&limit={SERVICES}", token)
             doc = await http_json(http, request, f"GET /services?query={query}")
             found: list[dict[str, Any]] = doc["services"]
             return found
@@ -638,7 +635,7 @@ def measure(quick: bool = False) -> Measured:
 
             async def count_all() -> int:
                 async with Http(port) as http:
-                    request = get_request(host, "/services?query=/*", token)
+                    request = get_request(host, f"/services?query=/*&limit={SERVICES}", token)
                     return len((await http_json(http, request, "GET /services?query=/*"))["services"])
 
             m.after = run_loop(count_all())
