@@ -47,7 +47,6 @@ stops naming the URL (``--no-postgres`` runs SQLite alone).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -939,16 +938,7 @@ def format_detail(m: Measured, markdown: bool = False) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="1,000 tasks, 200 simulated workers for 5 s (a smoke test)"
-    )
-    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument(
-        "--markdown", action="store_true", help="print the tables in Markdown (for README.md)"
-    )
+    parser = harness.report_parser(__doc__ or "", "1,000 tasks, 200 simulated workers for 5 s (a smoke test)")
     parser.add_argument("--slots", type=int, default=SLOTS, help=f"each agent's --slots [{SLOTS}]")
     parser.add_argument(
         "--clients", type=int, default=CLIENTS, help=f"processes driving the simulated workers [{CLIENTS}]"
@@ -968,18 +958,9 @@ def main() -> int:
     except NoPostgres as exc:
         print(f"bench_manager: {exc}", file=sys.stderr)
         return 2
-    figs = figures(m)
-    mode = " --quick" if args.quick else ""
-    print(f"herder manager benchmark{mode}: {harness.machine_summary()}; {time.monotonic() - t0:.0f} s")
-    after = harness.source_state()
-    changed = "" if after == source else f" (src/ changed during the run: now {after})"
-    print(f"herder measured: {source}{changed}\n")
-    print(harness.format_markdown(figs) if args.markdown else harness.format_table(figs))
-    print()
-    print(format_detail(m, args.markdown))
-    if args.json:
-        extra = {"quick": args.quick, "source": source, "detail": asdict(m)}
-        harness.write_json(args.json, figs, extra)
+    harness.print_report(
+        "herder manager benchmark", args, t0, source, figures(m), format_detail(m, args.markdown), asdict(m)
+    )
     return 0
 
 

@@ -37,7 +37,6 @@ process is stopped by its pid and every wait has a deadline.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import re
@@ -781,14 +780,7 @@ def format_detail(res: dict[str, WrkResult], markdown: bool = False) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="3 s wrk runs and 2 cold starts (a smoke test)")
-    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument(
-        "--markdown", action="store_true", help="print the tables in Markdown (for README.md)"
-    )
+    parser = harness.report_parser(__doc__ or "", "3 s wrk runs and 2 cold starts (a smoke test)")
     parser.add_argument(
         "--no-herder", action="store_true", help="measure only the backend direct and nginx (no herder agent)"
     )
@@ -800,19 +792,17 @@ def main() -> int:
     except MissingTool as exc:
         print(f"bench_router: {exc}", file=sys.stderr)
         return 2
-    figs = figures(m)
-    mode = " --quick" if args.quick else ""
-    print(f"herder router benchmark{mode}: {harness.machine_summary()}; {time.monotonic() - t0:.0f} s")
-    after = harness.source_state()
-    changed = "" if after == source else f" (src/ changed during the run: now {after})"
-    print(f"herder measured: {source}{changed}\n")
-    print(harness.format_markdown(figs) if args.markdown else harness.format_table(figs))
-    print()
-    print(format_detail(m.wrk, args.markdown))
-    if args.json:
-        detail = {k: {**asdict(v), "proxy_us_per_request": v.proxy_us_per_request} for k, v in m.wrk.items()}
-        extra = {"quick": args.quick, "source": source, "detail": detail, "cold": m.cold}
-        harness.write_json(args.json, figs, extra)
+    detail = {k: {**asdict(v), "proxy_us_per_request": v.proxy_us_per_request} for k, v in m.wrk.items()}
+    harness.print_report(
+        "herder router benchmark",
+        args,
+        t0,
+        source,
+        figures(m),
+        format_detail(m.wrk, args.markdown),
+        detail,
+        cold=m.cold,
+    )
     return 0
 
 

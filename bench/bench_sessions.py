@@ -50,7 +50,6 @@ temporary directory is removed.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -913,30 +912,14 @@ def format_detail(m: Measured, markdown: bool = False) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="10 opens, 0.5 s windows, a 20 MiB file")
-    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument(
-        "--markdown", action="store_true", help="print the tables in Markdown (for README.md)"
-    )
+    parser = harness.report_parser(__doc__ or "", "10 opens, 0.5 s windows, a 20 MiB file")
     args = parser.parse_args()
     t0 = time.monotonic()
     source = harness.source_state()
     m = measure(args.quick)
-    figs = figures(m)
-    mode = " --quick" if args.quick else ""
-    print(f"herder sessions benchmark{mode}: {harness.machine_summary()}; {time.monotonic() - t0:.0f} s")
-    after = harness.source_state()
-    changed = "" if after == source else f" (src/ changed during the run: now {after})"
-    print(f"herder measured: {source}{changed}\n")
-    print(harness.format_markdown(figs) if args.markdown else harness.format_table(figs))
-    print()
-    print(format_detail(m, args.markdown))
-    if args.json:
-        extra = {"quick": args.quick, "source": source, "detail": asdict(m)}
-        harness.write_json(args.json, figs, extra)
+    harness.print_report(
+        "herder sessions benchmark", args, t0, source, figures(m), format_detail(m, args.markdown), asdict(m)
+    )
 
 
 if __name__ == "__main__":

@@ -459,6 +459,49 @@ def parse_args(description: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
+def report_parser(description: str, quick_help: str) -> argparse.ArgumentParser:
+    """The options of a benchmark with detail tables: ``--quick``, ``--json``, ``--markdown``
+    (a script adds its own)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the tables in Markdown (for README.md)"
+    )
+    return parser
+
+
+def measured_line(source: str) -> str:
+    """Which herder was measured, and whether ``src/`` changed while it was (``source``: the
+    ``source_state()`` taken when the run began)."""
+    after = source_state()
+    changed = "" if after == source else f" (src/ changed during the run: now {after})"
+    return f"herder measured: {source}{changed}"
+
+
+def print_report(
+    title: str,
+    args: argparse.Namespace,
+    started: float,
+    source: str,
+    figures: Sequence[Figure],
+    detail_text: str,
+    detail: object,
+    **extra: object,
+) -> None:
+    """What a benchmark with detail tables prints (and writes with ``--json``)."""
+    mode = " --quick" if args.quick else ""
+    print(f"{title}{mode}: {machine_summary()}; {time.monotonic() - started:.0f} s")
+    print(measured_line(source) + "\n")
+    print(format_markdown(figures) if args.markdown else format_table(figures))
+    print()
+    print(detail_text)
+    if args.json:
+        write_json(args.json, figures, {"quick": args.quick, "source": source, "detail": detail, **extra})
+
+
 def write_json(path: Path, figures: Sequence[Figure], extra: dict[str, object] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"machine": machine_summary(), "figures": [asdict(f) for f in figures], **(extra or {})}

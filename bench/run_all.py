@@ -76,8 +76,7 @@ def main() -> int:
     mode = " --quick" if args.quick else ""
     print(f"herder benchmarks{mode}: {harness.machine_summary()}; {total:.0f} s in all")
     after = harness.source_state()
-    changed = "" if after == source else f" (src/ changed during the run: now {after})"
-    print(f"herder measured: {source}{changed}\n")
+    print(harness.measured_line(source) + "\n")
     print(harness.format_table(figures))
     for failure in failures:
         print(f"\n{failure}")
