@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import websockets
 
 from herder.auth import init_keys
 from herder.manager.server import Manager
+from herder.rpc import Service, dial
 from herder.rpc.client import connect
 from herder.rpc.errors import RemoteError, RpcError
 from tests.helpers import HERDER
@@ -111,12 +113,10 @@ async def test_with_keys_users_register_only_under_their_own_name(
             assert (await peer.call("register_service", mine, "http://127.0.0.1:1/", {}, 0))["owner"] == "bob"
 
 
-async def test_the_math_service_registers_in_one_line_and_is_called_by_name(
-    manager: Manager,
-) -> None:
-    from herder.rpc import Service, dial
-
-    svc = Service("math", "1.2.0")
+@contextlib.asynccontextmanager
+async def math_service(version: str) -> AsyncIterator[Service]:
+    """A real ``math`` service (``square``) serving on a loopback port until the block ends."""
+    svc = Service("math", version)
 
     @svc.method(auth=False)
     async def square(x: float) -> float:
@@ -127,6 +127,17 @@ async def test_the_math_service_registers_in_one_line_and_is_called_by_name(
     serving = asyncio.create_task(svc.serve(port=0, started=started))
     try:
         await asyncio.wait_for(started.wait(), 10)
+        yield svc
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
+
+async def test_the_math_service_registers_in_one_line_and_is_called_by_name(
+    manager: Manager,
+) -> None:
+    async with math_service("1.2.0") as svc:
         registration = await svc.register(MATH, manager=manager.url)
         async with dial("/alice/prod/math/>=1,<2", manager=manager.url) as math:
             assert await math.call("square", 4) == 16
@@ -158,10 +169,6 @@ async def test_the_math_service_registers_in_one_line_and_is_called_by_name(
         with pytest.raises(LookupError, match="no live instance"):
             async with dial("/alice/prod/math", manager=manager.url):
                 pass
-    finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
 
 
 @contextlib.asynccontextmanager
@@ -292,34 +299,18 @@ async def test_a_killed_service_drops_out_after_its_ttl(manager: Manager) -> Non
 async def test_a_service_with_a_key_registers_and_is_dialed_with_one(
     make_manager: ManagerFactory, tmp_path: Path
 ) -> None:
-    from herder.rpc import Service, dial
-
     init_keys(tmp_path / "manager")
-    async with make_manager() as manager:
+    async with make_manager() as manager, math_service("0.1.0") as svc:
         assert manager.runtime is not None
         assert manager.authority is not None
         async with manager.runtime.transaction() as db:
             bob = await manager.authority.issue_key(db, "bob", "user")
-        svc = Service("math", "0.1.0")
-
-        @svc.method(auth=False)
-        async def square(x: float) -> float:
-            return x * x
-
-        started = asyncio.Event()
-        serving = asyncio.create_task(svc.serve(port=0, started=started))
-        try:
-            await asyncio.wait_for(started.wait(), 10)
-            registration = await svc.register(
-                "/bob/dev/math/0.1.0/eu/h/bob-math", manager=manager.url, auth_key=bob.key
-            )
-            async with dial("/bob/dev/math", manager=manager.url, key=bob.key) as math:
-                assert await math.call("square", 3) == 9
-            with pytest.raises(RpcError):  # without credentials the manager's link refuses
-                async with dial("/bob/dev/math", manager=manager.url):
-                    pass
-            await registration.close()
-        finally:
-            serving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await serving
+        registration = await svc.register(
+            "/bob/dev/math/0.1.0/eu/h/bob-math", manager=manager.url, auth_key=bob.key
+        )
+        async with dial("/bob/dev/math", manager=manager.url, key=bob.key) as math:
+            assert await math.call("square", 3) == 9
+        with pytest.raises(RpcError):  # without credentials the manager's link refuses
+            async with dial("/bob/dev/math", manager=manager.url):
+                pass
+        await registration.close()

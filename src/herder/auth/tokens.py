@@ -66,13 +66,18 @@ class TokenError(Exception):
     reason: ClassVar[str] = "invalid_token"
 
     def www_authenticate(self) -> str:
-        """The ``WWW-Authenticate`` header a 401 must carry (RFC 6750 section 3).
+        """The ``WWW-Authenticate`` header a 401 must carry (RFC 6750 section 3)."""
+        return bearer_challenge(str(self))
 
-        The description may only hold printable ASCII without quotes or backslashes, so
-        anything else in the message is replaced rather than escaped.
-        """
-        description = "".join(_DESCRIPTION_CHARS.get(char, "?") for char in str(self))
-        return f'Bearer error="invalid_token", error_description="{description}"'
+
+def bearer_challenge(description: str) -> str:
+    """A ``WWW-Authenticate: Bearer`` challenge saying why a request was refused.
+
+    The description may only hold printable ASCII without quotes or backslashes, so
+    anything else in it is replaced rather than escaped.
+    """
+    text = "".join(_DESCRIPTION_CHARS.get(char, "?") for char in description)
+    return f'Bearer error="invalid_token", error_description="{text}"'
 
 
 class MissingToken(TokenError):

@@ -148,17 +148,17 @@ class Authority:
         if claims.sub is None or claims.jti is None:  # issue_key sets both
             raise tokens.MissingClaim("a key must name its holder (sub) and itself (jti)")
         now = time.time()
-        expires_at = min(now + ttl_s, claims.exp)  # never outlives its key
+        life_s = max(1, int(min(now + ttl_s, claims.exp) - now))  # never outlives its key
         token = tokens.issue(
             self.signing_key,
             {"role": claims.role or "user", "key": claims.jti},
             issuer=ISSUER,
             audience=TOKEN_AUDIENCE,
-            ttl_s=max(1, int(expires_at - now)),
+            ttl_s=life_s,
             subject=claims.sub,
             now=now,
         )
-        return token, float(int(now) + max(1, int(expires_at - now)))
+        return token, float(int(now) + life_s)  # issue() counts from the whole second
 
     def verify_token(self, token: str) -> tokens.Claims:
         """The claims of a valid access token.

@@ -63,8 +63,12 @@ def _target(runtime: ManagerRuntime, service_id: str, rest: str, query: str, web
 
 
 def _forwarded_headers(headers: Any, client: Any, host: str, proto: str) -> dict[str, str]:
-    out = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP | NOT_FORWARDED}
-    out = {k: v for k, v in out.items() if not k.lower().startswith(("sec-websocket", "x-forwarded-"))}
+    out = {
+        k: v
+        for k, v in headers.items()
+        if k.lower() not in HOP_BY_HOP | NOT_FORWARDED
+        and not k.lower().startswith(("sec-websocket", "x-forwarded-"))
+    }
     if client is not None:
         out["X-Forwarded-For"] = client.host
     out["X-Forwarded-Host"] = host

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from herder.apierrors import ApiError
+from herder.auth.tokens import bearer_challenge
 from herder.manager.authority import Authority
 from herder.manager.config import ManagerConfig
 from herder.manager.models import TaskSubmission
@@ -184,7 +185,7 @@ class FrontDoor:
         body = json.dumps({"error": code, "message": message, "field": field}).encode()
         answer = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if status == 401:
-            answer.append((b"www-authenticate", _bearer_challenge(message).encode("latin-1")))
+            answer.append((b"www-authenticate", bearer_challenge(message).encode("latin-1")))
         await send({"type": "http.response.start", "status": status, "headers": answer})
         await send({"type": "http.response.body", "body": body})
 
@@ -244,12 +245,6 @@ class FrontDoor:
             return (401, exc.reason, str(exc), "Authorization")
         set_principal(scope, claims.sub, claims.role or "user")
         return None
-
-
-def _bearer_challenge(message: str) -> str:
-    """The ``WWW-Authenticate`` header of a 401 (printable ASCII, no quotes)."""
-    text = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "?" for c in message)
-    return f'Bearer error="invalid_token", error_description="{text}"'
 
 
 class Manager:

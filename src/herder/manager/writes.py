@@ -66,8 +66,12 @@ class Writes:
     ) -> None:
         self.engine = engine
         self._sync_engine = sync_engine
-        # The one thread a synchronous engine's connection is used from.
-        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="herder-db")
+        # The one thread a synchronous engine's connection is used from (SQLite only).
+        self._thread = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="herder-db")
+            if sync_engine is not None
+            else None
+        )
         self.lease_s = lease_s
         # One round at a time, on PostgreSQL too: three at once measured slower (their
         # claims must take turns, or two would fill the same free slots), and rounds
@@ -248,6 +252,7 @@ class Writes:
                 await self._beat_flusher
         if self._quiet_beats:
             await self._write_quiet_beats()
-        self._thread.shutdown(wait=True)
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
         if self._sync_engine is not None:
             self._sync_engine.dispose()

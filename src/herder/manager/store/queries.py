@@ -174,13 +174,7 @@ async def refresh_task(db: AsyncSession, task: Task) -> None:
     task.status = statuses.get(task.id, task.status)
 
 
-# -- claims and reports ------------------------------------------------------------------
-
-
-async def has_queued_work(db: AsyncSession) -> bool:
-    """Whether any work waits to be handed out (cheap: one indexed row at most)."""
-    query = select(WorkItem.id).where(WorkItem.status == "queued", WorkItem.paused.is_(False)).limit(1)
-    return (await db.scalar(query)) is not None
+# -- leases ------------------------------------------------------------------------------
 
 
 async def requeue_expired(db: AsyncSession) -> int:
