@@ -20,7 +20,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,18 @@ SWEEP_ROUNDS = 10
 # spawned (see ``_pid_window``), if the kernel cannot have handed out every pid since:
 # that takes pid_max forks, and no machine forks faster than this.
 MAX_FORKS_PER_S = 100_000
+
+# A process caught in the middle of exec() shows an empty environment for a moment (the
+# kernel has installed its new memory but not yet written its arguments and environment
+# into it). A sweep that reads an empty one waits this long and looks again; a process
+# that still shows none after this many looks was started without one (``env -i``).
+# The wait doubles from EXEC_SETTLE_S up to 8 times it; a sweep waits at most
+# EXEC_SETTLE_WAITS times in all, however many such processes come and go.
+EXEC_SETTLE_S = 0.001
+EXEC_SETTLE_LOOKS = 4
+EXEC_SETTLE_WAITS = 8
+
+PF_KTHREAD = 0x00200000  # the kernel's flag for its own threads, in /proc/<pid>/stat
 
 
 @dataclass(slots=True)
@@ -129,13 +141,24 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
-def _marked_pids(marker: bytes, window: tuple[int, int] | None = None) -> Iterator[int]:
-    """Yield the pids whose initial environment holds exactly ``marker`` (``NAME=value``).
+@dataclass(slots=True)
+class Scan:
+    """What one look through ``/proc`` found: marked pids, and pids showing no environment."""
 
-    With a ``window`` (first, last), only pids in it are examined.
+    marked: list[int] = field(default_factory=list)
+    blank: list[int] = field(default_factory=list)
+
+
+def _scan_marked(marker: bytes, window: tuple[int, int] | None = None) -> Scan:
+    """Find the pids whose initial environment holds exactly ``marker`` (``NAME=value``).
+
+    With a ``window`` (first, last), only pids in it are examined. A live user process
+    whose environment reads empty goes into ``blank``: it may be in the middle of
+    exec(), and the caller should look at it again.
     """
     needle = b"\0" + marker + b"\0"
     me = os.getpid()
+    scan = Scan()
     with os.scandir("/proc") as entries:
         for entry in entries:
             if not entry.name.isdigit():
@@ -146,10 +169,25 @@ def _marked_pids(marker: bytes, window: tuple[int, int] | None = None) -> Iterat
             try:
                 with open(f"/proc/{pid}/environ", "rb") as fh:
                     environ = fh.read()
-            except OSError:  # gone, a zombie, or not ours: none of those is ours to kill
+            except OSError:  # gone, or not ours: neither is ours to kill
                 continue
-            if needle in b"\0" + environ + b"\0":
-                yield pid
+            if not environ:
+                if not _never_has_environment(pid):
+                    scan.blank.append(pid)
+            elif needle in b"\0" + environ + b"\0":
+                scan.marked.append(pid)
+    return scan
+
+
+def _never_has_environment(pid: int) -> bool:
+    """True for a kernel thread or a zombie (or a pid that is gone): none will show one."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        state, flags = fields[0], int(fields[6])
+    except (OSError, IndexError, ValueError):
+        return True
+    return state in (b"Z", b"X") or bool(flags & PF_KTHREAD)
 
 
 def _read_int(path: str) -> int | None:
@@ -187,18 +225,65 @@ def sweep(name: str, value: str, since: Child | None = None) -> int:
     session or a double fork does not change the environment a process inherited.
     ``since``: the process they all descend from, if it is known; a short-lived one
     lets the sweep skip the pids it cannot be their parent of (``_pid_window``).
+    It may pause a few milliseconds for a process caught inside exec(); in the event
+    loop, ``sweep_async`` waits those out without blocking it.
     """
-    marker = f"{name}={value}".encode()
-    killed = 0
-    for _ in range(SWEEP_ROUNDS):
-        found = list(_marked_pids(marker, _pid_window(since)))
-        if not found:
-            break
-        for pid in found:
+    sweeper = _Sweep(name, value, since)
+    while (pause := sweeper.step()) is not None:
+        time.sleep(pause)
+    return sweeper.killed
+
+
+async def sweep_async(name: str, value: str, since: Child | None = None) -> int:
+    """``sweep``, whose pauses for a process inside exec() let the event loop run."""
+    sweeper = _Sweep(name, value, since)
+    # Polling is the point here: nothing signals when another process leaves exec().
+    while (pause := sweeper.step()) is not None:  # noqa: ASYNC110
+        await asyncio.sleep(pause)
+    return sweeper.killed
+
+
+class _Sweep:
+    """The sweep, one look at a time, so that its pauses can be slept or awaited.
+
+    Kills what it finds and looks again, up to ``SWEEP_ROUNDS`` times. When it finds
+    nothing but a process shows no environment (``Scan.blank``), it pauses and looks
+    again, doubling the pause, up to ``EXEC_SETTLE_WAITS`` pauses in all.
+    """
+
+    def __init__(self, name: str, value: str, since: Child | None) -> None:
+        self.killed = 0
+        self._marker = f"{name}={value}".encode()
+        self._since = since
+        self._kill_rounds = 0
+        self._waits = 0
+        self._blank_looks: dict[int, int] = {}
+
+    def step(self) -> float | None:
+        """Look (and kill) until done (None) or until a pause is due (its length in s)."""
+        while self._kill_rounds < SWEEP_ROUNDS:
+            scan = _scan_marked(self._marker, _pid_window(self._since))
+            if scan.marked:
+                self._kill_rounds += 1
+                self._kill(scan.marked)
+                continue
+            for pid in scan.blank:
+                self._blank_looks[pid] = self._blank_looks.get(pid, 0) + 1
+            unsettled = any(self._blank_looks[pid] < EXEC_SETTLE_LOOKS for pid in scan.blank)
+            if not unsettled or self._waits >= EXEC_SETTLE_WAITS:
+                break
+            # One of them may be ours, between two programs: it shows its environment
+            # again as soon as it gets the CPU. Bounded, and only while one exists.
+            pause: float = EXEC_SETTLE_S * 2 ** min(self._waits, 3)
+            self._waits += 1
+            return pause
+        return None
+
+    def _kill(self, pids: list[int]) -> None:
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-                killed += 1
-    return killed
+                self.killed += 1
 
 
 def drain(fd: int, max_bytes: int = 1 << 20) -> bytes:

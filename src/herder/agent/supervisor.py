@@ -317,7 +317,7 @@ class Unit:
                 await self._terminate(child, exit_wait)
                 return
             uptime = time.monotonic() - self._started_mono
-            self._after_exit(child, code)
+            await self._after_exit(child, code)
             if not self._should_restart(code):
                 self._event(Event.FINISHED)
                 return
@@ -351,13 +351,17 @@ class Unit:
             self._reader.close()
             self._reader = None
 
-    def _after_exit(self, child: procs.Child, code: int) -> None:
+    async def _after_exit(self, child: procs.Child, code: int) -> None:
         """The main process ended: kill what it left, keep what it wrote, close pipes."""
         self.exit_code = code
         self.pid = None
         self._child = None
         procs.signal_group(child.pid, signal.SIGKILL)
-        procs.sweep(procs.UNIT_MARKER, self.unit_marker, since=child)
+        try:
+            await procs.sweep_async(procs.UNIT_MARKER, self.unit_marker, since=child)
+        except asyncio.CancelledError:  # cancelled in a pause: finish the sweep first
+            procs.sweep(procs.UNIT_MARKER, self.unit_marker, since=child)
+            raise
         if self._reader is not None:
             self._reader.drain_and_close()
             self._reader = None
@@ -396,7 +400,7 @@ class Unit:
             )
             procs.signal_group(child.pid, signal.SIGKILL)
             code = await exit_wait
-        self._after_exit(child, code)
+        await self._after_exit(child, code)
         self.output.note(f"stopped ({self._describe(code)})")
 
 
