@@ -54,12 +54,53 @@ def _manager() -> None:
             sizes.append(len(requests))
 
     writes.Writes._write_round = timed  # type: ignore[method-assign]
+    transactions: list[float] = []
+    in_transaction = writes.Writes._in_transaction
+
+    async def timed_transaction(self: writes.Writes, *args: object) -> object:
+        started = time.perf_counter()
+        try:
+            return await in_transaction(self, *args)  # type: ignore[arg-type]
+        finally:
+            transactions.append(time.perf_counter() - started)
+
+    writes.Writes._in_transaction = timed_transaction  # type: ignore[method-assign,assignment]
+    statements = _time_statements()
     atexit.register(
         lambda: _write(
             f"rounds {len(durations)}, {sum(sizes) / max(1, len(sizes)):.1f} requests each, "
-            f"p50 {_median_ms(durations):.1f} ms, busy {sum(durations):.1f} s"
+            f"p50 {_median_ms(durations):.1f} ms, busy {sum(durations):.1f} s; their transactions "
+            f"p50 {_median_ms(transactions):.1f} ms, busy {sum(transactions):.1f} s; statements:\n"
+            + _statements_summary(statements)
         )
     )
+
+
+def _time_statements() -> dict[str, list[float]]:
+    """Per SQL statement (its first words): how long each execution took, from the driver's
+    call to its answer; with an executemany counted once."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    timings: dict[str, list[float]] = {}
+
+    def before(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        conn.info["diag_started"] = time.perf_counter()  # type: ignore[attr-defined]
+
+    def after(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        started = conn.info.pop("diag_started", None)  # type: ignore[attr-defined]
+        if started is not None:
+            key = " ".join(statement.split())[:48]
+            timings.setdefault(key, []).append(time.perf_counter() - started)
+
+    event.listen(Engine, "before_cursor_execute", before)
+    event.listen(Engine, "after_cursor_execute", after)
+    return timings
+
+
+def _statements_summary(timings: dict[str, list[float]]) -> str:
+    rows = sorted(timings.items(), key=lambda kv: -sum(kv[1]))[:14]
+    return "\n".join(f"  {sum(v):6.2f} s  n {len(v):6d}  p50 {_median_ms(v):6.2f} ms  {k}" for k, v in rows)
 
 
 def _time_spawns() -> list[float]:
@@ -110,9 +151,9 @@ def _time_attempts() -> list[dict[str, float]]:
         spawned(self, child)  # type: ignore[arg-type]
         mark(_attempt_of(self), "spawned")
 
-    def on_exit(self: supervisor.Unit, child: object, code: int) -> None:
+    async def on_exit(self: supervisor.Unit, child: object, code: int) -> None:
         mark(_attempt_of(self), "exited")
-        after_exit(self, child, code)  # type: ignore[arg-type]
+        await after_exit(self, child, code)  # type: ignore[arg-type]
 
     async def on_report(self: worker.WorkerLink, method: str, args: list[object]) -> None:
         key = (int(args[0]), int(args[1]))  # type: ignore[call-overload]
