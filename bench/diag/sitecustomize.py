@@ -7,7 +7,9 @@ set, this one wraps a few functions of the real binaries with timers and, when t
 process exits, writes one line of medians to ``$HERDER_BENCH_DIAG/<role>.<pid>.txt``:
 
 * ``herder manager``: how long a round of writes takes, and how many requests it serves
-  (``Writes._write_round``);
+  (``Writes._write_round``); how much of it is its transaction (``Writes._in_transaction``);
+  and per SQL statement (its first words) the count, total and median time, from the driver's
+  call to its answer (SQLAlchemy's cursor events), the 14 costliest after the first line;
 * ``herder agent``: the spawn itself (``_posixsubprocess.fork_exec``), and per attempt the
   time from ``assign`` to the spawn, the process's life, and from its exit to the
   ``finished`` report sent.
