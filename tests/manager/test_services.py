@@ -160,6 +160,16 @@ async def test_the_math_service_registers_in_one_line_and_is_called_by_name(
             check=False,
         )
         assert [s["key"] for s in json.loads(listed.stdout)["services"]] == [MATH]
+        table = await asyncio.to_thread(
+            subprocess.run,
+            [HERDER, "services", "ls", "/alice", "--manager", manager.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert table.returncode == 0, table.stderr
+        assert table.stdout.splitlines()[1].startswith(MATH)
         await registration.close()
         async with httpx.AsyncClient(base_url=manager.url) as client:
             deadline = time.monotonic() + 10

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlencode
 
 import typer
+
+from herder.cli.process_cmds import _print, _request
+from herder.cli.task_cmds import DEFAULT_MANAGER_URL, Json, ManagerToken, ManagerUrl
 
 services = typer.Typer(
     name="services",
@@ -25,42 +27,17 @@ def list_services(
             help="A prefix of the key, general to specific: /alice, /alice/prod/math, .../>=1.2,<2"
         ),
     ] = "/*",
-    manager: Annotated[str, typer.Option(envvar="HERDER_MANAGER_URL", help="The manager's URL.")] = (
-        "http://127.0.0.1:8020"
-    ),
-    token_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--token-file",
-            envvar="HERDER_MANAGER_TOKEN_FILE",
-            exists=True,
-            dir_okay=False,
-            help="File with an access token for the manager.",
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="The manager's JSON document.")] = False,
+    manager: ManagerUrl = DEFAULT_MANAGER_URL,
+    token_file: ManagerToken = None,
+    as_json: Json = False,
 ) -> None:
     """The live services under QUERY (every user's with the default /*)."""
-    import httpx
-
-    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file else {}
-    try:
-        answer = httpx.get(f"{manager.rstrip('/')}/services", params={"query": query}, headers=headers)
-    except httpx.HTTPError as exc:
-        typer.echo(f"herder services: cannot reach the manager at {manager}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if answer.status_code != 200:
-        document = (
-            answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
-        )
-        typer.echo(f"herder services: {answer.status_code}: {document.get('message', answer.text)}", err=True)
-        raise typer.Exit(1)
-    found = answer.json()["services"]
+    document = _request("GET", f"{manager.rstrip('/')}/services?{urlencode({'query': query})}", token_file)
     if as_json:
-        typer.echo(json.dumps(answer.json(), indent=2))
+        _print(document)
         return
     typer.echo(f"{'KEY':<60} {'URL':<32} {'OWNER':<12} EXPIRES")
-    for entry in found:
+    for entry in document["services"]:
         expires = (
             "with its link"
             if entry["expires_at"] is None
