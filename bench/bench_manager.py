@@ -68,7 +68,7 @@ from urllib.parse import urlsplit
 
 import harness
 from daemons import http_get
-from harness import BENCH_DIR, REPO, VENV_BIN, Deadline, Figure, percentile
+from harness import BENCH_DIR, REPO, VENV_BIN, Deadline, Figure, cpu_seconds, machine_busy_seconds, percentile
 
 TASKS = 5000
 TASKS_QUICK = 1000
@@ -103,28 +103,6 @@ DB_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 # -- /proc --------------------------------------------------------------------------------
 
 
-def schedstat_seconds(pid: int, field: int = 0) -> float:
-    """A ``/proc/PID/task/*/schedstat`` field summed over every thread of ``pid``, in seconds
-    (0: time on a CPU; 1: time ready to run but waiting for one); gone: 0."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0.0
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-                total += int(fh.read().split()[field])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e9
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of every thread of ``pid`` so far; gone: 0."""
-    return schedstat_seconds(pid, 0)
-
-
 def children_cpu_seconds(pid: int) -> float:
     """CPU time of the children ``pid`` has waited for (``cutime + cstime``, in ticks)."""
     try:
@@ -133,14 +111,6 @@ def children_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU time all CPUs spent running programs so far (``/proc/stat``: user, nice, system, steal)."""
-    with open("/proc/stat") as fh:
-        fields = fh.readline().split()
-    user, nice, system, steal = (int(fields[i]) for i in (1, 2, 3, 8))
-    return (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def postgres_cpu() -> dict[int, float]:

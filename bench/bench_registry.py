@@ -56,16 +56,8 @@ from typing import Any
 from urllib.parse import quote
 
 import harness
-from bench_manager import (
-    Http,
-    ManagerProc,
-    compile_bytecode,
-    cpu_seconds,
-    machine_busy_seconds,
-    pin,
-    schedstat_seconds,
-)
-from harness import VENV_BIN, Figure, percentile
+from bench_manager import Http, ManagerProc, compile_bytecode, pin
+from harness import VENV_BIN, Figure, cpu_seconds, machine_busy_seconds, percentile, schedstat_seconds
 
 USERS = 10
 NAMES = 100  # per user

@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness import REPO, VENV_BIN, Deadline, Figure, median, percentile
+from harness import REPO, VENV_BIN, Deadline, Figure, cpu_seconds, machine_busy_seconds, median, percentile
 
 OPENS = 30
 OPENS_QUICK = 10
@@ -109,33 +109,6 @@ HOST_CODE = (
 
 
 # -- /proc --------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of every thread of ``pid`` so far (``/proc/PID/task/*/schedstat``, ns); gone: 0."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0.0
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-                total += int(fh.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e9
-
-
-def machine_busy_seconds() -> float:
-    """CPU time all CPUs spent running programs so far (``/proc/stat``: user, nice, system, steal).
-
-    Interrupt and softirq time are left out (the loopback traffic's own, charged to nobody).
-    """
-    with open("/proc/stat") as fh:
-        fields = fh.readline().split()
-    user, nice, system, steal = (int(fields[i]) for i in (1, 2, 3, 8))
-    return (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def cmdline(pid: int) -> bytes:
