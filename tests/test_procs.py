@@ -50,9 +50,11 @@ async def test_a_process_with_no_environment_is_looked_at_a_bounded_number_of_ti
     """``env -i`` gives a process no environment for good: the sweep must not wait on it
     forever, nor kill it (it carries no marker)."""
     stranger = subprocess.Popen(["env", "-i", "sleep", "100"], cwd=tmp_path)
+    tag = f"nobody-{os.getpid()}"  # no process carries it: the sweep looks at every pid
     try:
-        await poll(lambda: procs._scan_marked(b"X=y", (stranger.pid, stranger.pid)).blank == [stranger.pid])
-        sweeper = procs._Sweep("X", "y", since=None)
+        marker, window = f"{procs.UNIT_MARKER}={tag}".encode(), (stranger.pid, stranger.pid)
+        await poll(lambda: procs._scan_marked(marker, window).blank == [stranger.pid])
+        sweeper = procs._Sweep(procs.UNIT_MARKER, tag, since=None)
         pauses = 0
         while sweeper.step() is not None:
             pauses += 1

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from herder.agent import Agent
 from tests.conftest import AgentFactory
@@ -127,38 +128,30 @@ async def test_delete_leaves_no_descendant(agent: Agent, client: httpx.AsyncClie
     await wait_dead(pids, timeout_s=5)
 
 
+@pytest.mark.parametrize(
+    "leave",
+    [
+        "sleep 100 &",  # in the process's group: the group kill reaches it
+        # In a session of its own, out of the group's reach, left by a main process that
+        # lives milliseconds: the sweep that looks only at pids handed out since finds it.
+        "setsid sleep 100 &",
+    ],
+    ids=["in-its-group", "escaped"],
+)
 async def test_leftovers_are_killed_when_the_main_process_exits(
-    agent: Agent, client: httpx.AsyncClient, tmp_path: Path
+    agent: Agent, client: httpx.AsyncClient, tmp_path: Path, leave: str
 ) -> None:
-    pid_file = tmp_path / "bg.pid"
+    pid_file = tmp_path / "left.pid"
     # The main process leaves a background sleeper behind and exits 0.
     await create(
         client,
         "leaky.0",
-        ["/bin/sh", "-c", f"sleep 100 & echo $! > {pid_file}; exit 0"],
+        ["/bin/sh", "-c", f"{leave} echo $! > {pid_file}; exit 0"],
         restart="never",
     )
     unit = agent.supervisor.units["sup.leaky.0"]
     await wait_unit(unit, lambda u: u.state == "exited")
     await wait_dead([int(pid_file.read_text())], timeout_s=5)
-
-
-async def test_an_escaped_leftover_is_killed_when_a_short_main_process_exits(
-    agent: Agent, client: httpx.AsyncClient, tmp_path: Path
-) -> None:
-    """A sleeper in a session of its own (out of the group's reach) left by a main process
-    that lives milliseconds: the sweep that looks only at pids handed out since finds it."""
-    pid_file = tmp_path / "escaped.pid"
-    await create(
-        client,
-        "escaper.0",
-        ["/bin/sh", "-c", f"setsid sleep 100 & echo $! > {pid_file}; exit 0"],
-        restart="never",
-    )
-    unit = agent.supervisor.units["sup.escaper.0"]
-    await wait_unit(unit, lambda u: u.state == "exited")
-    pid = int(pid_file.read_text())
-    await wait_dead([pid], timeout_s=5)
 
 
 async def test_many_processes_are_independent(agent: Agent, client: httpx.AsyncClient) -> None:
