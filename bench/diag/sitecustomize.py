@@ -14,6 +14,10 @@ process exits, writes one line of medians to ``$HERDER_BENCH_DIAG/<role>.<pid>.t
   time from ``assign`` to the spawn, the process's life, and from its exit to the
   ``finished`` report sent.
 
+With ``HERDER_BENCH_PROFILE`` set to a directory instead (or as well), each manager and
+agent runs under cProfile and writes ``<role>.<pid>.prof`` there when it exits; read one
+with ``python -m pstats FILE`` (``sort tottime``, ``stats 30``).
+
 It measures the figures quoted in bench/README.md §Issue 6 ("why it stops there"); the
 benchmark's own figures are taken without it.
 """
@@ -190,6 +194,23 @@ def _agent() -> None:
     atexit.register(summary)
 
 
+def _profile(directory: str) -> None:
+    import cProfile
+
+    profile = cProfile.Profile()
+    profile.enable()
+
+    def dump() -> None:
+        profile.disable()
+        os.makedirs(directory, exist_ok=True)
+        profile.dump_stats(os.path.join(directory, f"{ROLE}.{os.getpid()}.prof"))
+
+    atexit.register(dump)
+
+
+PROFILE = os.environ.get("HERDER_BENCH_PROFILE")
+if PROFILE and ROLE in ("manager", "agent"):
+    _profile(PROFILE)
 if OUT:
     if ROLE == "manager":
         _manager()
