@@ -1,0 +1,1 @@
+"""Regression tests of issue #12: one module per finding, named after it."""
