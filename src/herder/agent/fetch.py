@@ -1,8 +1,9 @@
 """Fetching source archives: ``http(s)://`` and ``file://``, cached by content.
 
-Downloads are not a way into the network behind the agent. Before connecting, the
-host name is resolved and every address is checked: link-local and cloud-metadata
-addresses are refused unless allowed, then the configured deny list applies, and a
+Downloads are not a way into the network behind the agent (``herder.egress``: the same
+policy and resolver as the manager's proxy). Before connecting, the host name is
+resolved and every address is checked: link-local and cloud-metadata addresses are
+refused unless allowed, then the configured deny list applies, and a
 non-empty allow list must match. The connection then goes to the address that was
 checked (the name is sent as ``Host`` and as TLS SNI), so a DNS answer that changes
 between check and connect gains nothing. Redirects are followed by hand, each hop
@@ -17,11 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import json
 import logging
 import os
-import socket
 import tempfile
 import time
 import urllib.parse
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from herder import egress
 from herder.agent.config import FetchConfig
 from herder.agent.errors import FetchError
 
@@ -41,13 +41,10 @@ ALLOWED_SCHEMES = ("http", "https", "file")
 # A URL's archive is reused this long before it is downloaded again. Ten nodes created
 # together share one download; a new release at the same URL is seen after this.
 URL_CACHE_TTL_S = 300.0
-# Addresses that are metadata services on the big clouds, beyond 169.254.0.0/16.
-METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200", "192.0.0.192")
-)
+METADATA_ADDRESSES = egress.METADATA_ADDRESSES
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPAddress = egress.IPAddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,62 +57,36 @@ class Fetched:
 
 
 class AddressPolicy:
-    """Decides whether a host and its resolved addresses may be fetched from."""
+    """Decides whether a host and its resolved addresses may be fetched from: the shared
+    ``herder.egress.Policy`` with the agent's ``[fetch]`` settings."""
 
     def __init__(self, config: FetchConfig) -> None:
-        self._allow_link_local = config.allow_link_local
-        self._deny_names, self._deny_nets = _split(config.deny_hosts)
-        self._allow_names, self._allow_nets = _split(config.allow_hosts)
-        self._has_allow = bool(config.allow_hosts)
+        link_local = "a link-local or cloud-metadata address (set fetch.allow_link_local to allow)"
+        refused = {"unspecified", "multicast"}
+        if not config.allow_link_local:
+            refused |= {"link-local", "cloud-metadata"}
+        self._policy = egress.Policy(
+            refused=frozenset(refused),
+            deny=egress.HostList.parse(config.deny_hosts),
+            allow_only=egress.HostList.parse(config.allow_hosts),
+            deny_setting="fetch.deny_hosts",
+            allow_setting="fetch.allow_hosts",
+            describe={"link-local": link_local, "cloud-metadata": link_local},
+        )
 
     def check(self, host: str, address: IPAddress) -> None:
         """Raise FetchError if ``host`` at ``address`` is refused."""
-        host = host.lower().rstrip(".")  # "evil.example." is the same name as "evil.example"
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if not self._allow_link_local and (address.is_link_local or address in METADATA_ADDRESSES):
-            raise FetchError(
-                f"download refused: {host} resolves to {address}, a link-local or "
-                "cloud-metadata address (set fetch.allow_link_local to allow)"
-            )
-        if address.is_multicast or address.is_unspecified:
-            raise FetchError(f"download refused: {host} resolves to {address}")
-        if host in self._deny_names or any(address in net for net in self._deny_nets):
-            raise FetchError(f"download refused: {host} ({address}) is in fetch.deny_hosts")
-        if self._has_allow and not (
-            host in self._allow_names or any(address in net for net in self._allow_nets)
-        ):
-            raise FetchError(f"download refused: {host} ({address}) is not in fetch.allow_hosts")
-
-
-def _split(
-    entries: list[str],
-) -> tuple[set[str], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
-    names = {e.rstrip(".") for e in entries if "/" not in e}
-    nets = [ipaddress.ip_network(e, strict=False) for e in entries if "/" in e]
-    # A bare address in the list is a one-address network too.
-    for name in list(names):
-        try:
-            nets.append(ipaddress.ip_network(name))
-        except ValueError:
-            continue
-    return names, nets
+        reason = self._policy.refusal(host.lower().rstrip("."), address)
+        if reason is not None:
+            raise FetchError(f"download refused: {reason}")
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
     """All addresses of ``host`` (a literal address resolves to itself)."""
     try:
-        return [ipaddress.ip_address(host.strip("[]"))]
-    except ValueError:
-        pass
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except UnicodeError as exc:
-        raise FetchError(f"download failed: {host!r} is not a valid host name") from exc
-    except socket.gaierror as exc:
-        raise FetchError(f"download failed: cannot resolve {host}: {exc.strerror}", transient=True) from exc
-    return [ipaddress.ip_address(info[4][0]) for info in infos]
+        return await egress.resolve(host, port)
+    except egress.ResolveError as exc:
+        raise FetchError(f"download failed: {exc}", transient=exc.transient) from exc
 
 
 class Fetcher:
@@ -267,9 +238,7 @@ class Fetcher:
         addresses = await resolve(host, port)
         for address in addresses:
             self._policy.check(host, address)
-        address = addresses[0]
-        literal = f"[{address}]" if address.version == 6 else str(address)
-        netloc = f"{literal}:{port}"
+        netloc = f"{egress.literal(addresses[0])}:{port}"
         pinned = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
         host_header = parts.netloc.rsplit("@", 1)[-1]
         return client.build_request(
