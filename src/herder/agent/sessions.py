@@ -58,6 +58,8 @@ EVENT_METHOD = "session.event"
 # Ended sessions remembered so that a late resume learns why it failed.
 ENDED_KEPT = 1000
 REAP_TICK_S = 1.0
+# At the agent's stop, how long past close_grace_s a session may take to end.
+SHUTDOWN_SLACK_S = 5.0
 SESSION_ID_BYTES = 8
 CHANNEL_BUFFER_BYTES = 4 * 1024 * 1024
 # What a host process inherits of the agent's environment: enough to run Python and
@@ -99,6 +101,7 @@ class Session:
         self.ended_reason: str | None = None
         self.ended = asyncio.Event()
         self.pump_task: asyncio.Task[None] | None = None
+        self.ender: asyncio.Task[None] | None = None  # ending it (SessionManager.end)
         self._config = config
         self._events: collections.deque[dict[str, Any]] = collections.deque()
         self._dropped = 0
@@ -209,12 +212,24 @@ class SessionManager:
             now = time.monotonic()
             for session in [s for s in self.sessions.values() if s.state == "open" and s.expired(now)]:
                 waited = f"{session.wait_s:g} s"
-                self._spawn(self.end(session, f"no client came back within {waited}"))
+                self._ender(session, f"no client came back within {waited}", True)
 
     async def shutdown(self) -> None:
-        """End every session gracefully (the agent is stopping)."""
+        """End every session gracefully (the agent is stopping), within a bound.
+
+        A session gets ``close_grace_s`` and some slack (``SHUTDOWN_SLACK_S``) to end, however
+        it got there (a close already under way is waited for, not restarted); past that its
+        end is cut short, which kills what it left and marks it ended: no session holds the
+        agent's stop.
+        """
         self._closing = True
-        await asyncio.gather(*(self.end(s, "the agent stopped") for s in list(self.sessions.values())))
+        enders = [self._ender(s, "the agent stopped", True) for s in list(self.sessions.values())]
+        if enders:
+            _, late = await asyncio.wait(enders, timeout=self._config.close_grace_s + SHUTDOWN_SLACK_S)
+            for task in late:
+                log.warning("%s: still under way at the agent's stop; cut short", task.get_name())
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -249,8 +264,8 @@ class SessionManager:
             session.description = await session.host.peer.call("describe", target=SESSION_TARGET)
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, SessionError) else f"the host did not start: {exc!r}"
-            # Its own task: this one may be cancelled (the client left while it opened).
-            await asyncio.shield(self._spawn(self.end(session, reason, graceful=False)))
+            # The end is the manager's task: this one may be cancelled (the client left while it opened).
+            await self.end(session, reason, graceful=False)
             with contextlib.suppress(OSError):
                 root.rmdir()  # nothing was ever done in it
             raise
@@ -278,6 +293,8 @@ class SessionManager:
     def detach(self, session_id: str, client: Peer) -> dict[str, Any]:
         """The client leaves on purpose: the session waits ``idle_timeout_s`` for a resume."""
         session = self._owned(session_id, client)
+        if session.state != "open":
+            raise self._gone(session_id)
         session.detach(self._config.idle_timeout_s)
         return session.document()
 
@@ -341,7 +358,8 @@ class SessionManager:
 
     def _owned(self, session_id: str, client: Peer) -> Session:
         session = self.sessions.get(session_id) if isinstance(session_id, str) else None
-        if session is None:
+        if session is None or (session.state != "open" and session.client is not client):
+            # Not open and not this connection's: say what resume_session says (it is ending).
             raise self._gone(session_id)
         if session.client is not client:
             raise SessionError(
@@ -351,6 +369,11 @@ class SessionManager:
         return session
 
     def _gone(self, session_id: Any) -> SessionError:
+        ending = self.sessions.get(session_id) if isinstance(session_id, str) else None
+        if ending is not None and ending.state in ("closing", "ended"):
+            return SessionError(
+                ErrorCode.UNKNOWN_TARGET, f"session {session_id} is ending: {ending.ended_reason}"
+            )
         reason = self._ended.get(session_id) if isinstance(session_id, str) else None
         if reason is not None:
             return SessionError(ErrorCode.UNKNOWN_TARGET, f"session {session_id} has ended: {reason}")
@@ -510,32 +533,64 @@ class SessionManager:
             code = host.exited.result() if host.exited.done() else None
             how = f"exit code {code}" if code is not None else "its channel closed"
             log.warning("session %s: host process %d crashed (%s)", session.id, host.pid, how)
-            self._spawn(self.end(session, f"its host process crashed ({how})", graceful=False))
+            self._ender(session, f"its host process crashed ({how})", False)
 
     async def end(self, session: Session, reason: str, *, graceful: bool = True) -> None:
-        """End ``session``: close its host (gracefully if asked), kill what is left, tell its client."""
-        if session.state in ("closing", "ended"):
-            await session.ended.wait()  # another ender is at work
-            return
+        """End ``session`` and wait for it: close its host (gracefully if asked), kill what is left.
+
+        The work runs in a task of the manager's, shared by every caller, and not in the
+        caller's: a caller that goes away (the client that asked for the close dropped its
+        connection, or cancelled its call) leaves the end to finish; a second ender waits
+        for the first. Before, a cancelled close left the session ``closing`` for ever.
+        """
+        await asyncio.shield(self._ender(session, reason, graceful))
+
+    def _ender(self, session: Session, reason: str, graceful: bool) -> asyncio.Task[None]:
+        """The task that ends ``session``: the first ender's reason wins."""
+        if session.ender is None:
+            session.ender = asyncio.get_running_loop().create_task(
+                self._end(session, reason, graceful), name=f"end-session-{session.id}"
+            )
+            session.ender.add_done_callback(_log_failure)
+        return session.ender
+
+    async def _end(self, session: Session, reason: str, graceful: bool) -> None:
         session.state = "closing"
         session.ended_reason = reason
         host = session.host
         grace = self._config.close_grace_s
-        if host is not None:
-            if graceful and not host.exited.done():
-                with contextlib.suppress(Exception):
-                    await host.peer.call("close", target=SESSION_TARGET, timeout=grace)
-            await host.peer.close(reason)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(host.exited), grace if graceful else 0.5)
-            procs.signal_group(host.pid, signal.SIGKILL)
-            await asyncio.to_thread(procs.sweep, procs.UNIT_MARKER, self._marker(session))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(host.exited), grace + 5)
-        if session.client is not None:  # the host's last events (exits...) go out first
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(session.idle.wait(), grace)
-        client = session.client
+        finished = False
+        try:
+            if host is not None:
+                if graceful and not host.exited.done():
+                    with contextlib.suppress(Exception):
+                        await host.peer.call("close", target=SESSION_TARGET, timeout=grace)
+                await host.peer.close(reason)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(host.exited), grace if graceful else 0.5)
+                procs.signal_group(host.pid, signal.SIGKILL)
+                await asyncio.to_thread(procs.sweep, procs.UNIT_MARKER, self._marker(session))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(host.exited), grace + 5)
+            if session.client is not None:  # the host's last events (exits...) go out first
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(session.idle.wait(), grace)
+            finished = True
+        finally:
+            if not finished and host is not None:
+                # Cut short (the agent's stop ran out of time, or something failed):
+                # nothing the session started may outlive it all the same.
+                procs.signal_group(host.pid, signal.SIGKILL)
+                procs.sweep(procs.UNIT_MARKER, self._marker(session))
+            client = session.client
+            self._mark_ended(session, reason)
+        if client is not None:
+            ended = {"session": session.id, "seq": None, "kind": "session.ended", "data": {"reason": reason}}
+            with contextlib.suppress(ConnectionLost, TimeoutError):  # a stalled client holds nothing
+                await asyncio.wait_for(client.notify(EVENT_METHOD, ended), grace)
+        log.info("session %s ended: %s", session.id, reason)
+
+    def _mark_ended(self, session: Session, reason: str) -> None:
         session.state = "ended"
         session.ended.set()
         if session.pump_task is not None:
@@ -544,11 +599,11 @@ class SessionManager:
         self._ended[session.id] = reason
         while len(self._ended) > ENDED_KEPT:
             self._ended.popitem(last=False)
-        if client is not None:
-            ended = {"session": session.id, "seq": None, "kind": "session.ended", "data": {"reason": reason}}
-            with contextlib.suppress(ConnectionLost):
-                await client.notify(EVENT_METHOD, ended)
-        log.info("session %s ended: %s", session.id, reason)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("ending a session failed", exc_info=task.exception())
 
 
 def _relayable(value: Any) -> Any:
