@@ -27,6 +27,18 @@ from tests.manager.conftest import ManagerFactory
 MATH = "/alice/prod/math/1.2.0/eu/host-1/math-1"
 
 
+# The services here listen on (or name) loopback. The proxy refuses loopback targets by
+# default, at registration too (#12 §1): this manager allows it explicitly, as an admin of
+# a single host would.
+LOOPBACK_ALLOWED: dict[str, Any] = {"proxy_allow_networks": ["127.0.0.0/8", "::1/128"]}
+
+
+@pytest.fixture
+async def manager(make_manager: ManagerFactory) -> AsyncIterator[Manager]:
+    async with make_manager(**LOOPBACK_ALLOWED) as running:
+        yield running
+
+
 def rpc_url(manager: Manager) -> str:
     return manager.url.replace("http://", "ws://") + "/rpc"
 
@@ -100,7 +112,7 @@ async def test_with_keys_users_register_only_under_their_own_name(
     make_manager: ManagerFactory, tmp_path: Path
 ) -> None:
     init_keys(tmp_path / "manager")
-    async with make_manager() as manager:
+    async with make_manager(**LOOPBACK_ALLOWED) as manager:
         assert manager.runtime is not None
         assert manager.authority is not None
         async with manager.runtime.transaction() as db:
@@ -310,7 +322,7 @@ async def test_a_service_with_a_key_registers_and_is_dialed_with_one(
     make_manager: ManagerFactory, tmp_path: Path
 ) -> None:
     init_keys(tmp_path / "manager")
-    async with make_manager() as manager, math_service("0.1.0") as svc:
+    async with make_manager(**LOOPBACK_ALLOWED) as manager, math_service("0.1.0") as svc:
         assert manager.runtime is not None
         assert manager.authority is not None
         async with manager.runtime.transaction() as db:

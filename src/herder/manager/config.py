@@ -6,9 +6,10 @@ Durations carry their unit in their name. The database is SQLite in the data dir
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from herder.net import is_loopback_host
 
@@ -32,6 +33,26 @@ class ManagerConfig(BaseModel):
     max_attempts: int = Field(3, ge=1, description="runs of one piece of work before its task fails")
     log_max_bytes: int = Field(1024 * 1024, gt=0, description="output kept per piece of work")
     token_ttl_s: int = Field(3600, ge=1, le=86400, description="life of an access token bought with a key")
+    proxy_allow_networks: list[str] = Field(
+        default_factory=list,
+        description="networks (CIDR) the proxy may reach for anyone's registration, though "
+        "loopback or link-local (refused by default); never the manager's own address",
+    )
+    proxy_admin_networks: list[str] = Field(
+        default_factory=list,
+        description="networks (CIDR) the proxy may reach for services an admin key registered "
+        "(or anyone, without keys); herder up allows loopback so",
+    )
+
+    @field_validator("proxy_allow_networks", "proxy_admin_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not a network (CIDR, e.g. 10.0.0.0/8)") from None
+        return value
 
     @property
     def offline_after_s(self) -> float:

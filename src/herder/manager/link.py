@@ -82,7 +82,7 @@ class Links:
             self.service.registry.add(Method.of(func, name=name))
         from herder.manager.services import Services
 
-        self.services = Services(runtime.authority is not None)
+        self.services = Services(runtime.authority is not None, runtime.targets)
         for method in self.services.methods():
             self.service.registry.add(method)
         runtime.writes.dispatch_to = lambda: list(self.peers)

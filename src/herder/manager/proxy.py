@@ -2,29 +2,45 @@
 
 HTTP requests and WebSockets under ``/proxy/<id>/`` go to the service the registry knows
 by that id, at the registered URL's scheme, host and port, with the rest of the path
-and the query string. The manager's own credentials stay here: ``Authorization`` (the
-caller's token for the manager) and cookies are not forwarded; hop-by-hop headers are
-dropped and ``X-Forwarded-For``, ``-Host`` and ``-Proto`` are set, as the agent's router
-does. A registered URL that points at a link-local or unspecified address (cloud
-metadata services live there) is never proxied.
+and the query string.
+
+* **Where**: ``herder.manager.targets`` resolves the registered host once, checks every
+  address (loopback, link-local, the manager's own address ... are refused unless an
+  admin allowed their network) and the connection goes to the checked address, with the
+  registered name as ``Host`` and TLS SNI. Decided at every request, not only at
+  registration: a name's DNS answer may change. A refusal is 403 ``forbidden_target``.
+* **What is sent**: the caller's headers, less the manager's own credentials
+  (``Authorization``, cookies), hop-by-hop headers and whatever the caller claimed about
+  forwarding; ``Host`` is the registered URL's authority (never the manager's, which
+  could make the target believe it is spoken to locally); ``Forwarded`` (RFC 7239) and
+  ``X-Forwarded-For``, ``-Host``, ``-Proto`` name the caller and the manager.
+* **Audit**: every request (HTTP or WebSocket, forwarded or refused) is one line on the
+  ``herder.manager.audit`` logger: who (the token's principal), which service, method,
+  path, status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import urllib.parse
+import logging
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response, StreamingResponse
 
+from herder import egress
 from herder.apierrors import ApiError, error_response
+from herder.manager.targets import Pinned, TargetRefused
+from herder.principals import principal_of
 
 if TYPE_CHECKING:
     from herder.manager.server import ManagerRuntime
+    from herder.registry.index import Registration
+
+audit = logging.getLogger("herder.manager.audit")
 
 HOP_BY_HOP = frozenset(
     {
@@ -32,6 +48,7 @@ HOP_BY_HOP = frozenset(
         "keep-alive",
         "proxy-authenticate",
         "proxy-authorization",
+        "proxy-connection",
         "te",
         "trailer",
         "transfer-encoding",
@@ -40,40 +57,81 @@ HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
-NOT_FORWARDED = frozenset({"authorization", "cookie"})  # the manager's, not the service's
+NOT_FORWARDED = frozenset({"authorization", "cookie", "forwarded"})  # the manager's, or claims
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 PROXY_TIMEOUT_S = 60.0
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
-def _target(runtime: ManagerRuntime, service_id: str, rest: str, query: str, websocket: bool) -> str:
-    """The URL to forward to, or an ``ApiError`` (404 unknown service, 502 refused target)."""
+async def _pin(runtime: ManagerRuntime, service_id: str) -> tuple[Registration, Pinned]:
+    """The registration and its checked address, or an ``ApiError`` (404 unknown service,
+    403 refused target, 502 a name that does not resolve)."""
     registration = runtime.links.services.index.get(service_id)
     if registration is None:
         raise ApiError(404, "not_found", f"no live service with id {service_id!r}", "id")
-    parts = urllib.parse.urlsplit(registration.url)
-    host = parts.hostname or ""
-    with contextlib.suppress(ValueError):
-        address = ipaddress.ip_address(host)
-        if address.is_link_local or address.is_unspecified or address.is_multicast:
-            raise ApiError(502, "bad_gateway", f"the service's address {host} is not proxied", "id")
-    secure = parts.scheme in ("https", "wss")
-    scheme = ("wss" if secure else "ws") if websocket else ("https" if secure else "http")
-    url = f"{scheme}://{parts.netloc}/{rest}"
-    return f"{url}?{query}" if query else url
+    try:
+        return registration, await runtime.targets.pin(registration.url, registration.owner_role)
+    except TargetRefused as exc:
+        raise ApiError(403, "forbidden_target", str(exc), "id") from None
+    except egress.ResolveError as exc:
+        raise ApiError(502, "bad_gateway", f"the service's address: {exc}", "id") from None
 
 
-def _forwarded_headers(headers: Any, client: Any, host: str, proto: str) -> dict[str, str]:
+def _node(address: str) -> str:
+    """An address as a ``Forwarded`` node: IPv6 in brackets and quotes (RFC 7239 §6)."""
+    return f'"[{address}]"' if ":" in address else address
+
+
+def _value(text: str) -> str:
+    """A ``Forwarded`` parameter's value: a token as it is, anything else quoted."""
+    if _TOKEN.match(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _forwarded_headers(scope: Any, headers: Any, pinned: Pinned, proto: str) -> dict[str, str]:
+    """What goes upstream: the caller's end-to-end headers and who asked, through whom."""
     out = {
         k: v
         for k, v in headers.items()
         if k.lower() not in HOP_BY_HOP | NOT_FORWARDED
         and not k.lower().startswith(("sec-websocket", "x-forwarded-"))
     }
-    if client is not None:
-        out["X-Forwarded-For"] = client.host
+    host = headers.get("host", "")
+    client = scope.get("client")
+    server = scope.get("server")
+    parts = []
+    if client:
+        parts.append(f"for={_node(client[0])}")
+        out["X-Forwarded-For"] = client[0]
+    if server:
+        parts.append(f"by={_node(server[0])}")
+    if host:
+        parts.append(f"host={_value(host)}")
+    parts.append(f"proto={proto}")
+    out["Forwarded"] = ";".join(parts)
     out["X-Forwarded-Host"] = host
     out["X-Forwarded-Proto"] = proto
+    out["Host"] = pinned.authority
     return out
+
+
+def _audit(scope: Any, service_id: str, registration: Registration | None, method: str, status: int) -> None:
+    who, role = principal_of(scope)
+    client = scope.get("client")
+    path = "/" + scope.get("path_params", {}).get("path", "")
+    query = scope.get("query_string", b"").decode("latin-1")
+    audit.info(
+        "proxy who=%s role=%s service=%s key=%s method=%s path=%s status=%d client=%s",
+        who or "-",
+        role or "-",
+        service_id,
+        registration.key if registration is not None else "-",
+        method,
+        f"{path}?{query}" if query else path,
+        status,
+        client[0] if client else "-",
+    )
 
 
 def install(app: FastAPI, runtime: ManagerRuntime) -> None:
@@ -84,24 +142,25 @@ def install(app: FastAPI, runtime: ManagerRuntime) -> None:
         import httpx
 
         if "http" not in clients:
-            clients["http"] = httpx.AsyncClient(timeout=PROXY_TIMEOUT_S, follow_redirects=False)
+            clients["http"] = httpx.AsyncClient(
+                timeout=PROXY_TIMEOUT_S, follow_redirects=False, trust_env=False
+            )
         return clients["http"]
 
     @app.api_route("/proxy/{id}/{path:path}", methods=METHODS, summary="A registered service, by its id")
     async def proxy_http(request: Request) -> Response:
-        import httpx
-
-        url = _target(
-            runtime, request.path_params["id"], request.path_params["path"], request.url.query, False
-        )
-        headers = _forwarded_headers(
-            request.headers, request.client, request.headers.get("host", ""), request.url.scheme
-        )
-        outgoing = client().build_request(request.method, url, headers=headers, content=request.stream())
+        service_id = request.path_params["id"]
+        registration: Registration | None = None
+        status = 500
         try:
-            answer = await client().send(outgoing, stream=True)
-        except httpx.HTTPError as exc:
-            raise ApiError(502, "bad_gateway", f"the service did not answer: {exc}", "id") from None
+            registration, pinned = await _pin(runtime, service_id)
+            answer = await _send(client(), request, pinned)
+            status = answer.status_code
+        except ApiError as exc:
+            status = exc.status
+            raise
+        finally:
+            _audit(request.scope, service_id, registration, request.method, status)
 
         async def body() -> AsyncIterator[bytes]:
             try:
@@ -115,21 +174,16 @@ def install(app: FastAPI, runtime: ManagerRuntime) -> None:
 
     @app.websocket("/proxy/{id}/{path:path}")
     async def proxy_websocket(ws: WebSocket) -> None:
-        import websockets
-
+        service_id = ws.path_params["id"]
+        registration: Registration | None = None
         try:
-            url = _target(runtime, ws.path_params["id"], ws.path_params["path"], ws.url.query, True)
+            registration, pinned = await _pin(runtime, service_id)
+            upstream = await _dial(ws, pinned)
         except ApiError as exc:
+            _audit(ws.scope, service_id, registration, "WEBSOCKET", exc.status)
             await ws.send_denial_response(error_response(exc.status, exc.code, str(exc), exc.field))
             return
-        headers = _forwarded_headers(ws.headers, ws.client, ws.headers.get("host", ""), "ws")
-        try:
-            upstream = await websockets.connect(url, additional_headers=headers, compression=None)
-        except (OSError, websockets.InvalidHandshake) as exc:
-            await ws.send_denial_response(
-                error_response(502, "bad_gateway", f"the service refused: {exc}", "id")
-            )
-            return
+        _audit(ws.scope, service_id, registration, "WEBSOCKET", 101)
         await ws.accept()
         await _relay(ws, upstream)
 
@@ -138,6 +192,46 @@ def install(app: FastAPI, runtime: ManagerRuntime) -> None:
             await clients.pop("http").aclose()
 
     runtime.on_stop.append(close_clients)
+
+
+async def _send(http: Any, request: Request, pinned: Pinned) -> Any:
+    """Send the request to the checked address; the answer, streamed. 502 if it fails."""
+    import httpx
+
+    url = pinned.url("http", request.path_params["path"], request.url.query)
+    headers = _forwarded_headers(request.scope, request.headers, pinned, request.url.scheme)
+    extensions = {"sni_hostname": pinned.host} if pinned.secure else {}
+    outgoing = http.build_request(
+        request.method, url, headers=headers, content=request.stream(), extensions=extensions
+    )
+    try:
+        return await http.send(outgoing, stream=True)
+    except httpx.HTTPError as exc:
+        raise ApiError(502, "bad_gateway", f"the service did not answer: {exc}", "id") from None
+
+
+async def _dial(ws: WebSocket, pinned: Pinned) -> Any:
+    """Open the upstream WebSocket at the checked address (the URL keeps the registered name,
+    for ``Host`` and TLS). 502 if it fails."""
+    import websockets
+
+    url = pinned.named_url("ws", ws.path_params["path"], ws.url.query)
+    headers = _forwarded_headers(ws.scope, ws.headers, pinned, "wss" if ws.url.scheme == "wss" else "ws")
+    headers.pop("Host")  # the client writes it from the URL: the registered authority
+    options: dict[str, Any] = {"host": str(pinned.address), "port": pinned.port}
+    if pinned.secure:
+        options["server_hostname"] = pinned.host
+    try:
+        return await websockets.connect(
+            url,
+            additional_headers=headers,
+            compression=None,
+            open_timeout=PROXY_TIMEOUT_S,
+            proxy=None,  # no proxy from the environment: the connection goes to the checked address
+            **options,
+        )
+    except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        raise ApiError(502, "bad_gateway", f"the service refused: {exc}", "id") from None
 
 
 async def _relay(ws: WebSocket, upstream: Any) -> None:

@@ -51,6 +51,7 @@ class ManagerRuntime:
 
     def __init__(self, config: ManagerConfig, engine: Any, authority: Authority | None = None) -> None:
         from herder.manager.link import Links
+        from herder.manager.targets import Targets
         from herder.manager.writes import Writes
 
         self.config = config
@@ -65,6 +66,7 @@ class ManagerRuntime:
             database.create_round_engine(config.database_url()),
         )
         self.started = asyncio.Event()
+        self.targets = Targets(config)  # what the proxy reaches (and registrations may name)
         self.links = Links(self)
 
     @contextlib.asynccontextmanager
@@ -294,6 +296,7 @@ class Manager:
             self._sock = listen_socket(cfg.host, cfg.port)
         except OSError as exc:
             raise ManagerError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
+        self.runtime.targets.listen(*self._sock.getsockname()[:2])
         self._main = asyncio.create_task(self._run(), name="herder-manager")
         started = asyncio.ensure_future(self.runtime.started.wait())
         await asyncio.wait({started, self._main}, return_when=asyncio.FIRST_COMPLETED)
@@ -317,6 +320,9 @@ class Manager:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_HTTP_SHUTDOWN_S,
+            # The peer is who connected: a client's X-Forwarded-For must not rename it (the
+            # proxy's Forwarded headers and the audit log name the real one).
+            proxy_headers=False,
         )
         self._server = uvicorn.Server(config)
         self._server.capture_signals = contextlib.nullcontext  # the owner decides about signals

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from herder.manager.targets import Targets
 from herder.registry.index import Event, Index, Registration, Watch
 from herder.registry.names import BadName, Query, ServiceKey
 from herder.rpc.handlers import Method
@@ -60,9 +61,10 @@ def registration_document(reg: Registration) -> dict[str, Any]:
 class Services:
     """The registry of one manager: its index, its sweeper, and the link methods."""
 
-    def __init__(self, auth_on: bool) -> None:
+    def __init__(self, auth_on: bool, targets: Targets | None = None) -> None:
         self.index = Index()
         self._auth_on = auth_on
+        self._targets = targets  # what the proxy will reach, checked at registration too
         self._by_peer: dict[int, set[str]] = {}
         self._changed = asyncio.Event()
 
@@ -88,6 +90,8 @@ class Services:
             raise PermissionError(f"{who!r} may register only under /{who}/..., not {key!r}")
         if not isinstance(url, str) or not url.startswith(("http://", "https://", "ws://", "wss://")):
             raise ValueError(f"url must be an http(s) or ws(s) URL, not {url!r}")
+        if self._targets is not None:  # the owner learns now what the proxy would refuse
+            await self._targets.check_registration(url, role if self._auth_on else None)
         if not 0 <= ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttl_s must be from 0 (the link keeps it) to {MAX_TTL_S:g}, not {ttl_s!r}")
         document = dict(metadata or {})
@@ -101,6 +105,7 @@ class Services:
             key=service_key,
             url=url,
             owner=who or "anonymous",
+            owner_role=role if self._auth_on else None,
             registered_at=now,
             expires_at=math.inf if ttl_s == 0 else now + ttl_s,
             metadata=document,

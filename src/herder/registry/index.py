@@ -58,6 +58,9 @@ class Registration:
     registered_at: float
     expires_at: float = math.inf
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The owner's role when it registered ("user", "admin"; None without keys): what the
+    # manager's proxy may reach for it depends on it.
+    owner_role: str | None = None
 
     @property
     def id(self) -> str:
