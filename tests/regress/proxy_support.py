@@ -54,7 +54,8 @@ def bearer(token: str) -> dict[str, str]:
 async def keyed(make_manager: ManagerFactory, tmp_path: Path, **config: Any) -> AsyncIterator[Keyed]:
     init_keys(tmp_path / "manager")
     async with make_manager(**config) as manager:
-        assert manager.runtime is not None and manager.authority is not None
+        assert manager.runtime is not None
+        assert manager.authority is not None
         async with manager.runtime.transaction() as db:
             bob = await manager.authority.issue_key(db, "bob", "user")
             root = await manager.authority.issue_key(db, "root", "admin")

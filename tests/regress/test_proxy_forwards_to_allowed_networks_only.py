@@ -11,6 +11,7 @@ forwards to itself would loop.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ import websockets
 
 from herder.rpc.client import connect
 from herder.rpc.errors import RemoteError
+from tests.helpers import HERDER
 from tests.manager.conftest import ManagerFactory
 from tests.regress.proxy_support import LOOPBACK, bearer, keyed, recording_server
 
@@ -44,13 +46,15 @@ async def test_an_allowed_network_is_proxied_with_forwarded_headers_and_no_crede
         got = {k.lower(): v for k, v in seen[-1]["headers"].items()}
         assert seen[-1]["path"] == "/api/items?x=1"
         assert got["host"] == base.removeprefix("http://")  # the registered authority
-        assert "authorization" not in got and "cookie" not in got
+        assert "authorization" not in got
+        assert "cookie" not in got
         assert got["x-forwarded-for"] == "127.0.0.1"
         assert got["x-forwarded-host"] == keys.manager.url.removeprefix("http://")
         assert got["x-forwarded-proto"] == "http"
         forwarded = got["forwarded"]
         assert "10.9.9.9" not in forwarded
-        assert "for=127.0.0.1" in forwarded and "proto=http" in forwarded
+        assert "for=127.0.0.1" in forwarded
+        assert "proto=http" in forwarded
         assert f'host="{keys.manager.url.removeprefix("http://")}"' in forwarded
 
         ws_url = keys.manager.url.replace("http://", "ws://") + "/proxy/web-1/ws"
@@ -59,10 +63,13 @@ async def test_an_allowed_network_is_proxied_with_forwarded_headers_and_no_crede
             assert await asyncio.wait_for(ws.recv(), 10) == "echo: ping"
         got = {k.lower(): v for k, v in seen[-1]["headers"].items()}
         assert got["host"] == base.removeprefix("http://")
-        assert "authorization" not in got and "for=127.0.0.1" in got["forwarded"]
+        assert "authorization" not in got
+        assert "for=127.0.0.1" in got["forwarded"]
 
 
-async def test_the_managers_own_address_is_never_proxied(make_manager: ManagerFactory, tmp_path: Path) -> None:
+async def test_the_managers_own_address_is_never_proxied(
+    make_manager: ManagerFactory, tmp_path: Path
+) -> None:
     async with (
         keyed(make_manager, tmp_path, proxy_allow_networks=LOOPBACK, proxy_admin_networks=LOOPBACK) as keys,
         connect(keys.rpc_url, token=keys.admin) as peer,
@@ -82,3 +89,16 @@ async def test_allowed_networks_must_be_networks(make_manager: ManagerFactory) -
     with pytest.raises(ValueError, match="proxy_allow_networks"):
         async with make_manager(proxy_allow_networks=["not a network"]):
             pass
+
+
+def test_the_command_line_refuses_a_network_that_is_not_one(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [HERDER, "manager", "--port", "0", "--data-dir", str(tmp_path), "--proxy-allow-network", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "herder manager: proxy_allow_networks: 'nope' is not a network (CIDR, e.g. 10.0.0.0/8)"
+    )

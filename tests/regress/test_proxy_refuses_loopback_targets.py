@@ -83,7 +83,6 @@ async def test_a_user_cannot_reach_a_loopback_agent_through_the_proxy(
 async def test_under_herder_up_loopback_is_for_admins_registrations_only(
     make_manager: ManagerFactory, agent: Agent, tmp_path: Path
 ) -> None:
-    port = agent_port(agent)
     async with (
         keyed(make_manager, tmp_path, proxy_admin_networks=LOOPBACK) as keys,
         httpx.AsyncClient(base_url=keys.manager.url, timeout=30, headers=bearer(keys.user)) as client,

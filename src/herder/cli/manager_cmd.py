@@ -44,6 +44,22 @@ def manager(
             help="Extra name clients use in the Host header (repeatable); loopback names always work."
         ),
     ] = None,
+    proxy_allow_network: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="CIDR",
+            help="A network /proxy/ may reach for anyone's service though it is loopback or "
+            "link-local (refused by default); repeatable. The manager's own address never.",
+        ),
+    ] = None,
+    proxy_admin_network: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="CIDR",
+            help="A network /proxy/ may reach for services an admin key registered; repeatable "
+            "(e.g. 127.0.0.0/8 on a single host).",
+        ),
+    ] = None,
     heartbeat_interval: Annotated[
         float, typer.Option(help="Seconds between workers' heartbeats; three missed: offline, work requeued.")
     ] = 5.0,
@@ -58,15 +74,21 @@ def manager(
     from herder.manager.server import Manager, ManagerError
 
     token = auth_token_file.read_text().strip() if auth_token_file is not None else None
-    cfg = ManagerConfig(
-        host=host,
-        port=port,
-        db=db,
-        data_dir=data_dir,
-        auth_token=token or None,
-        heartbeat_interval_s=heartbeat_interval,
-        allowed_hosts=allowed_host or [],
-    )
+    try:
+        cfg = ManagerConfig(
+            host=host,
+            port=port,
+            db=db,
+            data_dir=data_dir,
+            auth_token=token or None,
+            heartbeat_interval_s=heartbeat_interval,
+            allowed_hosts=allowed_host or [],
+            proxy_allow_networks=proxy_allow_network or [],
+            proxy_admin_networks=proxy_admin_network or [],
+        )
+    except ValueError as exc:  # a setting out of its range, a network that is not one
+        typer.echo(f"herder manager: {_one_line(exc)}", err=True)
+        raise typer.Exit(2) from None
 
     async def main() -> None:
         async with Manager(cfg) as running:
@@ -93,6 +115,17 @@ def manager(
     except ManagerError as exc:
         typer.echo(f"herder manager: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _one_line(exc: ValueError) -> str:
+    """A pydantic validation error as one line naming each setting at fault."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+        for e in errors()
+    )
 
 
 def register(app: typer.Typer) -> None:

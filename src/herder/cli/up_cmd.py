@@ -18,6 +18,7 @@ log = logging.getLogger("herder.up")
 
 
 UP_AGENT = "herder-up-agent"  # the user named by the local agent's key
+LOOPBACK_NETWORKS = ["127.0.0.0/8", "::1/128"]
 
 
 def up(
@@ -39,13 +40,18 @@ def up(
     (curl http://127.0.0.1:8020/tasks ...), and the agent runs them; the agent's own API
     (processes, pools, sessions) stays at http://127.0.0.1:8010. Both run on loopback;
     the manager runs open unless DATA_DIR holds its keys ('herder keys init'): then it
-    issues the agent a key of its own, and clients need access tokens.
+    issues the agent a key of its own, and clients of both need access tokens. The
+    manager's /proxy/ reaches services on loopback only when an admin key registered them.
     """
     from herder.agent import Agent, AgentConfig, AgentError
     from herder.manager.config import ManagerConfig
     from herder.manager.server import Manager, ManagerError
 
-    manager_cfg = ManagerConfig(port=manager_port, data_dir=data_dir, db=db)
+    # One host: the proxy may reach services on loopback, but only those an admin key
+    # registered (or anyone, without keys); a user's loopback URL stays refused.
+    manager_cfg = ManagerConfig(
+        port=manager_port, data_dir=data_dir, db=db, proxy_admin_networks=LOOPBACK_NETWORKS
+    )
 
     def agent_config(manager_url: str, key: str | None) -> AgentConfig:
         link: dict[str, Any] = {"url": manager_url, "key": key}
@@ -78,8 +84,10 @@ def up(
                 "no auth tokens: anyone on this host can use the manager and the agent (loopback only)"
             )
         else:
+            # The agent links with a key of its own, and so takes only the manager's tokens.
             log.warning(
-                "the manager needs access tokens (herder keys token); the agent runs open (loopback only)"
+                "keys on: the manager and the agent need access tokens (herder keys token); "
+                "both listen on loopback only"
             )
         print(
             f"herder up: manager on {manager.url}, agent on {agent.url} (working for the manager)\n"
