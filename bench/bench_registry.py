@@ -259,9 +259,9 @@ async def register_all(ws_url: str, token: str, manager_pid: int) -> Latency:
             i = todo.pop()
             metadata = {"weight": 1, "zone": f"eu-{i % HOSTS}"}
             t0 = clock()
-            doc = await peer.call(
-                "register_service", service_key(i), f"http://127.0.0.1:{9000 + i % 1000}", metadata, TTL_S
-            )
+            # A documentation address (TEST-NET-1): the proxy refuses loopback targets (#12 §1).
+            url = f"http://192.0.2.{1 + i % 250}:{9000 + i % 1000}"
+            doc = await peer.call("register_service", service_key(i), url, metadata, TTL_S)
             ms.append((clock() - t0) * 1e3)
             if doc["id"] != service_id(i):
                 raise RuntimeError(f"register_service answered {doc!r} for {service_key(i)}")
