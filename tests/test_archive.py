@@ -463,3 +463,27 @@ async def test_agent_runs_a_good_archive_after_hostile_ones(
         lambda d: all(p["state"] == "failed" for p in d["processes"] if p["app"] == "evil"),
     )
     assert states["good.worker.0"] == "running"
+
+
+# -- limits read ahead ------------------------------------------------------------------
+
+
+def test_a_zip_is_refused_on_the_count_its_directory_gives(tmp_path: Path) -> None:
+    members = [Member(f"f{i}", b"x") for i in range(10)]
+    message = refuse(tmp_path, zip_bytes(members), r"its directory lists 10", UnpackConfig(max_files=5))
+    assert "unpack.max_files" in message
+
+
+def test_a_tar_read_ahead_once_unpacks_again_the_same(tmp_path: Path) -> None:
+    # The second unpack of the same file skips the read-ahead (it kept the limits)
+    # and still checks every member as it goes.
+    archive = write(tmp_path / "in" / "app.tgz", tar_bytes([*app_members(), Member("d/x", b"y")], "gz"))
+    first, second = tmp_path / "one", tmp_path / "two"
+    unpack(archive, first, DEFAULT)
+    unpack(archive, second, DEFAULT)
+    assert tree(first) == tree(second)
+    assert (second / "d" / "x").read_bytes() == b"y"
+    # Other limits, other verdict: the same file is read ahead again, and refused.
+    with pytest.raises(UnsafeArchive, match="more than 2 entries"):
+        unpack(archive, tmp_path / "three", UnpackConfig(max_files=2))
+    assert not (tmp_path / "three").exists()

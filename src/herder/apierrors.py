@@ -17,6 +17,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from herder.frontdoor.door import JSON_DEPTH_KEY
+from herder.frontdoor.jsondepth import too_deep
+from herder.frontdoor.limits import DEFAULT_MAX_JSON_DEPTH
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -38,8 +42,26 @@ class ApiError(Exception):
         self.field = field
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message, "field": field}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    document = {"error": code, "message": message, "field": field}
+    return JSONResponse(document, status_code=status, headers=headers)
+
+
+def allowed_methods(app: Any, scope: Any) -> str:
+    """The ``Allow`` header of a 405: every method some route at this path accepts.
+
+    Starlette names only the first route whose path matches, but ``GET /tasks`` and
+    ``POST /tasks`` are two routes: a client told ``Allow: GET, HEAD`` would never try POST.
+    """
+    methods: set[str] = set()
+    path = scope.get("path", "")
+    for route in getattr(app, "routes", ()):
+        regex, accepted = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and accepted and regex.match(path):
+            methods.update(accepted)
+    return ", ".join(sorted(methods))
 
 
 def _field_of(error: Any) -> str | None:
@@ -64,14 +86,19 @@ async def read_json(request: Request, model: type[M]) -> M:
     """Parse the body as JSON (any content type) and validate it as ``model``.
 
     Raises:
-        ApiError: 400 when the body is not JSON; 422 (via ValidationError) when it does
+        ApiError: 400 when the body is not JSON or nests deeper than the front door's
+            ``max_json_depth``; 422 (via ValidationError) when it does
             not match the model.
     """
     body = await request.body()
+    depth = request.scope.get(JSON_DEPTH_KEY, DEFAULT_MAX_JSON_DEPTH)
+    if too_deep(body, depth):
+        message = f"the body nests arrays and objects more than {depth} deep"
+        raise ApiError(400, "invalid_json", message, "body")
     try:
         data = json.loads(body) if body.strip() else None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", "body") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", "body") from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid", "the body must be a JSON object", "body")
     return model.model_validate(data)
@@ -92,10 +119,13 @@ def install_error_handlers(app: FastAPI, own: dict[type[Exception], tuple[int, s
         assert isinstance(exc, ValidationError | RequestValidationError)
         return validation_error(exc)
 
-    async def http_error(_: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request.app, request.scope) or headers.get("Allow", "")
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers or None)
 
     def answer(status: int, code: str, field: str | None) -> Any:
         async def handler(_: Request, exc: Exception) -> Response:

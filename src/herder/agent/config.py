@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from herder.frontdoor.limits import HttpLimits
 from herder.net import is_loopback_host
 
 DEFAULT_HOST = "127.0.0.1"
@@ -78,15 +79,8 @@ class UnpackConfig(_Section):
     allow_links: bool = Field(False, description="allow symbolic links whose target stays inside the app")
 
 
-class LimitsConfig(_Section):
-    """What one HTTP client may cost the agent."""
-
-    max_body_bytes: int = Field(1024 * 1024, gt=0)
-    header_timeout_s: float = Field(10.0, gt=0, description="to receive a request's headers")
-    body_timeout_s: float = Field(30.0, gt=0, description="to receive a request's body")
-    max_connections: int = Field(
-        1024, gt=1, description="open connections, the arriving one included; past it, answer 503"
-    )
+class LimitsConfig(HttpLimits):
+    """What one HTTP client may cost the agent: the front door's settings (``herder.frontdoor``)."""
 
 
 class SupervisionConfig(_Section):

@@ -253,6 +253,7 @@ class Agent:
         from herder.agent.api import build_app
         from herder.agent.guard import Guard
         from herder.agent.router.front import front_protocol
+        from herder.frontdoor import server_options
 
         assert self.runtime is not None
         assert self._sock is not None
@@ -263,20 +264,18 @@ class Agent:
             build_app(self.runtime),
             allowed_hosts=[*cfg.allowed_hosts, cfg.host],
             auth_token=cfg.auth_token,
-            max_body_bytes=cfg.limits.max_body_bytes,
-            body_timeout_s=cfg.limits.body_timeout_s,
+            limits=cfg.limits,
             pool_for_host=self._pool_for_host,
             trust=self.runtime.trust,
         )
         server_config = uvicorn.Config(
             app,
-            http=front_protocol(cfg.limits.header_timeout_s, self.runtime),
+            **server_options(cfg.limits, front_protocol(cfg.limits, self.runtime)),
             ws="websockets-sansio",
             ws_per_message_deflate=False,  # see rpc.client: compression costs more than it saves
             lifespan="on",
             log_config=None,
             access_log=False,
-            limit_concurrency=cfg.limits.max_connections,
             timeout_graceful_shutdown=GRACEFUL_HTTP_SHUTDOWN_S,
             # The protocol's own limit: a session moves files in messages of megabytes.
             ws_max_size=DEFAULT_MAX_FRAME_SIZE,

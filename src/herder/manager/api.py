@@ -431,17 +431,20 @@ def _auth_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     @app.post("/auth/token", summary="An access token for the key given as bearer")
     async def token(request: Request) -> Response:
         from herder.auth import TokenError
+        from herder.frontdoor.door import note_failed_authentication
 
         if runtime.authority is None:
             raise ApiError(404, "not_found", "auth is off: this manager issues no tokens", "path")
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
+            note_failed_authentication(request.scope, credential=None, why="no_credentials")
             raise ApiError(
                 401, "unauthorized", "send your key as 'Authorization: Bearer <key>'", "Authorization"
             )
         try:
             access, expires_at = runtime.authority.token_for(key.strip(), runtime.config.token_ttl_s)
         except TokenError as exc:
+            note_failed_authentication(request.scope, credential=key.strip(), why=exc.reason, detail=str(exc))
             raise ApiError(401, exc.reason, str(exc), "Authorization") from None
         return JSONResponse({"token": access, "expires_at": expires_at})
 

@@ -11,10 +11,23 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from herder.frontdoor.limits import HttpLimits
 from herder.net import is_loopback_host
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8020
+
+
+class ManagerLimits(HttpLimits):
+    """What one HTTP client may cost the manager (``herder.frontdoor``), before auth."""
+
+    max_connections: int = Field(
+        4096, gt=1, description="open connections (each worker holds one); past it, answer 503"
+    )
+    proxy_max_body_bytes: int = Field(
+        1024 * 1024 * 1024, gt=0, description="a request's body through /proxy/ (streamed, not held)"
+    )
+    proxy_body_timeout_s: float = Field(600.0, gt=0, description="to receive a body through /proxy/")
 
 
 class ManagerConfig(BaseModel):
@@ -33,6 +46,7 @@ class ManagerConfig(BaseModel):
     max_attempts: int = Field(3, ge=1, description="runs of one piece of work before its task fails")
     log_max_bytes: int = Field(1024 * 1024, gt=0, description="output kept per piece of work")
     token_ttl_s: int = Field(3600, ge=1, le=86400, description="life of an access token bought with a key")
+    limits: ManagerLimits = Field(default_factory=ManagerLimits, description="what one HTTP client may cost")
     proxy_allow_networks: list[str] = Field(
         default_factory=list,
         description="networks (CIDR) the proxy may reach for anyone's registration, though "

@@ -15,25 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
 import socket
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from herder.apierrors import ApiError
-from herder.auth.tokens import bearer_challenge
+from herder.frontdoor import AccessTokens, Authenticate, Door, RouteLimit, SharedSecret, server_options
 from herder.manager.authority import Authority
 from herder.manager.config import ManagerConfig
 from herder.manager.models import TaskSubmission
 from herder.manager.store import db as database
 from herder.manager.store import queries
 from herder.manager.store.batch import NewTask
-from herder.net import LOOPBACK_NAMES, host_name, listen_socket
-from herder.principals import set_principal
+from herder.net import listen_socket
 
 log = logging.getLogger(__name__)
 
@@ -150,103 +146,41 @@ class ManagerRuntime:
         await self.links.stop(running)
 
 
-class FrontDoor:
-    """ASGI middleware: which requests reach the manager (as the agent's ``Guard`` does).
+class FrontDoor(Door):
+    """The manager's configuration of the shared front door (``herder.frontdoor``).
 
     * ``Host`` must name the manager (loopback names, its bound address, the configured
-      ``allowed_hosts``): DNS rebinding cannot reach it under another name;
-    * a state-changing request or a WebSocket from a foreign ``Origin`` is refused: the
-      manager reads JSON whatever the content type says, so without this any web page
-      open on this host could submit tasks (commands) to a manager running open;
+      ``allowed_hosts``), and a state-changing request or a WebSocket from a foreign
+      ``Origin`` is refused: the manager reads JSON whatever the content type says, so
+      without this any web page open on this host could submit tasks (commands);
     * with keys in the data dir (``herder keys init``), every route but the public ones
       needs a valid access token (``Authority.verify_token``); without keys but with a
-      shared secret configured, every route but the public ones needs that secret.
+      shared secret configured, every route but the public ones needs that secret;
+    * ``config.limits`` bound every client; bodies through ``/proxy/`` get their own,
+      bigger bound (they are streamed to the service, never held);
+    * a refused WebSocket is closed before it opens (clients see 403).
     """
 
     def __init__(self, app: Any, config: ManagerConfig, authority: Authority | None = None) -> None:
-        self.app = app
-        self._authority = authority
-        token = config.auth_token
-        self._expected = f"Bearer {token}".encode() if token else None
-        names = {config.host, *config.allowed_hosts}
-        self._allowed = LOOPBACK_NAMES | {host_name(n) for n in names}
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        refusal = self._refusal(scope, headers)
-        if refusal is None:
-            await self.app(scope, receive, send)
-            return
-        status, code, message, field = refusal
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        body = json.dumps({"error": code, "message": message, "field": field}).encode()
-        answer = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if status == 401:
-            answer.append((b"www-authenticate", bearer_challenge(message).encode("latin-1")))
-        await send({"type": "http.response.start", "status": status, "headers": answer})
-        await send({"type": "http.response.body", "body": body})
-
-    def _refusal(
-        self, scope: dict[str, Any], headers: dict[bytes, bytes]
-    ) -> tuple[int, str, str, str] | None:
-        host = host_name(headers.get(b"host", b"").decode("latin-1"))
-        if host not in self._allowed:
-            return (
-                403,
-                "forbidden_host",
-                f"Host {host!r} is not served here (add it to allowed_hosts)",
-                "Host",
-            )
-        origin = headers.get(b"origin")
-        unsafe = scope["type"] == "websocket" or scope.get("method") not in ("GET", "HEAD", "OPTIONS")
-        if origin is not None and unsafe:
-            netloc = urllib.parse.urlsplit(origin.decode("latin-1")).netloc
-            if host_name(netloc) not in self._allowed:
-                return (
-                    403,
-                    "forbidden_origin",
-                    f"requests from origin {origin.decode('latin-1')!r} are refused",
-                    "Origin",
-                )
-        if scope["path"] in PUBLIC_PATHS:
-            return None
-        given = headers.get(b"authorization", b"")
-        if self._authority is not None:
-            return self._token_refusal(scope, given)
-        if self._expected is not None and not hmac.compare_digest(given, self._expected):
-            return (
-                401,
-                "unauthorized",
-                "a valid 'Authorization: Bearer <token>' is required",
-                "Authorization",
-            )
-        return None
-
-    def _token_refusal(self, scope: dict[str, Any], given: bytes) -> tuple[int, str, str, str] | None:
-        """Check an access token; the principal goes into the scope for the routes."""
-        from herder.auth import TokenError
-
-        assert self._authority is not None
-        scheme, _, token = given.decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return (
-                401,
-                "unauthorized",
-                "an access token is required: 'Authorization: Bearer <token>' "
+        limits = config.limits
+        credentials: Authenticate | None = None
+        if authority is not None:
+            credentials = AccessTokens(
+                authority.verify_token,
+                missing="an access token is required: 'Authorization: Bearer <token>' "
                 "(herder keys token prints one for a key)",
-                "Authorization",
             )
-        try:
-            claims = self._authority.verify_token(token.strip())
-        except TokenError as exc:
-            return (401, exc.reason, str(exc), "Authorization")
-        set_principal(scope, claims.sub, claims.role or "user")
-        return None
+        elif config.auth_token:
+            credentials = SharedSecret(config.auth_token)
+        super().__init__(
+            app,
+            limits=limits,
+            hosts=[config.host, *config.allowed_hosts],
+            authenticate=credentials,
+            public_paths=PUBLIC_PATHS,
+            routes=[RouteLimit("/proxy/", limits.proxy_max_body_bytes, limits.proxy_body_timeout_s)],
+            websocket_denial=False,
+        )
 
 
 class Manager:
@@ -316,6 +250,7 @@ class Manager:
         app = FrontDoor(build_app(self.runtime), self.config, self.authority)
         config = uvicorn.Config(
             app,
+            **server_options(self.config.limits),
             lifespan="on",
             log_config=None,
             access_log=False,

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from herder.agent.guard import MAX_HEADER_BYTES, GuardedHttpToolsProtocol
 from herder.agent.router.client import ClientConnection
+from herder.frontdoor.protocol import HeadLimitProtocol, protocol_class
 
 if TYPE_CHECKING:
     from herder.agent.server import AgentRuntime
+    from herder.frontdoor.limits import HttpLimits
 
 
 def host_header(head: bytes) -> bytes | None:
@@ -29,7 +30,7 @@ def host_header(head: bytes) -> bytes | None:
     return head[start + 7 : end if end >= 0 else len(head)].strip(b" \t")
 
 
-class FrontProtocol(GuardedHttpToolsProtocol):
+class FrontProtocol(HeadLimitProtocol):
     """uvicorn's protocol, after a look at the first request's Host."""
 
     runtime: AgentRuntime
@@ -45,7 +46,7 @@ class FrontProtocol(GuardedHttpToolsProtocol):
             return
         buf = self._first + data if self._first else data
         end = buf.find(b"\r\n\r\n")
-        if end < 0 and len(buf) <= MAX_HEADER_BYTES:
+        if end < 0 and len(buf) <= self.max_header_bytes:
             self._first = buf
             return
         self._routing = False
@@ -69,6 +70,9 @@ class FrontProtocol(GuardedHttpToolsProtocol):
         proxy.connection_made(self.transport)
 
 
-def front_protocol(header_timeout_s: float, runtime: AgentRuntime) -> type[FrontProtocol]:
-    """A protocol class for uvicorn (it takes a class) bound to ``runtime``'s router."""
-    return type("FrontProtocol", (FrontProtocol,), {"header_timeout_s": header_timeout_s, "runtime": runtime})
+def front_protocol(limits: HttpLimits, runtime: AgentRuntime) -> type[FrontProtocol]:
+    """A protocol class for uvicorn (it takes a class) with the front door's head limits,
+    bound to ``runtime``'s router."""
+    protocol = protocol_class(limits, FrontProtocol, runtime=runtime)
+    assert issubclass(protocol, FrontProtocol)
+    return protocol
