@@ -18,6 +18,7 @@ import pytest
 from herder.client import Agent as Client
 from herder.client import Session
 from herder.rpc import RemoteError
+from herder.rpc.errors import ConnectionLost
 from tests.conftest import AgentFactory
 from tests.helpers import pid_alive, poll, wait_dead
 from tests.test_sessions import session_config
@@ -34,13 +35,15 @@ async def _state(watcher: Client, session_id: str) -> str | None:
     return states.get(session_id)
 
 
-async def _close_then_drop(client: Client, watcher: Client, session: Session) -> asyncio.Task[None]:
+async def _close_then_drop(client: Client, watcher: Client, session: Session) -> None:
     """Send ``close_session``; once the agent is closing the session, drop the connection."""
     closing = asyncio.ensure_future(session.close())
     await poll(lambda: _is_closing(watcher, session.id), timeout_s=10)
     assert not closing.done()  # the close is in progress: this is the window
     await client.__aexit__(None, None, None)
-    return closing
+    await asyncio.wait({closing}, timeout=5)  # its answer never comes: the connection is gone
+    assert closing.done()
+    assert isinstance(closing.exception(), ConnectionLost)
 
 
 async def _is_closing(watcher: Client, session_id: str) -> bool:
@@ -62,9 +65,7 @@ async def test_a_dropped_close_still_ends_the_session(make_agent: AgentFactory) 
         await client.__aenter__()
         session = await client.open_session("shell")
         pid = await _launch_stubborn(session)
-        closing = await _close_then_drop(client, watcher, session)
-        await asyncio.wait({closing}, timeout=5)  # its answer never came: the connection is gone
-        assert closing.done()
+        await _close_then_drop(client, watcher, session)
 
         await poll(lambda: _gone(watcher, session.id), timeout_s=STOP_BOUND_S)
         await wait_dead([pid], timeout_s=STOP_BOUND_S)
@@ -91,8 +92,7 @@ async def test_the_agent_stops_during_a_dropped_close(make_agent: AgentFactory) 
             session = await client.open_session("shell")
             pid = await _launch_stubborn(session)
             host_pid = next(s["pid"] for s in await watcher.sessions() if s["id"] == session.id)
-            closing = await _close_then_drop(client, watcher, session)
-            closing.cancel()
+            await _close_then_drop(client, watcher, session)
         started = time.monotonic()
         agent.request_stop()
         await asyncio.wait_for(agent.wait_stopped(), STOP_BOUND_S)
