@@ -25,6 +25,8 @@ import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from herder.frontdoor.authlog import FailureLog, claimed_subject
+from herder.frontdoor.limits import HttpLimits
 from herder.net import listen_socket
 from herder.rpc.auth import Unauthorized, Verifier
 from herder.rpc.errors import ConnectionLost
@@ -69,8 +71,15 @@ class Service:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         codecs: tuple[str, ...] = CODEC_NAMES,
         anonymous: Any = None,
+        limits: HttpLimits | None = None,
     ) -> None:
         self.name = name
+        # What one client may cost the service's own HTTP server (``serve``): the front
+        # door's limits, as the agent's and the manager's.
+        self.limits = limits or HttpLimits()
+        self.auth_failures = FailureLog(
+            lines_per_interval=self.limits.auth_log_lines, interval_s=self.limits.auth_log_interval_s
+        )
         # The principal of connections that present no token (None: they get only
         # auth=False methods). The agent running open on loopback sets one.
         self.anonymous = anonymous
@@ -108,10 +117,15 @@ class Service:
 
     # -- connections ---------------------------------------------------------------------
 
-    async def handle(self, transport: Transport, *, header_token: str | None = None) -> None:
-        """Run one connection: handshake, then serve (and call) until it ends."""
+    async def handle(
+        self, transport: Transport, *, header_token: str | None = None, address: str | None = None
+    ) -> None:
+        """Run one connection: handshake, then serve (and call) until it ends.
+
+        ``address``, the client's, goes into the log line of a refused token.
+        """
         try:
-            peer = await self._handshake(transport, header_token)
+            peer = await self._handshake(transport, header_token, address)
         except WireError as exc:
             log.info("RPC connection refused during the handshake: %s", exc)
             await self._refuse_hello(transport, exc)
@@ -129,7 +143,9 @@ class Service:
         finally:
             self.peers.discard(peer)
 
-    async def _handshake(self, transport: Transport, header_token: str | None) -> Peer | None:
+    async def _handshake(
+        self, transport: Transport, header_token: str | None, address: str | None = None
+    ) -> Peer | None:
         async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
             hello = decode_hello(await transport.recv())
         chosen = choose_codec(hello, self.codecs)
@@ -143,6 +159,9 @@ class Service:
                     principal = await self.verifier.verify(token)
                 except Unauthorized as exc:
                     chosen = Refusal(ErrorCode.UNAUTHORIZED, str(exc))
+                    self.auth_failures.failed(
+                        who=claimed_subject(token), address=address, why="unauthorized", detail=str(exc)
+                    )
         if isinstance(chosen, Refusal):
             await transport.send(encode_welcome(chosen))
             await transport.close()
@@ -162,7 +181,9 @@ class Service:
             await ws.accept()
             auth = ws.headers.get("authorization", "")
             token = auth[7:] if auth.lower().startswith("bearer ") else None
-            await self.handle(ServerWebSocketTransport(ws, self.max_frame_size), header_token=token)
+            client = ws.client.host if ws.client is not None else None
+            transport = ServerWebSocketTransport(ws, self.max_frame_size)
+            await self.handle(transport, header_token=token, address=client)
 
         # A plain Starlette route: the endpoint takes the socket as it is, with no
         # dependency injection to resolve (and nothing for FastAPI to document).
@@ -175,7 +196,9 @@ class Service:
 
     async def serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one byte-stream connection (``asyncio.start_server``'s callback)."""
-        await self.handle(StreamTransport(reader, writer, self.max_frame_size))
+        peer = writer.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) and peer else None
+        await self.handle(StreamTransport(reader, writer, self.max_frame_size), address=address)
 
     # -- running alone -------------------------------------------------------------------
 
@@ -191,11 +214,18 @@ class Service:
         """Serve until cancelled (or SIGINT): WebSocket on ``port`` at ``/rpc``, and raw
         frames on ``tcp_port`` and ``unix_path`` when given.
 
+        The HTTP server stands behind the front door (``herder.frontdoor``) with
+        ``self.limits``: head deadline and size, body size, connection cap. It checks
+        no ``Host`` (a service is reached under any name; ``mount`` refuses a foreign
+        ``Origin``), and credentials are the handshake's.
+
         Raises:
             ValueError: a non-loopback host without a verifier (no way to tell callers apart).
         """
         import uvicorn
         from fastapi import FastAPI
+
+        from herder.frontdoor import Door, server_options
 
         if host not in LOOPBACK and self.verifier is None:
             raise ValueError(
@@ -215,7 +245,8 @@ class Service:
         sock = listen_socket(host, port)
         self.ws_port = sock.getsockname()[1]
         config = uvicorn.Config(
-            app,
+            Door(app, limits=self.limits, hosts=None),
+            **server_options(self.limits),
             log_config=None,
             access_log=False,
             ws="websockets-sansio",
