@@ -18,6 +18,8 @@ import httpx
 import pytest
 import websockets
 
+from herder.manager.config import ManagerConfig
+from herder.manager.targets import TargetRefused, Targets
 from herder.rpc.client import connect
 from herder.rpc.errors import RemoteError
 from tests.helpers import HERDER
@@ -102,3 +104,15 @@ def test_the_command_line_refuses_a_network_that_is_not_one(tmp_path: Path) -> N
     assert done.stderr.strip() == (
         "herder manager: proxy_allow_networks: 'nope' is not a network (CIDR, e.g. 10.0.0.0/8)"
     )
+
+
+async def test_a_manager_bound_to_every_address_refuses_any_local_one_with_its_port() -> None:
+    targets = Targets(ManagerConfig(proxy_allow_networks=LOOPBACK, proxy_admin_networks=LOOPBACK))
+    targets.listen("0.0.0.0", 8020)
+    for url in ("http://127.0.0.1:8020/", "http://127.0.0.2:8020/", "http://[::ffff:127.0.0.1]:8020/"):
+        with pytest.raises(TargetRefused, match="the manager's own address"):
+            await targets.pin(url, "admin")
+    await targets.pin("http://192.0.2.1:8020/", "user")  # not an address of this host
+    pinned = await targets.pin("http://127.0.0.1:8021/x", "admin")  # another port: another server
+    assert (str(pinned.address), pinned.port, pinned.authority) == ("127.0.0.1", 8021, "127.0.0.1:8021")
+    assert pinned.url("http", "a/b", "q=1") == "http://127.0.0.1:8021/a/b?q=1"
