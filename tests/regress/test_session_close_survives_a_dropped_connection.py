@@ -11,7 +11,9 @@ ever. Now the close belongs to the agent, and the agent's stop is bounded.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +22,7 @@ from herder.client import Session
 from herder.rpc import RemoteError
 from herder.rpc.errors import ConnectionLost
 from tests.conftest import AgentFactory
-from tests.helpers import pid_alive, poll, wait_dead
+from tests.helpers import AgentProcess, pid_alive, poll, wait_dead
 from tests.test_sessions import session_config
 
 # The agent waits this long for the host's close, then kills what is left.
@@ -99,3 +101,24 @@ async def test_the_agent_stops_during_a_dropped_close(make_agent: AgentFactory) 
         assert time.monotonic() - started < STOP_BOUND_S
     await wait_dead([pid, host_pid])
     assert not pid_alive(pid)
+
+
+async def test_sigint_stops_the_real_agent_after_a_dropped_close(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f"[sessions]\nclose_grace_s = {GRACE_S}\n")
+    agent = AgentProcess(tmp_path / "data", "--config", str(config)).start()
+    try:
+        async with Client(agent.url) as watcher:
+            client = Client(agent.url)
+            await client.__aenter__()
+            session = await client.open_session("shell")
+            pid = await _launch_stubborn(session)
+            await _close_then_drop(client, watcher, session)
+        agent.signal(signal.SIGINT)
+        started = time.monotonic()
+        code = await asyncio.to_thread(agent.wait, STOP_BOUND_S)
+        assert time.monotonic() - started < STOP_BOUND_S
+        assert code == 0, agent.stderr()
+        await wait_dead([pid])
+    finally:
+        agent.kill()
