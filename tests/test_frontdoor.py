@@ -91,3 +91,17 @@ def test_json_depth_skips_strings() -> None:
     assert not too_deep(b'["\\"' + b"[" * 100 + b'"]', 64)
     assert too_deep(b"[" * 65 + b"]" * 65, 64)
     assert not too_deep(b"[" * 64 + b"]" * 64, 64)
+
+
+@pytest.mark.parametrize(
+    ("name", "bomb"), [("json", b"[" * 200_000), ("msgpack", b"\x91" * 200_000 + b"\xc0")]
+)
+def test_the_wire_refuses_deep_nesting_without_crashing(name: str, bomb: bytes) -> None:
+    """The RPC side of the deep-JSON finding: the codecs and the handshake answer a
+    protocol error, never a RecursionError."""
+    from herder.wire import WireError, codec_for, decode_hello
+
+    with pytest.raises(WireError):
+        codec_for(name).decode(bomb)
+    with pytest.raises(WireError):
+        decode_hello(b"[" * 200_000)
