@@ -316,3 +316,22 @@ async def test_the_sdk_notices_a_lost_connection(make_agent: AgentFactory) -> No
     with pytest.raises((SessionEnded, RemoteError)):
         await asyncio.wait_for(p.wait(), 10)
     await client.__aexit__(None, None, None)
+
+
+async def test_a_stuck_session_does_not_hold_the_agents_stop(
+    make_agent: AgentFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its product never finishes closing and its host never exits of itself: past
+    # close_grace_s (and the slack, none here) the stop cuts its end short.
+    async with make_agent(**session_config(close_grace_s=1.0)) as agent, Client(agent.url) as client:
+        s = await client.open_session("testkit")
+        echo = s.ext("echo")
+        pids = [(await echo.say("x"))["pid"], await echo.spawn_sleeper(detach=True)]
+        await echo.hang_on_close()
+        assert agent.runtime is not None
+        assert agent.runtime.sessions is not None
+        agent.runtime.sessions.shutdown_slack_s = 0.0
+        agent.request_stop()
+        await asyncio.wait_for(agent.wait_stopped(), 10)
+    assert "still under way at the agent's stop; cut short" in caplog.text
+    await wait_dead(pids)

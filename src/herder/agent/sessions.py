@@ -200,6 +200,7 @@ class SessionManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watched: set[Peer] = set()
         self._closing = False
+        self.shutdown_slack_s = SHUTDOWN_SLACK_S
 
     # -- life -----------------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ class SessionManager:
         self._closing = True
         enders = [self._ender(s, "the agent stopped", True) for s in list(self.sessions.values())]
         if enders:
-            _, late = await asyncio.wait(enders, timeout=self._config.close_grace_s + SHUTDOWN_SLACK_S)
+            _, late = await asyncio.wait(enders, timeout=self._config.close_grace_s + self.shutdown_slack_s)
             for task in late:
                 log.warning("%s: still under way at the agent's stop; cut short", task.get_name())
                 task.cancel()
