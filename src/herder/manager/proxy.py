@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -63,14 +64,18 @@ PROXY_TIMEOUT_S = 60.0
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
-async def _pin(runtime: ManagerRuntime, service_id: str) -> tuple[Registration, Pinned]:
-    """The registration and its checked address, or an ``ApiError`` (404 unknown service,
-    403 refused target, 502 a name that does not resolve)."""
+def _registration(runtime: ManagerRuntime, service_id: str) -> Registration:
     registration = runtime.links.services.index.get(service_id)
     if registration is None:
         raise ApiError(404, "not_found", f"no live service with id {service_id!r}", "id")
+    return registration
+
+
+async def _pin(runtime: ManagerRuntime, registration: Registration) -> Pinned:
+    """The registration's checked address, or an ``ApiError`` (403 refused target, 502 a
+    name that does not resolve)."""
     try:
-        return registration, await runtime.targets.pin(registration.url, registration.owner_role)
+        return await runtime.targets.pin(registration.url, registration.owner_role)
     except TargetRefused as exc:
         raise ApiError(403, "forbidden_target", str(exc), "id") from None
     except egress.ResolveError as exc:
@@ -116,6 +121,11 @@ def _forwarded_headers(scope: Any, headers: Any, pinned: Pinned, proto: str) -> 
     return out
 
 
+def _word(text: str) -> str:
+    """``text`` as one word of an audit line: a decoded ``%0A`` in a path cannot forge a line."""
+    return urllib.parse.quote(text, safe="/?=&:@!$'()*+,;-._~[]") or "-"
+
+
 def _audit(scope: Any, service_id: str, registration: Registration | None, method: str, status: int) -> None:
     who, role = principal_of(scope)
     client = scope.get("client")
@@ -123,12 +133,12 @@ def _audit(scope: Any, service_id: str, registration: Registration | None, metho
     query = scope.get("query_string", b"").decode("latin-1")
     audit.info(
         "proxy who=%s role=%s service=%s key=%s method=%s path=%s status=%d client=%s",
-        who or "-",
+        _word(who or "-"),
         role or "-",
-        service_id,
-        registration.key if registration is not None else "-",
+        _word(service_id),
+        _word(str(registration.key)) if registration is not None else "-",
         method,
-        f"{path}?{query}" if query else path,
+        _word(f"{path}?{query}" if query else path),
         status,
         client[0] if client else "-",
     )
@@ -153,8 +163,8 @@ def install(app: FastAPI, runtime: ManagerRuntime) -> None:
         registration: Registration | None = None
         status = 500
         try:
-            registration, pinned = await _pin(runtime, service_id)
-            answer = await _send(client(), request, pinned)
+            registration = _registration(runtime, service_id)
+            answer = await _send(client(), request, await _pin(runtime, registration))
             status = answer.status_code
         except ApiError as exc:
             status = exc.status
@@ -177,8 +187,8 @@ def install(app: FastAPI, runtime: ManagerRuntime) -> None:
         service_id = ws.path_params["id"]
         registration: Registration | None = None
         try:
-            registration, pinned = await _pin(runtime, service_id)
-            upstream = await _dial(ws, pinned)
+            registration = _registration(runtime, service_id)
+            upstream = await _dial(ws, await _pin(runtime, registration))
         except ApiError as exc:
             _audit(ws.scope, service_id, registration, "WEBSOCKET", exc.status)
             await ws.send_denial_response(error_response(exc.status, exc.code, str(exc), exc.field))
