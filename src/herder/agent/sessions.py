@@ -549,6 +549,9 @@ class SessionManager:
     def _ender(self, session: Session, reason: str, graceful: bool) -> asyncio.Task[None]:
         """The task that ends ``session``: the first ender's reason wins."""
         if session.ender is None:
+            # At once, not when the task first runs: from now on nothing may resume it.
+            session.state = "closing"
+            session.ended_reason = reason
             session.ender = asyncio.get_running_loop().create_task(
                 self._end(session, reason, graceful), name=f"end-session-{session.id}"
             )
@@ -556,8 +559,6 @@ class SessionManager:
         return session.ender
 
     async def _end(self, session: Session, reason: str, graceful: bool) -> None:
-        session.state = "closing"
-        session.ended_reason = reason
         host = session.host
         grace = self._config.close_grace_s
         finished = False
