@@ -95,6 +95,14 @@ class SupervisionConfig(_Section):
     ring_lines: int = Field(1000, gt=0, description="lines replayed to a new attach")
     log_max_bytes: int = Field(10 * 1024 * 1024, gt=0, description="per log file, before rotation")
     log_backups: int = Field(3, ge=0)
+    track_interval_s: float = Field(
+        1.0, gt=0, description="how often the process tree below every process is walked and recorded"
+    )
+    subreaper: bool = Field(
+        False,
+        description="adopt orphaned descendants (prctl child subreaper); herder agent, which owns "
+        "its process, sets it",
+    )
 
 
 class RouterConfig(_Section):

@@ -6,9 +6,11 @@ Everything here is Linux-first and uses only the kernel's own facilities:
   group reaches what it forked without reaching the agent;
 * exit is awaited through a pidfd registered with the event loop, never a timer loop
   nor a thread per child;
-* processes that left their group (``setsid``, double fork) are still found, because
-  every child carries a marker in its environment (``HERDER_AGENT_ID`` and
-  ``HERDER_UNIT``) that its descendants inherit. ``sweep()`` finds them in ``/proc``.
+* processes that left their group (``setsid``, double fork) are still found: by the
+  process tree (``descendants``: every spawned child is a root whose descendants are
+  walked and recorded, the agent adopts orphans as a child subreaper), which no process
+  can leave; and by a marker in their environment (``HERDER_AGENT_ID`` and
+  ``HERDER_UNIT``) that descendants inherit unless they clear it. ``sweep()`` uses both.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from herder.agent.descendants import AGENT_MARKER, LEASED_MARKER, TRACKER, UNIT_MARKER
+
 log = logging.getLogger(__name__)
 
-AGENT_MARKER = "HERDER_AGENT_ID"
-UNIT_MARKER = "HERDER_UNIT"
+__all__ = ["AGENT_MARKER", "LEASED_MARKER", "UNIT_MARKER", "Child", "spawn", "sweep", "sweep_async"]
 
 # A sweep kills what it finds, then looks again, because a process may fork between
 # the scan and the kill. Ten rounds covers any tree that is not a fork bomb; a fork bomb
@@ -48,6 +51,10 @@ EXEC_SETTLE_S = 0.001
 EXEC_SETTLE_LOOKS = 4
 EXEC_SETTLE_WAITS = 8
 
+# A root registered without a marker (a session's host) has it read from its
+# environment this long after its spawn, and at every walk after that.
+RESOLVE_AFTER_S = 0.05
+
 PF_KTHREAD = 0x00200000  # the kernel's flag for its own threads, in /proc/<pid>/stat
 
 
@@ -60,6 +67,15 @@ class Child:
     stdout_fd: int
     stderr_fd: int
     spawned: float = field(default_factory=time.monotonic)  # bounds the pids a sweep examines
+
+    def __post_init__(self) -> None:
+        # Its exit status is its owner's (wait_exit); what it starts is tracked. A child
+        # spawned elsewhere (a session's host) gets its marker read from its environment
+        # once its exec() is surely over.
+        if self.popen.pid not in TRACKER.roots:
+            TRACKER.add_root(self.popen.pid)
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_later(RESOLVE_AFTER_S, TRACKER.resolve)
 
     @property
     def pid(self) -> int:
@@ -99,6 +115,7 @@ def spawn(
     os.set_blocking(stdout_fd, False)
     os.set_blocking(stderr_fd, False)
     pidfd = os.pidfd_open(popen.pid)
+    TRACKER.add_root(popen.pid, env)
     return Child(popen=popen, pidfd=pidfd, stdout_fd=stdout_fd, stderr_fd=stderr_fd)
 
 
@@ -124,6 +141,7 @@ async def wait_exit(child: Child) -> int:
     os.close(fd)
     child.pidfd = -1
     _, status = os.waitpid(child.pid, 0)  # noqa: ASYNC222 - the pidfd said it exited: no wait
+    TRACKER.disown(child.pid)
     code = os.waitstatus_to_exitcode(status)
     child.popen.returncode = code  # tell Popen it was reaped, so it never waits again
     return code
@@ -219,28 +237,47 @@ def _pid_window(since: Child | None) -> tuple[int, int] | None:
 
 
 def sweep(name: str, value: str, since: Child | None = None) -> int:
-    """SIGKILL every process whose environment holds ``name=value``; return how many.
+    """SIGKILL what the unit (or agent) ``value`` started, and every process whose
+    environment holds ``name=value``; return how many.
 
-    This is how the agent finds descendants that left their process group: a new
-    session or a double fork does not change the environment a process inherited.
+    The tree (``descendants.TRACKER``) finds what a unit started however it hid; the
+    environment finds descendants that left the tree before any walk saw them, if they
+    kept their environment (a new session or a double fork does not change it).
     ``since``: the process they all descend from, if it is known; a short-lived one
     lets the sweep skip the pids it cannot be their parent of (``_pid_window``).
     It may pause a few milliseconds for a process caught inside exec(); in the event
     loop, ``sweep_async`` waits those out without blocking it.
     """
+    killed = _release(name, value)
     sweeper = _Sweep(name, value, since)
     while (pause := sweeper.step()) is not None:
         time.sleep(pause)
-    return sweeper.killed
+    return killed + sweeper.killed
 
 
 async def sweep_async(name: str, value: str, since: Child | None = None) -> int:
     """``sweep``, whose pauses for a process inside exec() let the event loop run."""
+    killed = _release(name, value)
     sweeper = _Sweep(name, value, since)
     # Polling is the point here: nothing signals when another process leaves exec().
     while (pause := sweeper.step()) is not None:  # noqa: ASYNC110
         await asyncio.sleep(pause)
-    return sweeper.killed
+    return killed + sweeper.killed
+
+
+def record(unit_marker: str) -> None:
+    """Walk the unit's tree now and record what it started (before it is stopped:
+    what its main process started is still attached to the tree)."""
+    TRACKER.refresh(unit_marker)
+
+
+def _release(name: str, value: str) -> int:
+    """Kill by the tree first (what a unit started, however it hid), then by the marker."""
+    if name == UNIT_MARKER:
+        return TRACKER.release(value)
+    if name == AGENT_MARKER:
+        return TRACKER.release_agent(value)
+    return 0
 
 
 class _Sweep:

@@ -7,9 +7,14 @@
 
 Start-up order matters: take the data dir's lock (two agents on one data dir would
 fight over the same processes), kill whatever a dead predecessor left (the keeper
-should have, but it may have been killed too), start the keeper, restore recorded
-processes, then serve. Shutdown is the reverse: stop serving, stop every process
-gracefully (records are kept, so the next start brings them back), stop the keeper.
+should have, but it may have been killed too: what its ledger names, then what carries
+its marker), start the keeper, restore recorded processes, then serve. Shutdown is the
+reverse: stop serving, stop every process gracefully (records are kept, so the next
+start brings them back), stop the keeper.
+
+While it runs, a timer walks the process tree below every unit and writes what it
+found to the ledger (``descendants``), and pings the keeper, the agent's watchdog, once
+the agent works for a manager (``keeper``).
 """
 
 from __future__ import annotations
@@ -23,17 +28,18 @@ import logging
 import os
 import resource
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from herder.agent import procs
+from herder.agent import descendants, procs
 from herder.agent.agent_rpc import build_service
 from herder.agent.apps import Apps
 from herder.agent.config import AgentConfig
+from herder.agent.descendants import TRACKER
 from herder.agent.errors import ConfigError, DataDirBusy
 from herder.agent.fetch import Fetcher
-from herder.agent.keeper import Keeper
+from herder.agent.keeper import Keeper, ledger_path
 from herder.agent.router.router import Router, config_pools
 from herder.agent.sessions import SessionManager
 from herder.agent.store import RecordStore
@@ -49,6 +55,9 @@ log = logging.getLogger(__name__)
 
 # In-flight requests get this long to finish once shutdown starts.
 GRACEFUL_HTTP_SHUTDOWN_S = 5
+# A change to the ledger (a spawn, a walk's find) is written at the loop's next turn: a
+# burst of spawns (a restore) costs one write.
+LEDGER_DELAY_S = 0.0
 
 
 def agent_id_for(data_dir: Path) -> str:
@@ -141,6 +150,9 @@ class Agent:
         self._sock: socket.socket | None = None
         self._protocol_sock: socket.socket | None = None
         self.runtime: AgentRuntime | None = None
+        self._tracking: asyncio.Task[None] | None = None
+        self._ledger_due = False
+        self._on_change: Callable[[], None] | None = None
 
     @property
     def url(self) -> str:
@@ -202,10 +214,12 @@ class Agent:
         cfg = self.config
         raise_fd_limit()
         agent_id = agent_id_for(cfg.data_dir)
-        leftovers = procs.sweep(procs.AGENT_MARKER, agent_id)
+        ledger = ledger_path(cfg.data_dir)
+        leftovers = descendants.kill_ledger(ledger) + procs.sweep(procs.AGENT_MARKER, agent_id)
         if leftovers:
             log.warning("killed %d processes left by a previous agent on %s", leftovers, cfg.data_dir)
-        self._keeper = Keeper(agent_id)
+        self._start_tracking(agent_id, ledger)
+        self._keeper = Keeper(agent_id, cfg.data_dir)
         self._keeper.start()
         fetcher = Fetcher(cfg.data_dir / "cache", cfg.fetch)
         apps = Apps(fetcher, cfg.unpack, cfg.data_dir / "run")
@@ -224,6 +238,7 @@ class Agent:
         if cfg.protocol_port is not None:
             self._protocol_sock = bind_socket(cfg.host, cfg.protocol_port)
         self._main = asyncio.create_task(self.run(), name="herder-agent")
+        self._tracking = asyncio.create_task(self._track(), name="tracking")
         await supervisor.wait_ready()
         if cfg.restore:
             specs = store.load_all()
@@ -306,6 +321,63 @@ class Agent:
         finally:
             supervisor.shutdown()
 
+    # -- descendants and the keeper ------------------------------------------------------
+
+    def _start_tracking(self, agent_id: str, ledger: Path) -> None:
+        """Own this process's orphans if told to; have the ledger written when it changes."""
+        loop = asyncio.get_running_loop()
+        if self.config.supervision.subreaper and not TRACKER.subreaper:
+            TRACKER.subreaper = descendants.become_subreaper()
+        def changed() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing left to write
+                loop.call_soon_threadsafe(self._ledger_changed)
+
+        self._on_change = changed
+        TRACKER.on_change = changed
+        TRACKER.set_ledger(agent_id, ledger)
+
+    def _ledger_changed(self) -> None:
+        if not self._ledger_due:
+            self._ledger_due = True
+            asyncio.get_running_loop().call_later(LEDGER_DELAY_S, self._write_ledger)
+
+    def _write_ledger(self) -> None:
+        self._ledger_due = False
+        TRACKER.flush()
+
+    async def _track(self) -> None:
+        """Walk and record the tree every ``track_interval_s``; ping the keeper, the watchdog.
+
+        The watchdog runs once the manager said its lease: it stops leased work after
+        ``lease - margin`` without a ping (the manager gives it away at ``lease + margin``).
+        """
+        interval = self.config.supervision.track_interval_s
+        next_walk = 0.0
+        while True:
+            worker = self.runtime.worker if self.runtime is not None else None
+            lease = getattr(worker, "lease", None)
+            watchdog = lease[0] - lease[1] if lease is not None else None
+            if watchdog is not None and watchdog != self._keeper.lease_s:
+                self._keeper.set_lease(watchdog)
+            if watchdog is not None:
+                self._keeper.ping()
+            now = asyncio.get_running_loop().time()
+            if now >= next_walk:
+                next_walk = now + interval
+                killed = TRACKER.tick()
+                if TRACKER.subreaper:  # orphans it adopted that ended (SIGCHLD is uvloop's)
+                    TRACKER.reap_adopted()
+                if killed:
+                    log.warning("killed %d processes left by processes that ended", killed)
+                TRACKER.flush()
+            if watchdog is not None:
+                await asyncio.sleep(min(interval, watchdog / 4))
+            elif worker is not None and not worker.connected.is_set():
+                with contextlib.suppress(TimeoutError):  # armed as soon as the link is up
+                    await asyncio.wait_for(worker.connected.wait(), interval)
+            else:
+                await asyncio.sleep(interval)
+
     async def _serve_protocol(self) -> asyncio.Server | None:
         """The wire protocol over TCP on ``protocol_port``, if configured."""
         if self._protocol_sock is None or self.runtime is None or self.runtime.rpc is None:
@@ -340,10 +412,22 @@ class Agent:
                 self._sock.close()
             if self._protocol_sock is not None:
                 self._protocol_sock.close()
+            if self._tracking is not None:
+                self._tracking.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._tracking
             # Every unit swept its own descendants; this catches anything that slipped
             # between units (a few ms), so the keeper can be dismissed without a scan.
-            procs.sweep(procs.AGENT_MARKER, agent_id_for(self.config.data_dir))
+            agent_id = agent_id_for(self.config.data_dir)
+            procs.sweep(procs.AGENT_MARKER, agent_id)
             self._keeper.stop()
+            TRACKER.drop_ledger(agent_id)
+            if TRACKER.on_change is self._on_change:
+                TRACKER.on_change = None
+            with contextlib.suppress(OSError):
+                ledger_path(self.config.data_dir).unlink()
+            if TRACKER.subreaper:
+                TRACKER.reap_adopted()
             self._lock.release()
 
 

@@ -81,10 +81,18 @@ class Unit:
     """One supervised process."""
 
     def __init__(
-        self, spec: ProcessSpec, ctx: UnitContext, *, slug: str | None = None, port: int | None = None
+        self,
+        spec: ProcessSpec,
+        ctx: UnitContext,
+        *,
+        slug: str | None = None,
+        port: int | None = None,
+        leased: bool = False,
     ) -> None:
         self.spec = spec
         self._ctx = ctx
+        # Run for a manager: the keeper stops it if the agent hangs past its lease.
+        self.leased = leased
         # A pool's instance has a name of its own (``@pool.n``, which no process slug can
         # be) and a port its pool chose and substituted into its command.
         self._slug = slug or spec.slug
@@ -299,6 +307,9 @@ class Unit:
         # the sweeps that guarantee no orphan survives.
         env[procs.AGENT_MARKER] = self._ctx.agent_id
         env[procs.UNIT_MARKER] = self.unit_marker
+        env.pop(procs.LEASED_MARKER, None)  # only the agent says what is leased
+        if self.leased:
+            env[procs.LEASED_MARKER] = self._ctx.agent_id
         return env
 
     async def _supervise(self, launch: Launch) -> None:
@@ -387,6 +398,9 @@ class Unit:
         """SIGTERM to the group, wait out the grace period, SIGKILL, sweep."""
         self._event(Event.STOP)
         grace = self._ctx.config.grace_s
+        # What it started is recorded while still attached below it: a descendant that
+        # left its group and cleared its environment is found by the tree alone.
+        procs.record(self.unit_marker)
         procs.signal_group(child.pid, signal.SIGTERM)
         try:
             async with asyncio.timeout(grace):
@@ -437,6 +451,10 @@ class Supervisor:
             await asyncio.gather(*(unit.stop() for unit in units))
         self._tg = None
 
+    @property
+    def agent_id(self) -> str:
+        return self._ctx.agent_id
+
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
@@ -450,14 +468,14 @@ class Supervisor:
         self._tg.create_task(unit.run(), name=f"unit:{spec.slug}")
         return unit
 
-    def start_detached(self, spec: ProcessSpec, *, slug: str, port: int) -> Unit:
+    def start_detached(self, spec: ProcessSpec, *, slug: str, port: int, leased: bool = False) -> Unit:
         """Run a unit that is neither recorded nor listed among the processes.
 
-        Pools use this for their instances: the pool records itself and lists them.
-        The unit is forgotten here once it is done.
+        Pools use this for their instances: the pool records itself and lists them; the
+        manager's work (``leased``) too. The unit is forgotten here once it is done.
         """
         assert self._tg is not None, "Supervisor.run() is not running"
-        unit = Unit(spec, self._ctx, slug=slug, port=port)
+        unit = Unit(spec, self._ctx, slug=slug, port=port, leased=leased)
         self.detached.add(unit)
 
         async def run_then_forget() -> None:

@@ -261,7 +261,8 @@ class WorkerLink:
             created_at=time.time(),
             archive_sha256=None,
         )
-        unit = self._supervisor.start_detached(spec, slug=f"@task.{key[0]}.{key[1]}", port=pick_port())
+        slug = f"@task.{key[0]}.{key[1]}"
+        unit = self._supervisor.start_detached(spec, slug=slug, port=pick_port(), leased=True)
         run = Run(item_id=key[0], attempt=key[1], unit=unit)
         self.runs[key] = run
         run.watcher = asyncio.get_running_loop().create_task(self._watch(run), name=f"work:{key}")

@@ -131,8 +131,10 @@ def agent(
         if name is not None:
             link["name"] = name
         overrides["manager"] = link
+    # This process is the agent's alone: it adopts the orphans of what it runs.
+    overrides["supervision"] = {"subreaper": True}
     if grace is not None:
-        overrides["supervision"] = {"grace_s": grace}
+        overrides["supervision"]["grace_s"] = grace
     try:
         cfg = load_config(config, overrides)
     except ValidationError as exc:
