@@ -487,3 +487,38 @@ def test_a_tar_read_ahead_once_unpacks_again_the_same(tmp_path: Path) -> None:
     with pytest.raises(UnsafeArchive, match="more than 2 entries"):
         unpack(archive, tmp_path / "three", UnpackConfig(max_files=2))
     assert not (tmp_path / "three").exists()
+
+
+def test_a_zip_over_the_count_is_refused_from_its_end_record(tmp_path: Path) -> None:
+    # The directory is garbled past the limit: zipfile would call the archive corrupt
+    # while parsing it, so this refusal came from the end record, before that parse.
+    data = bytearray(zip_bytes([Member(f"f{i}", b"x") for i in range(10)]))
+    at = -1
+    for _ in range(8):
+        at = data.index(b"PK\x01\x02", at + 1)
+    data[at : at + 2] = b"XX"
+    refuse(
+        tmp_path,
+        bytes(data),
+        r"more than 5 entries \(at 'f5'\): its directory lists 10",
+        UnpackConfig(max_files=5),
+    )
+    refuse(tmp_path, bytes(data), "corrupt archive", UnpackConfig(max_files=20))
+
+
+def test_a_zip64_end_record_is_read_too(tmp_path: Path) -> None:
+    # zipfile writes zip64 records past 65,535 entries; a lower threshold, while writing
+    # only, makes a small one (the plain end record then says 0xFFFF entries).
+    buf = io.BytesIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 5)
+        with zipfile.ZipFile(buf, "w") as zf:
+            for i in range(10):
+                zf.writestr(f"f{i}", b"x")
+    data = buf.getvalue()
+    assert b"PK\x06\x06" in data
+    refuse(
+        tmp_path, data, r"more than 5 entries \(at 'f5'\): its directory lists 10", UnpackConfig(max_files=5)
+    )
+    unpack(write(tmp_path / "ok.zip", data), tmp_path / "ok", DEFAULT)
+    assert len(tree(tmp_path / "ok")) == 10

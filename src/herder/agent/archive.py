@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from herder.agent import zipdir
 from herder.agent.config import UnpackConfig
 from herder.agent.errors import UnsafeArchive
 
@@ -77,11 +78,7 @@ class _Budget:
         """One more entry; ``listed``: how many the archive's directory says it holds."""
         self.files += 1
         if self.files > self.config.max_files:
-            lists = f": its directory lists {listed}" if listed is not None else ""
-            raise UnsafeArchive(
-                f"unsafe archive: more than {self.config.max_files} entries (at {name!r}){lists}; "
-                "the limit is unpack.max_files"
-            )
+            raise _too_many_entries(self.config, name, listed)
 
     def add_bytes(self, name: str, count: int) -> None:
         self.written += count
@@ -96,6 +93,14 @@ class _Budget:
                 f"unsafe archive: expands more than {self.config.max_ratio:g} times "
                 f"(at {name!r}): a compression bomb? The limit is unpack.max_ratio"
             )
+
+
+def _too_many_entries(config: UnpackConfig, name: str, listed: int | None) -> UnsafeArchive:
+    lists = f": its directory lists {listed}" if listed is not None else ""
+    return UnsafeArchive(
+        f"unsafe archive: more than {config.max_files} entries (at {name!r}){lists}; "
+        "the limit is unpack.max_files"
+    )
 
 
 def safe_member_path(name: str) -> str:
@@ -328,6 +333,7 @@ def _check_links_resolve_inside(target: Path) -> None:
 
 
 def _unpack_zip(archive: Path, target: Path, config: UnpackConfig, budget: _Budget) -> None:
+    _check_zip_end_record(archive, config)
     with zipfile.ZipFile(archive) as zf:
         infos = _check_zip_directory(zf, config, budget.archive_bytes)
         for info in infos:
@@ -345,6 +351,16 @@ def _unpack_zip(archive: Path, target: Path, config: UnpackConfig, budget: _Budg
             else:
                 with zf.open(info) as source:
                     _write_file(dest, source, info.filename, budget, unix_mode)
+
+
+def _check_zip_end_record(archive: Path, config: UnpackConfig) -> None:
+    """Refuse a zip whose end record lists too many entries, before zipfile parses them
+    all into memory (see ``zipdir``)."""
+    listing = zipdir.read_listing(archive)
+    if listing is not None and listing.entries > config.max_files:
+        name = zipdir.name_at(archive, listing, config.max_files)
+        where = name if name is not None else f"entry {config.max_files + 1}"
+        raise _too_many_entries(config, where, listing.entries)
 
 
 def _check_zip_directory(

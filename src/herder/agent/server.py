@@ -47,6 +47,7 @@ from herder.agent.supervisor import Supervisor
 from herder.agent.sysinfo import SysInfo
 from herder.agent.trust import Trust
 from herder.agent.worker import WorkerLink
+from herder.auth.shared_secret import weak_secret
 from herder.net import LOOPBACK_NAMES, host_name, listen_socket
 from herder.rpc.service import Service
 from herder.wire import DEFAULT_MAX_FRAME_SIZE
@@ -196,6 +197,9 @@ class Agent:
                 "link it to a manager with a key (--manager URL --key-file FILE), "
                 "or listen on 127.0.0.1."
             )
+        weak = weak_secret(cfg.host, cfg.auth_token, loopback=cfg.is_loopback())
+        if weak is not None:
+            raise ConfigError(weak)
 
     async def __aenter__(self) -> Agent:
         self.check_config()

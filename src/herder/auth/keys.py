@@ -11,6 +11,9 @@ Files, in ``<data dir>/keys/``:
   and the key id are derived from it every time it is loaded.
 - ``public.pem``: the public key (SubjectPublicKeyInfo), a copy for operators to hand out
   out of band. Nothing here reads it back.
+- ``recorded``: the key id of the signing key once a database has recorded it (mode
+  0600). A manager whose database does not know a key this file says was recorded has
+  lost its database (emptied, or replaced by another) and refuses to start unless told.
 
 Both are written atomically (temporary file, fsync, rename or link, directory fsync), so
 a crash leaves the old key or the new one, never half of either; and an existing private
@@ -36,11 +39,12 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from herder.durable import fsync_dir
+from herder.durable import fsync_dir, write_file
 
 KEYS_DIR = "keys"
 PRIVATE_FILE = "signing.pem"
 PUBLIC_FILE = "public.pem"
+RECORDED_FILE = "recorded"
 ALGORITHM = "EdDSA"
 _ED25519_KEY_BYTES = 32
 
@@ -216,7 +220,8 @@ def init_keys(data_dir: str | os.PathLike[str], *, force: bool = False) -> Signi
     cannot both win.
     """
     directory = keys_dir(data_dir)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    Path(data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)  # 0700 whatever the umask
+    directory.mkdir(exist_ok=True, mode=0o700)
     target = directory / PRIVATE_FILE
     if target.exists() and not force:
         raise KeysExistError(_exists_message(target))
@@ -231,6 +236,23 @@ def init_keys(data_dir: str | os.PathLike[str], *, force: bool = False) -> Signi
     _write_atomically(directory, PUBLIC_FILE, public_pem, mode=0o644, replace=True)
     fsync_dir(directory)
     return key
+
+
+def recorded_kid(data_dir: str | os.PathLike[str]) -> str | None:
+    """The key id a database last recorded for this data dir, or ``None`` (never recorded)."""
+    try:
+        return (keys_dir(data_dir) / RECORDED_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def mark_recorded(data_dir: str | os.PathLike[str], kid: str) -> None:
+    """Remember that a database recorded the signing key ``kid`` (see ``recorded_kid``)."""
+    directory = keys_dir(data_dir)
+    if recorded_kid(data_dir) == kid:
+        return
+    write_file(directory, RECORDED_FILE, kid.encode() + b"\n")  # mkstemp: 0600
+    fsync_dir(directory)
 
 
 def load_signing_key(data_dir: str | os.PathLike[str]) -> SigningKey | None:

@@ -26,6 +26,19 @@ def _read_secret(path: Path | None) -> str | None:
     return token
 
 
+def _check_secret_file(path: Path | None, host: str, *, loopback: bool) -> None:
+    """Refuse, off loopback, a secret file others can read (on loopback, warn)."""
+    from herder.auth.shared_secret import open_secret_file
+
+    exposed = open_secret_file(path) if path is not None else None
+    if exposed is None:
+        return
+    if not loopback:
+        typer.echo(f"herder agent: refusing to listen on {host}: {exposed}", err=True)
+        raise typer.Exit(2)
+    log.warning("%s (anyone on this host can read it)", exposed)
+
+
 def agent(
     host: Annotated[str | None, typer.Option(help="Address to listen on. [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on. [default: 8010]")] = None,
@@ -140,6 +153,7 @@ def agent(
     except ValidationError as exc:
         typer.echo(f"herder agent: invalid configuration:\n{exc}", err=True)
         raise typer.Exit(2) from None
+    _check_secret_file(auth_token_file, cfg.host, loopback=cfg.is_loopback())
     try:
         _run(Agent(cfg))
     except AgentError as exc:

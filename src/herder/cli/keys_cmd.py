@@ -67,7 +67,7 @@ def _with_database(data_dir: Path, db: str | None, work: Callable[[Any], Awaitab
     from herder.manager.store import db as database
 
     config = ManagerConfig(data_dir=data_dir, db=db)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # 0700 whatever the umask
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration otherwise
 
     async def main() -> T:
@@ -145,11 +145,23 @@ def issue(
         raise typer.BadParameter(
             f"{user!r}: a user is 1 to 255 characters, no spaces or '/'", param_hint="--user"
         )
+    from herder.manager.authority import UnknownDatabase
+
     ttl_s = parse_duration(ttl)
     authority = _authority(data_dir)
-    issued = _with_database(data_dir, db, lambda session: authority.issue_key(session, user, role, ttl_s))
+
+    async def work(session: Any) -> Any:
+        # A key issued into a database that is not the manager's own would not be honoured.
+        await authority.check_database(session, data_dir)
+        return await authority.issue_key(session, user, role, ttl_s)
+
+    try:
+        issued = _with_database(data_dir, db, work)
+    except UnknownDatabase as exc:
+        _fail(str(exc))
     if out is not None:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
         with os.fdopen(fd, "w") as fh:
             fh.write(issued.key + "\n")
     else:

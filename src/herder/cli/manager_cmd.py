@@ -63,6 +63,14 @@ def manager(
     heartbeat_interval: Annotated[
         float, typer.Option(help="Seconds between workers' heartbeats; three missed: offline, work requeued.")
     ] = 5.0,
+    accept_new_database: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new-database",
+            help="Start although the database does not know the data dir's signing key (it was emptied, "
+            "replaced, or is another manager's): only the keys it records are honoured.",
+        ),
+    ] = False,
 ) -> None:
     """Run the manager in the foreground until SIGINT or SIGTERM.
 
@@ -73,7 +81,16 @@ def manager(
     from herder.manager.config import ManagerConfig
     from herder.manager.server import Manager, ManagerError
 
+    from herder.auth.shared_secret import open_secret_file
+    from herder.net import is_loopback_host
+
     token = auth_token_file.read_text().strip() if auth_token_file is not None else None
+    exposed = open_secret_file(auth_token_file) if auth_token_file is not None else None
+    if exposed is not None and not is_loopback_host(host):
+        typer.echo(f"herder manager: refusing to listen on {host}: {exposed}", err=True)
+        raise typer.Exit(2)
+    if exposed is not None:
+        log.warning("%s (anyone on this host can read it)", exposed)
     try:
         cfg = ManagerConfig(
             host=host,
@@ -85,6 +102,7 @@ def manager(
             allowed_hosts=allowed_host or [],
             proxy_allow_networks=proxy_allow_network or [],
             proxy_admin_networks=proxy_admin_network or [],
+            accept_new_database=accept_new_database,
         )
     except ValueError as exc:  # a setting out of its range, a network that is not one
         typer.echo(f"herder manager: {_one_line(exc)}", err=True)

@@ -442,7 +442,9 @@ def _auth_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
                 401, "unauthorized", "send your key as 'Authorization: Bearer <key>'", "Authorization"
             )
         try:
-            access, expires_at = runtime.authority.token_for(key.strip(), runtime.config.token_ttl_s)
+            access, expires_at = await runtime.authority.buy(
+                key.strip(), runtime.config.token_ttl_s, runtime.transaction
+            )
         except TokenError as exc:
             note_failed_authentication(request.scope, credential=key.strip(), why=exc.reason, detail=str(exc))
             raise ApiError(401, exc.reason, str(exc), "Authorization") from None

@@ -12,9 +12,19 @@ Then:
 * every other route (and the agents' and services' RPC) takes only access tokens, which
   anyone holding the public key (``GET /auth/jwks.json``) can verify offline.
 
-The revoked keys are read from the database at start and about once a second after
-(``refresh``), so a revocation made by ``herder keys revoke`` (another process, or
-another manager on the same PostgreSQL) takes effect within a second.
+Keys are an **allow-list**: a key is honoured only while the database records it as
+issued and not revoked, and so are the tokens bought with it. The keys are read from the
+database at start and about once a second after (``refresh``), so a revocation made by
+``herder keys revoke`` (another process, or another manager on the same PostgreSQL)
+takes effect within a second; a key issued elsewhere is looked up when it first buys a
+token. A database emptied, or replaced by an older copy, therefore cannot bring back a
+key it does not record; and since such a database would also have forgotten
+revocations, the manager refuses to start on a database that does not know its signing
+key (``check_database``) unless told to accept it as new.
+
+An access token signed with the signing key but bought with no key (``herder up``'s
+tests, an operator's script holding the private key) names no key to check; it is
+accepted as before: whoever holds the private key can sign anything.
 """
 
 from __future__ import annotations
@@ -26,12 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from herder.auth import keys as signing
 from herder.auth import tokens
-from herder.manager.store.tables import AuthKey
+from herder.manager.store.tables import AuthKey, SigningKeyRecord
 from herder.rpc.auth import Principal, Unauthorized
 
 ISSUER = "herder"
@@ -40,6 +50,16 @@ TOKEN_AUDIENCE = "herder"
 ROLES = ("admin", "user")
 DEFAULT_KEY_TTL_S = 365 * 86400
 DEFAULT_TOKEN_TTL_S = 3600
+
+
+class NotIssued(tokens.TokenError):
+    """A key (or a token bought with one) that the database does not record as issued."""
+
+    reason = "not_issued"
+
+
+class UnknownDatabase(Exception):
+    """The database does not know the data dir's signing key: it is not this manager's own."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,7 @@ class Authority:
         self.signing_key = signing_key
         self._public = signing_key.public_keys()
         self._revoked: frozenset[str] = frozenset()
+        self._honoured: frozenset[str] = frozenset()  # issued and not revoked, per the database
 
     @classmethod
     def load(cls, data_dir: Path) -> Authority | None:
@@ -97,6 +118,7 @@ class Authority:
         expires_at = float(int(now) + ttl_s)
         db.add(AuthKey(id=key_id, subject=subject, role=role, issued_at=now, expires_at=expires_at))
         await db.flush()
+        self._honoured |= {key_id}  # a rolled-back issue drops out at the next refresh
         return IssuedKey(key, key_id, subject, role, expires_at)
 
     @staticmethod
@@ -115,9 +137,52 @@ class Authority:
         return (await db.execute(select(AuthKey).order_by(AuthKey.issued_at))).scalars().all()
 
     async def refresh(self, db: AsyncSession) -> None:
-        """Read the revoked keys again (cheap: revocations are few)."""
-        rows = await db.execute(select(AuthKey.id).where(AuthKey.revoked_at.is_not(None)))
-        self._revoked = frozenset(row[0] for row in rows)
+        """Read the keys again: which are honoured, which revoked (keys are few: people,
+        agents, services)."""
+        rows = (await db.execute(select(AuthKey.id, AuthKey.revoked_at))).all()
+        self._revoked = frozenset(key_id for key_id, revoked_at in rows if revoked_at is not None)
+        self._honoured = frozenset(key_id for key_id, revoked_at in rows if revoked_at is None)
+
+    async def check_database(self, db: AsyncSession, data_dir: Path, *, accept_new: bool = False) -> None:
+        """Refuse a database that does not know this data dir's signing key, then record it.
+
+        Known: the database recorded this key (``auth_signing_keys``). Recorded now,
+        without asking: a first start (the data dir's key was never recorded anywhere and
+        the database knows no key), a database made before the record existed (it knows
+        no signing key but holds issued keys), or a key rotation (``keys init --force``:
+        the database knows the data dir's previous key). Anything else is a database
+        emptied, replaced or another manager's, where keys issued since and revocations
+        are lost: ``accept_new`` takes it anyway.
+
+        Raises:
+            UnknownDatabase: saying what was found and how to go on.
+        """
+        kid = self.signing_key.kid
+        known = set((await db.execute(select(SigningKeyRecord.kid))).scalars())
+        if kid in known:
+            signing.mark_recorded(data_dir, kid)
+            return
+        previous = signing.recorded_kid(data_dir)
+        fresh = previous is None and not known
+        rotated = previous is not None and previous != kid and previous in known
+        if not (fresh or rotated or accept_new):
+            issued = await db.scalar(select(func.count()).select_from(AuthKey))
+            if previous == kid:
+                why = "a database recorded it before, so this one was emptied or replaced since"
+            elif known:
+                why = f"it records another signing key ({', '.join(sorted(known))}): it is another manager's"
+            else:
+                why = "the data dir's previous key is not known to it either"
+            raise UnknownDatabase(
+                f"the database does not know this data dir's signing key {kid} "
+                f"({signing.keys_dir(data_dir) / signing.PRIVATE_FILE}): {why}. It records {issued} "
+                "keys, which alone will be honoured; keys issued and revocations made since are lost. "
+                "Restore the right database, or start with --accept-new-database "
+                "(accept_new_database) to take this one as the manager's own"
+            )
+        db.add(SigningKeyRecord(kid=kid, recorded_at=time.time()))
+        await db.flush()
+        signing.mark_recorded(data_dir, kid)
 
     def revoked_ids(self) -> list[str]:
         """The revoked keys, for agents (a heartbeat's answer carries them)."""
@@ -125,6 +190,14 @@ class Authority:
 
     def _is_revoked(self, key_id: str) -> bool:
         return key_id in self._revoked
+
+    def _check_issued(self, key_id: str) -> None:
+        """Raise unless the database records ``key_id`` as issued and not revoked."""
+        if key_id in self._honoured:
+            return
+        if key_id in self._revoked:
+            raise tokens.Revoked(f"the key {key_id!r} was revoked")
+        raise NotIssued(f"the key {key_id!r} is not one this manager's database records as issued")
 
     def _verify(self, token: str, audience: str, kind: str) -> tokens.Claims:
         return tokens.verify(
@@ -147,6 +220,7 @@ class Authority:
         claims = self._verify(key, KEY_AUDIENCE, tokens.KIND_KEY)
         if claims.sub is None or claims.jti is None:  # issue_key sets both
             raise tokens.MissingClaim("a key must name its holder (sub) and itself (jti)")
+        self._check_issued(claims.jti)
         now = time.time()
         life_s = max(1, int(min(now + ttl_s, claims.exp) - now))  # never outlives its key
         token = tokens.issue(
@@ -160,6 +234,23 @@ class Authority:
         )
         return token, float(int(now) + life_s)  # issue() counts from the whole second
 
+    async def buy(self, key: str, ttl_s: int, transaction: Any) -> tuple[str, float]:
+        """``token_for``, reading the keys again first when ``key`` is not known yet.
+
+        A key issued by another process (``herder keys issue``, another manager) is in the
+        database before this manager's next ``refresh``: it buys a token at once.
+        ``transaction`` is ``ManagerRuntime.transaction``.
+
+        Raises:
+            herder.auth.TokenError: as ``token_for``.
+        """
+        try:
+            return self.token_for(key, ttl_s)
+        except NotIssued:
+            async with transaction() as db:
+                await self.refresh(db)
+            return self.token_for(key, ttl_s)
+
     def verify_token(self, token: str) -> tokens.Claims:
         """The claims of a valid access token.
 
@@ -168,8 +259,12 @@ class Authority:
         """
         claims = self._verify(token, TOKEN_AUDIENCE, tokens.KIND_TOKEN)
         bought_with = claims.raw.get("key")
-        if isinstance(bought_with, str) and self._is_revoked(bought_with):
-            raise tokens.Revoked(f"the key {bought_with!r} this token was bought with was revoked")
+        if "key" in claims.raw:
+            if not isinstance(bought_with, str):
+                raise tokens.MalformedToken("the token's key claim is not a key id")
+            if self._is_revoked(bought_with):
+                raise tokens.Revoked(f"the key {bought_with!r} this token was bought with was revoked")
+            self._check_issued(bought_with)
         return claims
 
 

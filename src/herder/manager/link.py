@@ -82,7 +82,12 @@ class Links:
             self.service.registry.add(Method.of(func, name=name))
         from herder.manager.services import Services
 
-        self.services = Services(runtime.authority is not None, runtime.targets)
+        self.services = Services(
+            runtime.authority is not None,
+            runtime.targets,
+            runtime.config.service_quota,
+            runtime.config.service_quota_overrides,
+        )
         for method in self.services.methods():
             self.service.registry.add(method)
         runtime.writes.dispatch_to = lambda: list(self.peers)

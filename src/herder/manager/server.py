@@ -22,8 +22,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from herder.apierrors import ApiError
+from herder.auth.shared_secret import weak_secret
 from herder.frontdoor import AccessTokens, Authenticate, Door, RouteLimit, SharedSecret, server_options
-from herder.manager.authority import Authority
+from herder.manager.authority import Authority, UnknownDatabase
 from herder.manager.config import ManagerConfig
 from herder.manager.models import TaskSubmission
 from herder.manager.store import db as database
@@ -216,7 +217,10 @@ class Manager:
                 f"(herder keys init --data-dir {cfg.data_dir}, or --auth-token-file FILE), "
                 "or listen on 127.0.0.1"
             )
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        weak = weak_secret(cfg.host, cfg.auth_token, loopback=cfg.is_loopback())
+        if weak is not None:
+            raise ManagerError(weak)
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # 0700 whatever the umask
         try:
             self.engine = database.create_engine(cfg.database_url())
             await database.migrate(self.engine)
@@ -224,8 +228,13 @@ class Manager:
             raise ManagerError(str(exc)) from exc
         self.runtime = ManagerRuntime(cfg, self.engine, self.authority)
         if self.authority is not None:
-            async with self.runtime.transaction() as db:
-                await self.authority.refresh(db)
+            try:
+                async with self.runtime.transaction() as db:
+                    await self.authority.check_database(db, cfg.data_dir, accept_new=cfg.accept_new_database)
+                    await self.authority.refresh(db)
+            except UnknownDatabase as exc:
+                await self.engine.dispose()
+                raise ManagerError(str(exc)) from None
         try:
             self._sock = listen_socket(cfg.host, cfg.port)
         except OSError as exc:

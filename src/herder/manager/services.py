@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from herder.manager.config import ServiceQuota
 from herder.manager.targets import Targets
 from herder.registry.index import Event, Index, Registration, Watch
 from herder.registry.names import BadName, Query, ServiceKey
@@ -61,9 +63,17 @@ def registration_document(reg: Registration) -> dict[str, Any]:
 class Services:
     """The registry of one manager: its index, its sweeper, and the link methods."""
 
-    def __init__(self, auth_on: bool, targets: Targets | None = None) -> None:
+    def __init__(
+        self,
+        auth_on: bool,
+        targets: Targets | None = None,
+        quota: ServiceQuota | None = None,
+        quota_overrides: Mapping[str, ServiceQuota] | None = None,
+    ) -> None:
         self.index = Index()
         self._auth_on = auth_on
+        self._quota = quota or ServiceQuota()
+        self._quota_overrides = dict(quota_overrides or {})
         self._targets = targets  # what the proxy will reach, checked at registration too
         self._by_peer: dict[int, set[str]] = {}
         self._changed = asyncio.Event()
@@ -95,11 +105,14 @@ class Services:
         if not 0 <= ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttl_s must be from 0 (the link keeps it) to {MAX_TTL_S:g}, not {ttl_s!r}")
         document = dict(metadata or {})
-        if len(repr(document)) > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata must stay under {MAX_METADATA_BYTES} bytes")
+        size = len(json.dumps(document, separators=(",", ":"), default=repr).encode())
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must stay under {MAX_METADATA_BYTES} bytes (as JSON), not {size}")
         existing = self.index.get(service_key.id)
         if existing is not None and self._auth_on and role != "admin" and existing.owner != who:
             raise PermissionError(f"the id {service_key.id!r} is another user's registration")
+        if self._auth_on and role != "admin":
+            self._check_quota(who or "anonymous", ttl_s, size, existing)
         now = time.time()
         reg = Registration(
             key=service_key,
@@ -109,6 +122,7 @@ class Services:
             registered_at=now,
             expires_at=math.inf if ttl_s == 0 else now + ttl_s,
             metadata=document,
+            metadata_bytes=size,
         )
         self.index.add(reg)
         if ttl_s == 0:
@@ -119,10 +133,23 @@ class Services:
         self._changed.set()
         return registration_document(reg)
 
-    def renew(self, id: str, ttl_s: float) -> dict[str, Any]:
-        """Keep a registration alive ``ttl_s`` more seconds (its heartbeat)."""
+    def renew(self, id: str, ttl_s: float, *, peer: Peer) -> dict[str, Any]:
+        """Keep a registration alive ``ttl_s`` more seconds (its heartbeat).
+
+        Only its owner (or an admin) may: otherwise anyone could keep another user's dead
+        instance in the registry for ever, where clients would keep dialling it.
+        """
         if not 0 < ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttl_s must be above 0 and at most {MAX_TTL_S:g}, not {ttl_s!r}")
+        who = getattr(peer.principal, "name", None)
+        role = getattr(peer.principal, "role", None)
+        if self._auth_on and role != "admin":
+            current = self.index.get(id)
+            if current is not None and current.owner != who:
+                raise PermissionError(f"the registration {id!r} is another user's: only its owner renews it")
+            setting, quota = self._quota_of(who or "anonymous")
+            if ttl_s > quota.max_ttl_s:
+                raise ValueError(f"ttl_s {ttl_s:g} is above {setting}.max_ttl_s ({quota.max_ttl_s:g})")
         now = time.time()
         due = self.index.next_expiry()
         reg = self.index.renew(id, now + ttl_s, now=now)
@@ -149,6 +176,39 @@ class Services:
         if not 1 <= limit <= MAX_FIND_LIMIT:
             raise ValueError(f"limit must be from 1 to {MAX_FIND_LIMIT}, not {limit!r}")
         return self.index.query(query, now=time.time())[:limit]
+
+    # -- quotas ---------------------------------------------------------------------------
+
+    def _quota_of(self, user: str) -> tuple[str, ServiceQuota]:
+        """The quota that applies to ``user``, and the setting it comes from (for errors)."""
+        override = self._quota_overrides.get(user)
+        if override is not None:
+            return f"service_quota_overrides.{user}", override
+        return "service_quota", self._quota
+
+    def _check_quota(self, user: str, ttl_s: float, size: int, existing: Registration | None) -> None:
+        """Refuse a registration past ``user``'s quota, naming the setting it would exceed.
+
+        A replacement of one's own id counts as the new one instead of the old, so a
+        service re-registering (new metadata, a link come back) is never refused for itself.
+        """
+        setting, quota = self._quota_of(user)
+        if ttl_s > quota.max_ttl_s:
+            raise ValueError(f"ttl_s {ttl_s:g} is above {setting}.max_ttl_s ({quota.max_ttl_s:g})")
+        count, held = self.index.usage(user)
+        if existing is not None and existing.owner == user:
+            count -= 1
+            held -= existing.metadata_bytes
+        if count + 1 > quota.max_services:
+            raise ValueError(
+                f"{user!r} holds {count} registrations: {setting}.max_services ({quota.max_services}) "
+                "allows no more (deregister some, or ask an admin for an override)"
+            )
+        if held + size > quota.max_metadata_bytes:
+            raise ValueError(
+                f"{user!r}'s registrations would hold {held + size} bytes of metadata: above "
+                f"{setting}.max_metadata_bytes ({quota.max_metadata_bytes})"
+            )
 
     def _link_closed(self, peer: Peer) -> None:
         for service_id in self._by_peer.pop(id(peer), set()):

@@ -61,6 +61,9 @@ class Registration:
     # The owner's role when it registered ("user", "admin"; None without keys): what the
     # manager's proxy may reach for it depends on it.
     owner_role: str | None = None
+    # The size of ``metadata`` as its owner sent it (JSON bytes), counted against the
+    # owner's quota: the index keeps each owner's total (``Index.usage``).
+    metadata_bytes: int = 0
 
     @property
     def id(self) -> str:
@@ -177,6 +180,7 @@ class Index:
         self._stamps: dict[str, int] = {}  # id -> sequence of its live heap entry
         self._sequence = itertools.count()
         self._watches: dict[str, dict[Watch, None]] = {}  # username or "*" -> watches
+        self._usage: dict[str, tuple[int, int]] = {}  # owner -> (registrations, metadata bytes)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -208,6 +212,14 @@ class Index:
             return
         for child in _children(node, index, q):
             self._walk(child, index + 1, q, found)
+
+    def usage(self, owner: str) -> tuple[int, int]:
+        """How many registrations ``owner`` holds, and their metadata's bytes in all.
+
+        Kept up to date by every path that adds or drops one (replacement, removal,
+        expiry), so a quota check costs a dict look-up, not a walk.
+        """
+        return self._usage.get(owner, (0, 0))
 
     def next_expiry(self) -> float | None:
         """When the next registration is due to expire (``None``: none will), to sleep until."""
@@ -297,6 +309,7 @@ class Index:
             node = child
         node.registrations[key.id] = registration
         self._leaves[key.id] = node
+        self._count(registration, 1)
         self._schedule(registration)
 
     def _detach(self, id: str) -> Registration | None:
@@ -306,9 +319,19 @@ class Index:
             return None
         self._stamps.pop(id, None)
         old = leaf.registrations.pop(id)
+        self._count(old, -1)
         if leaf.is_empty():
             self._prune(old.key)
         return old
+
+    def _count(self, registration: Registration, sign: int) -> None:
+        count, size = self._usage.get(registration.owner, (0, 0))
+        count += sign
+        size += sign * registration.metadata_bytes
+        if count:
+            self._usage[registration.owner] = (count, size)
+        else:
+            self._usage.pop(registration.owner, None)
 
     def _prune(self, key: ServiceKey) -> None:
         path = [self._root]

@@ -7,10 +7,11 @@ start, on the manager's own connection, before anything else touches the databas
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, exc, make_url
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -38,9 +39,39 @@ def async_url(url: str) -> str:
     raise DatabaseError(f"database scheme {scheme!r} is not supported; use sqlite or postgresql")
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys on."""
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (``None``: not SQLite, or in memory)."""
     full = async_url(url)
+    if not full.startswith("sqlite"):
+        return None
+    database = make_url(full).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def create_private_file(path: Path) -> None:
+    """Create the SQLite file 0600 before SQLite does, which would give it the umask's mode.
+
+    SQLite creates its ``-wal`` and ``-shm`` files with the database file's mode, so
+    they are 0600 too. An existing file is left as it is.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as error:
+        raise DatabaseError(f"cannot create the database {path}: {error.strerror}") from None
+    os.close(fd)
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys on.
+
+    A SQLite file that does not exist yet is created 0600 first (``create_private_file``).
+    """
+    full = async_url(url)
+    path = sqlite_path(url)
+    if path is not None:
+        create_private_file(path)
     if full.startswith("sqlite"):
         # One connection: SQLite has one writer at a time anyway, and connections that
         # race for its lock sleep and retry (milliseconds each) where a queue would not.
@@ -105,8 +136,22 @@ async def migrate(engine: AsyncEngine) -> None:
     try:
         async with engine.begin() as connection:
             await connection.run_sync(upgrade)
-    except (OSError, ConnectionError) as exc:
-        raise DatabaseError(f"cannot reach the database: {exc}") from exc
+    except (OSError, ConnectionError) as error:
+        raise DatabaseError(f"cannot reach the database: {error}") from error
+    except exc.DBAPIError as error:  # a damaged or foreign file, a server refusing us
+        raise DatabaseError(_unusable(engine, error)) from error
+
+
+def _unusable(engine: AsyncEngine, error: exc.DBAPIError) -> str:
+    """One line naming the database and what its driver said (not SQLAlchemy's essay)."""
+    reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        return (
+            f"cannot open the database {url.database}: {reason} (is it truncated or not a herder "
+            "database? restore it from a backup, or move it away to start empty)"
+        )
+    return f"cannot use the database {url.render_as_string(hide_password=True)}: {reason}"
 
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker[Any]:

@@ -119,3 +119,16 @@ class AuthKey(Base):
     issued_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class SigningKeyRecord(Base):
+    """A signing key this database has known: a data dir whose key it does not know is refused.
+
+    Without it, a database emptied or replaced by another looked like a new one, and the
+    keys it did not record (or the revocations it lost) went unnoticed (#12 §4).
+    """
+
+    __tablename__ = "auth_signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)  # the key's RFC 7638 thumbprint
+    recorded_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,66 @@
+"""#12 §4: the manager's database, keys and tokens were created with the umask's modes.
+
+Under ``umask 000`` the data dir was 0777 and ``manager.db`` 0666: anyone on the host could
+read every task's command and environment, or write the database. Whatever the umask,
+they are now 0700 (directories) and 0600 (files); ``public.pem`` alone is meant to be
+read (0644).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from herder.auth import init_keys
+from herder.manager.config import ManagerConfig
+from herder.manager.server import Manager
+from tests.helpers import HERDER
+
+
+def under_umask(umask: int, *argv: str) -> list[str]:
+    return ["sh", "-c", f'umask {umask:03o} && exec "$@"', "sh", *argv]
+
+
+def mode(path: Path) -> str:
+    return f"{stat.S_IMODE(path.stat().st_mode):04o}"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+async def test_the_data_dir_database_keys_and_tokens_are_private(tmp_path: Path, umask: int) -> None:
+    data_dir = tmp_path / "data" / "manager"
+    key_file = tmp_path / "alice.key"
+    key_file.write_text("old\n")
+    key_file.chmod(0o644)  # --out over an existing, readable file
+    previous = os.umask(umask)
+    try:
+        init_keys(data_dir)
+        async with Manager(ManagerConfig(port=0, data_dir=data_dir)):
+            pass
+    finally:
+        os.umask(previous)
+    issued = subprocess.run(
+        under_umask(umask, HERDER, "keys", "issue", "--user", "alice", "--out", str(key_file),
+                    "--data-dir", str(data_dir)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert issued.returncode == 0, issued.stderr
+    found = {
+        "data dir": mode(data_dir),
+        "keys": mode(data_dir / "keys"),
+        "signing.pem": mode(data_dir / "keys" / "signing.pem"),
+        "public.pem": mode(data_dir / "keys" / "public.pem"),
+        "key file": mode(key_file),
+    }
+    for path in data_dir.glob("manager.db*"):
+        found[path.name] = mode(path)
+    assert "manager.db" in found
+    expected = {name: "0700" if name in ("data dir", "keys") else "0600" for name in found}
+    expected["public.pem"] = "0644"
+    assert found == expected
