@@ -11,6 +11,12 @@ When the manager is away, the agent reconnects with backoff; work already runnin
 running, and its reports wait (``started`` and ``finished``; output lines meanwhile are
 not kept) to be sent once the link is back. A report the manager refuses (the attempt
 was given to another worker meanwhile) is dropped.
+
+Leases (docs/manager.md, "At most one attempt"): the manager hands a piece of work out
+again once its lease ran out. So that the attempt here is over by then, the agent
+stops, by its own monotonic clock, every attempt whose lease it could not renew (no
+heartbeat naming it acknowledged) for ``lease_s - lease_margin_s``, and kills what is
+left of it at ``lease_s``; the manager waits ``lease_margin_s`` more.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from herder.agent import procs
 from herder.agent.logs import Stream
 from herder.agent.models import ProcessSpec, RestartPolicy
 from herder.agent.states import State
@@ -49,6 +57,7 @@ STARTED_REPORT_AFTER_S = 0.1  # shorter work is only reported finished (see _wat
 REPORT_RETRY_S = 0.2
 # The manager's answers that mean "this report will never apply": the attempt is not ours.
 FINAL_REFUSALS = frozenset({"FencedOut", "NotFound"})
+LEASE_CHECK_S = 0.5  # the longest the lease watch sleeps (shorter with short leases)
 
 
 @dataclass
@@ -60,6 +69,11 @@ class Run:
     unit: Unit
     watcher: asyncio.Task[None] | None = None
     stopped: bool = False
+    # Monotonic time the manager's lease on this attempt last started from, at the
+    # latest: the sending of the last acknowledged heartbeat that named it (or, before
+    # one, of the last acknowledged one before the work came).
+    lease_base: float = 0.0
+    lease_lost: bool = False
 
 
 class WorkerLink:
@@ -85,11 +99,23 @@ class WorkerLink:
         self.peer: Peer | None = None
         self.worker_id: int | None = None
         self.connected = asyncio.Event()
+        # (lease, margin) the manager gave at registration; None: it gives none (older).
+        self.lease: tuple[float, float] | None = None
+        self._renewed_at = time.monotonic()  # when the last acknowledged heartbeat was sent
 
     # -- the link ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Stay linked for as long as the agent runs (reconnecting with backoff)."""
+        watch = asyncio.get_running_loop().create_task(self._watch_leases(), name="lease-watch")
+        try:
+            await self._stay_linked()
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+    async def _stay_linked(self) -> None:
         delay = BACKOFF_INITIAL_S
         while True:
             started = time.monotonic()
@@ -153,9 +179,15 @@ class WorkerLink:
         handlers: dict[str, Callable[..., Any]] = {"assign": self._assign, "stop": self._stop}
         token, renew_at = await self._access_token()
         async with connect(self._rpc_url(), token=token, codecs=("msgpack",), handlers=handlers) as peer:
-            answer = await peer.call("register", await self._registration(), timeout=30)
+            registration = await self._registration()
+            sent = time.monotonic()
+            answer = await peer.call("register", registration, timeout=30)
             self.worker_id = int(answer["worker_id"])
             interval = float(answer["heartbeat_interval_s"])
+            if "lease_s" in answer:
+                self.lease = (float(answer["lease_s"]), float(answer["lease_margin_s"]))
+            # Work pushed from now on was claimed after this: its lease started later.
+            self._renewed_at = sent
             self.peer = peer
             self.connected.set()
             log.info("linked to the manager %s as worker %d", self._link.url, self.worker_id)
@@ -197,7 +229,14 @@ class WorkerLink:
             },
         }
         running = [[item, attempt] for (item, attempt), run in self.runs.items() if not run.stopped]
+        sent = time.monotonic()
         answer = await peer.call("heartbeat", self.worker_id, figures, running, timeout=max(interval * 2, 5))
+        stops = {(int(item), int(attempt)) for item, attempt in answer.get("stop", [])}
+        for item, attempt in running:  # renewed: their leases start again from ``sent`` at the latest
+            run = self.runs.get((item, attempt))
+            if run is not None and (item, attempt) not in stops:
+                run.lease_base = max(run.lease_base, sent)
+        self._renewed_at = max(self._renewed_at, sent)
         if self._trust is not None and "revoked" in answer:
             self._trust.set_revoked(answer["revoked"])
         for item_id, attempt in answer.get("stop", []):
@@ -247,6 +286,12 @@ class WorkerLink:
         key = (int(item["id"]), int(item["attempt"]))
         if key in self.runs:
             return
+        if self._lease_ends(self._renewed_at, margin=True) <= time.monotonic():
+            # This agent was not heard for longer than the lease allows (it was stopped,
+            # or swapped out, with the work waiting in its socket): the manager may have
+            # given the work to another worker already. Not started; its lease runs out.
+            log.warning("work item %d (attempt %d) came after its lease could end: not started", *key)
+            return
         argv = [str(a) for a in item["argv"]]
         if item.get("cwd"):
             argv = ["/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "herder-work", str(item["cwd"]), *argv]
@@ -263,7 +308,7 @@ class WorkerLink:
         )
         slug = f"@task.{key[0]}.{key[1]}"
         unit = self._supervisor.start_detached(spec, slug=slug, port=pick_port(), leased=True)
-        run = Run(item_id=key[0], attempt=key[1], unit=unit)
+        run = Run(item_id=key[0], attempt=key[1], unit=unit, lease_base=self._renewed_at)
         self.runs[key] = run
         run.watcher = asyncio.get_running_loop().create_task(self._watch(run), name=f"work:{key}")
 
@@ -299,10 +344,51 @@ class WorkerLink:
                 await pump
             code = unit.exit_code if unit.exit_code is not None else 127
             error = unit.error if unit.state is State.FAILED else None
+            if run.lease_lost:
+                code = code or 1
+                error = "stopped: its lease could not be renewed (no heartbeat acknowledged)"
             await unit.stop()
             await self._report("finished", [run.item_id, run.attempt, code, error, began])
         finally:
             self.runs.pop((run.item_id, run.attempt), None)
+
+    # -- leases -----------------------------------------------------------------------------
+
+    def _lease_ends(self, base: float, *, margin: bool) -> float:
+        """When a lease renewed at ``base`` ends (by this agent's clock, less the margin)."""
+        if self.lease is None:
+            return float("inf")
+        lease, lease_margin = self.lease
+        return base + lease - (lease_margin if margin else 0.0)
+
+    async def _watch_leases(self) -> None:
+        """Stop the attempts whose leases could not be renewed, before the manager may give them away.
+
+        At ``lease - margin`` since the last renewal the attempt is stopped (SIGTERM, then
+        the agent's grace); whatever of it still runs at ``lease`` is killed (SIGKILL to its
+        group): the manager requeues it no earlier than ``lease + margin``.
+        """
+        while True:
+            step = LEASE_CHECK_S if self.lease is None else min(LEASE_CHECK_S, max(0.01, self.lease[1] / 4))
+            await asyncio.sleep(step)
+            now = time.monotonic()
+            for run in list(self.runs.values()):
+                if self._lease_ends(run.lease_base, margin=True) > now:
+                    continue
+                if not run.lease_lost:
+                    log.warning(
+                        "work item %d (attempt %d): its lease could not be renewed (no heartbeat "
+                        "acknowledged for %.1f s): stopping it before the manager gives it away",
+                        run.item_id,
+                        run.attempt,
+                        now - run.lease_base,
+                    )
+                    run.lease_lost = True
+                    self._stop(run.item_id, run.attempt)
+                pid = run.unit.pid
+                over = self._lease_ends(run.lease_base, margin=False) <= now
+                if over and pid is not None and not _ended(run.unit):
+                    procs.signal_group(pid, signal.SIGKILL)
 
     async def _pump_output(self, run: Run, sub: Any) -> None:
         """Lines of the attempt's output to the manager, in batches (dropped while unlinked)."""

@@ -196,6 +196,23 @@ def _require_admin(request: Request) -> None:
         )
 
 
+def _check_priority(request: Request, priority: int | None, cap: int) -> None:
+    """A user's priority is capped (``max_user_priority``); an admin's is not.
+
+    Without keys there are no users: whoever reaches the manager is an admin (as for
+    everything else), and no cap applies.
+    """
+    name, role = _principal(request)
+    if priority is not None and role not in (None, "admin") and priority > cap:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"priority {priority} is above {cap}, the highest a user ({name!r}) may give "
+            "(the manager's max_user_priority); an admin may give more",
+            "priority",
+        )
+
+
 def _path_id(request: Request, name: str = "id") -> int:
     text = request.path_params[name]
     if not text.isdigit():
@@ -264,6 +281,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     @app.post("/tasks", status_code=202, summary="Submit a task: compiled into work at once")
     async def submit(request: Request) -> Response:
         req = await read_json(request, TaskSubmission)
+        _check_priority(request, req.priority, runtime.config.max_user_priority)
         new = await runtime.compile(req)
         new.task["owner"] = _principal(request)[0]
         task_id = await runtime.writes.submit_task(new)  # its round hands it out, if a slot is free
@@ -294,12 +312,15 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     async def get_task(request: Request) -> Response:
         async with _transaction(runtime) as db:
             task = await queries.get_task(db, _path_id(request), owner=_viewer(request))
-            return JSONResponse(task_document(task, list(await queries.items_of(db, task.id))))
+            doc = task_document(task, list(await queries.items_of(db, task.id)))
+            doc["waiting"] = await queries.waiting_reason(db, task, runtime.config.offline_after_s)
+            return JSONResponse(doc)
 
     @app.patch("/tasks/{id}", status_code=204, summary="Priority, pause, resume or cancel")
     async def update_task(request: Request) -> Response:
         task_id = _path_id(request)
         req = await read_json(request, TaskUpdate)
+        _check_priority(request, req.priority, runtime.config.max_user_priority)
         async with _transaction(runtime) as db:
             task = await queries.get_task(db, task_id, owner=_viewer(request))
             if task.status in queries.TERMINAL:

@@ -74,6 +74,15 @@ class ManagerConfig(BaseModel):
         default_factory=dict, description="a quota of its own for a user, by name (instead of service_quota)"
     )
     limits: ManagerLimits = Field(default_factory=ManagerLimits, description="what one HTTP client may cost")
+    lease_margin_s: float | None = Field(
+        None,
+        gt=0,
+        description="slack on each side of a lease: an agent stops work it could not renew once offline "
+        "(lease minus this), the manager requeues it at lease plus this; default: one heartbeat interval",
+    )
+    max_user_priority: int = Field(
+        100, ge=-1_000_000, le=1_000_000, description="the highest priority a user (not an admin) may give"
+    )
     proxy_allow_networks: list[str] = Field(
         default_factory=list,
         description="networks (CIDR) the proxy may reach for anyone's registration, though "
@@ -98,6 +107,20 @@ class ManagerConfig(BaseModel):
     @property
     def offline_after_s(self) -> float:
         return self.heartbeat_interval_s * self.missed_heartbeats
+
+    @property
+    def lease_margin(self) -> float:
+        return self.lease_margin_s if self.lease_margin_s is not None else self.heartbeat_interval_s
+
+    @property
+    def lease_s(self) -> float:
+        """A piece of work's lease: renewed by each heartbeat that names it.
+
+        The agent stops work it could not renew at ``lease_s - lease_margin`` (when the
+        manager would call it offline); the manager requeues it at ``lease_s +
+        lease_margin`` (docs/manager.md, "At most one attempt").
+        """
+        return self.offline_after_s + self.lease_margin
 
     def database_url(self) -> str:
         return self.db or f"sqlite:///{(self.data_dir / 'manager.db').resolve()}"

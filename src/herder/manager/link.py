@@ -124,7 +124,14 @@ class Links:
         self.wake()
         log.info("worker %d (%s) linked", worker_id, fields["hostname"])
         cfg = self.runtime.config
-        return {"worker_id": worker_id, "heartbeat_interval_s": cfg.heartbeat_interval_s}
+        # The lease: the agent stops work it could not renew for ``lease_s - lease_margin_s``
+        # (its clock); this manager requeues it ``lease_margin_s`` after the lease ended.
+        return {
+            "worker_id": worker_id,
+            "heartbeat_interval_s": cfg.heartbeat_interval_s,
+            "lease_s": cfg.lease_s,
+            "lease_margin_s": cfg.lease_margin,
+        }
 
     def _unlinked(self, worker_id: int, peer: Peer) -> None:
         if self.peers.get(worker_id) is peer:

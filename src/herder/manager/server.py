@@ -58,9 +58,10 @@ class ManagerRuntime:
         self.sessions = database.sessions(engine)
         self.writes = Writes(
             engine,
-            config.offline_after_s,
+            config.lease_s,
             config.heartbeat_interval_s,
             database.create_round_engine(config.database_url()),
+            offline_after_s=config.offline_after_s,
         )
         self.started = asyncio.Event()
         self.targets = Targets(config)  # what the proxy reaches (and registrations may name)
@@ -288,20 +289,49 @@ class Manager:
                     await hook()
 
     async def _keep_leases(self) -> None:
-        """Requeue work whose worker stopped heartbeating, for as long as the manager runs."""
+        """Requeue work whose worker stopped heartbeating, for as long as the manager runs.
+
+        A lease is judged only by heartbeats this manager was in a position to receive:
+        after a start, or a tick that came late (the manager was stopped, swapped out,
+        its disk stalled), every worker gets a fresh lease before anything is requeued
+        (``_leases_judgeable``). Then work goes back to the queue ``lease_margin`` after
+        its lease ended: the agent stopped it ``lease_margin`` before (docs/manager.md).
+        """
         assert self.runtime is not None
-        tick = max(0.1, min(1.0, self.config.heartbeat_interval_s / 2))
+        cfg = self.config
+        tick = max(0.1, min(1.0, cfg.heartbeat_interval_s / 2))
+        watching_since = last = time.monotonic()
         while True:
             await asyncio.sleep(tick)
+            now = time.monotonic()
+            if now - last > tick + cfg.lease_margin:
+                log.warning(
+                    "the lease keeper ran %.1f s late (the manager was stalled): every worker "
+                    "gets a fresh lease of %.1f s before its work is requeued",
+                    now - last - tick,
+                    cfg.lease_s,
+                )
+                watching_since = now
             try:
                 async with self.runtime.sessions() as db, db.begin():
-                    requeued = await queries.requeue_expired(db)
+                    requeued = 0
+                    if self._leases_judgeable(now - watching_since):
+                        requeued = await queries.requeue_expired(db, cfg.lease_margin)
                     if self.authority is not None:  # revocations made elsewhere, within a tick
                         await self.authority.refresh(db)
                 if requeued:
                     log.info("requeued the work of %d tasks whose workers were lost", requeued)
             except Exception:  # the database is away for a moment: try again next tick
                 log.exception("checking leases failed")
+            last = now  # a check that took long (a stalled disk) makes the next tick late too
+
+    def _leases_judgeable(self, watched_s: float) -> bool:
+        """Whether this manager has listened long enough for a silent worker to be lost.
+
+        A worker linked here heartbeats within each interval; one whose heartbeats the
+        manager could not read (it was stalled, or not running) is not silent.
+        """
+        return watched_s >= self.config.lease_s + self.config.lease_margin
 
     def request_stop(self) -> None:
         if self._server is not None:

@@ -63,6 +63,7 @@ class Writes:
         lease_s: float,
         heartbeat_interval_s: float,
         sync_engine: Engine | None = None,
+        offline_after_s: float | None = None,
     ) -> None:
         self.engine = engine
         self._sync_engine = sync_engine
@@ -73,6 +74,8 @@ class Writes:
             else None
         )
         self.lease_s = lease_s
+        # Workers not heard from for this long are offline: claims give them nothing.
+        self.offline_after_s = offline_after_s if offline_after_s is not None else lease_s
         # One round at a time, on PostgreSQL too: three at once measured slower (their
         # claims must take turns, or two would fill the same free slots), and rounds
         # simply grow under load.
@@ -204,7 +207,7 @@ class Writes:
                 results[i] = answer
         claimed: list[Row[Any]] = []
         if workers and (SUBMIT in by_kind or FINISH in by_kind):
-            free = batch.free_slots(conn, workers)
+            free = batch.free_slots(conn, workers, self.offline_after_s)
             claimed = batch.claim(conn, free, self.lease_s) if free else []
         return results, claimed
 
@@ -224,7 +227,7 @@ class Writes:
         if kind == CLAIM:
             answers = []
             for worker_ids, most in payloads:
-                free = batch.free_slots(conn, worker_ids)
+                free = batch.free_slots(conn, worker_ids, self.offline_after_s)
                 answers.append(batch.claim(conn, free, self.lease_s, most=most) if free else [])
             return answers
         raise ValueError(f"unknown kind of write {kind!r}")

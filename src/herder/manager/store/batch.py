@@ -34,7 +34,7 @@ from sqlalchemy import Row, bindparam, case, func, insert, or_, select, tuple_, 
 from sqlalchemy.engine import Connection
 
 from herder.manager.store.status import ACTIVE, TaskCounts, derive_status
-from herder.manager.store.tables import Task, Worker, WorkItem
+from herder.manager.store.tables import Blocked, Task, Worker, WorkItem
 
 ITEM_COLUMNS = tuple(WorkItem.__table__.c)
 
@@ -82,7 +82,7 @@ class FreeWorker:
     """A linked worker with room: how many more pieces of work it takes, and its tags."""
 
     worker_id: int
-    free: int
+    free: int  # 0 or less: full (it still counts as a worker that could take the work)
     tags: frozenset[str]
 
 
@@ -105,14 +105,31 @@ _HELD = (
     select(func.count()).where(WorkItem.worker_id == Worker.id, WorkItem.status.in_(ACTIVE)).scalar_subquery()
 )
 _FREE_SLOTS = select(Worker.id, Worker.slots - _HELD, Worker.tags).where(
-    Worker.id.in_(bindparam("ids", expanding=True)), Worker.status == "enabled"
+    Worker.id.in_(bindparam("ids", expanding=True)),
+    Worker.status == "enabled",
+    Worker.last_seen >= bindparam("online_since"),
 )
+_QUEUE_ORDER = (WorkItem.priority.desc(), WorkItem.turn, WorkItem.id)
 _CANDIDATES = (
-    select(WorkItem.id, WorkItem.tags, WorkItem.task_id)
+    select(WorkItem.id, WorkItem.tag_key, WorkItem.task_id)
     .where(WorkItem.status == "queued", WorkItem.paused.is_(False))
-    .order_by(WorkItem.priority.desc(), WorkItem.id)
+    .order_by(*_QUEUE_ORDER)
     .limit(bindparam("n"))
 )
+# The same, past the tag sets no online worker offers.
+_CANDIDATES_FITTING = _CANDIDATES.where(WorkItem.tag_key.not_in(bindparam("unfit", expanding=True)))
+_BLOCKED = select(Blocked.task_id, Blocked.worker_id).where(
+    Blocked.task_id.in_(bindparam("ids", expanding=True))
+)
+# The turn of the next item to be served: new work starts no earlier (see ``insert_tasks``).
+_HEAD_TURN = select(WorkItem.turn).where(WorkItem.status == "queued").order_by(*_QUEUE_ORDER).limit(1)
+_LAST_TURN = (
+    select(WorkItem.turn)
+    .where(WorkItem.owner == bindparam("owner"), WorkItem.status.in_(("queued", *ACTIVE)))
+    .order_by(WorkItem.turn.desc())
+    .limit(1)
+)
+MAX_CLAIM_PAGES = 8
 _TASK_ASSIGNED = (
     update(Task)
     .where(Task.id == bindparam("b_id"), Task.status == "queued", Task.paused.is_(False))
@@ -181,11 +198,35 @@ _INSERT_ITEMS = insert(WorkItem)
 # -- submissions ---------------------------------------------------------------------------
 
 
+def tag_key(tags: Iterable[str] | None) -> str:
+    """Tags as one string that compares equal for equal sets (``WorkItem.tag_key``)."""
+    return ",".join(sorted(set(tags or ())))
+
+
 def insert_tasks(conn: Connection, new: Sequence[NewTask]) -> list[int]:
-    """Insert the tasks and their items; their ids, in order (two statements in all)."""
+    """Insert the tasks and their items; their ids, in order (a few statements in all).
+
+    Each item gets its owner's next *turn*: one past the owner's last unfinished item,
+    and no earlier than the head of the queue. At equal priority the queue is served by
+    turn, so owners take turns: one user's 10,000 tasks take turns 0 to 9,999, and
+    another user's task submitted meanwhile is served after the few items before the
+    head of the queue, not after the 10,000 (start-time fair queueing, by count).
+    """
     inserted = conn.execute(_INSERT_TASKS, [n.task for n in new])
     ids = [row[0] for row in inserted]
-    items = [{**item, "task_id": task_id} for task_id, n in zip(ids, new, strict=True) for item in n.items]
+    head = conn.scalar(_HEAD_TURN) or 0
+    next_turn: dict[str, int] = {}
+    items = []
+    for task_id, n in zip(ids, new, strict=True):
+        owner = n.task.get("owner") or ""
+        if owner not in next_turn:
+            last = conn.scalar(_LAST_TURN, {"owner": owner})
+            next_turn[owner] = max(head, last + 1 if last is not None else 0)
+        for item in n.items:
+            turn = next_turn[owner]
+            next_turn[owner] = turn + 1
+            key = tag_key(item.get("tags"))
+            items.append({**item, "task_id": task_id, "owner": owner, "turn": turn, "tag_key": key})
     if items:
         conn.execute(_INSERT_ITEMS, items)
     return ids
@@ -250,17 +291,21 @@ def beat(conn: Connection, beats: Sequence[Beat], lease_s: float) -> list[list[l
 # -- claims --------------------------------------------------------------------------------
 
 
-def free_slots(conn: Connection, worker_ids: Iterable[int]) -> list[FreeWorker]:
-    """Of these workers, the enabled ones with room, and how much (one statement)."""
+def free_slots(conn: Connection, worker_ids: Iterable[int], offline_after_s: float) -> list[FreeWorker]:
+    """Of these workers, the enabled and online ones, and their room (one statement).
+
+    Online: heard from within ``offline_after_s`` (the ``connection`` of ``GET
+    /workers``). A worker whose link is open but which stopped heartbeating (a hung
+    agent: SIGSTOP, swapping) gets nothing: its link alone says nothing of its health.
+    Full workers are listed too (room 0): they make work eligible that waits for them.
+    None of them has room: an empty list.
+    """
     ids = list(worker_ids)
     if not ids:
         return []
-    rows = conn.execute(_FREE_SLOTS, {"ids": ids})
-    free = []
-    for worker_id, room, tags in rows:
-        if room > 0:
-            free.append(FreeWorker(worker_id, room, frozenset(tags or ())))
-    return free
+    rows = conn.execute(_FREE_SLOTS, {"ids": ids, "online_since": time.time() - offline_after_s})
+    workers = [FreeWorker(worker_id, room, frozenset(tags or ())) for worker_id, room, tags in rows]
+    return workers if any(w.free > 0 for w in workers) else []
 
 
 def claim(
@@ -271,29 +316,47 @@ def claim(
     most: int | None = None,
     scan: int = 1024,
 ) -> list[Row[Any]]:
-    """Hand the best queued work (priority, then age) to these workers' free slots.
+    """Hand the best queued work (priority, then turn, then age) to these workers' free slots.
 
-    Each item goes to the worker whose tags cover it with the most room left. The
-    claim is one compare-and-set over all of them; what another manager took meanwhile
-    is simply not returned. Returns the claimed items' rows (``worker_id`` and
-    ``attempt`` already the new ones), best first; at most ``most`` of them.
+    Each item goes to the worker whose tags cover it with the most room left, but not
+    to a worker on its task's blocklist while another worker here could take it. Work
+    whose tags no worker here offers is passed over *in SQL* (its tag set is excluded
+    from the next page of candidates): a flood of it at the top of the queue blocks
+    nothing. The claim is one compare-and-set over all of them; what another manager
+    took meanwhile is simply not returned. Returns the claimed items' rows
+    (``worker_id`` and ``attempt`` already the new ones), best first; at most ``most``.
     """
-    room = {w.worker_id: w.free for w in workers}
+    room = {w.worker_id: max(w.free, 0) for w in workers}
     total = sum(room.values()) if most is None else min(most, sum(room.values()))
     if total <= 0:
         return []
-    candidates = conn.execute(_CANDIDATES, {"n": max(total, min(scan, total * 8))})
+    n = max(total, min(scan, total * 8))
     chosen: dict[int, int] = {}
-    for item_id, item_tags, _task_id in candidates:
-        needed = set(item_tags or ())
-        fits = [w for w in workers if room[w.worker_id] > 0 and needed <= w.tags]
-        if not fits:
-            continue
-        best = max(fits, key=lambda w: (room[w.worker_id], -w.worker_id))
-        chosen[item_id] = best.worker_id
-        room[best.worker_id] -= 1
-        total -= 1
-        if total == 0:
+    unfit: set[str] = set()  # tag sets no worker here offers
+    fitting: dict[str, list[FreeWorker]] = {}
+    blocked: dict[int, set[int]] = {}
+    for _page in range(MAX_CLAIM_PAGES):
+        rows = _candidates(conn, n, unfit)
+        _load_blocked(conn, {task_id for _, _, task_id in rows}, blocked)
+        passed_over = False
+        for item_id, key, task_id in rows:
+            if item_id in chosen:
+                continue
+            if key not in fitting:
+                fitting[key] = _able(key, workers)
+            if not fitting[key]:
+                unfit.add(key)
+                passed_over = True
+                continue
+            best = _pick(fitting[key], blocked[task_id], room)
+            if best is None:
+                continue
+            chosen[item_id] = best
+            room[best] -= 1
+            total -= 1
+            if total == 0:
+                break
+        if total == 0 or len(rows) < n or not passed_over:
             break
     if not chosen:
         return []
@@ -320,6 +383,43 @@ def claim(
             _TASK_ASSIGNED, [{"b_id": t, "b_worker": w, "b_now": now} for t, w in sorted(latest.items())]
         )
     return sorted(claimed, key=lambda row: (-row.priority, row.id))
+
+
+def _candidates(conn: Connection, n: int, unfit: set[str]) -> list[tuple[int, str, int]]:
+    """The next ``n`` queued items (id, tag key, task) in the queue's order, past the tag sets ``unfit``."""
+    if unfit:
+        rows = conn.execute(_CANDIDATES_FITTING, {"n": n, "unfit": sorted(unfit)})
+    else:
+        rows = conn.execute(_CANDIDATES, {"n": n})
+    return [(item_id, key, task_id) for item_id, key, task_id in rows]
+
+
+def _able(key: str, workers: Sequence[FreeWorker]) -> list[FreeWorker]:
+    """The workers whose tags cover a tag set (``tag_key``), full or not."""
+    needed = set(key.split(",")) if key else set()
+    return [w for w in workers if needed <= w.tags]
+
+
+def _load_blocked(conn: Connection, task_ids: set[int], blocked: dict[int, set[int]]) -> None:
+    """The blocklists of these tasks (those not loaded yet), into ``blocked``."""
+    new = task_ids - blocked.keys()
+    if not new:
+        return
+    for task_id in new:
+        blocked[task_id] = set()
+    for task_id, worker_id in conn.execute(_BLOCKED, {"ids": sorted(new)}):
+        blocked[task_id].add(worker_id)
+
+
+def _pick(able: list[FreeWorker], lost: set[int], room: dict[int, int]) -> int | None:
+    """The worker to take an item: of those able, one that did not lose an attempt of its
+    task if any exists (even full: the item waits for it), with the most room left."""
+    if lost and any(w.worker_id not in lost for w in able):
+        able = [w for w in able if w.worker_id not in lost]
+    fits = [w for w in able if room[w.worker_id] > 0]
+    if not fits:
+        return None
+    return max(fits, key=lambda w: (room[w.worker_id], -w.worker_id)).worker_id
 
 
 # -- reports -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from herder.manager.store import batch
 from herder.manager.store.batch import FencedOut
 from herder.manager.store.status import ACTIVE, TERMINAL
-from herder.manager.store.tables import Task, Worker, WorkItem
+from herder.manager.store.tables import Blocked, Task, Worker, WorkItem
 
 __all__ = ["ACTIVE", "TERMINAL", "FencedOut", "NotFound"]
 
@@ -177,17 +177,23 @@ async def refresh_task(db: AsyncSession, task: Task) -> None:
 # -- leases ------------------------------------------------------------------------------
 
 
-async def requeue_expired(db: AsyncSession) -> int:
-    """Work whose lease ran out goes back to the queue (or fails after its last attempt)."""
+async def requeue_expired(db: AsyncSession, margin_s: float = 0.0) -> int:
+    """Work whose lease ran out ``margin_s`` ago goes back to the queue (or fails after its last attempt).
+
+    The margin is the manager's half of the at-most-one-attempt rule (docs/manager.md):
+    the agent stopped the attempt ``margin_s`` before the lease ended, by its own clock.
+    The worker that lost the attempt goes on the task's blocklist.
+    """
     now = time.time()
     expired = (
         await db.execute(
             select(WorkItem, Task.max_attempts)
             .join(Task, Task.id == WorkItem.task_id)
-            .where(WorkItem.status.in_(ACTIVE), WorkItem.lease_expires < now)
+            .where(WorkItem.status.in_(ACTIVE), WorkItem.lease_expires < now - margin_s)
         )
     ).all()
     touched: set[int] = set()
+    lost_by: set[tuple[int, int]] = set()
     for item, max_attempts in expired:
         lost = f"worker {item.worker_id} was lost (no heartbeat) during attempt {item.attempt}"
         if item.attempt >= max_attempts:
@@ -203,8 +209,54 @@ async def requeue_expired(db: AsyncSession) -> int:
         )
         if getattr(result, "rowcount", 0) == 1:
             touched.add(item.task_id)
+            if item.worker_id is not None:
+                lost_by.add((item.task_id, item.worker_id))
+    if lost_by:
+        await block(db, lost_by, now)
     for task_id in touched:
         task = await db.get(Task, task_id, populate_existing=True, with_for_update=True)
         if task is not None:
             await refresh_task(db, task)
     return len(touched)
+
+
+async def block(db: AsyncSession, pairs: set[tuple[int, int]], now: float) -> None:
+    """Put (task, worker) pairs on the blocklist (those already on it stay as they are)."""
+    rows = [{"task_id": t, "worker_id": w, "created_at": now} for t, w in sorted(pairs)]
+    if (await db.connection()).dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        await db.execute(pg_insert(Blocked).on_conflict_do_nothing(), rows)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        await db.execute(sqlite_insert(Blocked).on_conflict_do_nothing(), rows)
+
+
+# -- why work waits ------------------------------------------------------------------------
+
+
+async def waiting_reason(db: AsyncSession, task: Task, offline_after_s: float) -> str | None:
+    """Why a queued task's work is not handed out, when no free slot is the answer.
+
+    ``"no online worker has tag gpu"``: none of the online, enabled workers offers a
+    tag the task needs; ``"no online worker has all of the tags a, b"``: each is offered,
+    never together; ``"no online worker"``. None: the task does not wait for a worker
+    that is missing (it runs, or waits its turn for a slot).
+    """
+    if task.status != "queued" or task.paused:
+        return None
+    since = time.time() - offline_after_s
+    online = (
+        await db.execute(select(Worker.tags).where(Worker.status == "enabled", Worker.last_seen >= since))
+    ).all()
+    if not online:
+        return "no online worker"
+    needed = set(task.tags or ())
+    offered = [set(tags or ()) for (tags,) in online]
+    if any(needed <= tags for tags in offered):
+        return None
+    missing = sorted(needed - set().union(*offered))
+    if missing:
+        return f"no online worker has tag{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+    return f"no online worker has all of the tags {', '.join(sorted(needed))}"

@@ -1,9 +1,10 @@
 """The manager's tables (SQLAlchemy 2, typed). Migrations in ``migrations/versions``.
 
-Four tables: ``workers`` (agents that run work), ``tasks`` (what users submitted, with
+Five tables: ``workers`` (agents that run work), ``tasks`` (what users submitted, with
 their settings, type and parser), ``work_items`` (what a compiler made of a task: one
 command each, run by one worker per attempt), and ``auth_keys`` (the keys the manager
-issued, and their revocations). Claims and reports work on
+issued, and their revocations), and ``blocklist`` (which workers lost an attempt of
+which task). Claims and reports work on
 ``work_items``; a task's status is derived from its items'. Columns that scheduling
 filters on (status, priority) are copied to the items so that a claim reads one table.
 
@@ -77,7 +78,8 @@ class Task(Base):
 class WorkItem(Base):
     __tablename__ = "work_items"
     __table_args__ = (
-        Index("ix_work_items_claim", "status", "priority", "id"),
+        Index("ix_work_items_claim", "status", "priority", "turn", "id"),
+        Index("ix_work_items_turns", "owner", "turn"),  # an owner's last turn, at each submission
         Index("ix_work_items_held", "worker_id", "status"),  # what a worker holds
         {"sqlite_autoincrement": True},
     )
@@ -100,12 +102,29 @@ class WorkItem(Base):
     paused: Mapped[bool] = mapped_column(default=False)
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"), nullable=True, index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # the fence: reports name their attempt
+    # Fair share: the task's owner ('' without keys) and this item's turn among its owner's
+    # work; at equal priority, lower turns are served first (see ``store.batch.claim``).
+    owner: Mapped[str] = mapped_column(String(255), default="")
+    turn: Mapped[int] = mapped_column(Integer, default=0)
+    # The tags as one comparable string (sorted, comma-joined): claims skip, in SQL, the
+    # tag sets no online worker offers (JSON lists compare on neither database).
+    tag_key: Mapped[str] = mapped_column(String(1024), default="")
     lease_expires: Mapped[float | None] = mapped_column(Float, nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Blocked(Base):
+    """A worker that lost an attempt of a task: it gets no more of that task while another can."""
+
+    __tablename__ = "blocklist"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    worker_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class AuthKey(Base):
