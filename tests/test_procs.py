@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from herder.agent import procs
+from herder.agent import descendants, procs
 from tests.helpers import pid_alive, poll, wait_dead
 
 ESCAPER = "setsid sleep 100 & echo $!; exit 0"
@@ -85,3 +85,52 @@ async def test_a_sweep_without_a_window_still_finds_a_leftover(tmp_path: Path) -
     await poll(lambda: procs._scan_marked(marker).marked == [sleeper])
     assert procs.sweep(procs.UNIT_MARKER, tag) >= 1
     await wait_dead([sleeper], timeout_s=5)
+
+
+# -- the process tree (descendants) --------------------------------------------------------
+
+HIDER = "env -i setsid sh -c 'trap \"\" TERM; echo $$; exec sleep 100' & wait"
+
+
+def tree_env(unit: str) -> dict[str, str]:
+    return {**os.environ, procs.AGENT_MARKER: "tree-test", procs.UNIT_MARKER: f"tree-test:{unit}"}
+
+
+async def test_a_recorded_hider_is_killed_by_its_units_sweep_after_its_parent_died(tmp_path: Path) -> None:
+    """Out of group, session and environment: the walk that recorded it finds it."""
+    out = tmp_path / "hider"
+    command = HIDER.replace("echo $$", f"echo $$ > {out}")
+    child = procs.spawn(["/bin/sh", "-c", command], env=tree_env("a"), cwd=str(tmp_path))
+    try:
+        await poll(lambda: out.exists() and out.read_text().strip() != "")
+        hider = int(out.read_text())
+        procs.record("tree-test:a")  # what the supervisor does before it stops a unit
+        assert (hider, descendants.start_time(hider)) in descendants.TRACKER.known
+        child.popen.kill()
+        await procs.wait_exit(child)  # its parent is gone: the hider went to init
+        assert pid_alive(hider)
+        assert procs.sweep(procs.UNIT_MARKER, "tree-test:a") == 1  # the hider (exec sleep)
+        await wait_dead([hider])
+    finally:
+        close(child)
+
+
+async def test_kill_trees_spares_a_reused_pid_and_takes_what_a_process_started(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["/bin/sh", "-c", "sleep 100 & wait"], start_new_session=True)
+    try:
+        await poll(lambda: descendants.children(proc.pid) != [])
+        [sleeper] = descendants.children(proc.pid)
+        start = descendants.start_time(proc.pid)
+        assert start is not None
+        assert descendants.kill_trees([(proc.pid, start + 1)]) == 0  # another process's start: spared
+        assert pid_alive(proc.pid)
+        ledger = tmp_path / "ledger"
+        descendants.write_ledger(ledger, [f"{proc.pid} {start} -"])
+        assert descendants.read_ledger(ledger) == [((proc.pid, start), False)]
+        assert descendants.kill_ledger(ledger) == 2
+        await wait_dead([sleeper])
+        assert proc.wait(timeout=5) == -9
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -87,6 +87,19 @@ async def test_env_reaches_the_child(agent: Agent, client: httpx.AsyncClient) ->
     assert int(words[4]) == unit.port
 
 
+async def test_only_the_agent_marks_leased_work(agent: Agent, client: httpx.AsyncClient) -> None:
+    """HERDER_LEASED puts a process in the watchdog's reach: a user cannot set it."""
+    await create(
+        client,
+        "lease.0",
+        ["/bin/sh", "-c", 'echo "leased=${HERDER_LEASED:-no}"; exec sleep 100'],
+        env={"HERDER_LEASED": agent.supervisor.agent_id},
+    )
+    unit = agent.supervisor.units["sup.lease.0"]
+    await wait_unit(unit, lambda u: u.output.lines_total >= 1)
+    assert unit.output.ring[0][1].decode() == "leased=no"
+
+
 async def test_delete_waits_out_the_grace_then_kills(make_agent: AgentFactory) -> None:
     async with (
         make_agent(supervision={"grace_s": 0.5}) as agent,

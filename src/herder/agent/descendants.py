@@ -67,32 +67,45 @@ def become_subreaper() -> bool:
 
 def stat(pid: int) -> tuple[str, int, int] | None:
     """(state, ppid, start time) of ``pid``, or None if it is gone."""
+    found = _stat(pid)
+    return found[:3] if found is not None else None
+
+
+def _stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, ppid, start time, threads) of ``pid``, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             fields = fh.read().rsplit(b")", 1)[1].split()
-        return fields[0].decode(), int(fields[1]), int(fields[19])
+        return fields[0].decode(), int(fields[1]), int(fields[19]), int(fields[17])
     except (OSError, IndexError, ValueError):
         return None
 
 
 def start_time(pid: int) -> int | None:
-    found = stat(pid)
+    found = _stat(pid)
     return found[2] if found is not None else None
 
 
 def alive(ident: Ident) -> bool:
     """True while the process ``ident`` names runs (not a zombie, not a reused pid)."""
-    found = stat(ident[0])
+    found = _stat(ident[0])
     return found is not None and found[2] == ident[1] and found[0] not in ("Z", "X")
 
 
-def children(pid: int) -> list[int]:
-    """The children of ``pid``, every thread's (a thread may fork)."""
+def children(pid: int, threads: int = 0) -> list[int]:
+    """The children of ``pid``, every thread's (a thread may fork).
+
+    ``threads``: its thread count if known; a single-threaded process has one list to
+    read (most do: the walk of every unit on a timer is mostly this one read each).
+    """
     found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
+    if threads == 1:
+        tasks = [str(pid)]
+    else:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return found
     for task in tasks:
         try:
             with open(f"/proc/{pid}/task/{task}/children", "rb") as fh:
@@ -102,20 +115,34 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def _descendants(pids: list[int]) -> list[Ident]:
-    """Every live descendant of ``pids`` (not ``pids`` themselves), as idents."""
+def _live_children(ident: Ident) -> list[int] | None:
+    """The children of the process ``ident``, or None if it no longer runs."""
+    found = _stat(ident[0])
+    if found is None or found[2] != ident[1] or found[0] in ("Z", "X"):
+        return None
+    return children(ident[0], found[3])
+
+
+def _descendants(idents: list[Ident], below: list[int] | None = None) -> list[Ident]:
+    """Every live descendant of the live processes ``idents`` (not themselves).
+
+    ``below``: their children, if the caller read them already.
+    """
     found: list[Ident] = []
-    todo = [c for p in pids for c in children(p)]
+    todo: list[int] = list(below or ())
+    if below is None:
+        for ident in idents:
+            todo.extend(_live_children(ident) or ())
     seen: set[int] = set()
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        start = start_time(pid)
-        if start is not None:
-            found.append((pid, start))
-            todo.extend(children(pid))
+        info = _stat(pid)
+        if info is not None:
+            found.append((pid, info[2]))
+            todo.extend(children(pid, info[3]))
     return found
 
 
@@ -228,20 +255,23 @@ class Tracker:
         with self._lock:
             self._resolve_roots()
             before = len(self.known) + len(self.orphans)
+            ended: list[int] = []
             for root in list(self.roots.values()):
                 if root.marker is None or root.agent_id is None:
+                    if marker is None and not alive(root.ident):
+                        ended.append(root.ident[0])
                     continue
-                if (marker is None or root.marker == marker) and alive(root.ident):
-                    self._record_below([root.ident[0]], (root.marker, root.agent_id, root.leased))
+                owner = (root.marker, root.agent_id, root.leased)
+                if (marker is None or root.marker == marker) and not self._record_below(root.ident, owner):
+                    ended.append(root.ident[0])
             for ident, owner in list(self.known.items()):
-                if (marker is None or owner[0] == marker) and alive(ident):
-                    self._record_below([ident[0]], owner)
+                if marker is None or owner[0] == marker:
+                    self._record_below(ident, owner)
             if self.subreaper:
                 self._adopt()
             for ident, orphan in list(self.orphans.items()):
-                if alive(ident):
-                    self._charge_below(ident[0], orphan)
-            self._prune(marker)
+                self._charge_below(ident, orphan)
+            self._prune(marker, ended)
             if len(self.known) + len(self.orphans) != before:
                 self._changed()
             return [i for i, o in self.orphans.items() if not o.candidates]
@@ -259,15 +289,22 @@ class Tracker:
                     root.marker, root.agent_id, root.leased = marked
                     self._changed()
 
-    def _record_below(self, pids: list[int], owner: tuple[str, str, bool]) -> None:
-        """Record every descendant of ``pids`` (not ``pids`` themselves) under ``owner``."""
-        for ident in _descendants(pids):
+    def _record_below(self, top: Ident, owner: tuple[str, str, bool]) -> bool:
+        """Record every descendant of ``top`` (not ``top`` itself) under ``owner``.
+
+        False if ``top`` no longer runs.
+        """
+        below = _live_children(top)
+        if below is None:
+            return False
+        for ident in _descendants([top], below):
             if ident not in self.known:
                 self.orphans.pop(ident, None)
                 self.known[ident] = owner
+        return True
 
-    def _charge_below(self, pid: int, orphan: Orphan) -> None:
-        for ident in _descendants([pid]):
+    def _charge_below(self, top: Ident, orphan: Orphan) -> None:
+        for ident in _descendants([top]):
             if ident not in self.known:
                 self.orphans.setdefault(ident, orphan)
 
@@ -290,17 +327,19 @@ class Tracker:
                 leased=any(r.leased for r in live),
             )
 
-    def _prune(self, marker: str | None = None) -> None:
-        """Forget what ended: everything, or (cheaper, at a unit's end) that unit's and orphans."""
-        for ident in [
-            i for i, o in self.known.items() if (marker is None or o[0] == marker) and not alive(i)
-        ]:
+    def _prune(self, marker: str | None = None, ended: list[int] | None = None) -> None:
+        """Forget what ended: recorded processes (all, or ``marker``'s), orphans, roots.
+
+        ``ended``: the roots a walk found no longer running (a zombie root stays until
+        its owner reaps it); without it, every root is looked at.
+        """
+        known = [i for i, o in self.known.items() if marker is None or o[0] == marker]
+        for ident in [i for i in known if not alive(i)]:
             del self.known[ident]
         for ident in [i for i in self.orphans if not alive(i)]:
             del self.orphans[ident]
-        if marker is not None and not self.orphans:
-            return  # a dead root matters only to orphans' charges (and is pruned by the timer)
-        gone = [p for p, r in self.roots.items() if start_time(p) != r.ident[1]]
+        looked = list(self.roots) if ended is None else ended
+        gone = [p for p in looked if p in self.roots and start_time(p) != self.roots[p].ident[1]]
         for pid in gone:
             del self.roots[pid]
         if gone:
@@ -325,7 +364,7 @@ class Tracker:
             killed = kill_trees(targets)
             if killed and self.subreaper:
                 self.reap_adopted()
-            self._prune(marker)
+            self._prune(marker, [])
             self._changed()
             return killed
 
