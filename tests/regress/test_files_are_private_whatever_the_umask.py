@@ -42,13 +42,9 @@ async def test_the_data_dir_database_keys_and_tokens_are_private(tmp_path: Path,
             pass
     finally:
         os.umask(previous)
+    issue = ["keys", "issue", "--user", "alice", "--out", str(key_file), "--data-dir", str(data_dir)]
     issued = subprocess.run(
-        under_umask(umask, HERDER, "keys", "issue", "--user", "alice", "--out", str(key_file),
-                    "--data-dir", str(data_dir)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        under_umask(umask, HERDER, *issue), capture_output=True, text=True, timeout=60, check=False
     )
     assert issued.returncode == 0, issued.stderr
     found = {

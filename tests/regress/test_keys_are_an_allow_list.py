@@ -22,7 +22,8 @@ from tests.manager.conftest import ManagerFactory
 
 
 async def issue(manager: Manager, user: str) -> tuple[str, str]:
-    assert manager.runtime is not None and manager.authority is not None
+    assert manager.runtime is not None
+    assert manager.authority is not None
     async with manager.runtime.transaction() as db:
         issued = await manager.authority.issue_key(db, user, "user")
     return issued.key, issued.id

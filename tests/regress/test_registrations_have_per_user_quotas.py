@@ -24,7 +24,8 @@ QUOTA = {"max_services": 3, "max_metadata_bytes": 25_000, "max_ttl_s": 60}
 
 
 async def token_for(manager: Manager, user: str, role: str = "user") -> str:
-    assert manager.runtime is not None and manager.authority is not None
+    assert manager.runtime is not None
+    assert manager.authority is not None
     async with manager.runtime.transaction() as db:
         key = (await manager.authority.issue_key(db, user, role)).key
     return await buy_token(manager.url, key)
@@ -46,16 +47,16 @@ async def test_a_users_registrations_are_bounded_and_refusals_name_the_setting(
             for n in range(3):
                 await as_bob.call("register_service", key("bob", n), TARGET, {}, 30)
             await as_bob.call("register_service", key("bob", 2), TARGET, {"v": 2}, 30)  # a replacement
-            with pytest.raises(RemoteError, match="service_quota.max_services"):
+            with pytest.raises(RemoteError, match=r"service_quota\.max_services"):
                 await as_bob.call("register_service", key("bob", 3), TARGET, {}, 30)
             await as_bob.call("deregister_service", "bob-0")
             await as_bob.call("deregister_service", "bob-1")
             await as_bob.call("register_service", key("bob", 4), TARGET, {"blob": "x" * 12_000}, 30)
-            with pytest.raises(RemoteError, match="service_quota.max_metadata_bytes"):
+            with pytest.raises(RemoteError, match=r"service_quota\.max_metadata_bytes"):
                 await as_bob.call("register_service", key("bob", 5), TARGET, {"blob": "y" * 14_000}, 30)
-            with pytest.raises(RemoteError, match="service_quota.max_ttl_s"):
+            with pytest.raises(RemoteError, match=r"service_quota\.max_ttl_s"):
                 await as_bob.call("register_service", key("bob", 6), TARGET, {}, 61)
-            with pytest.raises(RemoteError, match="service_quota.max_ttl_s"):
+            with pytest.raises(RemoteError, match=r"service_quota\.max_ttl_s"):
                 await as_bob.call("renew_service", "bob-4", 61)
             assert (await as_bob.call("renew_service", "bob-4", 60))["owner"] == "bob"
 
@@ -63,7 +64,7 @@ async def test_a_users_registrations_are_bounded_and_refusals_name_the_setting(
         async with connect(url, token=svc) as as_svc:
             for n in range(5):
                 await as_svc.call("register_service", key("svc", n), TARGET, {}, 30)
-            with pytest.raises(RemoteError, match="service_quota_overrides.svc.max_services"):
+            with pytest.raises(RemoteError, match=r"service_quota_overrides\.svc\.max_services"):
                 await as_svc.call("register_service", key("svc", 5), TARGET, {}, 30)
 
         root = await token_for(manager, "root", "admin")

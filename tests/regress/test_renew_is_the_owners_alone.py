@@ -23,7 +23,8 @@ TARGET = "http://192.0.2.10:8080/"  # TEST-NET-1: not loopback, never dialled he
 
 
 async def key_for(manager: Manager, user: str, role: str = "user") -> str:
-    assert manager.runtime is not None and manager.authority is not None
+    assert manager.runtime is not None
+    assert manager.authority is not None
     async with manager.runtime.transaction() as db:
         return (await manager.authority.issue_key(db, user, role)).key
 

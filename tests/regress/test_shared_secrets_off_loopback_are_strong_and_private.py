@@ -59,5 +59,6 @@ def test_a_secret_file_others_can_read_is_refused_off_loopback(tmp_path: Path, c
         check=False,
     )
     assert done.returncode == 2, done.stderr
-    assert str(secret) in done.stderr and "chmod 600" in done.stderr, done.stderr
+    assert str(secret) in done.stderr, done.stderr
+    assert "chmod 600" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr

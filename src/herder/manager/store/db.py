@@ -151,7 +151,8 @@ def _unusable(engine: AsyncEngine, error: exc.DBAPIError) -> str:
             f"cannot open the database {url.database}: {reason} (is it truncated or not a herder "
             "database? restore it from a backup, or move it away to start empty)"
         )
-    return f"cannot use the database {url.render_as_string(hide_password=True)}: {reason}"
+    shown = url.render_as_string(hide_password=True).replace("+asyncpg://", "://", 1)
+    return f"cannot use the database {shown}: {reason}"
 
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker[Any]:
