@@ -236,3 +236,10 @@ class Keeper:
                 self._proc.wait()
             TRACKER.disown(self._proc.pid)
             self._proc = None
+        for path in (
+            self._ping,
+            self._ping.with_name(self._ping.name + ".0"),
+            self._ping.with_name(self._ping.name + ".1"),
+        ):
+            with contextlib.suppress(OSError):
+                path.unlink()
