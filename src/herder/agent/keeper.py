@@ -14,14 +14,15 @@ the agent.
   agent has stopped everything already; it writes ``done`` into the pipe first, and the
   keeper exits without scanning.
 * **Hang (watchdog, as systemd's ``WatchdogSec``).** Once the agent works for a manager
-  it writes ``lease <tick>`` into the pipe (the tick is half its lease) and touches a
-  ping file every quarter of its lease. A background loop of the keeper wakes every
-  tick and checks that the ping file is newer than a reference file it touched a lease
-  ago (``test -nt``, a shell built-in: no process per check); if not, the agent showed
-  no life for longer than its lease, and the keeper kills its **leased** work (the
-  ledger's ``L`` lines: units run for the manager, which gives that work to another
-  worker once the lease runs out). Nothing else of the agent's is touched; the agent
-  may wake up and carry on.
+  it writes ``lease <tick>`` into the pipe (the tick is a quarter of its window: the
+  manager's lease less its margin) and touches a ping file every tick. A background loop
+  of the keeper wakes every tick and checks that the ping file is newer than a reference
+  file it touched a window ago (``test -nt``, a shell built-in: no process per check);
+  if not, the agent showed no life for the window, and the keeper kills its **leased**
+  work (the ledger's ``L`` lines: units run for the manager, which gives that work to
+  another worker once the lease and its margin ran out; the window plus a tick stays
+  within them). Nothing else of the agent's is touched; the agent may wake up and
+  carry on.
 * **Its own death.** The agent watches the keeper's pidfd on its event loop: a keeper
   that dies is reported (a warning) and replaced at once.
 
@@ -45,6 +46,9 @@ from herder.agent.procs import AGENT_MARKER, LEASED_MARKER, SWEEP_ROUNDS, UNIT_M
 
 log = logging.getLogger(__name__)
 
+# The watchdog wakes every 1/_REFS of its window and compares the ping file with the
+# reference it touched _REFS wakes ago: a hang is seen at most 1/_REFS of the window late.
+_REFS = 4
 # Written by a graceful agent that has already stopped and swept everything: the
 # keeper then exits without scanning /proc (which forks a grep per process).
 _DONE = "done"
@@ -80,12 +84,12 @@ kill_listed() {{
   [ -z "$victims" ] || kill -KILL $victims 2>/dev/null
 }}
 watchdog() {{
-  local i r
-  : > "$ping.0"; : > "$ping.1"; i=0
+  local n r
+  n=0
   while sleep "$1"; do
     kill -0 $$ 2>/dev/null || exit 0
-    if [ "$i" = 0 ]; then r=$ping.0 i=1; else r=$ping.1 i=0; fi
-    if [ ! "$ping" -nt "$r" ]; then
+    r=$ping.$((n % {_REFS})); n=$((n + 1))
+    if [ "$n" -gt {_REFS} ] && [ ! "$ping" -nt "$r" ]; then
       kill_listed leased
       [ -z "$victims" ] || echo "no sign of life from the agent: killed its leased work:$victims" >> "$note"
     fi
@@ -203,7 +207,7 @@ class Keeper:
         """Have the keeper stop leased work if the agent shows no life for ``lease_s``."""
         self._lease_s = lease_s
         self.ping()
-        self._send(f"lease {lease_s / 2:.3f}")
+        self._send(f"lease {lease_s / _REFS:.3f}")
 
     def ping(self) -> None:
         """A sign of life for the watchdog (the ping file's mtime)."""

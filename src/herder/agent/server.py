@@ -59,6 +59,8 @@ GRACEFUL_HTTP_SHUTDOWN_S = 5
 # A change to the ledger (a spawn, a walk's find) is written at the loop's next turn: a
 # burst of spawns (a restore) costs one write.
 LEDGER_DELAY_S = 0.0
+# The keeper's watchdog looks 4 times per window; the agent pings as often.
+PINGS_PER_WINDOW = 4
 
 
 def agent_id_for(data_dir: Path) -> str:
@@ -332,6 +334,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         if self.config.supervision.subreaper and not TRACKER.subreaper:
             TRACKER.subreaper = descendants.become_subreaper()
+
         def changed() -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nothing left to write
                 loop.call_soon_threadsafe(self._ledger_changed)
@@ -375,7 +378,7 @@ class Agent:
                     log.warning("killed %d processes left by processes that ended", killed)
                 TRACKER.flush()
             if watchdog is not None:
-                await asyncio.sleep(min(interval, watchdog / 4))
+                await asyncio.sleep(min(interval, watchdog / PINGS_PER_WINDOW))
             elif worker is not None and not worker.connected.is_set():
                 with contextlib.suppress(TimeoutError):  # armed as soon as the link is up
                     await asyncio.wait_for(worker.connected.wait(), interval)
