@@ -312,7 +312,18 @@ class Door:
             await send(start)
             await send({"type": "websocket.http.response.body", "body": body})
             return
+        if refusal.status in (401, 403) and _has_body(scope):
+            # The body is not read: closing stops it at once, rather than taking it in
+            # (and dropping it) for as long as the client cares to send.
+            headers.append((b"connection", b"close"))
         await _answer(send, refusal, body, headers)
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding":
+            return True
+    return False
 
 
 async def _answer(send: Send, refusal: Refused, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
