@@ -46,6 +46,12 @@ async def test_bodies_are_bounded_before_they_are_read(make_manager: ManagerFact
         answer = await exchange(manager.url, chunked)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
 
+        # Refused credentials: the body is not read, and the connection ends with the answer
+        # (it would otherwise take in whatever the client streams).
+        endless = b"POST /tasks HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk
+        answer = await exchange(manager.url, endless)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:100]
+
         # The proxy streams bodies: its bound is its own (an unknown service: 404, not 413).
         proxied = (
             b"POST /proxy/nosuch/upload HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
