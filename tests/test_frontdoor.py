@@ -105,3 +105,14 @@ def test_the_wire_refuses_deep_nesting_without_crashing(name: str, bomb: bytes) 
         codec_for(name).decode(bomb)
     with pytest.raises(WireError):
         decode_hello(b"[" * 200_000)
+
+
+def test_the_front_door_belongs_to_no_server() -> None:
+    """The agent and the manager both build on it, so it may import neither (nor the RPC
+    framework, which uses it too)."""
+    from tests.test_layering import imports_of
+
+    imported = imports_of("frontdoor")
+    assert not any(
+        m.startswith(("herder.agent", "herder.manager", "herder.rpc", "herder.cli")) for m in imported
+    )
