@@ -28,16 +28,21 @@ async def create(url: str, node: str, argv: list[str]) -> dict:
         return await wait_http(client, response.json()["details"], lambda d: d["pid"] is not None)
 
 
-def keeper_pids() -> list[int]:
+def keeper_pids(agent_pid: int) -> list[int]:
+    """The agent's keepers: its children with ``herder-keeper`` in their command line.
+
+    Only this agent's: other agents (other tests' at the same time) keep theirs.
+    """
     found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    if b"herder-keeper" in fh.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
+    for task in os.listdir(f"/proc/{agent_pid}/task"):
+        with open(f"/proc/{agent_pid}/task/{task}/children") as fh:
+            for pid in fh.read().split():
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                        if b"herder-keeper" in cmd.read():
+                            found.append(int(pid))
+                except OSError:
+                    continue
     return found
 
 
@@ -64,8 +69,8 @@ async def test_restarted_agent_kills_what_its_predecessor_left(data_dir: Path, t
     first = AgentProcess(data_dir, "--no-restore").start()
     try:
         status = await create(first.url, "orphan.0", ["sleep", "1000"])
-        keepers_before = set(keeper_pids())
-        for pid in keepers_before:
+        first.signal(signal.SIGSTOP)  # or it would start another keeper at once
+        for pid in keeper_pids(first.pid):
             os.kill(pid, signal.SIGKILL)
         first.signal(signal.SIGKILL)
         first.wait()
