@@ -31,7 +31,6 @@ orphan whose parent died before any walk saw it goes to init unseen.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -55,6 +54,8 @@ Ident = tuple[int, int]  # (pid, start time in clock ticks since boot): a proces
 
 def become_subreaper() -> bool:
     """Make this process a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER, 1)``)."""
+    import ctypes  # only where it is used
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
