@@ -92,3 +92,27 @@ async def test_a_key_the_database_forgot_buys_nothing(make_manager: ManagerFacto
                 assert time.monotonic() < deadline, "a token of a forgotten key still opens the API"
                 await asyncio.sleep(0.05)
         assert (await buy(manager, key)).status_code == 401
+
+
+async def test_an_older_copy_of_the_database_is_refused(make_manager: ManagerFactory, tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    init_keys(tmp_path / "manager")
+    async with make_manager() as manager:
+        key, key_id = await issue(manager, "mallory")
+        assert manager.runtime is not None
+        async with manager.runtime.transaction() as db:
+            assert await type(manager.authority).revoke(db, key_id=key_id) == 1
+        deadline = time.monotonic() + 10
+        while (await buy(manager, key)).status_code != 401:  # the manager has seen the revocation
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        async with manager.runtime.transaction() as db:  # the copy from before the revocation
+            await db.execute(update(AuthKey).values(revoked_at=None))
+    with pytest.raises(ManagerError, match="older copy"):
+        async with make_manager():
+            pass
+    async with make_manager(accept_new_database=True):
+        pass
+    async with make_manager():  # accepted once: the data dir now remembers this database
+        pass

@@ -11,9 +11,11 @@ Files, in ``<data dir>/keys/``:
   and the key id are derived from it every time it is loaded.
 - ``public.pem``: the public key (SubjectPublicKeyInfo), a copy for operators to hand out
   out of band. Nothing here reads it back.
-- ``recorded``: the key id of the signing key once a database has recorded it (mode
-  0600). A manager whose database does not know a key this file says was recorded has
-  lost its database (emptied, or replaced by another) and refuses to start unless told.
+- ``recorded``: once a database has recorded the signing key, its key id and how many
+  revoked keys the manager has seen in that database (JSON, mode 0600). A manager whose
+  database does not know a key this file says was recorded has lost its database
+  (emptied, or replaced by another), and one whose database holds fewer revocations than
+  it has seen is on an older copy: either refuses to start unless told.
 
 Both are written atomically (temporary file, fsync, rename or link, directory fsync), so
 a crash leaves the old key or the new one, never half of either; and an existing private
@@ -238,20 +240,42 @@ def init_keys(data_dir: str | os.PathLike[str], *, force: bool = False) -> Signi
     return key
 
 
-def recorded_kid(data_dir: str | os.PathLike[str]) -> str | None:
-    """The key id a database last recorded for this data dir, or ``None`` (never recorded)."""
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``recorded`` says: the key a database recorded, and the revocations seen there."""
+
+    kid: str | None = None
+    revocations: int = 0
+
+
+def recorded(data_dir: str | os.PathLike[str]) -> Recorded:
+    """What this data dir remembers of its database (``Recorded()``: never recorded).
+
+    Raises:
+        KeyFileError: the file is there but unreadable or not what ``mark_recorded`` writes.
+    """
+    path = keys_dir(data_dir) / RECORDED_FILE
     try:
-        return (keys_dir(data_dir) / RECORDED_FILE).read_text().strip() or None
+        doc = json.loads(path.read_text())
     except FileNotFoundError:
-        return None
+        return Recorded()
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"cannot read {path}: {exc}; remove it if the database is the right one") from None
+    kid, revocations = (doc.get("kid"), doc.get("revocations")) if isinstance(doc, dict) else (None, None)
+    if not isinstance(kid, str) or not isinstance(revocations, int):
+        raise KeyFileError(
+            f"{path} is not a record of a signing key; remove it if the database is the right one"
+        )
+    return Recorded(kid, revocations)
 
 
-def mark_recorded(data_dir: str | os.PathLike[str], kid: str) -> None:
-    """Remember that a database recorded the signing key ``kid`` (see ``recorded_kid``)."""
-    directory = keys_dir(data_dir)
-    if recorded_kid(data_dir) == kid:
+def mark_recorded(data_dir: str | os.PathLike[str], kid: str, revocations: int) -> None:
+    """Remember that a database recorded ``kid`` and holds ``revocations`` revoked keys."""
+    if recorded(data_dir) == Recorded(kid, revocations):
         return
-    write_file(directory, RECORDED_FILE, kid.encode() + b"\n")  # mkstemp: 0600
+    directory = keys_dir(data_dir)
+    doc = {"kid": kid, "revocations": revocations}
+    write_file(directory, RECORDED_FILE, json.dumps(doc).encode() + b"\n")  # mkstemp: 0600
     fsync_dir(directory)
 
 

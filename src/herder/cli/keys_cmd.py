@@ -184,9 +184,14 @@ def revoke(
 
     if (key_id is None) == (user is None):
         raise typer.BadParameter("give a key's ID or --user NAME (one of them)")
-    revoked = _with_database(
-        data_dir, db, lambda session: Authority.revoke(session, key_id=key_id, subject=user)
-    )
+
+    async def work(session: Any) -> int:
+        count = await Authority.revoke(session, key_id=key_id, subject=user)
+        await session.flush()
+        await Authority.note_revocations(session, data_dir)
+        return count
+
+    revoked = _with_database(data_dir, db, work)
     if revoked == 0:
         _fail(
             f"no key to revoke: {'key ' + key_id if key_id else 'user ' + str(user)} has none not revoked yet"

@@ -74,8 +74,10 @@ class IssuedKey:
 class Authority:
     """Issues and verifies with the signing key of one data dir."""
 
-    def __init__(self, signing_key: signing.SigningKey) -> None:
+    def __init__(self, signing_key: signing.SigningKey, data_dir: Path | None = None) -> None:
         self.signing_key = signing_key
+        self._data_dir = data_dir  # where the revocations seen are remembered (check_database)
+        self._seen_revocations: int | None = None  # None until check_database bound a database
         self._public = signing_key.public_keys()
         self._revoked: frozenset[str] = frozenset()
         self._honoured: frozenset[str] = frozenset()  # issued and not revoked, per the database
@@ -88,7 +90,7 @@ class Authority:
             herder.auth.AuthKeyError: a key file that cannot be used (its message says why).
         """
         key = signing.load_signing_key(data_dir)
-        return cls(key) if key is not None else None
+        return cls(key, data_dir) if key is not None else None
 
     def jwks(self) -> dict[str, Any]:
         """The public key, for verifying tokens without asking the manager."""
@@ -133,6 +135,24 @@ class Authority:
         return int(getattr(result, "rowcount", 0))
 
     @staticmethod
+    async def note_revocations(db: AsyncSession, data_dir: Path) -> None:
+        """Remember, in a data dir bound to this database, how many keys it holds revoked.
+
+        ``herder keys revoke`` calls it, so that a database later replaced by a copy from
+        before the revocation is noticed even if no manager ran in between.
+        """
+        try:
+            memory = signing.recorded(data_dir)
+        except signing.KeyFileError:
+            return  # the manager's start says what is wrong with it
+        if memory.kid is None:
+            return
+        query = select(func.count()).select_from(AuthKey).where(AuthKey.revoked_at.is_not(None))
+        revocations = int(await db.scalar(query) or 0)
+        if revocations > memory.revocations:
+            signing.mark_recorded(data_dir, memory.kid, revocations)
+
+    @staticmethod
     async def list_keys(db: AsyncSession) -> Sequence[AuthKey]:
         return (await db.execute(select(AuthKey).order_by(AuthKey.issued_at))).scalars().all()
 
@@ -142,9 +162,14 @@ class Authority:
         rows = (await db.execute(select(AuthKey.id, AuthKey.revoked_at))).all()
         self._revoked = frozenset(key_id for key_id, revoked_at in rows if revoked_at is not None)
         self._honoured = frozenset(key_id for key_id, revoked_at in rows if revoked_at is None)
+        seen = self._seen_revocations
+        if seen is not None and self._data_dir is not None and len(self._revoked) > seen:
+            signing.mark_recorded(self._data_dir, self.signing_key.kid, len(self._revoked))
+            self._seen_revocations = len(self._revoked)
 
     async def check_database(self, db: AsyncSession, data_dir: Path, *, accept_new: bool = False) -> None:
-        """Refuse a database that does not know this data dir's signing key, then record it.
+        """Refuse a database that does not know this data dir's signing key, or that holds
+        fewer revocations than this data dir has seen in it; then record the key.
 
         Known: the database recorded this key (``auth_signing_keys``). Recorded now,
         without asking: a first start (the data dir's key was never recorded anywhere and
@@ -152,17 +177,37 @@ class Authority:
         no signing key but holds issued keys), or a key rotation (``keys init --force``:
         the database knows the data dir's previous key). Anything else is a database
         emptied, replaced or another manager's, where keys issued since and revocations
-        are lost: ``accept_new`` takes it anyway.
+        are lost: ``accept_new`` takes it anyway. So it does a database that knows the key
+        but holds fewer revoked keys than this data dir saw in it (keys are never deleted,
+        revocations never undone): an older copy, restored from a backup, in which keys
+        revoked since are valid again.
 
         Raises:
             UnknownDatabase: saying what was found and how to go on.
         """
         kid = self.signing_key.kid
         known = set((await db.execute(select(SigningKeyRecord.kid))).scalars())
+        revoked = await db.scalar(
+            select(func.count()).select_from(AuthKey).where(AuthKey.revoked_at.is_not(None))
+        )
+        revocations = int(revoked or 0)
+        try:
+            memory = signing.recorded(data_dir)
+        except signing.KeyFileError as exc:
+            raise UnknownDatabase(str(exc)) from None
         if kid in known:
-            signing.mark_recorded(data_dir, kid)
+            if memory.kid == kid and memory.revocations > revocations and not accept_new:
+                where = signing.keys_dir(data_dir) / signing.RECORDED_FILE
+                raise UnknownDatabase(
+                    f"the database holds {revocations} revoked keys, and this data dir has seen "
+                    f"{memory.revocations} revoked in it ({where}): "
+                    "it is an older copy, in which keys revoked since are valid again. Restore the newest "
+                    "database, or start with --accept-new-database (accept_new_database) and revoke "
+                    "those keys again (herder keys ls shows them)"
+                )
+            self._bind(data_dir, kid, revocations)
             return
-        previous = signing.recorded_kid(data_dir)
+        previous = memory.kid
         fresh = previous is None and not known
         rotated = previous is not None and previous != kid and previous in known
         if not (fresh or rotated or accept_new):
@@ -182,7 +227,12 @@ class Authority:
             )
         db.add(SigningKeyRecord(kid=kid, recorded_at=time.time()))
         await db.flush()
-        signing.mark_recorded(data_dir, kid)
+        self._bind(data_dir, kid, revocations)
+
+    def _bind(self, data_dir: Path, kid: str, revocations: int) -> None:
+        signing.mark_recorded(data_dir, kid, revocations)
+        self._data_dir = data_dir
+        self._seen_revocations = revocations
 
     def revoked_ids(self) -> list[str]:
         """The revoked keys, for agents (a heartbeat's answer carries them)."""
