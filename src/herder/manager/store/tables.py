@@ -78,7 +78,6 @@ class Task(Base):
 class WorkItem(Base):
     __tablename__ = "work_items"
     __table_args__ = (
-        Index("ix_work_items_claim", "status", "priority", "turn", "id"),
         Index("ix_work_items_turns", "owner", "turn"),  # an owner's last turn, at each submission
         Index("ix_work_items_held", "worker_id", "status"),  # what a worker holds
         {"sqlite_autoincrement": True},
@@ -115,6 +114,11 @@ class WorkItem(Base):
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+# The queue's order (``store.batch``): priority descending, then turn, then id, read in
+# index order on both databases (an ascending priority made SQLite sort every queued item).
+Index("ix_work_items_claim", WorkItem.status, WorkItem.priority.desc(), WorkItem.turn, WorkItem.id)
 
 
 class Blocked(Base):

@@ -44,8 +44,15 @@ def upgrade() -> None:
             items.update().where(items.c.id == sa.bindparam("b_id")).values(tag_key=sa.bindparam("b_key")),
             keyed,
         )
+    # Unfinished work takes its task's owner (finished work is never claimed again).
+    op.execute(
+        "UPDATE work_items SET owner = COALESCE("
+        "(SELECT tasks.owner FROM tasks WHERE tasks.id = work_items.task_id), '') "
+        "WHERE status IN ('queued', 'assigned', 'running')"
+    )
     op.drop_index("ix_work_items_claim", table_name="work_items")
-    op.create_index("ix_work_items_claim", "work_items", ["status", "priority", "turn", "id"])
+    # Priority descending: the claim's order is read from the index, not sorted.
+    op.create_index("ix_work_items_claim", "work_items", ["status", sa.text("priority DESC"), "turn", "id"])
     op.create_index("ix_work_items_turns", "work_items", ["owner", "turn"])
     op.create_table(
         "blocklist",
