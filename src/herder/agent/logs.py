@@ -37,6 +37,11 @@ DEFAULT_FILE_BACKUPS = 3
 DEFAULT_SUBSCRIBER_LINES = 10_000
 
 
+def _private(path: str, flags: int) -> int:
+    """``open``'s opener for files only the agent's user may read."""
+    return os.open(path, flags, 0o600)
+
+
 class Stream(enum.StrEnum):
     STDOUT = "stdout"
     STDERR = "stderr"
@@ -59,7 +64,8 @@ class RotatingFile:
         self._size = 0
 
     def _open(self) -> BinaryIO:
-        fh = open(self.path, "ab")  # noqa: SIM115 - closed by close() or _rotate()
+        # 0600 whatever the umask: a process's output may hold anything it prints (#12 §4).
+        fh = open(self.path, "ab", opener=_private)  # noqa: SIM115 - closed by close() or _rotate()
         self._size = fh.tell()
         self._fh = fh
         return fh

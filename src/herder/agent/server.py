@@ -206,7 +206,7 @@ class Agent:
     async def __aenter__(self) -> Agent:
         self.check_config()
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # 0700 whatever the umask
         self._lock = DataDirLock(cfg.data_dir)
         self._lock.acquire()
         try:
