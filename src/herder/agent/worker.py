@@ -373,8 +373,8 @@ class WorkerLink:
             await asyncio.sleep(step)
             now = time.monotonic()
             for run in list(self.runs.values()):
-                if self._lease_ends(run.lease_base, margin=True) > now:
-                    continue
+                if _ended(run.unit) or self._lease_ends(run.lease_base, margin=True) > now:
+                    continue  # over already (its report may wait for the link), or renewed
                 if not run.lease_lost:
                     log.warning(
                         "work item %d (attempt %d): its lease could not be renewed (no heartbeat "
@@ -386,8 +386,7 @@ class WorkerLink:
                     run.lease_lost = True
                     self._stop(run.item_id, run.attempt)
                 pid = run.unit.pid
-                over = self._lease_ends(run.lease_base, margin=False) <= now
-                if over and pid is not None and not _ended(run.unit):
+                if pid is not None and self._lease_ends(run.lease_base, margin=False) <= now:
                     procs.signal_group(pid, signal.SIGKILL)
 
     async def _pump_output(self, run: Run, sub: Any) -> None:
