@@ -98,7 +98,11 @@ async def test_the_escapee_dies_when_its_main_process_exits(tmp_path: Path) -> N
 
 async def test_the_escapee_dies_on_session_close(tmp_path: Path) -> None:
     pid_file = tmp_path / "escapee.pid"
-    agent = AgentProcess(tmp_path / "data").start()
+    # The shell product's close waits out close_grace_s for a program whose main process
+    # forked away (as setsid does); a short one keeps the test short.
+    config = tmp_path / "agent.toml"
+    config.write_text("[sessions]\nclose_grace_s = 1.0\n")
+    agent = AgentProcess(tmp_path / "data", "--config", str(config)).start()
     pids: list[int] = []
     try:
         async with Client(agent.url) as client:

@@ -203,7 +203,8 @@ class Tracker:
         self.known: dict[Ident, tuple[str, str, bool]] = {}  # -> (marker, agent id, leased)
         self.orphans: dict[Ident, Orphan] = {}
         self.ledgers: dict[str, Path] = {}
-        self.on_change: Callable[[], None] | None = None
+        # Told of every change (True: write the ledger now, not at the next batch).
+        self.on_change: Callable[[bool], None] | None = None
         self._dirty = False
 
     # -- registration -------------------------------------------------------------------
@@ -229,7 +230,8 @@ class Tracker:
                 self.roots[pid] = Root((pid, start), None, None)
             else:
                 self.roots[pid] = Root((pid, start), marked[0], marked[1], marked[2])
-            self._changed()
+            # Leased work must be in the ledger at once: the watchdog goes by it alone.
+            self._changed(urgent=marked is not None and marked[2])
 
     def set_ledger(self, agent_id: str, path: Path) -> None:
         with self._lock:
@@ -240,10 +242,10 @@ class Tracker:
         with self._lock:
             self.ledgers.pop(agent_id, None)
 
-    def _changed(self) -> None:
+    def _changed(self, urgent: bool = False) -> None:
         self._dirty = True
         if self.on_change is not None:
-            self.on_change()
+            self.on_change(urgent)
 
     # -- walking ------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from herder.agent import descendants
 from herder.agent.descendants import AGENT_MARKER, LEASED_MARKER, TRACKER, UNIT_MARKER
 
 log = logging.getLogger(__name__)
@@ -317,10 +318,13 @@ class _Sweep:
         return None
 
     def _kill(self, pids: list[int]) -> None:
+        """Kill each marked process with what it started (which may have shed the marker)."""
+        idents = []
         for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                self.killed += 1
+            start = descendants.start_time(pid)
+            if start is not None:
+                idents.append((pid, start))
+        self.killed += descendants.kill_trees(idents)
 
 
 def drain(fd: int, max_bytes: int = 1 << 20) -> bytes:
