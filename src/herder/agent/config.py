@@ -207,21 +207,6 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
         tomllib.TOMLDecodeError: the file is not TOML.
         pydantic.ValidationError: a key is unknown or a value is wrong (it names which).
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        import tomllib  # only when there is a file: the agent starts faster without it
+    from herder.tomlconfig import read_with_overrides
 
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    _merge(data, {k: v for k, v in overrides.items() if v is not None})
-    return AgentConfig.model_validate(data)
-
-
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
-    """Overlay ``overrides`` on ``base``; sections (dicts) merge key by key."""
-    for key, value in overrides.items():
-        current = base.get(key)
-        if isinstance(value, dict) and isinstance(current, dict):
-            _merge(current, value)
-        else:
-            base[key] = value
+    return AgentConfig.model_validate(read_with_overrides(path, overrides))

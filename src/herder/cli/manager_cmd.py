@@ -18,8 +18,17 @@ log = logging.getLogger("herder.manager")
 
 
 def manager(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8020,
+    host: Annotated[str | None, typer.Option(help="Address to listen on. [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on. [default: 8020]")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="TOML file with any manager setting (limits, service_quota, lease_margin_s, ...; "
+            "see docs/operations.md); options given here override it.",
+        ),
+    ] = None,
     db: Annotated[
         str | None,
         typer.Option(
@@ -27,9 +36,10 @@ def manager(
             "[default: SQLite in the data dir]"
         ),
     ] = None,
-    data_dir: Annotated[Path, typer.Option(help="Where the default SQLite database lives.")] = Path(
-        ".herder"
-    ),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the signing keys and the default SQLite database live. [default: .herder]"),
+    ] = None,
     auth_token_file: Annotated[
         Path | None,
         typer.Option(
@@ -61,16 +71,23 @@ def manager(
         ),
     ] = None,
     heartbeat_interval: Annotated[
-        float, typer.Option(help="Seconds between workers' heartbeats; three missed: offline, work requeued.")
-    ] = 5.0,
+        float | None,
+        typer.Option(
+            help="Seconds between workers' heartbeats; three missed: offline, work requeued. [default: 5]"
+        ),
+    ] = None,
+    max_user_priority: Annotated[
+        int | None,
+        typer.Option(help="The highest priority a user's key may give a task (admins: any). [default: 100]"),
+    ] = None,
     accept_new_database: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--accept-new-database",
             help="Start although the database does not know the data dir's signing key (it was emptied, "
             "replaced, or is another manager's): only the keys it records are honoured.",
         ),
-    ] = False,
+    ] = None,
 ) -> None:
     """Run the manager in the foreground until SIGINT or SIGTERM.
 
@@ -81,31 +98,36 @@ def manager(
     from herder.auth.shared_secret import open_secret_file
     from herder.manager.config import ManagerConfig
     from herder.manager.server import Manager, ManagerError
-    from herder.net import is_loopback_host
+    from herder.tomlconfig import read_with_overrides
 
     token = auth_token_file.read_text().strip() if auth_token_file is not None else None
+    overrides = {
+        "host": host,
+        "port": port,
+        "db": db,
+        "data_dir": data_dir,
+        "auth_token": token or None,
+        "heartbeat_interval_s": heartbeat_interval,
+        "max_user_priority": max_user_priority,
+        "allowed_hosts": allowed_host or None,
+        "proxy_allow_networks": proxy_allow_network or None,
+        "proxy_admin_networks": proxy_admin_network or None,
+        "accept_new_database": accept_new_database,
+    }
+    try:
+        cfg = ManagerConfig.model_validate(read_with_overrides(config, overrides))
+    except ValueError as exc:  # a setting out of its range, a network that is not one, bad TOML
+        typer.echo(f"herder manager: {_one_line(exc)}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        typer.echo(f"herder manager: cannot read {config}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
     exposed = open_secret_file(auth_token_file) if auth_token_file is not None else None
-    if exposed is not None and not is_loopback_host(host):
-        typer.echo(f"herder manager: refusing to listen on {host}: {exposed}", err=True)
+    if exposed is not None and not cfg.is_loopback():
+        typer.echo(f"herder manager: refusing to listen on {cfg.host}: {exposed}", err=True)
         raise typer.Exit(2)
     if exposed is not None:
         log.warning("%s (anyone on this host can read it)", exposed)
-    try:
-        cfg = ManagerConfig(
-            host=host,
-            port=port,
-            db=db,
-            data_dir=data_dir,
-            auth_token=token or None,
-            heartbeat_interval_s=heartbeat_interval,
-            allowed_hosts=allowed_host or [],
-            proxy_allow_networks=proxy_allow_network or [],
-            proxy_admin_networks=proxy_admin_network or [],
-            accept_new_database=accept_new_database,
-        )
-    except ValueError as exc:  # a setting out of its range, a network that is not one
-        typer.echo(f"herder manager: {_one_line(exc)}", err=True)
-        raise typer.Exit(2) from None
 
     async def main() -> None:
         async with Manager(cfg) as running:
