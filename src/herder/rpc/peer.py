@@ -266,11 +266,8 @@ class Peer:
             return
         if self._serving.get(call_id) is task:
             del self._serving[call_id]
-        if task.cancelled() and self._tg is not None and not self.closed:
-            with contextlib.suppress(RuntimeError):  # the group is shutting down: no answer needed
-                self._tg.create_task(
-                    self._send_quietly(error_for(call_id, ErrorCode.CANCELLED, "the call was cancelled"))
-                )
+        if task.cancelled():
+            self._send_in_background(error_for(call_id, ErrorCode.CANCELLED, "the call was cancelled"))
 
     def _on_error(self, message: Error) -> None:
         if message.id is None:
@@ -465,8 +462,21 @@ class Peer:
         await self._send(Notify(method, target, self._encode_args(args), self._encode_kwargs(kwargs)))
 
     def _cancel_remote(self, call_id: int) -> None:
-        if self._tg is not None and not self.closed:
-            self._tg.create_task(self._send_quietly(Cancel(call_id)))
+        self._send_in_background(Cancel(call_id))
+
+    def _send_in_background(self, message: Message) -> None:
+        """Send from a callback, as a task of the peer's group; nothing once it is closing.
+
+        A group that is shutting down refuses new tasks: the coroutine is then closed
+        here, never left unawaited (which would surface as a warning at collection).
+        """
+        if self._tg is None or self.closed:
+            return
+        sending = self._send_quietly(message)
+        try:
+            self._tg.create_task(sending)
+        except RuntimeError:  # the group is shutting down: no answer is needed
+            sending.close()
 
     async def _send_quietly(self, message: Message) -> None:
         with contextlib.suppress(ConnectionLost, ProtocolError, OSError):
