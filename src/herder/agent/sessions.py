@@ -60,6 +60,7 @@ ENDED_KEPT = 1000
 REAP_TICK_S = 1.0
 # At the agent's stop, how long past close_grace_s a session may take to end.
 SHUTDOWN_SLACK_S = 5.0
+REAP_AFTER_KILL_S = 5.0  # a SIGKILLed host is gone in milliseconds; this only bounds the wait
 SESSION_ID_BYTES = 8
 CHANNEL_BUFFER_BYTES = 4 * 1024 * 1024
 # What a host process inherits of the agent's environment: enough to run Python and
@@ -198,6 +199,9 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Every host process not yet reaped, by the future that reaps it: the agent's stop
+        # reaps what is left, so no host outlives it unreaped (its Popen would then warn).
+        self._unreaped: dict[asyncio.Future[int], subprocess.Popen[bytes]] = {}
         self._watched: set[Peer] = set()
         self._closing = False
         self.shutdown_slack_s = SHUTDOWN_SLACK_S
@@ -234,6 +238,19 @@ class SessionManager:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._reap_hosts()
+
+    async def _reap_hosts(self) -> None:
+        """Kill and reap any host process still unreaped (a start that failed, an end cut short)."""
+        for exited, popen in list(self._unreaped.items()):
+            procs.signal_group(popen.pid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(exited), REAP_AFTER_KILL_S)
+            if not exited.done():  # its wait was lost: reap it here, after SIGKILL it is quick
+                exited.cancel()
+                with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
+                    await asyncio.to_thread(popen.wait, REAP_AFTER_KILL_S)
+            self._unreaped.pop(exited, None)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
@@ -451,6 +468,8 @@ class SessionManager:
             theirs.close()
         child = procs.Child(popen=popen, pidfd=os.pidfd_open(popen.pid), stdout_fd=-1, stderr_fd=-1)
         exited = asyncio.ensure_future(procs.wait_exit(child))
+        self._unreaped[exited] = popen
+        exited.add_done_callback(lambda done: self._unreaped.pop(done, None))
         transport: StreamTransport | None = None
         try:
             reader, writer = await asyncio.open_connection(sock=ours, limit=DEFAULT_MAX_FRAME_SIZE)
