@@ -63,3 +63,17 @@ async def test_the_agent_logs_a_wrong_secret(
     async with make_agent(auth_token="s3cret") as agent, httpx.AsyncClient(base_url=agent.url) as client:
         assert (await client.get("/", headers={"Authorization": "Bearer guess"})).status_code == 401
         assert any("from=127.0.0.1 why=wrong_secret" in line for line in lines(caplog)), lines(caplog)
+
+
+async def test_a_claimed_forwarded_address_does_not_rename_the_client(
+    make_agent: AgentFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn believes ``X-Forwarded-For`` from loopback by default: the log would name
+    whoever the client claims to be. The front door takes the peer of the connection."""
+    caplog.set_level(logging.INFO, logger="herder.auth")
+    async with make_agent(auth_token="s3cret") as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        claimed = {"Authorization": "Bearer guess", "X-Forwarded-For": "203.0.113.9"}
+        assert (await client.get("/", headers=claimed)).status_code == 401
+        logged = lines(caplog)
+        assert any("from=127.0.0.1 why=wrong_secret" in line for line in logged), logged
+        assert not any("203.0.113.9" in line for line in logged), logged

@@ -63,4 +63,8 @@ def server_options(limits: HttpLimits, protocol: type[HeadLimitProtocol] | None 
     return {
         "http": protocol or protocol_class(limits),
         "limit_concurrency": limits.max_connections,
+        # The peer is who connected: a client's X-Forwarded-For must not rename it (uvicorn
+        # trusts it from loopback by default), or the auth log and the manager's proxy
+        # audit and Forwarded headers would name whoever the client claims to be.
+        "proxy_headers": False,
     }

@@ -265,9 +265,6 @@ class Manager:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_HTTP_SHUTDOWN_S,
-            # The peer is who connected: a client's X-Forwarded-For must not rename it (the
-            # proxy's Forwarded headers and the audit log name the real one).
-            proxy_headers=False,
         )
         self._server = uvicorn.Server(config)
         self._server.capture_signals = contextlib.nullcontext  # the owner decides about signals
