@@ -177,3 +177,33 @@ async def test_many_processes_are_independent(agent: Agent, client: httpx.AsyncC
         await wait_unit(unit, lambda u: u.state == "running")
         assert unit.pid is not None
         assert pid_alive(unit.pid)
+
+
+async def test_a_start_that_fails_takes_its_keeper_back(make_agent: AgentFactory) -> None:
+    """The keeper starts early; a start refused later (a port in use) must not leave it."""
+    import os
+    import socket
+
+    from herder.agent.errors import ConfigError
+
+    def keepers() -> list[int]:
+        found = []
+        for task in os.listdir(f"/proc/{os.getpid()}/task"):
+            with open(f"/proc/{os.getpid()}/task/{task}/children") as fh:
+                for pid in fh.read().split():
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                            if b"herder-keeper" in cmd.read() and pid_alive(int(pid)):
+                                found.append(int(pid))
+                    except OSError:
+                        continue
+        return found
+
+    before = set(keepers())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ConfigError, match="cannot listen"):
+            async with make_agent(protocol_port=taken.getsockname()[1]):
+                pass
+    assert set(keepers()) <= before

@@ -156,6 +156,7 @@ class Agent:
         self._protocol_sock: socket.socket | None = None
         self.runtime: AgentRuntime | None = None
         self._tracking: asyncio.Task[None] | None = None
+        self._keeper: Keeper | None = None
         self._ledger_due = False
         self._on_change: Callable[[bool], None] | None = None
 
@@ -214,6 +215,7 @@ class Agent:
         try:
             await self._start()
         except BaseException:
+            await self._dismiss_keeper()  # what the start got to, it takes back
             self._lock.release()
             raise
         return self
@@ -363,15 +365,17 @@ class Agent:
         ``lease - margin`` without a ping (the manager gives it away at ``lease + margin``).
         """
         interval = self.config.supervision.track_interval_s
+        keeper = self._keeper
+        assert keeper is not None
         next_walk = 0.0
         while True:
             worker = self.runtime.worker if self.runtime is not None else None
             lease = getattr(worker, "lease", None)
             watchdog = lease[0] - lease[1] if lease is not None else None
-            if watchdog is not None and watchdog != self._keeper.lease_s:
-                self._keeper.set_lease(watchdog)
+            if watchdog is not None and watchdog != keeper.lease_s:
+                keeper.set_lease(watchdog)
             if watchdog is not None:
-                self._keeper.ping()
+                keeper.ping()
             now = asyncio.get_running_loop().time()
             if now >= next_walk:
                 next_walk = now + interval
@@ -423,23 +427,30 @@ class Agent:
                 self._sock.close()
             if self._protocol_sock is not None:
                 self._protocol_sock.close()
-            if self._tracking is not None:
-                self._tracking.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._tracking
-            # Every unit swept its own descendants; this catches anything that slipped
-            # between units (a few ms), so the keeper can be dismissed without a scan.
-            agent_id = agent_id_for(self.config.data_dir)
-            procs.sweep(procs.AGENT_MARKER, agent_id)
-            self._keeper.stop()
-            TRACKER.drop_ledger(agent_id)
-            if TRACKER.on_change is self._on_change:
-                TRACKER.on_change = None
-            with contextlib.suppress(OSError):
-                ledger_path(self.config.data_dir).unlink()
-            if TRACKER.subreaper:
-                TRACKER.reap_adopted()
+            await self._dismiss_keeper()
             self._lock.release()
+
+    async def _dismiss_keeper(self) -> None:
+        """Stop the timer, sweep what is left, dismiss the keeper, drop the ledger."""
+        if self._tracking is not None:
+            self._tracking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tracking
+            self._tracking = None
+        # Every unit swept its own descendants; this catches anything that slipped
+        # between units (a few ms), so the keeper can be dismissed without a scan.
+        agent_id = agent_id_for(self.config.data_dir)
+        procs.sweep(procs.AGENT_MARKER, agent_id)
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
+        TRACKER.drop_ledger(agent_id)
+        if TRACKER.on_change is self._on_change:
+            TRACKER.on_change = None
+        with contextlib.suppress(OSError):
+            ledger_path(self.config.data_dir).unlink()
+        if TRACKER.subreaper:
+            TRACKER.reap_adopted()
 
 
 def _quiet_server_class() -> type[Any]:
