@@ -216,6 +216,9 @@ class Agent:
             await self._start()
         except BaseException:
             await self._dismiss_keeper()  # what the start got to, it takes back
+            for sock in (self._sock, self._protocol_sock):
+                if sock is not None:
+                    sock.close()
             self._lock.release()
             raise
         return self
