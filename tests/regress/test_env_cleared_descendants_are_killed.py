@@ -167,3 +167,49 @@ def keepers_of(agent_pid: int) -> list[int]:
                 except OSError:
                     continue
     return found
+
+
+async def test_herder_up_adopts_the_escapee_too(tmp_path: Path) -> None:
+    """``herder up`` (what ``make up`` runs) embeds its agent: it must be a subreaper as well,
+    or an orphan whose parent exits before any walk goes to init unseen."""
+    import re
+    import subprocess
+    import time
+
+    from tests.helpers import HERDER
+
+    pid_file = tmp_path / "escapee.pid"
+    err_path = tmp_path / "up.stderr"
+    with open(err_path, "wb") as err:
+        up = subprocess.Popen(
+            [HERDER, "up", "--data-dir", str(tmp_path / "data"), "--agent-port", "0", "--manager-port", "0"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        match = None
+        while match is None and time.monotonic() < deadline and up.poll() is None:
+            match = re.search(r"agent on (http://\S+)", err_path.read_text())
+            if match is None:
+                time.sleep(0.05)
+        assert match is not None, err_path.read_text()
+        agent_url = match.group(1)
+        command = f"({ESCAPEE.format(pid_file=pid_file)} &); until [ -s {pid_file} ]; do sleep 0.01; done"
+        async with httpx.AsyncClient(base_url=agent_url, timeout=30) as client:
+            body = {"app": "esc", "node": "up.0", "restart": "never", "command": ["/bin/sh", "-c", command]}
+            assert (await client.post("/create-process", json=body)).status_code == 201
+            await poll(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+            pids = [int(pid_file.read_text())]
+            await wait_http(client, "/process-status/esc.up.0", lambda d: d["state"] == "exited")
+            await wait_dead(pids, timeout_s=5)
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+            try:
+                up.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                up.kill()
+                up.wait(timeout=30)
+        kill_all(pids)

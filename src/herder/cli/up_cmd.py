@@ -57,7 +57,11 @@ def up(
         link: dict[str, Any] = {"url": manager_url, "key": key}
         if slots is not None:
             link["slots"] = slots
-        return AgentConfig.model_validate({"port": agent_port, "data_dir": data_dir, "manager": link})
+        # This process is the agent's (the manager spawns nothing): it adopts the orphans
+        # of what the agent runs, as herder agent does.
+        return AgentConfig.model_validate(
+            {"port": agent_port, "data_dir": data_dir, "manager": link, "supervision": {"subreaper": True}}
+        )
 
     async def agent_key(manager: Manager) -> str | None:
         """With keys on, the local agent gets a key of its own (recorded, revocable)."""
