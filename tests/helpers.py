@@ -56,6 +56,23 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def keepers_of(agent_pid: int) -> list[int]:
+    """The live keepers of the agent in process ``agent_pid``: its children with
+    ``herder-keeper`` in their command line. Only this agent's: other agents (other tests'
+    at the same time) keep theirs."""
+    found = []
+    for task in os.listdir(f"/proc/{agent_pid}/task"):
+        with open(f"/proc/{agent_pid}/task/{task}/children") as fh:
+            for pid in fh.read().split():
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                        if b"herder-keeper" in cmd.read() and pid_alive(int(pid)):
+                            found.append(int(pid))
+                except OSError:
+                    continue
+    return found
+
+
 async def wait_dead(pids: list[int], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while any(pid_alive(p) for p in pids):

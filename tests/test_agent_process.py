@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import HERDER, AgentProcess, pid_alive, poll, wait_dead, wait_http
+from tests.helpers import HERDER, AgentProcess, keepers_of, pid_alive, poll, wait_dead, wait_http
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -26,24 +26,6 @@ async def create(url: str, node: str, argv: list[str]) -> dict:
         response = await client.post("/create-process", json={"app": "bin", "node": node, "command": argv})
         assert response.status_code == 201, response.text
         return await wait_http(client, response.json()["details"], lambda d: d["pid"] is not None)
-
-
-def keeper_pids(agent_pid: int) -> list[int]:
-    """The agent's keepers: its children with ``herder-keeper`` in their command line.
-
-    Only this agent's: other agents (other tests' at the same time) keep theirs.
-    """
-    found = []
-    for task in os.listdir(f"/proc/{agent_pid}/task"):
-        with open(f"/proc/{agent_pid}/task/{task}/children") as fh:
-            for pid in fh.read().split():
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as cmd:
-                        if b"herder-keeper" in cmd.read():
-                            found.append(int(pid))
-                except OSError:
-                    continue
-    return found
 
 
 async def test_sigkill_leaves_no_descendant(data_dir: Path, tmp_path: Path) -> None:
@@ -70,7 +52,7 @@ async def test_restarted_agent_kills_what_its_predecessor_left(data_dir: Path, t
     try:
         status = await create(first.url, "orphan.0", ["sleep", "1000"])
         first.signal(signal.SIGSTOP)  # or it would start another keeper at once
-        for pid in keeper_pids(first.pid):
+        for pid in keepers_of(first.pid):
             os.kill(pid, signal.SIGKILL)
         first.signal(signal.SIGKILL)
         first.wait()

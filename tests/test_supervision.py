@@ -11,7 +11,7 @@ import pytest
 
 from herder.agent import Agent
 from tests.conftest import AgentFactory
-from tests.helpers import pid_alive, poll, wait_dead, wait_unit
+from tests.helpers import keepers_of, pid_alive, poll, wait_dead, wait_unit
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -187,17 +187,7 @@ async def test_a_start_that_fails_takes_its_keeper_back(make_agent: AgentFactory
     from herder.agent.errors import ConfigError
 
     def keepers() -> list[int]:
-        found = []
-        for task in os.listdir(f"/proc/{os.getpid()}/task"):
-            with open(f"/proc/{os.getpid()}/task/{task}/children") as fh:
-                for pid in fh.read().split():
-                    try:
-                        with open(f"/proc/{pid}/cmdline", "rb") as cmd:
-                            if b"herder-keeper" in cmd.read() and pid_alive(int(pid)):
-                                found.append(int(pid))
-                    except OSError:
-                        continue
-        return found
+        return keepers_of(os.getpid())
 
     before = set(keepers())
     with socket.socket() as taken:

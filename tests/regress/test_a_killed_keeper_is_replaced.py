@@ -12,22 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import AgentProcess, pid_alive, poll, wait_dead, wait_http
-
-
-def keepers_of(agent_pid: int) -> list[int]:
-    """The agent's children that are keepers (``herder-keeper`` in their command line)."""
-    found = []
-    for task in os.listdir(f"/proc/{agent_pid}/task"):
-        with open(f"/proc/{agent_pid}/task/{task}/children") as fh:
-            for pid in fh.read().split():
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as cmd:
-                        if b"herder-keeper" in cmd.read() and pid_alive(int(pid)):
-                            found.append(int(pid))
-                except OSError:
-                    continue
-    return found
+from tests.helpers import AgentProcess, keepers_of, pid_alive, poll, wait_dead, wait_http
 
 
 async def test_a_killed_keeper_is_replaced_and_the_next_one_does_its_job(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import httpx
 
 from herder.client import Agent as Client
 from tests.conftest import AgentFactory
-from tests.helpers import AgentProcess, pid_alive, poll, wait_dead, wait_http
+from tests.helpers import AgentProcess, keepers_of, pid_alive, poll, wait_dead, wait_http
 
 ESCAPEE = "env -i setsid sh -c 'trap \"\" TERM; echo $$ > {pid_file}; sleep 1000'"
 
@@ -153,20 +153,6 @@ async def test_the_next_agent_kills_an_escapee_its_predecessor_and_keeper_left(t
     finally:
         first.kill()
         kill_all(pids)
-
-
-def keepers_of(agent_pid: int) -> list[int]:
-    found = []
-    for task in os.listdir(f"/proc/{agent_pid}/task"):
-        with open(f"/proc/{agent_pid}/task/{task}/children") as fh:
-            for pid in fh.read().split():
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as cmd:
-                        if b"herder-keeper" in cmd.read():
-                            found.append(int(pid))
-                except OSError:
-                    continue
-    return found
 
 
 async def test_herder_up_adopts_the_escapee_too(tmp_path: Path) -> None:
