@@ -159,3 +159,60 @@ class AgentProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+
+
+class UpProcess:
+    """The real ``herder up`` (a manager and its agent in one process) on ephemeral ports.
+
+    ``start()`` waits for the line naming both URLs; ``stop()`` sends SIGINT and waits,
+    then SIGKILLs what did not stop: by pid, always.
+    """
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        self.data_dir = data_dir
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.manager_url = ""
+        self.agent_url = ""
+        self.stderr_path = data_dir.parent / f"up-{id(self)}.stderr"
+
+    def start(self, timeout_s: float = 30.0) -> UpProcess:
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [
+                    *(HERDER, "up", "--data-dir", str(self.data_dir)),
+                    *("--agent-port", "0", "--manager-port", "0"),
+                    *self.args,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            match = re.search(r"manager on (http://\S+), agent on (http://\S+)", self.stderr())
+            if match:
+                self.manager_url, self.agent_url = match.groups()
+                return self
+            time.sleep(POLL_S)
+        self.stop()
+        raise AssertionError("herder up did not start:\n" + self.stderr())
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGINT, then SIGKILL past ``timeout_s``; the exit status (None if it was killed)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc is not None else None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            return None

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import pytest
 
 from herder.auth import init_keys, tokens
 from herder.manager.authority import ISSUER, TOKEN_AUDIENCE
-from tests.helpers import HERDER, pid_alive
+from tests.helpers import UpProcess, pid_alive
 
 
 @pytest.mark.parametrize("keys", [False, True], ids=["open", "keys"])
@@ -27,24 +24,10 @@ async def test_up_runs_a_task_end_to_end(tmp_path: Path, db_url: str, keys: bool
             signing, {"role": "admin"}, issuer=ISSUER, audience=TOKEN_AUDIENCE, ttl_s=600, subject="t"
         )
         headers = {"Authorization": f"Bearer {token}"}
-    err_path = tmp_path / "up.stderr"
-    with open(err_path, "wb") as err:
-        proc = subprocess.Popen(
-            [
-                *(HERDER, "up", "--data-dir", str(tmp_path / "data"), "--db", db_url),
-                *("--agent-port", "0", "--manager-port", "0"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+    up = UpProcess(tmp_path / "data", "--db", db_url).start()
     try:
+        manager_url, agent_url = up.manager_url, up.agent_url
         deadline = time.monotonic() + 30
-        match = None
-        while match is None and time.monotonic() < deadline and proc.poll() is None:
-            match = re.search(r"manager on (http://\S+), agent on (http://\S+)", err_path.read_text())
-            await asyncio.sleep(0.05)
-        assert match is not None, err_path.read_text()
-        manager_url, agent_url = match.groups()
         async with httpx.AsyncClient(base_url=manager_url, timeout=30, headers=headers) as client:
             body = {"type": "command", "settings": {"shell": "echo hello from up"}}
             task = (await client.post("/tasks", json=body)).json()
@@ -56,10 +39,7 @@ async def test_up_runs_a_task_end_to_end(tmp_path: Path, db_url: str, keys: bool
             assert "hello from up" in (await client.get(f"/tasks/{task['id']}/log")).text
             workers = (await client.get("/workers")).json()
             assert [w["agent_url"] for w in workers.values()] == [agent_url]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert up.stop() == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-    assert not pid_alive(proc.pid)
+        up.stop()
+    assert not pid_alive(up.pid)

@@ -17,7 +17,7 @@ import httpx
 
 from herder.client import Agent as Client
 from tests.conftest import AgentFactory
-from tests.helpers import AgentProcess, keepers_of, pid_alive, poll, wait_dead, wait_http
+from tests.helpers import AgentProcess, UpProcess, keepers_of, pid_alive, poll, wait_dead, wait_http
 
 ESCAPEE = "env -i setsid sh -c 'trap \"\" TERM; echo $$ > {pid_file}; sleep 1000'"
 
@@ -158,30 +158,11 @@ async def test_the_next_agent_kills_an_escapee_its_predecessor_and_keeper_left(t
 async def test_herder_up_adopts_the_escapee_too(tmp_path: Path) -> None:
     """``herder up`` (what ``make up`` runs) embeds its agent: it must be a subreaper as well,
     or an orphan whose parent exits before any walk goes to init unseen."""
-    import re
-    import subprocess
-    import time
-
-    from tests.helpers import HERDER
-
     pid_file = tmp_path / "escapee.pid"
-    err_path = tmp_path / "up.stderr"
-    with open(err_path, "wb") as err:
-        up = subprocess.Popen(
-            [HERDER, "up", "--data-dir", str(tmp_path / "data"), "--agent-port", "0", "--manager-port", "0"],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+    up = UpProcess(tmp_path / "data").start()
     pids: list[int] = []
     try:
-        deadline = time.monotonic() + 30
-        match = None
-        while match is None and time.monotonic() < deadline and up.poll() is None:
-            match = re.search(r"agent on (http://\S+)", err_path.read_text())
-            if match is None:
-                time.sleep(0.05)
-        assert match is not None, err_path.read_text()
-        agent_url = match.group(1)
+        agent_url = up.agent_url
         command = f"({ESCAPEE.format(pid_file=pid_file)} &); until [ -s {pid_file} ]; do sleep 0.01; done"
         async with httpx.AsyncClient(base_url=agent_url, timeout=30) as client:
             body = {"app": "esc", "node": "up.0", "restart": "never", "command": ["/bin/sh", "-c", command]}
@@ -191,11 +172,5 @@ async def test_herder_up_adopts_the_escapee_too(tmp_path: Path) -> None:
             await wait_http(client, "/process-status/esc.up.0", lambda d: d["state"] == "exited")
             await wait_dead(pids, timeout_s=5)
     finally:
-        if up.poll() is None:
-            up.send_signal(signal.SIGINT)
-            try:
-                up.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                up.kill()
-                up.wait(timeout=30)
+        up.stop()
         kill_all(pids)
