@@ -118,3 +118,24 @@ async def test_at_equal_priority_owners_take_turns(make_manager: ManagerFactory,
                 served.append(item["task_id"])
                 await peer.call("finished", worker_id, item["id"], item["attempt"], 0)
         assert bobs["id"] in served[:3], f"bob's task was not among the first {len(served)} served"
+
+
+async def test_many_distinct_tag_sets_no_worker_offers_block_nothing(manager: Manager) -> None:
+    """A flood of unrunnable work, each task with a tag of its own, at the top of the queue:
+    passing over one tag set at a time would give up before reaching the runnable task."""
+    pushed: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    async with (
+        httpx.AsyncClient(base_url=manager.url, timeout=30) as client,
+        connect(rpc_url(manager), handlers={"assign": pushed.put_nowait}) as peer,
+    ):
+        for start in range(0, 300, 30):
+            await asyncio.gather(
+                *(
+                    client.post("/tasks", json={**TRUE, "priority": 100, "tags": [f"t{n}"]})
+                    for n in range(start, start + 30)
+                )
+            )
+        plain = (await client.post("/tasks", json=TRUE)).json()["id"]
+        await peer.call("register", {"hostname": "cpu-only", "slots": 1, "tags": ["linux"]})
+        item = await next_item(pushed)
+        assert item["task_id"] == plain

@@ -118,6 +118,12 @@ _CANDIDATES = (
 )
 # The same, past the tag sets no online worker offers.
 _CANDIDATES_FITTING = _CANDIDATES.where(WorkItem.tag_key.not_in(bindparam("unfit", expanding=True)))
+# The last resort when the pages above keep meeting new unrunnable tag sets: every tag set
+# in the queue, then only the items of those that fit (a flood of distinct tags blocks nothing).
+_QUEUED_TAG_KEYS = (
+    select(WorkItem.tag_key).where(WorkItem.status == "queued", WorkItem.paused.is_(False)).distinct()
+)
+_CANDIDATES_OF_KEYS = _CANDIDATES.where(WorkItem.tag_key.in_(bindparam("keys", expanding=True)))
 _BLOCKED = select(Blocked.task_id, Blocked.worker_id).where(
     Blocked.task_id.in_(bindparam("ids", expanding=True))
 )
@@ -321,43 +327,14 @@ def claim(
     Each item goes to the worker whose tags cover it with the most room left, but not
     to a worker on its task's blocklist while another worker here could take it. Work
     whose tags no worker here offers is passed over *in SQL* (its tag set is excluded
-    from the next page of candidates): a flood of it at the top of the queue blocks
-    nothing. The claim is one compare-and-set over all of them; what another manager
-    took meanwhile is simply not returned. Returns the claimed items' rows
+    from the next page of candidates); past ``MAX_CLAIM_PAGES`` such pages (a flood of
+    distinct tag sets), only the queue's tag sets that fit are asked for: a flood of
+    unrunnable work at the top of the queue blocks nothing. The claim is one
+    compare-and-set over all of them; what another manager took meanwhile is simply
+    not returned. Returns the claimed items' rows
     (``worker_id`` and ``attempt`` already the new ones), best first; at most ``most``.
     """
-    room = {w.worker_id: max(w.free, 0) for w in workers}
-    total = sum(room.values()) if most is None else min(most, sum(room.values()))
-    if total <= 0:
-        return []
-    n = max(total, min(scan, total * 8))
-    chosen: dict[int, int] = {}
-    unfit: set[str] = set()  # tag sets no worker here offers
-    fitting: dict[str, list[FreeWorker]] = {}
-    blocked: dict[int, set[int]] = {}
-    for _page in range(MAX_CLAIM_PAGES):
-        rows = _candidates(conn, n, unfit)
-        _load_blocked(conn, {task_id for _, _, task_id in rows}, blocked)
-        passed_over = False
-        for item_id, key, task_id in rows:
-            if item_id in chosen:
-                continue
-            if key not in fitting:
-                fitting[key] = _able(key, workers)
-            if not fitting[key]:
-                unfit.add(key)
-                passed_over = True
-                continue
-            best = _pick(fitting[key], blocked[task_id], room)
-            if best is None:
-                continue
-            chosen[item_id] = best
-            room[best] -= 1
-            total -= 1
-            if total == 0:
-                break
-        if total == 0 or len(rows) < n or not passed_over:
-            break
+    chosen = _choose(conn, workers, most, scan)
     if not chosen:
         return []
     now = time.time()
@@ -385,12 +362,70 @@ def claim(
     return sorted(claimed, key=lambda row: (-row.priority, row.id))
 
 
+def _choose(conn: Connection, workers: Sequence[FreeWorker], most: int | None, scan: int) -> dict[int, int]:
+    """Which queued item goes to which worker (item id → worker id): ``claim``'s choice."""
+    room = {w.worker_id: max(w.free, 0) for w in workers}
+    total = sum(room.values()) if most is None else min(most, sum(room.values()))
+    if total <= 0:
+        return {}
+    n = max(total, min(scan, total * 8))
+    chosen: dict[int, int] = {}
+    unfit: set[str] = set()  # tag sets no worker here offers
+    fitting: dict[str, list[FreeWorker]] = {}
+    blocked: dict[int, set[int]] = {}
+    for page in range(MAX_CLAIM_PAGES + 1):
+        if page < MAX_CLAIM_PAGES:
+            rows = _candidates(conn, n, unfit)
+        else:  # every page met new tag sets no worker offers: ask for the fitting ones only
+            rows = _candidates_that_fit(conn, n + len(chosen), workers, fitting)
+        _load_blocked(conn, {task_id for _, _, task_id in rows}, blocked)
+        passed_over = False
+        for item_id, key, task_id in rows:
+            if item_id in chosen:
+                continue
+            if key not in fitting:
+                fitting[key] = _able(key, workers)
+            if not fitting[key]:
+                unfit.add(key)
+                passed_over = True
+                continue
+            best = _pick(fitting[key], blocked[task_id], room)
+            if best is None:
+                continue
+            chosen[item_id] = best
+            room[best] -= 1
+            total -= 1
+            if total == 0:
+                break
+        if total == 0 or len(rows) < n or not passed_over:
+            break
+    return chosen
+
+
 def _candidates(conn: Connection, n: int, unfit: set[str]) -> list[tuple[int, str, int]]:
     """The next ``n`` queued items (id, tag key, task) in the queue's order, past the tag sets ``unfit``."""
     if unfit:
         rows = conn.execute(_CANDIDATES_FITTING, {"n": n, "unfit": sorted(unfit)})
     else:
         rows = conn.execute(_CANDIDATES, {"n": n})
+    return [(item_id, key, task_id) for item_id, key, task_id in rows]
+
+
+def _candidates_that_fit(
+    conn: Connection, n: int, workers: Sequence[FreeWorker], fitting: dict[str, list[FreeWorker]]
+) -> list[tuple[int, str, int]]:
+    """The next ``n`` queued items whose tag set some worker here offers, in the queue's order.
+
+    Costs a look at every queued tag set (``DISTINCT``): the claim comes here only when
+    ``MAX_CLAIM_PAGES`` pages in a row met tag sets it had not seen, unrunnable ones.
+    """
+    for key in conn.scalars(_QUEUED_TAG_KEYS):
+        if key not in fitting:
+            fitting[key] = _able(key, workers)
+    keys = sorted(key for key, able in fitting.items() if able)
+    if not keys:
+        return []
+    rows = conn.execute(_CANDIDATES_OF_KEYS, {"n": n, "keys": keys})
     return [(item_id, key, task_id) for item_id, key, task_id in rows]
 
 
