@@ -134,3 +134,29 @@ async def test_kill_trees_spares_a_reused_pid_and_takes_what_a_process_started(t
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_leased_work_is_in_the_ledger_at_once_and_the_rewrite_keeps_it(tmp_path: Path) -> None:
+    """The watchdog goes by the ledger alone: a leased root is appended as it is registered
+    (no batched rewrite needed), and the next rewrite, which compacts, still names it."""
+    tracker = descendants.Tracker()
+    ledger = tmp_path / "ledger"
+    proc = subprocess.Popen(["sleep", "100"])
+    try:
+        tracker.set_ledger("agent-x", ledger)
+        tracker.flush()
+        assert descendants.read_ledger(ledger) == []
+        env = {
+            descendants.UNIT_MARKER: "agent-x:work",
+            descendants.AGENT_MARKER: "agent-x",
+            descendants.LEASED_MARKER: "agent-x",
+        }
+        tracker.add_root(proc.pid, env)
+        start = descendants.start_time(proc.pid)
+        assert start is not None
+        assert descendants.read_ledger(ledger) == [((proc.pid, start), True)]
+        tracker.flush()
+        assert descendants.read_ledger(ledger) == [((proc.pid, start), True)]
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)

@@ -158,7 +158,7 @@ class Agent:
         self._tracking: asyncio.Task[None] | None = None
         self._keeper: Keeper | None = None
         self._ledger_due = False
-        self._on_change: Callable[[bool], None] | None = None
+        self._on_change: Callable[[], None] | None = None
 
     @property
     def url(self) -> str:
@@ -342,11 +342,11 @@ class Agent:
         if self.config.supervision.subreaper and not TRACKER.subreaper:
             TRACKER.subreaper = descendants.become_subreaper()
 
-        def changed(urgent: bool) -> None:
-            if self._ledger_due and not urgent:
+        def changed() -> None:
+            if self._ledger_due:
                 return  # a write is on its way
             with contextlib.suppress(RuntimeError):  # the loop closed: nothing left to write
-                loop.call_soon_threadsafe(TRACKER.flush if urgent else self._ledger_changed)
+                loop.call_soon_threadsafe(self._ledger_changed)
 
         self._on_change = changed
         TRACKER.on_change = changed

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,8 +111,11 @@ _FREE_SLOTS = select(Worker.id, Worker.slots - _HELD, Worker.tags).where(
     Worker.last_seen >= bindparam("online_since"),
 )
 _QUEUE_ORDER = (WorkItem.priority.desc(), WorkItem.turn, WorkItem.id)
+# Whether the item's task has a blocklist: it is read only for the tasks that have one
+# (most have none), so the common claim costs no statement for it.
+_HAS_BLOCKLIST = select(Blocked.task_id).where(Blocked.task_id == WorkItem.task_id).exists()
 _CANDIDATES = (
-    select(WorkItem.id, WorkItem.tag_key, WorkItem.task_id)
+    select(WorkItem.id, WorkItem.tag_key, WorkItem.task_id, _HAS_BLOCKLIST)
     .where(WorkItem.status == "queued", WorkItem.paused.is_(False))
     .order_by(*_QUEUE_ORDER)
     .limit(bindparam("n"))
@@ -129,12 +133,22 @@ _BLOCKED = select(Blocked.task_id, Blocked.worker_id).where(
 )
 # The turn of the next item to be served: new work starts no earlier (see ``insert_tasks``).
 _HEAD_TURN = select(WorkItem.turn).where(WorkItem.status == "queued").order_by(*_QUEUE_ORDER).limit(1)
-_LAST_TURN = (
-    select(WorkItem.turn)
-    .where(WorkItem.owner == bindparam("owner"), WorkItem.status.in_(("queued", *ACTIVE)))
-    .order_by(WorkItem.turn.desc())
-    .limit(1)
-)
+
+
+def _turns_query(owners: int) -> Any:
+    """One statement: the head's turn, then each of ``owners`` owners' last unfinished turn
+    (bound as ``o0``, ``o1``...): a submission round pays one round trip for them all."""
+    lasts = [
+        select(WorkItem.turn)
+        .where(WorkItem.owner == bindparam(f"o{i}"), WorkItem.status.in_(("queued", *ACTIVE)))
+        .order_by(WorkItem.turn.desc())
+        .limit(1)
+        .scalar_subquery()
+        for i in range(owners)
+    ]
+    return select(_HEAD_TURN.scalar_subquery(), *lasts)
+
+
 MAX_CLAIM_PAGES = 8
 _TASK_ASSIGNED = (
     update(Task)
@@ -220,14 +234,17 @@ def insert_tasks(conn: Connection, new: Sequence[NewTask]) -> list[int]:
     """
     inserted = conn.execute(_INSERT_TASKS, [n.task for n in new])
     ids = [row[0] for row in inserted]
-    head = conn.scalar(_HEAD_TURN) or 0
-    next_turn: dict[str, int] = {}
+    owners = sorted({n.task.get("owner") or "" for n in new})
+    head, *lasts = conn.execute(
+        _turns_query(len(owners)), {f"o{i}": owner for i, owner in enumerate(owners)}
+    ).one()
+    next_turn = {
+        owner: max(head or 0, last + 1 if last is not None else 0)
+        for owner, last in zip(owners, lasts, strict=True)
+    }
     items = []
     for task_id, n in zip(ids, new, strict=True):
         owner = n.task.get("owner") or ""
-        if owner not in next_turn:
-            last = conn.scalar(_LAST_TURN, {"owner": owner})
-            next_turn[owner] = max(head, last + 1 if last is not None else 0)
         for item in n.items:
             turn = next_turn[owner]
             next_turn[owner] = turn + 1
@@ -378,9 +395,9 @@ def _choose(conn: Connection, workers: Sequence[FreeWorker], most: int | None, s
             rows = _candidates(conn, n, unfit)
         else:  # every page met new tag sets no worker offers: ask for the fitting ones only
             rows = _candidates_that_fit(conn, n + len(chosen), workers, fitting)
-        _load_blocked(conn, {task_id for _, _, task_id in rows}, blocked)
+        _load_blocked(conn, {task_id for _, _, task_id, listed in rows if listed}, blocked)
         passed_over = False
-        for item_id, key, task_id in rows:
+        for item_id, key, task_id, _listed in rows:
             if item_id in chosen:
                 continue
             if key not in fitting:
@@ -389,7 +406,7 @@ def _choose(conn: Connection, workers: Sequence[FreeWorker], most: int | None, s
                 unfit.add(key)
                 passed_over = True
                 continue
-            best = _pick(fitting[key], blocked[task_id], room)
+            best = _pick(fitting[key], blocked.get(task_id, _NOBODY), room)
             if best is None:
                 continue
             chosen[item_id] = best
@@ -402,18 +419,22 @@ def _choose(conn: Connection, workers: Sequence[FreeWorker], most: int | None, s
     return chosen
 
 
-def _candidates(conn: Connection, n: int, unfit: set[str]) -> list[tuple[int, str, int]]:
-    """The next ``n`` queued items (id, tag key, task) in the queue's order, past the tag sets ``unfit``."""
+Candidate = tuple[int, str, int, bool]  # item id, tag key, task id, has its task a blocklist
+_NOBODY: frozenset[int] = frozenset()
+
+
+def _candidates(conn: Connection, n: int, unfit: set[str]) -> list[Candidate]:
+    """The next ``n`` queued items in the queue's order, past the tag sets ``unfit``."""
     if unfit:
         rows = conn.execute(_CANDIDATES_FITTING, {"n": n, "unfit": sorted(unfit)})
     else:
         rows = conn.execute(_CANDIDATES, {"n": n})
-    return [(item_id, key, task_id) for item_id, key, task_id in rows]
+    return [(item_id, key, task_id, bool(listed)) for item_id, key, task_id, listed in rows]
 
 
 def _candidates_that_fit(
     conn: Connection, n: int, workers: Sequence[FreeWorker], fitting: dict[str, list[FreeWorker]]
-) -> list[tuple[int, str, int]]:
+) -> list[Candidate]:
     """The next ``n`` queued items whose tag set some worker here offers, in the queue's order.
 
     Costs a look at every queued tag set (``DISTINCT``): the claim comes here only when
@@ -426,7 +447,7 @@ def _candidates_that_fit(
     if not keys:
         return []
     rows = conn.execute(_CANDIDATES_OF_KEYS, {"n": n, "keys": keys})
-    return [(item_id, key, task_id) for item_id, key, task_id in rows]
+    return [(item_id, key, task_id, bool(listed)) for item_id, key, task_id, listed in rows]
 
 
 def _able(key: str, workers: Sequence[FreeWorker]) -> list[FreeWorker]:
@@ -446,7 +467,7 @@ def _load_blocked(conn: Connection, task_ids: set[int], blocked: dict[int, set[i
         blocked[task_id].add(worker_id)
 
 
-def _pick(able: list[FreeWorker], lost: set[int], room: dict[int, int]) -> int | None:
+def _pick(able: list[FreeWorker], lost: AbstractSet[int], room: dict[int, int]) -> int | None:
     """The worker to take an item: of those able, one that did not lose an attempt of its
     task if any exists (even full: the item waits for it), with the most room left."""
     if lost and any(w.worker_id not in lost for w in able):
