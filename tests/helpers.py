@@ -96,6 +96,20 @@ async def poll(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeou
         await asyncio.sleep(POLL_S)
 
 
+def wait_banner(
+    proc: subprocess.Popen[bytes], stderr_path: Path, pattern: str, timeout_s: float
+) -> re.Match[str] | None:
+    """The first match of ``pattern`` in a starting daemon's stderr file; None if it exited
+    or ``timeout_s`` passed first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        match = re.search(pattern, stderr_path.read_text(errors="replace"))
+        if match:
+            return match
+        time.sleep(POLL_S)
+    return None
+
+
 class AgentProcess:
     """The real ``herder agent`` binary on an ephemeral port; stopped by pid.
 
@@ -128,13 +142,10 @@ class AgentProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            match = re.search(r"herder agent listening on (http://\S+)", self.stderr())
-            if match:
-                self.url = match.group(1)
-                return self
-            time.sleep(POLL_S)
+        match = wait_banner(self.proc, self.stderr_path, r"herder agent listening on (http://\S+)", timeout_s)
+        if match:
+            self.url = match.group(1)
+            return self
         self.kill()
         raise AssertionError("agent did not start:\n" + self.stderr())
 
@@ -187,13 +198,12 @@ class UpProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            match = re.search(r"manager on (http://\S+), agent on (http://\S+)", self.stderr())
-            if match:
-                self.manager_url, self.agent_url = match.groups()
-                return self
-            time.sleep(POLL_S)
+        match = wait_banner(
+            self.proc, self.stderr_path, r"manager on (http://\S+), agent on (http://\S+)", timeout_s
+        )
+        if match:
+            self.manager_url, self.agent_url = match.groups()
+            return self
         self.stop()
         raise AssertionError("herder up did not start:\n" + self.stderr())
 

@@ -9,11 +9,9 @@ failure: CI must never pass by skipping the database it promises to test.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import signal
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -24,7 +22,7 @@ import pytest
 
 from herder.manager.config import ManagerConfig
 from herder.manager.server import Manager
-from tests.helpers import HERDER
+from tests.helpers import HERDER, wait_banner
 
 POSTGRES_URL = os.environ.get("HERDER_TEST_POSTGRES_URL")
 
@@ -105,13 +103,11 @@ class ManagerProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            match = re.search(r"herder manager listening on (http://\S+)", self.stderr_path.read_text())
-            if match:
-                self.url = match.group(1)
-                return self
-            time.sleep(0.02)
+        banner = r"herder manager listening on (http://\S+)"
+        match = wait_banner(self.proc, self.stderr_path, banner, timeout_s)
+        if match:
+            self.url = match.group(1)
+            return self
         self.kill()
         raise AssertionError("manager did not start:\n" + self.stderr_path.read_text())
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.helpers import HERDER
+from tests.helpers import HERDER, wait_banner
 
 
 def _run(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -48,14 +46,9 @@ def test_the_file_sets_what_no_option_does_and_options_win(tmp_path: Path) -> No
             stderr=err,
         )
     try:
-        url = ""
-        deadline = time.monotonic() + 30
-        while not url and time.monotonic() < deadline and proc.poll() is None:
-            found = re.search(r"herder manager listening on (http://\S+)", stderr.read_text())
-            url = found.group(1) if found else ""
-            if not url:
-                time.sleep(0.02)
-        assert url, stderr.read_text()
+        found = wait_banner(proc, stderr, r"herder manager listening on (http://\S+)", 30)
+        assert found, stderr.read_text()
+        url = found.group(1)
         deep = {"type": "command", "settings": {"argv": [[[["x"]]]]}}  # 5 levels
         answer = httpx.post(f"{url}/tasks", content=json.dumps(deep), timeout=10)
         assert answer.status_code == 400, answer.text
