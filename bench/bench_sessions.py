@@ -95,15 +95,16 @@ PHASE_TIMEOUT_S = 300.0
 OTHERS_MAX = 0.15
 ATTEMPTS = 3
 PRODUCT_PKG = REPO / "tests" / "fixtures" / "product_pkg"
-HOST_MARKER = b"herder.agent.host"
+HOST_MARKER = b"herder.agent.sessions.host"
 FILE_NAME = "bench.bin"
 TRANSPORTS = ("ws", "tcp")
 TRANSPORT_NAMES = {"ws": "WebSocket", "tcp": "TCP"}
-# What a host process does before it can answer (``herder.agent.host``'s imports and
+# What a host process does before it can answer (``herder.agent.sessions.host``'s imports and
 # ``serve()``'s, uvloop, the product's extensions found by entry points and loaded):
 # the floor of a session open, started the way the agent starts a host.
 HOST_CODE = (
-    "import uvloop, herder.agent.host, herder.rpc.client, herder.rpc.handlers, herder.rpc.transport; "
+    "import uvloop, herder.agent.sessions.host, herder.rpc.client, herder.rpc.handlers; "
+    "import herder.rpc.transport; "
     "from herder.products import load_extensions; load_extensions('shell')"
 )
 

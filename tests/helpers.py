@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from herder.agent.supervisor import Unit
+from herder.agent.processes.supervisor import Unit
 
 HERDER = str(Path(sys.executable).with_name("herder"))
 # Polling an HTTP state needs a pause between polls; this is it (not a wait for time

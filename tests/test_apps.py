@@ -17,10 +17,10 @@ import pytest
 import pytest_asyncio
 
 from herder.agent import Agent
-from herder.agent.apps import SHELL, Apps
+from herder.agent.apps.fetch import Fetcher
+from herder.agent.apps.launch import SHELL, Apps
 from herder.agent.config import FetchConfig, UnpackConfig
 from herder.agent.errors import ProcfileError, UnsafeArchive
-from herder.agent.fetch import Fetcher
 from tests.conftest import AgentFactory, fast_config
 from tests.fixtures.apps.appkit import Member, app_members, tar_bytes, tree, write, zip_bytes
 from tests.helpers import poll, wait_unit

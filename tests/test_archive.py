@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from herder.agent import Agent
-from herder.agent.archive import MAX_TAR_READ_BYTES, unpack
+from herder.agent.apps.archive import MAX_TAR_READ_BYTES, unpack
 from herder.agent.config import UnpackConfig
 from herder.agent.errors import UnsafeArchive
 from tests.fixtures.apps.appkit import (

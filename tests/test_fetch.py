@@ -21,9 +21,9 @@ import pytest
 import pytest_asyncio
 
 from herder.agent import Agent
+from herder.agent.apps.fetch import AddressPolicy, Fetcher, resolve
 from herder.agent.config import FetchConfig
 from herder.agent.errors import FetchError
-from herder.agent.fetch import AddressPolicy, Fetcher, resolve
 from tests.conftest import AgentFactory, fast_config
 from tests.fixtures.apps.appkit import ArchiveServer, Member, app_members, tar_bytes, write, zip_bytes
 from tests.helpers import poll, wait_http

@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herder.agent.logs import MAX_LINE_BYTES, OutputLog, RotatingFile, Stream
+from herder.agent.processes.logs import MAX_LINE_BYTES, OutputLog, RotatingFile, Stream
 
 
 def make_log(tmp_path: Path, **kwargs: int) -> OutputLog:

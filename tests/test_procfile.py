@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from herder.agent import Agent
+from herder.agent.apps.procfile import MAX_PROCFILE_BYTES, find_app_root, parse_procfile, read_command
 from herder.agent.errors import ProcfileError
-from herder.agent.procfile import MAX_PROCFILE_BYTES, find_app_root, parse_procfile, read_command
 from tests.helpers import wait_http
 
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from herder.agent import descendants, procs
+from herder.agent.processes import descendants, procs
 from tests.helpers import pid_alive, poll, wait_dead
 
 ESCAPER = "setsid sleep 100 & echo $!; exit 0"

@@ -222,7 +222,7 @@ async def test_stopping_the_agent_ends_every_session(make_agent: AgentFactory) -
 
 
 def test_herder_host_run_by_hand_refuses(tmp_path: Path) -> None:
-    for argv in ([HERDER, "host", "shell"], [sys.executable, "-m", "herder.agent.host", "shell"]):
+    for argv in ([HERDER, "host", "shell"], [sys.executable, "-m", "herder.agent.sessions.host", "shell"]):
         env = {**os.environ, "HERDER_HOST_FD": "0", "HERDER_HOST_SECRET": "guess"}  # fd 0 is no socket
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, cwd=tmp_path)
         assert result.returncode == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from herder.agent.states import TRANSITIONS, Event, State, TransitionError, apply, is_alive
+from herder.agent.processes.states import TRANSITIONS, Event, State, TransitionError, apply, is_alive
 
 
 def test_every_state_is_reachable_from_the_start() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from herder.agent.models import ProcessSpec
-from herder.agent.store import GroupCommit, RecordStore
+from herder.agent.processes.store import GroupCommit, RecordStore
 
 
 def spec(node: str, created_at: float | None = None) -> ProcessSpec:

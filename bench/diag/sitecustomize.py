@@ -137,7 +137,8 @@ def _attempt_of(unit: object) -> tuple[int, int] | None:
 
 def _time_attempts() -> list[dict[str, float]]:
     """Per finished attempt: when it was assigned, spawned, exited and reported."""
-    from herder.agent import supervisor, worker
+    from herder.agent.link import worker
+    from herder.agent.processes import supervisor
 
     marks: dict[tuple[int, int], dict[str, float]] = {}
     done: list[dict[str, float]] = []

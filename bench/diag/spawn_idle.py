@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from herder.agent import procs
+from herder.agent.processes import procs
 
 SPAWNS = 300
 

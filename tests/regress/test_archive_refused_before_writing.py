@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from herder.agent.archive import unpack
+from herder.agent.apps.archive import unpack
 from herder.agent.config import UnpackConfig
 from herder.agent.errors import UnsafeArchive
 from tests.conftest import AgentFactory

@@ -3,7 +3,7 @@
 Embed it with ``async with Agent(AgentConfig(...)) as agent`` or run ``herder agent``.
 
 The names below are imported on first use, not with the package: a session's host
-process (``herder.agent.host``) lives in this package and must start in milliseconds,
+process (``herder.agent.sessions.host``) lives in this package and must start in milliseconds,
 without the agent's web framework.
 """
 
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from herder.agent.config import AgentConfig, load_config
     from herder.agent.errors import AgentError, ConfigError, DataDirBusy
+    from herder.agent.processes.states import State
     from herder.agent.server import Agent
-    from herder.agent.states import State
 
 _WHERE = {
     "Agent": "herder.agent.server",
@@ -25,7 +25,7 @@ _WHERE = {
     "AgentError": "herder.agent.errors",
     "ConfigError": "herder.agent.errors",
     "DataDirBusy": "herder.agent.errors",
-    "State": "herder.agent.states",
+    "State": "herder.agent.processes.states",
 }
 
 

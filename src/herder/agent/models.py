@@ -25,9 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-from herder.agent.fetch import ALLOWED_SCHEMES
-from herder.agent.procfile import PROCESS_TYPE_PATTERN
-from herder.agent.states import State
+from herder.agent.apps.fetch import ALLOWED_SCHEMES
+from herder.agent.apps.procfile import PROCESS_TYPE_PATTERN
+from herder.agent.processes.states import State
 from herder.apierrors import FieldError
 
 APP_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"

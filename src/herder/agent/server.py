@@ -32,21 +32,21 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from herder.agent import descendants, procs
-from herder.agent.agent_rpc import build_service
-from herder.agent.apps import Apps
+from herder.agent.api.rpc import build_service
+from herder.agent.apps.fetch import Fetcher
+from herder.agent.apps.launch import Apps
 from herder.agent.config import AgentConfig
-from herder.agent.descendants import TRACKER
 from herder.agent.errors import ConfigError, DataDirBusy
-from herder.agent.fetch import Fetcher
-from herder.agent.keeper import Keeper, ledger_path
+from herder.agent.link.trust import Trust
+from herder.agent.link.worker import WorkerLink
+from herder.agent.processes import descendants, procs
+from herder.agent.processes.descendants import TRACKER
+from herder.agent.processes.keeper import Keeper, ledger_path
+from herder.agent.processes.store import RecordStore
+from herder.agent.processes.supervisor import Supervisor
 from herder.agent.router.router import Router, config_pools
-from herder.agent.sessions import SessionManager
-from herder.agent.store import RecordStore
-from herder.agent.supervisor import Supervisor
+from herder.agent.sessions.manager import SessionManager
 from herder.agent.sysinfo import SysInfo
-from herder.agent.trust import Trust
-from herder.agent.worker import WorkerLink
 from herder.auth.shared_secret import weak_secret
 from herder.net import LOOPBACK_NAMES, host_name, listen_socket
 from herder.rpc.service import Service
@@ -278,8 +278,8 @@ class Agent:
         """Serve and supervise until ``request_stop()``; the owner of both tasks."""
         import uvicorn
 
-        from herder.agent.api import build_app
-        from herder.agent.guard import Guard
+        from herder.agent.api.guard import Guard
+        from herder.agent.api.routes import build_app
         from herder.agent.router.front import front_protocol
         from herder.frontdoor import server_options
 

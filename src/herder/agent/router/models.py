@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from herder.agent.apps.procfile import PROCESS_TYPE_PATTERN
 from herder.agent.models import Command, check_env, check_one_way_to_run, check_source_url
-from herder.agent.procfile import PROCESS_TYPE_PATTERN
 from herder.apierrors import FieldError
 from herder.net import is_loopback_host
 

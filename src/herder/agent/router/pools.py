@@ -34,10 +34,10 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from herder.agent.models import ProcessSpec, RestartPolicy
+from herder.agent.processes.states import State
+from herder.agent.processes.supervisor import Supervisor, Unit, pick_port
 from herder.agent.router import probe
 from herder.agent.router.models import PORT_PLACEHOLDER, PoolSpec
-from herder.agent.states import State
-from herder.agent.supervisor import Supervisor, Unit, pick_port
 
 if TYPE_CHECKING:
     from herder.agent.router.upstream import UpstreamConnection

@@ -22,11 +22,11 @@ from pydantic import ValidationError
 
 from herder.agent.config import AgentConfig
 from herder.agent.errors import ConfigError, Conflict, NotFound
+from herder.agent.processes.supervisor import Supervisor
 from herder.agent.router.client import ClientConnection, ProxyContext, ProxyLimits
 from herder.agent.router.models import PoolSpec, listen_is_loopback, split_listen
 from herder.agent.router.pools import Pool
 from herder.agent.router.store import PoolStore
-from herder.agent.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The agent stays a light listener. A client opens a session for a product over the wire
 protocol (``meta.open_session``); the agent starts a host process for it
-(``agent/host.py``) with a socketpair as its only channel, and from then on relays:
+(``agent/sessions/host.py``) with a socketpair as its only channel, and from then on relays:
 a call whose target is the session's id (or its product's name, when one session of
 that product is attached to the connection) goes to the host, and its answer comes
 back; events the host emits (a launched program's output...) go to the client as
@@ -43,9 +43,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from herder.agent import procs
 from herder.agent.config import AgentConfig, SessionsConfig
-from herder.agent.host import CONFINED_VAR, FD_VAR, SECRET_VAR, SESSION_TARGET, SESSION_VAR
+from herder.agent.processes import procs
+from herder.agent.sessions.host import CONFINED_VAR, FD_VAR, SECRET_VAR, SESSION_TARGET, SESSION_VAR
 from herder.rpc.errors import ConnectionLost, RemoteError
 from herder.rpc.handlers import Method, Registry
 from herder.rpc.peer import Peer, RemoteCallback
@@ -444,7 +444,7 @@ class SessionManager:
         """Start the host: its own group, its own directory, one descriptor (the channel)."""
         with open(log_path, "ab") as log_file:
             return subprocess.Popen(
-                [sys.executable, "-m", "herder.agent.host", session.product],
+                [sys.executable, "-m", "herder.agent.sessions.host", session.product],
                 cwd=session.root,
                 env=self._host_env(session, theirs.fileno(), secret),
                 stdin=subprocess.DEVNULL,

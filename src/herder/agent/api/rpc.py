@@ -18,8 +18,8 @@ from typing import Any
 
 from herder import __version__
 from herder.agent.config import AgentConfig
-from herder.agent.sessions import SessionManager
-from herder.agent.trust import Trust, TrustVerifier
+from herder.agent.link.trust import Trust, TrustVerifier
+from herder.agent.sessions.manager import SessionManager
 from herder.rpc.auth import Principal, SharedSecretVerifier
 from herder.rpc.handlers import Method
 from herder.rpc.peer import META, Peer

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from herder.agent.api import _docs, base_url
+from herder.agent.api.routes import _docs, base_url
 from herder.agent.errors import ConfigError, Conflict, NotFound
+from herder.agent.processes.supervisor import iso
 from herder.agent.router.models import DrainRequest, PoolListing, PoolSpec, PoolStatus, ScaleRequest
 from herder.agent.router.pools import Pool
 from herder.agent.router.router import ListenError, Router
-from herder.agent.supervisor import iso
 from herder.apierrors import ApiError, read_json
 
 if TYPE_CHECKING:

@@ -41,8 +41,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from herder.agent.descendants import TRACKER
-from herder.agent.procs import AGENT_MARKER, LEASED_MARKER, SWEEP_ROUNDS, UNIT_MARKER
+from herder.agent.processes.descendants import TRACKER
+from herder.agent.processes.procs import AGENT_MARKER, LEASED_MARKER, SWEEP_ROUNDS, UNIT_MARKER
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from herder.agent import zipdir
+from herder.agent.apps import zipdir
 from herder.agent.config import UnpackConfig
 from herder.agent.errors import UnsafeArchive
 

@@ -31,19 +31,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from herder.agent import procs
-from herder.agent.logs import Stream
 from herder.agent.models import ProcessSpec, RestartPolicy
-from herder.agent.states import State
-from herder.agent.supervisor import Supervisor, Unit, pick_port
+from herder.agent.processes import procs
+from herder.agent.processes.logs import Stream
+from herder.agent.processes.states import State
+from herder.agent.processes.supervisor import Supervisor, Unit, pick_port
 from herder.rpc.client import connect
 from herder.rpc.errors import ConnectionLost, HandshakeRefused, RemoteError, RpcError
 from herder.rpc.peer import Peer
 
 if TYPE_CHECKING:
     from herder.agent.config import AgentConfig
+    from herder.agent.link.trust import Trust
     from herder.agent.sysinfo import SysInfo
-    from herder.agent.trust import Trust
 
 log = logging.getLogger(__name__)
 

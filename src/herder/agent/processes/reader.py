@@ -23,8 +23,8 @@ import fcntl
 import os
 from collections.abc import Callable
 
-from herder.agent import procs
-from herder.agent.logs import OutputLog, Stream
+from herder.agent.processes import procs
+from herder.agent.processes.logs import OutputLog, Stream
 
 # Read at most this much per wake-up: big enough for bulk writers, small enough that one
 # noisy child cannot monopolise the loop.

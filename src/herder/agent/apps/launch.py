@@ -18,9 +18,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from herder.agent.apps.fetch import Fetcher
+from herder.agent.apps.procfile import find_app_root, read_command
 from herder.agent.config import UnpackConfig
-from herder.agent.fetch import Fetcher
-from herder.agent.procfile import find_app_root, read_command
 
 SHELL = "/bin/sh"
 
@@ -94,7 +94,7 @@ class Apps:
     def _fresh_unpack(self, archive: Path, target: Path) -> None:
         # Imported here: tarfile and zipfile cost the agent's start-up for processes
         # that may never come from an archive.
-        from herder.agent.archive import unpack
+        from herder.agent.apps.archive import unpack
 
         if target.exists():
             shutil.rmtree(target)

@@ -176,7 +176,7 @@ async def serve(fd: int, secret: str, product: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m herder.agent.host PRODUCT`` (as the agent starts it)."""
+    """Entry point: ``python -m herder.agent.sessions.host PRODUCT`` (as the agent starts it)."""
     args = sys.argv[1:] if argv is None else argv
     fd = _channel_fd()
     secret = os.environ.pop(SECRET_VAR, "")

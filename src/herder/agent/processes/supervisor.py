@@ -36,15 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from herder.agent import procs
-from herder.agent.apps import Apps, Launch, shell_command
+from herder.agent.apps.launch import Apps, Launch, shell_command
 from herder.agent.config import AgentConfig, SupervisionConfig
 from herder.agent.errors import AppError, Conflict, FetchError, NotFound
-from herder.agent.logs import OutputLog
 from herder.agent.models import ProcessSpec, RestartPolicy
-from herder.agent.reader import OutputReader
-from herder.agent.states import Event, State, apply, is_alive
-from herder.agent.store import GroupCommit, RecordStore
+from herder.agent.processes import procs
+from herder.agent.processes.logs import OutputLog
+from herder.agent.processes.reader import OutputReader
+from herder.agent.processes.states import Event, State, apply, is_alive
+from herder.agent.processes.store import GroupCommit, RecordStore
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from herder.agent import descendants
-from herder.agent.descendants import AGENT_MARKER, LEASED_MARKER, TRACKER, UNIT_MARKER
+from herder.agent.processes import descendants
+from herder.agent.processes.descendants import AGENT_MARKER, LEASED_MARKER, TRACKER, UNIT_MARKER
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from herder.frontdoor import AccessTokens, Authenticate, Door, HttpLimits, Refused, SharedSecret
 
 if TYPE_CHECKING:
-    from herder.agent.trust import Trust
+    from herder.agent.link.trust import Trust
 
 # Paths anyone may read without a token: a liveness probe must not need a secret.
 PUBLIC_PATHS = frozenset({"/healthz"})

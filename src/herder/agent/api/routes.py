@@ -22,7 +22,6 @@ from pydantic import BaseModel
 
 from herder import __version__
 from herder.agent.errors import Conflict, NotFound
-from herder.agent.logs import Stream, Subscriber
 from herder.agent.models import (
     CreateRequest,
     DeleteRequest,
@@ -33,7 +32,8 @@ from herder.agent.models import (
     ProcessSpec,
     ProcessStatus,
 )
-from herder.agent.supervisor import Unit
+from herder.agent.processes.logs import Stream, Subscriber
+from herder.agent.processes.supervisor import Unit
 from herder.apierrors import ApiError, error_response, read_json
 from herder.apierrors import install_error_handlers as install_common_handlers
 from herder.principals import may_see, principal_of
@@ -188,11 +188,11 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
     app.include_router(process_routes(runtime))
     app.include_router(host_routes(runtime))
     app.include_router(attach_routes(runtime))
-    from herder.agent.pools_api import pool_routes  # it imports this module's helpers
+    from herder.agent.api.pools import pool_routes  # it imports this module's helpers
 
     app.include_router(pool_routes(runtime))
     if runtime.rpc is not None:
-        from herder.agent.agent_rpc import RPC_PATH
+        from herder.agent.api.rpc import RPC_PATH
 
         runtime.rpc.mount(app, RPC_PATH)
     _document_models(app)

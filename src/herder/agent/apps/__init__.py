@@ -1,0 +1,1 @@
+"""Twelve-Factor apps: fetching source archives, unpacking them safely, reading the Procfile."""

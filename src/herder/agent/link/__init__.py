@@ -1,0 +1,1 @@
+"""The agent's link to a manager: registration, heartbeats, leased work, and what it trusts."""
