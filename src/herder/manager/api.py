@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from herder import __version__
 from herder.apierrors import ApiError, error_response, install_error_handlers, read_json
+from herder.manager.errors import Conflict, ManagerError, NotFound
 from herder.manager.models import (
     FinishedReport,
     ProgressReport,
@@ -324,9 +325,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         async with _transaction(runtime) as db:
             task = await queries.get_task(db, task_id, owner=_viewer(request))
             if task.status in queries.TERMINAL:
-                raise ApiError(
-                    409, "conflict", f"task {task_id} is {task.status}: it cannot change", "status"
-                )
+                raise Conflict(f"task {task_id} is {task.status}: it cannot change", "status")
             if req.priority is not None:
                 await queries.set_priority(db, task, req.priority)
             if req.status == "paused":
@@ -369,7 +368,7 @@ def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         text = ws.path_params["id"]
         task, items = await _task_for_stream(runtime, ws, text)
         if task is None:
-            await ws.send_denial_response(error_response(404, "not_found", f"no task with id {text}", "id"))
+            await ws.send_denial_response(answer_of(NotFound(f"no task with id {text}")))
             return
         await ws.accept()
         queue = runtime.links.subscribe(task.id)
@@ -412,7 +411,7 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         async with _transaction(runtime) as db:
             item = await db.get(WorkItem, item_id)
             if item is None:
-                raise queries.NotFound(f"no work item {item_id}")
+                raise NotFound(f"no work item {item_id}")
             return JSONResponse(item_document(item))
 
     @app.post("/work-items/{id}/started", summary="A worker started its attempt")
@@ -519,7 +518,18 @@ def _service_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             watch.close()
 
 
+def answer_of(exc: ManagerError) -> JSONResponse:
+    """The one error document for a manager's error: its status, code, message and field."""
+    return error_response(exc.http_status, exc.code, str(exc), exc.field)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
-    install_error_handlers(
-        app, {queries.NotFound: (404, "not_found", "id"), queries.FencedOut: (409, "fenced", "attempt")}
-    )
+    """The framework's errors and ``ApiError`` as every herder API answers them, and every
+    ``ManagerError`` by its own status and code: the one place they become HTTP."""
+
+    async def manager_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ManagerError)
+        return answer_of(exc)
+
+    install_error_handlers(app, {})
+    app.add_exception_handler(ManagerError, manager_error)

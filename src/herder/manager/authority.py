@@ -41,6 +41,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from herder.auth import keys as signing
 from herder.auth import tokens
+from herder.manager.errors import NotIssued as NotIssued  # re-exported: its old home
+from herder.manager.errors import UnknownDatabase as UnknownDatabase
 from herder.manager.store.tables import AuthKey, SigningKeyRecord
 from herder.rpc.auth import Principal, Unauthorized
 
@@ -50,16 +52,6 @@ TOKEN_AUDIENCE = "herder"
 ROLES = ("admin", "user")
 DEFAULT_KEY_TTL_S = 365 * 86400
 DEFAULT_TOKEN_TTL_S = 3600
-
-
-class NotIssued(tokens.TokenError):
-    """A key (or a token bought with one) that the database does not record as issued."""
-
-    reason = "not_issued"
-
-
-class UnknownDatabase(Exception):
-    """The database does not know the data dir's signing key: it is not this manager's own."""
 
 
 @dataclass(frozen=True)

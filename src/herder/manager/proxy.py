@@ -34,7 +34,8 @@ from fastapi.responses import Response, StreamingResponse
 
 from herder import egress
 from herder.apierrors import ApiError, error_response
-from herder.manager.targets import Pinned, TargetRefused
+from herder.manager.errors import TargetRefused
+from herder.manager.targets import Pinned
 from herder.principals import principal_of
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ async def _pin(runtime: ManagerRuntime, registration: Registration) -> Pinned:
     try:
         return await runtime.targets.pin(registration.url, registration.owner_role)
     except TargetRefused as exc:
-        raise ApiError(403, "forbidden_target", str(exc), "id") from None
+        raise ApiError(exc.http_status, exc.code, str(exc), "id") from None  # the path's id is to blame
     except egress.ResolveError as exc:
         raise ApiError(502, "bad_gateway", f"the service's address: {exc}", "id") from None
 

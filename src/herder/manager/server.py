@@ -21,11 +21,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from herder.apierrors import ApiError
 from herder.auth.shared_secret import weak_secret
 from herder.frontdoor import AccessTokens, Authenticate, Door, RouteLimit, SharedSecret, server_options
 from herder.manager.authority import Authority, UnknownDatabase
 from herder.manager.config import ManagerConfig
+from herder.manager.errors import ManagerError
 from herder.manager.models import TaskSubmission
 from herder.manager.store import db as database
 from herder.manager.store import queries
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 GRACEFUL_HTTP_SHUTDOWN_S = 5
 # Routes that need no token: liveness, the public key, and the one that checks its own key.
 PUBLIC_PATHS = frozenset({"/healthz", "/auth/jwks.json", "/auth/token"})
-
-
-class ManagerError(Exception):
-    """The manager cannot start as configured."""
 
 
 class ManagerRuntime:
@@ -82,9 +78,10 @@ class ManagerRuntime:
         """The task and its work items' rows, from the compiler its ``type`` names.
 
         Raises:
-            ApiError: 422 naming the field (``type``, ``parser``, ``settings.<key>``).
+            InvalidTask: naming the field (``type``, ``parser``, ``settings.<key>``); the
+                compilers' ``TaskTypeError`` is one.
         """
-        from herder.manager.tasktypes import TaskTypeError, load_compiler, load_parser, normalize_settings
+        from herder.manager.tasktypes import load_compiler, load_parser, normalize_settings
 
         def work() -> NewTask:
             settings = normalize_settings(req.settings)
@@ -126,14 +123,11 @@ class ManagerRuntime:
             ]
             return NewTask(task, items)
 
-        try:
-            compiler = load_compiler(req.type)
-            load_parser(req.parser)  # an unknown parser is refused now, not when output arrives
-            if getattr(compiler, "inline", False):
-                return work()
-            return await asyncio.to_thread(work)  # the largest tasks take a few hundred ms
-        except TaskTypeError as exc:
-            raise ApiError(422, "invalid", str(exc), exc.field) from None
+        compiler = load_compiler(req.type)
+        load_parser(req.parser)  # an unknown parser is refused now, not when output arrives
+        if getattr(compiler, "inline", False):
+            return work()
+        return await asyncio.to_thread(work)  # the largest tasks take a few hundred ms
 
     async def stop_running(self, running: list[tuple[int, int, int]]) -> None:
         """Work that was canceled while a worker runs it.

@@ -29,16 +29,11 @@ from dataclasses import dataclass
 
 from herder import egress
 from herder.manager.config import ManagerConfig
+from herder.manager.errors import TargetRefused as TargetRefused  # re-exported: its old home
 
 # A registration waits at most this long for its host name to resolve; the proxy too.
 RESOLVE_TIMEOUT_S = 5.0
 DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
-
-
-class TargetRefused(ValueError):
-    """A URL the proxy will not forward to; ``field`` is the registration's field."""
-
-    field = "url"
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,14 +34,11 @@ from typing import Any
 from sqlalchemy import Row, bindparam, case, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 
+from herder.manager.errors import FencedOut
 from herder.manager.store.status import ACTIVE, TaskCounts, derive_status
 from herder.manager.store.tables import Blocked, Task, Worker, WorkItem
 
 ITEM_COLUMNS = tuple(WorkItem.__table__.c)
-
-
-class FencedOut(Exception):
-    """A report from an attempt that no longer owns its work (it was requeued or canceled)."""
 
 
 @dataclass(frozen=True)

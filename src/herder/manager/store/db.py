@@ -15,11 +15,9 @@ from sqlalchemy import Engine, event, exc, make_url
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from herder.manager.errors import DatabaseError as DatabaseError  # re-exported: its old home
+
 MIGRATIONS = Path(__file__).with_name("migrations")
-
-
-class DatabaseError(Exception):
-    """The database URL is wrong or the database cannot be reached or migrated."""
 
 
 def async_url(url: str) -> str:

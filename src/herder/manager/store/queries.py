@@ -19,16 +19,12 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from herder.manager.errors import FencedOut, NotFound
 from herder.manager.store import batch
-from herder.manager.store.batch import FencedOut
 from herder.manager.store.status import ACTIVE, TERMINAL
 from herder.manager.store.tables import Blocked, Task, Worker, WorkItem
 
 __all__ = ["ACTIVE", "TERMINAL", "FencedOut", "NotFound"]
-
-
-class NotFound(LookupError):
-    """No such worker, task or work item."""
 
 
 # -- workers -------------------------------------------------------------------------------

@@ -32,28 +32,10 @@ import json
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Protocol, runtime_checkable
 
+from herder.manager.errors import TaskTypeError
+
 COMPILERS_GROUP = "herder.compilers"
 PARSERS_GROUP = "herder.parsers"
-
-
-class TaskTypeError(ValueError):
-    """Settings (or a task type or parser name) that cannot be used, refused at submission.
-
-    ``field`` names what is wrong the way a client wrote it (``"settings.frame_end"``,
-    ``"settings"``, ``"type"``, ``"parser"``), so the manager can answer a 4xx that
-    points at the key; ``message`` says what is wrong with it, for a person. ``str()``
-    gives both: ``"settings.frame_end: must be >= frame_start (10), got 5"``.
-    """
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-    def __reduce__(self) -> tuple[type[TaskTypeError], tuple[str, str]]:
-        # ValueError pickles as cls(*args) with the one formatted string; keep both parts
-        # so the error survives a process boundary (a worker pool, a test runner).
-        return (type(self), (self.field, self.message))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
