@@ -25,12 +25,11 @@ would stop verifying.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -40,6 +39,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from jwt import PyJWK, PyJWTError
+from jwt.algorithms import OKPAlgorithm
+from jwt.utils import base64url_encode
 
 from herder.durable import fsync_dir, write_file
 
@@ -49,6 +51,10 @@ PUBLIC_FILE = "public.pem"
 RECORDED_FILE = "recorded"
 ALGORITHM = "EdDSA"
 _ED25519_KEY_BYTES = 32
+# 32 bytes in canonical unpadded base64url: 43 characters, the last holding 4 bits and two
+# zero bits, so it is one of the 16 below. One pattern refuses padding, other alphabets,
+# other lengths and the several spellings lenient decoders accept for the same key.
+_ED25519_X = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 
 
 class AuthKeyError(Exception):
@@ -92,51 +98,29 @@ class SigningKey:
         return {self.kid: self.public}
 
 
-# -- base64url without padding (RFC 7515 section 2), shared with tokens.py ----------------
-
-
-def b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text: str) -> bytes:
-    """Decode unpadded base64url, refusing padding, foreign characters and non-canonical forms.
-
-    Canonical means that encoding the result again gives ``text`` back: otherwise one
-    signature or key could be written several ways, and two parties comparing them as
-    strings would disagree.
-    """
-    if "=" in text or "+" in text or "/" in text:
-        raise ValueError("not unpadded base64url")
-    try:
-        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"not base64url: {exc}") from None
-    if b64url_encode(data) != text:
-        raise ValueError("not the canonical base64url encoding")
-    return data
-
-
-# -- key id and JWK --------------------------------------------------------------------
+# -- key id and JWK (PyJWT writes and reads the key; which keys are accepted is ours) ----
 
 
 def key_id(public: Ed25519PublicKey) -> str:
     """The RFC 7638 JWK thumbprint: base64url SHA-256 of the key's required members.
 
     A kid derived from the key itself needs no registry, is the same wherever it is
-    computed, and changes whenever the key does.
+    computed, and changes whenever the key does. The members are picked by name, so a
+    PyJWT that wrote more of them could not change a kid.
     """
-    members = {"crv": "Ed25519", "kty": "OKP", "x": b64url_encode(public.public_bytes_raw())}
+    written = OKPAlgorithm.to_jwk(public, as_dict=True)
+    members = {name: written[name] for name in ("crv", "kty", "x")}
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode("ascii")
-    return b64url_encode(hashlib.sha256(canonical).digest())
+    return base64url_encode(hashlib.sha256(canonical).digest()).decode("ascii")
 
 
 def jwk(public: Ed25519PublicKey) -> dict[str, str]:
     """One public key as a JWK (RFC 8037), with the ``alg`` and ``use`` it may serve for."""
+    written = OKPAlgorithm.to_jwk(public, as_dict=True)
     return {
         "kty": "OKP",
         "crv": "Ed25519",
-        "x": b64url_encode(public.public_bytes_raw()),
+        "x": written["x"],
         "kid": key_id(public),
         "alg": ALGORITHM,
         "use": "sig",
@@ -151,9 +135,9 @@ def jwks(public_keys: Iterable[Ed25519PublicKey]) -> dict[str, list[dict[str, st
 def public_keys_from_jwks(doc: Any) -> dict[str, Ed25519PublicKey]:
     """Parse a JWKS document into ``{kid: key}``, refusing anything but Ed25519 public keys.
 
-    Each key is checked rather than skipped when it is foreign: a set that suddenly holds
-    an RSA or symmetric key, or private material, means something upstream is wrong, and
-    saying so beats verifying against half of it.
+    Each key is checked rather than skipped when it is foreign (PyJWT's ``PyJWKSet``
+    skips): a set that suddenly holds an RSA or symmetric key, or private material,
+    means something upstream is wrong, and saying so beats verifying against half of it.
     """
     if not isinstance(doc, Mapping) or not isinstance(doc.get("keys"), list):
         raise JwksError('a JWKS document is a JSON object with a "keys" list')
@@ -177,15 +161,18 @@ def _public_key_from_jwk(entry: Any, index: int) -> tuple[str, Ed25519PublicKey]
     if "d" in entry:
         raise JwksError(f"{where}: holds private key material (d); a JWKS must be public keys only")
     x = entry.get("x")
-    if not isinstance(x, str):
-        raise JwksError(f"{where}: x, the public key, is missing or not a string")
+    # PyJWT decodes x leniently (padding, other spellings of the same bytes): checked here.
+    if not isinstance(x, str) or not _ED25519_X.fullmatch(x):
+        raise JwksError(
+            f"{where}: x must be an Ed25519 public key, {_ED25519_KEY_BYTES} bytes in unpadded "
+            f"canonical base64url, not {x!r:.60}"
+        )
     try:
-        raw = b64url_decode(x)
-    except ValueError as exc:
-        raise JwksError(f"{where}: x is {exc}") from None
-    if len(raw) != _ED25519_KEY_BYTES:
-        raise JwksError(f"{where}: x is {len(raw)} bytes, an Ed25519 public key is {_ED25519_KEY_BYTES}")
-    public = Ed25519PublicKey.from_public_bytes(raw)
+        public = PyJWK({"kty": "OKP", "crv": "Ed25519", "x": x}, algorithm=ALGORITHM).key
+    except PyJWTError as exc:
+        raise JwksError(f"{where}: {exc}") from None
+    if not isinstance(public, Ed25519PublicKey):
+        raise JwksError(f"{where}: x is not an Ed25519 public key")
     kid = entry.get("kid", key_id(public))
     if not isinstance(kid, str) or not kid:
         raise JwksError(f"{where}: kid must be a non-empty string")

@@ -1,20 +1,24 @@
-"""Compact JWS tokens (JWT) signed with Ed25519, and their strict verification.
+"""Compact JWS tokens (JWT) signed with Ed25519, and herder's strict policy for accepting them.
 
 Two kinds share one format: a *key* (the seed's "kite key": long-lived, issued to a
 person, an agent or a service, revocable) and an access *token* (short-lived, bought
 with a key). The ``kind`` claim tells them apart so that neither passes for the other.
 
-Written here rather than taken from a JWT library because the whole point is what is
-*refused*, and that is shortest to check in code that does one thing:
+PyJWT does the mechanics: it writes tokens, splits and decodes the three segments
+(refusing non-canonical base64url) and checks the Ed25519 signature. What is accepted is
+herder's, decided here around PyJWT's part:
 
-- The algorithm is never chosen by the token. ``alg`` must be exactly ``"EdDSA"`` and
-  the signature is always checked with Ed25519, so ``alg: none`` and an HMAC token made
-  with the public key as its secret are refused before any key is touched. Header
-  members that would point at other keys (``jwk``, ``jku``, ``x5u``, ``x5c``) are ignored.
+- The algorithm is never chosen by the token. ``alg`` must be exactly ``"EdDSA"``, and
+  PyJWT is given no other algorithm, so ``alg: none`` and an HMAC token made with the
+  public key as its secret are refused before any key is touched. Header members that
+  would point at other keys (``jwk``, ``jku``, ``x5u``, ``x5c``) are ignored.
 - The payload is decoded only after its signature has been checked.
-- ``exp``, ``iss`` and ``aud`` are required, with a small leeway for clock skew.
+- ``exp``, ``iss`` and ``aud`` are required, with a small leeway for clock skew, against
+  the caller's clock (PyJWT reads the wall clock, so the claims are checked here).
 - Anything ambiguous is malformed: a wrong number of segments, padding or foreign
   characters in base64url, non-canonical base64url, duplicate JSON members, ``crit``.
+  PyJWT lets duplicate members through (the last wins) and understands ``crit: ["b64"]``,
+  so the header is read here first to refuse those.
 
 Every refusal is a ``TokenError`` with an HTTP ``status`` and a stable ``reason`` code,
 so the HTTP and RPC layers answer each the same way and tests can tell them apart.
@@ -26,19 +30,18 @@ import json
 import math
 import re
 import secrets
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from cryptography.exceptions import InvalidSignature
+import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from jwt.utils import base64url_decode
 
-from herder.auth.keys import ALGORITHM, SigningKey, b64url_decode, b64url_encode
+from herder.auth.keys import ALGORITHM, SigningKey
 
 KIND_KEY = "key"
 KIND_TOKEN = "token"
@@ -47,9 +50,13 @@ MAX_TOKEN_LENGTH = 8192
 RESERVED_CLAIMS = frozenset({"iss", "aud", "sub", "iat", "nbf", "exp", "jti", "kind"})
 
 _SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-_SIGNATURE_BYTES = 64
+_REQUIRED_CLAIMS = ("iss", "aud", "exp")
+_TEXT_CLAIMS = ("iss", "sub", "jti", "kind", "role")
+_TIME_CLAIMS = ("exp", "iat", "nbf")
 _SHOWN_CHARS = 60
 _DESCRIPTION_CHARS = {chr(code): chr(code) for code in range(0x20, 0x7F)} | {'"': "'", "\\": "/"}
+# PyJWT with EdDSA alone: no token can make it pick another algorithm, whatever its header.
+_JWS = jwt.PyJWS(algorithms=[ALGORITHM])
 
 
 # -- errors ----------------------------------------------------------------------------
@@ -153,6 +160,13 @@ class Claims:
 # -- issuing ---------------------------------------------------------------------------
 
 
+class _FiniteJSON(json.JSONEncoder):
+    """Refuses NaN and infinities, which are not JSON, where ``json.dumps`` would write them."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**{**options, "allow_nan": False})
+
+
 def issue(
     signing_key: SigningKey,
     claims: Mapping[str, Any] | None = None,
@@ -190,14 +204,13 @@ def issue(
     }
     if not_before is not None:
         payload["nbf"] = int(not_before)
-    header = {"alg": ALGORITHM, "typ": "JWT", "kid": signing_key.kid}
-    signing_input = f"{_encode_json(header)}.{_encode_json(payload)}"
-    signature = signing_key.sign(signing_input.encode("ascii"))
-    return f"{signing_input}.{b64url_encode(signature)}"
-
-
-def _encode_json(value: Mapping[str, Any]) -> str:
-    return b64url_encode(json.dumps(value, separators=(",", ":"), allow_nan=False).encode("utf-8"))
+    return jwt.encode(
+        payload,
+        signing_key.private,
+        algorithm=ALGORITHM,
+        headers={"kid": signing_key.kid},
+        json_encoder=_FiniteJSON,
+    )
 
 
 # -- verifying -------------------------------------------------------------------------
@@ -223,41 +236,46 @@ def verify(
     """
     if leeway_s < 0:
         raise ValueError("leeway_s must not be negative")
-    header_b64, payload_b64, signature_b64 = _split(token)
-    kid = _check_header(header_b64)
-    signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
-    signature = _decode_segment(signature_b64, "signature")
-    used_kid = _check_signature(signing_input, signature, kid, public_keys)
-    payload = _decode_json(payload_b64, "payload")
-    claims = _claims(payload, used_kid)
+    _check_shape(token)
+    kid = _check_header(token.split(".", 1)[0])
+    used_kid, payload = _signed_payload(token, kid, public_keys)
+    claims = _claims(_parse_json(payload, "payload"), used_kid)
     _check_claims(claims, issuer=issuer, audience=audience, kinds=kinds)
     _check_times(claims, now=time.time() if now is None else now, leeway_s=leeway_s)
     _check_revocation(claims, is_revoked)
     return claims
 
 
-def _split(token: str) -> tuple[str, str, str]:
+def _check_shape(token: str) -> None:
+    """Refuse what is not three base64url segments, with a message saying which way."""
     if not isinstance(token, str) or not token:
         raise MissingToken("no token was presented")
     if len(token) > MAX_TOKEN_LENGTH:
         raise MalformedToken(
             f"the token is {len(token)} characters, more than the {MAX_TOKEN_LENGTH} allowed"
         )
-    segments = token.split(".")
-    if len(segments) != 3:
+    segments = token.count(".") + 1
+    if segments != 3:
         raise MalformedToken(
-            f"a token is three segments separated by dots (header.payload.signature), not {len(segments)}"
+            f"a token is three segments separated by dots (header.payload.signature), not {segments}"
         )
     if not _SHAPE.fullmatch(token):
         raise MalformedToken("the token holds characters outside base64url, or an empty header or payload")
-    header_b64, payload_b64, signature_b64 = segments
-    return header_b64, payload_b64, signature_b64
 
 
 @lru_cache(maxsize=64)
 def _check_header(header_b64: str) -> str | None:
-    """Check the header and return its kid. Cached: a manager's tokens share a handful of headers."""
-    header = _decode_json(header_b64, "header")
+    """Check the header and return its kid. Cached: a manager's tokens share a handful of headers.
+
+    PyJWT reads the header again when it verifies; this first reading is herder's own
+    because PyJWT takes the last of duplicate members and accepts ``crit: ["b64"]``, and
+    so that a foreign ``alg`` is refused, with its name, before any key is looked up.
+    """
+    try:
+        data = base64url_decode(header_b64)
+    except ValueError:
+        raise MalformedToken("the token's header is not base64url") from None
+    header = _parse_json(data, "header")
     alg = header.get("alg")
     if not isinstance(alg, str) or alg != ALGORITHM:
         raise BadAlgorithm(f"the token's algorithm is {_show(alg)}; only {ALGORITHM!r} (Ed25519) is accepted")
@@ -274,15 +292,7 @@ def _check_header(header_b64: str) -> str | None:
     return kid
 
 
-def _decode_segment(segment: str, what: str) -> bytes:
-    try:
-        return b64url_decode(segment)
-    except ValueError as exc:
-        raise MalformedToken(f"the token's {what} is {exc}") from None
-
-
-def _decode_json(segment: str, what: str) -> dict[str, Any]:
-    data = _decode_segment(segment, what)
+def _parse_json(data: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
@@ -306,136 +316,98 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-# -- the signature, and its cache ------------------------------------------------------
+# -- the signature ---------------------------------------------------------------------
 
 
-def _check_signature(
-    signing_input: bytes, signature: bytes, kid: str | None, public_keys: Mapping[str, Ed25519PublicKey]
-) -> str:
-    """Verify with the key the kid names, or, without a kid, with each key; return the kid used."""
-    if len(signature) != _SIGNATURE_BYTES:
-        raise BadSignature(f"the signature is {len(signature)} bytes, an Ed25519 signature is 64")
+def _signed_payload(
+    token: str, kid: str | None, public_keys: Mapping[str, Ed25519PublicKey]
+) -> tuple[str, bytes]:
+    """The kid whose key signed ``token``, and its payload: the kid's key, or without a kid each key."""
     if kid is not None:
         public = public_keys.get(kid)
         if public is None:
             raise UnknownKey(
                 f"the token was signed by key {_show(kid)}, which is not one of this issuer's keys"
             )
-        if _signature_ok(signing_input, signature, public):
-            return kid
-        raise BadSignature(f"the signature does not match key {_show(kid)}: the token was altered or forged")
-    if not public_keys:
+        candidates: Mapping[str, Ed25519PublicKey] = {kid: public}
+    elif public_keys:
+        candidates = public_keys
+    else:
         raise UnknownKey("no public key is known to verify the token with")
-    for candidate_kid, public in public_keys.items():
-        if _signature_ok(signing_input, signature, public):
-            return candidate_kid
+    for candidate_kid, candidate in candidates.items():
+        try:
+            return candidate_kid, _verified_payload(token, candidate.public_bytes_raw())
+        except jwt.InvalidSignatureError:
+            continue
+    if kid is not None:
+        raise BadSignature(f"the signature does not match key {_show(kid)}: the token was altered or forged")
     raise BadSignature("the token names no key and no known key verifies its signature")
 
 
-class _VerifiedCache:
-    """Signatures already found valid, so a client's bearer token costs one Ed25519 check per hour.
+@lru_cache(maxsize=4096)
+def _verified_payload(token: str, public_raw: bytes) -> bytes:
+    """The payload's bytes once PyJWT has checked the signature with this public key.
 
-    Only successes are kept: whoever cannot sign cannot fill the cache. Entries are keyed
-    by the signed bytes, the signature and the public key's raw bytes, so a hit means
-    exactly what a new verification would. Bounded, least recently used first out.
+    Cached, so that a client's bearer token costs one Ed25519 check per hour rather than
+    one per request. A failure raises and ``lru_cache`` keeps only returns: whoever
+    cannot sign cannot fill the cache. The key's raw bytes are part of the entry, so a
+    hit means exactly what a new check would.
+
+    Raises:
+        jwt.InvalidSignatureError: the key did not sign the token (the caller may try another).
+        MalformedToken: PyJWT refused the token's encoding (non-canonical base64url...).
     """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._entries: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __contains__(self, entry: tuple[bytes, bytes, bytes]) -> bool:
-        with self._lock:
-            if entry not in self._entries:
-                return False
-            self._entries.move_to_end(entry)
-            return True
-
-    def add(self, entry: tuple[bytes, bytes, bytes]) -> None:
-        with self._lock:
-            self._entries[entry] = None
-            if len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-_verified = _VerifiedCache(size=4096)
-
-
-def _signature_ok(signing_input: bytes, signature: bytes, public: Ed25519PublicKey) -> bool:
-    entry = (signing_input, signature, public.public_bytes_raw())
-    if entry in _verified:
-        return True
+    public = Ed25519PublicKey.from_public_bytes(public_raw)
     try:
-        public.verify(signature, signing_input)
-    except InvalidSignature:
-        return False
-    _verified.add(entry)
-    return True
+        payload: bytes = _JWS.decode(token, public, algorithms=[ALGORITHM])
+    except jwt.InvalidSignatureError:
+        raise
+    except jwt.InvalidTokenError as exc:
+        raise MalformedToken(f"the token does not decode as a signed JWT: {exc}") from None
+    return payload
 
 
 # -- the claims ------------------------------------------------------------------------
 
 
 def _claims(payload: dict[str, Any], kid: str) -> Claims:
+    """Type the claims: the required ones present, text claims strings, times finite numbers."""
+    for name in _REQUIRED_CLAIMS:
+        if payload.get(name) is None:
+            raise MissingClaim(f"the token has no {name} claim, which is required")
+    for name in _TEXT_CLAIMS:
+        value = payload.get(name)
+        if value is not None and not isinstance(value, str):
+            raise MalformedToken(f"the token's {name} claim is {_show(value)}, not a string")
+    for name in _TIME_CLAIMS:
+        value = payload.get(name)
+        if value is not None and not _is_seconds(value):
+            raise MalformedToken(f"the token's {name} claim is {_show(value)}, not a number of seconds")
     return Claims(
-        iss=_required_str(payload, "iss"),
-        aud=_audience(payload),
-        exp=_required_time(payload, "exp"),
-        sub=_optional_str(payload, "sub"),
-        iat=_optional_time(payload, "iat"),
-        nbf=_optional_time(payload, "nbf"),
-        jti=_optional_str(payload, "jti"),
-        kind=_optional_str(payload, "kind"),
-        role=_optional_str(payload, "role"),
+        iss=payload["iss"],
+        aud=_audience(payload["aud"]),
+        exp=payload["exp"],
+        sub=payload.get("sub"),
+        iat=payload.get("iat"),
+        nbf=payload.get("nbf"),
+        jti=payload.get("jti"),
+        kind=payload.get("kind"),
+        role=payload.get("role"),
         kid=kid,
         raw=MappingProxyType(payload),
     )
 
 
-def _required_str(payload: dict[str, Any], name: str) -> str:
-    value = _optional_str(payload, name)
-    if value is None:
-        raise MissingClaim(f"the token has no {name} claim, which is required")
-    return value
+def _is_seconds(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
-def _optional_str(payload: dict[str, Any], name: str) -> str | None:
-    value = payload.get(name)
-    if value is not None and not isinstance(value, str):
-        raise MalformedToken(f"the token's {name} claim is {_show(value)}, not a string")
-    return value
-
-
-def _audience(payload: dict[str, Any]) -> tuple[str, ...]:
-    aud = payload.get("aud")
-    if aud is None:
-        raise MissingClaim("the token has no aud claim, which is required")
+def _audience(aud: Any) -> tuple[str, ...]:
     if isinstance(aud, str):
         return (aud,)
     if isinstance(aud, list) and aud and all(isinstance(item, str) for item in aud):
         return tuple(aud)
     raise MalformedToken(f"the token's aud claim is {_show(aud)}, not a string or a list of strings")
-
-
-def _required_time(payload: dict[str, Any], name: str) -> float:
-    value = _optional_time(payload, name)
-    if value is None:
-        raise MissingClaim(f"the token has no {name} claim, which is required")
-    return value
-
-
-def _optional_time(payload: dict[str, Any], name: str) -> float | None:
-    value = payload.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise MalformedToken(f"the token's {name} claim is {_show(value)}, not a number of seconds")
-    return value
 
 
 def _check_claims(claims: Claims, *, issuer: str, audience: str, kinds: Collection[str] | None) -> None:
