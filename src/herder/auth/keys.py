@@ -39,9 +39,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from jwt import PyJWK, PyJWTError
-from jwt.algorithms import OKPAlgorithm
-from jwt.utils import base64url_encode
 
 from herder.durable import fsync_dir, write_file
 
@@ -98,7 +95,8 @@ class SigningKey:
         return {self.kid: self.public}
 
 
-# -- key id and JWK (PyJWT writes and reads the key; which keys are accepted is ours) ----
+# -- key id and JWK: PyJWT writes and reads the key (imported on first use, see tokens.py);
+# which keys are accepted is decided here.
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -108,6 +106,9 @@ def key_id(public: Ed25519PublicKey) -> str:
     computed, and changes whenever the key does. The members are picked by name, so a
     PyJWT that wrote more of them could not change a kid.
     """
+    from jwt.algorithms import OKPAlgorithm
+    from jwt.utils import base64url_encode
+
     written = OKPAlgorithm.to_jwk(public, as_dict=True)
     members = {name: written[name] for name in ("crv", "kty", "x")}
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode("ascii")
@@ -116,6 +117,8 @@ def key_id(public: Ed25519PublicKey) -> str:
 
 def jwk(public: Ed25519PublicKey) -> dict[str, str]:
     """One public key as a JWK (RFC 8037), with the ``alg`` and ``use`` it may serve for."""
+    from jwt.algorithms import OKPAlgorithm
+
     written = OKPAlgorithm.to_jwk(public, as_dict=True)
     return {
         "kty": "OKP",
@@ -167,6 +170,8 @@ def _public_key_from_jwk(entry: Any, index: int) -> tuple[str, Ed25519PublicKey]
             f"{where}: x must be an Ed25519 public key, {_ED25519_KEY_BYTES} bytes in unpadded "
             f"canonical base64url, not {x!r:.60}"
         )
+    from jwt import PyJWK, PyJWTError
+
     try:
         public = PyJWK({"kty": "OKP", "crv": "Ed25519", "x": x}, algorithm=ALGORITHM).key
     except PyJWTError as exc:

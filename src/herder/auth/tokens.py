@@ -22,6 +22,10 @@ herder's, decided here around PyJWT's part:
 
 Every refusal is a ``TokenError`` with an HTTP ``status`` and a stable ``reason`` code,
 so the HTTP and RPC layers answer each the same way and tests can tell them apart.
+
+PyJWT is imported where it is first used: the front door imports this module (for
+``bearer_challenge``) on every daemon's start-up path, and PyJWT brings ``cryptography.
+x509``, ``ssl`` and ``http.client`` with it, tens of milliseconds an agent need not pay.
 """
 
 from __future__ import annotations
@@ -33,15 +37,16 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from jwt.utils import base64url_decode
 
 from herder.auth.keys import ALGORITHM, SigningKey
+
+if TYPE_CHECKING:
+    import jwt
 
 KIND_KEY = "key"
 KIND_TOKEN = "token"
@@ -55,8 +60,6 @@ _TEXT_CLAIMS = ("iss", "sub", "jti", "kind", "role")
 _TIME_CLAIMS = ("exp", "iat", "nbf")
 _SHOWN_CHARS = 60
 _DESCRIPTION_CHARS = {chr(code): chr(code) for code in range(0x20, 0x7F)} | {'"': "'", "\\": "/"}
-# PyJWT with EdDSA alone: no token can make it pick another algorithm, whatever its header.
-_JWS = jwt.PyJWS(algorithms=[ALGORITHM])
 
 
 # -- errors ----------------------------------------------------------------------------
@@ -204,6 +207,8 @@ def issue(
     }
     if not_before is not None:
         payload["nbf"] = int(not_before)
+    import jwt
+
     return jwt.encode(
         payload,
         signing_key.private,
@@ -271,6 +276,8 @@ def _check_header(header_b64: str) -> str | None:
     because PyJWT takes the last of duplicate members and accepts ``crit: ["b64"]``, and
     so that a foreign ``alg`` is refused, with its name, before any key is looked up.
     """
+    from jwt.utils import base64url_decode
+
     try:
         data = base64url_decode(header_b64)
     except ValueError:
@@ -334,6 +341,8 @@ def _signed_payload(
         candidates = public_keys
     else:
         raise UnknownKey("no public key is known to verify the token with")
+    import jwt
+
     for candidate_kid, candidate in candidates.items():
         try:
             return candidate_kid, _verified_payload(token, candidate.public_bytes_raw())
@@ -357,14 +366,24 @@ def _verified_payload(token: str, public_raw: bytes) -> bytes:
         jwt.InvalidSignatureError: the key did not sign the token (the caller may try another).
         MalformedToken: PyJWT refused the token's encoding (non-canonical base64url...).
     """
+    import jwt
+
     public = Ed25519PublicKey.from_public_bytes(public_raw)
     try:
-        payload: bytes = _JWS.decode(token, public, algorithms=[ALGORITHM])
+        payload: bytes = _jws().decode(token, public, algorithms=[ALGORITHM])
     except jwt.InvalidSignatureError:
         raise
     except jwt.InvalidTokenError as exc:
         raise MalformedToken(f"the token does not decode as a signed JWT: {exc}") from None
     return payload
+
+
+@cache
+def _jws() -> jwt.PyJWS:
+    """PyJWT's JWS with EdDSA alone: no token can make it pick another algorithm, whatever its header."""
+    import jwt
+
+    return jwt.PyJWS(algorithms=[ALGORITHM])
 
 
 # -- the claims ------------------------------------------------------------------------
