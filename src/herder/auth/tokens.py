@@ -341,12 +341,10 @@ def _signed_payload(
         candidates = public_keys
     else:
         raise UnknownKey("no public key is known to verify the token with")
-    import jwt
-
     for candidate_kid, candidate in candidates.items():
         try:
             return candidate_kid, _verified_payload(token, candidate.public_bytes_raw())
-        except jwt.InvalidSignatureError:
+        except BadSignature:
             continue
     if kid is not None:
         raise BadSignature(f"the signature does not match key {_show(kid)}: the token was altered or forged")
@@ -363,7 +361,7 @@ def _verified_payload(token: str, public_raw: bytes) -> bytes:
     hit means exactly what a new check would.
 
     Raises:
-        jwt.InvalidSignatureError: the key did not sign the token (the caller may try another).
+        BadSignature: this key did not sign the token (the caller may try another).
         MalformedToken: PyJWT refused the token's encoding (non-canonical base64url...).
     """
     import jwt
@@ -372,7 +370,7 @@ def _verified_payload(token: str, public_raw: bytes) -> bytes:
     try:
         payload: bytes = _jws().decode(token, public, algorithms=[ALGORITHM])
     except jwt.InvalidSignatureError:
-        raise
+        raise BadSignature("the signature does not match the key") from None
     except jwt.InvalidTokenError as exc:
         raise MalformedToken(f"the token does not decode as a signed JWT: {exc}") from None
     return payload
