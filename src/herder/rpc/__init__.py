@@ -6,15 +6,28 @@ from herder.rpc import Service, connect, RemoteError
 from herder.rpc.auth import Principal, SharedSecretVerifier, Unauthorized, Verifier
 from herder.rpc.client import SyncPeer, connect, connect_sync, open_transport
 from herder.rpc.discovery import Registration, dial, find
-from herder.rpc.errors import CallTimeout, ConnectionLost, HandshakeRefused, RemoteError, RpcError
+from herder.rpc.errors import (
+    CallTimeout,
+    ConnectionLost,
+    HandshakeRefused,
+    InvalidParams,
+    RemoteError,
+    RpcError,
+)
+from herder.rpc.handlers import Method, validate_params
+from herder.rpc.managers import AccessToken, ManagerClient, TokenRefused
 from herder.rpc.peer import Peer, RemoteCallback
 from herder.rpc.service import Service
 from herder.rpc.transport import StreamTransport, Transport
 
 __all__ = [
+    "AccessToken",
     "CallTimeout",
     "ConnectionLost",
     "HandshakeRefused",
+    "InvalidParams",
+    "ManagerClient",
+    "Method",
     "Peer",
     "Principal",
     "Registration",
@@ -25,6 +38,7 @@ __all__ = [
     "SharedSecretVerifier",
     "StreamTransport",
     "SyncPeer",
+    "TokenRefused",
     "Transport",
     "Unauthorized",
     "Verifier",
@@ -33,4 +47,5 @@ __all__ = [
     "dial",
     "find",
     "open_transport",
+    "validate_params",
 ]

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from herder.net import WS_SCHEMES
 from herder.rpc.errors import ConnectionLost, HandshakeRefused
 from herder.rpc.handlers import Method, Registry
 from herder.rpc.peer import Peer
@@ -42,7 +44,7 @@ async def open_transport(
     """
     parts = urllib.parse.urlsplit(url)
     try:
-        if parts.scheme in ("ws", "wss"):
+        if parts.scheme in WS_SCHEMES:
             from websockets.asyncio.client import connect as ws_connect
             from websockets.exceptions import InvalidStatus
 
@@ -74,11 +76,18 @@ async def open_transport(
     raise ValueError(f"{url!r}: use ws://, wss://, tcp:// or unix://")
 
 
-def registry_of(handlers: Mapping[str, Callable[..., Any]] | None) -> Registry:
-    """A registry of methods this side offers to the service (no auth: we dialled it)."""
+def registry_of(handlers: Mapping[str, Callable[..., Any] | Method] | None) -> Registry:
+    """A registry of methods this side offers to the service (no auth: we dialled it).
+
+    A handler may be a ``Method`` built beforehand (to declare its ``params`` model); it
+    is served under the name it is given here.
+    """
     registry = Registry()
     for name, func in (handlers or {}).items():
-        registry.add(Method.of(func, name=name, auth=False))
+        if isinstance(func, Method):
+            registry.add(dataclasses.replace(func, name=name, auth=False))
+        else:
+            registry.add(Method.of(func, name=name, auth=False))
     return registry
 
 
@@ -87,7 +96,7 @@ async def handshake(
     *,
     token: str | None,
     codecs: tuple[str, ...],
-    handlers: Mapping[str, Callable[..., Any]] | None = None,
+    handlers: Mapping[str, Callable[..., Any] | Method] | None = None,
 ) -> Peer:
     """Say hello and build the peer from the service's welcome.
 
@@ -115,7 +124,7 @@ async def connect(
     *,
     token: str | None = None,
     codecs: tuple[str, ...] = CODEC_NAMES,
-    handlers: Mapping[str, Callable[..., Any]] | None = None,
+    handlers: Mapping[str, Callable[..., Any] | Method] | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
 ) -> AsyncIterator[Peer]:
     """Connect, say hello, and yield the peer; close it on exit.

@@ -4,8 +4,12 @@ Hierarchy::
 
     RpcError                    base
     ├── RemoteError             the other side answered a call with an error: ``code``
-    │                           (a stable wire code), ``type`` (the remote exception's
-    │                           class name, for application errors), ``message``, ``data``
+    │                           (a stable wire code), ``type`` (for application errors:
+    │                           the application's own code if its exception carried
+    │                           one, else the exception's class name), ``message``, ``data``
+    ├── InvalidParams           a call's arguments do not fit the method (raised while
+    │                           serving it, before the handler runs; answered
+    │                           ``invalid_params`` with the failing ``field``)
     ├── ConnectionLost          the connection ended; every call in flight fails with it
     ├── HandshakeRefused        the server refused the connection (``code`` says why)
     └── CallTimeout             a call's timeout passed (also a ``TimeoutError``); the
@@ -29,12 +33,27 @@ class RemoteError(RpcError):
     """A call failed on the other side."""
 
     def __init__(self, code: str, message: str, type: str = "", data: Any = None) -> None:
+        """``type``: for ``application_error``, what the other side's exception said it
+        was: its ``code`` if it carried one (a snake_case string such as ``"not_found"``,
+        stable across versions), else its class name (``"ValueError"``)."""
         label = f"{type}: {message}" if type else message
         super().__init__(f"[{code}] {label}")
         self.code = code
         self.type = type
         self.message = message
         self.data = data
+
+
+class InvalidParams(RpcError):
+    """A call's arguments do not fit the method: answered ``invalid_params``.
+
+    ``field`` is the path of the first argument that failed (``"running.0.1"``), or None
+    when the arguments as a whole do not fit (too many, a missing one without a model).
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ConnectionLost(RpcError):

@@ -4,14 +4,26 @@ Methods are registered explicitly (``Service.method``), never found by reflectio
 the same registry answers ``meta.methods``. Arguments are bound to the signature
 before the handler runs, so a ``TypeError`` raised *inside* a handler is reported as
 the application error it is, not as bad parameters.
+
+A method may declare its arguments as a pydantic model (``params=``): the call's
+positional arguments fill the model's fields in their order, keyword arguments by name,
+and the handler receives the validated model. Arguments that do not validate are
+``InvalidParams`` naming the field (answered ``invalid_params``), before the handler
+runs; a ``ValidationError`` the handler raises itself stays an application error.
 """
 
 from __future__ import annotations
 
 import inspect
+import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
+
+from herder.rpc.errors import InvalidParams
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 Handler = Callable[..., Any]
 
@@ -28,9 +40,20 @@ class Method:
     is_async: bool = False
     # Parameters annotated with Peer receive the calling peer (not sent on the wire).
     peer_params: tuple[str, ...] = field(default_factory=tuple)
+    # The model of the arguments (None: they bind to the handler's signature as they are).
+    params: type[BaseModel] | None = None
 
     @classmethod
-    def of(cls, func: Handler, *, name: str | None = None, auth: bool = True) -> Method:
+    def of(
+        cls,
+        func: Handler,
+        *,
+        name: str | None = None,
+        auth: bool = True,
+        params: type[BaseModel] | None = None,
+    ) -> Method:
+        """A method serving ``func``; with ``params``, ``func`` takes the validated model
+        as its one argument (besides a ``Peer`` parameter, if it declares one)."""
         sig = _signature(func)
         peer_params: tuple[str, ...] = ()
         if sig is not None:
@@ -48,26 +71,89 @@ class Method:
             signature=sig,
             is_async=inspect.iscoroutinefunction(func),
             peer_params=peer_params,
+            params=params,
         )
 
-    def bind(self, args: list[Any], kwargs: dict[str, Any], peer: Any) -> inspect.BoundArguments | None:
-        """Bind the call's arguments (and the peer, if asked for).
+    def prepare(
+        self, args: list[Any], kwargs: dict[str, Any], peer: Any
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """What to call the handler with: the call's arguments bound (and the peer, if
+        asked for), or the validated model of its ``params``.
 
         Raises:
-            TypeError: the arguments do not fit the signature.
+            InvalidParams: the arguments do not fit the signature, or do not validate.
         """
-        if self.signature is None:
-            return None
         extra = {name: peer for name in self.peer_params}
-        return self.signature.bind(*args, **kwargs, **extra)
+        if self.params is not None:
+            return (validate_params(self.params, args, kwargs),), extra
+        if self.signature is None:
+            return tuple(args), kwargs
+        try:
+            bound = self.signature.bind(*args, **kwargs, **extra)
+        except TypeError as exc:
+            raise InvalidParams(str(exc)) from None
+        return bound.args, bound.kwargs
+
+    def encode_result(self, result: Any) -> Any:
+        """A model answered by a method with ``params`` goes out as its JSON document
+        (``None`` fields left out: an optional answer field is absent, not null)."""
+        if self.params is not None and hasattr(result, "model_dump"):
+            return result.model_dump(mode="json", exclude_none=True)
+        return result
 
     def describe(self) -> dict[str, Any]:
         """The entry of ``meta.methods``."""
         params = "(...)"
-        if self.signature is not None:
+        if self.params is not None:
+            fields = self.params.model_fields.items()
+            params = "(" + ", ".join(f"{n}: {_type_name(f.annotation)}" for n, f in fields) + ")"
+        elif self.signature is not None:
             shown = [p for p in self.signature.parameters.values() if p.name not in self.peer_params]
             params = str(self.signature.replace(parameters=shown))
         return {"name": self.name, "params": params, "auth": self.auth, "doc": self.doc}
+
+
+def validate_params(model: type[BaseModel], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """The call's arguments as ``model``: positional ones fill its fields in order.
+
+    Raises:
+        InvalidParams: too many arguments, one given twice, or one that does not
+            validate (``field`` is the first failing one's path, ``"running.0.1"``).
+    """
+    from pydantic import ValidationError
+
+    names = list(model.model_fields)
+    if len(args) > len(names):
+        raise InvalidParams(f"takes at most {len(names)} arguments ({len(args)} given)")
+    data = dict(zip(names, args, strict=False))
+    for key, value in kwargs.items():
+        if key in data:
+            raise InvalidParams(f"got multiple values for {key!r}", key)
+        data[key] = value
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        more = exc.error_count() - 1
+        also = f" (and {more} more)" if more else ""
+        raise InvalidParams(f"{where}: {first['msg']}{also}", where) from None
+
+
+def _type_name(annotation: Any) -> str:
+    """A type as a reader writes it: ``list[tuple[int, int]]``, without ``Annotated`` rules."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is not None and args:
+        return f"{getattr(origin, '__name__', origin)}[{', '.join(_type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    return str(getattr(annotation, "__name__", annotation))
 
 
 def _signature(func: Handler) -> inspect.Signature | None:

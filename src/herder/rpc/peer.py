@@ -23,10 +23,11 @@ import functools
 import inspect
 import itertools
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
-from herder.rpc.errors import CallTimeout, ConnectionLost, RemoteError, RpcError
+from herder.rpc.errors import CallTimeout, ConnectionLost, InvalidParams, RemoteError, RpcError
 from herder.rpc.handlers import Method, Registry
 from herder.rpc.transport import Transport
 from herder.wire import (
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 META = "meta"
 CALLBACK = "callback"
 CALLBACK_KEY = "$cb"
+# What an exception's ``code`` must look like to be sent as the application's code (else
+# its class name goes): snake_case, so that it can never be mistaken for a class name.
+_APPLICATION_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 # Incoming calls running at once on one connection before the peer stops reading.
 DEFAULT_MAX_IN_FLIGHT = 128
 
@@ -79,9 +83,10 @@ class RemoteCallback:
 class _Fault(Exception):
     """An incoming call fails with a protocol-level code (not an application error)."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, data: Any = None) -> None:
         super().__init__(message)
         self.code = code
+        self.data = data
 
 
 class Peer:
@@ -250,11 +255,10 @@ class Peer:
         try:
             args = [self._decode_value(a) for a in message.args]
             kwargs = {k: self._decode_value(v) for k, v in message.kwargs.items()}
-            bound = method.bind(args, kwargs, self)
-            if bound is None:
-                method.func(*args, **kwargs)
-            else:
-                method.func(*bound.args, **bound.kwargs)
+            call_args, call_kwargs = method.prepare(args, kwargs, self)
+            method.func(*call_args, **call_kwargs)
+        except InvalidParams as exc:
+            log.warning("a %r notification with invalid arguments was ignored: %s", message.method, exc)
         except Exception:
             log.exception("the handler of a %r notification failed", message.method)
         return True
@@ -291,15 +295,16 @@ class Peer:
                 else None
             )
         except _Fault as fault:
-            reply = error_for(call_id, fault.code, str(fault)) if call_id is not None else None
+            if call_id is not None:
+                reply = error_for(call_id, fault.code, str(fault), data=fault.data)
+            else:
+                reply = None
+                if fault.code is ErrorCode.INVALID_PARAMS:  # a peer that breaks the method's contract
+                    log.warning("dropped a %r notification with invalid arguments: %s", message.method, fault)
         except RemoteError as exc:  # relayed from a third peer: passed on as it came
             reply = Error(call_id, exc.code, exc.message, exc.type, exc.data) if call_id is not None else None
         except Exception as exc:
-            reply = (
-                error_for(call_id, ErrorCode.APPLICATION_ERROR, str(exc), type(exc).__name__)
-                if call_id is not None
-                else None
-            )
+            reply = application_error(call_id, exc) if call_id is not None else None
         if reply is not None:
             await self._reply(reply)
 
@@ -335,15 +340,16 @@ class Peer:
         if method.auth and self.principal is None:
             raise _Fault(ErrorCode.UNAUTHORIZED, f"{message.method!r} requires credentials")
         try:
-            bound = method.bind(args, kwargs, self)
-        except TypeError as exc:
+            call_args, call_kwargs = method.prepare(args, kwargs, self)
+        except InvalidParams as exc:
+            data = {"field": exc.field} if exc.field is not None else None
             raise _Fault(
-                ErrorCode.INVALID_PARAMS, f"{message.method}{method.describe()['params']}: {exc}"
+                ErrorCode.INVALID_PARAMS, f"{message.method}{method.describe()['params']}: {exc}", data
             ) from None
-        result = method.func(*args, **kwargs) if bound is None else method.func(*bound.args, **bound.kwargs)
+        result = method.func(*call_args, **call_kwargs)
         if inspect.isawaitable(result):
             result = await result
-        return self._encode_value(result)
+        return self._encode_value(method.encode_result(result))
 
     def _resolve(self, target: str | None, name: str) -> Method:
         if target == META:
@@ -518,3 +524,17 @@ class Peer:
         if isinstance(value, list):
             return [self._decode_value(v) for v in value]
         return value
+
+
+def application_error(call_id: int, exc: Exception) -> Error:
+    """The answer to a call whose handler raised ``exc``.
+
+    ``type`` is the exception's ``code`` when it carries one (a snake_case string: the
+    application's stable code, which programs match), else its class name; ``data`` is
+    ``{"field": ...}`` when the exception names the field at fault.
+    """
+    code = getattr(exc, "code", None)
+    kind = code if isinstance(code, str) and _APPLICATION_CODE.fullmatch(code) else type(exc).__name__
+    field = getattr(exc, "field", None)
+    data = {"field": field} if isinstance(field, str) else None
+    return error_for(call_id, ErrorCode.APPLICATION_ERROR, str(exc), kind, data)

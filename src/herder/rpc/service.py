@@ -48,6 +48,7 @@ from herder.wire import (
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, WebSocket
+    from pydantic import BaseModel
 
     from herder.rpc.discovery import Registration
 
@@ -100,17 +101,28 @@ class Service:
     def method(self, func: F) -> F: ...
 
     @overload
-    def method(self, *, name: str | None = None, auth: bool = True) -> Callable[[F], F]: ...
+    def method(
+        self, *, name: str | None = None, auth: bool = True, params: type[BaseModel] | None = None
+    ) -> Callable[[F], F]: ...
 
-    def method(self, func: F | None = None, *, name: str | None = None, auth: bool = True) -> Any:
+    def method(
+        self,
+        func: F | None = None,
+        *,
+        name: str | None = None,
+        auth: bool = True,
+        params: type[BaseModel] | None = None,
+    ) -> Any:
         """Register a handler (sync or async): ``@svc.method`` or ``@svc.method(auth=False)``.
 
         A parameter annotated ``Peer`` receives the calling connection (to call it back).
-        Every method requires credentials unless ``auth=False``.
+        Every method requires credentials unless ``auth=False``. With ``params`` (a
+        pydantic model), the handler receives the call's arguments validated as that
+        model, and arguments that do not validate are answered ``invalid_params``.
         """
 
         def register(f: F) -> F:
-            self.registry.add(Method.of(f, name=name, auth=auth))
+            self.registry.add(Method.of(f, name=name, auth=auth, params=params))
             return f
 
         return register(func) if func is not None else register
