@@ -48,7 +48,7 @@ from herder.agent.router.router import Router, config_pools
 from herder.agent.sessions.manager import SessionManager
 from herder.agent.sysinfo import SysInfo
 from herder.auth.shared_secret import weak_secret
-from herder.net import LOOPBACK_NAMES, host_name, listen_socket
+from herder.net import LOOPBACK_NAMES, host_name, listen_socket, rpc_url
 from herder.rpc.service import Service
 from herder.wire import DEFAULT_MAX_FRAME_SIZE
 
@@ -179,7 +179,7 @@ class Agent:
     @property
     def rpc_url(self) -> str:
         """``ws://host:port/rpc``: the wire protocol on the agent's own port."""
-        return "ws" + self.url[4:] + "/rpc"
+        return rpc_url(self.url)
 
     @property
     def supervisor(self) -> Supervisor:

@@ -242,20 +242,16 @@ def token(
     ] = "http://127.0.0.1:8020",
 ) -> None:
     """Print an access token (one hour) bought with your key from a running manager."""
-    import httpx
+    from herder.rpc import ConnectionLost, ManagerClient, TokenRefused
 
     key = key_file.read_text().strip()
     try:
-        answer = httpx.post(f"{manager.rstrip('/')}/auth/token", headers={"Authorization": f"Bearer {key}"})
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach the manager at {manager}: {exc}")
-    if answer.status_code != 200:
-        try:
-            message = answer.json().get("message", answer.text)
-        except ValueError:
-            message = answer.text
-        _fail(f"{answer.status_code}: {message}")
-    sys.stdout.write(answer.json()["token"] + "\n")
+        bought = ManagerClient(manager, key=key).buy_token_sync()
+    except ConnectionLost as exc:
+        _fail(str(exc))
+    except TokenRefused as exc:
+        _fail(f"{exc.status}: {exc.detail}")
+    sys.stdout.write(bought.token + "\n")
 
 
 def register(app: typer.Typer) -> None:

@@ -136,7 +136,9 @@ def logs(
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
-    url = "ws" + agent[4:] + f"/attach-console/{slug}"
+    from herder.net import ws_url
+
+    url = ws_url(agent) + f"/attach-console/{slug}"
     try:
         with connect(url, additional_headers=_headers(token_file), open_timeout=10) as ws:
             while True:

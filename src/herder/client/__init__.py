@@ -28,6 +28,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from herder.net import rpc_url
 from herder.rpc.client import connect
 from herder.rpc.peer import META, Peer
 
@@ -207,10 +208,8 @@ class Agent:
 
     def __init__(self, url: str, *, token: str | None = None) -> None:
         """``url``: the agent's ``http://host:port`` (WebSocket ``/rpc`` on it), a ``ws://``
-        URL, or ``tcp://host:port`` (its ``--protocol-port``)."""
-        if url.startswith(("http://", "https://")):
-            url = "ws" + url[4:].rstrip("/") + "/rpc"
-        self.url = url
+        URL, or ``tcp://host:port`` (its ``--protocol-port``): see ``herder.net.rpc_url``."""
+        self.url = rpc_url(url)
         self._token = token
         self._sessions: dict[str, Session] = {}
         self._peer: Peer | None = None

@@ -22,8 +22,10 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
+from herder.net import rpc_url
 from herder.rpc.client import connect
 from herder.rpc.errors import ConnectionLost, HandshakeRefused, RpcError
+from herder.rpc.managers import ManagerClient
 from herder.rpc.peer import Peer
 
 log = logging.getLogger(__name__)
@@ -34,38 +36,18 @@ BACKOFF_MAX_S = 10.0
 
 def manager_rpc_url(manager: str) -> str:
     """``http://host:8020`` (or a ``ws://.../rpc`` URL) as the manager's RPC endpoint."""
-    url = manager.rstrip("/")
-    if url.startswith(("http://", "https://")):
-        url = "ws" + url[4:]
-    return url if url.endswith("/rpc") else url + "/rpc"
+    return rpc_url(manager)
 
 
 async def buy_token(manager: str, key: str) -> str:
     """A fresh access token from the manager for a key it issued (``POST /auth/token``).
 
     Raises:
-        HandshakeRefused: the manager refused the key (revoked, expired, not its own).
+        TokenRefused: the manager refused the key (revoked, expired, not its own), or has
+            no auth (a ``HandshakeRefused``).
         ConnectionLost: the manager could not be reached.
     """
-    import httpx
-
-    base = manager_rpc_url(manager).removesuffix("/rpc")
-    base = "http" + base[2:] if base.startswith("ws") else base
-    try:
-        async with httpx.AsyncClient(timeout=30) as client:
-            answer = await client.post(f"{base}/auth/token", headers={"Authorization": f"Bearer {key}"})
-    except httpx.HTTPError as exc:
-        raise ConnectionLost(f"cannot buy an access token: {exc}") from exc
-    if answer.status_code != 200:
-        raise HandshakeRefused(str(answer.status_code), f"the manager refused the key: {answer.text[:200]}")
-    token: str = answer.json()["token"]
-    return token
-
-
-async def _credential(manager: str, token: str | None, key: str | None) -> str | None:
-    """The token to present: a fresh one bought with ``key`` (renewed at every connection), or
-    ``token`` as given."""
-    return await buy_token(manager, key) if key is not None else token
+    return (await ManagerClient(manager, key=key).buy_token()).token
 
 
 async def find(
@@ -75,8 +57,8 @@ async def find(
 
     ``key``: a key the manager issued, which buys the access token (instead of ``token``).
     """
-    credential = await _credential(manager, token, key)
-    async with connect(manager_rpc_url(manager), token=credential) as registry:
+    client = ManagerClient(manager, key=key, token=token)
+    async with connect(client.rpc_url, token=await client.credential()) as registry:
         found: list[dict[str, Any]] = await registry.call("find_services", query)
     return found
 
@@ -125,11 +107,10 @@ class Registration:
         auth_key: str | None = None,
     ) -> None:
         self.key = key
-        self._auth_key = auth_key
         self.url = url
         self.metadata = metadata
-        self._manager = manager
-        self._token = token
+        # A token bought with ``auth_key`` is kept for the links made during its life.
+        self._manager = ManagerClient(manager, key=auth_key, token=token)
         self._link: Peer | None = None
         self._stack = contextlib.AsyncExitStack()
         self._keeper: asyncio.Task[None] | None = None
@@ -142,8 +123,12 @@ class Registration:
 
     async def _register_once(self) -> None:
         stack = contextlib.AsyncExitStack()
-        credential = await _credential(self._manager, self._token, self._auth_key)  # fresh at each link
-        peer = await stack.enter_async_context(connect(manager_rpc_url(self._manager), token=credential))
+        credential = await self._manager.credential()
+        try:
+            peer = await stack.enter_async_context(connect(self._manager.rpc_url, token=credential))
+        except HandshakeRefused:
+            self._manager.forget_token()  # revoked meanwhile, or the manager's key changed
+            raise
         try:
             await peer.call("register_service", self.key, self.url, self.metadata, 0)
         except BaseException:

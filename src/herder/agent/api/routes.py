@@ -36,6 +36,7 @@ from herder.agent.processes.logs import Stream, Subscriber
 from herder.agent.processes.supervisor import Unit
 from herder.apierrors import ApiError, error_response, read_json
 from herder.apierrors import install_error_handlers as install_common_handlers
+from herder.net import http_url, rpc_url
 from herder.principals import may_see, principal_of
 
 if TYPE_CHECKING:
@@ -141,10 +142,8 @@ def status_document(unit: Unit, base: str) -> dict[str, Any]:
 
 def base_url(request: Request | WebSocket) -> str:
     """``scheme://host[:port]`` as the client addressed us (ws schemes become http)."""
-    scheme = request.url.scheme
-    scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
     host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-    return f"{scheme}://{host}"
+    return http_url(f"{request.url.scheme}://{host}")
 
 
 def _attach_options(fmt: str | None, replay: str | None) -> tuple[str, bool]:
@@ -247,7 +246,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
                 "list": f"{base}/list-processes",
                 "info": f"{base}/info",
                 "pools": f"{base}/pools",
-                "rpc": f"ws{base[4:]}/rpc",
+                "rpc": rpc_url(base),
             }
         )
 

@@ -36,6 +36,8 @@ from herder.agent.processes import procs
 from herder.agent.processes.logs import Stream
 from herder.agent.processes.states import State
 from herder.agent.processes.supervisor import Supervisor, Unit, pick_port
+from herder.net import rpc_url
+from herder.rpc import ManagerClient
 from herder.rpc.client import connect
 from herder.rpc.errors import ConnectionLost, HandshakeRefused, RemoteError, RpcError
 from herder.rpc.peer import Peer
@@ -133,19 +135,6 @@ class WorkerLink:
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
 
-    def _rpc_url(self) -> str:
-        url = self._link.url.rstrip("/")
-        if url.startswith(("http://", "https://")):
-            return "ws" + url[4:] + "/rpc"
-        return url
-
-    def _http_url(self) -> str:
-        url = self._link.url.rstrip("/")
-        if url.startswith(("ws://", "wss://")):
-            url = "http" + url[2:]
-            url = url.removesuffix("/rpc")
-        return url
-
     async def _access_token(self) -> tuple[str | None, float]:
         """The token the link presents, and when to renew it (never, for a shared secret).
 
@@ -155,30 +144,17 @@ class WorkerLink:
         """
         if self._link.key is None:
             return self._link.token, float("inf")
-        import httpx
-
-        try:
-            async with httpx.AsyncClient(timeout=30) as client:
-                answer = await client.post(
-                    f"{self._http_url()}/auth/token", headers={"Authorization": f"Bearer {self._link.key}"}
-                )
-        except httpx.HTTPError as exc:
-            raise ConnectionLost(f"cannot buy an access token: {exc}") from exc
-        if answer.status_code != 200:
-            raise HandshakeRefused(
-                str(answer.status_code), f"the manager refused the key: {answer.text[:200]}"
-            )
-        document = answer.json()
+        manager = ManagerClient(self._link.url, key=self._link.key)
+        bought = await manager.buy_token()
         if self._trust is not None:  # the manager's public key, for the tokens of this agent's API
-            async with httpx.AsyncClient(timeout=30) as client:
-                self._trust.set_jwks((await client.get(f"{self._http_url()}/auth/jwks.json")).json())
-        now = time.time()
-        return str(document["token"]), now + 0.8 * max(1.0, float(document["expires_at"]) - now)
+            self._trust.set_jwks(await manager.jwks())
+        return bought.token, bought.renew_at
 
     async def _linked(self) -> None:
         handlers: dict[str, Callable[..., Any]] = {"assign": self._assign, "stop": self._stop}
         token, renew_at = await self._access_token()
-        async with connect(self._rpc_url(), token=token, codecs=("msgpack",), handlers=handlers) as peer:
+        url = rpc_url(self._link.url)
+        async with connect(url, token=token, codecs=("msgpack",), handlers=handlers) as peer:
             registration = await self._registration()
             sent = time.monotonic()
             answer = await peer.call("register", registration, timeout=30)
