@@ -3,7 +3,8 @@
 ``keys`` keeps the Ed25519 key pair in the manager's data dir and publishes its public
 half as JWKS; ``tokens`` issues and strictly verifies the EdDSA JWTs that carry a user's
 identity. Both are plain functions with no I/O beyond the key files, so the manager,
-the agents and the CLI share them.
+the agents and the CLI share them. PyJWT does the JWS and JWK mechanics; what is
+accepted (one algorithm, required claims, clock skew, key ids, revocation) is herder's.
 """
 
 from __future__ import annotations
