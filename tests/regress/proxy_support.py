@@ -35,7 +35,7 @@ class Keyed:
         the registry may hold when a name resolved elsewhere at registration (DNS rebinding).
         The proxy must decide again at every request."""
         assert self.manager.runtime is not None
-        self.manager.runtime.links.services.index.add(
+        self.manager.runtime.services.index.add(
             Registration(
                 key=ServiceKey.parse(key),
                 url=url,

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from herder import __version__
 from herder.apierrors import ApiError, error_response, install_error_handlers, read_json
+from herder.manager.documents import item_document
 from herder.manager.errors import Conflict, ManagerError, NotFound
 from herder.manager.models import (
     FinishedReport,
@@ -112,30 +113,6 @@ def task_document(task: Any, items: list[WorkItem] | None = None) -> dict[str, A
     return doc
 
 
-def item_document(item: Any) -> dict[str, Any]:
-    """A work item as workers and clients see it (from an ORM object or a row)."""
-    return {
-        "id": item.id,
-        "task_id": item.task_id,
-        "index": item.index,
-        "label": item.label,
-        "argv": item.argv,
-        "env": item.env,
-        "cwd": item.cwd,
-        "frame_start": item.frame_start,
-        "frame_end": item.frame_end,
-        "frame_current": item.frame_current,
-        "percent": item.percent,
-        "status": item.status,
-        "worker_id": item.worker_id,
-        "attempt": item.attempt,
-        "exit_code": item.exit_code,
-        "error": item.error,
-        "started_at": item.started_at,
-        "finished_at": item.finished_at,
-    }
-
-
 def build_app(runtime: ManagerRuntime) -> FastAPI:
     app = FastAPI(
         title="herder manager",
@@ -148,7 +125,7 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
     _task_routes(app, runtime)
     _report_routes(app, runtime)
     _log_routes(app, runtime)
-    runtime.links.service.mount(app, "/rpc")
+    runtime.rpc.mount(app, "/rpc")
 
     _auth_routes(app, runtime)
     _service_routes(app, runtime)
@@ -334,7 +311,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
                 await queries.set_paused(db, task, False)
             elif req.status == "canceled":
                 await runtime.stop_running(await queries.cancel_task(db, task))
-                runtime.links.end_readers(task_id)
+                runtime.output.task_ended(task_id)
         return Response(status_code=204)
 
     @app.delete("/tasks/{id}", status_code=202, summary="Delete a task (running work is stopped)")
@@ -343,7 +320,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             task = await queries.get_task(db, _path_id(request), owner=_viewer(request))
             doc = task_document(task)
             await runtime.stop_running(await queries.delete_task(db, task))
-            runtime.links.end_readers(task.id)
+            runtime.output.task_deleted(task.id)
         doc["status"] = "deleted"
         return JSONResponse(doc, status_code=202)
 
@@ -371,10 +348,10 @@ def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             await ws.send_denial_response(answer_of(NotFound(f"no task with id {text}")))
             return
         await ws.accept()
-        queue = runtime.links.subscribe(task.id)
+        queue = runtime.output.subscribe(task.id)
         try:
             for item in items:
-                for attempt, stream, line in list(runtime.links.output.get(item.id, ())):
+                for attempt, stream, line in runtime.output.lines(item.id):
                     await ws.send_json({"item": item.id, "attempt": attempt, "stream": stream, "line": line})
             while task.status not in queries.TERMINAL:
                 try:
@@ -391,7 +368,7 @@ def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         except (WebSocketDisconnect, OSError):
             pass
         finally:
-            runtime.links.unsubscribe(task.id, queue)
+            runtime.output.unsubscribe(task.id, queue)
 
     @app.get("/tasks/{id}/log", summary="The task's output, as text (the last lines of each piece)")
     async def task_log(request: Request) -> Response:
@@ -400,7 +377,7 @@ def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             items = list(await queries.items_of(db, task.id))
         lines = []
         for item in items:
-            for attempt, stream, text in runtime.links.output.get(item.id, ()):
+            for attempt, stream, text in runtime.output.lines(item.id):
                 prefix = "" if stream == "stdout" else f"{stream}: "
                 lines.append(f"[{item.label or item.index} #{attempt}] {prefix}{text}")
         return Response("\n".join(lines) + ("\n" if lines else ""), media_type="text/plain; charset=utf-8")
@@ -487,7 +464,7 @@ def _service_query(text: str | None) -> Any:
 def _service_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     from herder.manager.services import DEFAULT_FIND_LIMIT, MAX_FIND_LIMIT, registration_document
 
-    services = runtime.links.services
+    services = runtime.services
 
     @app.get("/services", summary="Registered services under a prefix of their key (?query=)")
     async def find_services(request: Request) -> Response:

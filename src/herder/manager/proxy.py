@@ -66,7 +66,7 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def _registration(runtime: ManagerRuntime, service_id: str) -> Registration:
-    registration = runtime.links.services.index.get(service_id)
+    registration = runtime.services.index.get(service_id)
     if registration is None:
         raise ApiError(404, "not_found", f"no live service with id {service_id!r}", "id")
     return registration

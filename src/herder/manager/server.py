@@ -1,4 +1,4 @@
-"""Wiring: one manager = its database (migrated at start) + the HTTP API + the lease keeper.
+"""Wiring: one manager = its database (migrated at start) + the HTTP API + its components.
 
 ``Manager`` is the embeddable form (tests and ``herder manager`` use it)::
 
@@ -8,7 +8,13 @@
 Every state the manager keeps lives in the database, so a manager killed at any moment
 and started again (or a second manager on the same PostgreSQL) carries on from there:
 what was submitted was committed before ``POST /tasks`` answered, and reports likewise.
-The only loop of its own puts work whose lease expired back in the queue.
+
+``ManagerRuntime`` builds the components and wires each to the narrow interfaces it
+needs of the others: the agents' RPC service (``agents``), the dispatcher
+(``dispatch``), output kept per work item (``output``), the lease keeper (``leases``)
+and the registry (``services``). ``Manager.run`` owns one task group: the HTTP server
+and a group of the long-running components (lease keeper, dispatcher, registry sweeper);
+stopping the manager stops the server, then cancels that group.
 """
 
 from __future__ import annotations
@@ -21,16 +27,25 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from herder import __version__
 from herder.auth.shared_secret import weak_secret
+from herder.daemon import Component, Daemon, run_components
 from herder.frontdoor import AccessTokens, Authenticate, Door, RouteLimit, SharedSecret, server_options
-from herder.manager.authority import Authority, UnknownDatabase
+from herder.manager.agents import AgentsService, LinkedWorkers, LinkTerms
+from herder.manager.authority import Authority, TokenVerifier, UnknownDatabase
 from herder.manager.config import ManagerConfig
+from herder.manager.dispatch import Dispatcher
 from herder.manager.errors import ManagerError
+from herder.manager.leases import LeaseKeeper
 from herder.manager.models import TaskSubmission
+from herder.manager.output import Output
+from herder.manager.services import Services
 from herder.manager.store import db as database
 from herder.manager.store import queries
 from herder.manager.store.batch import NewTask
 from herder.net import listen_socket
+from herder.rpc.auth import Principal, SharedSecretVerifier, Verifier
+from herder.rpc.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +54,30 @@ GRACEFUL_HTTP_SHUTDOWN_S = 5
 PUBLIC_PATHS = frozenset({"/healthz", "/auth/jwks.json", "/auth/token"})
 
 
+def rpc_service(config: ManagerConfig, authority: Authority | None) -> Service:
+    """The ``herder-manager`` RPC service at ``/rpc``, checking the manager's credentials.
+
+    With keys, access tokens; else the shared secret if there is one; else anyone is
+    an admin (loopback only: ``Manager`` refuses to listen elsewhere without auth).
+    """
+    verifier: Verifier | None = None
+    if authority is not None:
+        verifier = TokenVerifier(authority)
+    elif config.auth_token:
+        verifier = SharedSecretVerifier(config.auth_token)
+    anonymous = None if verifier is not None else Principal("anonymous", "admin")
+    return Service("herder-manager", __version__, verifier=verifier, anonymous=anonymous)
+
+
 class ManagerRuntime:
-    """What the routes use, shared by reference."""
+    """The manager's components, wired to one another; what the routes use, by reference.
+
+    Each component depends on narrow protocols of the others (``agents``, ``dispatch``,
+    ``output``, ``leases``, ``services``); this is the one place that knows them all.
+    The long-running ones (``components()``) run in the manager's task group.
+    """
 
     def __init__(self, config: ManagerConfig, engine: Any, authority: Authority | None = None) -> None:
-        from herder.manager.link import Links
         from herder.manager.targets import Targets
         from herder.manager.writes import Writes
 
@@ -61,7 +95,38 @@ class ManagerRuntime:
         )
         self.started = asyncio.Event()
         self.targets = Targets(config)  # what the proxy reaches (and registrations may name)
-        self.links = Links(self)
+        self.output = Output(self)
+        self.linked = LinkedWorkers()
+        self.dispatcher = Dispatcher(self.writes, self.linked, self.output)
+        terms = LinkTerms(config.heartbeat_interval_s, config.lease_s, config.lease_margin)
+        self.agents = AgentsService(
+            self.writes, self, self.output, self.dispatcher, terms, linked=self.linked, revocations=authority
+        )
+        self.services = Services(
+            authority is not None, self.targets, config.service_quota, config.service_quota_overrides
+        )
+        self.leases = LeaseKeeper(
+            self,
+            heartbeat_interval_s=config.heartbeat_interval_s,
+            lease_s=config.lease_s,
+            lease_margin_s=config.lease_margin,
+            revocations=authority,
+        )
+        self.rpc = rpc_service(config, authority)  # /rpc: the agents' methods and the registry's
+        for method in (*self.agents.methods(), *self.services.methods()):
+            self.rpc.registry.add(method)
+        # Rounds of writes that free or add work claim for the linked workers themselves.
+        self.writes.dispatch_to = self.linked.ids
+        self.writes.on_claimed = self.dispatcher.push
+
+    def components(self) -> dict[str, Component]:
+        """The manager's long-running parts, by name: each runs until cancelled."""
+        return {"lease-keeper": self.leases, "dispatcher": self.dispatcher, "services-sweeper": self.services}
+
+    async def parser_of_item(self, item_id: int) -> str | None:
+        """The parser a work item's task names (None: no such item); ``output.ParserNames``."""
+        async with self.transaction() as db:
+            return await queries.parser_of_item(db, item_id)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
@@ -139,7 +204,7 @@ class ManagerRuntime:
             log.info(
                 "work item %d (attempt %d) canceled while worker %d runs it", item_id, attempt, worker_id
             )
-        await self.links.stop(running)
+        await self.dispatcher.stop(running)
 
 
 class FrontDoor(Door):
@@ -179,14 +244,16 @@ class FrontDoor(Door):
         )
 
 
-class Manager:
+class Manager(Daemon):
     """A running manager; use as an async context manager."""
 
+    name = "manager"
+
     def __init__(self, config: ManagerConfig | None = None) -> None:
+        super().__init__()
         self.config = config or ManagerConfig()
         self._sock: socket.socket | None = None
         self._server: Any = None
-        self._main: asyncio.Task[None] | None = None
         self.runtime: ManagerRuntime | None = None
         self.engine: Any = None
         self.authority: Authority | None = None
@@ -235,16 +302,14 @@ class Manager:
         except OSError as exc:
             raise ManagerError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
         self.runtime.targets.listen(*self._sock.getsockname()[:2])
-        self._main = asyncio.create_task(self._run(), name="herder-manager")
-        started = asyncio.ensure_future(self.runtime.started.wait())
-        await asyncio.wait({started, self._main}, return_when=asyncio.FIRST_COMPLETED)
-        if self._main.done():
-            started.cancel()
-            await self._main
-            raise ManagerError("the manager's HTTP server stopped during start-up")
+        self._launch()
+        await self._wait_ready(
+            self.runtime.started, ManagerError("the manager's HTTP server stopped during start-up")
+        )
         return self
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Serve HTTP and run the components until ``request_stop()``; the owner of their tasks."""
         import uvicorn
 
         from herder.manager.api import build_app
@@ -262,81 +327,30 @@ class Manager:
         )
         self._server = uvicorn.Server(config)
         self._server.capture_signals = contextlib.nullcontext  # the owner decides about signals
-        keeper = asyncio.create_task(self._keep_leases(), name="lease-keeper")
-        dispatcher = asyncio.create_task(self.runtime.links.dispatch_forever(), name="dispatcher")
-        sweeper = asyncio.create_task(self.runtime.links.services.sweep_forever(), name="services-sweeper")
+        runtime = self.runtime
         try:
-            await self._server.serve(sockets=[self._sock])
+            async with asyncio.TaskGroup() as tg:
+                components = tg.create_task(run_components(runtime.components()), name="components")
+                await self._server.serve(sockets=[self._sock])
+                components.cancel()
         finally:
-            for task in (keeper, dispatcher, sweeper):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            for peer in list(self.runtime.links.peers.values()):
-                await peer.close("the manager is stopping")
-            await self.runtime.writes.close()
-            for hook in self.runtime.on_stop:
+            await runtime.linked.close_all("the manager is stopping")
+            await runtime.writes.close()
+            for hook in runtime.on_stop:
                 with contextlib.suppress(Exception):
                     await hook()
 
-    async def _keep_leases(self) -> None:
-        """Requeue work whose worker stopped heartbeating, for as long as the manager runs.
-
-        A lease is judged only by heartbeats this manager was in a position to receive:
-        after a start, or a tick that came late (the manager was stopped, swapped out,
-        its disk stalled), every worker gets a fresh lease before anything is requeued
-        (``_leases_judgeable``). Then work goes back to the queue ``lease_margin`` after
-        its lease ended: the agent stopped it ``lease_margin`` before (docs/manager.md).
-        """
-        assert self.runtime is not None
-        cfg = self.config
-        tick = max(0.1, min(1.0, cfg.heartbeat_interval_s / 2))
-        watching_since = last = time.monotonic()
-        while True:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            if now - last > tick + cfg.lease_margin:
-                log.warning(
-                    "the lease keeper ran %.1f s late (the manager was stalled): every worker "
-                    "gets a fresh lease of %.1f s before its work is requeued",
-                    now - last - tick,
-                    cfg.lease_s,
-                )
-                watching_since = now
-            try:
-                async with self.runtime.sessions() as db, db.begin():
-                    requeued = 0
-                    if self._leases_judgeable(now - watching_since):
-                        requeued = await queries.requeue_expired(db, cfg.lease_margin)
-                    if self.authority is not None:  # revocations made elsewhere, within a tick
-                        await self.authority.refresh(db)
-                if requeued:
-                    log.info("requeued the work of %d tasks whose workers were lost", requeued)
-            except Exception:  # the database is away for a moment: try again next tick
-                log.exception("checking leases failed")
-            last = now  # a check that took long (a stalled disk) makes the next tick late too
-
-    def _leases_judgeable(self, watched_s: float) -> bool:
-        """Whether this manager has listened long enough for a silent worker to be lost.
-
-        A worker linked here heartbeats within each interval; one whose heartbeats the
-        manager could not read (it was stalled, or not running) is not silent.
-        """
-        return watched_s >= self.config.lease_s + self.config.lease_margin
-
     def request_stop(self) -> None:
+        """Begin a graceful stop: in-flight requests get ``GRACEFUL_HTTP_SHUTDOWN_S``."""
+        self._stop_requested = True
         if self._server is not None:
             self._server.should_exit = True
-
-    async def wait_stopped(self) -> None:
-        if self._main is not None:
-            await asyncio.shield(self._main)
+        elif self._main is not None:
+            self._main.cancel()  # not serving yet: nothing to let finish
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.request_stop()
         try:
-            if self._main is not None:
-                await self._main
+            await self._stop_main()
         finally:
             if self._sock is not None:
                 self._sock.close()

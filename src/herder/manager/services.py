@@ -26,10 +26,10 @@ import contextlib
 import json
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from herder.clock import SYSTEM_CLOCK, Clock, wait_event
 from herder.manager.config import ServiceQuota
 from herder.manager.targets import Targets
 from herder.registry.index import Event, Index, Registration, Watch
@@ -61,7 +61,7 @@ def registration_document(reg: Registration) -> dict[str, Any]:
 
 
 class Services:
-    """The registry of one manager: its index, its sweeper, and the link methods."""
+    """The registry of one manager: its index, its sweeper (``run``), and the link methods."""
 
     def __init__(
         self,
@@ -69,8 +69,11 @@ class Services:
         targets: Targets | None = None,
         quota: ServiceQuota | None = None,
         quota_overrides: Mapping[str, ServiceQuota] | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.index = Index()
+        self._clock = clock  # TTLs and the sweeper's waits
         self._auth_on = auth_on
         self._quota = quota or ServiceQuota()
         self._quota_overrides = dict(quota_overrides or {})
@@ -113,7 +116,7 @@ class Services:
             raise PermissionError(f"the id {service_key.id!r} is another user's registration")
         if self._auth_on and role != "admin":
             self._check_quota(who or "anonymous", ttl_s, size, existing)
-        now = time.time()
+        now = self._clock.time()
         reg = Registration(
             key=service_key,
             url=url,
@@ -150,7 +153,7 @@ class Services:
             setting, quota = self._quota_of(who or "anonymous")
             if ttl_s > quota.max_ttl_s:
                 raise ValueError(f"ttl_s {ttl_s:g} is above {setting}.max_ttl_s ({quota.max_ttl_s:g})")
-        now = time.time()
+        now = self._clock.time()
         due = self.index.next_expiry()
         reg = self.index.renew(id, now + ttl_s, now=now)
         if reg is None:
@@ -175,7 +178,7 @@ class Services:
     def query(self, query: Query, limit: int = DEFAULT_FIND_LIMIT) -> list[Registration]:
         if not 1 <= limit <= MAX_FIND_LIMIT:
             raise ValueError(f"limit must be from 1 to {MAX_FIND_LIMIT}, not {limit!r}")
-        return self.index.query(query, now=time.time())[:limit]
+        return self.index.query(query, now=self._clock.time())[:limit]
 
     # -- quotas ---------------------------------------------------------------------------
 
@@ -218,15 +221,15 @@ class Services:
 
     # -- expiry ---------------------------------------------------------------------------
 
-    async def sweep_forever(self) -> None:
-        """Drop registrations whose TTL ran out, as soon as it runs out."""
+    async def run(self) -> None:
+        """Drop registrations whose TTL ran out, as soon as it runs out, until cancelled."""
+        clock = self._clock
         while True:
             due = self.index.next_expiry()
-            wait = SWEEP_MAX_S if due is None else max(0.0, min(SWEEP_MAX_S, due - time.time()))
+            wait = SWEEP_MAX_S if due is None else max(0.0, min(SWEEP_MAX_S, due - clock.time()))
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), wait)
-            for reg in self.index.expire(time.time()):
+            await wait_event(self._changed, wait, clock)
+            for reg in self.index.expire(clock.time()):
                 log.info("service %s dropped out (its TTL ran out)", reg.key)
 
     # -- watching -------------------------------------------------------------------------

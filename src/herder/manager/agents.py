@@ -1,0 +1,231 @@
+"""The RPC service agents link to: registration, heartbeats, and reports on the work they run.
+
+Each agent started with ``--manager URL`` keeps one connection to ``/rpc`` here (the
+wire protocol of #3). Over it:
+
+* agent → manager: ``register`` (once per connection), ``heartbeat`` (every interval,
+  with its figures and the attempts it runs; the answer lists those it must stop),
+  ``started``, ``output`` (lines, batched), ``finished`` (exit code);
+* manager → agent: ``assign`` (a work item to run) and ``stop`` (an attempt to end),
+  as notifications, sent by the dispatcher (``dispatch.py``).
+
+``AgentsService`` holds these methods; ``LinkedWorkers`` knows which link speaks for
+which worker. Reports are written by the manager's writer in rounds (``writes.py``);
+output lines go to ``output.Output``. The registry's methods (``services.py``) are
+served on the same ``/rpc``: the runtime adds both to one ``rpc.Service``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from herder.manager.models import WorkerRegistration
+from herder.manager.output import Progress
+from herder.manager.store import queries
+from herder.manager.store.batch import Beat, Finished, Report
+from herder.manager.store.status import TERMINAL
+from herder.rpc.handlers import Method
+from herder.rpc.peer import Peer
+
+log = logging.getLogger(__name__)
+
+
+class Reports(Protocol):
+    """Where reports are written (``writes.Writes``)."""
+
+    async def heartbeat(self, beat: Beat) -> list[list[int]]: ...
+
+    async def started(self, report: Report) -> str: ...
+
+    async def progress(self, report: Report, frame: int | None, percent: float | None) -> int: ...
+
+    async def finished(self, report: Finished) -> tuple[int, str]: ...
+
+
+class Transactions(Protocol):
+    """A database session inside a transaction (``ManagerRuntime.transaction``)."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]: ...
+
+
+class Revocations(Protocol):
+    """The revoked keys' ids, when the manager has keys (``authority.Authority``)."""
+
+    def revoked_ids(self) -> list[str]: ...
+
+
+class Wake(Protocol):
+    """Told that work may be handed out (``dispatch.Dispatcher``)."""
+
+    def wake(self) -> None: ...
+
+
+class OutputSink(Protocol):
+    """Where attempts' output goes (``output.Output``)."""
+
+    def started(self, item_id: int, attempt: int, parser_name: str) -> None: ...
+
+    async def add(self, item_id: int, attempt: int, lines: Iterable[Sequence[str]]) -> Progress | None: ...
+
+    def attempt_ended(self, item_id: int, attempt: int) -> None: ...
+
+    def task_ended(self, task_id: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class LinkTerms:
+    """What a worker is told at registration: how often to heartbeat, and its lease."""
+
+    heartbeat_interval_s: float
+    lease_s: float
+    lease_margin_s: float
+
+
+class LinkedWorkers:
+    """The links of the workers connected to this manager, by worker id."""
+
+    def __init__(self) -> None:
+        self._peers: dict[int, Peer] = {}
+
+    def ids(self) -> list[int]:
+        return list(self._peers)
+
+    def get(self, worker_id: int) -> Peer | None:
+        return self._peers.get(worker_id)
+
+    async def link(self, worker_id: int, peer: Peer) -> None:
+        """``peer`` speaks for the worker from now on (a previous link of it is closed)."""
+        previous = self._peers.get(worker_id)
+        if previous is not None and previous is not peer:
+            await previous.close("the worker linked again on another connection")
+        self._peers[worker_id] = peer
+        peer.on_close.append(lambda p: self._unlinked(worker_id, p))
+
+    def _unlinked(self, worker_id: int, peer: Peer) -> None:
+        if self._peers.get(worker_id) is peer:
+            del self._peers[worker_id]
+            log.info("worker %d unlinked (%s)", worker_id, peer.close_reason or "closed")
+
+    def own(self, worker_id: int, peer: Peer) -> None:
+        """A link speaks for the worker it registered, and for no other.
+
+        Raises:
+            PermissionError: another worker's id (or none registered on this link yet).
+        """
+        if self._peers.get(worker_id) is not peer:
+            raise PermissionError(f"this link is not registered as worker {worker_id}: call register first")
+
+    async def close_all(self, reason: str) -> None:
+        for peer in list(self._peers.values()):
+            await peer.close(reason)
+
+
+class AgentsService:
+    """The methods agents call on ``/rpc``."""
+
+    def __init__(
+        self,
+        reports: Reports,
+        db: Transactions,
+        output: OutputSink,
+        dispatcher: Wake,
+        terms: LinkTerms,
+        *,
+        linked: LinkedWorkers | None = None,
+        revocations: Revocations | None = None,
+    ) -> None:
+        self._reports = reports
+        self._db = db
+        self._output = output
+        self._dispatcher = dispatcher
+        self._terms = terms
+        self.linked = linked or LinkedWorkers()
+        # With keys, only an admin's key links a worker, and heartbeats carry revocations.
+        self._revocations = revocations
+
+    def methods(self) -> list[Method]:
+        table: dict[str, Callable[..., Any]] = {
+            "register": self.register,
+            "heartbeat": self.heartbeat,
+            "started": self.started,
+            "output": self.output_lines,
+            "finished": self.finished,
+        }
+        return [Method.of(func, name=name) for name, func in table.items()]
+
+    async def register(self, info: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """An agent links itself: registered (or updated) as a worker by its hostname."""
+        if self._revocations is not None and getattr(peer.principal, "role", None) != "admin":
+            raise PermissionError("only an admin's key may link a worker (herder keys issue --role admin)")
+        fields = WorkerRegistration.model_validate(info).model_dump(exclude_unset=True)
+        if fields.get("mac_address") is not None:
+            fields["mac_address"] = str(fields["mac_address"])
+        async with self._db.transaction() as db:
+            worker, _ = await queries.register_worker(db, fields)
+            worker.activity = "available"
+            worker_id = worker.id
+        await self.linked.link(worker_id, peer)
+        self._dispatcher.wake()
+        log.info("worker %d (%s) linked", worker_id, fields["hostname"])
+        terms = self._terms
+        # The lease: the agent stops work it could not renew for ``lease_s - lease_margin_s``
+        # (its clock); this manager requeues it ``lease_margin_s`` after the lease ended.
+        return {
+            "worker_id": worker_id,
+            "heartbeat_interval_s": terms.heartbeat_interval_s,
+            "lease_s": terms.lease_s,
+            "lease_margin_s": terms.lease_margin_s,
+        }
+
+    async def heartbeat(
+        self, worker_id: int, figures: dict[str, Any], running: list[list[int]], peer: Peer
+    ) -> dict[str, Any]:
+        """Alive: figures noted, leases extended; answers the attempts it must stop."""
+        self.linked.own(worker_id, peer)
+        reported = tuple((int(item), int(attempt)) for item, attempt in running)
+        stop = await self._reports.heartbeat(Beat(worker_id, figures, reported))
+        if self._revocations is None:
+            return {"stop": stop}
+        # The revoked keys: the agent refuses their tokens on its own API from now on.
+        return {"stop": stop, "revoked": self._revocations.revoked_ids()}
+
+    async def started(self, worker_id: int, item_id: int, attempt: int, peer: Peer) -> None:
+        self.linked.own(worker_id, peer)
+        parser_name = await self._reports.started(Report(item_id, worker_id, attempt))
+        self._output.started(item_id, attempt, parser_name)
+
+    async def output_lines(
+        self, worker_id: int, item_id: int, attempt: int, lines: list[list[str]], peer: Peer
+    ) -> None:
+        """Lines of an attempt's output: ``[[stream, text], ...]``; kept and parsed."""
+        self.linked.own(worker_id, peer)
+        progress = await self._output.add(item_id, attempt, lines)
+        if progress is not None:
+            report = Report(item_id, worker_id, attempt)
+            await self._reports.progress(report, progress.frame, progress.percent)
+
+    async def finished(
+        self,
+        worker_id: int,
+        item_id: int,
+        attempt: int,
+        exit_code: int,
+        error: str | None = None,
+        started_at: float | None = None,
+        *,
+        peer: Peer,
+    ) -> None:
+        """An attempt ended (``started_at``: when, for work too short to be reported started)."""
+        self.linked.own(worker_id, peer)
+        self._output.attempt_ended(item_id, attempt)
+        report = Finished(item_id, worker_id, attempt, exit_code, error, started_at)
+        task_id, status = await self._reports.finished(report)  # its round refills the slot
+        if status in TERMINAL:
+            self._output.task_ended(task_id)
+
+
+__all__ = ["AgentsService", "LinkTerms", "LinkedWorkers"]
