@@ -9,8 +9,10 @@ output lines, finished with its exit code.
 
 When the manager is away, the agent reconnects with backoff; work already running keeps
 running, and its reports wait (``started`` and ``finished``; output lines meanwhile are
-not kept) to be sent once the link is back. A report the manager refuses (the attempt
-was given to another worker meanwhile) is dropped.
+not kept) to be sent once the link is back. What goes both ways is the contract of
+``herder.fleet`` (docs/protocol.md §19): the agent validates what the manager pushes and
+answers, and matches the codes of refusals, never class names. A report refused with a
+final code (the attempt was given to another worker meanwhile) is dropped.
 
 Leases (docs/manager.md, "At most one attempt"): the manager hands a piece of work out
 again once its lease ran out. So that the attempt here is over by then, the agent
@@ -36,8 +38,25 @@ from herder.agent.processes import procs
 from herder.agent.processes.logs import Stream
 from herder.agent.processes.states import State
 from herder.agent.processes.supervisor import Supervisor, Unit, pick_port
+from herder.clock import SYSTEM_CLOCK, Clock, wait_within
+from herder.fleet import (
+    MANAGER_METHODS,
+    MAX_ERROR_CHARS,
+    MAX_OUTPUT_LINES,
+    Assign,
+    Figures,
+    Heartbeat,
+    HeartbeatAnswer,
+    Register,
+    RegisterAnswer,
+    Registration,
+    Stop,
+    agent_handlers,
+    read_answer,
+    refusal_of,
+)
 from herder.net import rpc_url
-from herder.rpc import ManagerClient
+from herder.rpc import InvalidParams, ManagerClient, validate_params
 from herder.rpc.client import connect
 from herder.rpc.errors import ConnectionLost, HandshakeRefused, RemoteError, RpcError
 from herder.rpc.peer import Peer
@@ -51,14 +70,12 @@ log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL_S = 0.2
 BACKOFF_MAX_S = 10.0
-OUTPUT_BATCH_LINES = 500
+OUTPUT_BATCH_LINES = MAX_OUTPUT_LINES  # the most one ``output`` notification may carry
 WAIT_EXIT_S = 10 * 365 * 86400.0  # a piece of work may run as long as it needs
 MAX_PENDING_REPORTS = 10_000
 REPORT_RETRIES = 5
 STARTED_REPORT_AFTER_S = 0.1  # shorter work is only reported finished (see _watch)
 REPORT_RETRY_S = 0.2
-# The manager's answers that mean "this report will never apply": the attempt is not ours.
-FINAL_REFUSALS = frozenset({"FencedOut", "NotFound"})
 LEASE_CHECK_S = 0.5  # the longest the lease watch sleeps (shorter with short leases)
 
 
@@ -89,8 +106,10 @@ class WorkerLink:
         agent_url: Callable[[], str],
         *,
         trust: Trust | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._trust = trust
+        self._clock = clock  # leases, heartbeats and backoff are read and waited on it
         assert config.manager is not None
         self._link = config.manager
         self._supervisor = supervisor
@@ -103,24 +122,32 @@ class WorkerLink:
         self.connected = asyncio.Event()
         # (lease, margin) the manager gave at registration; None: it gives none (older).
         self.lease: tuple[float, float] | None = None
-        self._renewed_at = time.monotonic()  # when the last acknowledged heartbeat was sent
+        self._renewed_at = clock.monotonic()  # when the last acknowledged heartbeat was sent
+        # The owner of every task the link starts (watchers, their output pumps, the lease
+        # watch): set while ``run`` runs, and cancelled and awaited when it ends.
+        self._tasks: asyncio.TaskGroup | None = None
 
     # -- the link ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Stay linked for as long as the agent runs (reconnecting with backoff)."""
-        watch = asyncio.get_running_loop().create_task(self._watch_leases(), name="lease-watch")
+        """Stay linked for as long as the agent runs (reconnecting with backoff), until cancelled.
+
+        It owns one task group: the lease watch and each attempt's watcher (with its output
+        pump) run in it, so cancelling ``run`` cancels and awaits them all. Attempts left
+        running are the supervisor's to stop.
+        """
         try:
-            await self._stay_linked()
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                tasks.create_task(self._watch_leases(), name="lease-watch")
+                await self._stay_linked()
         finally:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+            self._tasks = None
 
     async def _stay_linked(self) -> None:
         delay = BACKOFF_INITIAL_S
         while True:
-            started = time.monotonic()
+            started = self._clock.monotonic()
             try:
                 await self._linked()
                 delay = BACKOFF_INITIAL_S
@@ -130,9 +157,9 @@ class WorkerLink:
             finally:
                 self.peer = None
                 self.connected.clear()
-            if time.monotonic() - started > BACKOFF_MAX_S:
+            if self._clock.monotonic() - started > BACKOFF_MAX_S:
                 delay = BACKOFF_INITIAL_S  # it was up for a while: retry quickly
-            await asyncio.sleep(delay)
+            await self._clock.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
 
     async def _access_token(self) -> tuple[str | None, float]:
@@ -151,17 +178,18 @@ class WorkerLink:
         return bought.token, bought.renew_at
 
     async def _linked(self) -> None:
-        handlers: dict[str, Callable[..., Any]] = {"assign": self._assign, "stop": self._stop}
+        handlers = agent_handlers({"assign": self._assign, "stop": self._stop_notified})
         token, renew_at = await self._access_token()
         url = rpc_url(self._link.url)
         async with connect(url, token=token, codecs=("msgpack",), handlers=handlers) as peer:
             registration = await self._registration()
-            sent = time.monotonic()
-            answer = await peer.call("register", registration, timeout=30)
-            self.worker_id = int(answer["worker_id"])
-            interval = float(answer["heartbeat_interval_s"])
-            if "lease_s" in answer:
-                self.lease = (float(answer["lease_s"]), float(answer["lease_margin_s"]))
+            sent = self._clock.monotonic()
+            args = Register(info=registration).as_args()
+            answer = read_answer(RegisterAnswer, await peer.call("register", *args, timeout=30))
+            self.worker_id = answer.worker_id
+            interval = answer.heartbeat_interval_s
+            if answer.lease_s is not None:
+                self.lease = (answer.lease_s, answer.lease_margin_s or 0.0)
             # Work pushed from now on was claimed after this: its lease started later.
             self._renewed_at = sent
             self.peer = peer
@@ -173,59 +201,63 @@ class WorkerLink:
                 if time.time() >= renew_at:
                     log.info("renewing the link's access token")
                     return  # reconnects at once, with a fresh token
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(peer.wait_closed(), interval)
+                await wait_within(peer.wait_closed(), interval, self._clock)
             raise ConnectionLost(peer.close_reason or "the manager closed the link")
 
-    async def _registration(self) -> dict[str, Any]:
+    async def _registration(self) -> Registration:
         figures = await self._sysinfo.collect(0)
-        return {
-            "hostname": self._link.name or figures["hostname"],
-            "system": f"{figures['system']} {figures['release']}",
-            "mac_address": f"{uuid.getnode():012x}",
-            "agent_url": self._agent_url(),
-            "port": int(self._agent_url().rsplit(":", 1)[1]),
-            "slots": self._link.slots,
-            "tags": list(self._link.tags),
-        }
+        return Registration(
+            hostname=self._link.name or figures["hostname"],
+            system=f"{figures['system']} {figures['release']}",
+            mac_address=f"{uuid.getnode():012x}",
+            agent_url=self._agent_url(),
+            port=int(self._agent_url().rsplit(":", 1)[1]),
+            slots=self._link.slots,
+            tags=list(self._link.tags),
+        )
 
     async def _heartbeat(self, peer: Peer, interval: float) -> None:
         info = await self._sysinfo.collect(len(self.runs))
         load = info["load_average"]
-        figures = {
-            "update_frequent": {
+        figures = Figures(
+            update_frequent={
                 "load_average": {"1min": load[0], "5min": load[1], "15min": load[2]},
                 "worker_cpu_percent": info["cpu_percent"],
             },
-            "update_less_frequent": {
+            update_less_frequent={
                 "worker_architecture": info["architecture"],
                 "worker_disk_percent": info["disk_percent"],
                 "worker_mem_percent": info["memory_percent"],
                 "worker_num_cpus": info["cpus"],
             },
-        }
-        running = [[item, attempt] for (item, attempt), run in self.runs.items() if not run.stopped]
-        sent = time.monotonic()
-        answer = await peer.call("heartbeat", self.worker_id, figures, running, timeout=max(interval * 2, 5))
-        stops = {(int(item), int(attempt)) for item, attempt in answer.get("stop", [])}
+        )
+        running = [(item, attempt) for (item, attempt), run in self.runs.items() if not run.stopped]
+        assert self.worker_id is not None  # registered before the first heartbeat
+        beat = Heartbeat(worker_id=self.worker_id, figures=figures, running=running)
+        sent = self._clock.monotonic()
+        raw = await peer.call("heartbeat", *beat.as_args(), timeout=max(interval * 2, 5))
+        answer = read_answer(HeartbeatAnswer, raw)
+        stops = set(answer.stop)
         for item, attempt in running:  # renewed: their leases start again from ``sent`` at the latest
             run = self.runs.get((item, attempt))
             if run is not None and (item, attempt) not in stops:
                 run.lease_base = max(run.lease_base, sent)
         self._renewed_at = max(self._renewed_at, sent)
-        if self._trust is not None and "revoked" in answer:
-            self._trust.set_revoked(answer["revoked"])
-        for item_id, attempt in answer.get("stop", []):
+        if self._trust is not None and answer.revoked is not None:
+            self._trust.set_revoked(answer.revoked)
+        for item_id, attempt in answer.stop:
             log.info("the manager gave work item %d away (attempt %d): stopping it here", item_id, attempt)
             self._stop(item_id, attempt)
 
     # -- reports ----------------------------------------------------------------------------
 
     async def _report(self, method: str, args: list[Any]) -> None:
-        """Send a report now, or keep it for when the link is back.
+        """Send a report (``started``, ``finished``) now, or keep it for when the link is back.
 
-        The manager refusing a report for good (the attempt is no longer this worker's)
-        drops it; a failure on its side (its database away for a moment) is retried.
+        ``args`` are the method's arguments after the worker's id (the id of the link
+        the report goes out on). A refusal whose code is final (``fleet.FINAL_REFUSALS``:
+        the attempt is no longer this worker's) drops it; any other failure (the
+        manager's database away for a moment) is tried again, then kept.
         """
         delay = REPORT_RETRY_S
         for _ in range(REPORT_RETRIES):
@@ -233,13 +265,20 @@ class WorkerLink:
             if peer is None or peer.closed:
                 break
             try:
-                await peer.call_with(method, [self.worker_id, *args], {}, timeout=30)
+                await self._send_report(peer, method, args)
                 return
             except RemoteError as exc:
-                if exc.type in FINAL_REFUSALS:
-                    log.info("the manager refused %s %s: %s", method, args[:2], exc.message)
+                refusal = refusal_of(exc)
+                if refusal is not None and refusal.final:
+                    log.info("the manager refused %s %s [%s]: %s", method, args[:2], refusal, exc.message)
                     return
-                log.warning("the manager failed %s %s: %s; trying again", method, args[:2], exc.message)
+                why = refusal or exc.type or exc.code
+                log.warning(
+                    "the manager failed %s %s [%s]: %s; trying again", method, args[:2], why, exc.message
+                )
+            except InvalidParams as exc:  # built here: a bug of this agent, which no retry mends
+                log.error("a %s report %s does not fit the contract, dropped: %s", method, args[:2], exc)
+                return
             except (ConnectionLost, RpcError, TimeoutError):
                 break
             await asyncio.sleep(delay)
@@ -247,37 +286,58 @@ class WorkerLink:
         if len(self._pending) < MAX_PENDING_REPORTS:
             self._pending.append((method, args))
 
+    async def _send_report(self, peer: Peer, method: str, args: list[Any]) -> None:
+        """Send one report, checked against the contract first.
+
+        Raises:
+            InvalidParams: the report does not fit its model (not sent).
+            RemoteError, ConnectionLost, RpcError, TimeoutError: as ``Peer.call``.
+        """
+        model = MANAGER_METHODS[method][0]
+        # The only text of a report is an attempt's error: cut to what the contract allows.
+        fitted = [a[:MAX_ERROR_CHARS] if isinstance(a, str) else a for a in args]
+        report = validate_params(model, [self.worker_id, *fitted], {})
+        await peer.call(method, *report.as_args(), timeout=30)
+
     async def _flush_pending(self, peer: Peer) -> None:
         pending, self._pending = self._pending, []
         for method, args in pending:
             try:
-                await peer.call_with(method, [self.worker_id, *args], {}, timeout=30)
+                await self._send_report(peer, method, args)
             except RemoteError as exc:
-                log.info("the manager refused a late %s %s: %s", method, args[:2], exc.message)
+                why = refusal_of(exc) or exc.type or exc.code
+                log.info("the manager refused a late %s %s [%s]: %s", method, args[:2], why, exc.message)
+            except InvalidParams as exc:
+                log.error("a %s report %s does not fit the contract, dropped: %s", method, args[:2], exc)
+
+    def pending_reports(self) -> int:
+        """Reports kept for when the link is back."""
+        return len(self._pending)
 
     # -- running work -----------------------------------------------------------------------
 
-    def _assign(self, item: dict[str, Any]) -> None:
+    def _assign(self, call: Assign) -> None:
         """The manager pushed a work item: run it (once per attempt)."""
-        key = (int(item["id"]), int(item["attempt"]))
+        item = call.item
+        key = (item.id, item.attempt)
         if key in self.runs:
             return
-        if self._lease_ends(self._renewed_at, margin=True) <= time.monotonic():
+        if self._lease_ends(self._renewed_at, margin=True) <= self._clock.monotonic():
             # This agent was not heard for longer than the lease allows (it was stopped,
             # or swapped out, with the work waiting in its socket): the manager may have
             # given the work to another worker already. Not started; its lease runs out.
             log.warning("work item %d (attempt %d) came after its lease could end: not started", *key)
             return
-        argv = [str(a) for a in item["argv"]]
-        if item.get("cwd"):
-            argv = ["/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "herder-work", str(item["cwd"]), *argv]
+        argv = list(item.argv)
+        if item.cwd:
+            argv = ["/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "herder-work", item.cwd, *argv]
         spec = ProcessSpec.model_construct(
             app="task",
             node=f"{key[0]}-{key[1]}",
             process_type=None,
             source_url=None,
             command=argv,
-            env={str(k): str(v) for k, v in (item.get("env") or {}).items()},
+            env=dict(item.env or {}),
             restart=RestartPolicy.NEVER,
             created_at=time.time(),
             archive_sha256=None,
@@ -286,7 +346,12 @@ class WorkerLink:
         unit = self._supervisor.start_detached(spec, slug=slug, port=pick_port(), leased=True)
         run = Run(item_id=key[0], attempt=key[1], unit=unit, lease_base=self._renewed_at)
         self.runs[key] = run
-        run.watcher = asyncio.get_running_loop().create_task(self._watch(run), name=f"work:{key}")
+        assert self._tasks is not None, "work is pushed only while the link runs"
+        run.watcher = self._tasks.create_task(self._watch(run), name=f"work:{key}")
+
+    def _stop_notified(self, call: Stop) -> None:
+        """The manager asks to stop an attempt (its task was canceled or deleted)."""
+        self._stop(call.item_id, call.attempt)
 
     def _stop(self, item_id: int, attempt: int) -> None:
         run = self.runs.get((int(item_id), int(attempt)))
@@ -301,13 +366,23 @@ class WorkerLink:
         (with the time it started): a ``started`` report for it would only cost the
         manager a round trip and a write for a status no one could see. Work that runs
         longer is reported started at that point.
+
+        A failure here is this attempt's alone: it is logged, and the link goes on.
         """
-        unit = run.unit
         try:
-            await unit.wait_for(lambda u: u.state is not State.STARTING, WAIT_EXIT_S)
-            began = time.time()
-            sub = unit.output.subscribe(replay=True)
-            pump = asyncio.get_running_loop().create_task(self._pump_output(run, sub))
+            await self._follow(run)
+        except Exception:
+            log.exception("following work item %d (attempt %d) failed", run.item_id, run.attempt)
+        finally:
+            self.runs.pop((run.item_id, run.attempt), None)
+
+    async def _follow(self, run: Run) -> None:
+        unit = run.unit
+        await unit.wait_for(lambda u: u.state is not State.STARTING, WAIT_EXIT_S)
+        began = time.time()
+        sub = unit.output.subscribe(replay=True)
+        async with asyncio.TaskGroup() as pumping:  # the pump ends when its subscription does
+            pumping.create_task(self._pump_output(run, sub), name=f"output:{run.item_id}.{run.attempt}")
             try:
                 if unit.pid is not None or unit.state is State.RUNNING:
                     try:
@@ -317,16 +392,13 @@ class WorkerLink:
                 await unit.wait_for(_ended, WAIT_EXIT_S)
             finally:
                 unit.output.unsubscribe(sub)
-                await pump
-            code = unit.exit_code if unit.exit_code is not None else 127
-            error = unit.error if unit.state is State.FAILED else None
-            if run.lease_lost:
-                code = code or 1
-                error = "stopped: its lease could not be renewed (no heartbeat acknowledged)"
-            await unit.stop()
-            await self._report("finished", [run.item_id, run.attempt, code, error, began])
-        finally:
-            self.runs.pop((run.item_id, run.attempt), None)
+        code = unit.exit_code if unit.exit_code is not None else 127
+        error = unit.error if unit.state is State.FAILED else None
+        if run.lease_lost:
+            code = code or 1
+            error = "stopped: its lease could not be renewed (no heartbeat acknowledged)"
+        await unit.stop()
+        await self._report("finished", [run.item_id, run.attempt, code, error, began])
 
     # -- leases -----------------------------------------------------------------------------
 
@@ -346,8 +418,8 @@ class WorkerLink:
         """
         while True:
             step = LEASE_CHECK_S if self.lease is None else min(LEASE_CHECK_S, max(0.01, self.lease[1] / 4))
-            await asyncio.sleep(step)
-            now = time.monotonic()
+            await self._clock.sleep(step)
+            now = self._clock.monotonic()
             for run in list(self.runs.values()):
                 if _ended(run.unit) or self._lease_ends(run.lease_base, margin=True) > now:
                     continue  # over already (its report may wait for the link), or renewed
