@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
 from typing import Protocol
 
 
@@ -50,26 +51,37 @@ class SystemClock:
 SYSTEM_CLOCK = SystemClock()
 
 
-async def wait_event(event: asyncio.Event, timeout_s: float, clock: Clock = SYSTEM_CLOCK) -> bool:
-    """Wait until ``event`` is set or ``timeout_s`` passed on ``clock``; whether it is set.
+async def wait_within(awaitable: Awaitable[object], timeout_s: float, clock: Clock = SYSTEM_CLOCK) -> bool:
+    """Await ``awaitable`` for at most ``timeout_s`` on ``clock``; whether it completed.
 
-    The system clock's sleep is the event loop's own timer, so it is waited on as a
-    deadline (no second task); any other clock's sleep races the event.
+    On time out it is cancelled. The system clock's sleep is the event loop's own timer,
+    so it is awaited under a deadline (no second task); any other clock's sleep races it.
     """
-    if event.is_set():
-        return True
     if isinstance(clock, SystemClock):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, timeout_s)):
-                await event.wait()
-        return event.is_set()
+                await awaitable
+                return True
+        return False
     async with asyncio.TaskGroup() as tg:
-        waiter = tg.create_task(event.wait())
+        done = tg.create_task(_completed(awaitable))
         sleeper = tg.create_task(clock.sleep(timeout_s))
-        await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
+        await asyncio.wait({done, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        done.cancel()
         sleeper.cancel()
+    return not done.cancelled() and done.result()
+
+
+async def _completed(awaitable: Awaitable[object]) -> bool:
+    await awaitable
+    return True
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float, clock: Clock = SYSTEM_CLOCK) -> bool:
+    """Wait until ``event`` is set or ``timeout_s`` passed on ``clock``; whether it is set."""
+    if not event.is_set():
+        await wait_within(event.wait(), timeout_s, clock)
     return event.is_set()
 
 
-__all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock", "wait_event"]
+__all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock", "wait_event", "wait_within"]

@@ -28,8 +28,7 @@ from herder.manager.output import Progress
 from herder.manager.store import queries
 from herder.manager.store.batch import Beat, Finished, Report
 from herder.manager.store.status import TERMINAL
-from herder.rpc.handlers import Method
-from herder.rpc.peer import Peer
+from herder.rpc import Method, Peer
 
 log = logging.getLogger(__name__)
 

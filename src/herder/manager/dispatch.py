@@ -21,8 +21,7 @@ from typing import Any, Protocol
 
 from herder.clock import SYSTEM_CLOCK, Clock, wait_event
 from herder.manager.documents import item_document
-from herder.rpc.errors import ConnectionLost
-from herder.rpc.peer import Peer
+from herder.rpc import ConnectionLost, Peer
 
 log = logging.getLogger(__name__)
 
