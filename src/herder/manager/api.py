@@ -34,6 +34,7 @@ from herder.manager.models import (
     WorkerUpdate,
     WorkReport,
 )
+from herder.manager.states import TaskStatus
 from herder.manager.store import queries
 from herder.manager.store.batch import Beat, Finished, Report
 from herder.manager.store.tables import Task, Worker, WorkItem
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 # How many tasks one page of GET /tasks holds, unless ?limit= says otherwise, and at most.
 DEFAULT_TASKS_PAGE = 1000
 MAX_TASKS_PAGE = 10_000
-TASK_STATUSES = ("queued", "assigned", "rendering", "paused", "completed", "failed", "canceled")
+TASK_STATUSES = tuple(status.value for status in TaskStatus)  # the order of GET /tasks/counts
 
 # How often a log stream checks whether its task ended without this manager seeing it.
 LOG_STATUS_CHECK_S = 1.0
@@ -305,11 +306,12 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
                 raise Conflict(f"task {task_id} is {task.status}: it cannot change", "status")
             if req.priority is not None:
                 await queries.set_priority(db, task, req.priority)
-            if req.status == "paused":
+            wanted = TaskStatus(req.status) if req.status is not None else None
+            if wanted == TaskStatus.PAUSED:
                 await queries.set_paused(db, task, True)
-            elif req.status == "queued":
+            elif wanted == TaskStatus.QUEUED:
                 await queries.set_paused(db, task, False)
-            elif req.status == "canceled":
+            elif wanted == TaskStatus.CANCELED:
                 await runtime.stop_running(await queries.cancel_task(db, task))
                 runtime.output.task_ended(task_id)
         return Response(status_code=204)

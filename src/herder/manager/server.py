@@ -44,8 +44,7 @@ from herder.manager.store import db as database
 from herder.manager.store import queries
 from herder.manager.store.batch import NewTask
 from herder.net import listen_socket
-from herder.rpc.auth import Principal, SharedSecretVerifier, Verifier
-from herder.rpc.service import Service
+from herder.rpc import Principal, Service, SharedSecretVerifier, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +145,7 @@ class ManagerRuntime:
             InvalidTask: naming the field (``type``, ``parser``, ``settings.<key>``); the
                 compilers' ``TaskTypeError`` is one.
         """
+        from herder.manager.states import ItemStatus, TaskStatus
         from herder.manager.tasktypes import load_compiler, load_parser, normalize_settings
 
         def work() -> NewTask:
@@ -159,7 +159,7 @@ class ManagerRuntime:
                 "settings": settings,
                 "priority": req.priority,
                 "tags": list(req.tags),
-                "status": "queued",
+                "status": TaskStatus.QUEUED,
                 "paused": False,
                 "frame_start": compiled.frame_start,
                 "frame_end": compiled.frame_end,
@@ -177,7 +177,7 @@ class ManagerRuntime:
                     "label": item.label,
                     "frame_start": item.frame_start,
                     "frame_end": item.frame_end,
-                    "status": "queued",
+                    "status": ItemStatus.QUEUED,
                     "priority": req.priority,
                     "tags": list(req.tags),
                     "paused": False,

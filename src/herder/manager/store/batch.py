@@ -35,7 +35,18 @@ from sqlalchemy import Row, bindparam, case, func, insert, or_, select, tuple_, 
 from sqlalchemy.engine import Connection
 
 from herder.manager.errors import FencedOut
-from herder.manager.store.status import ACTIVE, TaskCounts, derive_status
+from herder.manager.states import (
+    ACTIVE,
+    ItemEvent,
+    ItemStatus,
+    TaskEvent,
+    TaskStatus,
+    apply,
+    derive_status,
+    sources,
+    target,
+)
+from herder.manager.store.status import TaskCounts
 from herder.manager.store.tables import Blocked, Task, Worker, WorkItem
 
 ITEM_COLUMNS = tuple(WorkItem.__table__.c)
@@ -92,6 +103,22 @@ class NewTask:
     items: list[dict[str, Any]]
 
 
+def allows(event: ItemEvent) -> Any:
+    """The condition that a work item's status lets ``event`` happen (``states.sources``).
+
+    Every statement that changes an item's status matches on it: the table decides which
+    change is legal, and the database applies it as a compare-and-set.
+    """
+    able = sources(event)
+    return WorkItem.status == able[0] if len(able) == 1 else WorkItem.status.in_(able)
+
+
+def _task_moves(statuses: tuple[TaskStatus, ...], event: TaskEvent) -> TaskStatus:
+    """Where ``event`` leads a task from each of ``statuses``: one status, or a bug (at import)."""
+    (only,) = {apply(status, event) for status in statuses}
+    return only
+
+
 def _fenced(reports: Iterable[Report]) -> Any:
     return tuple_(WorkItem.id, WorkItem.worker_id, WorkItem.attempt).in_([r.fence for r in reports])
 
@@ -113,7 +140,7 @@ _QUEUE_ORDER = (WorkItem.priority.desc(), WorkItem.turn, WorkItem.id)
 _HAS_BLOCKLIST = select(Blocked.task_id).where(Blocked.task_id == WorkItem.task_id).exists()
 _CANDIDATES = (
     select(WorkItem.id, WorkItem.tag_key, WorkItem.task_id, _HAS_BLOCKLIST)
-    .where(WorkItem.status == "queued", WorkItem.paused.is_(False))
+    .where(allows(ItemEvent.CLAIM), WorkItem.paused.is_(False))
     .order_by(*_QUEUE_ORDER)
     .limit(bindparam("n"))
 )
@@ -122,14 +149,16 @@ _CANDIDATES_FITTING = _CANDIDATES.where(WorkItem.tag_key.not_in(bindparam("unfit
 # The last resort when the pages above keep meeting new unrunnable tag sets: every tag set
 # in the queue, then only the items of those that fit (a flood of distinct tags blocks nothing).
 _QUEUED_TAG_KEYS = (
-    select(WorkItem.tag_key).where(WorkItem.status == "queued", WorkItem.paused.is_(False)).distinct()
+    select(WorkItem.tag_key).where(allows(ItemEvent.CLAIM), WorkItem.paused.is_(False)).distinct()
 )
 _CANDIDATES_OF_KEYS = _CANDIDATES.where(WorkItem.tag_key.in_(bindparam("keys", expanding=True)))
 _BLOCKED = select(Blocked.task_id, Blocked.worker_id).where(
     Blocked.task_id.in_(bindparam("ids", expanding=True))
 )
 # The turn of the next item to be served: new work starts no earlier (see ``insert_tasks``).
-_HEAD_TURN = select(WorkItem.turn).where(WorkItem.status == "queued").order_by(*_QUEUE_ORDER).limit(1)
+_HEAD_TURN = (
+    select(WorkItem.turn).where(WorkItem.status == ItemStatus.QUEUED).order_by(*_QUEUE_ORDER).limit(1)
+)
 
 
 def _turns_query(owners: int) -> Any:
@@ -137,7 +166,7 @@ def _turns_query(owners: int) -> Any:
     (bound as ``o0``, ``o1``...): a submission round pays one round trip for them all."""
     lasts = [
         select(WorkItem.turn)
-        .where(WorkItem.owner == bindparam(f"o{i}"), WorkItem.status.in_(("queued", *ACTIVE)))
+        .where(WorkItem.owner == bindparam(f"o{i}"), WorkItem.status.in_((ItemStatus.QUEUED, *ACTIVE)))
         .order_by(WorkItem.turn.desc())
         .limit(1)
         .scalar_subquery()
@@ -147,29 +176,42 @@ def _turns_query(owners: int) -> Any:
 
 
 MAX_CLAIM_PAGES = 8
+# A claim makes a queued task assigned; one already further along keeps its status (the
+# next derivation, at a report, sets it from its items).
+_ASSIGNED_FROM = (TaskStatus.QUEUED,)
 _TASK_ASSIGNED = (
     update(Task)
-    .where(Task.id == bindparam("b_id"), Task.status == "queued", Task.paused.is_(False))
-    .values(status="assigned", worker_id=bindparam("b_worker"), updated_at=bindparam("b_now"))
+    .where(Task.id == bindparam("b_id"), Task.status.in_(_ASSIGNED_FROM), Task.paused.is_(False))
+    .values(
+        status=_task_moves(_ASSIGNED_FROM, TaskEvent.WORK_ASSIGNED),
+        worker_id=bindparam("b_worker"),
+        updated_at=bindparam("b_now"),
+    )
 )
 _FENCED = tuple_(WorkItem.id, WorkItem.worker_id, WorkItem.attempt).in_(bindparam("fences", expanding=True))
 _START = (
     update(WorkItem)
-    .where(_FENCED, WorkItem.status.in_(ACTIVE))
-    .values(status="running", started_at=bindparam("b_now"), lease_expires=bindparam("b_expires"))
+    .where(_FENCED, allows(ItemEvent.START))
+    .values(
+        status=target(ItemEvent.START),
+        started_at=bindparam("b_now"),
+        lease_expires=bindparam("b_expires"),
+    )
     .returning(WorkItem.id, WorkItem.task_id)
 )
+# Running work makes a queued or assigned task rendering; any other status outranks it.
+_RENDERING_FROM = (TaskStatus.QUEUED, TaskStatus.ASSIGNED)
 _TASKS_RENDERING = (
     update(Task)
-    .where(Task.id.in_(bindparam("ids", expanding=True)), Task.status.in_(("queued", "assigned")))
-    .values(status="rendering", updated_at=bindparam("b_now"))
+    .where(Task.id.in_(bindparam("ids", expanding=True)), Task.status.in_(_RENDERING_FROM))
+    .values(status=_task_moves(_RENDERING_FROM, TaskEvent.WORK_RUNNING), updated_at=bindparam("b_now"))
 )
 _PARSERS = select(Task.id, Task.parser).where(Task.id.in_(bindparam("ids", expanding=True)))
 _COMPLETE = (
     update(WorkItem)
-    .where(_FENCED, WorkItem.status.in_(ACTIVE))
+    .where(_FENCED, allows(ItemEvent.SUCCEED))
     .values(
-        status="completed",
+        status=target(ItemEvent.SUCCEED),
         exit_code=0,
         finished_at=bindparam("b_now"),
         lease_expires=None,
@@ -355,9 +397,9 @@ def claim(
     claimed = (
         conn.execute(
             update(WorkItem)
-            .where(WorkItem.id.in_(list(chosen)), WorkItem.status == "queued")
+            .where(WorkItem.id.in_(list(chosen)), allows(ItemEvent.CLAIM))
             .values(
-                status="assigned",
+                status=target(ItemEvent.CLAIM),
                 worker_id=case(chosen, value=WorkItem.id),
                 attempt=WorkItem.attempt + 1,
                 lease_expires=now + lease_s,
@@ -487,7 +529,6 @@ def start(conn: Connection, reports: Sequence[Report], lease_s: float) -> list[s
     if not task_of:
         return [r.fenced_out() for r in reports]
     tasks = sorted(set(task_of.values()))
-    # Running work makes a queued or assigned task rendering; any other status outranks it.
     conn.execute(_TASKS_RENDERING, {"ids": tasks, "b_now": now})
     parsers = dict(conn.execute(_PARSERS, {"ids": tasks}).all())
     return [parsers[task_of[r.item_id]] if r.item_id in task_of else r.fenced_out() for r in reports]
@@ -535,23 +576,24 @@ def _finish_failed(conn: Connection, report: Finished, now: float) -> int | None
         return None
     task_id, max_attempts = row
     code, attempt = report.exit_code, report.attempt
-    if attempt < max_attempts:
-        values: dict[str, Any] = {"status": "queued", "worker_id": None}
+    event = ItemEvent.REQUEUE if attempt < max_attempts else ItemEvent.FAIL
+    if event == ItemEvent.REQUEUE:
+        values: dict[str, Any] = {"worker_id": None}
         values["error"] = report.error or f"attempt {attempt} exited with {code}"
     else:
-        values = {"status": "failed", "finished_at": now}
+        values = {"finished_at": now}
         values["error"] = f"failed after {attempt} attempts: {report.error or f'exited with {code}'}"
     if report.started_at is not None:
         values["started_at"] = func.coalesce(WorkItem.started_at, report.started_at)
     result = conn.execute(
         update(WorkItem)
-        .where(_fenced([report]), WorkItem.status.in_(ACTIVE))
-        .values(exit_code=code, lease_expires=None, **values)
+        .where(_fenced([report]), allows(event))
+        .values(status=target(event), exit_code=code, lease_expires=None, **values)
     )
     return int(task_id) if getattr(result, "rowcount", 0) == 1 else None
 
 
-def refresh_tasks(conn: Connection, task_ids: Iterable[int]) -> dict[int, str]:
+def refresh_tasks(conn: Connection, task_ids: Iterable[int]) -> dict[int, TaskStatus]:
     """Derive the status and current frame of these tasks from their items'; the new statuses.
 
     The tasks' rows are locked first (in id order); the aggregate that follows then
@@ -567,13 +609,17 @@ def refresh_tasks(conn: Connection, task_ids: Iterable[int]) -> dict[int, str]:
         counts[task_id].add(status, n, frame, frame_end)
     now = time.time()
     changes = []
-    statuses: dict[int, str] = {}
+    statuses: dict[int, TaskStatus] = {}
     for task in tasks:
-        status = derive_status(counts[task.id], paused=task.paused, canceled=task.status == "canceled")
+        status = derive_status(
+            counts[task.id].by_status, paused=task.paused, canceled=task.status == TaskStatus.CANCELED
+        )
         statuses[task.id] = status
         frame = counts[task.id].frame(task.frame_current)
         changes.append({"b_id": task.id, "status": status, "frame_current": frame, "updated_at": now})
-        if status == "failed" and (task.status != "failed" or counts[task.id]["queued"]):
+        if status == TaskStatus.FAILED and (
+            task.status != TaskStatus.FAILED or counts[task.id][ItemStatus.QUEUED]
+        ):
             _fail_task(conn, task.id, now)  # work requeued after the failure is canceled too
     conn.execute(_TASK_DERIVED, changes)
     return statuses
@@ -584,12 +630,12 @@ def _fail_task(conn: Connection, task_id: int, now: float) -> None:
     of_task = WorkItem.task_id == task_id
     conn.execute(
         update(WorkItem)
-        .where(of_task, WorkItem.status == "queued")
-        .values(status="canceled", finished_at=now)
+        .where(of_task, WorkItem.status == ItemStatus.QUEUED)
+        .values(status=apply(ItemStatus.QUEUED, ItemEvent.CANCEL), finished_at=now)
     )
     error = conn.scalar(
         select(WorkItem.error)
-        .where(of_task, WorkItem.status == "failed", WorkItem.error.is_not(None))
+        .where(of_task, WorkItem.status == ItemStatus.FAILED, WorkItem.error.is_not(None))
         .limit(1)
     )
     if error is not None:

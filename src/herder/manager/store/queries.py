@@ -2,8 +2,9 @@
 
 Registering workers, reading and changing tasks (priority, pause, cancel, delete) and
 the lease keeper: requests that come one at a time. The paths that come by the hundred
-per second (heartbeats, claims, submissions, reports) are in ``store.batch``; both
-derive a task's status by the one rule of ``store.status``.
+per second (heartbeats, claims, submissions, reports) are in ``store.batch``. Both
+derive a task's status by the one rule of ``manager.states`` and change an item's status
+only as its table allows (``batch.allows``, ``states.target``).
 
 Every decision that must hold across manager processes is taken *in the database*:
 expired leases go back to the queue by a compare-and-set on the attempt, so a report
@@ -20,8 +21,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from herder.manager.errors import FencedOut, NotFound
+from herder.manager.states import ACTIVE, TERMINAL, ItemEvent, TaskEvent, TaskStatus, apply, target
 from herder.manager.store import batch
-from herder.manager.store.status import ACTIVE, TERMINAL
 from herder.manager.store.tables import Blocked, Task, Worker, WorkItem
 
 __all__ = ["ACTIVE", "TERMINAL", "FencedOut", "NotFound"]
@@ -136,31 +137,43 @@ async def set_paused(db: AsyncSession, task: Task, paused: bool) -> None:
 
 
 async def cancel_task(db: AsyncSession, task: Task) -> list[tuple[int, int, int]]:
-    """Cancel the task's unfinished items; return (worker, item, attempt) of those running."""
-    running = [
-        (i.worker_id, i.id, i.attempt)
-        for i in await items_of(db, task.id)
-        if i.status in ACTIVE and i.worker_id is not None
-    ]
-    await db.execute(
-        update(WorkItem)
-        .where(WorkItem.task_id == task.id, WorkItem.status.not_in(TERMINAL))
-        .values(status="canceled", lease_expires=None, finished_at=time.time())
-    )
-    task.status = "canceled"
+    """Cancel the task and its unfinished items; (worker, item, attempt) of those running.
+
+    Raises:
+        TransitionError: the task has ended (callers answer that first: ``TERMINAL``).
+    """
+    canceled = apply(TaskStatus(task.status), TaskEvent.CANCEL)
+    running = await _cancel_items(db, task.id)
+    task.status = canceled
     task.updated_at = time.time()
     return running
 
 
+async def _cancel_items(db: AsyncSession, task_id: int) -> list[tuple[int, int, int]]:
+    """Cancel a task's unfinished items; (worker, item, attempt) of those running."""
+    running = [
+        (i.worker_id, i.id, i.attempt)
+        for i in await items_of(db, task_id)
+        if i.status in ACTIVE and i.worker_id is not None
+    ]
+    await db.execute(
+        update(WorkItem)
+        .where(WorkItem.task_id == task_id, batch.allows(ItemEvent.CANCEL))
+        .values(status=target(ItemEvent.CANCEL), lease_expires=None, finished_at=time.time())
+    )
+    return running
+
+
 async def delete_task(db: AsyncSession, task: Task) -> list[tuple[int, int, int]]:
-    running = await cancel_task(db, task)
+    """Delete a task, whatever its status, and its items; (worker, item, attempt) of those running."""
+    running = await _cancel_items(db, task.id)
     await db.execute(delete(WorkItem).where(WorkItem.task_id == task.id))
     await db.delete(task)
     return running
 
 
 async def refresh_task(db: AsyncSession, task: Task) -> None:
-    """Derive the task's status and current frame from its items (``store.status``).
+    """Derive the task's status and current frame from its items (``states.derive_status``).
 
     With one aggregate, not by loading the items: a frames task may have 10,000 of them.
     """
@@ -192,15 +205,16 @@ async def requeue_expired(db: AsyncSession, margin_s: float = 0.0) -> int:
     lost_by: set[tuple[int, int]] = set()
     for item, max_attempts in expired:
         lost = f"worker {item.worker_id} was lost (no heartbeat) during attempt {item.attempt}"
-        if item.attempt >= max_attempts:
-            values: dict[str, Any] = {"status": "failed", "finished_at": now}
+        event = ItemEvent.FAIL if item.attempt >= max_attempts else ItemEvent.REQUEUE
+        if event == ItemEvent.FAIL:
+            values: dict[str, Any] = {"finished_at": now}
             values["error"] = f"failed after {item.attempt} attempts: {lost}"
         else:
-            values = {"status": "queued", "worker_id": None, "error": lost}
+            values = {"worker_id": None, "error": lost}
         result = await db.execute(
             update(WorkItem)
-            .where(WorkItem.id == item.id, WorkItem.attempt == item.attempt, WorkItem.status.in_(ACTIVE))
-            .values(lease_expires=None, **values)
+            .where(WorkItem.id == item.id, WorkItem.attempt == item.attempt, batch.allows(event))
+            .values(status=target(event), lease_expires=None, **values)
             .execution_options(synchronize_session=False)
         )
         if getattr(result, "rowcount", 0) == 1:
@@ -240,7 +254,7 @@ async def waiting_reason(db: AsyncSession, task: Task, offline_after_s: float) -
     never together; ``"no online worker"``. None: the task does not wait for a worker
     that is missing (it runs, or waits its turn for a slot).
     """
-    if task.status != "queued" or task.paused:
+    if task.status != TaskStatus.QUEUED or task.paused:
         return None
     since = time.time() - offline_after_s
     online = (

@@ -1,20 +1,18 @@
-"""How a task's status follows from its work items' (one rule for every code path).
+"""A task's items counted by status, as the store reads them (one aggregate per round).
 
-A task is what a user submitted; its work items are what a compiler made of it. The
-task's status is derived, never set by hand (but for ``canceled``, which a user sets):
-
-* ``canceled`` stays canceled; any ``failed`` item fails the task;
-* every item ``completed``: the task is completed;
-* otherwise ``paused`` (a user holds it), ``rendering`` (something runs: the seed's
-  word), ``assigned`` (handed out, not started yet) or ``queued``.
+The rule that turns the counts into the task's status, and the statuses themselves,
+are in ``herder.manager.states`` (``derive_status``, ``ACTIVE``, ``TERMINAL``; re-exported
+here for the modules that imported them from this one).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ACTIVE = ("assigned", "running")
-TERMINAL = ("completed", "failed", "canceled")
+from herder.manager.states import ACTIVE as ACTIVE
+from herder.manager.states import TERMINAL as TERMINAL
+from herder.manager.states import ItemStatus
+from herder.manager.states import derive_status as derive_status
 
 
 @dataclass
@@ -28,7 +26,7 @@ class TaskCounts:
     def add(self, status: str, n: int, frame: int | None, frame_end: int | None) -> None:
         self.by_status[status] = self.by_status.get(status, 0) + n
         self.reported_frame = _max(self.reported_frame, frame)
-        if status == "completed":
+        if status == ItemStatus.COMPLETED:
             self.completed_frame = _max(self.completed_frame, frame_end)
 
     def frame(self, previous: int | None) -> int | None:
@@ -37,23 +35,6 @@ class TaskCounts:
 
     def __getitem__(self, status: str) -> int:
         return self.by_status.get(status, 0)
-
-
-def derive_status(counts: TaskCounts, *, paused: bool, canceled: bool) -> str:
-    total = sum(counts.by_status.values())
-    if canceled:
-        return "canceled"
-    if counts["failed"]:
-        return "failed"
-    if total and counts["completed"] == total:
-        return "completed"
-    if paused:
-        return "paused"
-    if counts["running"]:
-        return "rendering"
-    if counts["assigned"]:
-        return "assigned"
-    return "queued"
 
 
 def _max(a: int | None, b: int | None) -> int | None:

@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from herder.manager.states import ItemStatus, TaskStatus
+
 
 class Base(DeclarativeBase):
     pass
@@ -62,7 +64,7 @@ class Task(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSON)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.QUEUED.value)  # states.TaskStatus
     paused: Mapped[bool] = mapped_column(default=False)
     frame_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
     frame_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -94,8 +96,8 @@ class WorkItem(Base):
     frame_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
     frame_current: Mapped[int | None] = mapped_column(Integer, nullable=True)
     percent: Mapped[float | None] = mapped_column(Float, nullable=True)
-    # queued | assigned | running | completed | failed | canceled; paused tasks' items stay queued
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    # states.ItemStatus (its lifecycle: states.ITEM_TRANSITIONS); paused tasks' items stay queued
+    status: Mapped[str] = mapped_column(String(16), default=ItemStatus.QUEUED.value)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     paused: Mapped[bool] = mapped_column(default=False)
