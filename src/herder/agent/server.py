@@ -48,6 +48,7 @@ from herder.agent.router.router import Router, config_pools
 from herder.agent.sessions.manager import SessionManager
 from herder.agent.sysinfo import SysInfo
 from herder.auth.shared_secret import weak_secret
+from herder.daemon import Daemon
 from herder.net import LOOPBACK_NAMES, host_name, listen_socket, rpc_url
 from herder.rpc.service import Service
 from herder.wire import DEFAULT_MAX_FRAME_SIZE
@@ -145,17 +146,18 @@ class AgentRuntime:
         yield
 
 
-class Agent:
+class Agent(Daemon):
     """A running agent; use as an async context manager."""
 
+    name = "agent"
+
     def __init__(self, config: AgentConfig | None = None) -> None:
+        super().__init__()
         self.config = config or AgentConfig()
         self._server: Any = None
-        self._main: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
         self._protocol_sock: socket.socket | None = None
         self.runtime: AgentRuntime | None = None
-        self._tracking: asyncio.Task[None] | None = None
         self._keeper: Keeper | None = None
         self._ledger_due = False
         self._on_change: Callable[[], None] | None = None
@@ -215,7 +217,8 @@ class Agent:
         try:
             await self._start()
         except BaseException:
-            await self._dismiss_keeper()  # what the start got to, it takes back
+            await self._abandon_main()  # what the start got to, it takes back
+            await self._dismiss_keeper()
             for sock in (self._sock, self._protocol_sock):
                 if sock is not None:
                     sock.close()
@@ -250,8 +253,7 @@ class Agent:
         self._sock = bind_socket(cfg.host, cfg.port)
         if cfg.protocol_port is not None:
             self._protocol_sock = bind_socket(cfg.host, cfg.protocol_port)
-        self._main = asyncio.create_task(self.run(), name="herder-agent")
-        self._tracking = asyncio.create_task(self._track(), name="tracking")
+        self._launch()
         await supervisor.wait_ready()
         if cfg.restore:
             specs = store.load_all()
@@ -265,17 +267,27 @@ class Agent:
         except BaseException:
             self.request_stop()
             with contextlib.suppress(Exception):
-                await self._main
+                await self.wait_stopped()
             raise
-        started = asyncio.ensure_future(self.runtime.started.wait())
-        await asyncio.wait({started, self._main}, return_when=asyncio.FIRST_COMPLETED)
-        if self._main.done():
-            started.cancel()
-            await self._main  # raises what stopped it
-            raise ConfigError("the agent's HTTP server stopped during start-up")
+        await self._wait_ready(
+            self.runtime.started, ConfigError("the agent's HTTP server stopped during start-up")
+        )
 
     async def run(self) -> None:
-        """Serve and supervise until ``request_stop()``; the owner of both tasks."""
+        """Serve and supervise until ``request_stop()``; the owner of every task the agent runs.
+
+        The tracking timer runs until the last unit has stopped (it pings the keeper, the
+        watchdog, while they stop); the rest is ``_serve_and_supervise``.
+        """
+        async with asyncio.TaskGroup() as tg:
+            tracking = tg.create_task(self._track(), name="tracking")
+            try:
+                await self._serve_and_supervise()
+            finally:
+                tracking.cancel()
+
+    async def _serve_and_supervise(self) -> None:
+        """The HTTP server, the supervisor, the sessions and the manager link, in one group."""
         import uvicorn
 
         from herder.agent.api.guard import Guard
@@ -411,20 +423,17 @@ class Agent:
 
     def request_stop(self) -> None:
         """Begin a graceful stop: no new requests, then every process stopped."""
+        self._stop_requested = True
         if self.runtime is not None:
             self.runtime.stopping = True
         if self._server is not None:
             self._server.should_exit = True
-
-    async def wait_stopped(self) -> None:
-        if self._main is not None:
-            await asyncio.shield(self._main)
+        elif self._main is not None:
+            self._main.cancel()  # not serving yet: nothing to let finish
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.request_stop()
         try:
-            if self._main is not None:
-                await self._main
+            await self._stop_main()
         finally:
             if self._sock is not None:
                 self._sock.close()
@@ -434,12 +443,7 @@ class Agent:
             self._lock.release()
 
     async def _dismiss_keeper(self) -> None:
-        """Stop the timer, sweep what is left, dismiss the keeper, drop the ledger."""
-        if self._tracking is not None:
-            self._tracking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tracking
-            self._tracking = None
+        """Sweep what is left, dismiss the keeper, drop the ledger (the timer ended with ``run``)."""
         # Every unit swept its own descendants; this catches anything that slipped
         # between units (a few ms), so the keeper can be dismissed without a scan.
         agent_id = agent_id_for(self.config.data_dir)
