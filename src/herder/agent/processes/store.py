@@ -12,15 +12,18 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from herder import groupcommit
 from herder.agent.models import ProcessSpec
 from herder.durable import fsync_dir, write_file
 
 log = logging.getLogger(__name__)
+
+Save = tuple[str, Callable[[], ProcessSpec | None]]  # (key, what to write when the batch is written)
 
 
 class RecordStore:
@@ -79,17 +82,16 @@ class RecordStore:
 class GroupCommit:
     """Batches saves from many coroutines into few writes, off the event loop.
 
-    The first caller becomes the writer: it writes what is pending in a thread and
-    goes on while more arrives; callers that come meanwhile join the next batch and
-    wait for it. Under a burst of creates this turns one directory sync per process
-    into one per batch, without a task of its own.
+    Built on ``herder.groupcommit``: a save that arrives while a batch is being written
+    joins the next one, and the whole batch is written by ``RecordStore.save`` in a
+    thread, with one directory sync. Under a burst of creates this turns one directory
+    sync per process into one per batch, without a task of its own (the callers write).
+    Saves of one key in the same batch are written once, with the newest ``current``.
     """
 
     def __init__(self, store: RecordStore) -> None:
         self._store = store
-        self._pending: dict[str, Callable[[], ProcessSpec | None]] = {}
-        self._next: asyncio.Future[None] | None = None
-        self._writing = False
+        self._commit: groupcommit.GroupCommit[Save, None] = groupcommit.GroupCommit("records", self._flush)
 
     async def save(self, key: str, current: Callable[[], ProcessSpec | None]) -> None:
         """Return once ``current()``'s spec is durably written (or skipped as None).
@@ -97,39 +99,9 @@ class GroupCommit:
         Raises:
             OSError: the batch holding it could not be written.
         """
-        self._pending[key] = current
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        mine = self._next
-        if not self._writing:
-            await self._write_until_empty()
-        await mine
+        await self._commit.submit((key, current))
 
-    async def _write_until_empty(self) -> None:
-        self._writing = True
-        try:
-            while self._pending:
-                batch, done = list(self._pending.values()), self._next
-                assert done is not None  # set with every pending entry
-                self._pending, self._next = {}, None
-                writing = asyncio.ensure_future(asyncio.to_thread(self._store.save, *batch))
-                try:
-                    await asyncio.shield(writing)
-                except asyncio.CancelledError:
-                    _settle(done, await asyncio.gather(writing, return_exceptions=True))
-                    raise
-                except OSError as exc:
-                    _settle(done, [exc])
-                else:
-                    _settle(done, [None])
-        finally:
-            self._writing = False
-
-
-def _settle(future: asyncio.Future[None], outcome: Sequence[BaseException | None]) -> None:
-    error = outcome[0]
-    if isinstance(error, BaseException):
-        future.set_exception(error)
-        future.exception()  # waiters re-raise it; nobody must be warned it went unseen
-    else:
-        future.set_result(None)
+    async def _flush(self, saves: list[Save]) -> list[None]:
+        newest = dict(saves)  # one write per key: the last save's ``current`` wins
+        await asyncio.to_thread(self._store.save, *newest.values())
+        return [None] * len(saves)
