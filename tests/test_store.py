@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -65,3 +66,28 @@ async def test_group_commit_reports_a_failed_write(tmp_path: Path) -> None:
     records.mkdir()
     await commit.save("y", lambda: spec("y.0"))
     assert [s.slug for s in store.load_all()] == ["s.y.0"]
+
+
+async def test_group_commit_writes_later_saves_when_the_writer_is_cancelled(tmp_path: Path) -> None:
+    """A save that arrived while a cancelled caller was writing is written all the same."""
+    store = RecordStore(tmp_path)
+    entered, gate = threading.Event(), threading.Event()
+    original = store.save
+
+    def held_save(*current):  # type: ignore[no-untyped-def]
+        entered.set()
+        gate.wait(30)
+        original(*current)
+
+    store.save = held_save  # type: ignore[method-assign]
+    commit = GroupCommit(store)
+    writer = asyncio.ensure_future(commit.save("a", lambda: spec("a.0")))
+    await asyncio.to_thread(entered.wait, 30)
+    later = asyncio.ensure_future(commit.save("b", lambda: spec("b.0")))
+    await asyncio.sleep(0)  # ``later`` is queued behind the write in flight
+    writer.cancel()
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    await asyncio.wait_for(later, 10)
+    assert sorted(s.slug for s in store.load_all()) == ["s.a.0", "s.b.0"]
