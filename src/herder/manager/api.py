@@ -34,7 +34,7 @@ from herder.manager.models import (
     WorkerUpdate,
     WorkReport,
 )
-from herder.manager.states import TaskStatus
+from herder.manager.states import TERMINAL, TaskStatus
 from herder.manager.store import queries
 from herder.manager.store.batch import Beat, Finished, Report
 from herder.manager.store.tables import Task, Worker, WorkItem
@@ -302,7 +302,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         _check_priority(request, req.priority, runtime.config.max_user_priority)
         async with _transaction(runtime) as db:
             task = await queries.get_task(db, task_id, owner=_viewer(request))
-            if task.status in queries.TERMINAL:
+            if task.status in TERMINAL:
                 raise Conflict(f"task {task_id} is {task.status}: it cannot change", "status")
             if req.priority is not None:
                 await queries.set_priority(db, task, req.priority)
@@ -355,7 +355,7 @@ def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             for item in items:
                 for attempt, stream, line in runtime.output.lines(item.id):
                     await ws.send_json({"item": item.id, "attempt": attempt, "stream": stream, "line": line})
-            while task.status not in queries.TERMINAL:
+            while task.status not in TERMINAL:
                 try:
                     entry = await asyncio.wait_for(queue.get(), LOG_STATUS_CHECK_S)
                 except TimeoutError:  # it may have ended elsewhere (a lease, another manager)

@@ -65,6 +65,8 @@ class TaskUpdate(_Request):
     """``PATCH /tasks/{id}``: a new priority, and/or pause, resume or cancel."""
 
     priority: int | None = Field(None, ge=-1_000_000, le=1_000_000)
+    # ``states.TaskStatus`` values, written out: the schema and the 422's wording stay the
+    # seed's (an enum here would change both); tests/test_manager_states.py checks them.
     status: Literal["paused", "queued", "canceled"] | None = Field(
         None, description="paused: hold; queued: resume; canceled: stop (running work is stopped)"
     )

@@ -39,6 +39,7 @@ tables (``diagram()``), and a test checks that they match.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from typing import Any, overload
 
@@ -202,6 +203,7 @@ def _table(event: ItemEvent | TaskEvent) -> Mapping[Any, Mapping[Any, Any]]:
     return ITEM_TRANSITIONS if isinstance(event, ItemEvent) else TASK_TRANSITIONS
 
 
+@functools.cache  # read when statements are built: claims build theirs per round
 def sources(event: ItemEvent) -> tuple[ItemStatus, ...]:
     """The statuses a work item may be in for ``event`` to happen, in the table's order.
 
@@ -211,6 +213,7 @@ def sources(event: ItemEvent) -> tuple[ItemStatus, ...]:
     return tuple(status for status, edges in ITEM_TRANSITIONS.items() if event in edges)
 
 
+@functools.cache
 def target(event: ItemEvent) -> ItemStatus:
     """The status ``event`` leads a work item to (each item event has one, wherever from)."""
     (only,) = {edges[event] for edges in ITEM_TRANSITIONS.values() if event in edges}
