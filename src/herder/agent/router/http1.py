@@ -12,8 +12,9 @@ shared with other work; µs per head, best of 7 timeit runs):
     browser (504, 11)       9.7-9.9   2.2-2.4     6.3-6.6
 
 so this parser costs about 4x httptools alone (4-8 µs more per request head) and 1.5x
-httptools with the framing and Host checks added (1.5-3.5 µs more). The figures of #13
-(17-22 µs against 5-8) were taken on a busier machine; the ratio is the same.
+httptools with the framing and Host checks added (1.5-3.5 µs more). Issue #13 reported
+17-22 µs against 5-8 from another run; the absolute figures move with the machine's
+load, the ratio (3-4x) does not.
 
 The rules, stricter than RFC 9112's minimum on purpose:
 
