@@ -1,18 +1,25 @@
-"""The manager's components on their own: output kept per work item, the registry's sweeper.
+"""The manager's components on their own: output kept per work item, the registry's sweeper,
+the lease keeper.
 
 ``Output`` is driven with a parser lookup of the tests' own (there is no database
-here: no item has a parser); the sweeper runs on a ``ManualClock`` and is seen to drop a
-registration exactly when the clock passes its expiry, not a tick before.
+here: no item has a parser); the sweeper and the lease keeper run on a ``ManualClock``
+and are seen to act exactly when the clock says they should, not a tick before.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+import httpx
+from sqlalchemy import update
+
+from herder.manager.leases import LeaseKeeper
 from herder.manager.output import Output
 from herder.manager.services import Services
+from herder.manager.store.tables import WorkItem
 from herder.registry import Registration, ServiceKey
 from tests.clocks import ManualClock
+from tests.manager.conftest import ManagerFactory
 
 
 class NoParsers:
@@ -98,3 +105,46 @@ async def test_the_sweeper_drops_a_registration_when_the_clock_passes_its_expiry
         await clock.wait_asleep()
         assert services.index.get(key.id) is None
         sweeper.cancel()
+
+
+async def test_the_lease_keeper_requeues_once_it_has_watched_a_whole_lease(
+    make_manager: ManagerFactory,
+) -> None:
+    """A lease that ran out is judged only after the keeper listened for a lease and its
+    margin (a worker it could not hear is not silent): 3.5 s of its clock is not enough, 4 s is.
+    The manager's own keeper waits 240 s (a 60 s interval) and stays out of the way."""
+    async with (
+        make_manager(heartbeat_interval_s=60) as manager,
+        httpx.AsyncClient(base_url=manager.url, timeout=30) as client,
+    ):
+        assert manager.runtime is not None
+        worker = (await client.post("/workers", json={"hostname": "puller", "system": "Linux"})).json()[
+            "puller"
+        ]
+        body = {"type": "command", "settings": {"argv": ["true"]}, "max_attempts": 2}
+        task = (await client.post("/tasks", json=body)).json()
+        pulled = (await client.patch(f"/workers/{worker['id']}", json={"status": "available"})).json()
+        item_id = pulled["work_item"]["id"]
+        async with manager.runtime.transaction() as db:  # its lease ran out long ago
+            await db.execute(update(WorkItem).where(WorkItem.id == item_id).values(lease_expires=0.0))
+
+        async def status() -> str:
+            doc = (await client.get(f"/tasks/{task['id']}")).json()
+            return str(doc["work_items"][0]["status"])
+
+        clock = ManualClock()
+        keeper = LeaseKeeper(
+            manager.runtime, heartbeat_interval_s=1.0, lease_s=3.0, lease_margin_s=1.0, clock=clock
+        )
+        assert keeper.tick_s == 0.5
+        async with asyncio.TaskGroup() as tg:
+            running = tg.create_task(keeper.run())
+            await clock.wait_asleep()
+            for _ in range(7):
+                clock.advance(0.5)
+                await clock.wait_asleep()
+            assert await status() == "assigned"
+            clock.advance(0.5)
+            await clock.wait_asleep()
+            assert await status() == "queued"
+            running.cancel()
