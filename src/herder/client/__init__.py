@@ -19,6 +19,9 @@ Events from the session (a program's output, its exit, an overflow report, the s
 ending) arrive as ``session.event`` notifications and are routed here to the process
 or session they concern. ``s.id`` and ``s.resume_token`` let another connection take
 the session back with ``agent.resume(id, token)``, events buffered meanwhile first.
+
+``ManagerClient`` (from ``herder.rpc``, the same one the CLI and the agent use) reaches a
+manager: its URLs, and access tokens bought with a key.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from herder.net import rpc_url
+from herder.rpc import AccessToken, ManagerClient, TokenRefused
 from herder.rpc.client import connect
 from herder.rpc.peer import META, Peer
 
@@ -284,4 +288,13 @@ class Agent:
         return result
 
 
-__all__ = ["Agent", "OutputLine", "RemoteProcess", "Session", "SessionEnded"]
+__all__ = [
+    "AccessToken",
+    "Agent",
+    "ManagerClient",
+    "OutputLine",
+    "RemoteProcess",
+    "Session",
+    "SessionEnded",
+    "TokenRefused",
+]
