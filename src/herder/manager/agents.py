@@ -9,6 +9,12 @@ wire protocol of #3). Over it:
 * manager → agent: ``assign`` (a work item to run) and ``stop`` (an attempt to end),
   as notifications, sent by the dispatcher (``dispatch.py``).
 
+The arguments and answers are the models of ``herder.fleet`` (docs/protocol.md §19):
+the RPC layer validates each call into its model before a method here runs, and answers
+one that does not fit with ``invalid_params``. Refusals carry the contract's codes
+(``fleet.RefusalCode``): ``fenced`` and ``not_found`` from the writer, ``wrong_worker``
+and ``forbidden`` from here.
+
 ``AgentsService`` holds these methods; ``LinkedWorkers`` knows which link speaks for
 which worker. Reports are written by the manager's writer in rounds (``writes.py``);
 output lines go to ``output.Output``. The registry's methods (``services.py``) are
@@ -18,12 +24,13 @@ served on the same ``/rpc``: the runtime adds both to one ``rpc.Service``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from herder.manager.models import WorkerRegistration
+from herder import fleet
+from herder.fleet import RefusalCode, Refused
 from herder.manager.output import Progress
 from herder.manager.store import queries
 from herder.manager.store.batch import Beat, Finished, Report
@@ -113,10 +120,14 @@ class LinkedWorkers:
         """A link speaks for the worker it registered, and for no other.
 
         Raises:
-            PermissionError: another worker's id (or none registered on this link yet).
+            fleet.Refused: ``wrong_worker``, another worker's id (or none registered on
+                this link yet).
         """
         if self._peers.get(worker_id) is not peer:
-            raise PermissionError(f"this link is not registered as worker {worker_id}: call register first")
+            raise Refused(
+                RefusalCode.WRONG_WORKER,
+                f"this link is not registered as worker {worker_id}: call register first",
+            )
 
     async def close_all(self, reason: str) -> None:
         for peer in list(self._peers.values()):
@@ -147,20 +158,29 @@ class AgentsService:
         self._revocations = revocations
 
     def methods(self) -> list[Method]:
-        table: dict[str, Callable[..., Any]] = {
-            "register": self.register,
-            "heartbeat": self.heartbeat,
-            "started": self.started,
-            "output": self.output_lines,
-            "finished": self.finished,
-        }
-        return [Method.of(func, name=name) for name, func in table.items()]
+        """The contract's methods (``fleet.MANAGER_METHODS``), each validating its arguments."""
+        return fleet.manager_methods(
+            {
+                "register": self.register,
+                "heartbeat": self.heartbeat,
+                "started": self.started,
+                "output": self.output_lines,
+                "finished": self.finished,
+            }
+        )
 
-    async def register(self, info: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        """An agent links itself: registered (or updated) as a worker by its hostname."""
+    async def register(self, call: fleet.Register, peer: Peer) -> fleet.RegisterAnswer:
+        """An agent links itself: registered (or updated) as a worker by its hostname.
+
+        Raises:
+            fleet.Refused: ``forbidden``, with keys, for a key that is not an admin's.
+        """
         if self._revocations is not None and getattr(peer.principal, "role", None) != "admin":
-            raise PermissionError("only an admin's key may link a worker (herder keys issue --role admin)")
-        fields = WorkerRegistration.model_validate(info).model_dump(exclude_unset=True)
+            raise Refused(
+                RefusalCode.FORBIDDEN,
+                "only an admin's key may link a worker (herder keys issue --role admin)",
+            )
+        fields = call.info.model_dump(exclude_unset=True)
         if fields.get("mac_address") is not None:
             fields["mac_address"] = str(fields["mac_address"])
         async with self._db.transaction() as db:
@@ -173,55 +193,62 @@ class AgentsService:
         terms = self._terms
         # The lease: the agent stops work it could not renew for ``lease_s - lease_margin_s``
         # (its clock); this manager requeues it ``lease_margin_s`` after the lease ended.
-        return {
-            "worker_id": worker_id,
-            "heartbeat_interval_s": terms.heartbeat_interval_s,
-            "lease_s": terms.lease_s,
-            "lease_margin_s": terms.lease_margin_s,
-        }
+        return fleet.RegisterAnswer(
+            worker_id=worker_id,
+            heartbeat_interval_s=terms.heartbeat_interval_s,
+            lease_s=terms.lease_s,
+            lease_margin_s=terms.lease_margin_s,
+        )
 
-    async def heartbeat(
-        self, worker_id: int, figures: dict[str, Any], running: list[list[int]], peer: Peer
-    ) -> dict[str, Any]:
-        """Alive: figures noted, leases extended; answers the attempts it must stop."""
-        self.linked.own(worker_id, peer)
-        reported = tuple((int(item), int(attempt)) for item, attempt in running)
-        stop = await self._reports.heartbeat(Beat(worker_id, figures, reported))
+    async def heartbeat(self, call: fleet.Heartbeat, peer: Peer) -> fleet.HeartbeatAnswer:
+        """Alive: figures noted, leases extended; answers the attempts it must stop.
+
+        Raises:
+            fleet.Refused: ``wrong_worker`` (``LinkedWorkers.own``).
+        """
+        self.linked.own(call.worker_id, peer)
+        figures = call.figures.model_dump(exclude_unset=True)
+        stop = await self._reports.heartbeat(Beat(call.worker_id, figures, tuple(call.running)))
         if self._revocations is None:
-            return {"stop": stop}
+            return fleet.HeartbeatAnswer(stop=[(item, attempt) for item, attempt in stop])
         # The revoked keys: the agent refuses their tokens on its own API from now on.
-        return {"stop": stop, "revoked": self._revocations.revoked_ids()}
+        revoked = self._revocations.revoked_ids()
+        return fleet.HeartbeatAnswer(stop=[(item, attempt) for item, attempt in stop], revoked=revoked)
 
-    async def started(self, worker_id: int, item_id: int, attempt: int, peer: Peer) -> None:
-        self.linked.own(worker_id, peer)
-        parser_name = await self._reports.started(Report(item_id, worker_id, attempt))
-        self._output.started(item_id, attempt, parser_name)
+    async def started(self, call: fleet.Started, peer: Peer) -> None:
+        """The attempt runs.
 
-    async def output_lines(
-        self, worker_id: int, item_id: int, attempt: int, lines: list[list[str]], peer: Peer
-    ) -> None:
-        """Lines of an attempt's output: ``[[stream, text], ...]``; kept and parsed."""
-        self.linked.own(worker_id, peer)
-        progress = await self._output.add(item_id, attempt, lines)
+        Raises:
+            fleet.Refused: ``wrong_worker``.
+            FencedOut: ``fenced``, the attempt is no longer the worker's (or no such item).
+        """
+        self.linked.own(call.worker_id, peer)
+        parser_name = await self._reports.started(Report(call.item_id, call.worker_id, call.attempt))
+        self._output.started(call.item_id, call.attempt, parser_name)
+
+    async def output_lines(self, call: fleet.OutputLines, peer: Peer) -> None:
+        """Lines of an attempt's output: ``[[stream, text], ...]``; kept and parsed.
+
+        Raises:
+            fleet.Refused, FencedOut: as ``started`` (to a notification: not answered).
+        """
+        self.linked.own(call.worker_id, peer)
+        progress = await self._output.add(call.item_id, call.attempt, call.lines)
         if progress is not None:
-            report = Report(item_id, worker_id, attempt)
+            report = Report(call.item_id, call.worker_id, call.attempt)
             await self._reports.progress(report, progress.frame, progress.percent)
 
-    async def finished(
-        self,
-        worker_id: int,
-        item_id: int,
-        attempt: int,
-        exit_code: int,
-        error: str | None = None,
-        started_at: float | None = None,
-        *,
-        peer: Peer,
-    ) -> None:
-        """An attempt ended (``started_at``: when, for work too short to be reported started)."""
-        self.linked.own(worker_id, peer)
-        self._output.attempt_ended(item_id, attempt)
-        report = Finished(item_id, worker_id, attempt, exit_code, error, started_at)
+    async def finished(self, call: fleet.Finished, peer: Peer) -> None:
+        """An attempt ended (``started_at``: when, for work too short to be reported started).
+
+        Raises:
+            fleet.Refused, FencedOut: as ``started``.
+        """
+        self.linked.own(call.worker_id, peer)
+        self._output.attempt_ended(call.item_id, call.attempt)
+        report = Finished(
+            call.item_id, call.worker_id, call.attempt, call.exit_code, call.error, call.started_at
+        )
         task_id, status = await self._reports.finished(report)  # its round refills the slot
         if status in TERMINAL:
             self._output.task_ended(task_id)

@@ -56,10 +56,17 @@ from herder.fleet import (
     refusal_of,
 )
 from herder.net import rpc_url
-from herder.rpc import InvalidParams, ManagerClient, validate_params
-from herder.rpc.client import connect
-from herder.rpc.errors import ConnectionLost, HandshakeRefused, RemoteError, RpcError
-from herder.rpc.peer import Peer
+from herder.rpc import (
+    ConnectionLost,
+    HandshakeRefused,
+    InvalidParams,
+    ManagerClient,
+    Peer,
+    RemoteError,
+    RpcError,
+    connect,
+    validate_params,
+)
 
 if TYPE_CHECKING:
     from herder.agent.config import AgentConfig
