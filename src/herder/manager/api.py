@@ -451,7 +451,7 @@ def _auth_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 
 
 def _service_query(text: str | None) -> Any:
-    from herder.registry.names import BadName, Query
+    from herder.registry import BadName, Query
 
     if text is None:
         raise ApiError(

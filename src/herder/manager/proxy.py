@@ -40,7 +40,7 @@ from herder.principals import principal_of
 
 if TYPE_CHECKING:
     from herder.manager.server import ManagerRuntime
-    from herder.registry.index import Registration
+    from herder.registry import Registration
 
 audit = logging.getLogger("herder.manager.audit")
 
