@@ -9,6 +9,7 @@ with the exception's ``code`` as ``type`` when it has one (STYLE.md pattern 5).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -79,23 +80,29 @@ def build(seen: Seen) -> Service:
     @svc.method(auth=False, params=Move, name="move_back")
     async def move_back(call: Move, caller: Peer) -> Any:
         """Ask the caller to move the unit (a client-side method with a model)."""
+        if call.note == "bounce":  # an argument the caller's model does not know
+            return await caller.call("move", call.unit, call.path, colour="red")
         return await caller.call("move", call.unit, call.path)
 
     return svc
 
 
-@pytest.fixture
-async def board() -> AsyncIterator[tuple[Peer, Seen]]:
-    seen = Seen()
-    svc = build(seen)
-    server = await asyncio.start_server(svc.serve_stream, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+@contextlib.asynccontextmanager
+async def serving(seen: Seen) -> AsyncIterator[str]:
+    """The board service on a loopback TCP port; its URL."""
+    server = await asyncio.start_server(build(seen).serve_stream, "127.0.0.1", 0)
     try:
-        async with connect(f"tcp://127.0.0.1:{port}") as peer:
-            yield peer, seen
+        yield f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.fixture
+async def board() -> AsyncIterator[tuple[Peer, Seen]]:
+    seen = Seen()
+    async with serving(seen) as url, connect(url) as peer:
+        yield peer, seen
 
 
 async def test_positional_and_keyword_arguments_fill_the_model(board: tuple[Peer, Seen]) -> None:
@@ -184,10 +191,6 @@ async def test_meta_methods_describe_the_models_fields(board: tuple[Peer, Seen])
 
 
 async def test_a_clients_own_method_can_declare_a_model() -> None:
-    seen = Seen()
-    svc = build(seen)
-    server = await asyncio.start_server(svc.serve_stream, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
     mine: list[Move] = []
 
     def move(call: Move) -> Moved:
@@ -195,14 +198,13 @@ async def test_a_clients_own_method_can_declare_a_model() -> None:
         return Moved(unit=call.unit, steps=len(call.path), warning="slow")
 
     handlers = {"move": Method.of(move, params=Move)}
-    try:
-        async with connect(f"tcp://127.0.0.1:{port}", handlers=handlers) as peer:
-            answer = await peer.call("move_back", 7, [[0, 1]])
-            assert answer == {"unit": 7, "steps": 1, "warning": "slow"}
-            with pytest.raises(RemoteError) as refused:  # the client refused the service's call
-                await peer.call("move_back", 7, [[0, 1]] * 3 + [[9, 9]])
-            assert refused.value.code == "invalid_params"  # the service's own check, first
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with serving(Seen()) as url, connect(url, handlers=handlers) as peer:
+        answer = await peer.call("move_back", 7, [[0, 1]])
+        assert answer == {"unit": 7, "steps": 1, "warning": "slow"}
+        with pytest.raises(RemoteError) as refused:
+            await peer.call("move_back", 7, [[0, 1]] * 3 + [[9, 9]])
+        assert refused.value.code == "invalid_params"  # the service's own check, first
+        with pytest.raises(RemoteError) as refused:  # the client refused the service's call
+            await peer.call("move_back", 7, [[0, 1]], "bounce")
+        assert (refused.value.code, refused.value.data) == ("invalid_params", {"field": "colour"})
     assert mine == [Move(unit=7, path=[(0, 1)])]
