@@ -134,37 +134,11 @@ class ManagerClient:
             ValueError: this client has no key.
             TokenRefused, ConnectionLost: as ``credential()``.
         """
-        import httpx
-
-        async with httpx.AsyncClient(timeout=self._timeout_s) as client:
-            for attempt in range(1, self._attempts + 1):
-                try:
-                    answer = await client.post(self._token_url(), headers=self._key_header())
-                except httpx.TransportError as exc:
-                    if attempt == self._attempts:
-                        raise self._unreachable(exc) from exc
-                else:
-                    if answer.status_code < 500 or attempt == self._attempts:
-                        return self._bought_from(answer)
-                await asyncio.sleep(self._delay(attempt))
-        raise AssertionError("unreachable")
+        return self._bought_from(await self._send("POST", TOKEN_PATH, self._key_header()))
 
     def buy_token_sync(self) -> AccessToken:
         """``buy_token`` for synchronous callers (the CLI), with the same retries and errors."""
-        import httpx
-
-        with httpx.Client(timeout=self._timeout_s) as client:
-            for attempt in range(1, self._attempts + 1):
-                try:
-                    answer = client.post(self._token_url(), headers=self._key_header())
-                except httpx.TransportError as exc:
-                    if attempt == self._attempts:
-                        raise self._unreachable(exc) from exc
-                else:
-                    if answer.status_code < 500 or attempt == self._attempts:
-                        return self._bought_from(answer)
-                time.sleep(self._delay(attempt))
-        raise AssertionError("unreachable")
+        return self._bought_from(self._send_sync("POST", TOKEN_PATH, self._key_header()))
 
     async def jwks(self) -> dict[str, Any]:
         """The manager's public signing keys (``GET /auth/jwks.json``), to verify its tokens.
@@ -173,26 +147,50 @@ class ManagerClient:
             TokenRefused: the manager has no signing key (404: auth is off) or failed.
             ConnectionLost: the manager could not be reached, even after retries.
         """
+        document: dict[str, Any] = self._json_of(await self._send("GET", JWKS_PATH))
+        return document
+
+    # -- one request, tried again while the manager is away ---------------------------------
+
+    async def _send(self, method: str, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        """The manager's answer; a 5xx only once every attempt got one.
+
+        Raises:
+            ConnectionLost: no attempt reached the manager.
+        """
         import httpx
 
         async with httpx.AsyncClient(timeout=self._timeout_s) as client:
             for attempt in range(1, self._attempts + 1):
                 try:
-                    answer = await client.get(self.base_url + JWKS_PATH)
+                    answer = await client.request(method, self.base_url + path, headers=headers)
                 except httpx.TransportError as exc:
                     if attempt == self._attempts:
                         raise self._unreachable(exc) from exc
                 else:
                     if answer.status_code < 500 or attempt == self._attempts:
-                        document: dict[str, Any] = self._json_of(answer)
-                        return document
+                        return answer
                 await asyncio.sleep(self._delay(attempt))
         raise AssertionError("unreachable")
 
-    # -- the pieces both entries share -------------------------------------------------------
+    def _send_sync(self, method: str, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        """``_send`` for synchronous callers."""
+        import httpx
 
-    def _token_url(self) -> str:
-        return self.base_url + TOKEN_PATH
+        with httpx.Client(timeout=self._timeout_s) as client:
+            for attempt in range(1, self._attempts + 1):
+                try:
+                    answer = client.request(method, self.base_url + path, headers=headers)
+                except httpx.TransportError as exc:
+                    if attempt == self._attempts:
+                        raise self._unreachable(exc) from exc
+                else:
+                    if answer.status_code < 500 or attempt == self._attempts:
+                        return answer
+                time.sleep(self._delay(attempt))
+        raise AssertionError("unreachable")
+
+    # -- the pieces both entries share -------------------------------------------------------
 
     def _key_header(self) -> dict[str, str]:
         if self._key is None:
