@@ -296,3 +296,37 @@ async def test_an_agent_drops_a_final_refusal_and_retries_a_transient_one(
             assert "[wrong_worker]" in retried
             done = await wait_task(client, task["id"], "completed")
             assert done["work_items"][0]["exit_code"] == 0
+
+
+async def test_an_agent_ignores_work_pushed_outside_the_contract(
+    make_manager: ManagerFactory, make_agent: AgentFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``assign`` and ``stop`` that do not validate never reach the agent's handlers; the
+    link stays up and the next valid assignment runs."""
+    async with make_manager(heartbeat_interval_s=60) as manager:
+        settings = {"url": manager.url, "slots": 1, "name": "strict-agent"}
+        async with make_agent(manager=settings) as agent, httpx.AsyncClient(base_url=manager.url) as client:
+            assert agent.runtime is not None
+            worker = agent.runtime.worker
+            assert worker is not None
+            await asyncio.wait_for(worker.connected.wait(), WAIT_S)
+            assert manager.runtime is not None
+            assert worker.worker_id is not None
+            link_to_agent = manager.runtime.agents.linked.get(worker.worker_id)
+            assert link_to_agent is not None
+            with caplog.at_level(logging.WARNING, logger="herder.rpc.peer"):
+                bad = {"id": 10**6, "task_id": 1, "attempt": 1, "argv": ["sh", "-c", "exit 9"], "secret": 1}
+                await link_to_agent.notify("assign", {**bad, "argv": []})  # nothing to run
+                await link_to_agent.notify("assign", {**bad, "attempt": 0})
+                await link_to_agent.notify("stop", "all", 1)
+                # Pushed after the refused ones on the same link: once it ran, they were read.
+                task = (
+                    await client.post("/tasks", json={"type": "command", "settings": {"argv": ["true"]}})
+                ).json()
+                await wait_task(client, task["id"], "completed")
+            dropped = [r.getMessage() for r in caplog.records if "invalid arguments" in r.getMessage()]
+            assert len(dropped) == 3, dropped
+            assert "item.argv" in dropped[0]
+            assert "item.attempt" in dropped[1]
+            assert "item_id" in dropped[2]
+            assert worker.connected.is_set()
