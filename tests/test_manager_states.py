@@ -154,6 +154,9 @@ def test_the_statements_that_move_items_are_built_from_the_table() -> None:
     for event in ItemEvent:
         condition = str(batch.allows(event).compile(compile_kwargs={"literal_binds": True}))
         assert set(re.findall(r"'(\w+)'", condition)) == {str(s) for s in sources(event)}, event
+    # the two statements that move tasks without deriving them: a claim, a start
+    assert {apply(s, TaskEvent.WORK_ASSIGNED) for s in batch._ASSIGNED_FROM} == {TaskStatus.ASSIGNED}
+    assert {apply(s, TaskEvent.WORK_RUNNING) for s in batch._RENDERING_FROM} == {TaskStatus.RENDERING}
 
 
 @pytest.mark.parametrize(("table", "title"), [(ITEM_TRANSITIONS, "work item"), (TASK_TRANSITIONS, "task")])

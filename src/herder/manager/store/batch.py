@@ -181,7 +181,7 @@ MAX_CLAIM_PAGES = 8
 _ASSIGNED_FROM = (TaskStatus.QUEUED,)
 _TASK_ASSIGNED = (
     update(Task)
-    .where(Task.id == bindparam("b_id"), Task.status.in_(_ASSIGNED_FROM), Task.paused.is_(False))
+    .where(Task.id == bindparam("b_id"), Task.status == _ASSIGNED_FROM[0], Task.paused.is_(False))
     .values(
         status=_task_moves(_ASSIGNED_FROM, TaskEvent.WORK_ASSIGNED),
         worker_id=bindparam("b_worker"),
