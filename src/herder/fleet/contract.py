@@ -10,8 +10,9 @@ does not fit with ``invalid_params`` naming the field.
 Both sides validate what they receive: the manager every call an agent makes, the agent
 ``assign``, ``stop`` and the manager's answers (``read_answer``). Lists and strings are
 bounded, so that a peer cannot make the other hold more than a frame's worth of one
-thing; answers ignore keys they do not know (a newer manager may add some), arguments
-refuse them (an agent that sends one is newer than its manager, or wrong).
+thing; answers and the work item of ``assign`` ignore keys they do not know (a newer
+manager may add some), the arguments of calls to the manager refuse them (an agent that
+sends one is newer than its manager, or wrong).
 
 Refusals come back as ``RemoteError``s carrying a ``RefusalCode`` (``refusal_of``);
 ``FINAL_REFUSALS`` are the ones that mean a report will never apply, so an agent drops
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -60,9 +61,10 @@ Attempts = Annotated[list[tuple[Id, Attempt]], Field(max_length=MAX_RUNNING)]
 class RefusalCode(enum.StrEnum):
     """Why the manager refused a call on the link: stable codes, matched by the agent.
 
-    The first three come from the manager's handlers as an application error's ``type``
-    (``manager.errors``: ``FencedOut.code``, ``NotFound.code``; ``Refused`` below); the
-    others are the RPC layer's own codes (``wire.ErrorCode``).
+    The first four come from the manager's handlers as an application error's ``type``
+    (``manager.errors``: ``FencedOut.code``, ``NotFound.code``; ``Refused`` below for
+    ``wrong_worker`` and ``forbidden``); the others are the RPC layer's own codes
+    (``wire.ErrorCode``), in the error's ``code``.
     """
 
     FENCED_OUT = "fenced"  # the attempt is no longer this worker's (requeued, canceled)
@@ -223,10 +225,6 @@ class Report(Arguments):
     worker_id: Id
     item_id: Id
     attempt: Attempt
-
-    def for_worker(self, worker_id: int) -> Self:
-        """The same report from ``worker_id`` (the id the current link registered)."""
-        return self.model_copy(update={"worker_id": worker_id})
 
 
 class Started(Report):
