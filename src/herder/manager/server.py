@@ -35,7 +35,8 @@ from herder.manager.agents import AgentsService, LinkedWorkers, LinkTerms
 from herder.manager.authority import Authority, TokenVerifier, UnknownDatabase
 from herder.manager.config import ManagerConfig
 from herder.manager.dispatch import Dispatcher
-from herder.manager.errors import ManagerError
+from herder.manager.errors import ManagerError as ManagerError  # re-exported: what the CLI catches
+from herder.manager.errors import StartupError
 from herder.manager.leases import LeaseKeeper
 from herder.manager.models import TaskSubmission
 from herder.manager.output import Output
@@ -272,22 +273,22 @@ class Manager(Daemon):
         try:
             self.authority = Authority.load(cfg.data_dir)
         except AuthKeyError as exc:
-            raise ManagerError(str(exc)) from exc
+            raise StartupError(str(exc)) from exc
         if not cfg.is_loopback() and not cfg.auth_token and self.authority is None:
-            raise ManagerError(
+            raise StartupError(
                 f"refusing to listen on {cfg.host}: off loopback the manager requires auth "
                 f"(herder keys init --data-dir {cfg.data_dir}, or --auth-token-file FILE), "
                 "or listen on 127.0.0.1"
             )
         weak = weak_secret(cfg.host, cfg.auth_token, loopback=cfg.is_loopback())
         if weak is not None:
-            raise ManagerError(weak)
+            raise StartupError(weak)
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # 0700 whatever the umask
         try:
             self.engine = database.create_engine(cfg.database_url())
             await database.migrate(self.engine)
         except database.DatabaseError as exc:
-            raise ManagerError(str(exc)) from exc
+            raise StartupError(str(exc)) from exc
         self.runtime = ManagerRuntime(cfg, self.engine, self.authority)
         if self.authority is not None:
             try:
@@ -296,15 +297,15 @@ class Manager(Daemon):
                     await self.authority.refresh(db)
             except UnknownDatabase as exc:
                 await self.engine.dispose()
-                raise ManagerError(str(exc)) from None
+                raise StartupError(str(exc)) from None
         try:
             self._sock = listen_socket(cfg.host, cfg.port)
         except OSError as exc:
-            raise ManagerError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
+            raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
         self.runtime.targets.listen(*self._sock.getsockname()[:2])
         self._launch()
         await self._wait_ready(
-            self.runtime.started, ManagerError("the manager's HTTP server stopped during start-up")
+            self.runtime.started, StartupError("the manager's HTTP server stopped during start-up")
         )
         return self
 
