@@ -9,33 +9,29 @@ without the agent's web framework.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from herder.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from herder.agent.config import AgentConfig, load_config
     from herder.agent.errors import AgentError, ConfigError, DataDirBusy
     from herder.agent.processes.states import State
     from herder.agent.server import Agent
+    from herder.agent.sessions.host import main as serve_session_host
 
-_WHERE = {
-    "Agent": "herder.agent.server",
-    "AgentConfig": "herder.agent.config",
-    "load_config": "herder.agent.config",
-    "AgentError": "herder.agent.errors",
-    "ConfigError": "herder.agent.errors",
-    "DataDirBusy": "herder.agent.errors",
-    "State": "herder.agent.processes.states",
+_HOMES = {
+    "Agent": "server",
+    "AgentConfig": "config",
+    "load_config": "config",
+    "AgentError": "errors",
+    "ConfigError": "errors",
+    "DataDirBusy": "errors",
+    "State": "processes.states",
+    "serve_session_host": "sessions.host:main",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'herder.agent' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
+__getattr__ = lazy_exports(__name__, _HOMES)
 __all__ = [
     "Agent",
     "AgentConfig",
@@ -44,4 +40,5 @@ __all__ = [
     "DataDirBusy",
     "State",
     "load_config",
+    "serve_session_host",
 ]

@@ -196,7 +196,7 @@ def host(
     Run by hand, it says so and exits with status 2. To use a product, open a session
     through the agent (herder.client.Agent(url).session(product)).
     """
-    from herder.agent.sessions.host import main
+    from herder.agent import serve_session_host as main
 
     raise typer.Exit(main([product] if product else []))
 
