@@ -17,9 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from herder.frontdoor.door import JSON_DEPTH_KEY
-from herder.frontdoor.jsondepth import too_deep
-from herder.frontdoor.limits import DEFAULT_MAX_JSON_DEPTH
+from herder.frontdoor import DEFAULT_MAX_JSON_DEPTH, JSON_DEPTH_KEY, too_deep
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from herder.frontdoor.limits import HttpLimits
+from herder.frontdoor import HttpLimits
 from herder.net import is_loopback_host
 
 DEFAULT_HOST = "127.0.0.1"

@@ -22,6 +22,7 @@ from herder.auth.keys import (
     load_signing_key,
     public_keys_from_jwks,
 )
+from herder.auth.shared_secret import open_secret_file, weak_secret
 from herder.auth.tokens import (
     KIND_KEY,
     KIND_TOKEN,
@@ -39,6 +40,7 @@ from herder.auth.tokens import (
     WrongAudience,
     WrongIssuer,
     WrongKind,
+    bearer_challenge,
     issue,
     verify,
 )
@@ -65,12 +67,15 @@ __all__ = [
     "WrongAudience",
     "WrongIssuer",
     "WrongKind",
+    "bearer_challenge",
     "has_keys",
     "init_keys",
     "issue",
     "jwks",
     "key_id",
     "load_signing_key",
+    "open_secret_file",
     "public_keys_from_jwks",
     "verify",
+    "weak_secret",
 ]

@@ -28,7 +28,7 @@ def _read_secret(path: Path | None) -> str | None:
 
 def _check_secret_file(path: Path | None, host: str, *, loopback: bool) -> None:
     """Refuse, off loopback, a secret file others can read (on loopback, warn)."""
-    from herder.auth.shared_secret import open_secret_file
+    from herder.auth import open_secret_file
 
     exposed = open_secret_file(path) if path is not None else None
     if exposed is None:

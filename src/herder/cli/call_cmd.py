@@ -89,8 +89,7 @@ def _resolve(name: str, manager: str, token_file: Path | None) -> str:
     """The URL of a live instance of ``name`` in the manager's registry (the first listed)."""
     import asyncio
 
-    from herder.rpc import RpcError
-    from herder.rpc.discovery import find
+    from herder.rpc import RpcError, find
 
     token = token_file.read_text().strip() if token_file is not None else None
     try:

@@ -32,9 +32,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from herder.net import rpc_url
-from herder.rpc import AccessToken, ManagerClient, TokenRefused
-from herder.rpc.client import connect
-from herder.rpc.peer import META, Peer
+from herder.rpc import META, AccessToken, ManagerClient, Peer, TokenRefused, connect
 
 EVENT_METHOD = "session.event"
 # Events for programs nobody asked about yet (after a resume), kept per session.

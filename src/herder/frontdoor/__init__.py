@@ -16,16 +16,22 @@ The agent's ``Guard`` and the manager's ``FrontDoor`` are configurations of ``Do
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from herder.lazy import lazy_exports
+
 if TYPE_CHECKING:  # what __getattr__ finds, for type checkers
+    from herder.frontdoor.authlog import FailureLog as FailureLog
+    from herder.frontdoor.authlog import claimed_subject as claimed_subject
     from herder.frontdoor.door import JSON_DEPTH_KEY as JSON_DEPTH_KEY
     from herder.frontdoor.door import AccessTokens as AccessTokens
     from herder.frontdoor.door import Authenticate as Authenticate
     from herder.frontdoor.door import Door as Door
     from herder.frontdoor.door import Refused as Refused
     from herder.frontdoor.door import SharedSecret as SharedSecret
+    from herder.frontdoor.door import note_failed_authentication as note_failed_authentication
+    from herder.frontdoor.jsondepth import too_deep as too_deep
+    from herder.frontdoor.limits import DEFAULT_MAX_JSON_DEPTH as DEFAULT_MAX_JSON_DEPTH
     from herder.frontdoor.limits import HttpLimits as HttpLimits
     from herder.frontdoor.limits import RouteLimit as RouteLimit
     from herder.frontdoor.protocol import HeadLimitProtocol as HeadLimitProtocol
@@ -44,16 +50,15 @@ _HOMES = {
     "RouteLimit": "limits",
     "HeadLimitProtocol": "protocol",
     "protocol_class": "protocol",
+    "FailureLog": "authlog",
+    "claimed_subject": "authlog",
+    "note_failed_authentication": "door",
+    "too_deep": "jsondepth",
+    "DEFAULT_MAX_JSON_DEPTH": "limits",
 }
 
+__getattr__ = lazy_exports(__name__, _HOMES)
 __all__ = [*_HOMES, "server_options"]
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
 
 
 def server_options(limits: HttpLimits, protocol: type[HeadLimitProtocol] | None = None) -> dict[str, Any]:

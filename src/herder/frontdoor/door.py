@@ -30,7 +30,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from herder.auth.tokens import bearer_challenge
+from herder.auth import bearer_challenge
 from herder.frontdoor.authlog import FailureLog, claimed_subject
 from herder.frontdoor.limits import HttpLimits, RouteLimit
 from herder.net import LOOPBACK_NAMES, host_name

@@ -4,7 +4,7 @@ from herder.rpc import Service, connect, RemoteError
 """
 
 from herder.rpc.auth import Principal, SharedSecretVerifier, Unauthorized, Verifier
-from herder.rpc.client import SyncPeer, connect, connect_sync, open_transport
+from herder.rpc.client import SyncPeer, connect, connect_sync, handshake, open_transport
 from herder.rpc.discovery import Registration, dial, find
 from herder.rpc.errors import (
     CallTimeout,
@@ -14,13 +14,14 @@ from herder.rpc.errors import (
     RemoteError,
     RpcError,
 )
-from herder.rpc.handlers import Method, validate_params
+from herder.rpc.handlers import Method, Registry, validate_params
 from herder.rpc.managers import AccessToken, ManagerClient, TokenRefused
-from herder.rpc.peer import Peer, RemoteCallback
+from herder.rpc.peer import META, Peer, RemoteCallback
 from herder.rpc.service import Service
 from herder.rpc.transport import StreamTransport, Transport
 
 __all__ = [
+    "META",
     "AccessToken",
     "CallTimeout",
     "ConnectionLost",
@@ -31,6 +32,7 @@ __all__ = [
     "Peer",
     "Principal",
     "Registration",
+    "Registry",
     "RemoteCallback",
     "RemoteError",
     "RpcError",
@@ -46,6 +48,7 @@ __all__ = [
     "connect_sync",
     "dial",
     "find",
+    "handshake",
     "open_transport",
     "validate_params",
 ]

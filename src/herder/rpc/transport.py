@@ -13,8 +13,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any, Protocol
 
 from herder.rpc.errors import ConnectionLost
-from herder.wire import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, NeedData, ProtocolError
-from herder.wire.frames import PREFIX
+from herder.wire import DEFAULT_MAX_FRAME_SIZE, PREFIX, FrameDecoder, NeedData, ProtocolError
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket

@@ -5,7 +5,7 @@ The specification is docs/protocol.md.
 """
 
 from herder.wire.errors import ErrorCode, FrameTooLarge, InvalidMessage, ProtocolError, WireError
-from herder.wire.frames import DEFAULT_MAX_FRAME_SIZE, NEED_DATA, FrameDecoder, NeedData, encode_frame
+from herder.wire.frames import DEFAULT_MAX_FRAME_SIZE, NEED_DATA, PREFIX, FrameDecoder, NeedData, encode_frame
 from herder.wire.handshake import (
     PROTOCOL,
     VERSION,
@@ -42,6 +42,7 @@ __all__ = [
     "CODEC_NAMES",
     "DEFAULT_MAX_FRAME_SIZE",
     "NEED_DATA",
+    "PREFIX",
     "PROTOCOL",
     "VERSION",
     "Call",

@@ -20,10 +20,7 @@ from herder import __version__
 from herder.agent.config import AgentConfig
 from herder.agent.link.trust import Trust, TrustVerifier
 from herder.agent.sessions.manager import SessionManager
-from herder.rpc.auth import Principal, SharedSecretVerifier
-from herder.rpc.handlers import Method
-from herder.rpc.peer import META, Peer
-from herder.rpc.service import Service
+from herder.rpc import META, Method, Peer, Principal, Service, SharedSecretVerifier
 
 SERVICE_NAME = "herder-agent"
 RPC_PATH = "/rpc"

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported when first used: cryptography is not on the agent's start-up path
-    from herder.auth import tokens
+    from herder.auth import Claims
 
 ISSUER = "herder"
 AUDIENCE = "herder"
@@ -39,25 +39,25 @@ class Trust:
     def set_revoked(self, key_ids: Iterable[str]) -> None:
         self._revoked = frozenset(key_ids)
 
-    def verify(self, token: str) -> tokens.Claims:
+    def verify(self, token: str) -> Claims:
         """The claims of a valid, unrevoked access token of the manager.
 
         Raises:
             herder.auth.TokenError: why not.
         """
-        from herder.auth import tokens
+        from herder.auth import KIND_TOKEN, Revoked, verify
 
-        claims = tokens.verify(
+        claims = verify(
             token,
             self._public,
             issuer=ISSUER,
             audience=AUDIENCE,
-            kinds=(tokens.KIND_TOKEN,),
+            kinds=(KIND_TOKEN,),
             is_revoked=self._revoked.__contains__,
         )
         bought_with = claims.raw.get("key")
         if isinstance(bought_with, str) and bought_with in self._revoked:
-            raise tokens.Revoked(f"the key {bought_with!r} this token was bought with was revoked")
+            raise Revoked(f"the key {bought_with!r} this token was bought with was revoked")
         return claims
 
 
@@ -73,7 +73,7 @@ class TrustVerifier:
         import hmac
 
         from herder.auth import TokenError
-        from herder.rpc.auth import Principal, Unauthorized
+        from herder.rpc import Principal, Unauthorized
 
         if self._secret is not None and hmac.compare_digest(token.encode(), self._secret.encode()):
             return Principal("shared-secret", "admin")

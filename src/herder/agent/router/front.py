@@ -13,11 +13,11 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from herder.agent.router.client import ClientConnection
-from herder.frontdoor.protocol import HeadLimitProtocol, protocol_class
+from herder.frontdoor import HeadLimitProtocol, protocol_class
 
 if TYPE_CHECKING:
     from herder.agent.server import AgentRuntime
-    from herder.frontdoor.limits import HttpLimits
+    from herder.frontdoor import HttpLimits
 
 
 def host_header(head: bytes) -> bytes | None:

@@ -127,9 +127,7 @@ class HostSession:
 async def serve(fd: int, secret: str, product: str) -> None:
     """Load ``product``, connect over the channel, serve until it closes."""
     from herder.products import load_extensions
-    from herder.rpc.client import handshake
-    from herder.rpc.handlers import Method, Registry
-    from herder.rpc.transport import StreamTransport
+    from herder.rpc import Method, Registry, StreamTransport, handshake
     from herder.wire import DEFAULT_MAX_FRAME_SIZE
 
     extensions = load_extensions(product)

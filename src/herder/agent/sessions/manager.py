@@ -46,10 +46,7 @@ from typing import Any
 from herder.agent.config import AgentConfig, SessionsConfig
 from herder.agent.processes import procs
 from herder.agent.sessions.host import CONFINED_VAR, FD_VAR, SECRET_VAR, SESSION_TARGET, SESSION_VAR
-from herder.rpc.errors import ConnectionLost, RemoteError
-from herder.rpc.handlers import Method, Registry
-from herder.rpc.peer import Peer, RemoteCallback
-from herder.rpc.transport import StreamTransport
+from herder.rpc import ConnectionLost, Method, Peer, Registry, RemoteCallback, RemoteError, StreamTransport
 from herder.wire import DEFAULT_MAX_FRAME_SIZE, ErrorCode, Welcome, codec_for, decode_hello, encode_welcome
 
 log = logging.getLogger(__name__)
