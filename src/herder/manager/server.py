@@ -304,9 +304,15 @@ class Manager(Daemon):
             raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
         self.runtime.targets.listen(*self._sock.getsockname()[:2])
         self._launch()
-        await self._wait_ready(
-            self.runtime.started, StartupError("the manager's HTTP server stopped during start-up")
-        )
+        try:
+            await self._wait_ready(
+                self.runtime.started, StartupError("the manager's HTTP server stopped during start-up")
+            )
+        except BaseException:  # what the start got to, it takes back
+            await self._abandon_main()
+            self._sock.close()
+            await self.engine.dispose()
+            raise
         return self
 
     async def run(self) -> None:
