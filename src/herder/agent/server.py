@@ -47,10 +47,10 @@ from herder.agent.processes.supervisor import Supervisor
 from herder.agent.router.router import Router, config_pools
 from herder.agent.sessions.manager import SessionManager
 from herder.agent.sysinfo import SysInfo
-from herder.auth.shared_secret import weak_secret
+from herder.auth import weak_secret
 from herder.daemon import Daemon
 from herder.net import LOOPBACK_NAMES, host_name, listen_socket, rpc_url
-from herder.rpc.service import Service
+from herder.rpc import Service
 from herder.wire import DEFAULT_MAX_FRAME_SIZE
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from herder import __version__
-from herder.auth.shared_secret import weak_secret
+from herder.auth import weak_secret
 from herder.daemon import Component, Daemon, run_components
 from herder.frontdoor import AccessTokens, Authenticate, Door, RouteLimit, SharedSecret, server_options
 from herder.manager.agents import AgentsService, LinkedWorkers, LinkTerms

@@ -32,10 +32,8 @@ from typing import Any
 from herder.clock import SYSTEM_CLOCK, Clock, wait_event
 from herder.manager.config import ServiceQuota
 from herder.manager.targets import Targets
-from herder.registry.index import Event, Index, Registration, Watch
-from herder.registry.names import BadName, Query, ServiceKey
-from herder.rpc.handlers import Method
-from herder.rpc.peer import Peer
+from herder.registry import BadName, Event, Index, Query, Registration, ServiceKey, Watch
+from herder.rpc import Method, Peer
 
 log = logging.getLogger(__name__)
 
