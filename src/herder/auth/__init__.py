@@ -10,6 +10,8 @@ accepted (one algorithm, required claims, clock skew, key ids, revocation) is he
 from __future__ import annotations
 
 from herder.auth.keys import (
+    PRIVATE_FILE,
+    RECORDED_FILE,
     AuthKeyError,
     JwksError,
     KeyFileError,
@@ -19,8 +21,11 @@ from herder.auth.keys import (
     init_keys,
     jwks,
     key_id,
+    keys_dir,
     load_signing_key,
+    mark_recorded,
     public_keys_from_jwks,
+    recorded,
 )
 from herder.auth.shared_secret import open_secret_file, weak_secret
 from herder.auth.tokens import (
@@ -48,6 +53,8 @@ from herder.auth.tokens import (
 __all__ = [
     "KIND_KEY",
     "KIND_TOKEN",
+    "PRIVATE_FILE",
+    "RECORDED_FILE",
     "AuthKeyError",
     "BadAlgorithm",
     "BadSignature",
@@ -73,9 +80,12 @@ __all__ = [
     "issue",
     "jwks",
     "key_id",
+    "keys_dir",
     "load_signing_key",
+    "mark_recorded",
     "open_secret_file",
     "public_keys_from_jwks",
+    "recorded",
     "verify",
     "weak_secret",
 ]

@@ -63,32 +63,21 @@ def _fail(message: str) -> None:
 
 def _with_database(data_dir: Path, db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work(session)`` in one transaction on the manager's (migrated) database."""
-    from herder.manager.config import ManagerConfig
-    from herder.manager.store import db as database
+    from herder.manager import DatabaseError, ManagerConfig, in_transaction
 
     config = ManagerConfig(data_dir=data_dir, db=db)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # 0700 whatever the umask
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration otherwise
-
-    async def main() -> T:
-        engine = database.create_engine(config.database_url())
-        try:
-            await database.migrate(engine)
-            async with database.sessions(engine)() as session, session.begin():
-                return await work(session)
-        finally:
-            await engine.dispose()
-
     try:
-        return asyncio.run(main())
-    except database.DatabaseError as exc:
+        return asyncio.run(in_transaction(config.database_url(), work))
+    except DatabaseError as exc:
         _fail(str(exc))
         raise AssertionError("unreachable") from exc
 
 
 def _authority(data_dir: Path) -> Any:
     from herder.auth import AuthKeyError
-    from herder.manager.authority import Authority
+    from herder.manager import Authority
 
     try:
         authority = Authority.load(data_dir)
@@ -137,7 +126,7 @@ def issue(
 
     The key is printed on stdout (or written to --out); the manager does not keep it.
     """
-    from herder.manager.authority import ROLES
+    from herder.manager import ROLES
 
     if role not in ROLES:
         raise typer.BadParameter(f"{role!r}: the role is admin or user", param_hint="--role")
@@ -145,7 +134,7 @@ def issue(
         raise typer.BadParameter(
             f"{user!r}: a user is 1 to 255 characters, no spaces or '/'", param_hint="--user"
         )
-    from herder.manager.authority import UnknownDatabase
+    from herder.manager import UnknownDatabase
 
     ttl_s = parse_duration(ttl)
     authority = _authority(data_dir)
@@ -180,7 +169,7 @@ def revoke(
     db: Db = None,
 ) -> None:
     """Revoke a key, or every key of a user: their tokens stop working within a second."""
-    from herder.manager.authority import Authority
+    from herder.manager import Authority
 
     if (key_id is None) == (user is None):
         raise typer.BadParameter("give a key's ID or --user NAME (one of them)")
@@ -206,7 +195,7 @@ def list_keys(
     db: Db = None,
 ) -> None:
     """The keys issued: id, user, role, until when, revoked or not (never the keys themselves)."""
-    from herder.manager.authority import Authority
+    from herder.manager import Authority
 
     async def rows(session: Any) -> list[dict[str, Any]]:
         return [

@@ -95,9 +95,8 @@ def manager(
     the work of workers that stopped heartbeating back in the queue. Everything it knows
     is in the database: killed and started again, it carries on where it was.
     """
-    from herder.auth.shared_secret import open_secret_file
-    from herder.manager.config import ManagerConfig
-    from herder.manager.server import Manager, ManagerError
+    from herder.auth import open_secret_file
+    from herder.manager import Manager, ManagerConfig, ManagerError
     from herder.tomlconfig import read_with_overrides
 
     token = auth_token_file.read_text().strip() if auth_token_file is not None else None

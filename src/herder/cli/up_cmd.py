@@ -44,8 +44,7 @@ def up(
     manager's /proxy/ reaches services on loopback only when an admin key registered them.
     """
     from herder.agent import Agent, AgentConfig, AgentError
-    from herder.manager.config import ManagerConfig
-    from herder.manager.server import Manager, ManagerError
+    from herder.manager import Manager, ManagerConfig, ManagerError
 
     # One host: the proxy may reach services on loopback, but only those an admin key
     # registered (or anyone, without keys); a user's loopback URL stays refused.

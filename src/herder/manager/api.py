@@ -430,7 +430,7 @@ def _auth_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     @app.post("/auth/token", summary="An access token for the key given as bearer")
     async def token(request: Request) -> Response:
         from herder.auth import TokenError
-        from herder.frontdoor.door import note_failed_authentication
+        from herder.frontdoor import note_failed_authentication
 
         if runtime.authority is None:
             raise ApiError(404, "not_found", "auth is off: this manager issues no tokens", "path")

@@ -39,12 +39,11 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from herder.auth import keys as signing
-from herder.auth import tokens
+import herder.auth as auth
 from herder.manager.errors import NotIssued as NotIssued  # re-exported: its old home
 from herder.manager.errors import UnknownDatabase as UnknownDatabase
 from herder.manager.store.tables import AuthKey, SigningKeyRecord
-from herder.rpc.auth import Principal, Unauthorized
+from herder.rpc import Principal, Unauthorized
 
 ISSUER = "herder"
 KEY_AUDIENCE = "herder-manager"
@@ -66,7 +65,7 @@ class IssuedKey:
 class Authority:
     """Issues and verifies with the signing key of one data dir."""
 
-    def __init__(self, signing_key: signing.SigningKey, data_dir: Path | None = None) -> None:
+    def __init__(self, signing_key: auth.SigningKey, data_dir: Path | None = None) -> None:
         self.signing_key = signing_key
         self._data_dir = data_dir  # where the revocations seen are remembered (check_database)
         self._seen_revocations: int | None = None  # None until check_database bound a database
@@ -81,12 +80,12 @@ class Authority:
         Raises:
             herder.auth.AuthKeyError: a key file that cannot be used (its message says why).
         """
-        key = signing.load_signing_key(data_dir)
+        key = auth.load_signing_key(data_dir)
         return cls(key, data_dir) if key is not None else None
 
     def jwks(self) -> dict[str, Any]:
         """The public key, for verifying tokens without asking the manager."""
-        return signing.jwks(self._public.values())
+        return auth.jwks(self._public.values())
 
     # -- keys --------------------------------------------------------------------------
 
@@ -98,14 +97,14 @@ class Authority:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         now = time.time()
         key_id = secrets.token_urlsafe(16)
-        key = tokens.issue(
+        key = auth.issue(
             self.signing_key,
             {"role": role},
             issuer=ISSUER,
             audience=KEY_AUDIENCE,
             ttl_s=ttl_s,
             subject=subject,
-            kind=tokens.KIND_KEY,
+            kind=auth.KIND_KEY,
             jti=key_id,
             now=now,
         )
@@ -134,15 +133,15 @@ class Authority:
         before the revocation is noticed even if no manager ran in between.
         """
         try:
-            memory = signing.recorded(data_dir)
-        except signing.KeyFileError:
+            memory = auth.recorded(data_dir)
+        except auth.KeyFileError:
             return  # the manager's start says what is wrong with it
         if memory.kid is None:
             return
         query = select(func.count()).select_from(AuthKey).where(AuthKey.revoked_at.is_not(None))
         revocations = int(await db.scalar(query) or 0)
         if revocations > memory.revocations:
-            signing.mark_recorded(data_dir, memory.kid, revocations)
+            auth.mark_recorded(data_dir, memory.kid, revocations)
 
     @staticmethod
     async def list_keys(db: AsyncSession) -> Sequence[AuthKey]:
@@ -156,7 +155,7 @@ class Authority:
         self._honoured = frozenset(key_id for key_id, revoked_at in rows if revoked_at is None)
         seen = self._seen_revocations
         if seen is not None and self._data_dir is not None and len(self._revoked) > seen:
-            signing.mark_recorded(self._data_dir, self.signing_key.kid, len(self._revoked))
+            auth.mark_recorded(self._data_dir, self.signing_key.kid, len(self._revoked))
             self._seen_revocations = len(self._revoked)
 
     async def check_database(self, db: AsyncSession, data_dir: Path, *, accept_new: bool = False) -> None:
@@ -184,12 +183,12 @@ class Authority:
         )
         revocations = int(revoked or 0)
         try:
-            memory = signing.recorded(data_dir)
-        except signing.KeyFileError as exc:
+            memory = auth.recorded(data_dir)
+        except auth.KeyFileError as exc:
             raise UnknownDatabase(str(exc)) from None
         if kid in known:
             if memory.kid == kid and memory.revocations > revocations and not accept_new:
-                where = signing.keys_dir(data_dir) / signing.RECORDED_FILE
+                where = auth.keys_dir(data_dir) / auth.RECORDED_FILE
                 raise UnknownDatabase(
                     f"the database holds {revocations} revoked keys, and this data dir has seen "
                     f"{memory.revocations} revoked in it ({where}): "
@@ -212,7 +211,7 @@ class Authority:
                 why = "the data dir's previous key is not known to it either"
             raise UnknownDatabase(
                 f"the database does not know this data dir's signing key {kid} "
-                f"({signing.keys_dir(data_dir) / signing.PRIVATE_FILE}): {why}. It records {issued} "
+                f"({auth.keys_dir(data_dir) / auth.PRIVATE_FILE}): {why}. It records {issued} "
                 "keys, which alone will be honoured; keys issued and revocations made since are lost. "
                 "Restore the right database, or start with --accept-new-database "
                 "(accept_new_database) to take this one as the manager's own"
@@ -222,7 +221,7 @@ class Authority:
         self._bind(data_dir, kid, revocations)
 
     def _bind(self, data_dir: Path, kid: str, revocations: int) -> None:
-        signing.mark_recorded(data_dir, kid, revocations)
+        auth.mark_recorded(data_dir, kid, revocations)
         self._data_dir = data_dir
         self._seen_revocations = revocations
 
@@ -238,11 +237,11 @@ class Authority:
         if key_id in self._honoured:
             return
         if key_id in self._revoked:
-            raise tokens.Revoked(f"the key {key_id!r} was revoked")
+            raise auth.Revoked(f"the key {key_id!r} was revoked")
         raise NotIssued(f"the key {key_id!r} is not one this manager's database records as issued")
 
-    def _verify(self, token: str, audience: str, kind: str) -> tokens.Claims:
-        return tokens.verify(
+    def _verify(self, token: str, audience: str, kind: str) -> auth.Claims:
+        return auth.verify(
             token,
             self._public,
             issuer=ISSUER,
@@ -259,13 +258,13 @@ class Authority:
         Raises:
             herder.auth.TokenError: the key is not a valid, unrevoked key of this manager.
         """
-        claims = self._verify(key, KEY_AUDIENCE, tokens.KIND_KEY)
+        claims = self._verify(key, KEY_AUDIENCE, auth.KIND_KEY)
         if claims.sub is None or claims.jti is None:  # issue_key sets both
-            raise tokens.MissingClaim("a key must name its holder (sub) and itself (jti)")
+            raise auth.MissingClaim("a key must name its holder (sub) and itself (jti)")
         self._check_issued(claims.jti)
         now = time.time()
         life_s = max(1, int(min(now + ttl_s, claims.exp) - now))  # never outlives its key
-        token = tokens.issue(
+        token = auth.issue(
             self.signing_key,
             {"role": claims.role or "user", "key": claims.jti},
             issuer=ISSUER,
@@ -293,19 +292,19 @@ class Authority:
                 await self.refresh(db)
             return self.token_for(key, ttl_s)
 
-    def verify_token(self, token: str) -> tokens.Claims:
+    def verify_token(self, token: str) -> auth.Claims:
         """The claims of a valid access token.
 
         Raises:
             herder.auth.TokenError: why not (expired, revoked, signed by another key...).
         """
-        claims = self._verify(token, TOKEN_AUDIENCE, tokens.KIND_TOKEN)
+        claims = self._verify(token, TOKEN_AUDIENCE, auth.KIND_TOKEN)
         bought_with = claims.raw.get("key")
         if "key" in claims.raw:
             if not isinstance(bought_with, str):
-                raise tokens.MalformedToken("the token's key claim is not a key id")
+                raise auth.MalformedToken("the token's key claim is not a key id")
             if self._is_revoked(bought_with):
-                raise tokens.Revoked(f"the key {bought_with!r} this token was bought with was revoked")
+                raise auth.Revoked(f"the key {bought_with!r} this token was bought with was revoked")
             self._check_issued(bought_with)
         return claims
 
@@ -319,6 +318,6 @@ class TokenVerifier:
     async def verify(self, token: str) -> Principal:
         try:
             claims = self._authority.verify_token(token)
-        except tokens.TokenError as exc:
+        except auth.TokenError as exc:
             raise Unauthorized(str(exc)) from None
         return Principal(claims.sub or "", claims.role or "user")

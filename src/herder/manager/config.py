@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from herder.frontdoor.limits import HttpLimits
+from herder.frontdoor import HttpLimits
 from herder.net import is_loopback_host
 
 DEFAULT_HOST = "127.0.0.1"

@@ -25,8 +25,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from herder.frontdoor.authlog import FailureLog, claimed_subject
-from herder.frontdoor.limits import HttpLimits
+from herder.frontdoor import FailureLog, HttpLimits, claimed_subject
 from herder.net import listen_socket
 from herder.rpc.auth import Unauthorized, Verifier
 from herder.rpc.errors import ConnectionLost

@@ -8,8 +8,9 @@ start, on the manager's own connection, before anything else touches the databas
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event, exc, make_url
 from sqlalchemy import create_engine as create_sync_engine
@@ -18,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from herder.manager.errors import DatabaseError as DatabaseError  # re-exported: its old home
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+T = TypeVar("T")
 
 
 def async_url(url: str) -> str:
@@ -155,3 +158,21 @@ def _unusable(engine: AsyncEngine, error: exc.DBAPIError) -> str:
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def in_transaction(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(session)`` in one transaction on the (migrated) database at ``url``.
+
+    For tools that act on a manager's database while no manager runs (``herder keys``):
+    the engine is opened, the schema brought up to date, and the engine closed again.
+
+    Raises:
+        DatabaseError: the database cannot be reached, is not herder's, or a migration failed.
+    """
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+        async with sessions(engine)() as session, session.begin():
+            return await work(session)
+    finally:
+        await engine.dispose()
