@@ -40,6 +40,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,7 @@ class Session:
         self.ended = asyncio.Event()
         self.pump_task: asyncio.Task[None] | None = None
         self.ender: asyncio.Task[None] | None = None  # ending it (SessionManager.end)
+        self.end_error: Exception | None = None  # what ending it raised, for end()'s callers
         self._config = config
         self._events: collections.deque[dict[str, Any]] = collections.deque()
         self._dropped = 0
@@ -195,7 +197,12 @@ class SessionManager:
         self._root = config.data_dir / "sessions"
         self.sessions: dict[str, Session] = {}
         self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # run()'s task group: every task the sessions need (pumps, host channels, their
+        # watchers, enders). shutdown() sets ``_stop_work`` once the sessions have ended;
+        # run() then cancels what is left and sets ``_work_done``.
+        self._tg: asyncio.TaskGroup | None = None
+        self._stop_work = asyncio.Event()
+        self._work_done = asyncio.Event()
         # Every host process not yet reaped, by the future that reaps it: the agent's stop
         # reaps what is left, so no host outlives it unreaped (its Popen would then warn).
         self._unreaped: dict[asyncio.Future[int], subprocess.Popen[bytes]] = {}
@@ -206,6 +213,24 @@ class SessionManager:
     # -- life -----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Own every task of the sessions, and end those whose client stayed away too long.
+
+        Runs until cancelled, or until ``shutdown()`` has ended every session: then what
+        is left (pumps, host channels) is cancelled and awaited here.
+        """
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._reap_expired(), name="sessions:reaper")
+                await self._stop_work.wait()
+                raise _WorkStopped  # leaving the group this way cancels every task in it
+        except* _WorkStopped:
+            pass
+        finally:
+            self._tg = None
+            self._work_done.set()
+
+    async def _reap_expired(self) -> None:
         """End sessions whose client stayed away too long, until cancelled."""
         cfg = self._config
         tick = min(REAP_TICK_S, cfg.idle_timeout_s / 4, cfg.reconnect_window_s / 4)
@@ -232,9 +257,9 @@ class SessionManager:
                 log.warning("%s: still under way at the agent's stop; cut short", task.get_name())
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stop_work.set()
+        if self._tg is not None:  # run() cancels what is left and waits for it
+            await self._work_done.wait()
         await self._reap_hosts()
 
     async def _reap_hosts(self) -> None:
@@ -249,11 +274,16 @@ class SessionManager:
                     await asyncio.to_thread(popen.wait, REAP_AFTER_KILL_S)
             self._unreaped.pop(exited, None)
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run ``coro`` in run()'s task group; its failure is logged, never spread to the others.
+
+        Raises:
+            SessionError: run() is not running (the agent is stopping).
+        """
+        if self._tg is None:
+            coro.close()
+            raise SessionError(ErrorCode.APPLICATION_ERROR, "the agent is stopping")
+        return self._tg.create_task(_logged(coro, name), name=name)
 
     # -- meta methods ---------------------------------------------------------------------
 
@@ -285,7 +315,7 @@ class SessionManager:
                 root.rmdir()  # nothing was ever done in it
             raise
         session.state = "open"
-        session.pump_task = self._spawn(session.pump())
+        session.pump_task = self._spawn(session.pump(), f"session-pump-{session_id}")
         self._attach(session, client)
         log.info("session %s (%s) opened, host pid %d", session_id, product, session.host.pid)
         return session.document(with_token=True)
@@ -481,8 +511,8 @@ class SessionManager:
                 await asyncio.wait_for(asyncio.shield(exited), self._config.close_grace_s)
             raise
         host = HostProcess(popen, peer, exited)
-        host.runner = self._spawn(peer.run())
-        self._spawn(self._watch(session, host))
+        host.runner = self._spawn(peer.run(), f"session-host-{session.id}")
+        self._spawn(self._watch(session, host), f"session-watch-{session.id}")
         return host
 
     async def _welcome(
@@ -559,20 +589,38 @@ class SessionManager:
         caller's: a caller that goes away (the client that asked for the close dropped its
         connection, or cancelled its call) leaves the end to finish; a second ender waits
         for the first. Before, a cancelled close left the session ``closing`` for ever.
+
+        Once run() has ended (the agent's stop is past), there is no task group left to
+        run it in: the end then runs in the caller's task.
         """
+        if self._tg is None and session.ender is None:
+            session.state = "closing"
+            session.ended_reason = reason
+            await self._end(session, reason, graceful)
+            return
         await asyncio.shield(self._ender(session, reason, graceful))
+        if session.end_error is not None:
+            raise session.end_error
 
     def _ender(self, session: Session, reason: str, graceful: bool) -> asyncio.Task[None]:
-        """The task that ends ``session``: the first ender's reason wins."""
+        """The task that ends ``session``, in run()'s group: the first ender's reason wins."""
         if session.ender is None:
+            assert self._tg is not None, "SessionManager.run() is not running"
             # At once, not when the task first runs: from now on nothing may resume it.
             session.state = "closing"
             session.ended_reason = reason
-            session.ender = asyncio.get_running_loop().create_task(
-                self._end(session, reason, graceful), name=f"end-session-{session.id}"
+            session.ender = self._tg.create_task(
+                self._end_logged(session, reason, graceful), name=f"end-session-{session.id}"
             )
-            session.ender.add_done_callback(_log_failure)
         return session.ender
+
+    async def _end_logged(self, session: Session, reason: str, graceful: bool) -> None:
+        """``_end``, whose failure is logged and kept for ``end()`` (it must not cancel the group)."""
+        try:
+            await self._end(session, reason, graceful)
+        except Exception as exc:
+            log.error("ending a session failed", exc_info=exc)
+            session.end_error = exc
 
     async def _end(self, session: Session, reason: str, graceful: bool) -> None:
         host = session.host
@@ -619,9 +667,16 @@ class SessionManager:
             self._ended.popitem(last=False)
 
 
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("ending a session failed", exc_info=task.exception())
+class _WorkStopped(Exception):
+    """Raised in run()'s task group to cancel what is left in it (``shutdown()`` is done)."""
+
+
+async def _logged(coro: Coroutine[Any, Any, None], name: str) -> None:
+    """Await ``coro``; a failure is logged (one session's bug must not end the others)."""
+    try:
+        await coro
+    except Exception:
+        log.exception("%s failed", name)
 
 
 def _relayable(value: Any) -> Any:
