@@ -89,6 +89,10 @@ class _Fault(Exception):
         self.data = data
 
 
+class _ConnectionEnded(Exception):
+    """Raised in ``run()``'s task group once reading is over, to cancel the handlers left."""
+
+
 class Peer:
     """One end of an RPC connection."""
 
@@ -114,7 +118,7 @@ class Peer:
         self.max_in_flight = max_in_flight
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()  # every incoming call or notify running
+        self._running = 0  # incoming calls and notifies running (tasks of run()'s group)
         self._serving: dict[int, asyncio.Task[None]] = {}  # calls, by id, for cancel
         self._callbacks: dict[int, Callable[..., Any]] = {}
         self._callback_ids = itertools.count(1)
@@ -159,8 +163,10 @@ class Peer:
                 await self._read_loop(tg)
                 # Handlers waiting on the other side (callbacks) learn at once that it is gone.
                 self._fail_pending()
-                for task in list(self._tasks):
-                    task.cancel()
+                if self._running:
+                    raise _ConnectionEnded  # leaving the group this way cancels the handlers
+        except* _ConnectionEnded:
+            pass
         finally:
             self._tg = None
             self._closed.set()
@@ -205,7 +211,7 @@ class Peer:
             return
         if isinstance(message, Call | Notify):
             call_id = message.id if isinstance(message, Call) else None
-            if len(self._tasks) >= self.max_in_flight:
+            if self._running >= self.max_in_flight:
                 # Refuse rather than stop reading: a reader that waited here could never
                 # see the answers its own handlers wait for (callbacks), a deadlock. The
                 # send still waits on a clogged connection, so back-pressure remains.
@@ -218,11 +224,11 @@ class Peer:
                     )
                 else:
                     log.warning(
-                        "dropped a %r notification: %d calls are running", message.method, len(self._tasks)
+                        "dropped a %r notification: %d calls are running", message.method, self._running
                     )
                 return
             task = tg.create_task(self._serve(message))
-            self._tasks.add(task)
+            self._running += 1
             task.add_done_callback(functools.partial(self._served, call_id))
             if call_id is not None:
                 self._serving[call_id] = task
@@ -265,7 +271,7 @@ class Peer:
 
     def _served(self, call_id: int | None, task: asyncio.Task[None]) -> None:
         """A handler task ended, possibly cancelled before it ever ran (then answer for it)."""
-        self._tasks.discard(task)
+        self._running -= 1
         if call_id is None:
             return
         if self._serving.get(call_id) is task:
