@@ -152,7 +152,13 @@ class Pool:
         self._waiters: deque[asyncio.Future[Instance]] = deque()
         self._supervisor = supervisor
         self._numbers = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # run()'s task group: the idle reaper, each instance's control, retirements.
+        # close() sets ``_stop_tasks`` once the instances are stopped; run() then cancels
+        # what is left and sets ``_tasks_done``.
+        self._tg: asyncio.TaskGroup | None = None
+        self._stop_tasks = asyncio.Event()
+        self._tasks_done = asyncio.Event()
+        self._running = asyncio.Event()
         self._closed = False
         self._limit = spec.concurrency
         self.url: str | None = None  # set by the router when the pool listens on its own
@@ -160,8 +166,35 @@ class Pool:
 
     # -- life -------------------------------------------------------------------------
 
+    async def launch(self, tg: asyncio.TaskGroup) -> None:
+        """Run ``run()`` in ``tg`` (the router's) and return once its task group is up."""
+        runner = tg.create_task(self.run(), name=f"pool:{self.name}")
+        up = tg.create_task(self._running.wait(), name=f"pool:{self.name}:launch")
+        try:  # run() sets it on its first step, unless the router's group is closing already
+            await asyncio.wait({runner, up}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            up.cancel()
+
+    async def run(self) -> None:
+        """Own every task of the pool until ``close()`` has stopped its instances (or cancelled).
+
+        What is left then (the reaper, controls, retirements under way) is cancelled and
+        awaited here.
+        """
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                self._running.set()
+                await self._stop_tasks.wait()
+                raise _PoolClosed  # leaving the group this way cancels every task in it
+        except* _PoolClosed:
+            pass
+        finally:
+            self._tg = None
+            self._tasks_done.set()
+
     def start(self) -> None:
-        """Begin: the minimum of instances, and the idle reaper."""
+        """Begin (once ``launch()`` returned): the minimum of instances, and the idle reaper."""
         self._spawn(self._reap_idle(), "reaper")
         self._ensure_minimum()
 
@@ -170,20 +203,30 @@ class Pool:
         self._closed = True
         self._fail_waiters(Unavailable(f"pool {self.name!r} is shutting down"))
         await asyncio.gather(*(self._retire(inst, 0) for inst in list(self.instances)))
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stop_tasks.set()
+        if self._tg is not None:  # run() cancels what is left and waits for it
+            await self._tasks_done.wait()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=f"pool:{self.name}:{what}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        """Run ``coro`` in run()'s task group; a failure is logged, never spread to the others.
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("pool %s: task %s failed", self.name, task.get_name(), exc_info=task.exception())
+        Once the group is gone or closing (the pool is closed), nothing is started: what
+        it would have done, ``close()`` has done.
+        """
+        name = f"pool:{self.name}:{what}"
+        if self._tg is None:
+            coro.close()
+            return
+        try:
+            self._tg.create_task(self._logged(coro, name), name=name)
+        except RuntimeError:  # the group is shutting down
+            coro.close()
+
+    async def _logged(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        try:
+            await coro
+        except Exception:
+            log.exception("pool %s: task %s failed", self.name, name)
 
     # -- handing out instances ---------------------------------------------------------------
 
@@ -478,6 +521,10 @@ class Pool:
         if not self.instances:
             return "no instance running"
         return ", ".join(f"{i.id}: {i.state} ({i.unit.error or i.unit.state})" for i in self.instances)
+
+
+class _PoolClosed(Exception):
+    """Raised in a pool's task group to cancel what is left in it (``close()`` is done)."""
 
 
 def _granted(waiter: asyncio.Future[Instance]) -> bool:

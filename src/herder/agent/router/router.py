@@ -14,7 +14,6 @@ wins). Both are started when the agent starts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -60,12 +59,28 @@ class Router:
         self.pools: dict[str, Pool] = {}
         self._listeners: dict[str, asyncio.Server] = {}
         self._agent_names = frozenset(n.lower() for n in agent_names)
+        # run()'s task group: the sweeper and every pool's run(). The agent opens its
+        # pools while it starts, before its own task group could take the router, so
+        # start() runs run() in a task of the router's own, which close() cancels and awaits.
+        self._tg: asyncio.TaskGroup | None = None
+        self._running = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- start and stop -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the recorded pools and those of the config file."""
+        """Start ``run()``, then the recorded pools and those of the config file."""
+        self._runner = asyncio.get_running_loop().create_task(self.run(), name="router")
+        try:
+            await self._running.wait()  # run() sets it on its first step
+            await self._open_all()
+        except BaseException:
+            self._runner.cancel()  # what the start got to stops with it
+            await asyncio.wait({self._runner})
+            raise
+
+    async def _open_all(self) -> None:
         from_config = self._config_pools()
         recorded = self._store.load_all() if self._config.restore else []
         for spec in recorded:
@@ -75,29 +90,44 @@ class Router:
                 await self._open_at_start(spec, origin="api")
         for spec in from_config.values():
             await self._open_at_start(spec, origin="config")
-        tick = min(SWEEP_TICK_S, self.context.limits.header_timeout_s / 4)
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(tick), name="router:sweeper")
+
+    async def run(self) -> None:
+        """Own the connection sweeper and every pool's tasks until cancelled (``close()``)."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tick = min(SWEEP_TICK_S, self.context.limits.header_timeout_s / 4)
+                self._sweeper = tg.create_task(self._sweep(tick), name="router:sweeper")
+                self._running.set()
+        finally:
+            self._tg = None
 
     def _config_pools(self) -> dict[str, PoolSpec]:
         return config_pools(self._config)
 
     async def close(self) -> None:
-        """Stop listening, close client connections, stop every pool's instances."""
+        """Stop listening, close client connections, stop every pool's instances, end ``run()``."""
         if self._sweeper is not None:
             self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await asyncio.wait({self._sweeper})
         for server in self._listeners.values():
             server.close()
         for conn in list(self.context.connections):
             conn.close()
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
         self._listeners.clear()
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.wait({self._runner})
 
     async def _sweep(self, tick: float) -> None:
-        while True:
-            await asyncio.sleep(tick)
-            self.context.sweep()
+        """Close connections past their deadlines, every ``tick`` seconds, until cancelled."""
+        try:
+            while True:
+                await asyncio.sleep(tick)
+                self.context.sweep()
+        except Exception:  # a bug here must not cancel the pools' tasks beside it
+            log.exception("the router's connection sweeper failed")
 
     # -- routing -------------------------------------------------------------------------
 
@@ -178,7 +208,26 @@ class Router:
             pool.error = str(exc)
 
     async def _open(self, spec: PoolSpec, *, origin: str) -> Pool:
+        assert self._tg is not None, "Router.start() first"
         pool = Pool(spec, self._supervisor, origin=origin)
+        await pool.launch(self._tg)  # its task group is up before any request can reach it
+        try:
+            await self._listen(pool)
+        except BaseException:
+            await pool.close()
+            raise
+        self.pools[spec.name] = pool
+        pool.start()
+        log.info("pool %s: %s", spec.name, f"listening on {pool.url}" if pool.url else "routed by Host")
+        return pool
+
+    async def _listen(self, pool: Pool) -> None:
+        """Bind the pool's own ``listen`` address, if it has one.
+
+        Raises:
+            ListenError: it cannot be bound.
+        """
+        spec = pool.spec
         if spec.listen is not None:
             host, port = split_listen(spec.listen)
             loop = asyncio.get_running_loop()
@@ -193,10 +242,6 @@ class Router:
             bound = server.sockets[0].getsockname()
             shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
             pool.url = f"http://{shown}:{bound[1]}"
-        self.pools[spec.name] = pool
-        pool.start()
-        log.info("pool %s: %s", spec.name, f"listening on {pool.url}" if pool.url else "routed by Host")
-        return pool
 
     async def _remove(self, pool: Pool, timeout_s: float) -> None:
         server = self._listeners.pop(pool.name, None)
