@@ -29,9 +29,9 @@ import enum
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from herder.agent.router.http1 import (
     LAST_CHUNK,
@@ -53,6 +53,7 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 # Pipelined requests waiting behind the current one, and body bytes waiting for an
 # instance to be ready, beyond which the client is not read from.
 MAX_WAITING_BYTES = 256 * 1024
+ROUTER_STOPPING = "the agent's router is stopping"
 
 
 @dataclass(slots=True)
@@ -68,11 +69,27 @@ class ProxyLimits:
 
 @dataclass(slots=True)
 class ProxyContext:
-    """What every client connection shares: limits, pool lookup, the live set."""
+    """What every client connection shares: limits, pool lookup, the live set, and the
+    task group (the router's, while ``Router.run()`` runs) that owns their slow paths."""
 
     limits: ProxyLimits
     resolve: Callable[[bytes | None], Pool | None]
     connections: set[ClientConnection] = field(default_factory=set)
+    tasks: asyncio.TaskGroup | None = None
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
+        """Run ``coro`` in ``tasks``, its failure logged; None if the router is not running.
+
+        A connection's wait for an instance must not cancel the router's other tasks,
+        whatever it raises: a failure is logged and ends that wait only.
+        """
+        if self.tasks is not None:
+            try:
+                return self.tasks.create_task(_logged(coro, name), name=name)
+            except RuntimeError:  # the group is shutting down
+                pass
+        coro.close()
+        return None
 
     def sweep(self) -> None:
         """Act on every connection whose deadline has passed."""
@@ -350,7 +367,9 @@ class ClientConnection(asyncio.Protocol):
     def _dispatch(self, exchange: Exchange) -> None:
         instance = exchange.pool.try_acquire(exchange.avoid)
         if instance is None:
-            self._task = asyncio.get_running_loop().create_task(self._acquire(exchange))
+            self._task = self._ctx.spawn(self._acquire(exchange), f"proxy:acquire:{exchange.pool.name}")
+            if self._task is None:
+                self.refuse(503, ROUTER_STOPPING)
         else:
             self._connect(exchange, instance)
 
@@ -372,7 +391,9 @@ class ClientConnection(asyncio.Protocol):
         exchange.instance = instance
         conn = instance.take_connection()
         if conn is None:
-            self._task = asyncio.get_running_loop().create_task(self._open(exchange, instance))
+            self._task = self._ctx.spawn(self._open(exchange, instance), f"proxy:open:{instance.id}")
+            if self._task is None:
+                self.refuse(503, ROUTER_STOPPING)
         else:
             self._bind(exchange, conn)
 
@@ -533,3 +554,11 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not None:
             self._abandon(exchange)
         self._close()
+
+
+async def _logged(coro: Coroutine[Any, Any, None], name: str) -> None:
+    """Await ``coro``; a failure is logged (it must not spread to the router's task group)."""
+    try:
+        await coro
+    except Exception:
+        log.exception("%s failed", name)

@@ -59,9 +59,10 @@ class Router:
         self.pools: dict[str, Pool] = {}
         self._listeners: dict[str, asyncio.Server] = {}
         self._agent_names = frozenset(n.lower() for n in agent_names)
-        # run()'s task group: the sweeper and every pool's run(). The agent opens its
-        # pools while it starts, before its own task group could take the router, so
-        # start() runs run() in a task of the router's own, which close() cancels and awaits.
+        # run()'s task group: the sweeper, every pool's run(), the client connections'
+        # waits. The agent opens its pools while it starts, before its own task group
+        # could take the router, so start() runs run() in a task of the router's own,
+        # which close() cancels and awaits.
         self._tg: asyncio.TaskGroup | None = None
         self._running = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -92,15 +93,18 @@ class Router:
             await self._open_at_start(spec, origin="config")
 
     async def run(self) -> None:
-        """Own the connection sweeper and every pool's tasks until cancelled (``close()``)."""
+        """Own the connection sweeper, every pool's tasks and the client connections' waits
+        (for an instance, for a connection to one) until cancelled (``close()``)."""
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                self.context.tasks = tg  # client connections wait for instances in it
                 tick = min(SWEEP_TICK_S, self.context.limits.header_timeout_s / 4)
                 self._sweeper = tg.create_task(self._sweep(tick), name="router:sweeper")
                 self._running.set()
         finally:
             self._tg = None
+            self.context.tasks = None
 
     def _config_pools(self) -> dict[str, PoolSpec]:
         return config_pools(self._config)
