@@ -16,6 +16,7 @@ from sqlalchemy import update
 from herder.manager.leases import LeaseKeeper
 from herder.manager.output import Output
 from herder.manager.services import Services
+from herder.manager.store.logs import FinalLog
 from herder.manager.store.tables import WorkItem
 from herder.registry import Registration, ServiceKey
 from tests.clocks import ManualClock
@@ -27,6 +28,16 @@ class NoParsers:
 
     async def parser_of_item(self, item_id: int) -> str | None:
         return None
+
+
+class EndedOnly:
+    """Ended items' output "stored" for the items given as ended (``output.EndedLogs``)."""
+
+    def __init__(self, ended: set[int]) -> None:
+        self.ended = ended
+
+    async def keep_ended_logs(self, logs: list[FinalLog]) -> list[int]:
+        return [log.item_id for log in logs if log.item_id in self.ended]
 
 
 def lines(*texts: str) -> list[list[str]]:
@@ -55,20 +66,41 @@ async def test_the_total_of_lines_is_bounded() -> None:
     assert len(output.lines(3)) == 10
 
 
-async def test_an_ended_tasks_output_stays_for_the_log_then_goes() -> None:
-    output = Output(NoParsers(), ended_tasks_kept=1)
+async def test_an_ended_items_output_is_handed_over_then_let_go() -> None:
+    """At its end an item's kept lines are handed over whole (to be stored), then leave
+    the memory; late lines for it are dropped; the task's live readers are told it ended."""
+    output = Output(NoParsers(), kept_lines=2)
     output.assigned(11, task_id=1)
     output.assigned(21, task_id=2)
-    await output.add(11, 1, lines("first task"))
-    await output.add(21, 1, lines("second task"))
+    await output.add(11, 1, lines("first", "try"))
+    await output.add(11, 2, lines("second try"))
+    await output.add(21, 1, lines("another task"))
     reader = output.subscribe(1)
+    log = output.final_log(11)
+    assert log is not None
+    kept = ((1, "stdout", "try"), (2, "stdout", "second try"))
+    assert (log.attempt, log.lines, log.truncated) == (2, kept, 1)  # "first" fell off the bound
+    output.item_ended(11)
     output.task_ended(1)
     assert await reader.get() is None  # its live readers are told it ended
-    assert [text for _, _, text in output.lines(11)] == ["first task"]  # the log still answers
-    output.task_ended(2)
-    assert output.lines(11) == []  # past the ended tasks kept: dropped
-    assert [text for _, _, text in output.lines(21)] == ["second task"]
-    assert output.statistics().ended_tasks == 1
+    assert output.lines(11) == []
+    assert output.final_log(11) is None
+    await output.add(11, 2, lines("late"))  # a batch that crossed the end
+    assert output.lines(11) == []
+    assert [text for _, _, text in output.lines(21)] == ["another task"]  # live: still here
+    stats = output.statistics()
+    assert (stats.items, stats.lines) == (1, 1)
+
+
+async def test_the_lines_of_a_tasks_items_move_only_when_the_database_says_they_ended() -> None:
+    output = Output(NoParsers(), EndedOnly({5}))
+    output.assigned(5, task_id=3)
+    output.assigned(6, task_id=3)
+    await output.add(5, 1, lines("canceled when its task failed"))
+    await output.add(6, 1, lines("still running"))
+    await output.move_ended(3)
+    assert output.lines(5) == []
+    assert [text for _, _, text in output.lines(6)] == ["still running"]
 
 
 async def test_a_deleted_tasks_output_is_dropped_at_once() -> None:
@@ -78,7 +110,7 @@ async def test_a_deleted_tasks_output_is_dropped_at_once() -> None:
     output.task_deleted(3)
     assert output.lines(5) == []
     stats = output.statistics()
-    assert (stats.items, stats.lines, stats.ended_tasks) == (0, 0, 0)
+    assert (stats.items, stats.lines) == (0, 0)
 
 
 async def test_the_sweeper_drops_a_registration_when_the_clock_passes_its_expiry() -> None:

@@ -33,7 +33,8 @@ from herder import fleet
 from herder.fleet import RefusalCode, Refused
 from herder.manager.output import Progress
 from herder.manager.store import queries
-from herder.manager.store.batch import Beat, Finished, Report
+from herder.manager.store.batch import Beat, Done, Finished, Report
+from herder.manager.store.logs import FinalLog
 from herder.manager.store.status import TERMINAL
 from herder.rpc import Method, Peer
 
@@ -49,7 +50,7 @@ class Reports(Protocol):
 
     async def progress(self, report: Report, frame: int | None, percent: float | None) -> int: ...
 
-    async def finished(self, report: Finished) -> tuple[int, str]: ...
+    async def finished(self, report: Finished) -> Done: ...
 
 
 class Transactions(Protocol):
@@ -79,7 +80,13 @@ class OutputSink(Protocol):
 
     def attempt_ended(self, item_id: int, attempt: int) -> None: ...
 
+    def final_log(self, item_id: int) -> FinalLog | None: ...
+
+    def item_ended(self, item_id: int) -> None: ...
+
     def task_ended(self, task_id: int) -> None: ...
+
+    async def move_ended(self, task_id: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -241,17 +248,32 @@ class AgentsService:
     async def finished(self, call: fleet.Finished, peer: Peer) -> None:
         """An attempt ended (``started_at``: when, for work too short to be reported started).
 
+        The item's kept output goes with the report: its round stores it if the report
+        ends the item, and it then leaves the memory (``output`` module).
+
         Raises:
             fleet.Refused, FencedOut: as ``started``.
         """
         self.linked.own(call.worker_id, peer)
         self._output.attempt_ended(call.item_id, call.attempt)
         report = Finished(
-            call.item_id, call.worker_id, call.attempt, call.exit_code, call.error, call.started_at
+            call.item_id,
+            call.worker_id,
+            call.attempt,
+            call.exit_code,
+            call.error,
+            call.started_at,
+            log=self._output.final_log(call.item_id),
         )
-        task_id, status = await self._reports.finished(report)  # its round refills the slot
-        if status in TERMINAL:
-            self._output.task_ended(task_id)
+        done = await self._reports.finished(report)  # its round refills the slot
+        if done.item_ended:
+            self._output.item_ended(call.item_id)
+        if done.status in TERMINAL:
+            self._output.task_ended(done.task_id)
+            try:
+                await self._output.move_ended(done.task_id)
+            except Exception:  # the report is written; the lines stay live (bounded), readable
+                log.exception("storing the output of task %d's ended work failed", done.task_id)
 
 
 __all__ = ["AgentsService", "LinkTerms", "LinkedWorkers"]

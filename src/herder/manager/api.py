@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -35,12 +35,14 @@ from herder.manager.models import (
     WorkReport,
 )
 from herder.manager.states import TERMINAL, TaskStatus
+from herder.manager.store import logs as item_logs
 from herder.manager.store import queries
 from herder.manager.store.batch import Beat, Finished, Report
 from herder.manager.store.tables import Task, Worker, WorkItem
 from herder.principals import principal_of, viewer_of
 
 if TYPE_CHECKING:
+    from herder.manager.output import Reader
     from herder.manager.server import ManagerRuntime
 
 # How many tasks one page of GET /tasks holds, unless ?limit= says otherwise, and at most.
@@ -256,6 +258,25 @@ def _worker_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         )
 
 
+async def _cancel(runtime: ManagerRuntime, db: AsyncSession, task: Task) -> list[int]:
+    """Cancel a task: its running work is stopped, and the output kept of its items (all
+    ended now) is stored in the cancel's transaction; the items' ids."""
+    await runtime.stop_running(await queries.cancel_task(db, task))
+    ended = [item.id for item in await queries.items_of(db, task.id)]
+    await item_logs.keep(db, runtime.output.final_logs(ended))
+    return ended
+
+
+def _let_go(runtime: ManagerRuntime, task_id: int, ended: list[int] | None) -> None:
+    """After a cancel's commit (``ended``: its items; None: no cancel), their lines leave
+    the memory and the task's live readers are told it ended."""
+    if ended is None:
+        return
+    for item_id in ended:
+        runtime.output.item_ended(item_id)
+    runtime.output.task_ended(task_id)
+
+
 def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     @app.post("/tasks", status_code=202, summary="Submit a task: compiled into work at once")
     async def submit(request: Request) -> Response:
@@ -300,6 +321,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         task_id = _path_id(request)
         req = await read_json(request, TaskUpdate)
         _check_priority(request, req.priority, runtime.config.max_user_priority)
+        ended: list[int] | None = None  # the items a cancel ended
         async with _transaction(runtime) as db:
             task = await queries.get_task(db, task_id, owner=_viewer(request))
             if task.status in TERMINAL:
@@ -312,8 +334,8 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             elif wanted == TaskStatus.QUEUED:
                 await queries.set_paused(db, task, False)
             elif wanted == TaskStatus.CANCELED:
-                await runtime.stop_running(await queries.cancel_task(db, task))
-                runtime.output.task_ended(task_id)
+                ended = await _cancel(runtime, db, task)
+        _let_go(runtime, task_id, ended)
         return Response(status_code=204)
 
     @app.delete("/tasks/{id}", status_code=202, summary="Delete a task (running work is stopped)")
@@ -325,6 +347,33 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             runtime.output.task_deleted(task.id)
         doc["status"] = "deleted"
         return JSONResponse(doc, status_code=202)
+
+
+Kept = list[tuple[WorkItem, list[tuple[int, str, str]]]]
+"""A task's items, each with its kept lines: (attempt, stream, text), oldest first."""
+
+
+async def _kept_lines(
+    runtime: ManagerRuntime, items: list[WorkItem], subscribe: Callable[[], None] | None = None
+) -> Kept:
+    """Each item's kept lines: an ended item's from the database, a live one's from memory.
+
+    The database is read first, then the memory at once after ``subscribe`` (a stream's
+    live reader: a line that comes later is on its queue, none is there twice). Items
+    found in neither (no output yet, or ended in between) are read again from the
+    database: an item's lines move there before they leave the memory.
+    """
+    ids = [item.id for item in items]
+    async with _transaction(runtime) as db:
+        stored = await item_logs.lines_of(db, ids)
+    if subscribe is not None:
+        subscribe()
+    memory = {i: runtime.output.lines(i) for i in ids if i not in stored}
+    late = [i for i, lines in memory.items() if not lines]
+    if late:
+        async with _transaction(runtime) as db:
+            stored.update(await item_logs.lines_of(db, late))
+    return [(item, stored.get(item.id) or memory.get(item.id, [])) for item in items]
 
 
 async def _task_for_stream(
@@ -339,47 +388,56 @@ async def _task_for_stream(
         return task, list(await queries.items_of(db, task.id))
 
 
+async def _stream_log(runtime: ManagerRuntime, ws: WebSocket) -> None:
+    """``WS /tasks/{id}/log``: the kept lines, then live ones until the task ends."""
+    text = ws.path_params["id"]
+    task, items = await _task_for_stream(runtime, ws, text)
+    if task is None:
+        await ws.send_denial_response(answer_of(NotFound(f"no task with id {text}")))
+        return
+    await ws.accept()
+    readers: list[Reader] = []
+    task_id = task.id
+    try:
+        kept = await _kept_lines(runtime, items, lambda: readers.append(runtime.output.subscribe(task_id)))
+        for item, lines in kept:
+            for attempt, stream, line in lines:
+                await ws.send_json({"item": item.id, "attempt": attempt, "stream": stream, "line": line})
+        while task.status not in TERMINAL:
+            try:
+                entry = await asyncio.wait_for(readers[0].get(), LOG_STATUS_CHECK_S)
+            except TimeoutError:  # it may have ended elsewhere (a lease, another manager)
+                async with _transaction(runtime) as db:
+                    task = await queries.get_task(db, task_id)
+                continue
+            if entry is None:
+                break
+            item_id, attempt, stream, line = entry
+            await ws.send_json({"item": item_id, "attempt": attempt, "stream": stream, "line": line})
+        await ws.close(1000, "the task has ended")
+    except (WebSocketDisconnect, OSError):
+        pass
+    finally:
+        for reader in readers:
+            runtime.output.unsubscribe(task_id, reader)
+
+
 def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     @app.websocket("/tasks/{id}/log")
     async def task_log_stream(ws: WebSocket) -> None:
         """Each output line as a JSON text frame ``{"item", "attempt", "stream", "line"}``:
         the lines kept first, then live ones; closed (1000) when the task has ended."""
-        text = ws.path_params["id"]
-        task, items = await _task_for_stream(runtime, ws, text)
-        if task is None:
-            await ws.send_denial_response(answer_of(NotFound(f"no task with id {text}")))
-            return
-        await ws.accept()
-        queue = runtime.output.subscribe(task.id)
-        try:
-            for item in items:
-                for attempt, stream, line in runtime.output.lines(item.id):
-                    await ws.send_json({"item": item.id, "attempt": attempt, "stream": stream, "line": line})
-            while task.status not in TERMINAL:
-                try:
-                    entry = await asyncio.wait_for(queue.get(), LOG_STATUS_CHECK_S)
-                except TimeoutError:  # it may have ended elsewhere (a lease, another manager)
-                    async with _transaction(runtime) as db:
-                        task = await queries.get_task(db, task.id)
-                    continue
-                if entry is None:
-                    break
-                item_id, attempt, stream, line = entry
-                await ws.send_json({"item": item_id, "attempt": attempt, "stream": stream, "line": line})
-            await ws.close(1000, "the task has ended")
-        except (WebSocketDisconnect, OSError):
-            pass
-        finally:
-            runtime.output.unsubscribe(task.id, queue)
+        await _stream_log(runtime, ws)
 
     @app.get("/tasks/{id}/log", summary="The task's output, as text (the last lines of each piece)")
     async def task_log(request: Request) -> Response:
         async with _transaction(runtime) as db:
             task = await queries.get_task(db, _path_id(request), owner=_viewer(request))
             items = list(await queries.items_of(db, task.id))
+        kept = await _kept_lines(runtime, items)
         lines = []
-        for item in items:
-            for attempt, stream, text in runtime.output.lines(item.id):
+        for item, item_lines in kept:
+            for attempt, stream, text in item_lines:
                 prefix = "" if stream == "stdout" else f"{stream}: "
                 lines.append(f"[{item.label or item.index} #{attempt}] {prefix}{text}")
         return Response("\n".join(lines) + ("\n" if lines else ""), media_type="text/plain; charset=utf-8")

@@ -40,6 +40,13 @@ class Revocations(Protocol):
     async def refresh(self, db: Any) -> None: ...
 
 
+class EndedWork(Protocol):
+    """Told which tasks' work a tick requeued or failed (``output.Output``): the output of
+    items that ended so moves to the database."""
+
+    async def move_ended(self, task_id: int) -> None: ...
+
+
 class LeaseKeeper:
     """Requeues work whose lease ran out, for as long as ``run`` runs."""
 
@@ -51,9 +58,11 @@ class LeaseKeeper:
         lease_s: float,
         lease_margin_s: float,
         revocations: Revocations | None = None,
+        ended_work: EndedWork | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._db = db
+        self._ended_work = ended_work
         self._lease_s = lease_s
         self._margin_s = lease_margin_s
         self._revocations = revocations
@@ -84,14 +93,17 @@ class LeaseKeeper:
     async def tick(self, judge: bool) -> int:
         """One check: requeue what expired (when ``judge``), read revocations; tasks requeued."""
         async with self._db.transaction() as db:
-            requeued = 0
+            requeued: set[int] = set()
             if judge:
                 requeued = await queries.requeue_expired(db, self._margin_s)
             if self._revocations is not None:  # revocations made elsewhere, within a tick
                 await self._revocations.refresh(db)
         if requeued:
-            log.info("requeued the work of %d tasks whose workers were lost", requeued)
-        return requeued
+            log.info("requeued the work of %d tasks whose workers were lost", len(requeued))
+        if self._ended_work is not None:
+            for task_id in sorted(requeued):
+                await self._ended_work.move_ended(task_id)
+        return len(requeued)
 
     def judgeable(self, watched_s: float) -> bool:
         """Whether this manager has listened long enough for a silent worker to be lost.

@@ -1,20 +1,24 @@
-"""Work items' output as linked agents send it: kept (bounded) for the log, live readers, parsers.
+"""Work items' output as linked agents send it: kept (bounded) while live, readers, parsers.
 
-Lines arrive over the agents' link (``output`` notifications, see ``agents.py``) and
-live only in this manager's memory: they are not in the database, and a manager that
-starts again has none. They are kept for ``GET /tasks/{id}/log`` and for the replay
-of ``WS /tasks/{id}/log``, and handed at once to that route's live readers.
+Lines arrive over the agents' link (``output`` notifications, see ``agents.py``). While
+its work item is live (queued again, assigned, running) what is kept of them is in this
+manager's memory, for ``GET /tasks/{id}/log``, the replay of ``WS /tasks/{id}/log`` and
+the route's live readers, who get each line at once.
 
-What is kept is bounded three ways, so that a manager running for months holds no more
-than a fixed amount:
+When the item ends, its lines move to the database (``store.logs``) and leave the memory
+at once (``item_ended``): the log of an ended item is read from there, after a restart
+too. Its finished report carries them (``final_log``) into the report's own round; a
+cancel writes them in its transaction; items ended by their task's end rather than by a
+report of theirs are moved by ``move_ended``. Lines that come for an item after its end
+(a late batch of a canceled attempt) are dropped.
+
+What is kept of live items is bounded three ways, so that a manager running for months
+holds no more than a fixed amount:
 
 * the last ``KEPT_LINES`` lines of each work item (all its attempts together);
 * at most ``MAX_KEPT_ITEMS`` work items and ``MAX_KEPT_LINES`` lines in all: past
-  either, the item written to longest ago is dropped first;
-* when a task ends (its last report, a cancel), its items' lines are kept for the log of
-  the last ``ENDED_TASKS_KEPT`` ended tasks only, and dropped after; a deleted task's
-  are dropped at once. A task that ended out of this manager's sight (another manager,
-  the lease keeper) is not known to have ended: its lines go by the bounds above.
+  either, the item written to longest ago is dropped first (its lines are lost: it did
+  not end in this manager's sight, or wrote nothing for long).
 
 Each running attempt's output also runs through its task's parser (one instance per
 attempt, as parsers keep state), which reports the progress the lines show.
@@ -29,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from herder.manager.store.logs import FinalLog, Line
 from herder.manager.tasktypes import Parser, load_parser
 
 log = logging.getLogger(__name__)
@@ -38,13 +43,11 @@ KEPT_LINES = 2000
 # In all: ~100 bytes a line puts the whole store near 100 MB at most.
 MAX_KEPT_ITEMS = 4096
 MAX_KEPT_LINES = 1_000_000
-# Ended tasks whose output stays readable: the log asked right after the end still answers.
-ENDED_TASKS_KEPT = 100
+# Ended items remembered (their ids only) so that late lines for them are dropped.
+ENDED_ITEMS_REMEMBERED = 4096
 # A live reader this far behind loses lines, not the manager's memory.
 READER_BACKLOG_LINES = 2000
 
-Line = tuple[int, str, str]
-"""A kept line: (attempt, stream, text)."""
 LiveLine = tuple[int, int, str, str]
 """A line for a live reader: (item, attempt, stream, text); ``None`` on its queue ends it."""
 Reader = asyncio.Queue[LiveLine | None]
@@ -55,6 +58,14 @@ class ParserNames(Protocol):
 
     async def parser_of_item(self, item_id: int) -> str | None:
         """The parser its task names; None: no such item."""
+        ...
+
+
+class EndedLogs(Protocol):
+    """Where ended items' output is stored (the database: ``store.logs.keep_ended``)."""
+
+    async def keep_ended_logs(self, logs: list[FinalLog]) -> list[int]:
+        """Store the output of those of these items that have ended; their ids."""
         ...
 
 
@@ -70,9 +81,8 @@ class Progress:
 class OutputStatistics:
     """What ``Output`` holds now."""
 
-    items: int
+    items: int  # live items with lines kept
     lines: int
-    ended_tasks: int
     readers: int
     parsers: int
 
@@ -83,23 +93,25 @@ class Output:
     def __init__(
         self,
         parser_names: ParserNames,
+        ended_logs: EndedLogs | None = None,
         *,
         kept_lines: int = KEPT_LINES,
         max_items: int = MAX_KEPT_ITEMS,
         max_lines: int = MAX_KEPT_LINES,
-        ended_tasks_kept: int = ENDED_TASKS_KEPT,
     ) -> None:
+        """``ended_logs`` None: no database (a test's); ``move_ended`` then moves nothing."""
         self._parser_names = parser_names
+        self._ended_logs = ended_logs
         self._kept_lines = kept_lines
         self._max_items = max_items
         self._max_lines = max_lines
-        self._ended_tasks_kept = ended_tasks_kept
         # Item -> its last lines; in the order written to, the oldest first.
         self._kept: collections.OrderedDict[int, collections.deque[Line]] = collections.OrderedDict()
+        self._truncated: dict[int, int] = {}  # item -> older lines its bound dropped
         self._line_count = 0
         self._item_task: dict[int, int] = {}
         self._task_items: dict[int, set[int]] = {}
-        self._ended: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._ended_items: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._readers: dict[int, set[Reader]] = {}
         self._parsers: dict[tuple[int, int], Parser] = {}
 
@@ -120,6 +132,8 @@ class Output:
 
     async def add(self, item_id: int, attempt: int, lines: Iterable[Sequence[str]]) -> Progress | None:
         """Keep an attempt's lines ``[stream, text]``, hand them to live readers; the progress they show."""
+        if item_id in self._ended_items:
+            return None  # a late batch: the item's log is stored already
         batch = [(stream, text) for stream, text in lines]
         task_id = self._item_task.get(item_id)
         for reader in self._readers.get(task_id, ()) if task_id is not None else ():
@@ -158,6 +172,9 @@ class Output:
         before = len(kept)
         kept.extend(lines)
         self._line_count += len(kept) - before
+        dropped = before + len(lines) - len(kept)
+        if dropped:
+            self._truncated[item_id] = self._truncated.get(item_id, 0) + dropped
         while len(self._kept) > self._max_items or self._line_count > self._max_lines:
             oldest, _ = next(iter(self._kept.items()))
             if oldest == item_id:
@@ -168,6 +185,7 @@ class Output:
         kept = self._kept.pop(item_id, None)
         if kept is not None:
             self._line_count -= len(kept)
+        self._truncated.pop(item_id, None)
         task_id = self._item_task.pop(item_id, None)
         if task_id is not None:
             items = self._task_items.get(task_id)
@@ -176,24 +194,59 @@ class Output:
                 if not items:
                     del self._task_items[task_id]
 
-    # -- tasks ending -------------------------------------------------------------------------
+    # -- work ending --------------------------------------------------------------------------
+
+    def final_log(self, item_id: int) -> FinalLog | None:
+        """What is kept of an item's output, to be stored at its end; None: nothing kept."""
+        kept = self._kept.get(item_id)
+        if not kept:
+            return None
+        lines = tuple(kept)
+        return FinalLog(item_id, lines[-1][0], lines, self._truncated.get(item_id, 0))
+
+    def final_logs(self, item_ids: Iterable[int]) -> list[FinalLog]:
+        """``final_log`` of each of these items that has output."""
+        return [log for log in map(self.final_log, item_ids) if log is not None]
+
+    def item_ended(self, item_id: int) -> None:
+        """The item ended and its output is stored: its lines and parsers go now."""
+        self._drop_item(item_id)
+        for key in [key for key in self._parsers if key[0] == item_id]:
+            del self._parsers[key]
+        self._ended_items[item_id] = None
+        self._ended_items.move_to_end(item_id)
+        while len(self._ended_items) > ENDED_ITEMS_REMEMBERED:
+            self._ended_items.popitem(last=False)
+
+    def items_of(self, task_id: int) -> list[int]:
+        """The task's items whose lines are kept here (those handed out by this manager)."""
+        return sorted(self._task_items.get(task_id, ()))
+
+    async def move_ended(self, task_id: int) -> None:
+        """The task ended: store and let go of its items that ended without a report of theirs.
+
+        A task that failed cancels its queued items, whose earlier attempts may have
+        written; its items still running keep their lines until their own end. Without
+        ``ended_logs`` (no database) the ended are not known: nothing moves.
+        """
+        logs = self.final_logs(self.items_of(task_id))
+        if not logs or self._ended_logs is None:
+            return
+        for item_id in await self._ended_logs.keep_ended_logs(logs):
+            self.item_ended(item_id)
 
     def task_ended(self, task_id: int) -> None:
-        """The task has ended: its live readers have read everything; its lines go in time."""
+        """The task has ended: its live readers have read everything; its parsers go."""
         self._end_readers(task_id)
         self._forget_parsers(task_id)
-        self._ended[task_id] = None
-        self._ended.move_to_end(task_id)
-        while len(self._ended) > self._ended_tasks_kept:
-            oldest, _ = self._ended.popitem(last=False)
-            self._drop_task(oldest)
 
     def task_deleted(self, task_id: int) -> None:
-        """The task is gone: readers ended, and its lines dropped now."""
+        """The task is gone (its stored output with it): readers ended, its lines dropped now."""
         self._end_readers(task_id)
         self._forget_parsers(task_id)
-        self._ended.pop(task_id, None)
-        self._drop_task(task_id)
+        for item_id in self.items_of(task_id):
+            self.item_ended(item_id)  # late lines for it are dropped too
+        self._task_items.pop(task_id, None)
 
     def _end_readers(self, task_id: int) -> None:
         for reader in self._readers.get(task_id, ()):
@@ -204,15 +257,11 @@ class Output:
         for key in [key for key in self._parsers if key[0] in items]:
             del self._parsers[key]
 
-    def _drop_task(self, task_id: int) -> None:
-        for item_id in list(self._task_items.get(task_id, ())):
-            self._drop_item(item_id)
-        self._task_items.pop(task_id, None)
-
     # -- readers ------------------------------------------------------------------------------
 
     def lines(self, item_id: int) -> list[Line]:
-        """The lines kept for a work item, oldest first (none: never seen, or dropped)."""
+        """The lines kept in memory for a live work item, oldest first (none: never seen,
+        dropped, or ended: an ended item's are in the database, ``store.logs.lines_of``)."""
         return list(self._kept.get(item_id, ()))
 
     def subscribe(self, task_id: int) -> Reader:
@@ -232,10 +281,9 @@ class Output:
         return OutputStatistics(
             items=len(self._kept),
             lines=self._line_count,
-            ended_tasks=len(self._ended),
             readers=sum(len(r) for r in self._readers.values()),
             parsers=len(self._parsers),
         )
 
 
-__all__ = ["Output", "OutputStatistics", "ParserNames", "Progress"]
+__all__ = ["EndedLogs", "Output", "OutputStatistics", "ParserNames", "Progress"]

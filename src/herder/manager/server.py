@@ -42,8 +42,10 @@ from herder.manager.models import TaskSubmission
 from herder.manager.output import Output
 from herder.manager.services import Services
 from herder.manager.store import db as database
+from herder.manager.store import logs as item_logs
 from herder.manager.store import queries
 from herder.manager.store.batch import NewTask
+from herder.manager.store.logs import FinalLog
 from herder.net import listen_socket
 from herder.rpc import Principal, Service, SharedSecretVerifier, Verifier
 
@@ -95,7 +97,7 @@ class ManagerRuntime:
         )
         self.started = asyncio.Event()
         self.targets = Targets(config)  # what the proxy reaches (and registrations may name)
-        self.output = Output(self)
+        self.output = Output(self, self)
         self.linked = LinkedWorkers()
         self.dispatcher = Dispatcher(self.writes, self.linked, self.output)
         terms = LinkTerms(config.heartbeat_interval_s, config.lease_s, config.lease_margin)
@@ -111,6 +113,7 @@ class ManagerRuntime:
             lease_s=config.lease_s,
             lease_margin_s=config.lease_margin,
             revocations=authority,
+            ended_work=self.output,
         )
         self.rpc = rpc_service(config, authority)  # /rpc: the agents' methods and the registry's
         for method in (*self.agents.methods(), *self.services.methods()):
@@ -127,6 +130,11 @@ class ManagerRuntime:
         """The parser a work item's task names (None: no such item); ``output.ParserNames``."""
         async with self.transaction() as db:
             return await queries.parser_of_item(db, item_id)
+
+    async def keep_ended_logs(self, logs: list[FinalLog]) -> list[int]:
+        """Store the output of those of these items that ended; their ids (``output.EndedLogs``)."""
+        async with self.transaction() as db:
+            return await item_logs.keep_ended(db, logs)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from herder.manager.batcher import Batcher, retryable
 from herder.manager.store import batch
-from herder.manager.store.batch import Beat, Finished, NewTask, Report
+from herder.manager.store.batch import Beat, Done, Finished, NewTask, Report
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +125,18 @@ class Writes:
         task_id: int = await self.rounds.submit((PROGRESS, (report, frame, percent)))
         return task_id
 
-    async def finished(self, report: Finished) -> tuple[int, str]:
-        """An attempt ended; its task's id and new status.
+    async def finished(self, report: Finished) -> Done:
+        """An attempt ended; its task's id and new status, and whether the item ended.
+
+        The report's ``log`` is stored in its round if the report ends the item: in
+        the transaction that writes the end, so that an ended item's output is in the
+        database exactly when its end is (no window in which the log reads neither
+        memory nor database), and at no cost of its own (no transaction more).
 
         Raises:
             FencedOut: the attempt is no longer the worker's.
         """
-        done: tuple[int, str] = await self.rounds.submit((FINISH, report))
+        done: Done = await self.rounds.submit((FINISH, report))
         return done
 
     async def claim(self, worker_ids: list[int], most: int | None = None) -> list[Row[Any]]:

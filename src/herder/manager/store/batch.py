@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row, bindparam, case, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
@@ -46,6 +46,7 @@ from herder.manager.states import (
     sources,
     target,
 )
+from herder.manager.store.logs import FinalLog, keep_logs
 from herder.manager.store.status import TaskCounts
 from herder.manager.store.tables import Blocked, Task, Worker, WorkItem
 
@@ -75,6 +76,17 @@ class Finished(Report):
     exit_code: int = 0
     error: str | None = None
     started_at: float | None = None  # for work too short to have been reported started
+    # The item's output kept so far: stored in the report's own transaction if the report
+    # ends the item (completed, or failed after its last attempt); None: it has none.
+    log: FinalLog | None = None
+
+
+class Done(NamedTuple):
+    """What a finished report did: its task's id and new status, and whether the item ended."""
+
+    task_id: int
+    status: str
+    item_ended: bool
 
 
 @dataclass(frozen=True)
@@ -534,17 +546,21 @@ def start(conn: Connection, reports: Sequence[Report], lease_s: float) -> list[s
     return [parsers[task_of[r.item_id]] if r.item_id in task_of else r.fenced_out() for r in reports]
 
 
-def finish(conn: Connection, reports: Sequence[Finished]) -> list[tuple[int, str] | FencedOut]:
+def finish(conn: Connection, reports: Sequence[Finished]) -> list[Done | FencedOut]:
     """Attempts ended: completed, back to the queue, or failed for good.
 
-    Per report, its task's id and new status, or ``FencedOut``.
+    Per report, what it did (``Done``), or ``FencedOut``. The output of each item it
+    ended goes to ``item_logs`` in the same transaction, in one statement (none if no
+    ended item had output): the log of an ended item is there as soon as its end is.
     """
     now = time.time()
     done: dict[int, int] = {}  # item -> task
+    ended: set[int] = set()
     succeeded = [r for r in reports if r.exit_code == 0]
     if succeeded:
         rows = conn.execute(_COMPLETE, {"fences": [r.fence for r in succeeded], "b_now": now})
         done.update((item_id, task_id) for item_id, task_id in rows)
+        ended.update(done)
         began = [
             {"b_id": r.item_id, "b_started": r.started_at}
             for r in succeeded
@@ -554,17 +570,26 @@ def finish(conn: Connection, reports: Sequence[Finished]) -> list[tuple[int, str
             conn.execute(_START_TIMES, began)
     for report in reports:
         if report.exit_code != 0:
-            task_id = _finish_failed(conn, report, now)
-            if task_id is not None:
-                done[report.item_id] = task_id
+            failed = _finish_failed(conn, report, now)
+            if failed is not None:
+                done[report.item_id], failed_for_good = failed
+                if failed_for_good:
+                    ended.add(report.item_id)
+    keep_logs(conn, [r.log for r in reports if r.log is not None and r.item_id in ended])
     statuses = refresh_tasks(conn, set(done.values()))
     return [
-        (done[r.item_id], statuses[done[r.item_id]]) if r.item_id in done else r.fenced_out() for r in reports
+        Done(done[r.item_id], statuses[done[r.item_id]], r.item_id in ended)
+        if r.item_id in done
+        else r.fenced_out()
+        for r in reports
     ]
 
 
-def _finish_failed(conn: Connection, report: Finished, now: float) -> int | None:
-    """A failed attempt: queued again, or failed after the task's last attempt (rare: alone)."""
+def _finish_failed(conn: Connection, report: Finished, now: float) -> tuple[int, bool] | None:
+    """A failed attempt: queued again, or failed after the task's last attempt (rare: alone).
+
+    Its task's id and whether the item failed for good; None: fenced out.
+    """
     row = (
         conn.execute(
             select(WorkItem.task_id, Task.max_attempts)
@@ -590,7 +615,9 @@ def _finish_failed(conn: Connection, report: Finished, now: float) -> int | None
         .where(_fenced([report]), allows(event))
         .values(status=target(event), exit_code=code, lease_expires=None, **values)
     )
-    return int(task_id) if getattr(result, "rowcount", 0) == 1 else None
+    if getattr(result, "rowcount", 0) != 1:
+        return None
+    return int(task_id), event == ItemEvent.FAIL
 
 
 def refresh_tasks(conn: Connection, task_ids: Iterable[int]) -> dict[int, TaskStatus]:

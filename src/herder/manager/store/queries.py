@@ -186,8 +186,10 @@ async def refresh_task(db: AsyncSession, task: Task) -> None:
 # -- leases ------------------------------------------------------------------------------
 
 
-async def requeue_expired(db: AsyncSession, margin_s: float = 0.0) -> int:
+async def requeue_expired(db: AsyncSession, margin_s: float = 0.0) -> set[int]:
     """Work whose lease ran out ``margin_s`` ago goes back to the queue (or fails after its last attempt).
+
+    Returns the ids of the tasks whose work it requeued or failed.
 
     The margin is the manager's half of the at-most-one-attempt rule (docs/manager.md):
     the agent stopped the attempt ``margin_s`` before the lease ended, by its own clock.
@@ -227,7 +229,7 @@ async def requeue_expired(db: AsyncSession, margin_s: float = 0.0) -> int:
         task = await db.get(Task, task_id, populate_existing=True, with_for_update=True)
         if task is not None:
             await refresh_task(db, task)
-    return len(touched)
+    return touched
 
 
 async def block(db: AsyncSession, pairs: set[tuple[int, int]], now: float) -> None:

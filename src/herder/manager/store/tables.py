@@ -1,10 +1,10 @@
 """The manager's tables (SQLAlchemy 2, typed). Migrations in ``migrations/versions``.
 
-Five tables: ``workers`` (agents that run work), ``tasks`` (what users submitted, with
-their settings, type and parser), ``work_items`` (what a compiler made of a task: one
-command each, run by one worker per attempt), and ``auth_keys`` (the keys the manager
-issued, and their revocations), and ``blocklist`` (which workers lost an attempt of
-which task). Claims and reports work on
+The main tables: ``workers`` (agents that run work), ``tasks`` (what users submitted,
+with their settings, type and parser), ``work_items`` (what a compiler made of a task:
+one command each, run by one worker per attempt), ``item_logs`` (an ended item's kept
+output), ``auth_keys`` (the keys the manager issued, and their revocations), and
+``blocklist`` (which workers lost an attempt of which task). Claims and reports work on
 ``work_items``; a task's status is derived from its items'. Columns that scheduling
 filters on (status, priority) are copied to the items so that a claim reads one table.
 
@@ -121,6 +121,22 @@ class WorkItem(Base):
 # The queue's order (``store.batch``): priority descending, then turn, then id, read in
 # index order on both databases (an ascending priority made SQLite sort every queued item).
 Index("ix_work_items_claim", WorkItem.status, WorkItem.priority.desc(), WorkItem.turn, WorkItem.id)
+
+
+class ItemLog(Base):
+    """An ended work item's kept output (``output.Output`` holds a live item's in memory).
+
+    One row per item that ended with output, written once, at its end; deleting the item
+    (its task) deletes it. ``lines`` are ``[[attempt, stream, text], ...]``, oldest first:
+    the last ``output.KEPT_LINES``; ``truncated`` counts the older ones dropped.
+    """
+
+    __tablename__ = "item_logs"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("work_items.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)  # the item's last attempt
+    lines: Mapped[list[list[Any]]] = mapped_column(JSON)
+    truncated: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Blocked(Base):
