@@ -117,9 +117,13 @@ class Registration:
         self.registered = asyncio.Event()
 
     async def start(self) -> None:
-        """Register now (errors are raised here), then keep it up in the background."""
+        """Register now (errors are raised here), then keep it up in the background.
+
+        The keeper is ``run()`` in the one task the registration owns (a service registers
+        from anywhere, not only from inside a task group); ``close()`` cancels and awaits it.
+        """
         await self._register_once()
-        self._keeper = asyncio.get_running_loop().create_task(self._keep(), name=f"register:{self.key}")
+        self._keeper = asyncio.get_running_loop().create_task(self.run(), name=f"register:{self.key}")
 
     async def _register_once(self) -> None:
         stack = contextlib.AsyncExitStack()
@@ -137,7 +141,9 @@ class Registration:
         self._link, self._stack = peer, stack
         self.registered.set()
 
-    async def _keep(self) -> None:
+    async def run(self) -> None:
+        """Keep the registration up until cancelled: when the link to the manager closes,
+        register again, with backoff while the manager is away (after a first registration)."""
         delay = BACKOFF_INITIAL_S
         while True:
             assert self._link is not None
@@ -158,8 +164,10 @@ class Registration:
         """Deregister: the link closes, and the service drops out of the registry."""
         if self._keeper is not None:
             self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+            # wait() lets a cancellation of close() itself through, which suppressing would not.
+            await asyncio.wait({self._keeper})
+            if not self._keeper.cancelled():
+                self._keeper.result()  # the keeper crashed: raised here, to its owner
         if self._link is not None:
             await self._stack.aclose()
             self._link = None
