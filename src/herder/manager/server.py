@@ -13,7 +13,8 @@ what was submitted was committed before ``POST /tasks`` answered, and reports li
 needs of the others: the agents' RPC service (``agents``), the dispatcher
 (``dispatch``), output kept per work item (``output``), the lease keeper (``leases``)
 and the registry (``services``). ``Manager.run`` owns one task group: the HTTP server
-and a group of the long-running components (lease keeper, dispatcher, registry sweeper);
+and a group of the long-running components (lease keeper, dispatcher, registry sweeper,
+the writer's quiet heartbeats);
 stopping the manager stops the server, then cancels that group.
 """
 
@@ -124,7 +125,12 @@ class ManagerRuntime:
 
     def components(self) -> dict[str, Component]:
         """The manager's long-running parts, by name: each runs until cancelled."""
-        return {"lease-keeper": self.leases, "dispatcher": self.dispatcher, "services-sweeper": self.services}
+        return {
+            "lease-keeper": self.leases,
+            "dispatcher": self.dispatcher,
+            "services-sweeper": self.services,
+            "quiet-heartbeats": self.writes,
+        }
 
     async def parser_of_item(self, item_id: int) -> str | None:
         """The parser a work item's task names (None: no such item); ``output.ParserNames``."""

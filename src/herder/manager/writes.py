@@ -22,14 +22,15 @@ state: it is answered at once and written with the others of its tick (a quarter
 the heartbeat interval at most). A manager killed meanwhile loses a fraction of one
 interval of "last seen" and load figures, which the next beat brings back; a lease is
 never at stake (nothing runs). Beats that name running work are written before they
-are answered, since the answer says which of it to stop.
+are answered, since the answer says which of it to stop. The ticks are ``Writes.run``,
+one of the manager's components (``ManagerRuntime.components``): its task is owned by
+the manager's task group, and what is left at the stop is written by ``close``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -82,7 +83,7 @@ class Writes:
         self.rounds: Batcher[Request, Any] = Batcher("writes", self._write_round)
         self._beat_flush_s = min(MAX_BEAT_FLUSH_S, heartbeat_interval_s / 4)
         self._quiet_beats: dict[int, Beat] = {}
-        self._beat_flusher: asyncio.Task[None] | None = None
+        self._beats_waiting = asyncio.Event()  # quiet beats wait for ``run``'s next tick
         # Set by the RPC links: the workers to claim for, and who pushes what was claimed.
         self.dispatch_to: Callable[[], list[int]] = list
         self.on_claimed: Callable[[list[Row[Any]]], Awaitable[None]] | None = None
@@ -98,10 +99,7 @@ class Writes:
         """Note a heartbeat; the attempts it names that its worker must stop."""
         if beat.running == ():  # runs nothing: soft state, written with its tick
             self._quiet_beats[beat.worker_id] = beat
-            if self._beat_flusher is None or self._beat_flusher.done():
-                self._beat_flusher = asyncio.get_running_loop().create_task(
-                    self._flush_quiet_beats(), name="quiet-heartbeats"
-                )
+            self._beats_waiting.set()
             return []
         self._quiet_beats.pop(beat.worker_id, None)  # this one is newer
         stops: list[list[list[int]]] = await self.rounds.submit((BEATS, [beat]))
@@ -239,9 +237,16 @@ class Writes:
 
     # -- quiet heartbeats ------------------------------------------------------------------
 
-    async def _flush_quiet_beats(self) -> None:
-        while self._quiet_beats:
+    async def run(self) -> None:
+        """Write the quiet heartbeats, a tick's together, until cancelled (a component).
+
+        A tick starts with the first beat held and ends ``_beat_flush_s`` later; no beat
+        held, no tick. Cancelled, it leaves what it holds to ``close``.
+        """
+        while True:
+            await self._beats_waiting.wait()
             await asyncio.sleep(self._beat_flush_s)
+            self._beats_waiting.clear()
             await self._write_quiet_beats()
 
     async def _write_quiet_beats(self) -> None:
@@ -251,13 +256,10 @@ class Writes:
         except Exception:  # the database is away for a moment: keep them for the next tick
             log.exception("writing %d heartbeats failed", len(beats))
             self._quiet_beats = {**beats, **self._quiet_beats}
+            self._beats_waiting.set()
 
     async def close(self) -> None:
-        """Write what is still held in memory (the manager is stopping)."""
-        if self._beat_flusher is not None:
-            self._beat_flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beat_flusher
+        """Write what is still held in memory (the manager is stopping; ``run`` has ended)."""
         if self._quiet_beats:
             await self._write_quiet_beats()
         if self._thread is not None:
