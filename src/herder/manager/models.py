@@ -12,28 +12,24 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from herder.apierrors import FieldError
-
-Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}$")]
-Hostname = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\s/]+$")]
+from herder.fleet import Registration, Tag
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
-class WorkerRegistration(_Request):
-    """``POST /workers``: a worker (an agent) announces itself; again later to update."""
+class WorkerRegistration(Registration):
+    """``POST /workers``: a worker (an agent) announces itself; again later to update.
 
-    hostname: Hostname
-    system: Annotated[str, StringConstraints(max_length=255)] = ""
-    ip_address: Annotated[str, StringConstraints(max_length=64)] | None = None
+    The fields of the link's ``register`` (``fleet.Registration``), but for
+    ``mac_address``, which over HTTP may be any string (as the seed's clients send it)
+    or a number (stored as its digits).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
     mac_address: Annotated[str, StringConstraints(max_length=64)] | str | int | None = None
-    port: int | None = Field(None, ge=0, le=65535)
-    agent_url: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
-        None, description="herder: where the worker's agent answers"
-    )
-    slots: int = Field(1, ge=1, le=1024, description="herder: pieces of work it runs at once")
-    tags: list[Tag] = Field(default_factory=list, max_length=64, description="herder: what it offers")
 
 
 class WorkerUpdate(_Request):
