@@ -150,3 +150,31 @@ async def test_a_task_without_output_stores_no_log(linked: Linked) -> None:
     await wait_task(client, task["id"], "completed")
     assert (await client.get(f"/tasks/{task['id']}/log")).text == ""
     assert await stored_logs(manager) == {}
+
+
+async def test_a_lost_workers_lines_are_stored_when_its_lease_fails_the_item(
+    make_manager: ManagerFactory,
+) -> None:
+    from herder.rpc.client import connect
+
+    async with (
+        make_manager(heartbeat_interval_s=0.1, missed_heartbeats=2) as manager,
+        httpx.AsyncClient(base_url=manager.url, timeout=30) as client,
+        connect("ws" + manager.url[4:] + "/rpc", handlers={"assign": lambda item: None}) as peer,
+    ):
+        worker_id = (await peer.call("register", {"hostname": "lost", "slots": 1}))["worker_id"]
+        body = {"type": "command", "settings": {"argv": ["true"]}, "max_attempts": 1}
+        task = (await client.post("/tasks", json=body)).json()
+        deadline = time.monotonic() + 10
+        while (item := (await client.get(f"/tasks/{task['id']}")).json()["work_items"][0])[
+            "status"
+        ] != "assigned":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await peer.call("started", worker_id, item["id"], 1)
+        await peer.notify("output", worker_id, item["id"], 1, [["stdout", "the last words"]])
+        # It goes silent: its lease runs out, and with its last attempt the item fails.
+        await wait_task(client, task["id"], "failed", timeout_s=20)
+        await wait_memory_empty(manager)
+        assert "the last words" in (await client.get(f"/tasks/{task['id']}/log")).text
+        assert (await stored_logs(manager))[item["id"]].lines == [[1, "stdout", "the last words"]]
