@@ -17,12 +17,56 @@ import httpx
 import pytest
 
 from herder.rpc import ConnectionLost, Method, Peer, Registry, RemoteError, StreamTransport
+from herder.taskgroup import OwnedTaskGroup
 from herder.wire import codec_for
 from tests.conftest import AgentFactory
 
 APP = str(Path(__file__).parent / "apps" / "pool_app.py")
 # Prefixes of the names given to the tasks of the router, its pools and the sessions.
 OWNED_PREFIXES = ("router", "pool:", "proxy:", "sessions:", "session-", "end-session-")
+
+
+async def test_an_owned_group_contains_failures_and_stop_cancels_what_is_left(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    owned = OwnedTaskGroup("unit")
+
+    async def never() -> None:
+        await asyncio.Event().wait()
+
+    assert owned.spawn(never(), "early") is None  # run() is not up: nothing starts (no warning)
+    async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+        runner = tg.create_task(owned.run())
+        await owned.wait_up()
+        assert owned.running
+        waiting = owned.spawn(never(), "waiting")
+        assert waiting is not None
+
+        async def fail() -> None:
+            raise ValueError("one task's bug")
+
+        failing = owned.spawn(fail(), "failing")
+        assert failing is not None
+        await asyncio.wait({failing})
+        assert "unit: failing failed" in caplog.text
+        assert not waiting.done()  # the failure did not spread
+        await owned.stop()
+        assert waiting.cancelled()
+        assert runner.done()
+        assert owned.spawn(never(), "late") is None
+
+
+async def test_a_child_group_cancelled_before_it_started_is_not_waited_for() -> None:
+    parent, child = OwnedTaskGroup("parent"), OwnedTaskGroup("child")
+    async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+        tg.create_task(parent.run())
+        await parent.wait_up()
+        task = child.start_in(parent, "child")
+        assert task is not None
+        task.cancel()  # before its first step: its group is never entered
+        await child.wait_up()
+        assert not child.running
+        await parent.stop()
 
 
 async def peer_pair(registry: Registry) -> tuple[Peer, Peer]:

@@ -46,6 +46,7 @@ from herder.agent.router.http1 import (
 )
 from herder.agent.router.pools import Instance, Pool, Unavailable
 from herder.agent.router.upstream import UpstreamConnection
+from herder.taskgroup import OwnedTaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class ProxyContext:
     limits: ProxyLimits
     resolve: Callable[[bytes | None], Pool | None]
     connections: set[ClientConnection] = field(default_factory=set)
-    tasks: asyncio.TaskGroup | None = None
+    tasks: OwnedTaskGroup | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
         """Run ``coro`` in ``tasks``, its failure logged; None if the router is not running.
@@ -83,13 +84,10 @@ class ProxyContext:
         A connection's wait for an instance must not cancel the router's other tasks,
         whatever it raises: a failure is logged and ends that wait only.
         """
-        if self.tasks is not None:
-            try:
-                return self.tasks.create_task(_logged(coro, name), name=name)
-            except RuntimeError:  # the group is shutting down
-                pass
-        coro.close()
-        return None
+        if self.tasks is None:
+            coro.close()
+            return None
+        return self.tasks.spawn(coro, name)
 
     def sweep(self) -> None:
         """Act on every connection whose deadline has passed."""
@@ -554,11 +552,3 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not None:
             self._abandon(exchange)
         self._close()
-
-
-async def _logged(coro: Coroutine[Any, Any, None], name: str) -> None:
-    """Await ``coro``; a failure is logged (it must not spread to the router's task group)."""
-    try:
-        await coro
-    except Exception:
-        log.exception("%s failed", name)

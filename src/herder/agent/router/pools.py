@@ -38,6 +38,7 @@ from herder.agent.processes.states import State
 from herder.agent.processes.supervisor import Supervisor, Unit, pick_port
 from herder.agent.router import probe
 from herder.agent.router.models import PORT_PLACEHOLDER, PoolSpec
+from herder.taskgroup import OwnedTaskGroup
 
 if TYPE_CHECKING:
     from herder.agent.router.upstream import UpstreamConnection
@@ -153,12 +154,7 @@ class Pool:
         self._supervisor = supervisor
         self._numbers = 0
         # run()'s task group: the idle reaper, each instance's control, retirements.
-        # close() sets ``_stop_tasks`` once the instances are stopped; run() then cancels
-        # what is left and sets ``_tasks_done``.
-        self._tg: asyncio.TaskGroup | None = None
-        self._stop_tasks = asyncio.Event()
-        self._tasks_done = asyncio.Event()
-        self._running = asyncio.Event()
+        self._tasks = OwnedTaskGroup(f"pool {spec.name}")
         self._closed = False
         self._limit = spec.concurrency
         self.url: str | None = None  # set by the router when the pool listens on its own
@@ -166,14 +162,16 @@ class Pool:
 
     # -- life -------------------------------------------------------------------------
 
-    async def launch(self, tg: asyncio.TaskGroup) -> None:
-        """Run ``run()`` in ``tg`` (the router's) and return once its task group is up."""
-        runner = tg.create_task(self.run(), name=f"pool:{self.name}")
-        up = tg.create_task(self._running.wait(), name=f"pool:{self.name}:launch")
-        try:  # run() sets it on its first step, unless the router's group is closing already
-            await asyncio.wait({runner, up}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            up.cancel()
+    async def launch(self, router_tasks: OwnedTaskGroup) -> None:
+        """Run the pool's task group in the router's; return once it is up.
+
+        Raises:
+            Unavailable: the router is stopping.
+        """
+        self._tasks.start_in(router_tasks, f"pool:{self.name}")
+        await self._tasks.wait_up()
+        if not self._tasks.running:
+            raise Unavailable(f"pool {self.name!r}: the router is stopping")
 
     async def run(self) -> None:
         """Own every task of the pool until ``close()`` has stopped its instances (or cancelled).
@@ -181,17 +179,7 @@ class Pool:
         What is left then (the reaper, controls, retirements under way) is cancelled and
         awaited here.
         """
-        try:
-            async with asyncio.TaskGroup() as tg:
-                self._tg = tg
-                self._running.set()
-                await self._stop_tasks.wait()
-                raise _PoolClosed  # leaving the group this way cancels every task in it
-        except* _PoolClosed:
-            pass
-        finally:
-            self._tg = None
-            self._tasks_done.set()
+        await self._tasks.run()
 
     def start(self) -> None:
         """Begin (once ``launch()`` returned): the minimum of instances, and the idle reaper."""
@@ -203,9 +191,7 @@ class Pool:
         self._closed = True
         self._fail_waiters(Unavailable(f"pool {self.name!r} is shutting down"))
         await asyncio.gather(*(self._retire(inst, 0) for inst in list(self.instances)))
-        self._stop_tasks.set()
-        if self._tg is not None:  # run() cancels what is left and waits for it
-            await self._tasks_done.wait()
+        await self._tasks.stop()  # what is left (the reaper, controls) is cancelled
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
         """Run ``coro`` in run()'s task group; a failure is logged, never spread to the others.
@@ -213,20 +199,7 @@ class Pool:
         Once the group is gone or closing (the pool is closed), nothing is started: what
         it would have done, ``close()`` has done.
         """
-        name = f"pool:{self.name}:{what}"
-        if self._tg is None:
-            coro.close()
-            return
-        try:
-            self._tg.create_task(self._logged(coro, name), name=name)
-        except RuntimeError:  # the group is shutting down
-            coro.close()
-
-    async def _logged(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        try:
-            await coro
-        except Exception:
-            log.exception("pool %s: task %s failed", self.name, name)
+        self._tasks.spawn(coro, f"pool:{self.name}:{what}")
 
     # -- handing out instances ---------------------------------------------------------------
 
@@ -521,10 +494,6 @@ class Pool:
         if not self.instances:
             return "no instance running"
         return ", ".join(f"{i.id}: {i.state} ({i.unit.error or i.unit.state})" for i in self.instances)
-
-
-class _PoolClosed(Exception):
-    """Raised in a pool's task group to cancel what is left in it (``close()`` is done)."""
 
 
 def _granted(waiter: asyncio.Future[Instance]) -> bool:

@@ -26,6 +26,7 @@ from herder.agent.router.client import ClientConnection, ProxyContext, ProxyLimi
 from herder.agent.router.models import PoolSpec, listen_is_loopback, split_listen
 from herder.agent.router.pools import Pool
 from herder.agent.router.store import PoolStore
+from herder.taskgroup import OwnedTaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,12 @@ class Router:
         self.pools: dict[str, Pool] = {}
         self._listeners: dict[str, asyncio.Server] = {}
         self._agent_names = frozenset(n.lower() for n in agent_names)
-        # run()'s task group: the sweeper, every pool's run(), the client connections'
+        # run()'s task group: the sweeper, every pool's group, the client connections'
         # waits. The agent opens its pools while it starts, before its own task group
         # could take the router, so start() runs run() in a task of the router's own,
-        # which close() cancels and awaits.
-        self._tg: asyncio.TaskGroup | None = None
-        self._running = asyncio.Event()
+        # which close() ends and awaits.
+        self._tasks = OwnedTaskGroup("router")
+        self.context.tasks = self._tasks
         self._runner: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -74,7 +75,9 @@ class Router:
         """Start ``run()``, then the recorded pools and those of the config file."""
         self._runner = asyncio.get_running_loop().create_task(self.run(), name="router")
         try:
-            await self._running.wait()  # run() sets it on its first step
+            await self._tasks.wait_up()  # run()'s first step
+            tick = min(SWEEP_TICK_S, self.context.limits.header_timeout_s / 4)
+            self._sweeper = self._tasks.spawn(self._sweep(tick), "router:sweeper")
             await self._open_all()
         except BaseException:
             self._runner.cancel()  # what the start got to stops with it
@@ -93,18 +96,9 @@ class Router:
             await self._open_at_start(spec, origin="config")
 
     async def run(self) -> None:
-        """Own the connection sweeper, every pool's tasks and the client connections' waits
-        (for an instance, for a connection to one) until cancelled (``close()``)."""
-        try:
-            async with asyncio.TaskGroup() as tg:
-                self._tg = tg
-                self.context.tasks = tg  # client connections wait for instances in it
-                tick = min(SWEEP_TICK_S, self.context.limits.header_timeout_s / 4)
-                self._sweeper = tg.create_task(self._sweep(tick), name="router:sweeper")
-                self._running.set()
-        finally:
-            self._tg = None
-            self.context.tasks = None
+        """Own the connection sweeper, every pool's task group and the client connections'
+        waits (for an instance, for a connection to one) until ``close()`` (or cancelled)."""
+        await self._tasks.run()
 
     def _config_pools(self) -> dict[str, PoolSpec]:
         return config_pools(self._config)
@@ -120,18 +114,15 @@ class Router:
             conn.close()
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
         self._listeners.clear()
+        await self._tasks.stop()  # what is left (a wait for an instance) is cancelled
         if self._runner is not None:
-            self._runner.cancel()
             await asyncio.wait({self._runner})
 
     async def _sweep(self, tick: float) -> None:
         """Close connections past their deadlines, every ``tick`` seconds, until cancelled."""
-        try:
-            while True:
-                await asyncio.sleep(tick)
-                self.context.sweep()
-        except Exception:  # a bug here must not cancel the pools' tasks beside it
-            log.exception("the router's connection sweeper failed")
+        while True:
+            await asyncio.sleep(tick)
+            self.context.sweep()
 
     # -- routing -------------------------------------------------------------------------
 
@@ -212,9 +203,8 @@ class Router:
             pool.error = str(exc)
 
     async def _open(self, spec: PoolSpec, *, origin: str) -> Pool:
-        assert self._tg is not None, "Router.start() first"
         pool = Pool(spec, self._supervisor, origin=origin)
-        await pool.launch(self._tg)  # its task group is up before any request can reach it
+        await pool.launch(self._tasks)  # its task group is up before any request can reach it
         try:
             await self._listen(pool)
         except BaseException:

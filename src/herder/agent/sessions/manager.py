@@ -48,6 +48,7 @@ from herder.agent.config import AgentConfig, SessionsConfig
 from herder.agent.processes import procs
 from herder.agent.sessions.host import CONFINED_VAR, FD_VAR, SECRET_VAR, SESSION_TARGET, SESSION_VAR
 from herder.rpc import ConnectionLost, Method, Peer, Registry, RemoteCallback, RemoteError, StreamTransport
+from herder.taskgroup import OwnedTaskGroup
 from herder.wire import DEFAULT_MAX_FRAME_SIZE, ErrorCode, Welcome, codec_for, decode_hello, encode_welcome
 
 log = logging.getLogger(__name__)
@@ -198,11 +199,8 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()
         # run()'s task group: every task the sessions need (pumps, host channels, their
-        # watchers, enders). shutdown() sets ``_stop_work`` once the sessions have ended;
-        # run() then cancels what is left and sets ``_work_done``.
-        self._tg: asyncio.TaskGroup | None = None
-        self._stop_work = asyncio.Event()
-        self._work_done = asyncio.Event()
+        # watchers, enders); shutdown() stops it once the sessions have ended.
+        self._tasks = OwnedTaskGroup("sessions")
         # Every host process not yet reaped, by the future that reaps it: the agent's stop
         # reaps what is left, so no host outlives it unreaped (its Popen would then warn).
         self._unreaped: dict[asyncio.Future[int], subprocess.Popen[bytes]] = {}
@@ -215,20 +213,13 @@ class SessionManager:
     async def run(self) -> None:
         """Own every task of the sessions, and end those whose client stayed away too long.
 
-        Runs until cancelled, or until ``shutdown()`` has ended every session: then what
-        is left (pumps, host channels) is cancelled and awaited here.
+        Runs until cancelled. Once ``shutdown()`` has ended every session, what is left
+        (pumps, host channels) is cancelled and awaited here; the reaper runs on until
+        run() itself is cancelled.
         """
-        try:
-            async with asyncio.TaskGroup() as tg:
-                self._tg = tg
-                tg.create_task(self._reap_expired(), name="sessions:reaper")
-                await self._stop_work.wait()
-                raise _WorkStopped  # leaving the group this way cancels every task in it
-        except* _WorkStopped:
-            pass
-        finally:
-            self._tg = None
-            self._work_done.set()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._reap_expired(), name="sessions:reaper")
+            await self._tasks.run()
 
     async def _reap_expired(self) -> None:
         """End sessions whose client stayed away too long, until cancelled."""
@@ -250,16 +241,18 @@ class SessionManager:
         agent's stop.
         """
         self._closing = True
-        enders = [self._ender(s, "the agent stopped", True) for s in list(self.sessions.values())]
+        enders = [
+            ender
+            for s in list(self.sessions.values())
+            if (ender := self._ender(s, "the agent stopped", True)) is not None
+        ]
         if enders:
             _, late = await asyncio.wait(enders, timeout=self._config.close_grace_s + self.shutdown_slack_s)
             for task in late:
                 log.warning("%s: still under way at the agent's stop; cut short", task.get_name())
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        self._stop_work.set()
-        if self._tg is not None:  # run() cancels what is left and waits for it
-            await self._work_done.wait()
+        await self._tasks.stop()  # what is left (pumps, host channels) is cancelled
         await self._reap_hosts()
 
     async def _reap_hosts(self) -> None:
@@ -280,10 +273,10 @@ class SessionManager:
         Raises:
             SessionError: run() is not running (the agent is stopping).
         """
-        if self._tg is None:
-            coro.close()
+        task = self._tasks.spawn(coro, name)
+        if task is None:
             raise SessionError(ErrorCode.APPLICATION_ERROR, "the agent is stopping")
-        return self._tg.create_task(_logged(coro, name), name=name)
+        return task
 
     # -- meta methods ---------------------------------------------------------------------
 
@@ -593,24 +586,26 @@ class SessionManager:
         Once run() has ended (the agent's stop is past), there is no task group left to
         run it in: the end then runs in the caller's task.
         """
-        if self._tg is None and session.ender is None:
-            session.state = "closing"
-            session.ended_reason = reason
+        ender = self._ender(session, reason, graceful)
+        if ender is None:
             await self._end(session, reason, graceful)
             return
-        await asyncio.shield(self._ender(session, reason, graceful))
+        await asyncio.shield(ender)
         if session.end_error is not None:
             raise session.end_error
 
-    def _ender(self, session: Session, reason: str, graceful: bool) -> asyncio.Task[None]:
-        """The task that ends ``session``, in run()'s group: the first ender's reason wins."""
+    def _ender(self, session: Session, reason: str, graceful: bool) -> asyncio.Task[None] | None:
+        """The task that ends ``session``, in run()'s group: the first ender's reason wins.
+
+        None if there is no ender and run()'s group is not running (then ``end()`` runs
+        the end in its caller's task).
+        """
         if session.ender is None:
-            assert self._tg is not None, "SessionManager.run() is not running"
             # At once, not when the task first runs: from now on nothing may resume it.
             session.state = "closing"
             session.ended_reason = reason
-            session.ender = self._tg.create_task(
-                self._end_logged(session, reason, graceful), name=f"end-session-{session.id}"
+            session.ender = self._tasks.spawn(
+                self._end_logged(session, reason, graceful), f"end-session-{session.id}"
             )
         return session.ender
 
@@ -665,18 +660,6 @@ class SessionManager:
         self._ended[session.id] = reason
         while len(self._ended) > ENDED_KEPT:
             self._ended.popitem(last=False)
-
-
-class _WorkStopped(Exception):
-    """Raised in run()'s task group to cancel what is left in it (``shutdown()`` is done)."""
-
-
-async def _logged(coro: Coroutine[Any, Any, None], name: str) -> None:
-    """Await ``coro``; a failure is logged (one session's bug must not end the others)."""
-    try:
-        await coro
-    except Exception:
-        log.exception("%s failed", name)
 
 
 def _relayable(value: Any) -> Any:
