@@ -33,8 +33,9 @@ from herder import fleet
 from herder.fleet import RefusalCode, Refused
 from herder.manager.output import Progress
 from herder.manager.store import queries
-from herder.manager.store.batch import Beat, Done, Finished, Report
+from herder.manager.store.heartbeats import Beat
 from herder.manager.store.logs import FinalLog
+from herder.manager.store.reports import Done, Finished, Report
 from herder.manager.store.status import TERMINAL
 from herder.rpc import Method, Peer
 

@@ -37,7 +37,8 @@ from herder.manager.models import (
 from herder.manager.states import TERMINAL, TaskStatus
 from herder.manager.store import logs as item_logs
 from herder.manager.store import queries
-from herder.manager.store.batch import Beat, Finished, Report
+from herder.manager.store.heartbeats import Beat
+from herder.manager.store.reports import Finished, Report
 from herder.manager.store.tables import Task, Worker, WorkItem
 from herder.principals import principal_of, viewer_of
 

@@ -45,8 +45,8 @@ from herder.manager.services import Services
 from herder.manager.store import db as database
 from herder.manager.store import logs as item_logs
 from herder.manager.store import queries
-from herder.manager.store.batch import NewTask
 from herder.manager.store.logs import FinalLog
+from herder.manager.store.submissions import NewTask
 from herder.net import listen_socket
 from herder.rpc import Principal, Service, SharedSecretVerifier, Verifier
 

@@ -39,8 +39,10 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from herder.manager.batcher import Batcher, retryable
-from herder.manager.store import batch
-from herder.manager.store.batch import Beat, Done, Finished, NewTask, Report
+from herder.manager.store import claims, heartbeats, reports, submissions
+from herder.manager.store.heartbeats import Beat
+from herder.manager.store.reports import Done, Finished, Report
+from herder.manager.store.submissions import NewTask
 
 log = logging.getLogger(__name__)
 
@@ -210,28 +212,28 @@ class Writes:
                 results[i] = answer
         claimed: list[Row[Any]] = []
         if workers and (SUBMIT in by_kind or FINISH in by_kind):
-            free = batch.free_slots(conn, workers, self.offline_after_s)
-            claimed = batch.claim(conn, free, self.lease_s) if free else []
+            free = claims.free_slots(conn, workers, self.offline_after_s)
+            claimed = claims.claim(conn, free, self.lease_s) if free else []
         return results, claimed
 
     def _write_kind(self, conn: Connection, kind: str, payloads: list[Any]) -> Sequence[Any]:
         if kind == SUBMIT:
-            return batch.insert_tasks(conn, payloads)
+            return submissions.insert_tasks(conn, payloads)
         if kind == BEATS:
             beats = [beat for group in payloads for beat in group]
-            stops = iter(batch.beat(conn, beats, self.lease_s))
+            stops = iter(heartbeats.beat(conn, beats, self.lease_s))
             return [[next(stops) for _ in group] for group in payloads]
         if kind == START:
-            return batch.start(conn, payloads, self.lease_s)
+            return reports.start(conn, payloads, self.lease_s)
         if kind == PROGRESS:
-            return [batch.progress(conn, report, frame, pct) for report, frame, pct in payloads]
+            return [reports.progress(conn, report, frame, pct) for report, frame, pct in payloads]
         if kind == FINISH:
-            return batch.finish(conn, payloads)
+            return reports.finish(conn, payloads)
         if kind == CLAIM:
             answers = []
             for worker_ids, most in payloads:
-                free = batch.free_slots(conn, worker_ids, self.offline_after_s)
-                answers.append(batch.claim(conn, free, self.lease_s, most=most) if free else [])
+                free = claims.free_slots(conn, worker_ids, self.offline_after_s)
+                answers.append(claims.claim(conn, free, self.lease_s, most=most) if free else [])
             return answers
         raise ValueError(f"unknown kind of write {kind!r}")
 

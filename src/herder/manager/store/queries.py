@@ -4,7 +4,7 @@ Registering workers, reading and changing tasks (priority, pause, cancel, delete
 the lease keeper: requests that come one at a time. The paths that come by the hundred
 per second (heartbeats, claims, submissions, reports) are in ``store.batch``. Both
 derive a task's status by the one rule of ``manager.states`` and change an item's status
-only as its table allows (``batch.allows``, ``states.target``).
+only as its table allows (``moves.allows``, ``states.target``).
 
 Every decision that must hold across manager processes is taken *in the database*:
 expired leases go back to the queue by a compare-and-set on the attempt, so a report
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from herder.manager.errors import FencedOut, NotFound
 from herder.manager.states import ACTIVE, TERMINAL, ItemEvent, TaskEvent, TaskStatus, apply, target
-from herder.manager.store import batch
+from herder.manager.store import moves, reports
 from herder.manager.store.tables import Blocked, Task, Worker, WorkItem
 
 __all__ = ["ACTIVE", "TERMINAL", "FencedOut", "NotFound"]
@@ -158,7 +158,7 @@ async def _cancel_items(db: AsyncSession, task_id: int) -> list[tuple[int, int, 
     ]
     await db.execute(
         update(WorkItem)
-        .where(WorkItem.task_id == task_id, batch.allows(ItemEvent.CANCEL))
+        .where(WorkItem.task_id == task_id, moves.allows(ItemEvent.CANCEL))
         .values(status=target(ItemEvent.CANCEL), lease_expires=None, finished_at=time.time())
     )
     return running
@@ -178,7 +178,7 @@ async def refresh_task(db: AsyncSession, task: Task) -> None:
     With one aggregate, not by loading the items: a frames task may have 10,000 of them.
     """
     await db.flush()
-    statuses = await (await db.connection()).run_sync(batch.refresh_tasks, [task.id])
+    statuses = await (await db.connection()).run_sync(reports.refresh_tasks, [task.id])
     await db.refresh(task)
     task.status = statuses.get(task.id, task.status)
 
@@ -215,7 +215,7 @@ async def requeue_expired(db: AsyncSession, margin_s: float = 0.0) -> set[int]:
             values = {"worker_id": None, "error": lost}
         result = await db.execute(
             update(WorkItem)
-            .where(WorkItem.id == item.id, WorkItem.attempt == item.attempt, batch.allows(event))
+            .where(WorkItem.id == item.id, WorkItem.attempt == item.attempt, moves.allows(event))
             .values(status=target(event), lease_expires=None, **values)
             .execution_options(synchronize_session=False)
         )
