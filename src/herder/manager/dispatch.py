@@ -6,7 +6,7 @@ covers the rest: a worker that just linked, work that another manager or the lea
 keeper put back in the queue. It runs whenever something may have changed (``wake()``)
 and once every ``DISPATCH_TICK_S`` for what changed out of its sight.
 
-Claims are made in the database, compare-and-set (``store.batch``), so two managers on
+Claims are made in the database, compare-and-set (``store.claims``), so two managers on
 one database never hand out one item twice. An ``assign`` lost with its connection is
 no loss: the item stays assigned until its lease runs out and is then queued again.
 """

@@ -1,7 +1,7 @@
 """The lifecycles of a work item and of a task, as tables (the agent's ``states.py`` shape).
 
 A **work item** is one command a compiler made of a task, run by one worker per attempt.
-Its status is set by the statements of ``store.batch`` and ``store.queries``; each of
+Its status is set by the statements of ``store.claims``, ``store.reports`` and ``store.queries``; each of
 them takes its source statuses and its target from ``ITEM_TRANSITIONS`` (``sources()``,
 ``target()``), so the table is the one place that says which change is legal:
 

@@ -104,7 +104,7 @@ class WorkItem(Base):
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"), nullable=True, index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # the fence: reports name their attempt
     # Fair share: the task's owner ('' without keys) and this item's turn among its owner's
-    # work; at equal priority, lower turns are served first (see ``store.batch.claim``).
+    # work; at equal priority, lower turns are served first (see ``store.claims.claim``).
     owner: Mapped[str] = mapped_column(String(255), default="")
     turn: Mapped[int] = mapped_column(Integer, default=0)
     # The tags as one comparable string (sorted, comma-joined): claims skip, in SQL, the
@@ -118,7 +118,7 @@ class WorkItem(Base):
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
-# The queue's order (``store.batch``): priority descending, then turn, then id, read in
+# The queue's order (``store.claims``): priority descending, then turn, then id, read in
 # index order on both databases (an ascending priority made SQLite sort every queued item).
 Index("ix_work_items_claim", WorkItem.status, WorkItem.priority.desc(), WorkItem.turn, WorkItem.id)
 
