@@ -40,6 +40,7 @@ pauses would be counted as the manager's).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
 import itertools
@@ -505,7 +506,6 @@ async def buy_tokens(port: int, key: str, count: int) -> tuple[list[str], float]
 
 def measure_tokens(port: int, key: str, jwks_doc: Any, count: int, cached: int) -> Tokens:
     from herder.auth import public_keys_from_jwks, tokens
-    from herder.auth.keys import b64url_decode
     from herder.manager.authority import ISSUER, TOKEN_AUDIENCE
 
     public_keys = public_keys_from_jwks(jwks_doc)
@@ -531,7 +531,10 @@ def measure_tokens(port: int, key: str, jwks_doc: Any, count: int, cached: int) 
             verify(token, public_keys, **options)
         uncached_seconds = time.perf_counter() - t0
         head, payload, signature = bought[-1].split(".")
-        data, sig = f"{head}.{payload}".encode("ascii"), b64url_decode(signature)
+        data, sig = (
+            f"{head}.{payload}".encode("ascii"),
+            base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)),
+        )
         public = next(iter(public_keys.values()))
         t0 = time.perf_counter()
         for _ in range(len(distinct)):
