@@ -2,8 +2,8 @@
 
 The agent's process records and the manager's rounds of writes are built on it (their own
 tests are ``tests/test_store.py`` and ``tests/manager/test_batcher.py``); these tests are
-about the mechanics: callers write, a batch in flight outlives a cancelled writer, and no
-request is ever stranded whoever is cancelled.
+about the mechanics: a writer task writes while requests wait, a batch in flight outlives a
+cancelled caller, and no request is ever stranded whoever is cancelled.
 """
 
 from __future__ import annotations
@@ -31,21 +31,29 @@ class Held:
         return [r * 10 for r in requests]
 
 
-async def test_a_cancelled_writer_finishes_its_batch_and_hands_on() -> None:
+async def test_a_caller_cancelled_mid_write_leaves_the_write_running() -> None:
     held = Held()
-    commit: GroupCommit[int, int] = GroupCommit("t", held.flush)
-    writer = asyncio.ensure_future(commit.submit(1))
+    done: list[int] = []
+
+    async def flush(requests: list[int]) -> list[int | BaseException]:
+        answers = await held.flush(requests)
+        done.extend(requests)
+        return answers
+
+    commit: GroupCommit[int, int] = GroupCommit("t", flush)
+    caller = asyncio.ensure_future(commit.submit(1))
     await held.entered.wait()
     behind = [asyncio.ensure_future(commit.submit(n)) for n in (2, 3)]
     await asyncio.sleep(0)
-    writer.cancel()
-    await asyncio.sleep(0)
-    assert not writer.done()  # the write in flight is waited for, not abandoned
-    held.release.set()
+    caller.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await writer
+        await caller
+    assert commit.statistics().writers == 1  # the write in flight is the writer's, not abandoned
+    held.release.set()
     assert await asyncio.wait_for(asyncio.gather(*behind), 5) == [20, 30]
     assert held.batches == [[1], [2, 3]]
+    assert done == [1, 2, 3]
+    await asyncio.wait_for(commit.wait_idle(), 5)
     assert commit.statistics().writers == 0
 
 

@@ -160,7 +160,9 @@ class Output:
         name = await self._parser_names.parser_of_item(item_id)
         if name is None:
             return None
-        parser = self._parsers[(item_id, attempt)] = load_parser(name)
+        parser = load_parser(name)
+        if item_id not in self._ended_items:  # it may have ended while its task's parser was read
+            self._parsers[(item_id, attempt)] = parser
         return parser
 
     def _keep(self, item_id: int, lines: list[Line]) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -47,6 +48,8 @@ from herder.manager.store.submissions import NewTask
 log = logging.getLogger(__name__)
 
 MAX_BEAT_FLUSH_S = 1.0
+# At stop, how long a round still being written may take before the thread is let go.
+CLOSE_WAIT_S = 10.0
 
 # The kinds of request, in the order a round writes them: new tasks first, so that the
 # round's own claim can hand them out.
@@ -262,6 +265,9 @@ class Writes:
 
     async def close(self) -> None:
         """Write what is still held in memory (the manager is stopping; ``run`` has ended)."""
+        with contextlib.suppress(TimeoutError):  # a round being written ends before its thread goes
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                await self.rounds.wait_idle()
         if self._quiet_beats:
             await self._write_quiet_beats()
         if self._thread is not None:

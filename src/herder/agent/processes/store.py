@@ -85,7 +85,7 @@ class GroupCommit:
     Built on ``herder.groupcommit``: a save that arrives while a batch is being written
     joins the next one, and the whole batch is written by ``RecordStore.save`` in a
     thread, with one directory sync. Under a burst of creates this turns one directory
-    sync per process into one per batch, without a task of its own (the callers write).
+    sync per process into one per batch.
     Saves of one key in the same batch are written once, with the newest ``current``.
     """
 
@@ -100,6 +100,10 @@ class GroupCommit:
             OSError: the batch holding it could not be written.
         """
         await self._commit.submit((key, current))
+
+    async def wait_idle(self) -> None:
+        """Return once no batch of records is being written (the supervisor is stopping)."""
+        await self._commit.wait_idle()
 
     async def _flush(self, saves: list[Save]) -> list[None]:
         newest = dict(saves)  # one write per key: the last save's ``current`` wins

@@ -450,6 +450,7 @@ class Supervisor:
             units = [*self.units.values(), *self.detached]
             await asyncio.gather(*(unit.stop() for unit in units))
         self._tg = None
+        await self._records.wait_idle()  # a record being written is finished, not dropped
 
     @property
     def agent_id(self) -> str:
