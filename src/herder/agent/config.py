@@ -92,6 +92,15 @@ class SupervisionConfig(_Section):
     )
     backoff_initial_s: float = Field(0.1, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
+    crash_window_s: float = Field(
+        60.0,
+        gt=0,
+        description="failures less than this apart count together: each one grows the delay, "
+        "however long its run; a run this long ends the count (and any crash loop)",
+    )
+    crash_loop_after: int = Field(
+        5, ge=1, description="this many failures in a row within the window are reported as a crash loop"
+    )
     ring_lines: int = Field(1000, gt=0, description="lines replayed to a new attach")
     log_max_bytes: int = Field(10 * 1024 * 1024, gt=0, description="per log file, before rotation")
     log_backups: int = Field(3, ge=0)

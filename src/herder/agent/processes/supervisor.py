@@ -13,9 +13,10 @@ A unit's life, in ``Unit._run``:
    pidfd. When it ends, whatever it left in its group or elsewhere (found by its
    environment marker) is killed, like systemd's control-group kill mode, so a
    restart never fights its predecessor's leftovers for a port.
-3. restart: by policy (``always``, ``on-failure``, ``never``). A run that lasted
-   ``stable_s`` restarts at once; quick failures back off exponentially from
-   ``backoff_initial_s`` to ``backoff_max_s``.
+3. restart: by policy (``always``, ``on-failure``, ``never``). Failures back off
+   exponentially from ``backoff_initial_s`` to ``backoff_max_s`` until a run outlives
+   ``crash_window_s``; the first after a run of ``stable_s`` restarts at once; enough of
+   them in a row are a crash loop, shown in ``error`` (``crashes.py``).
 4. stop (delete or shutdown): SIGTERM to the group, ``grace_s``, SIGKILL to the group,
    then a sweep for descendants that left it. ``Unit.stop()`` returns when nothing of
    the process runs any more.
@@ -41,6 +42,7 @@ from herder.agent.config import AgentConfig, SupervisionConfig
 from herder.agent.errors import AppError, Conflict, FetchError, NotFound
 from herder.agent.models import ProcessSpec, RestartPolicy
 from herder.agent.processes import procs
+from herder.agent.processes.crashes import CrashHistory, backoff_delay, describe_exit, last_output
 from herder.agent.processes.logs import OutputLog
 from herder.agent.processes.reader import OutputReader
 from herder.agent.processes.states import Event, State, apply, is_alive
@@ -109,6 +111,11 @@ class Unit:
         self.started_at_iso: str | None = None
         self.created_at_iso = iso(spec.created_at)
         self.error: str | None = None
+        # Set while the process keeps failing (see crashes.py); kept in ``error`` while it
+        # runs between two failures, and cleared once a run outlives the window.
+        self.crash_loop: str | None = None
+        self._crashes = CrashHistory(ctx.config)
+        self._window_timer: asyncio.TimerHandle | None = None
         cfg = ctx.config
         self.output = OutputLog(
             ctx.log_dir,
@@ -138,6 +145,9 @@ class Unit:
         new = apply(self.state, event)
         log.debug("%s: %s --%s--> %s", self.slug, self.state, event, new)
         self.state = new
+        self._changed_now()
+
+    def _changed_now(self) -> None:
         self._notify()
         for watcher in self.watchers:
             watcher()
@@ -185,6 +195,7 @@ class Unit:
 
     def _kill_leftover_child(self) -> None:
         """Cancelled or crashed mid-run: the child must not outlive its supervisor."""
+        self._cancel_window_timer()
         child, self._child = self._child, None
         if child is None:
             return
@@ -287,10 +298,7 @@ class Unit:
         self._event(Event.FAILED)
 
     def _backoff_delay(self, failures: int) -> float:
-        cfg = self._ctx.config
-        if failures <= 0:
-            return 0.0
-        return float(min(cfg.backoff_initial_s * 2 ** (failures - 1), cfg.backoff_max_s))
+        return backoff_delay(self._ctx.config, failures)
 
     # -- running ------------------------------------------------------------------------
 
@@ -313,7 +321,6 @@ class Unit:
         return env
 
     async def _supervise(self, launch: Launch) -> None:
-        failures = 0
         self.port = self._preset_port or pick_port()
         while True:
             try:
@@ -327,14 +334,13 @@ class Unit:
             if code is None:  # stop requested while it runs
                 await self._terminate(child, exit_wait)
                 return
-            uptime = time.monotonic() - self._started_mono
-            await self._after_exit(child, code)
+            ended = time.monotonic()
+            await self._after_exit(child, code)  # drained: the last line it wrote is known
             if not self._should_restart(code):
                 self._event(Event.FINISHED)
                 return
-            failures = 0 if uptime >= self._ctx.config.stable_s else failures + 1
-            delay = self._backoff_delay(failures)
-            self.error = f"exited with {self._describe(code)}; restarting in {delay:.1f} s"
+            delay = self._crashes.record(code, self._started_mono, ended)
+            self.error = self._describe_failure(code, delay)
             self._event(Event.CRASHED)
             self.output.note(self.error)
             if await self._wait_stop(delay):
@@ -342,13 +348,28 @@ class Unit:
             self.restarts += 1
             self._event(Event.RETRY)
 
+    def _describe_failure(self, code: int, delay: float) -> str:
+        """Why the process is waiting, for ``error``: one exit, or a crash loop (then set)."""
+        restart = f"restarting in {delay:.1f} s"
+        if not self._crashes.in_loop:
+            self.crash_loop = None
+            return f"exited with {self._describe(code)}; {restart}"
+        head, tail = self._crashes.describe(time.monotonic()), last_output(self.output)
+        if self.crash_loop is None:
+            log.warning("%s: %s%s", self.slug, head, tail)
+        self.crash_loop = head + tail
+        return f"{head}, {restart}{tail}"
+
     def _on_spawned(self, child: procs.Child) -> None:
         self._child = child
         self.pid = child.pid
-        self.error = None
+        self.error = self.crash_loop  # still looping until this run proves otherwise
         self.started_at = time.time()
         self.started_at_iso = iso(self.started_at)
         self._started_mono = time.monotonic()
+        self._window_timer = asyncio.get_running_loop().call_later(
+            self._ctx.config.crash_window_s, self._outlived_window
+        )
         self._event(Event.SPAWNED)
         self._reader = OutputReader(self.output, self._on_data)
         self._reader.attach(child.stdout_fd, child.stderr_fd)
@@ -356,6 +377,23 @@ class Unit:
     def _on_data(self) -> None:
         if self._waiters:
             self._notify()
+
+    def _outlived_window(self) -> None:
+        """The current run has lasted the crash window: earlier failures no longer count."""
+        self._window_timer = None
+        self._crashes.reset()
+        if self.crash_loop is None:
+            return
+        log.info("%s: running for %g s, the crash loop is over", self.slug, self._ctx.config.crash_window_s)
+        if self.error == self.crash_loop:
+            self.error = None
+        self.crash_loop = None
+        self._changed_now()
+
+    def _cancel_window_timer(self) -> None:
+        if self._window_timer is not None:
+            self._window_timer.cancel()
+            self._window_timer = None
 
     def _close_pipes(self) -> None:
         if self._reader is not None:
@@ -367,6 +405,7 @@ class Unit:
         self.exit_code = code
         self.pid = None
         self._child = None
+        self._cancel_window_timer()
         procs.signal_group(child.pid, signal.SIGKILL)
         try:
             await procs.sweep_async(procs.UNIT_MARKER, self.unit_marker, since=child)
@@ -387,12 +426,7 @@ class Unit:
 
     @staticmethod
     def _describe(code: int) -> str:
-        if code < 0:
-            try:
-                return f"signal {signal.Signals(-code).name}"
-            except ValueError:
-                return f"signal {-code}"
-        return f"code {code}"
+        return describe_exit(code)
 
     async def _terminate(self, child: procs.Child, exit_wait: asyncio.Future[int]) -> None:
         """SIGTERM to the group, wait out the grace period, SIGKILL, sweep."""

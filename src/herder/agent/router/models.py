@@ -175,7 +175,9 @@ class PoolStatus(BaseModel):
     url: str | None = Field(description="Where the pool listens on its own, when it has a listen address.")
     host: str = Field(description="Host header that routes to this pool on the agent's port.")
     waiting: int = Field(description="Requests waiting for an instance.")
-    error: str | None = Field(description="The last failure: an instance that could not run, a port taken.")
+    error: str | None = Field(
+        description="The last failure: an instance that could not run or is in a crash loop, a port taken."
+    )
     instances: list[InstanceStatus]
     details: str
     scale: str

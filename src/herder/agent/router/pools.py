@@ -13,7 +13,10 @@ How requests get instances (``try_acquire`` on the fast path, ``acquire`` otherw
   for the load that waits, counting what is already starting: 100 requests on a cold
   pool with a concurrency of 80 start two instances, not a hundred, and never more
   than ``max_instances``;
-* a request that waited ``start_timeout`` gets a 503 with ``Retry-After``.
+* a request that waited ``start_timeout`` gets a 503 with ``Retry-After``; sooner when
+  the pool knows no instance is coming: one failed for good, or every one is in a crash
+  loop (its process keeps exiting: the 503 and the pool's ``error`` quote its last exit
+  and stderr line).
 
 An instance is ``ready`` when its readiness check passes on its current process; it
 becomes ``unready`` when its process changes (crash, restart) or when the proxy saw a
@@ -241,6 +244,8 @@ class Pool:
             return inst
         if self.state is not PoolState.ACTIVE or self._closed:
             raise Unavailable(f"pool {self.name!r} is {self.state}", retry_after=5)
+        if self._only_crash_loops():
+            raise Unavailable(f"pool {self.name!r}: {self.error}", retry_after=5)
         waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._wake()
@@ -354,6 +359,7 @@ class Pool:
         path = self.spec.ready.path if self.spec.ready is not None else None
         attempts = 0
         pid: int | None = None
+        looping: str | None = None
         while not inst.stopping:
             inst._changed.clear()
             if unit.done:
@@ -361,6 +367,7 @@ class Pool:
             if unit.state is State.FAILED:
                 self._instance_failed(inst)
                 break
+            looping = self._follow_crash_loop(inst, looping)
             if unit.state is not State.RUNNING:
                 await inst.wait_change()
                 continue
@@ -396,6 +403,32 @@ class Pool:
         self._spawn(self._retire(inst, 0), f"retire:{inst.id}")
         if not any(i.state in (InstanceState.STARTING, InstanceState.READY) for i in self.instances):
             self._fail_waiters(Unavailable(f"pool {self.name!r}: {self.error}", retry_after=5))
+
+    def _follow_crash_loop(self, inst: Instance, known: str | None) -> str | None:
+        """Report ``inst``'s crash loop if it began or went on since ``known``; return it."""
+        looping = inst.unit.crash_loop
+        if looping is not None and looping != known:
+            self._instance_crash_looping(inst, looping, began=known is None)
+        return looping
+
+    def _instance_crash_looping(self, inst: Instance, description: str, *, began: bool) -> None:
+        """``inst``'s process keeps exiting (or exited again): say so, and stop making requests wait.
+
+        The instance stays (its unit keeps trying, with a growing delay, and may recover);
+        when no instance is ready and every one is looping, waiting requests get a 503
+        quoting the loop now rather than at the start timeout.
+        """
+        self.error = f"instance {inst.id}: {description}"
+        if began:
+            log.warning("pool %s: %s", self.name, self.error)
+        if self._only_crash_loops():
+            self._fail_waiters(Unavailable(f"pool {self.name!r}: {self.error}", retry_after=5))
+
+    def _only_crash_loops(self) -> bool:
+        """No instance is ready, and every one the pool has is in a crash loop."""
+        if self._ready or not self.instances:
+            return False
+        return all(i.unit.crash_loop is not None for i in self.instances)
 
     def _set_ready(self, inst: Instance) -> None:
         inst.state = InstanceState.READY
