@@ -33,4 +33,10 @@ def test_a_bad_event_names_state_and_event() -> None:
 
 
 def test_alive_states() -> None:
-    assert {s for s in State if is_alive(s)} == {State.FETCHING, State.STARTING, State.RUNNING, State.BACKOFF}
+    assert {s for s in State if is_alive(s)} == {
+        State.FETCHING,
+        State.BUILDING,
+        State.STARTING,
+        State.RUNNING,
+        State.BACKOFF,
+    }

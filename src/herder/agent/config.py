@@ -169,6 +169,17 @@ class ManagerLinkConfig(_Section):
     )
 
 
+class BuildsConfig(_Section):
+    """Builds of apps that declare dependencies (``herder.agent.builds``)."""
+
+    timeout_s: float = Field(900.0, gt=0, description="one build, every step of it")
+    find_links: list[str] = Field(
+        default_factory=list, description="directories or URLs of packages the installers look in too"
+    )
+    index_url: str | None = Field(None, description="the package index, instead of the installers' default")
+    no_index: bool = Field(False, description="use no index at all: only find_links (air-gapped hosts)")
+
+
 class AgentConfig(_Section):
     """Everything the agent needs to start."""
 
@@ -192,6 +203,7 @@ class AgentConfig(_Section):
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    builds: BuildsConfig = Field(default_factory=BuildsConfig)
     manager: ManagerLinkConfig | None = Field(None, description="run the manager's work (a worker)")
     pools: list[dict[str, Any]] = Field(
         default_factory=list,

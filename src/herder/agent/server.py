@@ -35,6 +35,7 @@ from typing import Any
 from herder.agent.api.rpc import build_service
 from herder.agent.apps.fetch import Fetcher
 from herder.agent.apps.launch import Apps
+from herder.agent.builds.builds import Builds
 from herder.agent.config import AgentConfig
 from herder.agent.errors import ConfigError, DataDirBusy
 from herder.agent.link.trust import Trust
@@ -238,7 +239,8 @@ class Agent(Daemon):
         self._keeper = Keeper(agent_id, cfg.data_dir)
         self._keeper.start()
         fetcher = Fetcher(cfg.data_dir / "cache", cfg.fetch)
-        apps = Apps(fetcher, cfg.unpack, cfg.data_dir / "run")
+        builds = Builds(cfg.data_dir / "builds", cfg.builds, cfg.base_env())
+        apps = Apps(fetcher, cfg.unpack, cfg.data_dir / "run", builds)
         store = RecordStore(cfg.data_dir / "processes")
         supervisor = Supervisor(cfg, apps, store, agent_id)
         self.runtime = AgentRuntime(cfg, supervisor, SysInfo(cfg.data_dir))

@@ -7,6 +7,11 @@ is what a developer pointing herder at a checkout expects.
 
 Procfile commands run through ``/bin/sh -c`` so that ``$PORT`` and other variables
 expand as they do under foreman or Heroku.
+
+An app that declares dependencies (a builder of ``herder.agent.builds`` detects it) is
+built once, and each of its processes runs in a copy of the built tree (archive or
+directory alike), with the build's environment. An app's ``.env`` file is read for
+every app; the request's ``env`` wins over both.
 """
 
 from __future__ import annotations
@@ -15,23 +20,35 @@ import asyncio
 import contextlib
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from herder.agent.apps.fetch import Fetcher
 from herder.agent.apps.procfile import find_app_root, read_command
+from herder.agent.builds.envfile import read_env_file
 from herder.agent.config import UnpackConfig
+
+if TYPE_CHECKING:
+    from herder.agent.builds import Builds
 
 SHELL = "/bin/sh"
 
 
 @dataclass(frozen=True, slots=True)
 class Launch:
-    """How to start one process: its argv and working directory, and where it came from."""
+    """How to start one process: its argv and working directory, and where it came from.
+
+    ``env`` (the app's ``.env``, the build's variables) and ``path`` (the build's
+    directories, first on PATH) go into the child's environment below the request's ``env``.
+    """
 
     argv: list[str]
     cwd: Path
     archive_sha256: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    path: tuple[str, ...] = ()
 
 
 def shell_command(command: str) -> list[str]:
@@ -42,10 +59,18 @@ def shell_command(command: str) -> list[str]:
 class Apps:
     """Prepares the source and the command of processes created from apps."""
 
-    def __init__(self, fetcher: Fetcher, unpack_config: UnpackConfig, run_root: Path) -> None:
+    def __init__(
+        self, fetcher: Fetcher, unpack_config: UnpackConfig, run_root: Path, builds: Builds | None = None
+    ) -> None:
         self._fetcher = fetcher
         self._unpack = unpack_config
         self._run_root = run_root
+        self._builds = builds
+
+    @property
+    def builds(self) -> Builds | None:
+        """The build cache (None: apps run as they are, nothing is built)."""
+        return self._builds
 
     def workdir(self, slug: str) -> Path:
         """The process's own directory under the data dir (created on demand)."""
@@ -60,13 +85,19 @@ class Apps:
         source_url: str,
         process_type: str,
         prefer_sha256: str | None = None,
+        on_building: Callable[[], None] | None = None,
+        listener: Callable[[str], None] | None = None,
     ) -> Launch:
-        """Fetch, unpack and read the Procfile; return what to run.
+        """Fetch, unpack, read the Procfile and build if the app needs it; return what to run.
+
+        ``on_building`` is called if a build must be made or waited for; ``listener`` then
+        receives the build's output lines.
 
         Raises:
             FetchError: the download failed (``transient`` says whether to retry).
             UnsafeArchive: the archive broke a rule; nothing of it is left on disk.
             ProcfileError: no Procfile, a bad line, or no such process type.
+            BuildError: the build failed (now or before, for the same app).
         """
         fetched = await self._fetcher.fetch(source_url, prefer_sha256=prefer_sha256)
         if fetched.directory is not None:
@@ -74,16 +105,36 @@ class Apps:
         else:
             assert fetched.archive is not None  # Fetched holds one or the other
             target = self.workdir(slug) / "app"
-            await self._unpack_in_thread(fetched.archive, target)
+            await self._in_thread(self._fresh_unpack, fetched.archive, target)
             root = find_app_root(target)
         command = read_command(root, process_type)
-        return Launch(argv=shell_command(command), cwd=root, archive_sha256=fetched.sha256)
+        env = read_env_file(root)
+        builder = self._builds.detect(root) if self._builds is not None else None
+        if builder is None:
+            return Launch(argv=shell_command(command), cwd=root, archive_sha256=fetched.sha256, env=env)
+        assert self._builds is not None
+        if fetched.sha256 is not None:
+            content = fetched.sha256
+        else:
+            from herder.agent.builds import tree_hash
 
-    async def _unpack_in_thread(self, archive: Path, target: Path) -> None:
-        """Unpack in a worker thread, which cannot be cancelled: if the caller is (the
-        process was deleted), let the thread finish first, so that the caller's cleanup
-        (``remove``) does not race with files still being written."""
-        work = asyncio.ensure_future(asyncio.to_thread(self._fresh_unpack, archive, target))
+            content = await asyncio.to_thread(tree_hash, root)
+        built = await self._builds.ensure(builder, root, content, on_building=on_building, listener=listener)
+        target = self.workdir(slug) / "app"
+        await self._in_thread(_fresh_copy, built.slug, target)
+        return Launch(
+            argv=shell_command(command),
+            cwd=target,
+            archive_sha256=fetched.sha256,
+            env={**built.env.env, **env},
+            path=built.env.path,
+        )
+
+    async def _in_thread(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn`` (unpacking, copying) in a worker thread, which cannot be cancelled: if
+        the caller is (the process was deleted), let the thread finish first, so that the
+        caller's cleanup (``remove``) does not race with files still being written."""
+        work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
         try:
             await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -117,3 +168,10 @@ class Apps:
         except OSError:
             return False
         return True
+
+
+def _fresh_copy(source: Path, target: Path) -> None:
+    """A process's own copy of a built app tree (links kept as links)."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, symlinks=True)

@@ -4,6 +4,8 @@ Rules (the docs diagram in ``docs/architecture.md`` is generated from ``TRANSITI
 
 * ``fetching``: the app's source is being downloaded and unpacked. Commands given
   directly skip this state.
+* ``building``: the app declares dependencies and its build is being made (or another
+  process's build of the same app is awaited). A failed build is final (``failed``).
 * ``starting``: the source is ready; the agent is spawning the command.
 * ``running``: the process is alive (it has a pid).
 * ``backoff``: the process ended (or a transient fetch failed) and will be tried again
@@ -11,8 +13,8 @@ Rules (the docs diagram in ``docs/architecture.md`` is generated from ``TRANSITI
 * ``stopping``: a delete or the agent's shutdown is stopping it (SIGTERM, grace, SIGKILL).
 * ``exited``: it ended and its restart policy says not to start it again, or it was
   stopped. Terminal until deleted.
-* ``failed``: it cannot run (no Procfile, unknown process type, unsafe archive, a command
-  that cannot be spawned). Terminal until deleted; ``error`` says why.
+* ``failed``: it cannot run (no Procfile, unknown process type, unsafe archive, a failed
+  build, a command that cannot be spawned). Terminal until deleted; ``error`` says why.
 
 Any state may go to ``stopping``; ``stopping`` only ends in ``exited``.
 """
@@ -27,6 +29,7 @@ class State(enum.StrEnum):
     """Where a supervised process is in its lifecycle (the ``state`` field on the wire)."""
 
     FETCHING = "fetching"
+    BUILDING = "building"
     STARTING = "starting"
     RUNNING = "running"
     BACKOFF = "backoff"
@@ -40,6 +43,8 @@ class Event(enum.StrEnum):
 
     FETCHED = "fetched"  # source ready, command known
     FETCH_RETRY = "fetch_retry"  # a transient fetch failure: try again later
+    BUILD = "build"  # the app declares dependencies: build it (or wait for its build)
+    BUILT = "built"  # the build is ready, command known
     SPAWNED = "spawned"  # the process has a pid
     CRASHED = "crashed"  # it ended and will be started again
     FINISHED = "finished"  # it ended and its policy says to leave it
@@ -59,12 +64,18 @@ class TransitionError(Exception):
         self.event = event
 
 
-_ALIVE = (State.FETCHING, State.STARTING, State.RUNNING, State.BACKOFF)
+_ALIVE = (State.FETCHING, State.BUILDING, State.STARTING, State.RUNNING, State.BACKOFF)
 
 TRANSITIONS: Mapping[State, Mapping[Event, State]] = {
     State.FETCHING: {
         Event.FETCHED: State.STARTING,
         Event.FETCH_RETRY: State.BACKOFF,
+        Event.BUILD: State.BUILDING,
+        Event.FAILED: State.FAILED,
+        Event.STOP: State.STOPPING,
+    },
+    State.BUILDING: {
+        Event.BUILT: State.STARTING,
         Event.FAILED: State.FAILED,
         Event.STOP: State.STOPPING,
     },

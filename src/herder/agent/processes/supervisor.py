@@ -6,9 +6,10 @@ A ``Unit`` is one supervised process: the spec it was created from, its state (s
 
 A unit's life, in ``Unit._run``:
 
-1. prepare: fetch and unpack the app, read the Procfile (``fetching``), or take the
-   command as given. Transient download failures are retried with backoff; others
-   are final (``failed``).
+1. prepare: fetch and unpack the app, read the Procfile (``fetching``), build it if it
+   declares dependencies (``building``), or take the command as given. Transient
+   download failures are retried with backoff; others, and failed builds, are final
+   (``failed``).
 2. run: spawn in a new session (``running``), read its output, await its exit through a
    pidfd. When it ends, whatever it left in its group or elsewhere (found by its
    environment marker) is killed, like systemd's control-group kill mode, so a
@@ -267,6 +268,8 @@ class Unit:
                     source_url=spec.source_url,
                     process_type=spec.process_type,
                     prefer_sha256=spec.archive_sha256,
+                    on_building=self._on_building,
+                    listener=self.output.note,
                 )
             except FetchError as exc:
                 if not exc.transient:
@@ -285,11 +288,15 @@ class Unit:
                 self._fail(str(exc))
                 return None
             self.error = None
-            self._event(Event.FETCHED)
+            self._event(Event.BUILT if self.state is State.BUILDING else Event.FETCHED)
             if launch.archive_sha256 != spec.archive_sha256:
                 self.spec = spec.model_copy(update={"archive_sha256": launch.archive_sha256})
                 self._ctx.on_spec_change(self)
             return launch
+
+    def _on_building(self) -> None:
+        self.output.note("building the app (its dependencies)")
+        self._event(Event.BUILD)
 
     def _fail(self, message: str) -> None:
         self.error = message
@@ -302,8 +309,12 @@ class Unit:
 
     # -- running ------------------------------------------------------------------------
 
-    def _child_env(self) -> dict[str, str]:
+    def _child_env(self, launch: Launch) -> dict[str, str]:
         env = dict(self._ctx.base_env)
+        # Below the request's env: the app's .env and its build (venv first on PATH).
+        env.update(launch.env)
+        if launch.path:
+            env["PATH"] = os.pathsep.join([*launch.path, env.get("PATH", os.defpath)])
         env.update(self.spec.env)
         env.update(
             PORT=str(self.port),
@@ -324,7 +335,7 @@ class Unit:
         self.port = self._preset_port or pick_port()
         while True:
             try:
-                child = procs.spawn(launch.argv, env=self._child_env(), cwd=str(launch.cwd))
+                child = procs.spawn(launch.argv, env=self._child_env(launch), cwd=str(launch.cwd))
             except OSError as exc:
                 self._fail(f"cannot start {launch.argv[0]!r}: {exc.strerror or exc}")
                 return

@@ -1,0 +1,229 @@
+"""The build cache: each build once, shared, kept across restarts.
+
+A build is keyed by ``sha256(app content + builder name + builder key)``: the app's
+content is its archive's sha256, or a hash of a directory's tree (names, modes,
+contents, link targets). It lives in ``<data dir>/builds/<key>/``:
+
+* ``slug/``: the app tree as the build left it, copied for each process;
+* what the builder made (``venv/``...), in place: venvs hold absolute paths, so a build
+  cannot be made elsewhere and moved;
+* ``build.log``: every line of the build;
+* ``done`` (JSON: the environment the build adds) written last, atomically: a build dir
+  without it is a build that was interrupted, wiped and made again;
+* ``failed`` (the error): a failed build is not tried again until the app (its key) changes.
+
+Package caches shared by a builder's builds are in ``<data dir>/builds/cache/<builder>/``.
+Two processes asking for the same build at once share one flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import shutil
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from herder.agent.builds.builder import BuildContext, Builder, BuildError, BuiltEnv, IndexSettings
+from herder.agent.config import BuildsConfig
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class _Flight:
+    """A build under way, and who follows its lines."""
+
+    task: asyncio.Task[BuiltEnv]
+    listeners: list[Listener] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """A finished build: its app tree and the environment its processes gain."""
+
+    key: str
+    slug: Path
+    env: BuiltEnv
+
+
+def tree_hash(root: Path) -> str:
+    """A hash of a directory's tree: relative names, exec bits, contents, link targets."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in sorted([*filenames, *(d for d in dirnames if (base / d).is_symlink())]):
+            path = base / name
+            rel = str(path.relative_to(root)).encode()
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                digest.update(b"L" + rel + b"\0" + os.readlink(path).encode() + b"\0")
+            elif stat.S_ISREG(info.st_mode):
+                digest.update(b"F" + rel + b"\0" + bytes([info.st_mode & 0o111 != 0]))
+                with path.open("rb") as f:
+                    digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()
+
+
+class Builds:
+    """Builds apps with the installed builders, once per key."""
+
+    def __init__(
+        self,
+        root: Path,
+        config: BuildsConfig,
+        base_env: dict[str, str],
+        builders: list[Builder] | None = None,
+    ) -> None:
+        self._root = root
+        self._config = config
+        self._base_env = base_env
+        # Loaded at the first app that could need one: reading the entry points costs the
+        # agent's start-up otherwise, for agents that only ever run commands.
+        self._builders = builders
+        self._flights: dict[str, _Flight] = {}
+        self.builds_run = 0  # builds actually made (not reused) since start: for tests and stats
+
+    def detect(self, app_root: Path) -> Builder | None:
+        """The first builder that detects the app, or None (the app runs as it is)."""
+        if self._builders is None:
+            from herder.agent.builds.builder import load_builders
+
+            self._builders = load_builders()
+        for builder in self._builders:
+            if builder.detect(app_root):
+                return builder
+        return None
+
+    async def ensure(
+        self,
+        builder: Builder,
+        app_root: Path,
+        content: str,
+        *,
+        on_building: Callable[[], None] | None = None,
+        listener: Listener | None = None,
+    ) -> Built:
+        """The build of ``app_root`` (whose content hash is ``content``): reused, joined or made.
+
+        ``on_building`` is called if the caller has to wait for a build (made now or by
+        another caller); ``listener`` then receives the build's lines.
+
+        Raises:
+            BuildError: the build failed now or before, or cannot happen on this host.
+        """
+        builder_key = await asyncio.to_thread(builder.key, app_root)
+        key = hashlib.sha256(f"{content}\0{builder.name}\0{builder_key}".encode()).hexdigest()
+        build_dir = self._root / key
+        flight = self._flights.get(key)
+        if flight is None:
+            # Read here, not in a thread: two small files, and no await may come between
+            # this look and the flight's start, or two callers could both start it.
+            reused = _finished(build_dir)
+            if reused is not None:
+                return Built(key, build_dir / "slug", reused)
+            flight = _Flight(asyncio.create_task(self._build(builder, app_root, build_dir)))
+            self._flights[key] = flight
+            flight.task.add_done_callback(lambda task: self._landed(key, task))
+        if on_building is not None:
+            on_building()
+        if listener is not None:
+            flight.listeners.append(listener)
+        try:
+            # Shielded: a process deleted while waiting must not cancel a build others share.
+            env = await asyncio.shield(flight.task)
+        finally:
+            if listener is not None and listener in flight.listeners:
+                flight.listeners.remove(listener)
+        return Built(key, build_dir / "slug", env)
+
+    def _landed(self, key: str, task: asyncio.Task[BuiltEnv]) -> None:
+        self._flights.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone (processes deleted)
+
+    async def _build(self, builder: Builder, app_root: Path, build_dir: Path) -> BuiltEnv:
+        flight_key = build_dir.name
+        self.builds_run += 1
+        await asyncio.to_thread(_fresh_dir, build_dir, app_root)
+        cache_dir = self._root / "cache" / builder.name
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        log_file = (build_dir / "build.log").open("a", encoding="utf-8", errors="replace")
+
+        def emit(line: str) -> None:
+            log_file.write(line + "\n")
+            flight = self._flights.get(flight_key)
+            for listener in flight.listeners if flight else ():
+                listener(line)
+
+        cfg = self._config
+        ctx = BuildContext(
+            app_root=build_dir / "slug",
+            build_dir=build_dir,
+            cache_dir=cache_dir,
+            env=dict(self._base_env),
+            index=IndexSettings(tuple(cfg.find_links), cfg.index_url, cfg.no_index),
+            timeout_s=cfg.timeout_s,
+            log=emit,
+        )
+        started = time.monotonic()
+        ctx.note(f"building with {builder.name} in {build_dir}")
+        try:
+            try:
+                async with asyncio.timeout(cfg.timeout_s):
+                    env = await builder.build(ctx)
+            except TimeoutError:
+                raise BuildError(f"build timed out after {cfg.timeout_s:g} s" + ctx.tail_text()) from None
+        except BuildError as exc:
+            ctx.note(f"build failed: {exc}")
+            log_file.close()
+            _write_atomically(build_dir / "failed", str(exc))
+            log.warning("build %s failed: %s", build_dir.name, exc)
+            raise
+        except OSError as exc:
+            # The host's trouble (a full disk), not the app's: not recorded, tried again next time.
+            log_file.close()
+            raise BuildError(f"build failed: {exc}") from exc
+        except BaseException:
+            log_file.close()
+            raise
+        ctx.note(f"build done in {time.monotonic() - started:.1f} s")
+        log_file.close()
+        _write_atomically(build_dir / "done", json.dumps(env.to_json()))
+        return env
+
+
+def _finished(build_dir: Path) -> BuiltEnv | None:
+    """A finished build's environment; None if there is none; raises a recorded failure."""
+    try:
+        return BuiltEnv.from_json(json.loads((build_dir / "done").read_text()))
+    except FileNotFoundError:
+        pass
+    try:
+        message = (build_dir / "failed").read_text()
+    except FileNotFoundError:
+        return None
+    raise BuildError(message)
+
+
+def _fresh_dir(build_dir: Path, app_root: Path) -> None:
+    """An empty build dir (an interrupted build's leftovers wiped) holding a copy of the app."""
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    build_dir.mkdir(parents=True)
+    shutil.copytree(app_root, build_dir / "slug", symlinks=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,233 @@
+"""Builds: apps that declare Python dependencies are built once, then run with them.
+
+Real builds with uv into real venvs, from tiny wheels written by hand and served from a
+directory (``[builds] find_links`` + ``no_index``): no network, a build in well under a
+second. Each app's Procfile runs the ``hello-serve`` console script of ``hellopkg``, which
+answers with its interpreter's prefix and a few environment variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from herder.agent import Agent
+from herder.agent.builds import Builds, parse_env
+from herder.agent.processes.states import State
+from tests.conftest import AgentFactory
+from tests.fixtures.apps.appkit import Member, tar_bytes, write
+from tests.fixtures.builds.wheels import write_index
+from tests.helpers import wait_unit
+
+BUILD_TIMEOUT_S = 60.0
+
+
+@pytest.fixture(scope="session")
+def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_index(tmp_path_factory.mktemp("index"))
+
+
+@pytest.fixture
+def build_agent(make_agent: AgentFactory, index_dir: Path) -> AgentFactory:
+    """Agents whose builds install from the local index only."""
+
+    def factory(**overrides: Any) -> Any:
+        overrides.setdefault("builds", {"find_links": [str(index_dir)], "no_index": True})
+        return make_agent(**overrides)
+
+    return factory
+
+
+def write_app(root: Path, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True)
+    for name, text in {"Procfile": "web: exec hello-serve\n", **files}.items():
+        (root / name).write_text(text)
+    return root
+
+
+async def create(client: httpx.AsyncClient, node: str, source: str, **extra: Any) -> dict[str, Any]:
+    body = {"app": "hello", "node": node, "source_url": source, "process_type": "web", **extra}
+    response = await client.post("/create-process", json=body)
+    assert response.status_code == 201, response.text
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+async def running(agent: Agent, slug: str) -> dict[str, Any]:
+    """Wait until the unit runs and answers; its answer."""
+    unit = await wait_unit(
+        agent.supervisor.units[slug], lambda u: u.state in (State.RUNNING, State.FAILED), BUILD_TIMEOUT_S
+    )
+    assert unit.state is State.RUNNING, unit.error
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        for _ in range(500):
+            try:
+                answer = await http.get(f"http://127.0.0.1:{unit.port}/")
+            except httpx.TransportError:
+                await asyncio.sleep(0.02)
+                continue
+            doc: dict[str, Any] = answer.json()
+            return doc
+    raise AssertionError(f"{slug} never answered")
+
+
+async def failed(agent: Agent, slug: str) -> str:
+    unit = await wait_unit(
+        agent.supervisor.units[slug], lambda u: u.state is not State.FETCHING, BUILD_TIMEOUT_S
+    )
+    unit = await wait_unit(unit, lambda u: u.state in (State.RUNNING, State.FAILED), BUILD_TIMEOUT_S)
+    assert unit.state is State.FAILED
+    assert unit.restarts == 0
+    assert unit.error is not None
+    return unit.error
+
+
+def builds_of(agent: Agent) -> Builds:
+    builds = agent.supervisor._apps.builds
+    assert builds is not None
+    return builds
+
+
+def build_dirs(agent: Agent) -> list[Path]:
+    root = agent.config.data_dir / "builds"
+    return sorted(p for p in root.iterdir() if p.name != "cache")
+
+
+async def test_requirements_app_runs_in_its_venv_with_env_in_order(
+    build_agent: AgentFactory, tmp_path: Path
+) -> None:
+    app = write_app(
+        tmp_path / "app",
+        {
+            "requirements.txt": "hellopkg==1.0\nhellodep\n",
+            ".env": "# the app's defaults\nGREETING='from dotenv'\nFROM_DOTENV=\"yes\\tquoted\"\n",
+        },
+    )
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", app.as_uri(), env={"GREETING": "from request", "VIRTUAL_ENV": "/mine"})
+        answer = await running(agent, "hello.web.0")
+        (build,) = build_dirs(agent)
+        assert answer["prefix"] == str(build / "venv")
+        assert answer["PATH"].split(":")[0] == str(build / "venv" / "bin")
+        # request env > .env > build's env
+        assert answer["GREETING"] == "from request"
+        assert answer["FROM_DOTENV"] == "yes\tquoted"
+        assert answer["VIRTUAL_ENV"] == "/mine"
+        assert (build / "done").is_file()
+        assert "hellopkg" in (build / "build.log").read_text()
+        notes = [line.decode() for stream, line in agent.supervisor.units["hello.web.0"].output.ring]
+        assert any("building the app" in n for n in notes)
+
+
+async def test_pyproject_app_from_an_archive(build_agent: AgentFactory, tmp_path: Path) -> None:
+    pyproject = '[project]\nname = "hello-app"\nversion = "0"\ndependencies = ["hellopkg"]\n'
+    members = [
+        Member("hello-1/Procfile", b"web: exec hello-serve\n"),
+        Member("hello-1/pyproject.toml", pyproject.encode()),
+    ]
+    archive = write(tmp_path / "hello.tgz", tar_bytes(members, "gz"))
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", archive.as_uri())
+        answer = await running(agent, "hello.web.0")
+        assert answer["VIRTUAL_ENV"] == answer["prefix"]
+        workdir = agent.config.data_dir / "run" / "hello.web.0" / "app"
+        assert (workdir / "pyproject.toml").is_file()
+
+
+async def test_a_failed_build_fails_once_and_is_not_retried(
+    build_agent: AgentFactory, tmp_path: Path
+) -> None:
+    app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\nnosuchpkg\n"})
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        created = await create(client, "web.0", app.as_uri())
+        error = await failed(agent, "hello.web.0")
+        assert "nosuchpkg" in error
+        # The same app again: the recorded failure, at once, with no second build.
+        await create(client, "web.1", app.as_uri())
+        assert await failed(agent, "hello.web.1") == error
+        assert builds_of(agent).builds_run == 1
+        doc = (await client.get(created["status"])).json()
+        assert doc["state"] == "failed"
+        assert "nosuchpkg" in doc["error"]
+
+
+async def test_a_missing_interpreter_names_what_was_asked_and_found(
+    build_agent: AgentFactory, tmp_path: Path
+) -> None:
+    app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\n", ".python-version": "3.99\n"})
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", app.as_uri())
+        error = await failed(agent, "hello.web.0")
+        assert "Python 3.99 was asked for" in error
+        assert "3.11" in error.split("found:")[1]
+        assert builds_of(agent).builds_run == 0
+
+
+async def test_two_creates_at_once_build_once(build_agent: AgentFactory, tmp_path: Path) -> None:
+    app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\n"})
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await asyncio.gather(create(client, "web.0", app.as_uri()), create(client, "web.1", app.as_uri()))
+        first, second = await asyncio.gather(running(agent, "hello.web.0"), running(agent, "hello.web.1"))
+        assert first["prefix"] == second["prefix"]
+        assert builds_of(agent).builds_run == 1
+        assert len(build_dirs(agent)) == 1
+
+
+async def test_a_build_is_reused_after_an_agent_restart(build_agent: AgentFactory, tmp_path: Path) -> None:
+    app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\n"})
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", app.as_uri())
+        before = await running(agent, "hello.web.0")
+        (build,) = build_dirs(agent)
+        log_mtime = (build / "build.log").stat().st_mtime_ns
+    async with build_agent() as again:
+        after = await running(again, "hello.web.0")  # restored from the record
+        assert after["prefix"] == before["prefix"]
+        assert builds_of(again).builds_run == 0
+        assert (build / "build.log").stat().st_mtime_ns == log_mtime
+
+
+async def test_an_app_without_dependencies_is_not_built(agent: Agent, tmp_path: Path) -> None:
+    app = tmp_path / "plain"
+    app.mkdir()
+    (app / "Procfile").write_text("web: exec sleep 1000\n")
+    async with httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", app.as_uri())
+    unit = await wait_unit(agent.supervisor.units["hello.web.0"], lambda u: u.state is State.RUNNING)
+    assert unit.error is None
+    assert not (agent.config.data_dir / "builds").exists()
+
+
+def test_env_file_reads_as_honcho_does() -> None:
+    text = "\n".join(
+        [
+            "# comment",
+            "",
+            "export A=1",
+            "B = 'single $quoted'",
+            'C="double\\nline \\"q\\""',
+            "D=plain value # trailing comment",
+            "not a line",
+            "E=",
+        ]
+    )
+    assert parse_env(text) == {
+        "A": "1",
+        "B": "single $quoted",
+        "C": 'double\nline "q"',
+        "D": "plain value",
+        "E": "",
+    }
+
+
+def test_build_log_lines_are_json_free() -> None:
+    # The done marker is JSON the agent reads back; a build env survives the round trip.
+    from herder.agent.builds import BuiltEnv
+
+    env = BuiltEnv(path=("/v/bin",), env={"VIRTUAL_ENV": "/v"})
+    assert BuiltEnv.from_json(json.loads(json.dumps(env.to_json()))) == env
