@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 
 from herder.agent import Agent
 from herder.agent.builds import Builds, parse_env
+from herder.agent.builds.interpreters import find_uv, satisfies
 from herder.agent.processes.states import State
 from tests.conftest import AgentFactory
 from tests.fixtures.apps.appkit import Member, tar_bytes, write
@@ -139,6 +141,25 @@ async def test_pyproject_app_from_an_archive(build_agent: AgentFactory, tmp_path
         assert (workdir / "pyproject.toml").is_file()
 
 
+async def test_pyproject_app_with_uv_lock(build_agent: AgentFactory, index_dir: Path, tmp_path: Path) -> None:
+    pyproject = (
+        '[project]\nname = "locked"\nversion = "0"\nrequires-python = ">=3.8"\ndependencies = ["hellopkg"]\n'
+    )
+    app = write_app(tmp_path / "app", {"pyproject.toml": pyproject})
+    uv = find_uv()
+    assert uv is not None, "uv is in the dev extras"
+    locking = subprocess.run(
+        [uv, "lock", "--no-index", "--find-links", str(index_dir)], cwd=app, capture_output=True, text=True
+    )
+    assert locking.returncode == 0, locking.stderr
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", app.as_uri())
+        answer = await running(agent, "hello.web.0")
+        (build,) = build_dirs(agent)
+        assert answer["prefix"] == str(build / "venv")
+        assert "uv sync --frozen" in (build / "build.log").read_text()
+
+
 async def test_a_failed_build_fails_once_and_is_not_retried(
     build_agent: AgentFactory, tmp_path: Path
 ) -> None:
@@ -231,3 +252,22 @@ def test_build_log_lines_are_json_free() -> None:
 
     env = BuiltEnv(path=("/v/bin",), env={"VIRTUAL_ENV": "/v"})
     assert BuiltEnv.from_json(json.loads(json.dumps(env.to_json()))) == env
+
+
+@pytest.mark.parametrize(
+    ("version", "wanted", "ok"),
+    [
+        ((3, 11, 7), "3.11", True),
+        ((3, 11, 7), "3.11.7", True),
+        ((3, 11, 7), "3.11.8", False),
+        ((3, 12, 1), "3.11", False),
+        ((3, 11, 7), ">=3.10,<3.13", True),
+        ((3, 13, 0), ">=3.10,<3.13", False),
+        ((3, 11, 7), "~=3.10", True),
+        ((3, 11, 7), "==3.11.*", True),
+        ((3, 11, 7), "!=3.11.*", False),
+        ((3, 9, 18), ">=3.10", False),
+    ],
+)
+def test_interpreter_versions_match_as_asked(version: tuple[int, ...], wanted: str, ok: bool) -> None:
+    assert satisfies(version, wanted) is ok
