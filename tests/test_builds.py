@@ -24,7 +24,7 @@ from herder.agent.processes.states import State
 from tests.conftest import AgentFactory
 from tests.fixtures.apps.appkit import Member, tar_bytes, write
 from tests.fixtures.builds.wheels import write_index
-from tests.helpers import wait_unit
+from tests.helpers import wait_http, wait_unit
 
 BUILD_TIMEOUT_S = 60.0
 
@@ -197,6 +197,32 @@ async def test_two_creates_at_once_build_once(build_agent: AgentFactory, tmp_pat
         assert first["prefix"] == second["prefix"]
         assert builds_of(agent).builds_run == 1
         assert len(build_dirs(agent)) == 1
+
+
+async def test_a_pool_of_three_builds_once(build_agent: AgentFactory, tmp_path: Path) -> None:
+    app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\n"})
+    body = {
+        "name": "hello",
+        "source_url": app.as_uri(),
+        "process_type": "web",
+        "listen": "127.0.0.1:0",
+        "min_instances": 3,
+        "max_instances": 3,
+    }
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url, timeout=30.0) as client:
+        created = await client.post("/pools", json=body)
+        assert created.status_code == 201, created.text
+        doc = await wait_http(
+            client,
+            created.json()["details"],
+            lambda d: sum(i["state"] == "ready" for i in d["instances"]) == 3,
+            timeout_s=BUILD_TIMEOUT_S,
+        )
+        assert builds_of(agent).builds_run == 1
+        async with httpx.AsyncClient(base_url=doc["url"], timeout=30.0) as through:
+            answer = (await through.get("/")).json()
+        (build,) = build_dirs(agent)
+        assert answer["prefix"] == str(build / "venv")
 
 
 async def test_a_build_is_reused_after_an_agent_restart(build_agent: AgentFactory, tmp_path: Path) -> None:
