@@ -239,6 +239,34 @@ async def test_a_build_is_reused_after_an_agent_restart(build_agent: AgentFactor
         assert (build / "build.log").stat().st_mtime_ns == log_mtime
 
 
+async def test_a_build_cut_short_by_an_agent_stop_is_made_again(
+    build_agent: AgentFactory, index_dir: Path, tmp_path: Path
+) -> None:
+    # An index that accepts connections and never answers: the build hangs in uv.
+    connected = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\n"})
+    hanging = {"index_url": f"http://127.0.0.1:{port}/simple/", "find_links": []}
+    async with server, build_agent(builds=hanging) as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", app.as_uri())
+        await asyncio.wait_for(connected.wait(), BUILD_TIMEOUT_S)
+        assert agent.supervisor.units["hello.web.0"].state is State.BUILDING
+        (build,) = build_dirs(agent)
+    assert not (build / "done").exists()
+    assert not (build / "failed").exists()
+    async with build_agent() as again:
+        await running(again, "hello.web.0")
+        assert builds_of(again).builds_run == 1
+        assert (build / "done").is_file()
+
+
 async def test_an_app_without_dependencies_is_not_built(agent: Agent, tmp_path: Path) -> None:
     app = tmp_path / "plain"
     app.mkdir()

@@ -160,6 +160,7 @@ class Agent(Daemon):
         self._protocol_sock: socket.socket | None = None
         self.runtime: AgentRuntime | None = None
         self._keeper: Keeper | None = None
+        self._builds: Builds | None = None
         self._ledger_due = False
         self._on_change: Callable[[], None] | None = None
 
@@ -239,8 +240,8 @@ class Agent(Daemon):
         self._keeper = Keeper(agent_id, cfg.data_dir)
         self._keeper.start()
         fetcher = Fetcher(cfg.data_dir / "cache", cfg.fetch)
-        builds = Builds(cfg.data_dir / "builds", cfg.builds, cfg.base_env())
-        apps = Apps(fetcher, cfg.unpack, cfg.data_dir / "run", builds)
+        self._builds = Builds(cfg.data_dir / "builds", cfg.builds, cfg.base_env())
+        apps = Apps(fetcher, cfg.unpack, cfg.data_dir / "run", self._builds)
         store = RecordStore(cfg.data_dir / "processes")
         supervisor = Supervisor(cfg, apps, store, agent_id)
         self.runtime = AgentRuntime(cfg, supervisor, SysInfo(cfg.data_dir))
@@ -347,6 +348,8 @@ class Agent(Daemon):
                 supervisor.shutdown()
         finally:
             supervisor.shutdown()
+            if self._builds is not None:
+                await self._builds.close()
 
     # -- descendants and the keeper ------------------------------------------------------
 

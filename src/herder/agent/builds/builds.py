@@ -146,6 +146,14 @@ class Builds:
                 flight.listeners.remove(listener)
         return Built(key, build_dir / "slug", env)
 
+    async def close(self) -> None:
+        """Cancel the builds under way (the agent stops): their commands are killed, and
+        without a ``done`` marker they are made again next time."""
+        tasks = [flight.task for flight in self._flights.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _landed(self, key: str, task: asyncio.Task[BuiltEnv]) -> None:
         self._flights.pop(key, None)
         if not task.cancelled():
