@@ -160,6 +160,62 @@ async def test_pyproject_app_with_uv_lock(build_agent: AgentFactory, index_dir: 
         assert "uv sync --frozen" in (build / "build.log").read_text()
 
 
+MANAGE_PY = """\
+import pathlib
+import sys
+
+import django  # the venv's: manage.py runs with the build's interpreter
+
+if sys.argv[1:] == ["collectstatic", "--noinput"]:
+    pathlib.Path("staticfiles").mkdir()
+    pathlib.Path("staticfiles/site.css").write_text("body {}")
+    print("1 static file copied to 'staticfiles'.")
+"""
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+async def test_django_apps_get_collectstatic(
+    build_agent: AgentFactory, tmp_path: Path, disabled: bool
+) -> None:
+    files = {"requirements.txt": "hellopkg\ndjango\n", "manage.py": MANAGE_PY}
+    if disabled:
+        files[".env"] = "DISABLE_COLLECTSTATIC=1\n"
+    app = write_app(tmp_path / "app", files)
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", app.as_uri())
+        await running(agent, "hello.web.0")
+        workdir = agent.config.data_dir / "run" / "hello.web.0" / "app"
+        assert (workdir / "staticfiles" / "site.css").exists() is not disabled
+        assert not (app / "staticfiles").exists()  # the checkout is left alone
+
+
+async def test_the_release_phase_runs_once_before_the_processes(
+    build_agent: AgentFactory, tmp_path: Path
+) -> None:
+    procfile = (
+        "release: echo released >> release.txt; command -v hello-serve >> release.txt\n"
+        "web: exec hello-serve\n"
+    )
+    app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\n", "Procfile": procfile})
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await asyncio.gather(create(client, "web.0", app.as_uri()), create(client, "web.1", app.as_uri()))
+        await asyncio.gather(running(agent, "hello.web.0"), running(agent, "hello.web.1"))
+        for node in ("web.0", "web.1"):
+            released = agent.config.data_dir / "run" / f"hello.{node}" / "app" / "release.txt"
+            (build,) = build_dirs(agent)
+            assert released.read_text() == f"released\n{build / 'venv' / 'bin' / 'hello-serve'}\n"
+
+
+async def test_a_failed_release_phase_fails_the_process(build_agent: AgentFactory, tmp_path: Path) -> None:
+    procfile = "release: echo migrating; echo no database >&2; exit 3\nweb: exec hello-serve\n"
+    app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\n", "Procfile": procfile})
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", app.as_uri())
+        error = await failed(agent, "hello.web.0")
+        assert error.startswith("the release phase failed: sh exited with code 3")
+        assert "no database" in error
+
+
 async def test_a_failed_build_fails_once_and_is_not_retried(
     build_agent: AgentFactory, tmp_path: Path
 ) -> None:

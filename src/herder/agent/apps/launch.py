@@ -29,6 +29,7 @@ from herder.agent.apps.fetch import Fetcher
 from herder.agent.apps.procfile import find_app_root, read_command
 from herder.agent.builds.envfile import read_env_file
 from herder.agent.config import UnpackConfig
+from herder.agent.errors import ProcfileError
 
 if TYPE_CHECKING:
     from herder.agent.builds import Builds
@@ -119,7 +120,9 @@ class Apps:
             from herder.agent.builds import tree_hash
 
             content = await asyncio.to_thread(tree_hash, root)
-        built = await self._builds.ensure(builder, root, content, on_building=on_building, listener=listener)
+        built = await self._builds.ensure(
+            builder, root, content, on_building=on_building, listener=listener, release=_release(root)
+        )
         target = self.workdir(slug) / "app"
         await self._in_thread(_fresh_copy, built.slug, target)
         return Launch(
@@ -168,6 +171,15 @@ class Apps:
         except OSError:
             return False
         return True
+
+
+def _release(app_root: Path) -> str | None:
+    """The Procfile's ``release:`` command, if it has one (read after the process's own
+    type, so any other Procfile error has been reported already)."""
+    try:
+        return read_command(app_root, "release")
+    except ProcfileError:
+        return None
 
 
 def _fresh_copy(source: Path, target: Path) -> None:

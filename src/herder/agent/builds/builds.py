@@ -112,11 +112,13 @@ class Builds:
         *,
         on_building: Callable[[], None] | None = None,
         listener: Listener | None = None,
+        release: str | None = None,
     ) -> Built:
         """The build of ``app_root`` (whose content hash is ``content``): reused, joined or made.
 
         ``on_building`` is called if the caller has to wait for a build (made now or by
-        another caller); ``listener`` then receives the build's lines.
+        another caller); ``listener`` then receives the build's lines. ``release`` (the
+        Procfile's ``release:`` command) runs once after the build, as part of it.
 
         Raises:
             BuildError: the build failed now or before, or cannot happen on this host.
@@ -131,7 +133,7 @@ class Builds:
             reused = _finished(build_dir)
             if reused is not None:
                 return Built(key, build_dir / "slug", reused)
-            flight = _Flight(asyncio.create_task(self._build(builder, app_root, build_dir)))
+            flight = _Flight(asyncio.create_task(self._build(builder, app_root, build_dir, release)))
             self._flights[key] = flight
             flight.task.add_done_callback(lambda task: self._landed(key, task))
         if on_building is not None:
@@ -159,7 +161,9 @@ class Builds:
         if not task.cancelled():
             task.exception()  # retrieved: every waiter may have gone (processes deleted)
 
-    async def _build(self, builder: Builder, app_root: Path, build_dir: Path) -> BuiltEnv:
+    async def _build(
+        self, builder: Builder, app_root: Path, build_dir: Path, release: str | None
+    ) -> BuiltEnv:
         flight_key = build_dir.name
         self.builds_run += 1
         await asyncio.to_thread(_fresh_dir, build_dir, app_root)
@@ -189,6 +193,8 @@ class Builds:
             try:
                 async with asyncio.timeout(cfg.timeout_s):
                     env = await builder.build(ctx)
+                    if release is not None:
+                        await _release_phase(ctx, env, release)
             except TimeoutError:
                 raise BuildError(f"build timed out after {cfg.timeout_s:g} s" + ctx.tail_text()) from None
         except BuildError as exc:
@@ -208,6 +214,22 @@ class Builds:
         log_file.close()
         _write_atomically(build_dir / "done", json.dumps(env.to_json()))
         return env
+
+
+async def _release_phase(ctx: BuildContext, built: BuiltEnv, command: str) -> None:
+    """The Procfile's ``release:`` command, in the built tree with the build's environment
+    and the app's ``.env`` (Heroku's release phase, once per build)."""
+    from herder.agent.builds.envfile import read_env_file
+
+    env = {**ctx.env, **built.env}
+    if built.path:
+        env["PATH"] = os.pathsep.join([*built.path, ctx.env.get("PATH", os.defpath)])
+    env.update(read_env_file(ctx.app_root))
+    ctx.note("release phase")
+    try:
+        await ctx.run(["/bin/sh", "-c", command], cwd=ctx.app_root, env=env)
+    except BuildError as exc:
+        raise BuildError(f"the release phase failed: {exc}") from None
 
 
 def _finished(build_dir: Path) -> BuiltEnv | None:
