@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from herder.agent.builds.interpreters import find_uv, satisfies
 from herder.agent.processes.states import State
 from tests.conftest import AgentFactory
 from tests.fixtures.apps.appkit import Member, tar_bytes, write
+from tests.fixtures.builds.npm import pack_greeter
 from tests.fixtures.builds.wheels import write_index
 from tests.helpers import wait_http, wait_unit
 
@@ -214,6 +216,48 @@ async def test_a_failed_release_phase_fails_the_process(build_agent: AgentFactor
         error = await failed(agent, "hello.web.0")
         assert error.startswith("the release phase failed: sh exited with code 3")
         assert "no database" in error
+
+
+needs_npm = pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
+
+
+@pytest.fixture(scope="session")
+def greeter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pack_greeter(tmp_path_factory.mktemp("npm"))
+
+
+@needs_npm
+@pytest.mark.parametrize("locked", [False, True])
+async def test_node_app(build_agent: AgentFactory, greeter: Path, tmp_path: Path, locked: bool) -> None:
+    manifest = {"name": "app", "version": "0.0.0", "dependencies": {"greeter": f"file:{greeter}"}}
+    app = write_app(
+        tmp_path / "app", {"package.json": json.dumps(manifest), "Procfile": "web: exec greet-serve\n"}
+    )
+    if locked:
+        lock = [shutil.which("npm") or "npm", "install", "--package-lock-only", "--no-audit", "--no-fund"]
+        subprocess.run(lock, cwd=app, check=True, capture_output=True)
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", app.as_uri())
+        answer = await running(agent, "hello.web.0")
+        (build,) = build_dirs(agent)
+        assert answer["NODE_PATH"] == str(build / "slug" / "node_modules")
+        assert ("npm ci" if locked else "npm install") in (build / "build.log").read_text()
+
+
+@needs_npm
+async def test_an_app_with_python_and_node_gets_both(
+    build_agent: AgentFactory, greeter: Path, tmp_path: Path
+) -> None:
+    manifest = {"name": "app", "version": "0.0.0", "dependencies": {"greeter": f"file:{greeter}"}}
+    app = write_app(
+        tmp_path / "app", {"package.json": json.dumps(manifest), "requirements.txt": "hellopkg\n"}
+    )
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", app.as_uri())
+        answer = await running(agent, "hello.web.0")
+        (build,) = build_dirs(agent)
+        path = answer["PATH"].split(":")
+        assert path[:2] == [str(build / "slug" / "node_modules" / ".bin"), str(build / "venv" / "bin")]
 
 
 async def test_a_failed_build_fails_once_and_is_not_retried(

@@ -8,7 +8,7 @@ is what a developer pointing herder at a checkout expects.
 Procfile commands run through ``/bin/sh -c`` so that ``$PORT`` and other variables
 expand as they do under foreman or Heroku.
 
-An app that declares dependencies (a builder of ``herder.agent.builds`` detects it) is
+An app that declares dependencies (builders of ``herder.agent.builds`` detect it) is
 built once, and each of its processes runs in a copy of the built tree (archive or
 directory alike), with the build's environment. An app's ``.env`` file is read for
 every app; the request's ``env`` wins over both.
@@ -110,8 +110,8 @@ class Apps:
             root = find_app_root(target)
         command = read_command(root, process_type)
         env = read_env_file(root)
-        builder = self._builds.detect(root) if self._builds is not None else None
-        if builder is None:
+        builders = self._builds.detect(root) if self._builds is not None else []
+        if not builders:
             return Launch(argv=shell_command(command), cwd=root, archive_sha256=fetched.sha256, env=env)
         assert self._builds is not None
         if fetched.sha256 is not None:
@@ -121,7 +121,7 @@ class Apps:
 
             content = await asyncio.to_thread(tree_hash, root)
         built = await self._builds.ensure(
-            builder, root, content, on_building=on_building, listener=listener, release=_release(root)
+            builders, root, content, on_building=on_building, listener=listener, release=_release(root)
         )
         target = self.workdir(slug) / "app"
         await self._in_thread(_fresh_copy, built.slug, target)

@@ -1,8 +1,8 @@
 """The builder plugin API: what a language's builder offers the agent.
 
 A builder is found through the entry points group ``herder.builders`` (``name = "module:Class"``,
-the class called without arguments). The agent asks each builder in name order whether it
-``detect``\\s an app; the first that does builds it. A third party adds a language by
+the class called without arguments). Every builder whose ``detect`` accepts an app builds
+it, in name order, into one build. A third party adds a language by
 shipping a package with such an entry point: nothing in herder names the languages.
 
 A build runs in a ``BuildContext``: its own copy of the app tree, its own directory in

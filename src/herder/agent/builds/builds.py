@@ -1,6 +1,8 @@
 """The build cache: each build once, shared, kept across restarts.
 
-A build is keyed by ``sha256(app content + builder name + builder key)``: the app's
+Every builder that detects an app builds it, in name order, into one build (a Django app
+with a ``package.json`` for its assets gets both its venv and its ``node_modules``).
+A build is keyed by ``sha256(app content + each builder's name and key)``: the app's
 content is its archive's sha256, or a hash of a directory's tree (names, modes,
 contents, link targets). It lives in ``<data dir>/builds/<key>/``:
 
@@ -93,20 +95,17 @@ class Builds:
         self._flights: dict[str, _Flight] = {}
         self.builds_run = 0  # builds actually made (not reused) since start: for tests and stats
 
-    def detect(self, app_root: Path) -> Builder | None:
-        """The first builder that detects the app, or None (the app runs as it is)."""
+    def detect(self, app_root: Path) -> list[Builder]:
+        """The builders that detect the app, in name order; none: the app runs as it is."""
         if self._builders is None:
             from herder.agent.builds.builder import load_builders
 
             self._builders = load_builders()
-        for builder in self._builders:
-            if builder.detect(app_root):
-                return builder
-        return None
+        return [builder for builder in self._builders if builder.detect(app_root)]
 
     async def ensure(
         self,
-        builder: Builder,
+        builders: list[Builder],
         app_root: Path,
         content: str,
         *,
@@ -123,8 +122,8 @@ class Builds:
         Raises:
             BuildError: the build failed now or before, or cannot happen on this host.
         """
-        builder_key = await asyncio.to_thread(builder.key, app_root)
-        key = hashlib.sha256(f"{content}\0{builder.name}\0{builder_key}".encode()).hexdigest()
+        builder_keys = await asyncio.to_thread(lambda: [(b.name, b.key(app_root)) for b in builders])
+        key = hashlib.sha256(json.dumps([content, builder_keys]).encode()).hexdigest()
         build_dir = self._root / key
         flight = self._flights.get(key)
         if flight is None:
@@ -133,7 +132,7 @@ class Builds:
             reused = _finished(build_dir)
             if reused is not None:
                 return Built(key, build_dir / "slug", reused)
-            flight = _Flight(asyncio.create_task(self._build(builder, app_root, build_dir, release)))
+            flight = _Flight(asyncio.create_task(self._build(builders, app_root, build_dir, release)))
             self._flights[key] = flight
             flight.task.add_done_callback(lambda task: self._landed(key, task))
         if on_building is not None:
@@ -162,13 +161,11 @@ class Builds:
             task.exception()  # retrieved: every waiter may have gone (processes deleted)
 
     async def _build(
-        self, builder: Builder, app_root: Path, build_dir: Path, release: str | None
+        self, builders: list[Builder], app_root: Path, build_dir: Path, release: str | None
     ) -> BuiltEnv:
         flight_key = build_dir.name
         self.builds_run += 1
         await asyncio.to_thread(_fresh_dir, build_dir, app_root)
-        cache_dir = self._root / "cache" / builder.name
-        cache_dir.mkdir(parents=True, exist_ok=True)
         log_file = (build_dir / "build.log").open("a", encoding="utf-8", errors="replace")
 
         def emit(line: str) -> None:
@@ -181,18 +178,18 @@ class Builds:
         ctx = BuildContext(
             app_root=build_dir / "slug",
             build_dir=build_dir,
-            cache_dir=cache_dir,
+            cache_dir=self._root / "cache",
             env=dict(self._base_env),
             index=IndexSettings(tuple(cfg.find_links), cfg.index_url, cfg.no_index),
             timeout_s=cfg.timeout_s,
             log=emit,
         )
         started = time.monotonic()
-        ctx.note(f"building with {builder.name} in {build_dir}")
+        ctx.note(f"building with {', '.join(b.name for b in builders)} in {build_dir}")
         try:
             try:
                 async with asyncio.timeout(cfg.timeout_s):
-                    env = await builder.build(ctx)
+                    env = await _build_all(ctx, builders, self._root / "cache")
                     if release is not None:
                         await _release_phase(ctx, env, release)
             except TimeoutError:
@@ -214,6 +211,19 @@ class Builds:
         log_file.close()
         _write_atomically(build_dir / "done", json.dumps(env.to_json()))
         return env
+
+
+async def _build_all(ctx: BuildContext, builders: list[Builder], caches: Path) -> BuiltEnv:
+    """Each builder in turn in the same build; their environments joined."""
+    path: list[str] = []
+    env: dict[str, str] = {}
+    for builder in builders:
+        ctx.cache_dir = caches / builder.name
+        ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+        built = await builder.build(ctx)
+        path += built.path
+        env.update(built.env)
+    return BuiltEnv(path=tuple(path), env=env)
 
 
 async def _release_phase(ctx: BuildContext, built: BuiltEnv, command: str) -> None:

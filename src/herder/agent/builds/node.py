@@ -1,0 +1,60 @@
+"""The Node builder: the app's ``node_modules`` installed with npm.
+
+Detected by ``package.json``. ``npm ci`` when a lock (``package-lock.json`` or
+``npm-shrinkwrap.json``) is present, ``npm install`` otherwise, in the build's copy of the
+app, with npm's cache shared by every Node build. The processes get
+``node_modules/.bin`` first on PATH and ``NODE_PATH``; ``node_modules`` is part of the
+built tree each process copies.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from herder.agent.builds.builder import BuildContext, BuildError, BuiltEnv
+
+LOCKS = ("package-lock.json", "npm-shrinkwrap.json")
+BUILD_FORMAT = "1"
+
+
+class NodeBuilder:
+    """``herder.builders`` entry point ``node``."""
+
+    name = "node"
+
+    def detect(self, app_root: Path) -> bool:
+        return (app_root / "package.json").is_file()
+
+    def key(self, app_root: Path) -> str:
+        node, npm = _tools()
+        # Modules with native parts are built for one Node: another must not reuse them.
+        return f"{BUILD_FORMAT} {node} {_version(node)} {npm}"
+
+    async def build(self, ctx: BuildContext) -> BuiltEnv:
+        _node, npm = _tools()
+        locked = any((ctx.app_root / lock).is_file() for lock in LOCKS)
+        argv = [npm, "ci" if locked else "install", "--no-audit", "--no-fund"]
+        if ctx.index.index_url:
+            argv += ["--registry", ctx.index.index_url]
+        if ctx.index.no_index:
+            argv.append("--offline")
+        env = {"npm_config_cache": str(ctx.cache_dir / "npm"), "npm_config_update_notifier": "false"}
+        await ctx.run(argv, env=env)
+        modules = ctx.app_root / "node_modules"
+        return BuiltEnv(path=(str(modules / ".bin"),), env={"NODE_PATH": str(modules)})
+
+
+def _tools() -> tuple[str, str]:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise BuildError("the app has a package.json, and node or npm is not installed on this host")
+    return node, npm
+
+
+def _version(node: str) -> str:
+    try:
+        return subprocess.run([node, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
