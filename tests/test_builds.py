@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,7 +27,7 @@ from tests.conftest import AgentFactory
 from tests.fixtures.apps.appkit import Member, tar_bytes, write
 from tests.fixtures.builds.npm import pack_greeter
 from tests.fixtures.builds.wheels import write_index
-from tests.helpers import wait_http, wait_unit
+from tests.helpers import poll, wait_http, wait_unit
 
 BUILD_TIMEOUT_S = 60.0
 
@@ -41,7 +42,11 @@ def build_agent(make_agent: AgentFactory, index_dir: Path) -> AgentFactory:
     """Agents whose builds install from the local index only."""
 
     def factory(**overrides: Any) -> Any:
-        overrides.setdefault("builds", {"find_links": [str(index_dir)], "no_index": True})
+        overrides["builds"] = {
+            "find_links": [str(index_dir)],
+            "no_index": True,
+            **overrides.get("builds", {}),
+        }
         return make_agent(**overrides)
 
     return factory
@@ -353,7 +358,7 @@ async def test_a_build_cut_short_by_an_agent_stop_is_made_again(
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\n"})
-    hanging = {"index_url": f"http://127.0.0.1:{port}/simple/", "find_links": []}
+    hanging = {"index_url": f"http://127.0.0.1:{port}/simple/", "find_links": [], "no_index": False}
     async with server, build_agent(builds=hanging) as agent, httpx.AsyncClient(base_url=agent.url) as client:
         await create(client, "web.0", app.as_uri())
         await asyncio.wait_for(connected.wait(), BUILD_TIMEOUT_S)
@@ -365,6 +370,38 @@ async def test_a_build_cut_short_by_an_agent_stop_is_made_again(
         await running(again, "hello.web.0")
         assert builds_of(again).builds_run == 1
         assert (build / "done").is_file()
+
+
+async def test_builds_unused_for_keep_unused_s_are_collected(
+    build_agent: AgentFactory, tmp_path: Path
+) -> None:
+    old_app = write_app(tmp_path / "old", {"requirements.txt": "hellopkg\n"})
+    kept_app = write_app(tmp_path / "kept", {"requirements.txt": "hellopkg\nhellodep\n"})
+    new_app = write_app(tmp_path / "new", {"requirements.txt": "hellodep\nhellopkg\n"})
+    async with (
+        build_agent(builds={"keep_unused_s": 3600}) as agent,
+        httpx.AsyncClient(base_url=agent.url) as client,
+    ):
+        old = await create(client, "old.0", old_app.as_uri())
+        await create(client, "kept.0", kept_app.as_uri())
+        await running(agent, "hello.old.0")
+        await running(agent, "hello.kept.0")
+        old_build, kept_build = sorted(
+            build_dirs(agent), key=lambda p: (p / "slug" / "requirements.txt").read_text()
+        )
+        deleted = await client.post(old["delete"], content="{}")
+        assert deleted.status_code == 200
+        # Two hours pass for both builds; only the old one has no process any more.
+        for build in (old_build, kept_build):
+            for marker in ("used", "done"):
+                hours_ago = (build / marker).stat().st_mtime - 7200
+                os.utime(build / marker, (hours_ago, hours_ago))
+        await create(client, "new.0", new_app.as_uri())  # a new build collects after itself
+        await running(agent, "hello.new.0")
+        await poll(lambda: not old_build.exists())
+        assert kept_build.is_dir()
+        assert len(build_dirs(agent)) == 2
+        assert not [p for p in (agent.config.data_dir / "builds").iterdir() if p.name.startswith(".trash")]
 
 
 async def test_an_app_without_dependencies_is_not_built(agent: Agent, tmp_path: Path) -> None:

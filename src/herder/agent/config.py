@@ -178,6 +178,11 @@ class BuildsConfig(_Section):
     )
     index_url: str | None = Field(None, description="the package index, instead of the installers' default")
     no_index: bool = Field(False, description="use no index at all: only find_links (air-gapped hosts)")
+    keep_unused_s: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="a build no process has used this long is deleted (checked after each new build)",
+    )
 
 
 class AgentConfig(_Section):

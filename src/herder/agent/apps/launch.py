@@ -123,6 +123,7 @@ class Apps:
         built = await self._builds.ensure(
             builders, root, content, on_building=on_building, listener=listener, release=_release(root)
         )
+        self._builds.use(built.key, slug)
         target = self.workdir(slug) / "app"
         await self._in_thread(_fresh_copy, built.slug, target)
         return Launch(
@@ -156,6 +157,8 @@ class Apps:
 
     def remove(self, slug: str) -> None:
         """Delete the process's directory (its unpacked app) once it is deleted."""
+        if self._builds is not None:
+            self._builds.drop(slug)
         shutil.rmtree(self._run_root / slug, ignore_errors=True)
 
     def remove_if_empty(self, slug: str) -> bool:
@@ -164,6 +167,8 @@ class Apps:
         Most units leave their directory empty (commands, tasks): removing it here costs
         less than handing ``remove`` to a thread and back, for every unit that ends.
         """
+        if self._builds is not None:
+            self._builds.drop(slug)
         try:
             os.rmdir(self._run_root / slug)
         except FileNotFoundError:

@@ -12,7 +12,8 @@ contents, link targets). It lives in ``<data dir>/builds/<key>/``:
 * ``build.log``: every line of the build;
 * ``done`` (JSON: the environment the build adds) written last, atomically: a build dir
   without it is a build that was interrupted, wiped and made again;
-* ``failed`` (the error): a failed build is not tried again until the app (its key) changes.
+* ``failed`` (the error): a failed build is not tried again until the app (its key) changes;
+* ``used``: touched when a process takes or lets go of the build (see ``collect.py``).
 
 Package caches shared by a builder's builds are in ``<data dir>/builds/cache/<builder>/``.
 Two processes asking for the same build at once share one flight.
@@ -31,13 +32,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from herder.agent.builds.builder import BuildContext, Builder, BuildError, BuiltEnv, IndexSettings
+from herder.agent.builds.collect import TRASH, empty_trash, stale, touch
 from herder.agent.config import BuildsConfig
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str], None]
+COLLECT_GRACE_S = 60.0
 
 
 @dataclass(slots=True)
@@ -93,6 +97,9 @@ class Builds:
         # agent's start-up otherwise, for agents that only ever run commands.
         self._builders = builders
         self._flights: dict[str, _Flight] = {}
+        # Which processes (by slug) run from which build: those are never collected.
+        self._users: dict[str, str] = {}
+        self._collecting: asyncio.Task[list[str]] | None = None
         self.builds_run = 0  # builds actually made (not reused) since start: for tests and stats
 
     def detect(self, app_root: Path) -> list[Builder]:
@@ -147,10 +154,48 @@ class Builds:
                 flight.listeners.remove(listener)
         return Built(key, build_dir / "slug", env)
 
+    def use(self, key: str, user: str) -> None:
+        """``user`` (a process's slug) runs from the build ``key``: keep it."""
+        self._users[user] = key
+        touch(self._root / key)
+
+    def drop(self, user: str) -> None:
+        """``user`` no longer runs from its build (deleted): the build may age from now."""
+        key = self._users.pop(user, None)
+        if key is not None:
+            touch(self._root / key)
+
+    async def collect(self) -> list[str]:
+        """Delete the builds unused for ``keep_unused_s``; their keys."""
+        # Never a build used or made in the last minute: its waiters may not have taken it yet.
+        unused_s = max(self._config.keep_unused_s, COLLECT_GRACE_S)
+        candidates = await asyncio.to_thread(stale, self._root, time.time() - unused_s)
+        in_use = set(self._users.values())
+        removed = []
+        for key in candidates:
+            if key in in_use or key in self._flights:
+                continue
+            try:
+                os.rename(self._root / key, self._root / f"{TRASH}{key}")
+            except OSError:
+                continue
+            removed.append(key)
+        await asyncio.to_thread(empty_trash, self._root)
+        if removed:
+            log.info("collected %d builds unused for %g s", len(removed), self._config.keep_unused_s)
+        return removed
+
+    def _collect_soon(self) -> None:
+        """After a new build (when the disk grows), collect in the background."""
+        if self._collecting is None or self._collecting.done():
+            self._collecting = asyncio.get_running_loop().create_task(self.collect())
+
     async def close(self) -> None:
         """Cancel the builds under way (the agent stops): their commands are killed, and
         without a ``done`` marker they are made again next time."""
-        tasks = [flight.task for flight in self._flights.values()]
+        tasks: list[asyncio.Task[Any]] = [flight.task for flight in self._flights.values()]
+        if self._collecting is not None:
+            tasks.append(self._collecting)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -210,6 +255,7 @@ class Builds:
         ctx.note(f"build done in {time.monotonic() - started:.1f} s")
         log_file.close()
         _write_atomically(build_dir / "done", json.dumps(env.to_json()))
+        self._collect_soon()
         return env
 
 
