@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 
 from herder.agent import Agent
 from herder.agent.builds import Builds, parse_env
-from herder.agent.builds.interpreters import find_uv, satisfies
+from herder.agent.builds.interpreters import candidates, find_uv, satisfies
 from herder.agent.processes.states import State
 from tests.conftest import AgentFactory
 from tests.fixtures.apps.appkit import Member, tar_bytes, write
@@ -131,6 +132,7 @@ async def test_requirements_app_runs_in_its_venv_with_env_in_order(
         assert "hellopkg" in (build / "build.log").read_text()
         notes = [line.decode() for stream, line in agent.supervisor.units["hello.web.0"].output.ring]
         assert any("building the app" in n for n in notes)
+        assert any("pip install" in n for n in notes)  # the build's own lines, as attach shows them
 
 
 async def test_pyproject_app_from_an_archive(build_agent: AgentFactory, tmp_path: Path) -> None:
@@ -282,6 +284,28 @@ async def test_a_failed_build_fails_once_and_is_not_retried(
         assert "nosuchpkg" in doc["error"]
 
 
+def other_interpreter() -> str | None:
+    """A Python minor version on this host other than the agent's own, if there is one."""
+    own = sys.version_info[:2]
+    for interp in candidates():
+        # pyenv's (``.../bin/python``) are real interpreters; PATH's may be pyenv's shims.
+        if interp.version[:2] != own and interp.version >= (3, 8) and interp.path.endswith("/bin/python"):
+            return ".".join(map(str, interp.version[:2]))
+    return None
+
+
+async def test_the_interpreter_the_app_asks_for(build_agent: AgentFactory, tmp_path: Path) -> None:
+    wanted = other_interpreter()
+    if wanted is None:
+        pytest.skip("no Python on this host besides the agent's own")
+    app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\n", "runtime.txt": f"python-{wanted}\n"})
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", app.as_uri())
+        await running(agent, "hello.web.0")
+        (build,) = build_dirs(agent)
+        assert f"version_info = {wanted}." in (build / "venv" / "pyvenv.cfg").read_text()
+
+
 async def test_a_missing_interpreter_names_what_was_asked_and_found(
     build_agent: AgentFactory, tmp_path: Path
 ) -> None:
@@ -407,11 +431,13 @@ async def test_builds_unused_for_keep_unused_s_are_collected(
 async def test_an_app_without_dependencies_is_not_built(agent: Agent, tmp_path: Path) -> None:
     app = tmp_path / "plain"
     app.mkdir()
-    (app / "Procfile").write_text("web: exec sleep 1000\n")
+    (app / "Procfile").write_text('web: echo "G=$GREETING D=$FROM_DOTENV"; exec sleep 1000\n')
+    (app / ".env").write_text("GREETING=dotenv\nFROM_DOTENV=yes\n")
     async with httpx.AsyncClient(base_url=agent.url) as client:
-        await create(client, "web.0", app.as_uri())
+        await create(client, "web.0", app.as_uri(), env={"GREETING": "request"})
     unit = await wait_unit(agent.supervisor.units["hello.web.0"], lambda u: u.state is State.RUNNING)
     assert unit.error is None
+    await poll(lambda: any(line == b"G=request D=yes" for _, line in unit.output.ring))
     assert not (agent.config.data_dir / "builds").exists()
 
 
