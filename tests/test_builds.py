@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from herder.agent import Agent
-from herder.agent.builds import Builds, parse_env
+from herder.agent.builds import BuildContext, BuildError, Builds, IndexSettings, parse_env
 from herder.agent.builds.interpreters import candidates, find_uv, satisfies
 from herder.agent.processes.states import State
 from tests.conftest import AgentFactory
@@ -488,3 +488,20 @@ def test_build_log_lines_are_json_free() -> None:
 )
 def test_interpreter_versions_match_as_asked(version: tuple[int, ...], wanted: str, ok: bool) -> None:
     assert satisfies(version, wanted) is ok
+
+
+async def test_build_commands_stream_lines_and_fail_with_their_last_ones(tmp_path: Path) -> None:
+    lines: list[str] = []
+    ctx = BuildContext(
+        app_root=tmp_path,
+        build_dir=tmp_path,
+        cache_dir=tmp_path,
+        env=dict(os.environ),
+        index=IndexSettings(),
+        timeout_s=10.0,
+        log=lines.append,
+    )
+    script = "import sys; print('first'); sys.stdout.write('x' * 200000 + '\\rprogress 100%\\n'); sys.exit(2)"
+    with pytest.raises(BuildError, match=r"exited with code 2:\nfirst\nprogress 100%$"):
+        await ctx.run([sys.executable, "-c", script])
+    assert lines[-2:] == ["first", "progress 100%"]

@@ -29,6 +29,8 @@ from herder.agent.errors import AppError
 
 ENTRY_POINT_GROUP = "herder.builders"
 TAIL_LINES = 20
+# Installers draw progress bars with carriage returns and no newline: a "line" may be long.
+MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
 class BuildError(AppError):
@@ -100,13 +102,14 @@ class BuildContext:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                limit=MAX_LINE_BYTES,
             )
         except OSError as exc:
             raise BuildError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
         try:
             assert proc.stdout is not None
-            async for raw in proc.stdout:
-                line = raw.decode(errors="replace").rstrip("\r\n")
+            while raw := await _next_line(proc.stdout):
+                line = raw.decode(errors="replace").rstrip("\r\n").rsplit("\r", 1)[-1]
                 self.tail.append(line)
                 self.log(line)
             code = await proc.wait()
@@ -124,6 +127,16 @@ class BuildContext:
         """The last lines of output, for an error message ('' if none)."""
         lines = [line for line in self.tail if line.strip()]
         return (":\n" + "\n".join(lines)) if lines else ""
+
+
+async def _next_line(stream: asyncio.StreamReader) -> bytes:
+    """The next line, or a piece of one longer than ``MAX_LINE_BYTES``; b"" at the end."""
+    try:
+        return await stream.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial
+    except asyncio.LimitOverrunError as exc:
+        return await stream.readexactly(exc.consumed)
 
 
 @runtime_checkable
