@@ -267,6 +267,23 @@ async def test_an_app_with_python_and_node_gets_both(
         assert path[:2] == [str(build / "slug" / "node_modules" / ".bin"), str(build / "venv" / "bin")]
 
 
+async def test_pipfile_lock_app(build_agent: AgentFactory, tmp_path: Path) -> None:
+    lock = {
+        "_meta": {},
+        "default": {"hellopkg": {"version": "==1.0"}},
+        "develop": {"hellodep": {"version": "==2.0"}},
+    }
+    app = write_app(tmp_path / "app", {"Pipfile.lock": json.dumps(lock)})
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", app.as_uri())
+        answer = await running(agent, "hello.web.0")
+        (build,) = build_dirs(agent)
+        assert answer["prefix"] == str(build / "venv")
+        assert not list(
+            (build / "venv").glob("lib/python*/site-packages/hellodep.py")
+        )  # develop: not installed
+
+
 async def test_a_failed_build_fails_once_and_is_not_retried(
     build_agent: AgentFactory, tmp_path: Path
 ) -> None:
