@@ -267,6 +267,21 @@ async def test_an_app_with_python_and_node_gets_both(
         assert path[:2] == [str(build / "slug" / "node_modules" / ".bin"), str(build / "venv" / "bin")]
 
 
+async def test_pip_builds_where_uv_is_not_wanted(build_agent: AgentFactory, tmp_path: Path) -> None:
+    app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\n"})
+    async with (
+        build_agent(builds={"python_installer": "pip"}) as agent,
+        httpx.AsyncClient(base_url=agent.url) as c,
+    ):
+        await create(c, "web.0", app.as_uri())
+        answer = await running(agent, "hello.web.0")
+        (build,) = build_dirs(agent)
+        assert answer["prefix"] == str(build / "venv")
+        log = (build / "build.log").read_text()
+        assert "-m venv" in log
+        assert "-m pip install" in log
+
+
 async def test_pipfile_lock_app(build_agent: AgentFactory, tmp_path: Path) -> None:
     lock = {
         "_meta": {},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -178,6 +178,9 @@ class BuildsConfig(_Section):
     )
     index_url: str | None = Field(None, description="the package index, instead of the installers' default")
     no_index: bool = Field(False, description="use no index at all: only find_links (air-gapped hosts)")
+    python_installer: Literal["auto", "uv", "pip"] = Field(
+        "auto", description="auto: uv if it is installed, else pip"
+    )
     keep_unused_s: float = Field(
         7 * 24 * 3600.0,
         ge=0,

@@ -76,6 +76,8 @@ class BuildContext:
     index: IndexSettings
     timeout_s: float
     log: Callable[[str], None]
+    # Builders' settings from ``[builds]`` (``python_installer``...), part of the build's key.
+    options: Mapping[str, str] = field(default_factory=dict)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
 
     def note(self, line: str) -> None:

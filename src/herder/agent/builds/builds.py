@@ -130,7 +130,7 @@ class Builds:
             BuildError: the build failed now or before, or cannot happen on this host.
         """
         builder_keys = await asyncio.to_thread(lambda: [(b.name, b.key(app_root)) for b in builders])
-        key = hashlib.sha256(json.dumps([content, builder_keys]).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps([content, builder_keys, self._options()]).encode()).hexdigest()
         build_dir = self._root / key
         flight = self._flights.get(key)
         if flight is None:
@@ -153,6 +153,9 @@ class Builds:
             if listener is not None and listener in flight.listeners:
                 flight.listeners.remove(listener)
         return Built(key, build_dir / "slug", env)
+
+    def _options(self) -> dict[str, str]:
+        return {"python_installer": self._config.python_installer}
 
     def use(self, key: str, user: str) -> None:
         """``user`` (a process's slug) runs from the build ``key``: keep it."""
@@ -228,6 +231,7 @@ class Builds:
             index=IndexSettings(tuple(cfg.find_links), cfg.index_url, cfg.no_index),
             timeout_s=cfg.timeout_s,
             log=emit,
+            options=self._options(),
         )
         started = time.monotonic()
         ctx.note(f"building with {', '.join(b.name for b in builders)} in {build_dir}")

@@ -50,7 +50,7 @@ class PythonBuilder:
         return f"{BUILD_FORMAT} {interp.path} {interp.label} {installer}"
 
     async def build(self, ctx: BuildContext) -> BuiltEnv:
-        uv = find_uv()
+        uv = _installer(ctx)
         interp = find(ctx.app_root, uv)
         venv = ctx.build_dir / "venv"
         python = str(venv / "bin" / "python")
@@ -104,6 +104,17 @@ class PythonBuilder:
             ctx.note("DISABLE_COLLECTSTATIC is set: collectstatic skipped")
             return
         await ctx.run([python, "manage.py", "collectstatic", "--noinput"], env={**app_env, **env})
+
+
+def _installer(ctx: BuildContext) -> str | None:
+    """uv's path, or None to use pip, as ``[builds] python_installer`` says."""
+    wanted = ctx.options.get("python_installer", "auto")
+    if wanted == "pip":
+        return None
+    uv = find_uv()
+    if uv is None and wanted == "uv":
+        raise BuildError("[builds] python_installer is 'uv', and uv is not installed on this host")
+    return uv
 
 
 def _is_virtual_project(root: Path) -> bool:
