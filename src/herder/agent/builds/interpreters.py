@@ -10,6 +10,7 @@ manages (``uv python find``). An app that asks nothing gets the agent's own inte
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -146,6 +147,16 @@ def _full_match(interp: Interpreter, wanted: str) -> bool:
 
 
 def _version_of(path: str) -> Version | None:
+    """The interpreter's version, asked once per binary (by path and mtime)."""
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+    return _asked_version(path, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _asked_version(path: str, _stamp: int) -> Version | None:
     try:
         out = subprocess.run(
             [path, "-c", "import sys; print('.'.join(map(str, sys.version_info[:3])))"],

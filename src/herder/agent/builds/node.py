@@ -9,6 +9,8 @@ built tree each process copies.
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,6 +56,17 @@ def _tools() -> tuple[str, str]:
 
 
 def _version(node: str) -> str:
+    """``node --version``, asked once per binary (by path and mtime): every start of a
+    Node app computes its build's key, and starting node costs tens of milliseconds."""
+    try:
+        stamp = os.stat(node).st_mtime_ns
+    except OSError:
+        return "unknown"
+    return _asked_version(node, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _asked_version(node: str, _stamp: int) -> str:
     try:
         return subprocess.run([node, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
