@@ -1,0 +1,426 @@
+"""Benchmark 11: builds (issue 14): a cold build against the installer alone, starts of built apps.
+
+Three figures, each with its reference measured in the same run on the same machine:
+
+1. **Cold build.** A Python app whose ``requirements.txt`` names five packages, created
+   with ``POST /create-process`` on a fresh ``herder agent`` (an empty data dir, so an
+   empty package cache): the time from the POST until the process is ``running`` and
+   answers on ``$PORT``, minus nothing. The reference is the installer alone on the same
+   requirements with the same interpreter: ``uv venv`` then ``uv pip install -r
+   requirements.txt``, with a fresh empty ``UV_CACHE_DIR``. Goal: ≤ 1.2x the installer.
+   The warm figures (a new build of changed app content on the same agent, against the
+   installer with a shared cache) are reported beside it.
+2. **Start of a built app.** Create, wait for ``running``, delete, N times, an app whose
+   build is cached, against the same app without dependencies. Goal: ≤ 1.1x.
+3. **Pool cold start.** A pool (``min_instances`` 0, ``max_instances`` 1, a short
+   ``idle_timeout``) of the built app, against a pool of the app without dependencies:
+   once the pool has stopped its instance, the latency of the first request (a fresh
+   connection to the pool's ``listen`` port). Goal: within 50 ms of the app without
+   dependencies.
+
+No network beyond loopback: the five packages are pure-Python wheels the script writes
+into a temporary wheelhouse once per run (not timed): a few dozen modules each, one
+with a console script and the app's HTTP server. Both herder (``[builds] find_links``
+and ``no_index``) and the reference install with ``--no-index --find-links``. Both apps
+serve with ``python3 -m benchweb`` (the same module: from the venv for the built app,
+from the app's tree for the other), so the figures differ only by what herder adds.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import harness
+from daemons import Herder, http_get
+from harness import VENV_BIN, Deadline, Figure, median, percentile
+
+PACKAGES = ("benchweb", "benchcodec", "benchtext", "benchcalc", "benchcli")
+MODULES_PER_PACKAGE = 36
+FUNCTIONS_PER_MODULE = 40
+INTERPRETER = VENV_BIN / "python"  # the agent's own: what its builds use unless an app asks
+BUILD_TIMEOUT_S = 300.0
+START_TIMEOUT_S = 30.0
+POLL_S = 0.001
+POOL_IDLE_S = 0.4
+GOAL_BUILD_RATIO = 1.2
+GOAL_START_RATIO = 1.1
+GOAL_POOL_MS = 50.0
+
+SERVER = """\
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"ok\\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+# -- the wheelhouse and the apps ----------------------------------------------------------
+
+
+def _module_source(package: str, index: int) -> str:
+    """A module of a few KB: functions with docstrings, as a library's modules are."""
+    parts = [f'"""{package}, module {index}: generated for the build benchmark."""\n']
+    for n in range(FUNCTIONS_PER_MODULE):
+        parts.append(
+            f"\n\ndef f_{n}(value, scale={n + 1}):\n"
+            f'    """Scale ``value`` by {n + 1} and offset it by the module\'s index."""\n'
+            f"    return value * scale + {index}\n"
+        )
+    return "".join(parts)
+
+
+def write_wheel(folder: Path, name: str, console_scripts: dict[str, str] | None = None) -> Path:
+    """A pure-Python ``py3-none-any`` wheel of ``MODULES_PER_PACKAGE`` modules, with its RECORD."""
+    version = "1.0"
+    dist_info = f"{name}-{version}.dist-info"
+    files = {f"{name}/m{i:02d}.py": _module_source(name, i).encode() for i in range(MODULES_PER_PACKAGE)}
+    files[f"{name}/__init__.py"] = (SERVER if name == "benchweb" else f'"""{name}."""\n').encode()
+    if name == "benchweb":
+        files[f"{name}/__main__.py"] = b"from benchweb import main\n\nmain()\n"
+    files[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    files[f"{dist_info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: herder-bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    if console_scripts:
+        lines = "".join(f"{script} = {target}\n" for script, target in console_scripts.items())
+        files[f"{dist_info}/entry_points.txt"] = f"[console_scripts]\n{lines}".encode()
+    record = []
+    for member, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{member},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as wheel:
+        for member, data in files.items():
+            wheel.writestr(member, data)
+    return path
+
+
+def write_wheelhouse(folder: Path) -> int:
+    """The five packages; their total size in bytes."""
+    folder.mkdir(parents=True)
+    paths = [
+        write_wheel(folder, n, {"bench-serve": "benchweb:main"} if n == "benchweb" else None)
+        for n in PACKAGES
+    ]
+    return sum(p.stat().st_size for p in paths)
+
+
+def write_app(root: Path, built: bool, marker: str = "") -> Path:
+    """The app: ``requirements.txt`` naming the five packages, or ``benchweb`` in its own tree."""
+    root.mkdir(parents=True)
+    (root / "Procfile").write_text("web: exec python3 -m benchweb\n")
+    (root / "VERSION").write_text(marker + "\n")  # another marker: other content, another build
+    if built:
+        (root / "requirements.txt").write_text("".join(f"{n}\n" for n in PACKAGES))
+    else:
+        (root / "benchweb").mkdir()
+        (root / "benchweb" / "__init__.py").write_text(SERVER)
+        (root / "benchweb" / "__main__.py").write_text("from benchweb import main\n\nmain()\n")
+    return root
+
+
+def agent_config(wheelhouse: Path) -> str:
+    return f'[builds]\nfind_links = ["{wheelhouse}"]\nno_index = true\n'
+
+
+@contextmanager
+def agent(workdir: Path, wheelhouse: Path) -> Iterator[Herder]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    daemon = Herder(workdir, agent_config(wheelhouse))
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+# -- herder: processes --------------------------------------------------------------------
+
+
+def create(daemon: Herder, app: str, node: str, source: Path) -> str:
+    body = {"app": app, "node": node, "source_url": source.as_uri(), "process_type": "web"}
+    resp = daemon.client.post("/create-process", json=body)
+    if resp.status_code != 201:
+        raise RuntimeError(f"create {app}.{node}: {resp.status_code} {resp.text}")
+    return f"{app}.{node}"
+
+
+def wait_running(daemon: Herder, slug: str, timeout_s: float) -> dict[str, Any]:
+    """Poll the status until ``running``; a ``failed`` process raises with its error."""
+    deadline = Deadline(timeout_s, f"{slug} running")
+    while True:
+        doc: dict[str, Any] = daemon.client.get(f"/process-status/{slug}").json()
+        if doc.get("state") == "running":
+            return doc
+        if doc.get("state") == "failed":
+            raise RuntimeError(f"{slug} failed: {doc.get('error')}")
+        deadline.check()
+        time.sleep(POLL_S)
+
+
+def wait_answers(port: int, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
+    deadline = Deadline(timeout_s, f"{what} answers on its port")
+    while True:
+        try:
+            if http_get("127.0.0.1", port, "/", timeout_s=5.0)[0] == 200:
+                return
+        except OSError:
+            pass
+        deadline.check()
+        time.sleep(POLL_S)
+
+
+def delete(daemon: Herder, slug: str) -> None:
+    daemon.client.post(f"/delete-process/{slug}", json={}).raise_for_status()
+
+
+def herder_build_s(daemon: Herder, app_dir: Path, node: str) -> float:
+    """POST /create-process until the process is running and answers: the build, then the start."""
+    t0 = time.perf_counter()
+    slug = create(daemon, "bench", node, app_dir)
+    doc = wait_running(daemon, slug, BUILD_TIMEOUT_S)
+    wait_answers(int(doc["port"]), slug)
+    elapsed = time.perf_counter() - t0
+    delete(daemon, slug)
+    return elapsed
+
+
+# -- the reference: the installer alone ---------------------------------------------------
+
+
+def installer_s(workdir: Path, wheelhouse: Path, requirements: Path, cache: Path) -> float:
+    """``uv venv`` and ``uv pip install -r``, as herder's build runs them, timed alone."""
+    uv = str(VENV_BIN / "uv") if (VENV_BIN / "uv").exists() else shutil.which("uv")
+    if uv is None:
+        raise RuntimeError("uv is not installed (.venv/bin/uv or on PATH)")
+    venv = workdir / "venv"
+    env = {**os.environ, "UV_CACHE_DIR": str(cache), "UV_PYTHON_DOWNLOADS": "never", "VIRTUAL_ENV": str(venv)}
+    index = ["--no-index", "--find-links", str(wheelhouse)]
+    t0 = time.perf_counter()
+    for argv in (
+        [uv, "venv", "--quiet", "--python", str(INTERPRETER), str(venv)],
+        [uv, "pip", "install", "--python", str(venv / "bin" / "python"), *index, "-r", str(requirements)],
+    ):
+        subprocess.run(argv, env=env, check=True, capture_output=True, timeout=BUILD_TIMEOUT_S)
+    return time.perf_counter() - t0
+
+
+# -- the three measures -------------------------------------------------------------------
+
+
+def measure_builds(tmp: Path, wheelhouse: Path, cold: int, warm: int) -> dict[str, list[float]]:
+    """Cold and warm builds, herder and the installer taking turns."""
+    out: dict[str, list[float]] = {"herder cold": [], "uv cold": [], "herder warm": [], "uv warm": []}
+    for i in range(cold):
+        app = write_app(tmp / f"app-cold-{i}", built=True, marker=f"cold {i}")
+        with agent(tmp / f"agent-cold-{i}", wheelhouse) as daemon:
+            out["herder cold"].append(herder_build_s(daemon, app, f"cold.{i}"))
+        ref = tmp / f"uv-cold-{i}"
+        out["uv cold"].append(installer_s(ref, wheelhouse, app / "requirements.txt", ref / "cache"))
+        harness.progress(f"builds: cold {i + 1}/{cold}")
+    shared = tmp / "uv-shared-cache"
+    app = write_app(tmp / "app-warm-first", built=True, marker="warm first")
+    installer_s(tmp / "uv-warm-first", wheelhouse, app / "requirements.txt", shared)  # fills the cache
+    with agent(tmp / "agent-warm", wheelhouse) as daemon:
+        herder_build_s(daemon, app, "warm.first")  # fills the agent's package cache
+        for i in range(warm):
+            app = write_app(tmp / f"app-warm-{i}", built=True, marker=f"warm {i}")
+            out["herder warm"].append(herder_build_s(daemon, app, f"warm.{i}"))
+            out["uv warm"].append(
+                installer_s(tmp / f"uv-warm-{i}", wheelhouse, app / "requirements.txt", shared)
+            )
+    return out
+
+
+def measure_starts(daemon: Herder, built: Path, bare: Path, count: int) -> dict[str, list[float]]:
+    """Create, ``running``, delete: the built app (its build cached) and the bare app in turns."""
+    slug = create(daemon, "built", "warmup", built)
+    wait_running(daemon, slug, BUILD_TIMEOUT_S)  # builds it once, not timed
+    delete(daemon, slug)
+    out: dict[str, list[float]] = {"built": [], "bare": []}
+    for i in range(count):
+        for name, source in (("built", built), ("bare", bare)):
+            t0 = time.perf_counter()
+            slug = create(daemon, name, f"web.{i}", source)
+            wait_running(daemon, slug, START_TIMEOUT_S)
+            out[name].append(time.perf_counter() - t0)
+            delete(daemon, slug)
+    return out
+
+
+def create_pool(daemon: Herder, name: str, source: Path) -> dict[str, Any]:
+    body = {
+        "name": name,
+        "source_url": source.as_uri(),
+        "process_type": "web",
+        "listen": "127.0.0.1:0",
+        "min_instances": 0,
+        "max_instances": 1,
+        "idle_timeout": POOL_IDLE_S,
+    }
+    resp = daemon.client.post("/pools", json=body)
+    if resp.status_code != 201:
+        raise RuntimeError(f"create pool {name}: {resp.status_code} {resp.text}")
+    doc: dict[str, Any] = resp.json()
+    return doc
+
+
+def wait_pool_idle(daemon: Herder, name: str) -> None:
+    deadline = Deadline(START_TIMEOUT_S, f"pool {name} with no instance")
+    while daemon.client.get(f"/pools/{name}").json()["instances"]:
+        deadline.check()
+        time.sleep(0.01)
+
+
+def first_request_s(url: str) -> float:
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    t0 = time.perf_counter()
+    status, _ = http_get(host, int(port), "/", timeout_s=START_TIMEOUT_S)
+    elapsed = time.perf_counter() - t0
+    if status != 200:
+        raise RuntimeError(f"pool at {url} answered {status}")
+    return elapsed
+
+
+def measure_pools(daemon: Herder, built: Path, bare: Path, count: int) -> dict[str, list[float]]:
+    """First-request latency of a pool with no instance: the built app and the bare app in turns."""
+    urls = {
+        name: create_pool(daemon, f"pool-{name}", src)["url"]
+        for name, src in (("built", built), ("bare", bare))
+    }
+    for url in urls.values():
+        first_request_s(url)  # the pool's first request (the build is cached already)
+    out: dict[str, list[float]] = {"built": [], "bare": []}
+    for _ in range(count):
+        for name, url in urls.items():
+            wait_pool_idle(daemon, f"pool-{name}")
+            out[name].append(first_request_s(url))
+    return out
+
+
+# -- figures ------------------------------------------------------------------------------
+
+
+def _figure(label: str, unit: str, herder: float, ref: float, ref_label: str, **kw: Any) -> Figure:
+    return Figure(
+        bench="11",
+        label=label,
+        unit=unit,
+        higher_is_better=False,
+        herder=herder,
+        supervisord=None,
+        circus=None,
+        reference=ref,
+        reference_label=ref_label,
+        **kw,
+    )
+
+
+def run(quick: bool = False) -> list[Figure]:
+    cold, warm, starts, pools = (1, 2, 5, 3) if quick else (3, 5, 20, 10)
+    with tempfile.TemporaryDirectory(prefix="herder-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        wheel_bytes = write_wheelhouse(tmp / "wheelhouse")
+        builds = measure_builds(tmp, tmp / "wheelhouse", cold, warm)
+        harness.progress("builds: cold and warm done")
+        built = write_app(tmp / "app-built", built=True, marker="start")
+        bare = write_app(tmp / "app-bare", built=False)
+        with agent(tmp / "agent-start", tmp / "wheelhouse") as daemon:
+            start_s = measure_starts(daemon, built, bare, starts)
+            harness.progress("builds: starts done")
+            pool_s = measure_pools(daemon, built, bare, pools)
+            harness.progress("builds: pools done")
+    ms: Callable[[list[float]], float] = lambda v: median(v) * 1000  # noqa: E731
+    cold_h, cold_r = median(builds["herder cold"]), median(builds["uv cold"])
+    warm_h, warm_r = median(builds["herder warm"]), median(builds["uv warm"])
+    start_h, start_r = ms(start_s["built"]), ms(start_s["bare"])
+    pool_h, pool_r = ms(pool_s["built"]), ms(pool_s["bare"])
+    pool_p90 = percentile(pool_s["built"], 90) * 1000
+    return [
+        _figure(
+            "cold build, 5 deps: POST to running and answering, median",
+            "s",
+            cold_h,
+            cold_r,
+            "uv venv + uv pip install, empty cache",
+            goal=f"≤ {GOAL_BUILD_RATIO:g}x the installer",
+            met=cold_h <= GOAL_BUILD_RATIO * cold_r,
+            note=(
+                f"{cold_h / cold_r:.2f}x; {cold} trial(s), each on a fresh agent; "
+                f"{len(PACKAGES)} wheels of {MODULES_PER_PACKAGE} modules, "
+                f"{wheel_bytes / 1024:.0f} KiB in all"
+            ),
+        ),
+        _figure(
+            "warm build (new content, shared cache), median",
+            "s",
+            warm_h,
+            warm_r,
+            "uv venv + uv pip install, warm cache",
+            note=f"{warm_h / warm_r:.2f}x; {warm} trials on one agent",
+        ),
+        _figure(
+            "start of a built app: POST to running, median",
+            "ms",
+            start_h,
+            start_r,
+            "app without dependencies",
+            goal=f"≤ {GOAL_START_RATIO:g}x",
+            met=start_h <= GOAL_START_RATIO * start_r,
+            note=f"{start_h / start_r:.2f}x; {starts} create/delete each, in turns",
+        ),
+        _figure(
+            "pool cold start (0 instances), first request, median",
+            "ms",
+            pool_h,
+            pool_r,
+            "app without dependencies",
+            goal=f"within {GOAL_POOL_MS:g} ms",
+            met=pool_h - pool_r <= GOAL_POOL_MS,
+            note=f"{pool_h - pool_r:+.1f} ms; p90 {pool_p90:.1f} ms; {pools} cold starts each, in turns",
+        ),
+    ]
+
+
+def main() -> None:
+    args = harness.report_parser(__doc__ or "", "fewer trials (about a minute): a smoke test").parse_args()
+    figures = run(quick=args.quick)
+    print(f"herder benchmark 11{' --quick' if args.quick else ''}: {harness.machine_summary()}")
+    print(harness.format_markdown(figures) if args.markdown else harness.format_table(figures))
+    if args.json:
+        harness.write_json(args.json, figures, {"quick": args.quick})
+
+
+if __name__ == "__main__":
+    main()
