@@ -400,32 +400,65 @@ async def test_a_build_is_reused_after_an_agent_restart(build_agent: AgentFactor
         assert (build / "build.log").stat().st_mtime_ns == log_mtime
 
 
-async def test_a_build_cut_short_by_an_agent_stop_is_made_again(
-    build_agent: AgentFactory, index_dir: Path, tmp_path: Path
-) -> None:
-    # An index that accepts connections and never answers: the build hangs in uv.
-    connected = asyncio.Event()
+class SilentIndex:
+    """A package index that accepts connections and never answers: a build hangs in uv."""
 
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connected.set()
+    def __init__(self) -> None:
+        self.connected = asyncio.Event()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connected.set()
         await reader.read()
         writer.close()
 
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    async def __aenter__(self) -> dict[str, Any]:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return {"index_url": f"http://127.0.0.1:{port}/simple/", "find_links": [], "no_index": False}
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+
+
+async def test_a_build_cut_short_by_an_agent_stop_is_made_again(
+    build_agent: AgentFactory, tmp_path: Path
+) -> None:
     app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\n"})
-    hanging = {"index_url": f"http://127.0.0.1:{port}/simple/", "find_links": [], "no_index": False}
-    async with server, build_agent(builds=hanging) as agent, httpx.AsyncClient(base_url=agent.url) as client:
-        await create(client, "web.0", app.as_uri())
-        await asyncio.wait_for(connected.wait(), BUILD_TIMEOUT_S)
-        assert agent.supervisor.units["hello.web.0"].state is State.BUILDING
+    silent = SilentIndex()
+    async with (
+        silent as hanging,
+        build_agent(builds=hanging) as agent,
+        httpx.AsyncClient(base_url=agent.url) as client,
+    ):
+        first = await create(client, "web.0", app.as_uri())
+        await create(client, "web.1", app.as_uri())
+        await asyncio.wait_for(silent.connected.wait(), BUILD_TIMEOUT_S)
+        units = agent.supervisor.units
+        await wait_unit(units["hello.web.1"], lambda u: u.state is State.BUILDING)
+        # A process deleted while it waits for a build leaves; the build goes on for the other.
+        deleted = await client.post(first["delete"], content="{}")
+        assert deleted.status_code == 200
+        assert not (agent.config.data_dir / "run" / "hello.web.0").exists()
+        assert units["hello.web.1"].state is State.BUILDING
         (build,) = build_dirs(agent)
     assert not (build / "done").exists()
     assert not (build / "failed").exists()
     async with build_agent() as again:
-        await running(again, "hello.web.0")
+        await running(again, "hello.web.1")
         assert builds_of(again).builds_run == 1
         assert (build / "done").is_file()
+
+
+async def test_a_build_that_takes_too_long_fails(build_agent: AgentFactory, tmp_path: Path) -> None:
+    app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\n"})
+    async with (
+        SilentIndex() as hanging,
+        build_agent(builds={**hanging, "timeout_s": 0.5}) as agent,
+        httpx.AsyncClient(base_url=agent.url) as client,
+    ):
+        await create(client, "web.0", app.as_uri())
+        error = await failed(agent, "hello.web.0")
+        assert error.startswith("build timed out after 0.5 s")
 
 
 async def test_builds_unused_for_keep_unused_s_are_collected(
