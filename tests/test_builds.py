@@ -215,6 +215,19 @@ async def test_the_release_phase_runs_once_before_the_processes(
             assert released.read_text() == f"released\n{build / 'venv' / 'bin' / 'hello-serve'}\n"
 
 
+async def test_an_app_without_dependencies_has_a_release_phase_too(
+    build_agent: AgentFactory, tmp_path: Path
+) -> None:
+    procfile = "release: echo released > release.txt\nweb: cat release.txt; exec sleep 1000\n"
+    app = write_app(tmp_path / "app", {"Procfile": procfile})
+    async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        await create(client, "web.0", app.as_uri())
+        unit = await wait_unit(agent.supervisor.units["hello.web.0"], lambda u: u.state is State.RUNNING)
+        await poll(lambda: any(line == b"released" for _, line in unit.output.ring))
+        assert not (app / "release.txt").exists()  # in the build's copy, not the checkout
+        assert builds_of(agent).builds_run == 1
+
+
 async def test_a_failed_release_phase_fails_the_process(build_agent: AgentFactory, tmp_path: Path) -> None:
     procfile = "release: echo migrating; echo no database >&2; exit 3\nweb: exec hello-serve\n"
     app = write_app(tmp_path / "app", {"requirements.txt": "hellopkg\n", "Procfile": procfile})

@@ -8,9 +8,9 @@ is what a developer pointing herder at a checkout expects.
 Procfile commands run through ``/bin/sh -c`` so that ``$PORT`` and other variables
 expand as they do under foreman or Heroku.
 
-An app that declares dependencies (builders of ``herder.agent.builds`` detect it) is
-built once, and each of its processes runs in a copy of the built tree (archive or
-directory alike), with the build's environment. An app's ``.env`` file is read for
+An app that declares dependencies (builders of ``herder.agent.builds`` detect it) or
+has a ``release:`` process is built once, and each of its processes runs in a copy of
+the built tree (archive or directory alike), with the build's environment. An app's ``.env`` file is read for
 every app; the request's ``env`` wins over both.
 """
 
@@ -110,10 +110,13 @@ class Apps:
             root = find_app_root(target)
         command = read_command(root, process_type)
         env = read_env_file(root)
-        builders = self._builds.detect(root) if self._builds is not None else []
-        if not builders:
+        if self._builds is None:
             return Launch(argv=shell_command(command), cwd=root, archive_sha256=fetched.sha256, env=env)
-        assert self._builds is not None
+        builders = self._builds.detect(root)
+        # An app with a release phase is "built" too, by no builder: the release runs once.
+        release = _release(root)
+        if not builders and release is None:
+            return Launch(argv=shell_command(command), cwd=root, archive_sha256=fetched.sha256, env=env)
         if fetched.sha256 is not None:
             content = fetched.sha256
         else:
@@ -121,7 +124,7 @@ class Apps:
 
             content = await asyncio.to_thread(tree_hash, root)
         built = await self._builds.ensure(
-            builders, root, content, on_building=on_building, listener=listener, release=_release(root)
+            builders, root, content, on_building=on_building, listener=listener, release=release
         )
         self._builds.use(built.key, slug)
         target = self.workdir(slug) / "app"

@@ -234,7 +234,8 @@ class Builds:
             options=self._options(),
         )
         started = time.monotonic()
-        ctx.note(f"building with {', '.join(b.name for b in builders)} in {build_dir}")
+        names = ", ".join(b.name for b in builders) or "no builder (the release phase only)"
+        ctx.note(f"building with {names} in {build_dir}")
         try:
             try:
                 async with asyncio.timeout(cfg.timeout_s):
