@@ -173,7 +173,7 @@ class Builds:
         # Never a build used or made in the last minute: its waiters may not have taken it yet.
         unused_s = max(self._config.keep_unused_s, COLLECT_GRACE_S)
         candidates = await asyncio.to_thread(stale, self._root, time.time() - unused_s)
-        in_use = set(self._users.values())
+        in_use = set(self._users.copy().values())  # copy(): atomic, should a thread drop a user
         removed = []
         for key in candidates:
             if key in in_use or key in self._flights:
