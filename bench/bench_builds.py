@@ -23,7 +23,8 @@ into a temporary wheelhouse once per run (not timed): a few dozen modules each, 
 with a console script and the app's HTTP server. Both herder (``[builds] find_links``
 and ``no_index``) and the reference install with ``--no-index --find-links``. Both apps
 serve with ``python3 -m benchweb`` (the same module: from the venv for the built app,
-from the app's tree for the other), so the figures differ only by what herder adds.
+from the app's tree for the other; the same interpreter, the one the venvs link to, put
+first on the bare app's PATH), so the figures differ only by what herder adds.
 """
 
 from __future__ import annotations
@@ -168,8 +169,25 @@ def agent(workdir: Path, wheelhouse: Path) -> Iterator[Herder]:
 # -- herder: processes --------------------------------------------------------------------
 
 
+def bare_env(app: str) -> dict[str, str]:
+    """The bare app's ``python3``: the interpreter the venvs link to, first on PATH.
+
+    Without it, ``python3`` may be a shim (pyenv's is a shell script that costs some 80 ms
+    a start), and the reference would be slower than the built app for no reason of herder's.
+    """
+    if not app.endswith("bare"):
+        return {}
+    return {"PATH": f"{Path(os.path.realpath(INTERPRETER)).parent}:{os.environ.get('PATH', '')}"}
+
+
 def create(daemon: Herder, app: str, node: str, source: Path) -> str:
-    body = {"app": app, "node": node, "source_url": source.as_uri(), "process_type": "web"}
+    body = {
+        "app": app,
+        "node": node,
+        "source_url": source.as_uri(),
+        "process_type": "web",
+        "env": bare_env(app),
+    }
     resp = daemon.client.post("/create-process", json=body)
     if resp.status_code != 201:
         raise RuntimeError(f"create {app}.{node}: {resp.status_code} {resp.text}")
@@ -284,6 +302,7 @@ def create_pool(daemon: Herder, name: str, source: Path) -> dict[str, Any]:
         "name": name,
         "source_url": source.as_uri(),
         "process_type": "web",
+        "env": bare_env(name),
         "listen": "127.0.0.1:0",
         "min_instances": 0,
         "max_instances": 1,

@@ -13,6 +13,8 @@ it runs on SQLite and on PostgreSQL (``$HERDER_BENCH_PG_URL``, default
 ``postgresql://postgres@127.0.0.1:5432/test``; it fails, naming the URL, without one).
 Benchmark 10 (issue 7's registry) neither: its goals are absolute (query p99, heartbeats
 per second on one core), and its one reference is a bare Ed25519 signature check.
+Benchmark 11 (issue 14's builds) neither: its references are uv alone on the same
+requirements (from a wheelhouse the script writes) and the same app without dependencies.
 
 Each benchmark measures the three daemons in the same run on the same machine, so
 the ratios hold even when absolute figures drift. A benchmark that fails is reported
@@ -29,6 +31,7 @@ import time
 import traceback
 from collections.abc import Callable
 
+import bench_builds
 import bench_manager
 import bench_output
 import bench_registry
@@ -53,6 +56,7 @@ BENCHMARKS: tuple[tuple[str, Callable[..., list[Figure]]], ...] = (
     ("8 sessions: open, relayed calls, file transfer (issue 5)", bench_sessions.run),
     ("9 manager: tasks end to end, heartbeats (issue 6)", bench_manager.run),
     ("10 registry: queries, registrations, heartbeats, tokens (issue 7)", bench_registry.run),
+    ("11 builds: cold build against uv alone, starts of built apps (issue 14)", bench_builds.run),
 )
 
 
