@@ -35,3 +35,18 @@ def test_loopback_names() -> None:
     assert is_loopback_host("localhost")
     assert not is_loopback_host("0.0.0.0")
     assert not is_loopback_host("example.com")
+
+
+def test_builds_reach_indexes_the_way_the_host_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build inherits the host's proxies, CA bundle and installer settings; a child does not."""
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("UV_INDEX_URL", "https://mirror.internal/simple")
+    monkeypatch.setenv("SECRET_TOKEN", "not for builds")
+    config = AgentConfig(env={"UV_INDEX_URL": "https://agent.env.wins/simple"})
+    build = config.build_env()
+    assert build["SSL_CERT_FILE"] == "/etc/ssl/certs/ca-certificates.crt"
+    assert build["HTTPS_PROXY"] == "http://proxy.internal:3128"
+    assert build["UV_INDEX_URL"] == "https://agent.env.wins/simple"
+    assert "SECRET_TOKEN" not in build
+    assert "SSL_CERT_FILE" not in config.base_env()

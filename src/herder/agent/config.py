@@ -169,6 +169,27 @@ class ManagerLinkConfig(_Section):
     )
 
 
+# What a build inherits from the agent's environment beyond a child's: how this host reaches
+# package indexes (proxies, the CA bundle of a TLS-inspecting proxy, the installers' own
+# settings). Without them uv and npm fail where pip, set up by the host's admin, works.
+BUILD_INHERITED_ENV = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+)
+BUILD_INHERITED_PREFIXES = ("PIP_", "UV_", "NPM_CONFIG_", "npm_config_")
+
+
 class BuildsConfig(_Section):
     """Builds of apps that declare dependencies (``herder.agent.builds``)."""
 
@@ -222,6 +243,20 @@ class AgentConfig(_Section):
         """The environment every child starts from, before the request's own ``env``."""
         env = {k: os.environ[k] for k in self.inherit_env if k in os.environ}
         env.update(self.env)
+        return env
+
+    def build_env(self) -> dict[str, str]:
+        """The environment a build's commands start from: a child's, plus how the host reaches indexes.
+
+        Proxies, CA bundles and the installers' own settings (``PIP_*``, ``UV_*``,
+        ``NPM_CONFIG_*``) come from the agent's environment; the agent's ``env`` still wins.
+        """
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k in BUILD_INHERITED_ENV or k.startswith(BUILD_INHERITED_PREFIXES)
+        }
+        env.update(self.base_env())
         return env
 
     def is_loopback(self) -> bool:

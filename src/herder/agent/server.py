@@ -240,7 +240,7 @@ class Agent(Daemon):
         self._keeper = Keeper(agent_id, cfg.data_dir)
         self._keeper.start()
         fetcher = Fetcher(cfg.data_dir / "cache", cfg.fetch)
-        self._builds = Builds(cfg.data_dir / "builds", cfg.builds, cfg.base_env())
+        self._builds = Builds(cfg.data_dir / "builds", cfg.builds, cfg.build_env())
         apps = Apps(fetcher, cfg.unpack, cfg.data_dir / "run", self._builds)
         store = RecordStore(cfg.data_dir / "processes")
         supervisor = Supervisor(cfg, apps, store, agent_id)
