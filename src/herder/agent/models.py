@@ -228,6 +228,9 @@ class ProcessStatus(_Document):
     started_at: str | None = Field(description="ISO 8601 time the current run started.")
     created_at: str
     error: str | None = Field(description="Why the process failed or is backing off.")
+    build_log: str | None = Field(
+        default=None, description="GET the app's build log (text) here; only for an app that was built."
+    )
 
 
 class Listing(_Document):

@@ -83,11 +83,15 @@ def run(
     process_type: Annotated[str | None, typer.Option("--type", help="Procfile process type.")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=value (repeatable).")] = None,
     restart: Annotated[str, typer.Option(help="always, on-failure or never.")] = "always",
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Return at once, not after the app's fetch and build.")
+    ] = False,
     agent: AgentUrl = DEFAULT_AGENT_URL,
     token_file: TokenFile = None,
 ) -> None:
     """Create a process: 'herder run myapp web.0 -- python -m http.server' or an app
-    with '--source URL --type web'. Prints its status document."""
+    with '--source URL --type web'. Prints its status document; for an app, then shows
+    its fetch and build on stderr until it runs (exit 1 if it fails)."""
     body: dict[str, Any] = {"app": app_name, "node": node, "restart": restart, "env": parse_env(env)}
     if command:
         body["command"] = command
@@ -95,7 +99,79 @@ def run(
         body["source_url"] = source
         body["process_type"] = process_type
     index = _request("GET", agent + "/", token_file)
-    _print(_request("POST", index["create"], token_file, body))
+    doc = _request("POST", index["create"], token_file, body)
+    _print(doc)
+    if not no_wait:
+        follow_build(doc, token_file)
+
+
+PREPARING = ("fetching", "building")
+FOLLOW_TIMEOUT_S = 20 * 60.0  # past the default build timeout (15 min)
+
+
+def follow_build(doc: dict[str, Any], token_file: Path | None, timeout_s: float = FOLLOW_TIMEOUT_S) -> None:
+    """While the process is fetched or built, print the agent's lines (the build's) to
+    stderr; return once it is past that, exit 1 if it failed.
+
+    The status is polled every half second (bounded by ``timeout_s``); the lines come
+    from the attach WebSocket, whose ``herder`` lines carry the build's output.
+    """
+    import time
+
+    if doc["state"] not in PREPARING:
+        return
+    deadline = time.monotonic() + timeout_s
+    ws = _attach_quietly(doc["attach"], token_file)
+    try:
+        while doc["state"] in PREPARING and time.monotonic() < deadline:
+            _print_agent_lines(ws, until=time.monotonic() + 0.5)
+            doc = _request("GET", doc["status"], token_file)
+        if ws is not None:
+            _print_agent_lines(ws, until=time.monotonic() + 0.2)  # the lines of the last moment
+    finally:
+        if ws is not None:
+            ws.close()
+    if doc["state"] == "failed":
+        typer.echo(f"herder: {doc['slug']} failed: {doc['error']}", err=True)
+        raise typer.Exit(1)
+    if doc["state"] in PREPARING:
+        typer.echo(f"herder: {doc['slug']} is still {doc['state']} after {timeout_s:g} s", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"[herder] {doc['slug']} is {doc['state']}", err=True)
+
+
+def _attach_quietly(url: str, token_file: Path | None) -> Any:
+    """The attach WebSocket (the process's lines so far first: the build's first ones), or
+    None: progress is then the states alone."""
+    from websockets.sync.client import connect
+
+    try:
+        return connect(url, additional_headers=_headers(token_file), open_timeout=10)
+    except Exception:  # progress is a courtesy: the status polls go on without it
+        typer.echo("[herder] building...", err=True)
+        return None
+
+
+def _print_agent_lines(ws: Any, until: float) -> None:
+    """Print the agent's own lines (the build's among them) received before ``until``."""
+    import time
+
+    from websockets.exceptions import ConnectionClosed
+
+    if ws is None:
+        time.sleep(max(0.0, until - time.monotonic()))
+        return
+    while (left := until - time.monotonic()) > 0:
+        try:
+            frame = ws.recv(timeout=left)
+        except TimeoutError:
+            return
+        except ConnectionClosed:
+            time.sleep(left)  # the process was deleted: the next status poll says so
+            return
+        line = json.loads(frame)
+        if line["stream"] == "herder":
+            print(f"[herder] {line['line']}", file=sys.stderr, flush=True)
 
 
 def ps(agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None) -> None:
@@ -129,10 +205,15 @@ def rm(
 def logs(
     slug: Annotated[str, typer.Argument(help="app.node")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming live lines.")] = False,
+    build: Annotated[bool, typer.Option("--build", help="Print the app's build log instead.")] = False,
     agent: AgentUrl = DEFAULT_AGENT_URL,
     token_file: TokenFile = None,
 ) -> None:
-    """Print the process's recent output (stdout to stdout, stderr to stderr); -f follows."""
+    """Print the process's recent output (stdout to stdout, stderr to stderr); -f follows;
+    --build prints its app's build log."""
+    if build:
+        typer.echo(_request("GET", f"{agent}/build-log/{slug}", token_file, text=True), nl=False)
+        return
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
 from herder import __version__
@@ -116,7 +116,7 @@ def status_document(unit: Unit, base: str) -> dict[str, Any]:
     spec = unit.spec
     slug = unit.slug
     details = f"{base}/process-status/{slug}"
-    return {
+    doc: dict[str, Any] = {
         "app": spec.app,
         "node": spec.node,
         "slug": slug,
@@ -138,6 +138,9 @@ def status_document(unit: Unit, base: str) -> dict[str, Any]:
         "created_at": unit.created_at_iso,
         "error": unit.error,
     }
+    if unit.build_log is not None:
+        doc["build_log"] = f"{base}/build-log/{slug}"
+    return doc
 
 
 def base_url(request: Request | WebSocket) -> str:
@@ -293,6 +296,28 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
         # Shielded: a client that hangs up must not leave a process half-stopped.
         unit = await asyncio.shield(sup.delete(slug))
         return JSONResponse(status_document(unit, base_url(request)))
+
+    @router.get(
+        "/build-log/{slug}",
+        openapi_extra={
+            "parameters": [_SLUG],
+            "responses": {
+                **_docs(ProcessStatus, 404)["responses"],
+                "200": {"description": "Every line of the build.", "content": {"text/plain": {}}},
+            },
+        },
+        summary="The build log of the process's app (text), once it was built",
+    )
+    async def build_log(request: Request) -> Response:
+        slug = request.path_params["slug"]
+        unit = _visible(sup, request.scope, slug)
+        try:
+            if unit.build_log is None:
+                raise FileNotFoundError
+            text = await asyncio.to_thread(unit.build_log.read_text, encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            raise NotFound(f"process {slug!r} has no build log (its app was not built)") from None
+        return PlainTextResponse(text)
 
     return router
 

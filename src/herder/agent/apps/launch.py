@@ -50,6 +50,7 @@ class Launch:
     archive_sha256: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     path: tuple[str, ...] = ()
+    build_log: Path | None = None  # the build's log, if the app was built
 
 
 def shell_command(command: str) -> list[str]:
@@ -135,6 +136,7 @@ class Apps:
             archive_sha256=fetched.sha256,
             env={**built.env.env, **env},
             path=built.env.path,
+            build_log=built.slug.parent / "build.log",
         )
 
     async def _in_thread(self, fn: Callable[..., None], *args: Any) -> None:

@@ -115,6 +115,7 @@ class Unit:
         # Set while the process keeps failing (see crashes.py); kept in ``error`` while it
         # runs between two failures, and cleared once a run outlives the window.
         self.crash_loop: str | None = None
+        self.build_log: Path | None = None  # the app's build log, once it was built
         self._crashes = CrashHistory(ctx.config)
         self._window_timer: asyncio.TimerHandle | None = None
         cfg = ctx.config
@@ -288,6 +289,7 @@ class Unit:
                 self._fail(str(exc))
                 return None
             self.error = None
+            self.build_log = launch.build_log
             self._event(Event.BUILT if self.state is State.BUILDING else Event.FETCHED)
             if launch.archive_sha256 != spec.archive_sha256:
                 self.spec = spec.model_copy(update={"archive_sha256": launch.archive_sha256})
