@@ -92,3 +92,28 @@ async def test_run_of_a_failing_build_exits_non_zero(build_agent: AgentFactory, 
         code, _, err = await herder(agent, "run", "hello", "web.0", "--source", app.as_uri(), "--type", "web")
         assert code == 1
         assert "hello.web.0 failed" in err
+
+
+async def test_pools_create_shows_the_build(build_agent: AgentFactory, tmp_path: Path) -> None:
+    app = requirements_app(tmp_path / "app")
+    async with build_agent() as agent:
+        code, out, err = await herder(
+            agent,
+            "pools",
+            "create",
+            "hello",
+            "--source",
+            app.as_uri(),
+            "--type",
+            "web",
+            "--listen",
+            "127.0.0.1:0",
+            "--min",
+            "1",
+        )
+        assert code == 0, err
+        assert '"name": "hello"' in out
+        assert "[herder] pool hello: " in err
+        async with httpx.AsyncClient(base_url=agent.url, timeout=30) as client:
+            doc = (await client.get("/pools/hello")).json()
+        assert all(i["process_state"] not in ("fetching", "building") for i in doc["instances"])

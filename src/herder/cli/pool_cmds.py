@@ -10,7 +10,16 @@ from typing import Annotated, Any
 
 import typer
 
-from herder.cli.process_cmds import DEFAULT_AGENT_URL, AgentUrl, TokenFile, _print, _request, parse_env
+from herder.cli.process_cmds import (
+    DEFAULT_AGENT_URL,
+    FOLLOW_TIMEOUT_S,
+    PREPARING,
+    AgentUrl,
+    TokenFile,
+    _print,
+    _request,
+    parse_env,
+)
 
 pools = typer.Typer(
     name="pools",
@@ -49,11 +58,15 @@ def create(
         str | None, typer.Option("--ready-path", help="GET this path until 2xx (default: port open).")
     ] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=value (repeatable).")] = None,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Return at once, not after the instances' build.")
+    ] = False,
     agent: AgentUrl = DEFAULT_AGENT_URL,
     token_file: TokenFile = None,
 ) -> None:
     """Create a pool: 'herder pools create web --listen 127.0.0.1:8080 -- python3 -m http.server
-    {port} --bind 127.0.0.1'. Prints the pool's document."""
+    {port} --bind 127.0.0.1'. Prints the pool's document; then, while its first instances
+    fetch and build the app, a line on stderr per change, until they are past it."""
     body: dict[str, Any] = {
         "name": name,
         "env": parse_env(env),
@@ -71,7 +84,40 @@ def create(
         body["source_url"] = source
         body["process_type"] = process_type
     index = _request("GET", agent + "/", token_file)
-    _print(_request("POST", index["pools"], token_file, body))
+    doc = _request("POST", index["pools"], token_file, body)
+    _print(doc)
+    if not no_wait:
+        _follow_build(doc, token_file)
+
+
+def _follow_build(doc: dict[str, Any], token_file: Any, timeout_s: float = FOLLOW_TIMEOUT_S) -> None:
+    """Poll the pool every half second (bounded) while an instance is fetched or built,
+    printing each new state to stderr; exit 1 if an instance failed."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    shown = ""
+    while True:
+        states = sorted({i["process_state"] for i in doc["instances"]})
+        failed = [i for i in doc["instances"] if i["process_state"] == "failed"]
+        if failed:
+            typer.echo(f"herder: pool {doc['name']}: an instance failed: {failed[0]['error']}", err=True)
+            raise typer.Exit(1)
+        if not set(states) & set(PREPARING):
+            if shown:
+                typer.echo(f"[herder] pool {doc['name']}: {', '.join(states)}", err=True)
+            return
+        if time.monotonic() >= deadline:
+            typer.echo(
+                f"herder: pool {doc['name']} still {', '.join(states)} after {timeout_s:g} s", err=True
+            )
+            raise typer.Exit(1)
+        line = f"[herder] pool {doc['name']}: {', '.join(states)}..."
+        if line != shown:
+            typer.echo(line, err=True)
+            shown = line
+        time.sleep(0.5)
+        doc = _request("GET", doc["details"], token_file)
 
 
 @pools.command("ls")
