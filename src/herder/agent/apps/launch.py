@@ -118,14 +118,9 @@ class Apps:
         release = _release(root)
         if not builders and release is None:
             return Launch(argv=shell_command(command), cwd=root, archive_sha256=fetched.sha256, env=env)
-        if fetched.sha256 is not None:
-            content = fetched.sha256
-        else:
-            from herder.agent.builds import tree_hash
-
-            content = await asyncio.to_thread(tree_hash, root)
+        # A directory's content (fetched.sha256 None) is hashed by ensure, with the keys.
         built = await self._builds.ensure(
-            builders, root, content, on_building=on_building, listener=listener, release=release
+            builders, root, fetched.sha256, on_building=on_building, listener=listener, release=release
         )
         self._builds.use(built.key, slug)
         target = self.workdir(slug) / "app"

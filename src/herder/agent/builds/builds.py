@@ -61,23 +61,58 @@ class Built:
     env: BuiltEnv
 
 
+# Directory trees hashed before, by path: (their stat signature, their hash). Each start of
+# a process of a built directory app needs its content hash; reading every file again
+# when no name, size, mode, inode or mtime changed would cost each start for nothing.
+_TREE_HASHES: dict[Path, tuple[tuple[object, ...], str]] = {}
+_TREE_HASHES_MAX = 256
+RACY_NS = 2_000_000_000
+
+
 def tree_hash(root: Path) -> str:
-    """A hash of a directory's tree: relative names, exec bits, contents, link targets."""
+    """A hash of a directory's tree: relative names, exec bits, contents, link targets.
+
+    Remembered per tree with a signature of every entry's stat (name, mode, size, inode,
+    mtime and ctime in ns): a file written or replaced changes its signature, so the
+    contents are read again only then.
+    """
+    started = time.time_ns()
+    entries = _walk(root)
+    signature = tuple(
+        (rel, info.st_mode, info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+        for rel, _path, info in entries
+    )
+    known = _TREE_HASHES.get(root)
+    if known is not None and known[0] == signature:
+        return known[1]
     digest = hashlib.sha256()
+    for rel, path, info in entries:
+        name = rel.encode()
+        if stat.S_ISLNK(info.st_mode):
+            digest.update(b"L" + name + b"\0" + os.readlink(path).encode() + b"\0")
+        elif stat.S_ISREG(info.st_mode):
+            digest.update(b"F" + name + b"\0" + bytes([info.st_mode & 0o111 != 0]))
+            with path.open("rb") as f:
+                digest.update(hashlib.file_digest(f, "sha256").digest())
+    # A file changed within the clock's grain of its last write could keep its signature
+    # (git's "racily clean" entries): a tree with one so recent is not remembered.
+    if all(info.st_mtime_ns < started - RACY_NS for _rel, _path, info in entries):
+        if len(_TREE_HASHES) >= _TREE_HASHES_MAX:
+            _TREE_HASHES.clear()
+        _TREE_HASHES[root] = (signature, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def _walk(root: Path) -> list[tuple[str, Path, os.stat_result]]:
+    """The tree's files and links (not followed), sorted as the hash reads them."""
+    found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         base = Path(dirpath)
         for name in sorted([*filenames, *(d for d in dirnames if (base / d).is_symlink())]):
             path = base / name
-            rel = str(path.relative_to(root)).encode()
-            info = path.lstat()
-            if stat.S_ISLNK(info.st_mode):
-                digest.update(b"L" + rel + b"\0" + os.readlink(path).encode() + b"\0")
-            elif stat.S_ISREG(info.st_mode):
-                digest.update(b"F" + rel + b"\0" + bytes([info.st_mode & 0o111 != 0]))
-                with path.open("rb") as f:
-                    digest.update(hashlib.file_digest(f, "sha256").digest())
-    return digest.hexdigest()
+            found.append((str(path.relative_to(root)), path, path.lstat()))
+    return found
 
 
 class Builds:
@@ -114,13 +149,16 @@ class Builds:
         self,
         builders: list[Builder],
         app_root: Path,
-        content: str,
+        content: str | None,
         *,
         on_building: Callable[[], None] | None = None,
         listener: Listener | None = None,
         release: str | None = None,
     ) -> Built:
         """The build of ``app_root`` (whose content hash is ``content``): reused, joined or made.
+
+        ``content`` None: a directory's tree, hashed (``tree_hash``) in the same worker
+        thread as the builders' keys: one hop to a thread per start, not two.
 
         ``on_building`` is called if the caller has to wait for a build (made now or by
         another caller); ``listener`` then receives the build's lines. ``release`` (the
@@ -129,8 +167,7 @@ class Builds:
         Raises:
             BuildError: the build failed now or before, or cannot happen on this host.
         """
-        builder_keys = await asyncio.to_thread(lambda: [(b.name, b.key(app_root)) for b in builders])
-        key = hashlib.sha256(json.dumps([content, builder_keys, self._options()]).encode()).hexdigest()
+        key = await asyncio.to_thread(self._key, builders, app_root, content)
         build_dir = self._root / key
         flight = self._flights.get(key)
         if flight is None:
@@ -153,6 +190,13 @@ class Builds:
             if listener is not None and listener in flight.listeners:
                 flight.listeners.remove(listener)
         return Built(key, build_dir / "slug", env)
+
+    def _key(self, builders: list[Builder], app_root: Path, content: str | None) -> str:
+        """The build's key (in a worker thread: hashing a tree, builders' keys may stat or run)."""
+        if content is None:
+            content = tree_hash(app_root)
+        builder_keys = [(b.name, b.key(app_root)) for b in builders]
+        return hashlib.sha256(json.dumps([content, builder_keys, self._options()]).encode()).hexdigest()
 
     def _options(self) -> dict[str, str]:
         return {"python_installer": self._config.python_installer}
