@@ -29,11 +29,10 @@ first on the bare app's PATH), so the figures differ only by what herder adds.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import zipfile
@@ -45,6 +44,9 @@ from typing import Any
 import harness
 from daemons import Herder, http_get
 from harness import VENV_BIN, Deadline, Figure, median, percentile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for the tests' wheel writer
+from tests.fixtures.builds import wheels
 
 PACKAGES = ("benchweb", "benchcodec", "benchtext", "benchcalc", "benchcli")
 MODULES_PER_PACKAGE = 36
@@ -100,31 +102,20 @@ def _module_source(package: str, index: int) -> str:
 
 
 def write_wheel(folder: Path, name: str, console_scripts: dict[str, str] | None = None) -> Path:
-    """A pure-Python ``py3-none-any`` wheel of ``MODULES_PER_PACKAGE`` modules, with its RECORD."""
-    version = "1.0"
-    dist_info = f"{name}-{version}.dist-info"
-    files = {f"{name}/m{i:02d}.py": _module_source(name, i).encode() for i in range(MODULES_PER_PACKAGE)}
-    files[f"{name}/__init__.py"] = (SERVER if name == "benchweb" else f'"""{name}."""\n').encode()
+    """A pure-Python ``py3-none-any`` wheel of ``MODULES_PER_PACKAGE`` modules (the tests' writer)."""
+    modules = {f"{name}/m{i:02d}.py": _module_source(name, i) for i in range(MODULES_PER_PACKAGE)}
+    modules[f"{name}/__init__.py"] = SERVER if name == "benchweb" else f'"""{name}."""\n'
     if name == "benchweb":
-        files[f"{name}/__main__.py"] = b"from benchweb import main\n\nmain()\n"
-    files[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
-    files[f"{dist_info}/WHEEL"] = (
-        b"Wheel-Version: 1.0\nGenerator: herder-bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        modules[f"{name}/__main__.py"] = "from benchweb import main\n\nmain()\n"
+    return wheels.write_wheel(
+        folder,
+        name,
+        "1.0",
+        modules,
+        console_scripts,
+        compression=zipfile.ZIP_DEFLATED,
+        generator="herder-bench",
     )
-    if console_scripts:
-        lines = "".join(f"{script} = {target}\n" for script, target in console_scripts.items())
-        files[f"{dist_info}/entry_points.txt"] = f"[console_scripts]\n{lines}".encode()
-    record = []
-    for member, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{member},sha256={digest},{len(data)}")
-    record.append(f"{dist_info}/RECORD,,")
-    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    path = folder / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as wheel:
-        for member, data in files.items():
-            wheel.writestr(member, data)
-    return path
 
 
 def write_wheelhouse(folder: Path) -> int:
