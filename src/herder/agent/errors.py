@@ -10,6 +10,7 @@ Hierarchy::
     └── AppError                the app cannot run; the process goes to ``failed``
         ├── FetchError          the download failed (transient ones are retried)
         ├── UnsafeArchive       an archive breaks a safety rule or a limit
+        ├── BuildError          the app's build failed (or failed before: not tried again)
         └── ProcfileError       no Procfile, a garbage line, an unknown process type
 
 Each error's message is written for the user who sent the request: it says what is
@@ -17,6 +18,8 @@ wrong and, where it helps, what to do.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class AgentError(Exception):
@@ -57,6 +60,18 @@ class FetchError(AppError):
 
 class UnsafeArchive(AppError):
     """The archive tries to escape, holds links or devices, or exceeds a limit."""
+
+
+class BuildError(AppError):
+    """A build failed: its message says which step and ends with the last lines of output.
+
+    ``log`` is the build's whole log, once the failure is the build's (set by ``Builds``).
+    Here, not with the builders: the supervisor tells it apart without importing them.
+    """
+
+    def __init__(self, message: str, *, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.log = log
 
 
 class ProcfileError(AppError):

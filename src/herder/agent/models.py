@@ -161,6 +161,11 @@ class CreateRequest(BaseModel):
     restart: RestartPolicy = Field(
         RestartPolicy.ALWAYS, description="herder extension: always, on-failure or never."
     )
+    rebuild: bool = Field(
+        False,
+        description="herder extension: make the app's build again if it failed before (a failed build is "
+        "otherwise not tried again until the app changes).",
+    )
 
     @field_validator("source_url")
     @classmethod

@@ -61,12 +61,16 @@ def create(
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Return at once, not after the instances' build.")
     ] = False,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Build the app again if its last build failed.")
+    ] = False,
     agent: AgentUrl = DEFAULT_AGENT_URL,
     token_file: TokenFile = None,
 ) -> None:
     """Create a pool: 'herder pools create web --listen 127.0.0.1:8080 -- python3 -m http.server
     {port} --bind 127.0.0.1'. Prints the pool's document; then, while its first instances
-    fetch and build the app, a line on stderr per change, until they are past it."""
+    fetch and build the app, the build's lines and the instances' states on stderr, until
+    they are past it (exit 1 if one failed)."""
     body: dict[str, Any] = {
         "name": name,
         "env": parse_env(env),
@@ -77,6 +81,7 @@ def create(
         "start_timeout": start_timeout,
         "listen": listen,
         "ready": {"path": ready_path} if ready_path else None,
+        "rebuild": rebuild,
     }
     if command:
         body["command"] = command
@@ -92,12 +97,15 @@ def create(
 
 def _follow_build(doc: dict[str, Any], token_file: Any, timeout_s: float = FOLLOW_TIMEOUT_S) -> None:
     """Poll the pool every half second (bounded) while an instance is fetched or built,
-    printing each new state to stderr; exit 1 if an instance failed."""
+    printing each new state and the build log's new lines to stderr; exit 1 if an
+    instance failed."""
     import time
 
     deadline = time.monotonic() + timeout_s
     shown = ""
+    build_log = BuildLogTail()
     while True:
+        build_log.print_new(doc, token_file)
         states = sorted({i["process_state"] for i in doc["instances"]})
         failed = [i for i in doc["instances"] if i["process_state"] == "failed"]
         if failed:
@@ -118,6 +126,22 @@ def _follow_build(doc: dict[str, Any], token_file: Any, timeout_s: float = FOLLO
             shown = line
         time.sleep(0.5)
         doc = _request("GET", doc["details"], token_file)
+
+
+class BuildLogTail:
+    """The lines of a pool's build log not printed yet (the log only grows during a build)."""
+
+    def __init__(self) -> None:
+        self._printed = 0  # characters of the log already printed, up to a whole line
+
+    def print_new(self, doc: dict[str, Any], token_file: Any) -> None:
+        if "build_log" not in doc:
+            return
+        text: str = _request("GET", doc["build_log"], token_file, text=True)
+        end = text.rfind("\n") + 1  # a line being written is printed once it is whole
+        for line in text[self._printed : end].splitlines():
+            typer.echo(f"[herder] {line}", err=True)
+        self._printed = max(self._printed, end)
 
 
 @pools.command("ls")

@@ -86,6 +86,9 @@ def run(
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Return at once, not after the app's fetch and build.")
     ] = False,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Build the app again if its last build failed.")
+    ] = False,
     agent: AgentUrl = DEFAULT_AGENT_URL,
     token_file: TokenFile = None,
 ) -> None:
@@ -93,6 +96,8 @@ def run(
     with '--source URL --type web'. Prints its status document; for an app, then shows
     its fetch and build on stderr until it runs (exit 1 if it fails)."""
     body: dict[str, Any] = {"app": app_name, "node": node, "restart": restart, "env": parse_env(env)}
+    if rebuild:
+        body["rebuild"] = True
     if command:
         body["command"] = command
     else:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from herder.agent.api.routes import _docs, base_url
 from herder.agent.errors import ConfigError, Conflict, NotFound
@@ -67,7 +68,13 @@ def pool_document(pool: Pool, base: str) -> dict[str, Any]:
         "drain": f"{links}/drain",
         "resume": f"{links}/resume",
         "delete": f"{links}/delete",
+        **({"build_log": f"{links}/build-log"} if pool_build_log(pool) is not None else {}),
     }
+
+
+def pool_build_log(pool: Pool) -> Path | None:
+    """The log of the pool's app build: its instances share one build, so any one's."""
+    return next((inst.unit.build_log for inst in pool.instances if inst.unit.build_log), None)
 
 
 async def _optional_body(request: Request, model: type[DrainRequest]) -> DrainRequest:
@@ -119,6 +126,7 @@ def pool_routes(runtime: AgentRuntime) -> APIRouter:
         return JSONResponse(pool_document(get(request.path_params["name"]), base_url(request)))
 
     _operation_routes(api, router, get)
+    _build_log_route(api, get)
     return api
 
 
@@ -174,3 +182,33 @@ def _operation_routes(api: APIRouter, router: Callable[[], Router], get: Callabl
         req = await _optional_body(request, DrainRequest)
         pool = await asyncio.shield(router().delete(name, req.timeout))
         return JSONResponse(pool_document(pool, base_url(request)))
+
+
+def _build_log_route(api: APIRouter, get: Callable[[str], Pool]) -> None:
+    """The pool's build log, for ``herder pools create`` to show a build's progress."""
+
+    @api.get(
+        "/pools/{name}/build-log",
+        openapi_extra={
+            "parameters": [_NAME],
+            "responses": {
+                **_docs(PoolStatus, 404)["responses"],
+                "200": {"description": "Every line of the build.", "content": {"text/plain": {}}},
+            },
+        },
+        summary="The build log of the pool's app (text): while it builds, once built, or failed",
+    )
+    async def pool_build_log_text(request: Request) -> Response:
+        name = request.path_params["name"]
+        log_file = pool_build_log(get(name))
+        try:
+            if log_file is None:
+                raise FileNotFoundError
+            text = await asyncio.to_thread(log_file.read_text, encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            if log_file is not None:
+                return PlainTextResponse("")  # the build has not written its first line yet
+            raise ApiError(
+                404, "not_found", f"pool {name!r} has no build log (its app was not built)"
+            ) from None
+        return PlainTextResponse(text)

@@ -33,6 +33,7 @@ from herder.agent.models import (
     ProcessStatus,
 )
 from herder.agent.processes.logs import Stream, Subscriber
+from herder.agent.processes.states import State
 from herder.agent.processes.supervisor import Unit
 from herder.apierrors import ApiError, error_response, read_json
 from herder.apierrors import install_error_handlers as install_common_handlers
@@ -306,7 +307,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
                 "200": {"description": "Every line of the build.", "content": {"text/plain": {}}},
             },
         },
-        summary="The build log of the process's app (text), once it was built",
+        summary="The build log of the process's app (text): while it builds, once built, or failed",
     )
     async def build_log(request: Request) -> Response:
         slug = request.path_params["slug"]
@@ -316,6 +317,8 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
                 raise FileNotFoundError
             text = await asyncio.to_thread(unit.build_log.read_text, encoding="utf-8", errors="replace")
         except FileNotFoundError:
+            if unit.build_log is not None and unit.state is State.BUILDING:
+                return PlainTextResponse("")  # the build has not written its first line yet
             raise NotFound(f"process {slug!r} has no build log (its app was not built)") from None
         return PlainTextResponse(text)
 

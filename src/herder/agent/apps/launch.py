@@ -87,13 +87,15 @@ class Apps:
         source_url: str,
         process_type: str,
         prefer_sha256: str | None = None,
-        on_building: Callable[[], None] | None = None,
+        on_building: Callable[[Path], None] | None = None,
         listener: Callable[[str], None] | None = None,
+        rebuild: bool = False,
     ) -> Launch:
         """Fetch, unpack, read the Procfile and build if the app needs it; return what to run.
 
-        ``on_building`` is called if a build must be made or waited for; ``listener`` then
-        receives the build's output lines.
+        ``on_building`` is called with the build's log file if a build must be made or
+        waited for; ``listener`` then receives the build's output lines. ``rebuild``: a
+        build of this app that failed before is made again (otherwise its failure stands).
 
         Raises:
             FetchError: the download failed (``transient`` says whether to retry).
@@ -120,7 +122,13 @@ class Apps:
             return Launch(argv=shell_command(command), cwd=root, archive_sha256=fetched.sha256, env=env)
         # A directory's content (fetched.sha256 None) is hashed by ensure, with the keys.
         built = await self._builds.ensure(
-            builders, root, fetched.sha256, on_building=on_building, listener=listener, release=release
+            builders,
+            root,
+            fetched.sha256,
+            on_building=on_building,
+            listener=listener,
+            release=release,
+            retry_failed=rebuild,
         )
         self._builds.use(built.key, slug)
         target = self.workdir(slug) / "app"

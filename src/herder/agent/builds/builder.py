@@ -25,16 +25,12 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from herder.agent.errors import AppError
+from herder.agent.errors import BuildError as BuildError  # re-exported: builders raise it
 
 ENTRY_POINT_GROUP = "herder.builders"
 TAIL_LINES = 20
 # Installers draw progress bars with carriage returns and no newline: a "line" may be long.
 MAX_LINE_BYTES = 16 * 1024 * 1024
-
-
-class BuildError(AppError):
-    """A build failed: its message says which step and ends with the last lines of output."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ contents, link targets). It lives in ``<data dir>/builds/<key>/``:
 * ``build.log``: every line of the build;
 * ``done`` (JSON: the environment the build adds) written last, atomically: a build dir
   without it is a build that was interrupted, wiped and made again;
-* ``failed`` (the error): a failed build is not tried again until the app (its key) changes;
+* ``failed`` (the error): a failed build is not tried again until the app (its key) changes
+  or a create asks for it (``rebuild: true``);
 * ``used``: touched when a process takes or lets go of the build (see ``collect.py``).
 
 Package caches shared by a builder's builds are in ``<data dir>/builds/cache/<builder>/``.
@@ -151,21 +152,25 @@ class Builds:
         app_root: Path,
         content: str | None,
         *,
-        on_building: Callable[[], None] | None = None,
+        on_building: Callable[[Path], None] | None = None,
         listener: Listener | None = None,
         release: str | None = None,
+        retry_failed: bool = False,
     ) -> Built:
         """The build of ``app_root`` (whose content hash is ``content``): reused, joined or made.
 
         ``content`` None: a directory's tree, hashed (``tree_hash``) in the same worker
         thread as the builders' keys: one hop to a thread per start, not two.
 
-        ``on_building`` is called if the caller has to wait for a build (made now or by
-        another caller); ``listener`` then receives the build's lines. ``release`` (the
-        Procfile's ``release:`` command) runs once after the build, as part of it.
+        ``on_building`` is called with the build's log file if the caller has to wait
+        for a build (made now or by another caller); ``listener`` then receives the
+        build's lines. ``release`` (the Procfile's ``release:`` command) runs once after
+        the build, as part of it. A build that failed is not made again unless
+        ``retry_failed`` (the user asked: ``rebuild``).
 
         Raises:
-            BuildError: the build failed now or before, or cannot happen on this host.
+            BuildError: the build failed now or before, or cannot happen on this host;
+                its ``log`` is the build's log file.
         """
         key = await asyncio.to_thread(self._key, builders, app_root, content)
         build_dir = self._root / key
@@ -173,14 +178,14 @@ class Builds:
         if flight is None:
             # Read here, not in a thread: two small files, and no await may come between
             # this look and the flight's start, or two callers could both start it.
-            reused = _finished(build_dir)
+            reused = _finished(build_dir, retry_failed=retry_failed)
             if reused is not None:
                 return Built(key, build_dir / "slug", reused)
             flight = _Flight(asyncio.create_task(self._build(builders, app_root, build_dir, release)))
             self._flights[key] = flight
             flight.task.add_done_callback(lambda task: self._landed(key, task))
         if on_building is not None:
-            on_building()
+            on_building(build_dir / "build.log")
         if listener is not None:
             flight.listeners.append(listener)
         try:
@@ -293,6 +298,7 @@ class Builds:
             log_file.close()
             _write_atomically(build_dir / "failed", str(exc))
             log.warning("build %s failed: %s", build_dir.name, exc)
+            exc.log = build_dir / "build.log"
             raise
         except OSError as exc:
             # The host's trouble (a full disk), not the app's: not recorded, tried again next time.
@@ -337,8 +343,9 @@ async def _release_phase(ctx: BuildContext, built: BuiltEnv, command: str) -> No
         raise BuildError(f"the release phase failed: {exc}") from None
 
 
-def _finished(build_dir: Path) -> BuiltEnv | None:
-    """A finished build's environment; None if there is none; raises a recorded failure."""
+def _finished(build_dir: Path, *, retry_failed: bool) -> BuiltEnv | None:
+    """A finished build's environment; None if there is none to reuse; raises a recorded
+    failure, unless ``retry_failed`` (then the failed build is made again)."""
     try:
         return BuiltEnv.from_json(json.loads((build_dir / "done").read_text()))
     except FileNotFoundError:
@@ -347,7 +354,10 @@ def _finished(build_dir: Path) -> BuiltEnv | None:
         message = (build_dir / "failed").read_text()
     except FileNotFoundError:
         return None
-    raise BuildError(message)
+    if retry_failed:
+        log.info("build %s failed before; made again as asked", build_dir.name)
+        return None
+    raise BuildError(message, log=build_dir / "build.log")
 
 
 def _fresh_dir(build_dir: Path, app_root: Path) -> None:

@@ -40,7 +40,7 @@ from typing import TypeVar
 
 from herder.agent.apps.launch import Apps, Launch, shell_command
 from herder.agent.config import AgentConfig, SupervisionConfig
-from herder.agent.errors import AppError, Conflict, FetchError, NotFound
+from herder.agent.errors import AppError, BuildError, Conflict, FetchError, NotFound
 from herder.agent.models import ProcessSpec, RestartPolicy
 from herder.agent.processes import procs
 from herder.agent.processes.crashes import CrashHistory, backoff_delay, describe_exit, last_output
@@ -52,6 +52,11 @@ from herder.agent.processes.store import GroupCommit, RecordStore
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# After a build's failure: how to have it made again (it is not, until the app changes).
+REBUILD_HINT = (
+    " (not built again until the app changes, or a create asks for it with rebuild: true:"
+    " herder run --rebuild)"
+)
 
 
 def iso(ts: float | None) -> str | None:
@@ -271,6 +276,7 @@ class Unit:
                     prefer_sha256=spec.archive_sha256,
                     on_building=self._on_building,
                     listener=self.output.note,
+                    rebuild=spec.rebuild,
                 )
             except FetchError as exc:
                 if not exc.transient:
@@ -285,6 +291,10 @@ class Unit:
                     return None
                 self._event(Event.REFETCH)
                 continue
+            except BuildError as exc:
+                self.build_log = exc.log or self.build_log
+                self._fail(f"{exc}{REBUILD_HINT}")
+                return None
             except AppError as exc:
                 self._fail(str(exc))
                 return None
@@ -296,7 +306,8 @@ class Unit:
                 self._ctx.on_spec_change(self)
             return launch
 
-    def _on_building(self) -> None:
+    def _on_building(self, log_file: Path) -> None:
+        self.build_log = log_file
         self.output.note("building the app (its dependencies)")
         self._event(Event.BUILD)
 

@@ -56,6 +56,11 @@ class PoolSpec(BaseModel):
         None, description="Key into the app's Procfile."
     )
     env: dict[str, str] = Field(default_factory=dict, description="Added to each instance's environment.")
+    rebuild: bool = Field(
+        False,
+        description="Make the app's build again if it failed before, for the first instance started "
+        "after the pool is created or restored (a failed build is otherwise not tried again).",
+    )
     min_instances: int = Field(0, ge=0, le=MAX_INSTANCES_LIMIT, description="Kept running even when idle.")
     max_instances: int = Field(1, ge=1, le=MAX_INSTANCES_LIMIT, description="Never more than this many.")
     concurrency: int = Field(
@@ -184,6 +189,10 @@ class PoolStatus(BaseModel):
     drain: str
     resume: str
     delete: str
+    build_log: str | None = Field(
+        default=None,
+        description="GET the app's build log (text) here; only for a pool of an app that is built.",
+    )
 
 
 class PoolListing(BaseModel):

@@ -156,6 +156,9 @@ class Pool:
         self._waiters: deque[asyncio.Future[Instance]] = deque()
         self._supervisor = supervisor
         self._numbers = 0
+        # Asked to make a failed build again: the next instance does, once (not each
+        # instance of a pool whose build still fails).
+        self._rebuild = spec.rebuild
         # run()'s task group: the idle reaper, each instance's control, retirements.
         self._tasks = OwnedTaskGroup(f"pool {spec.name}")
         self._closed = False
@@ -344,7 +347,9 @@ class Pool:
             restart=RestartPolicy.ALWAYS,
             created_at=time.time(),
             archive_sha256=None,
+            rebuild=self._rebuild,
         )
+        self._rebuild = False
         instance_id = f"{spec.name}.{number}"
         unit = self._supervisor.start_detached(process, slug=f"@{instance_id}", port=port)
         inst = Instance(instance_id, unit, port)
