@@ -65,7 +65,7 @@ def call(
         raise typer.BadParameter("give a METHOD, or --methods", param_hint="METHOD")
     token = token_file.read_text().strip() if token_file is not None else None
     if url.startswith("/"):
-        url = _resolve(url, manager, manager_token_file)
+        url, token = _resolve(url, manager, manager_token_file, token)
     try:
         with connect_sync(url, token=token) as client:
             if methods:
@@ -85,11 +85,15 @@ def call(
     typer.echo(json.dumps(result, indent=2, default=repr))
 
 
-def _resolve(name: str, manager: str, token_file: Path | None) -> str:
-    """The URL of a live instance of ``name`` in the manager's registry (the first listed)."""
+def _resolve(
+    name: str, manager: str, token_file: Path | None, service_token: str | None
+) -> tuple[str, str | None]:
+    """Where to call a live instance of ``name`` in the manager's registry (the first
+    listed), and with which token: a relayed instance (a browser tab) is called through
+    the manager, with the manager's token; any other at its URL, with ``service_token``."""
     import asyncio
 
-    from herder.rpc import RpcError, find
+    from herder.rpc import RpcError, endpoint_of, find
 
     token = token_file.read_text().strip() if token_file is not None else None
     try:
@@ -100,8 +104,7 @@ def _resolve(name: str, manager: str, token_file: Path | None) -> str:
     if not found:
         typer.echo(f"herder call: no live service under {name} at {manager}", err=True)
         raise typer.Exit(1)
-    url: str = found[0]["url"]
-    return url
+    return endpoint_of(found[0], manager, token, service_token)
 
 
 def register(app: typer.Typer) -> None:

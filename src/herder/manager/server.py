@@ -317,6 +317,7 @@ class Manager(Daemon):
         except OSError as exc:
             raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
         self.runtime.targets.listen(*self._sock.getsockname()[:2])
+        self.runtime.services.relay.listening(self.url, cfg.allowed_hosts)  # relayed services' URLs
         self._launch()
         try:
             await self._wait_ready(
@@ -333,11 +334,14 @@ class Manager(Daemon):
         """Serve HTTP and run the components until ``request_stop()``; the owner of their tasks."""
         import uvicorn
 
+        from herder.manager import relay
         from herder.manager.api import build_app
 
         assert self.runtime is not None
         assert self._sock is not None
-        app = FrontDoor(build_app(self.runtime), self.config, self.authority)
+        routes = build_app(self.runtime)
+        relay.install(routes, self.runtime)  # WS /relay/{id}: services reached over their link (#15)
+        app = FrontDoor(routes, self.config, self.authority)
         config = uvicorn.Config(
             app,
             **server_options(self.config.limits),

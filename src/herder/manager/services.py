@@ -10,6 +10,11 @@ hostname/id`` with a URL and metadata, over the manager's ``/rpc`` link:
   specific, the version part possibly a range (``/alice/prod/math/>=1.2,<2``);
 * ``deregister_service(id)``.
 
+A registration without a URL (``None`` or ``""``) is **relayed** (``herder.manager.relay``):
+for a peer that cannot listen (a browser tab), whose calls the manager passes over the
+registering link itself. It is kept by that link only (``ttl_s`` 0), its URL is the
+manager's ``/relay/<id>`` and its document says ``"relay": true``.
+
 ``GET /services?query=`` answers the same as ``find_services`` over HTTP, and
 ``WS /services/watch?query=`` streams ``registered``/``deregistered`` events.
 
@@ -31,6 +36,7 @@ from typing import Any
 
 from herder.clock import SYSTEM_CLOCK, Clock, wait_event
 from herder.manager.config import ServiceQuota
+from herder.manager.relay import Relay
 from herder.manager.targets import Targets
 from herder.registry import BadName, Event, Index, Query, Registration, ServiceKey, Watch
 from herder.rpc import Method, Peer
@@ -46,11 +52,20 @@ MAX_METADATA_BYTES = 16 * 1024
 SWEEP_MAX_S = 1.0
 
 
+class InvalidRegistration(ValueError):
+    """A registration's argument that breaks a rule; ``field`` names it (sent as ``data``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def registration_document(reg: Registration) -> dict[str, Any]:
     return {
         "id": reg.id,
         "key": str(reg.key),
         "url": reg.url,
+        "relay": reg.relay,
         "metadata": reg.metadata,
         "owner": reg.owner,
         "registered_at": reg.registered_at,
@@ -76,8 +91,10 @@ class Services:
         self._quota = quota or ServiceQuota()
         self._quota_overrides = dict(quota_overrides or {})
         self._targets = targets  # what the proxy will reach, checked at registration too
-        self._by_peer: dict[int, set[str]] = {}
+        self._by_peer: dict[int, set[str]] = {}  # the ids each link registered with ttl_s 0
+        self._held_by: dict[str, int] = {}  # id -> the link that keeps it now (ttl_s 0)
         self._changed = asyncio.Event()
+        self.relay = Relay(self.index)
 
     def methods(self) -> list[Method]:
         table: dict[str, Callable[..., Any]] = {
@@ -91,20 +108,37 @@ class Services:
     # -- link methods ---------------------------------------------------------------------
 
     async def register(
-        self, key: str, url: str, metadata: dict[str, Any] | None = None, ttl_s: float = 0, *, peer: Peer
+        self,
+        key: str,
+        url: str | None,
+        metadata: dict[str, Any] | None = None,
+        ttl_s: float = 0,
+        *,
+        peer: Peer,
     ) -> dict[str, Any]:
-        """Register (or replace, by id) one instance; its document."""
+        """Register (or replace, by id) one instance; its document.
+
+        Without a URL (``None`` or ``""``), a relayed instance: this link serves its calls.
+        """
         service_key = ServiceKey.parse(key)
         who = getattr(peer.principal, "name", None)
         role = getattr(peer.principal, "role", None)
         if self._auth_on and role != "admin" and service_key.username != who:
             raise PermissionError(f"{who!r} may register only under /{who}/..., not {key!r}")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://", "ws://", "wss://")):
-            raise ValueError(f"url must be an http(s) or ws(s) URL, not {url!r}")
-        if self._targets is not None:  # the owner learns now what the proxy would refuse
+        relayed = url is None or url == ""
+        if not isinstance(ttl_s, int | float) or not 0 <= ttl_s <= MAX_TTL_S:
+            raise InvalidRegistration(
+                "ttl_s", f"ttl_s must be from 0 (the link keeps it) to {MAX_TTL_S:g}, not {ttl_s!r}"
+            )
+        if relayed:
+            url = self._check_relayed(service_key.id, ttl_s, peer)
+        elif not isinstance(url, str) or not url.startswith(("http://", "https://", "ws://", "wss://")):
+            raise InvalidRegistration(
+                "url", f"url must be an http(s) or ws(s) URL, or null for a relayed service, not {url!r}"
+            )
+        elif self._targets is not None:  # the owner learns now what the proxy would refuse
             await self._targets.check_registration(url, role if self._auth_on else None)
-        if not 0 <= ttl_s <= MAX_TTL_S:
-            raise ValueError(f"ttl_s must be from 0 (the link keeps it) to {MAX_TTL_S:g}, not {ttl_s!r}")
+        assert isinstance(url, str)
         document = dict(metadata or {})
         size = len(json.dumps(document, separators=(",", ":"), default=repr).encode())
         if size > MAX_METADATA_BYTES:
@@ -124,15 +158,37 @@ class Services:
             expires_at=math.inf if ttl_s == 0 else now + ttl_s,
             metadata=document,
             metadata_bytes=size,
+            relay=relayed,
         )
         self.index.add(reg)
+        if relayed:
+            self.relay.bind(service_key.id, peer)
+        else:
+            self.relay.unbind(service_key.id)
         if ttl_s == 0:
             first = id(peer) not in self._by_peer
             self._by_peer.setdefault(id(peer), set()).add(service_key.id)
+            self._held_by[service_key.id] = id(peer)
             if first:
                 peer.on_close.append(self._link_closed)
+        else:
+            self._held_by.pop(service_key.id, None)
         self._changed.set()
         return registration_document(reg)
+
+    def _check_relayed(self, service_id: str, ttl_s: float, peer: Peer) -> str:
+        """Refuse a relayed registration that breaks the relay's rules; its URL."""
+        if ttl_s != 0:
+            raise InvalidRegistration(
+                "ttl_s", f"a relayed service (no url) is kept by its link: ttl_s must be 0, not {ttl_s!r}"
+            )
+        if not self.relay.room_for(peer, service_id):
+            raise InvalidRegistration(
+                "url",
+                f"this link relays {self.relay.max_per_link} services already, the most one link may "
+                "(deregister one, or give a url)",
+            )
+        return self.relay.url_of(service_id)
 
     def renew(self, id: str, ttl_s: float, *, peer: Peer) -> dict[str, Any]:
         """Keep a registration alive ``ttl_s`` more seconds (its heartbeat).
@@ -144,6 +200,11 @@ class Services:
             raise ValueError(f"ttl_s must be above 0 and at most {MAX_TTL_S:g}, not {ttl_s!r}")
         who = getattr(peer.principal, "name", None)
         role = getattr(peer.principal, "role", None)
+        relayed = self.index.get(id)
+        if relayed is not None and relayed.relay:
+            raise InvalidRegistration(
+                "id", f"{id!r} is relayed: its link keeps it, there is nothing to renew"
+            )
         if self._auth_on and role != "admin":
             current = self.index.get(id)
             if current is not None and current.owner != who:
@@ -168,6 +229,8 @@ class Services:
         if self._auth_on and getattr(peer.principal, "role", None) != "admin" and reg.owner != who:
             raise PermissionError(f"the registration {id!r} is another user's")
         self.index.remove(id)
+        self.relay.unbind(id)
+        self._held_by.pop(id, None)
 
     def find(self, query: str, limit: int = DEFAULT_FIND_LIMIT) -> list[dict[str, Any]]:
         """The live registrations under a prefix of the key (at most ``limit``)."""
@@ -212,10 +275,15 @@ class Services:
             )
 
     def _link_closed(self, peer: Peer) -> None:
+        """Drop what this link kept (not an id another link or a TTL has kept since)."""
         for service_id in self._by_peer.pop(id(peer), set()):
+            if self._held_by.get(service_id) != id(peer):
+                continue
+            del self._held_by[service_id]
             reg = self.index.get(service_id)
             if reg is not None and math.isinf(reg.expires_at):
                 self.index.remove(service_id)
+            self.relay.unbind(service_id, peer)
 
     # -- expiry ---------------------------------------------------------------------------
 
@@ -243,4 +311,4 @@ class Services:
         return self.index.watch(query, on_event=deliver), queue
 
 
-__all__ = ["BadName", "Services", "registration_document"]
+__all__ = ["BadName", "InvalidRegistration", "Services", "registration_document"]

@@ -64,6 +64,9 @@ class Registration:
     # The size of ``metadata`` as its owner sent it (JSON bytes), counted against the
     # owner's quota: the index keeps each owner's total (``Index.usage``).
     metadata_bytes: int = 0
+    # Reached through the manager's relay (``url`` is the manager's ``/relay/<id>``): the
+    # instance cannot listen (a browser tab), so calls travel over its own link.
+    relay: bool = False
 
     @property
     def id(self) -> str:

@@ -5,7 +5,7 @@ from herder.rpc import Service, connect, RemoteError
 
 from herder.rpc.auth import Principal, SharedSecretVerifier, Unauthorized, Verifier
 from herder.rpc.client import SyncPeer, connect, connect_sync, handshake, open_transport
-from herder.rpc.discovery import Registration, dial, find
+from herder.rpc.discovery import Registration, dial, endpoint_of, find
 from herder.rpc.errors import (
     CallTimeout,
     ConnectionLost,
@@ -18,7 +18,7 @@ from herder.rpc.handlers import Method, Registry, validate_params
 from herder.rpc.managers import AccessToken, ManagerClient, TokenRefused
 from herder.rpc.peer import META, Peer, RemoteCallback
 from herder.rpc.service import Service
-from herder.rpc.transport import StreamTransport, Transport
+from herder.rpc.transport import ServerWebSocketTransport, StreamTransport, Transport
 
 __all__ = [
     "META",
@@ -36,6 +36,7 @@ __all__ = [
     "RemoteCallback",
     "RemoteError",
     "RpcError",
+    "ServerWebSocketTransport",
     "Service",
     "SharedSecretVerifier",
     "StreamTransport",
@@ -47,6 +48,7 @@ __all__ = [
     "connect",
     "connect_sync",
     "dial",
+    "endpoint_of",
     "find",
     "handshake",
     "open_transport",

@@ -11,6 +11,13 @@ drops out. The keeper reconnects with backoff and registers again if the manager
 away. ``dial`` asks the registry for the live instances under a prefix (the version part
 may be a range) and connects to the first that answers, in a random order so that
 clients spread over instances.
+
+A **relayed** registration (``"relay": true``: an instance that cannot listen, a browser
+tab, registered without a URL) is dialled through the manager that was asked, at its
+``/relay/<id>``, with the manager's credentials: the manager passes each call over the
+instance's own link (``herder.manager.relay``). A Python peer that cannot listen makes
+one with ``Registration(key, None, metadata, manager, token, handlers={...})``: its
+handlers answer the calls relayed over its link.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from herder.net import rpc_url
+from herder.net import base_url, rpc_url, ws_url
 from herder.rpc.client import connect
 from herder.rpc.errors import ConnectionLost, HandshakeRefused, RpcError
 from herder.rpc.managers import ManagerClient
@@ -34,9 +42,31 @@ BACKOFF_INITIAL_S = 0.2
 BACKOFF_MAX_S = 10.0
 
 
+RELAY_PATH = "/relay"
+
+
 def manager_rpc_url(manager: str) -> str:
     """``http://host:8020`` (or a ``ws://.../rpc`` URL) as the manager's RPC endpoint."""
     return rpc_url(manager)
+
+
+def relay_url(manager: str, service_id: str) -> str:
+    """Where a relayed service is dialled: ``ws://host:8020/relay/<id>`` on ``manager``."""
+    return f"{ws_url(base_url(manager))}{RELAY_PATH}/{urllib.parse.quote(service_id, safe='')}"
+
+
+def endpoint_of(
+    registration: Mapping[str, Any], manager: str, manager_token: str | None, service_token: str | None
+) -> tuple[str, str | None]:
+    """The URL to dial for a registration document, and the token to present there.
+
+    A relayed one is reached through ``manager`` (the one that was asked, whatever name
+    the document's own URL carries) with the manager's credential; any other at its URL,
+    with the service's.
+    """
+    if registration.get("relay") is True:
+        return relay_url(manager, str(registration["id"])), manager_token
+    return str(registration["url"]), service_token
 
 
 async def buy_token(manager: str, key: str) -> str:
@@ -57,10 +87,16 @@ async def find(
 
     ``key``: a key the manager issued, which buys the access token (instead of ``token``).
     """
-    client = ManagerClient(manager, key=key, token=token)
-    async with connect(client.rpc_url, token=await client.credential()) as registry:
-        found: list[dict[str, Any]] = await registry.call("find_services", query)
+    found, _ = await _find(query, ManagerClient(manager, key=key, token=token))
     return found
+
+
+async def _find(query: str, client: ManagerClient) -> tuple[list[dict[str, Any]], str | None]:
+    """The registrations under ``query``, and the credential that asked (relays want it)."""
+    credential = await client.credential()
+    async with connect(client.rpc_url, token=credential) as registry:
+        found: list[dict[str, Any]] = await registry.call("find_services", query)
+    return found, credential
 
 
 @contextlib.asynccontextmanager
@@ -73,18 +109,20 @@ async def dial(
     service_token: str | None = None,
 ) -> AsyncIterator[Peer]:
     """Connect to a live instance of the service ``query`` names (``token`` for the manager,
-    ``service_token`` for the service, if it wants one).
+    ``service_token`` for the service, if it wants one). A relayed instance is dialled
+    through the manager, with the manager's credential.
 
     Raises:
         LookupError: no live instance is registered, or none answered.
     """
-    found = await find(query, manager=manager, token=token, key=key)
+    found, credential = await _find(query, ManagerClient(manager, key=key, token=token))
     random.shuffle(found)
     failures: list[str] = []
     for candidate in found:
+        url, presented = endpoint_of(candidate, manager, credential, service_token)
         async with contextlib.AsyncExitStack() as stack:
             try:
-                peer = await stack.enter_async_context(connect(candidate["url"], token=service_token))
+                peer = await stack.enter_async_context(connect(url, token=presented))
             except (OSError, ConnectionLost, HandshakeRefused) as exc:
                 failures.append(f"{candidate['key']}: {exc}")
                 continue
@@ -95,20 +133,26 @@ async def dial(
 
 
 class Registration:
-    """A service's registration, kept alive by its link to the manager until ``close()``."""
+    """A service's registration, kept alive by its link to the manager until ``close()``.
+
+    ``url`` None registers a relayed service: ``handlers`` (as ``connect``'s) answer the
+    calls the manager relays over the link, and a new link registers them again.
+    """
 
     def __init__(
         self,
         key: str,
-        url: str,
+        url: str | None,
         metadata: dict[str, Any],
         manager: str,
         token: str | None,
         auth_key: str | None = None,
+        handlers: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
         self.key = key
         self.url = url
         self.metadata = metadata
+        self._handlers = handlers
         # A token bought with ``auth_key`` is kept for the links made during its life.
         self._manager = ManagerClient(manager, key=auth_key, token=token)
         self._link: Peer | None = None
@@ -129,7 +173,9 @@ class Registration:
         stack = contextlib.AsyncExitStack()
         credential = await self._manager.credential()
         try:
-            peer = await stack.enter_async_context(connect(self._manager.rpc_url, token=credential))
+            peer = await stack.enter_async_context(
+                connect(self._manager.rpc_url, token=credential, handlers=self._handlers)
+            )
         except HandshakeRefused:
             self._manager.forget_token()  # revoked meanwhile, or the manager's key changed
             raise
