@@ -193,7 +193,9 @@ async def test_django_apps_get_collectstatic(
     async with build_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
         await create(client, "web.0", app.as_uri())
         await running(agent, "hello.web.0")
-        workdir = agent.config.data_dir / "run" / "hello.web.0" / "app"
+        # Where the process runs (for a directory app: its build's tree).
+        workdir = Path(os.readlink(f"/proc/{agent.supervisor.units['hello.web.0'].pid}/cwd"))
+        assert workdir.is_relative_to(agent.config.data_dir)
         assert (workdir / "staticfiles" / "site.css").exists() is not disabled
         assert not (app / "staticfiles").exists()  # the checkout is left alone
 
@@ -210,7 +212,8 @@ async def test_the_release_phase_runs_once_before_the_processes(
         await asyncio.gather(create(client, "web.0", app.as_uri()), create(client, "web.1", app.as_uri()))
         await asyncio.gather(running(agent, "hello.web.0"), running(agent, "hello.web.1"))
         for node in ("web.0", "web.1"):
-            released = agent.config.data_dir / "run" / f"hello.{node}" / "app" / "release.txt"
+            cwd = Path(os.readlink(f"/proc/{agent.supervisor.units[f'hello.{node}'].pid}/cwd"))
+            released = cwd / "release.txt"  # in the tree the process runs in
             (build,) = build_dirs(agent)
             assert released.read_text() == f"released\n{build / 'venv' / 'bin' / 'hello-serve'}\n"
 

@@ -9,9 +9,10 @@ Procfile commands run through ``/bin/sh -c`` so that ``$PORT`` and other variabl
 expand as they do under foreman or Heroku.
 
 An app that declares dependencies (builders of ``herder.agent.builds`` detect it) or
-has a ``release:`` process is built once, and each of its processes runs in a copy of
-the built tree (archive or directory alike), with the build's environment. An app's ``.env`` file is read for
-every app; the request's ``env`` wins over both.
+has a ``release:`` process is built once, with the build's environment for each of its
+processes: from an archive each process runs in its own copy of the built tree; a
+directory app's processes share the built tree, as they share the directory unbuilt.
+An app's ``.env`` file is read for every app; the request's ``env`` wins over both.
 """
 
 from __future__ import annotations
@@ -131,8 +132,15 @@ class Apps:
             retry_failed=rebuild,
         )
         self._builds.use(built.key, slug)
-        target = self.workdir(slug) / "app"
-        await self._in_thread(_fresh_copy, built.slug, target)
+        if fetched.directory is not None:
+            # A directory app runs in place, shared by its processes; built, it runs in
+            # place in its build's tree, shared as the directory was (and not copied at
+            # each start: the start of a built app costs what a bare one does).
+            target = built.slug
+        else:
+            # From an archive each process has a tree of its own, built or not.
+            target = self.workdir(slug) / "app"
+            await self._in_thread(_fresh_copy, built.slug, target)
         return Launch(
             argv=shell_command(command),
             cwd=target,
