@@ -268,3 +268,46 @@ async def test_with_keys_any_user_with_a_token_calls_a_relayed_service(tmp_path:
             with pytest.raises(HandshakeRefused):  # no token: the front door refuses the upgrade
                 async with connect(manager.url.replace("http://", "ws://") + "/relay/bob-tab") as anonymous:
                     await anonymous.call("alert", "nobody")
+
+
+async def test_a_python_registration_with_handlers_is_a_relayed_service(manager: Manager) -> None:
+    from herder.rpc import Registration
+
+    page = Page()
+    registration = Registration(PAGE, None, {}, manager.url, None, handlers=page.handlers())
+    await registration.start()
+    try:
+        async with dial("/alice/dev/page", manager=manager.url) as tab:
+            assert await tab.call("alert", "from python") == "shown: from python"
+    finally:
+        await registration.close()
+    assert await find("/alice/dev/page", manager=manager.url) == []
+
+
+async def test_the_relay_answers_only_for_relayed_ids_and_the_proxy_does_not_reach_them(
+    manager: Manager,
+) -> None:
+    import httpx
+
+    page = Page()
+    async with page_link(manager, page), httpx.AsyncClient(base_url=manager.url) as client:
+        with pytest.raises(HandshakeRefused) as unknown:
+            async with connect(manager.url.replace("http://", "ws://") + "/relay/nobody"):
+                pass
+        assert unknown.value.code == "404"
+        proxied = await client.get("/proxy/page-1/")
+        assert (proxied.status_code, proxied.json()["field"]) == (403, "id")
+
+
+async def test_an_id_taken_over_by_another_link_stays_when_the_first_closes(manager: Manager) -> None:
+    first, second = Page(), Page()
+    async with (
+        page_link(manager, first) as old_link,
+        page_link(manager, second),
+        dial("/alice/dev/page", manager=manager.url) as tab,
+    ):
+        await old_link.close()
+        assert await tab.call("alert", "still here") == "shown: still here"
+        assert (first.alerts, second.alerts) == ([], ["still here"])
+        [found] = await find("/alice/dev/page", manager=manager.url)
+        assert found["relay"] is True
