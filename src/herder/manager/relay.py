@@ -85,6 +85,7 @@ class Relay:
         self.max_per_link = max_per_link
         self.max_in_flight = max_in_flight
         self._links: dict[str, Peer] = {}  # service id -> the link that serves it
+        self._served_by: dict[Peer, set[str]] = {}  # link -> the ids it serves (the cap)
         self._in_flight: dict[str, int] = {}
         self._base = "ws://127.0.0.1"  # until the manager listens (``listening``)
 
@@ -111,16 +112,24 @@ class Relay:
 
     def room_for(self, link: Peer, service_id: str) -> bool:
         """Whether ``link`` may serve one more relayed service (a replacement is no more)."""
-        held = sum(1 for sid, held_by in self._links.items() if held_by is link and sid != service_id)
-        return held < self.max_per_link
+        served = self._served_by.get(link, set())
+        return len(served - {service_id}) < self.max_per_link
 
     def bind(self, service_id: str, link: Peer) -> None:
+        self.unbind(service_id)
         self._links[service_id] = link
+        self._served_by.setdefault(link, set()).add(service_id)
 
     def unbind(self, service_id: str, link: Peer | None = None) -> None:
         """Forget the binding (only ``link``'s, when given: another may have taken the id)."""
-        if link is None or self._links.get(service_id) is link:
-            self._links.pop(service_id, None)
+        current = self._links.get(service_id)
+        if current is None or (link is not None and current is not link):
+            return
+        del self._links[service_id]
+        served = self._served_by[current]
+        served.discard(service_id)
+        if not served:
+            del self._served_by[current]
 
     def in_flight(self, service_id: str) -> int:
         return self._in_flight.get(service_id, 0)
