@@ -125,6 +125,29 @@ async def test_auth_token(make_agent: AgentFactory) -> None:
             assert info.value.status == 401
 
 
+async def test_a_browser_offers_its_token_as_a_websocket_subprotocol(make_agent: AgentFactory) -> None:
+    """A browser cannot set Authorization on an upgrade: it offers ``herder`` and
+    ``herder.bearer.<token>``, and the answer names ``herder`` (or the browser fails it)."""
+    async with make_agent(auth_token="s3cret") as agent, httpx.AsyncClient(base_url=agent.url) as client:
+        good = {"Authorization": "Bearer s3cret"}
+        created = (await client.post("/create-process", json=CREATE, headers=good)).json()
+        async with aiohttp.ClientSession() as session:
+            for wrong in (["herder", "herder.bearer.nope"], ["herder"], ["herder.bearer."]):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                    await session.ws_connect(created["attach"], protocols=wrong, origin=agent.url)
+                assert info.value.status == 401, wrong
+            async with session.ws_connect(
+                created["attach"], protocols=["herder", "herder.bearer.s3cret"], origin=agent.url
+            ) as ws:
+                assert ws.protocol == "herder"
+    # Auth off: a browser's offer still gets its subprotocol.
+    async with make_agent() as agent, aiohttp.ClientSession() as session:
+        async with session.ws_connect(
+            agent.url.replace("http", "ws") + "/rpc", protocols=["herder"], origin=agent.url
+        ) as ws:
+            assert ws.protocol == "herder"
+
+
 async def test_allowed_hosts_extend_the_loopback_names(make_agent: AgentFactory) -> None:
     async with (
         make_agent(allowed_hosts=["agent.internal"]) as agent,

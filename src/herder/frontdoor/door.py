@@ -12,7 +12,9 @@ Every herder HTTP server (the agent, the manager, RPC services) wraps its app in
    fine: browsers always send it on those requests);
 4. a ``Content-Length`` over the route's bound is answered 413 before the body is read;
 5. credentials (``authenticate``), except on the public paths; failures are logged
-   (``authlog``), rate-limited;
+   (``authlog``), rate-limited; a browser's WebSocket, which cannot send
+   ``Authorization``, offers its token as the subprotocol ``herder.bearer.<token>``
+   beside ``herder`` (which the upgrade's answer then names);
 6. while the app reads the body, its size is capped (a chunked body is cut at the
    bound: 413) and it must arrive within a deadline (408).
 
@@ -49,6 +51,10 @@ JSON_DEPTH_KEY = "herder.max_json_depth"
 # own (the manager's /auth/token): ``note_failed_authentication``.
 FAILURES_KEY = "herder.auth_failures"
 AUTHORIZATION = "Authorization"
+# A browser's WebSocket offers the subprotocols ``herder`` and ``herder.bearer.<token>``:
+# its only way to send a token on the upgrade (it cannot set headers). See _browser_token.
+BROWSER_PROTOCOL = "herder"
+BEARER_PROTOCOL_PREFIX = "herder.bearer."
 
 
 class Refused(Exception):
@@ -212,6 +218,8 @@ class Door:
             await self._refuse(scope, send, refusal)
             return
         if length == 0:  # no body (most requests: GETs) or a WebSocket
+            if kind == "websocket" and BROWSER_PROTOCOL in scope.get("subprotocols", ()):
+                send = _choosing_protocol(send)
             await self.app(scope, receive, send)
             return
         scope[JSON_DEPTH_KEY] = self._json_depth
@@ -243,17 +251,13 @@ class Door:
             elif name == b"transfer-encoding":
                 chunked = True
         websocket = scope["type"] == "websocket"
+        if websocket and auth is None and scope.get("subprotocols"):
+            auth = _browser_token(scope)
         if self.allowed is not None:
             self._check_names(host, origin, websocket or scope["method"] not in SAFE_METHODS)
         path = scope["path"]
         max_bytes, timeout_s = self._bounds(path)
-        declared: int | None = 0
-        if websocket:
-            pass
-        elif length is not None:
-            declared = _declared_length(length, max_bytes)
-        elif chunked:
-            declared = None
+        declared = 0 if websocket else _body_length(length, chunked, max_bytes)
         if self._authenticate is not None:
             self._check_credentials(scope, path, auth)
         return declared, max_bytes, timeout_s
@@ -319,6 +323,42 @@ class Door:
         await _answer(send, refusal, body, headers)
 
 
+def _browser_token(scope: Scope) -> bytes | None:
+    """A browser's token, offered as the WebSocket subprotocol ``herder.bearer.<token>``
+    (a browser cannot set ``Authorization`` on an upgrade), as ``Bearer <token>``.
+
+    The entry is taken out of the scope's subprotocols and headers, so that no route
+    echoes it and the manager's proxy does not pass the token on.
+    """
+    token: str | None = None
+    kept: list[str] = []
+    for protocol in scope["subprotocols"]:
+        if protocol.startswith(BEARER_PROTOCOL_PREFIX) and token is None:
+            token = protocol[len(BEARER_PROTOCOL_PREFIX) :]
+        else:
+            kept.append(protocol)
+    if token is None:
+        return None
+    scope["subprotocols"] = kept
+    headers = [(n, v) for n, v in scope["headers"] if n != b"sec-websocket-protocol"]
+    if kept:
+        headers.append((b"sec-websocket-protocol", ", ".join(kept).encode("latin-1")))
+    scope["headers"] = headers
+    return b"Bearer " + token.encode("latin-1")
+
+
+def _choosing_protocol(send: Send) -> Send:
+    """``send`` that accepts a browser's upgrade with the ``herder`` subprotocol, when the
+    route chose none: a browser that offered subprotocols fails a connection without one."""
+
+    async def choosing(message: Message) -> None:
+        if message["type"] == "websocket.accept" and message.get("subprotocol") is None:
+            message = {**message, "subprotocol": BROWSER_PROTOCOL}
+        await send(message)
+
+    return choosing
+
+
 def _has_body(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding":
@@ -335,6 +375,13 @@ async def _answer(send: Send, refusal: Refused, body: bytes, headers: list[tuple
 
 def _too_large(limit: int) -> Refused:
     return Refused(413, "too_large", f"the request body is larger than {limit} bytes", "body")
+
+
+def _body_length(length: bytes | None, chunked: bool, max_bytes: int) -> int | None:
+    """The body's declared length: 0 for none, None for a chunked one."""
+    if length is not None:
+        return _declared_length(length, max_bytes)
+    return None if chunked else 0
 
 
 def _declared_length(value: bytes, max_bytes: int) -> int:
