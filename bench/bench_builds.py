@@ -64,7 +64,7 @@ INTERPRETER = VENV_BIN / "python"  # the agent's own: what its builds use unless
 BUILD_TIMEOUT_S = 300.0
 START_TIMEOUT_S = 30.0
 POLL_S = 0.001
-STATUS_POLL_S = 0.01
+STATUS_POLL_S = 0.02
 POOL_IDLE_S = 0.4
 # Work-around, to be removed: the agent's tree walk (every 2 s by default) takes a build's
 # own commands (``uv pip install``, spawned by the builds code without ``TRACKER.own``) for
