@@ -1,12 +1,15 @@
-"""Generate the agent's API reference and lifecycle table from the code.
+"""Generate the daemons' API references and the lifecycle table from the code.
 
-Writes three things, all derived from the code and nothing else:
+Writes these, all derived from the code and nothing else:
 
 * ``docs/api/openapi.json``: the OpenAPI document of the agent's FastAPI app, built the
   way ``herder.agent.server.Agent`` builds it (a ``Supervisor`` over a throw-away data
   dir; no server is started and no process is spawned);
 * ``docs/api/agent.md``: a Markdown reference rendered from that document, plus the
   WebSocket routes, which OpenAPI cannot describe;
+* ``docs/api/manager.json`` and ``docs/api/manager.md``: the same for the manager's app,
+  built as ``herder.manager.server.Manager`` builds it (over a throw-away SQLite file
+  that is never opened: no migration, no component runs);
 * the block between ``<!-- states:begin -->`` and ``<!-- states:end -->`` in
   ``docs/architecture.md``: the process lifecycle, from ``herder.agent.processes.states``.
 
@@ -29,7 +32,7 @@ import re
 import sys
 import tempfile
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI_PATH = ROOT / "docs" / "api" / "openapi.json"
 REFERENCE_PATH = ROOT / "docs" / "api" / "agent.md"
+MANAGER_OPENAPI_PATH = ROOT / "docs" / "api" / "manager.json"
+MANAGER_REFERENCE_PATH = ROOT / "docs" / "api" / "manager.md"
 ARCHITECTURE_PATH = ROOT / "docs" / "architecture.md"
 STATES_BEGIN = "<!-- states:begin -->"
 STATES_END = "<!-- states:end -->"
@@ -78,6 +83,34 @@ def build_agent_app(data_dir: Path) -> FastAPI:
     return build_app(AgentRuntime(config, supervisor, SysInfo(data_dir)))
 
 
+def build_manager_app(data_dir: Path) -> FastAPI:
+    """The manager's FastAPI app, wired as ``Manager.run`` wires it, over ``data_dir``.
+
+    Nothing is started and the database is not opened: engines connect on first use.
+    """
+    from herder.manager.api import build_app
+    from herder.manager.config import ManagerConfig
+    from herder.manager.server import ManagerRuntime
+    from herder.manager.store import db as database
+
+    config = ManagerConfig(data_dir=data_dir, db=f"sqlite:///{data_dir / 'manager.db'}")
+    runtime = ManagerRuntime(config, database.create_engine(config.database_url()))
+    return build_app(runtime)
+
+
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    """One daemon's generated files: its OpenAPI document and its Markdown reference."""
+
+    name: str  # "agent", "manager"
+    openapi_path: Path
+    reference_path: Path
+    build: Callable[[Path], FastAPI]
+
+    def paths(self) -> tuple[Path, Path]:
+        return self.openapi_path, self.reference_path
+
+
 def _schema_refs(node: Any) -> Iterator[str]:
     """Every component name referenced (``$ref``) anywhere inside ``node``."""
     if isinstance(node, dict):
@@ -91,12 +124,12 @@ def _schema_refs(node: Any) -> Iterator[str]:
             yield from _schema_refs(value)
 
 
-def check_references(doc: JsonObject) -> None:
+def check_references(doc: JsonObject, daemon: str = "agent") -> None:
     """Make sure every component schema ``doc`` references is defined in it.
 
-    The create and delete routes read their bodies by hand (any content type is
-    accepted), so FastAPI references their schemas without emitting them; ``api.py``
-    adds them. Should that ever break, the committed document would point nowhere.
+    The routes read their bodies by hand (any content type is accepted) and describe
+    them and their answers with ``$ref``s; ``herder.openapi_docs`` adds the schemas.
+    Should that ever break, the committed document would point nowhere.
 
     Raises:
         SystemExit: a ``$ref`` names a schema the document lacks.
@@ -105,14 +138,16 @@ def check_references(doc: JsonObject) -> None:
     missing = sorted({name for name in _schema_refs(doc) if name not in schemas})
     if missing:
         names = ", ".join(SCHEMA_REF_PREFIX + name for name in missing)
-        raise SystemExit(f"gen_openapi: the agent's OpenAPI document references undefined schemas: {names}")
+        raise SystemExit(
+            f"gen_openapi: the {daemon}'s OpenAPI document references undefined schemas: {names}"
+        )
 
 
-def openapi_document(app: FastAPI) -> JsonObject:
-    """The app's OpenAPI document, exactly as the agent serves it at ``/openapi.json``."""
+def openapi_document(app: FastAPI, daemon: str = "agent") -> JsonObject:
+    """The app's OpenAPI document, exactly as the daemon serves it at ``/openapi.json``."""
     # A copy: FastAPI caches the dict it returns.
     doc: JsonObject = json.loads(json.dumps(app.openapi()))
-    check_references(doc)
+    check_references(doc, daemon)
     return doc
 
 
@@ -259,6 +294,8 @@ def field_table(schema: JsonObject) -> list[str]:
     properties: JsonObject = schema.get("properties", {})
     if not properties:
         extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            return [f"An {type_text(schema)}.", ""]
         return ["No fields." + (" Unknown fields are refused." if extra is False else ""), ""]
     required = set(schema.get("required", ()))
     lines = ["| Field | Type | Required | Description |", "|---|---|---|---|"]
@@ -318,9 +355,10 @@ def _operation_lines(doc: JsonObject, method: str, path: str, op: JsonObject) ->
             f"{type_text(c['schema']) if c.get('schema') else 'any'} (`{media}`)"
             for media, c in sorted(response.get("content", {}).items())
         ]
-        lines.append(
-            f"| {status} | {cell(str(response.get('description', '')))} | {cell(', '.join(bodies))} |"
-        )
+        meaning = str(response.get("description", ""))
+        for name, header in sorted(response.get("headers", {}).items()):
+            meaning += f" `{name}`: {header.get('description', '')}"
+        lines.append(f"| {status} | {cell(meaning)} | {cell(', '.join(bodies))} |")
     lines.append("")
     return lines
 
@@ -346,8 +384,9 @@ def _websocket_lines(route: WsRoute) -> list[str]:
     return lines
 
 
-def render_reference(doc: JsonObject, ws_routes: Sequence[WsRoute]) -> str:
-    """The Markdown API reference of ``doc`` (and the WebSocket routes)."""
+def render_reference(doc: JsonObject, ws_routes: Sequence[WsRoute], daemon: Daemon | None = None) -> str:
+    """The Markdown API reference of ``doc`` (and the WebSocket routes) of ``daemon``."""
+    daemon = daemon or DAEMONS[0]
     info = doc.get("info", {})
     lines = [
         f"# {info.get('title', 'API')} {info.get('version', '')} — API reference".replace("  ", " "),
@@ -356,9 +395,10 @@ def render_reference(doc: JsonObject, ws_routes: Sequence[WsRoute]) -> str:
         "",
         str(info.get("description", "")).strip(),
         "",
-        "This page is generated from the agent's FastAPI app and its pydantic models "
-        "(the machine-readable form is [openapi.json](openapi.json)). The user guide, with "
-        "examples and the choices behind each document, is [../agent.md](../agent.md).",
+        f"This page is generated from the {daemon.name}'s FastAPI app and its pydantic models "
+        f"(the machine-readable form is [{daemon.openapi_path.name}]({daemon.openapi_path.name})). "
+        "The user guide, with examples and the choices behind each document, is "
+        f"[../{daemon.name}.md](../{daemon.name}.md).",
         "",
         "## Routes",
         "",
@@ -465,16 +505,22 @@ def replace_states_block(text: str, block: str) -> str:
 # -- main ---------------------------------------------------------------------------------------
 
 
+DAEMONS = (
+    Daemon("agent", OPENAPI_PATH, REFERENCE_PATH, build_agent_app),
+    Daemon("manager", MANAGER_OPENAPI_PATH, MANAGER_REFERENCE_PATH, build_manager_app),
+)
+
+
 def generate() -> dict[Path, str]:
     """Every generated file's expected content, by path."""
-    with tempfile.TemporaryDirectory(prefix="herder-openapi-") as tmp:
-        app = build_agent_app(Path(tmp))
-        doc = openapi_document(app)
-        ws_routes = websocket_routes(app)
-    outputs = {
-        OPENAPI_PATH: dump_json(doc),
-        REFERENCE_PATH: render_reference(doc, ws_routes),
-    }
+    outputs: dict[Path, str] = {}
+    for daemon in DAEMONS:
+        with tempfile.TemporaryDirectory(prefix="herder-openapi-") as tmp:
+            app = daemon.build(Path(tmp))
+            doc = openapi_document(app, daemon.name)
+            ws_routes = websocket_routes(app)
+        outputs[daemon.openapi_path] = dump_json(doc)
+        outputs[daemon.reference_path] = render_reference(doc, ws_routes, daemon)
     if not ARCHITECTURE_PATH.exists():
         raise SystemExit(f"gen_openapi: {ARCHITECTURE_PATH.relative_to(ROOT)} is missing")
     current = ARCHITECTURE_PATH.read_text(encoding="utf-8")

@@ -18,14 +18,16 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.convertors import Convertor, register_url_convertor
 
 from herder import __version__
 from herder.apierrors import ApiError, error_response, install_error_handlers, read_json
 from herder.manager.documents import item_document
 from herder.manager.errors import Conflict, ManagerError, NotFound
 from herder.manager.models import (
+    MAX_ID,
     FinishedReport,
     ProgressReport,
     TaskSubmission,
@@ -40,7 +42,9 @@ from herder.manager.store import queries
 from herder.manager.store.heartbeats import Beat
 from herder.manager.store.reports import Finished, Report
 from herder.manager.store.tables import Task, Worker, WorkItem
+from herder.openapi_docs import ApiDocs, Health, path_param, query_param
 from herder.principals import principal_of, viewer_of
+from herder.requestid import RequestId
 
 if TYPE_CHECKING:
     from herder.manager.output import Reader
@@ -53,6 +57,33 @@ TASK_STATUSES = tuple(status.value for status in TaskStatus)  # the order of GET
 
 # How often a log stream checks whether its task ended without this manager seeing it.
 LOG_STATUS_CHECK_S = 1.0
+
+# What each route takes and answers, for the OpenAPI document (built when it is asked for).
+DOCS = ApiDocs(
+    {
+        400: "The body is not JSON, or nests too deep.",
+        401: "The manager has keys and the request lacks a valid token.",
+        403: "Foreign Host or Origin, or the key's user may not do this.",
+        404: "No such thing, or another user's.",
+        408: "The body did not arrive in time.",
+        409: "It cannot change now: 'field' says why.",
+        413: "The body is too large.",
+        422: "A field or parameter is missing or wrong; 'field' names it.",
+        502: "The service did not answer, or its name does not resolve.",
+    },
+    answers="herder.manager.answers",  # the answers' models: imported when the document is built
+)
+BODY_ERRORS = (400, 408, 413, 422)  # any route that reads a body may answer these
+_ID = path_param(
+    "id", "A number, as in the documents' 'id'.", {"type": "integer", "minimum": 0, "maximum": MAX_ID}
+)
+_WORKER_404 = (404, "No worker with that id.")
+_TASK_404 = (404, "No task with that id, or another user's.")
+_ITEM_ERRORS = (
+    (403, "Not an admin's key: workers report with an admin's key."),
+    (404, "No work item with that id."),
+    (409, "The report names an attempt that is not the item's current one ('fenced')."),
+)
 
 
 def worker_summary(worker: Worker, current_task: int | None, offline_after_s: float) -> dict[str, Any]:
@@ -125,19 +156,23 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
         lifespan=runtime.lifespan,
     )
     _install_error_handlers(app)
+    app.add_middleware(RequestId)
     _worker_routes(app, runtime)
     _task_routes(app, runtime)
     _report_routes(app, runtime)
     _log_routes(app, runtime)
     runtime.rpc.mount(app, "/rpc")
+    DOCS.install(app)
 
     _auth_routes(app, runtime)
     _service_routes(app, runtime)
     from herder.manager import proxy
 
-    proxy.install(app, runtime)
+    proxy.install(app, runtime, DOCS)
 
-    @app.get("/healthz", summary="Liveness: 200 while the manager serves")
+    @app.get(
+        "/healthz", openapi_extra=DOCS.operation(Health), summary="Liveness: 200 while the manager serves"
+    )
     async def healthz() -> Response:
         return JSONResponse({"ok": True})
 
@@ -155,10 +190,26 @@ def _query_int(request: Request, name: str, low: int, high: int | None) -> int |
     text = request.query_params.get(name)
     if text is None:
         return None
-    bounds = f"from {low:,}" + (f" to {high:,}" if high is not None else "")
-    if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
+    high = MAX_ID if high is None else high
+    bounds = f"from {low:,} to {high:,}"
+    if not _is_number(text) or not low <= int(text) <= high:
         raise ApiError(422, "invalid", f"{name} must be a whole number {bounds}, not {text!r}", name)
     return int(text)
+
+
+def _url(request: Request, path: str) -> str:
+    """The absolute URL of ``path`` on this manager, as the client addressed it (its ``Host``)."""
+    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    return f"{request.url.scheme}://{host}{path}"
+
+
+def _query_status(request: Request) -> str | None:
+    """``?status=``: a task status, or None when absent (422 otherwise: a typo would list nothing)."""
+    status = request.query_params.get("status")
+    if status is not None and status not in TASK_STATUSES:
+        choices = ", ".join(TASK_STATUSES)
+        raise ApiError(422, "invalid", f"status must be one of {choices}, not {status!r}", "status")
+    return status
 
 
 def _principal(connection: Request | WebSocket) -> tuple[str | None, str | None]:
@@ -195,17 +246,37 @@ def _check_priority(request: Request, priority: int | None, cap: int) -> None:
         )
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes '²', which ``int`` refuses (a 500)."""
+    return text.isascii() and text.isdigit()
+
+
 def _path_id(request: Request, name: str = "id") -> int:
     text = request.path_params[name]
-    if not text.isdigit():
-        raise ApiError(422, "invalid", f"{name} must be a number, not {text!r}", name)
+    if not _is_number(text) or int(text) > MAX_ID:
+        raise ApiError(
+            422, "invalid", f"{name} must be a whole number from 0 to {MAX_ID:,}, not {text!r}", name
+        )
     return int(text)
 
 
 def _worker_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     cfg = runtime.config
 
-    @app.post("/workers", status_code=201, summary="Register a worker (again: update it)")
+    @app.post(
+        "/workers",
+        status_code=201,
+        openapi_extra=DOCS.operation(
+            "WorkerList",
+            *BODY_ERRORS,
+            (403, "Not an admin's key: workers register with an admin's key."),
+            status=201,
+            body=WorkerRegistration,
+            headers={"Location": "The new worker's URL (GET /workers/{id})."},
+            more={200: {"description": "Registered again: updated.", "content": DOCS.json_of("WorkerList")}},
+        ),
+        summary="Register a worker (again: update it)",
+    )
     async def register(request: Request) -> Response:
         _require_admin(request)
         req = await read_json(request, WorkerRegistration)
@@ -218,9 +289,14 @@ def _worker_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             worker, created = await queries.register_worker(db, fields)
             current = await queries.current_items(db, worker.id)
             doc = worker_summary(worker, current[0].task_id if current else None, cfg.offline_after_s)
-        return JSONResponse({worker.hostname: doc}, status_code=201 if created else 200)
+        if not created:
+            return JSONResponse({worker.hostname: doc})
+        location = {"Location": _url(request, f"/workers/{worker.id}")}
+        return JSONResponse({worker.hostname: doc}, status_code=201, headers=location)
 
-    @app.get("/workers", summary="Every worker, keyed by hostname")
+    @app.get(
+        "/workers", openapi_extra=DOCS.operation("WorkerList"), summary="Every worker, keyed by hostname"
+    )
     async def list_workers() -> Response:
         async with _transaction(runtime) as db:
             answer = {}
@@ -230,13 +306,28 @@ def _worker_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
                 answer[worker.hostname] = worker_summary(worker, task, cfg.offline_after_s)
         return JSONResponse(answer)
 
-    @app.get("/workers/{id}", summary="One worker's figures")
+    @app.get(
+        "/workers/{id}",
+        openapi_extra=DOCS.operation("WorkerDetail", _WORKER_404, 422, params=[_ID]),
+        summary="One worker's figures",
+    )
     async def get_worker(request: Request) -> Response:
         async with _transaction(runtime) as db:
             worker = await queries.get_worker(db, _path_id(request))
             return JSONResponse(worker_detail(worker))
 
-    @app.patch("/workers/{id}", summary="A worker's status; answers the task it now runs (the pull path)")
+    @app.patch(
+        "/workers/{id}",
+        openapi_extra=DOCS.operation(
+            "WorkerAssignment",
+            *BODY_ERRORS,
+            _WORKER_404,
+            (403, "Not an admin's key: workers report with an admin's key."),
+            body=WorkerUpdate,
+            params=[_ID],
+        ),
+        summary="A worker's status; answers the task it now runs (the pull path)",
+    )
     async def update_worker(request: Request) -> Response:
         _require_admin(request)
         worker_id = _path_id(request)
@@ -279,7 +370,19 @@ def _let_go(runtime: ManagerRuntime, task_id: int, ended: list[int] | None) -> N
 
 
 def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
-    @app.post("/tasks", status_code=202, summary="Submit a task: compiled into work at once")
+    @app.post(
+        "/tasks",
+        status_code=202,
+        openapi_extra=DOCS.operation(
+            "TaskDocument",
+            *BODY_ERRORS,
+            (403, "A user's priority above max_user_priority."),
+            status=202,
+            body=TaskSubmission,
+            headers={"Location": "The task's URL (GET /tasks/{id})."},
+        ),
+        summary="Submit a task: compiled into work at once",
+    )
     async def submit(request: Request) -> Response:
         req = await read_json(request, TaskSubmission)
         _check_priority(request, req.priority, runtime.config.max_user_priority)
@@ -289,11 +392,31 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         doc = task_document(
             SimpleNamespace(**new.task, id=task_id, worker_id=None, frame_current=None, error=None)
         )
-        return JSONResponse(doc, status_code=202)
+        return JSONResponse(doc, status_code=202, headers={"Location": _url(request, f"/tasks/{task_id}")})
 
-    @app.get("/tasks", summary="Tasks, newest first (?status=, ?limit=, ?before= to page)")
+    @app.get(
+        "/tasks",
+        openapi_extra=DOCS.operation(
+            "TaskPage",
+            422,
+            params=[
+                query_param("status", "Only the tasks with this status.", {"enum": list(TASK_STATUSES)}),
+                query_param(
+                    "limit",
+                    f"At most this many tasks (default {DEFAULT_TASKS_PAGE:,}).",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_TASKS_PAGE},
+                ),
+                query_param(
+                    "before",
+                    "Only tasks with a smaller id: the 'next' of the page before.",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                ),
+            ],
+        ),
+        summary="Tasks, newest first (?status=, ?limit=, ?before= to page)",
+    )
     async def list_tasks(request: Request) -> Response:
-        status = request.query_params.get("status")
+        status = _query_status(request)
         limit = _query_int(request, "limit", 1, MAX_TASKS_PAGE) or DEFAULT_TASKS_PAGE
         before = _query_int(request, "before", 1, None)
         async with _transaction(runtime) as db:
@@ -302,14 +425,22 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         more = len(page) == limit
         return JSONResponse({"tasks": page, "next": page[-1]["id"] if page and more else None})
 
-    @app.get("/tasks/counts", summary="How many tasks have each status, and in all")
+    @app.get(
+        "/tasks/counts",
+        openapi_extra=DOCS.operation("TaskCounts"),
+        summary="How many tasks have each status, and in all",
+    )
     async def count_tasks(request: Request) -> Response:
         async with _transaction(runtime) as db:
             counts = await queries.count_tasks(db, _viewer(request))
         answer = {status: counts.get(status, 0) for status in TASK_STATUSES}
         return JSONResponse({**answer, "total": sum(counts.values())})
 
-    @app.get("/tasks/{id}", summary="A task, with its work items")
+    @app.get(
+        "/tasks/{id:task_id}",
+        openapi_extra=DOCS.operation("TaskDetail", _TASK_404, 422, params=[_ID]),
+        summary="A task, with its work items",
+    )
     async def get_task(request: Request) -> Response:
         async with _transaction(runtime) as db:
             task = await queries.get_task(db, _path_id(request), owner=_viewer(request))
@@ -317,7 +448,21 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             doc["waiting"] = await queries.waiting_reason(db, task, runtime.config.offline_after_s)
             return JSONResponse(doc)
 
-    @app.patch("/tasks/{id}", status_code=204, summary="Priority, pause, resume or cancel")
+    @app.patch(
+        "/tasks/{id:task_id}",
+        status_code=204,
+        openapi_extra=DOCS.operation(
+            None,
+            *BODY_ERRORS,
+            _TASK_404,
+            (403, "A user's priority above max_user_priority."),
+            (409, "The task has ended: it cannot change."),
+            status=204,
+            body=TaskUpdate,
+            params=[_ID],
+        ),
+        summary="Priority, pause, resume or cancel",
+    )
     async def update_task(request: Request) -> Response:
         task_id = _path_id(request)
         req = await read_json(request, TaskUpdate)
@@ -339,7 +484,12 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         _let_go(runtime, task_id, ended)
         return Response(status_code=204)
 
-    @app.delete("/tasks/{id}", status_code=202, summary="Delete a task (running work is stopped)")
+    @app.delete(
+        "/tasks/{id:task_id}",
+        status_code=202,
+        openapi_extra=DOCS.operation("TaskDocument", _TASK_404, 422, status=202, params=[_ID]),
+        summary="Delete a task (running work is stopped)",
+    )
     async def delete_task(request: Request) -> Response:
         async with _transaction(runtime) as db:
             task = await queries.get_task(db, _path_id(request), owner=_viewer(request))
@@ -430,7 +580,20 @@ def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         the lines kept first, then live ones; closed (1000) when the task has ended."""
         await _stream_log(runtime, ws)
 
-    @app.get("/tasks/{id}/log", summary="The task's output, as text (the last lines of each piece)")
+    @app.get(
+        "/tasks/{id:task_id}/log",
+        response_class=PlainTextResponse,  # for the document: the answer is built below
+        openapi_extra={
+            "parameters": [_ID],
+            "responses": {
+                **DOCS.errors(_TASK_404, 422),
+                "200": {
+                    "description": "'[<label> #<attempt>] <line>' per line; stderr lines say 'stderr: '."
+                },
+            },
+        },
+        summary="The task's output, as text (the last lines of each piece)",
+    )
     async def task_log(request: Request) -> Response:
         async with _transaction(runtime) as db:
             task = await queries.get_task(db, _path_id(request), owner=_viewer(request))
@@ -452,7 +615,13 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
                 raise NotFound(f"no work item {item_id}")
             return JSONResponse(item_document(item))
 
-    @app.post("/work-items/{id}/started", summary="A worker started its attempt")
+    @app.post(
+        "/work-items/{id}/started",
+        openapi_extra=DOCS.operation(
+            "WorkItemDocument", *BODY_ERRORS, *_ITEM_ERRORS, body=WorkReport, params=[_ID]
+        ),
+        summary="A worker started its attempt",
+    )
     async def started(request: Request) -> Response:
         _require_admin(request)
         req = await read_json(request, WorkReport)
@@ -460,7 +629,13 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         await runtime.writes.started(Report(item_id, req.worker_id, req.attempt))
         return await item_now(item_id)
 
-    @app.post("/work-items/{id}/progress", summary="Progress of an attempt (a frame, a percentage)")
+    @app.post(
+        "/work-items/{id}/progress",
+        openapi_extra=DOCS.operation(
+            "WorkItemDocument", *BODY_ERRORS, *_ITEM_ERRORS, body=ProgressReport, params=[_ID]
+        ),
+        summary="Progress of an attempt (a frame, a percentage)",
+    )
     async def progress(request: Request) -> Response:
         _require_admin(request)
         req = await read_json(request, ProgressReport)
@@ -469,7 +644,13 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         await runtime.writes.progress(report, req.frame, req.percent)
         return await item_now(item_id)
 
-    @app.post("/work-items/{id}/finished", summary="An attempt ended with its exit code")
+    @app.post(
+        "/work-items/{id}/finished",
+        openapi_extra=DOCS.operation(
+            "WorkItemDocument", *BODY_ERRORS, *_ITEM_ERRORS, body=FinishedReport, params=[_ID]
+        ),
+        summary="An attempt ended with its exit code",
+    )
     async def finished(request: Request) -> Response:
         _require_admin(request)
         req = await read_json(request, FinishedReport)
@@ -480,13 +661,25 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 
 
 def _auth_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
-    @app.get("/auth/jwks.json", summary="The public key tokens are signed with (JWKS); 404 with auth off")
+    @app.get(
+        "/auth/jwks.json",
+        openapi_extra=DOCS.operation("Jwks", (404, "Auth is off: the manager has no signing key.")),
+        summary="The public key tokens are signed with (JWKS); 404 with auth off",
+    )
     async def jwks() -> Response:
         if runtime.authority is None:
             raise ApiError(404, "not_found", "auth is off: this manager has no signing key", "path")
         return JSONResponse(runtime.authority.jwks())
 
-    @app.post("/auth/token", summary="An access token for the key given as bearer")
+    @app.post(
+        "/auth/token",
+        openapi_extra=DOCS.operation(
+            "AccessToken",
+            (401, "No key as 'Authorization: Bearer <key>', or not a valid one."),
+            (404, "Auth is off: the manager issues no tokens."),
+        ),
+        summary="An access token for the key given as bearer",
+    )
     async def token(request: Request) -> Response:
         from herder.auth import TokenError
         from herder.frontdoor import note_failed_authentication
@@ -527,7 +720,28 @@ def _service_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 
     services = runtime.services
 
-    @app.get("/services", summary="Registered services under a prefix of their key (?query=)")
+    @app.get(
+        "/services",
+        openapi_extra=DOCS.operation(
+            "ServiceList",
+            (400, "The query is not a valid prefix of a key; 'field' names the part."),
+            422,
+            params=[
+                query_param(
+                    "query",
+                    "A prefix of the services' keys, like /alice/prod/math (docs/protocol.md: names).",
+                    {"type": "string", "pattern": "^/"},
+                    required=True,
+                ),
+                query_param(
+                    "limit",
+                    f"At most this many services (default {DEFAULT_FIND_LIMIT:,}).",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_FIND_LIMIT},
+                ),
+            ],
+        ),
+        summary="Registered services under a prefix of their key (?query=)",
+    )
     async def find_services(request: Request) -> Response:
         query = _service_query(request.query_params.get("query"))
         limit = _query_int(request, "limit", 1, MAX_FIND_LIMIT) or DEFAULT_FIND_LIMIT
@@ -559,6 +773,26 @@ def _service_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 def answer_of(exc: ManagerError) -> JSONResponse:
     """The one error document for a manager's error: its status, code, message and field."""
     return error_response(exc.http_status, exc.code, str(exc), exc.field)
+
+
+class _TaskIdConvertor(Convertor[str]):
+    """A task's id in a path: any segment but ``counts``, which is ``GET /tasks/counts``'s.
+
+    With a plain ``{id}``, ``PATCH /tasks/counts`` was a PATCH of a task named "counts" (a
+    422) where its document says the path takes GET alone (a 405 with ``Allow: GET``). A
+    segment that is not a number stays a task id, refused by ``_path_id`` (422 naming id).
+    """
+
+    regex = "(?!counts$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("task_id", _TaskIdConvertor())
 
 
 def _install_error_handlers(app: FastAPI) -> None:

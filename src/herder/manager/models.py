@@ -14,6 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from herder.apierrors import FieldError
 from herder.fleet import Registration, Tag
 
+# The largest id (and any integer kept in an INTEGER column): PostgreSQL's INTEGER is 32
+# bits, and a larger value in a request would fail in the database (a 500), not as a 422.
+MAX_ID = 2**31 - 1
+DbInt = Annotated[int, Field(ge=-MAX_ID - 1, le=MAX_ID)]
+Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
@@ -50,7 +56,7 @@ class TaskSubmission(_Request):
     parser: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
         "none", description="turns output lines into progress"
     )
-    task_id: int | None = Field(None, description="the submitter's own id, kept with the task")
+    task_id: DbInt | None = Field(None, description="the submitter's own id, kept with the task")
     tags: list[Tag] = Field(
         default_factory=list, max_length=64, description="herder: a worker must offer all"
     )
@@ -59,6 +65,18 @@ class TaskSubmission(_Request):
 
 class TaskUpdate(_Request):
     """``PATCH /tasks/{id}``: a new priority, and/or pause, resume or cancel."""
+
+    # The document says what ``_something`` checks: a priority or a status that is not null.
+    model_config = ConfigDict(
+        extra="forbid",
+        defer_build=True,
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["priority"], "properties": {"priority": {"type": "integer"}}},
+                {"required": ["status"], "properties": {"status": {"type": "string"}}},
+            ]
+        },
+    )
 
     priority: int | None = Field(None, ge=-1_000_000, le=1_000_000)
     # ``states.TaskStatus`` values, written out: the schema and the 422's wording stay the
@@ -77,15 +95,15 @@ class TaskUpdate(_Request):
 class WorkReport(_Request):
     """A worker's report on one attempt of one piece of work (fenced by ``attempt``)."""
 
-    worker_id: int
-    attempt: int = Field(ge=1)
+    worker_id: Id
+    attempt: int = Field(ge=1, le=MAX_ID)
 
 
 class ProgressReport(WorkReport):
-    frame: int | None = None
+    frame: DbInt | None = None
     percent: float | None = Field(None, ge=0, le=100)
 
 
 class FinishedReport(WorkReport):
-    exit_code: int
+    exit_code: DbInt
     error: Annotated[str, StringConstraints(max_length=4096)] | None = None

@@ -40,6 +40,7 @@ from herder.principals import principal_of
 
 if TYPE_CHECKING:
     from herder.manager.server import ManagerRuntime
+    from herder.openapi_docs import ApiDocs
     from herder.registry import Registration
 
 audit = logging.getLogger("herder.manager.audit")
@@ -145,8 +146,32 @@ def _audit(scope: Any, service_id: str, registration: Registration | None, metho
     )
 
 
-def install(app: FastAPI, runtime: ManagerRuntime) -> None:
-    """The proxy's routes (HTTP and WebSocket), on the manager's app."""
+def _openapi(docs: ApiDocs) -> dict[str, Any]:
+    """The proxy route's parameters and answers: the service's own, or the proxy's errors."""
+    from herder.openapi_docs import path_param
+
+    return {
+        "parameters": [
+            path_param("id", "The service's id, as the registry gives it (GET /services)."),
+            path_param("path", "The rest of the path, sent to the service (the query string too)."),
+        ],
+        "responses": {
+            "200": {"description": "The service's answer, as it gave it (any other status too)."},
+            "default": {"description": "The service's own answer, as it gave it."},
+            **docs.errors(
+                (403, "Foreign Host or Origin, or the service's address is not one the proxy may reach."),
+                (404, "No live service with that id."),
+                408,
+                413,
+                502,
+            ),
+        },
+    }
+
+
+def install(app: FastAPI, runtime: ManagerRuntime, docs: ApiDocs) -> None:
+    """The proxy's routes (HTTP and WebSocket), on the manager's app; ``docs`` describes
+    them in its OpenAPI document."""
     clients: dict[str, Any] = {}
 
     def client() -> Any:
@@ -158,7 +183,6 @@ def install(app: FastAPI, runtime: ManagerRuntime) -> None:
             )
         return clients["http"]
 
-    @app.api_route("/proxy/{id}/{path:path}", methods=METHODS, summary="A registered service, by its id")
     async def proxy_http(request: Request) -> Response:
         service_id = request.path_params["id"]
         registration: Registration | None = None
@@ -182,6 +206,13 @@ def install(app: FastAPI, runtime: ManagerRuntime) -> None:
 
         kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
         return StreamingResponse(body(), status_code=answer.status_code, headers=kept)
+
+    # One route for every method; FastAPI would give its operations one operationId, which
+    # OpenAPI forbids, so the docs describe them (when the document is built).
+    app.add_api_route("/proxy/{id}/{path:path}", proxy_http, methods=METHODS, include_in_schema=False)
+    docs.document_path(
+        "/proxy/{id}/{path}", METHODS, _openapi(docs), summary="A registered service, by its id"
+    )
 
     @app.websocket("/proxy/{id}/{path:path}")
     async def proxy_websocket(ws: WebSocket) -> None:
