@@ -11,8 +11,10 @@ Three figures, each with its reference measured in the same run on the same mach
    requirements.txt``, with a fresh empty ``UV_CACHE_DIR``. Goal: ≤ 1.2x the installer.
    The warm figures (a new build of changed app content on the same agent, against the
    installer with a shared cache) are reported beside it.
-2. **Start of a built app.** Create, wait for ``running``, delete, N times, an app whose
-   build is cached, against the same app without dependencies. Goal: ≤ 1.1x.
+2. **Start of a built app.** Create, ``running``, delete, N times, an app whose build is
+   cached, against the same app without dependencies. Goal: ≤ 1.1x. ``running`` is the
+   agent's ``started_at`` against the driver's clock before the POST, while the driver waits
+   on the process's port: polling the status would add its own round trip to the figure.
 3. **Pool cold start.** A pool (``min_instances`` 0, ``max_instances`` 1, a short
    ``idle_timeout``) of the built app, against a pool of the app without dependencies:
    once the pool has stopped its instance, the latency of the first request (a fresh
@@ -23,13 +25,14 @@ No network beyond loopback: the wheelhouse (written into a temporary directory o
 run, not timed) holds real wheels rebuilt from the distributions installed in ``.venv``
 (``installed_wheels.py``): the five and their whole dependency closure, 20 wheels of
 about 8.5 MiB, three with compiled extensions (SQLAlchemy, pydantic-core,
-charset-normalizer), and a tiny
-``benchweb`` wheel, the app's HTTP server with a console script. The reference venv is
-checked to import the five (untimed). Both herder (``[builds] find_links``
-and ``no_index``) and the reference install with ``--no-index --find-links``. Both apps
-serve with ``python3 -m benchweb`` (the same module: from the venv for the built app,
-from the app's tree for the other; the same interpreter, the one the venvs link to, put
-first on the bare app's PATH), so the figures differ only by what herder adds.
+charset-normalizer), and a tiny ``benchweb`` wheel, the app's HTTP server with a console
+script. The reference venv is checked to import the five (untimed). Both herder
+(``[builds] find_links`` and ``no_index``) and the reference install with ``--no-index
+--find-links``. Both apps serve with ``python3 -m benchweb`` (the same module: from the
+venv for the built app, from the app's tree for the other; the same interpreter, the one
+the venvs link to, put first on the bare app's PATH), so the figures differ only by what
+herder adds. The driver waits on the process's port, not on the agent's status (polled
+every ms, the status slowed the build it measured); see bench/README.md, issue 14.
 """
 
 from __future__ import annotations
