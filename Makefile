@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install bytecode up test lint format typecheck bench openapi docs lock clean
+.PHONY: install chromium bytecode up test lint format typecheck bench openapi docs lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +26,17 @@ up: bytecode ## run a manager (127.0.0.1:8020) and an agent working for it (127.
 # cores finish the suite in about half the time of one (pytest-xdist). PYTEST_WORKERS=0: one.
 PYTEST_WORKERS ?= 3
 
-test: $(STAMP) lint ## lint, type-check, check generated files, run the whole suite
+# The browser tests (tests/browser) drive Debian's chromium through Playwright: the
+# browser comes from apt (CI runs as root), never from `playwright install`.
+CHROMIUM_STAMP := $(VENV)/.chromium-stamp
+
+$(CHROMIUM_STAMP): $(STAMP)
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y --no-install-recommends chromium)
+	touch $(CHROMIUM_STAMP)
+
+chromium: $(CHROMIUM_STAMP) ## Debian's chromium, for the browser tests
+
+test: $(STAMP) $(CHROMIUM_STAMP) lint ## lint, type-check, check generated files, run the whole suite
 	$(BIN)/python scripts/gen_openapi.py --check
 	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
