@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from herder.agent.errors import BuildError as BuildError  # re-exported: builders raise it
+from herder.agent.processes.descendants import TRACKER
 
 ENTRY_POINT_GROUP = "herder.builders"
 TAIL_LINES = 20
@@ -104,6 +106,8 @@ class BuildContext:
             )
         except OSError as exc:
             raise BuildError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
+        # The agent's own child, not an orphan for its tree walk to kill (nor to reap).
+        TRACKER.own(proc.pid)
         try:
             assert proc.stdout is not None
             while raw := await _next_line(proc.stdout):
@@ -118,6 +122,8 @@ class BuildContext:
             with contextlib.suppress(Exception):
                 await proc.wait()
             raise
+        finally:
+            TRACKER.disown(proc.pid)
         if code != 0:
             raise BuildError(f"{Path(argv[0]).name} exited with code {code}" + self.tail_text())
 
@@ -125,6 +131,31 @@ class BuildContext:
         """The last lines of output, for an error message ('' if none)."""
         lines = [line for line in self.tail if line.strip()]
         return (":\n" + "\n".join(lines)) if lines else ""
+
+
+def run_for_output(argv: list[str], timeout_s: float) -> str:
+    """The output of a short command the agent runs for itself (a version asked), in a
+    worker thread, registered as the agent's own child so that its tree walk never takes
+    it for an orphan.
+
+    Raises:
+        OSError: it could not start.
+        subprocess.SubprocessError: it timed out (killed) or exited non-zero.
+    """
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    TRACKER.own(proc.pid)
+    try:
+        try:
+            out, _ = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+    finally:
+        TRACKER.disown(proc.pid)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, argv)
+    return out.decode(errors="replace")
 
 
 async def _next_line(stream: asyncio.StreamReader) -> bytes:

@@ -20,7 +20,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from herder.agent.builds.builder import BuildError
+from herder.agent.builds.builder import BuildError, run_for_output
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
 _ON_PATH = re.compile(r"^python(\d+)\.(\d+)$")
@@ -158,13 +158,7 @@ def _version_of(path: str) -> Version | None:
 @functools.lru_cache(maxsize=64)
 def _asked_version(path: str, _stamp: int) -> Version | None:
     try:
-        out = subprocess.run(
-            [path, "-c", "import sys; print('.'.join(map(str, sys.version_info[:3])))"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
+        out = run_for_output([path, "-c", "import sys; print('.'.join(map(str, sys.version_info[:3])))"], 10)
     except (OSError, subprocess.SubprocessError):
         return None
     return parse_version(out)
@@ -172,13 +166,7 @@ def _asked_version(path: str, _stamp: int) -> Version | None:
 
 def _uv_find(uv: str, wanted: str) -> Interpreter | None:
     try:
-        out = subprocess.run(
-            [uv, "python", "find", "--no-python-downloads", wanted],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
+        out = run_for_output([uv, "python", "find", "--no-python-downloads", wanted], 30).strip()
     except (OSError, subprocess.SubprocessError):
         return None
     version = _version_of(out) if out else None

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from herder.agent.builds.builder import BuildContext, BuildError, BuiltEnv
+from herder.agent.builds.builder import BuildContext, BuildError, BuiltEnv, run_for_output
 
 LOCKS = ("package-lock.json", "npm-shrinkwrap.json")
 BUILD_FORMAT = "1"
@@ -68,6 +68,6 @@ def _version(node: str) -> str:
 @functools.lru_cache(maxsize=16)
 def _asked_version(node: str, _stamp: int) -> str:
     try:
-        return subprocess.run([node, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        return run_for_output([node, "--version"], 10).strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -35,6 +35,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,10 @@ AGENT_MARKER = "HERDER_AGENT_ID"
 LEASED_MARKER = "HERDER_LEASED"
 # Freeze-then-kill looks again for what forked between two looks; bounded like a sweep.
 KILL_ROUNDS = 10
+# A child of the agent that no one registered is an orphan only once it has been seen so
+# for this long: the agent's own commands (a build's installer) are children too, and
+# are registered (``own``) a moment after their fork, which a walk may fall between.
+ADOPT_GRACE_S = 0.5
 
 Ident = tuple[int, int]  # (pid, start time in clock ticks since boot): a process, never its reuse
 
@@ -205,6 +210,9 @@ class Tracker:
         self.owned: set[int] = set()  # direct children whose exit status someone awaits
         self.known: dict[Ident, tuple[str, str, bool]] = {}  # -> (marker, agent id, leased)
         self.orphans: dict[Ident, Orphan] = {}
+        # Unregistered children of this process, and when a walk first saw them: not yet
+        # taken for orphans (ADOPT_GRACE_S).
+        self.unowned: dict[Ident, float] = {}
         self.ledgers: dict[str, Path] = {}
         # Told of every change, to have the ledger written (batched by the agent).
         self.on_change: Callable[[], None] | None = None
@@ -321,7 +329,13 @@ class Tracker:
                 self.orphans.setdefault(ident, orphan)
 
     def _adopt(self) -> None:
-        """Children of this process that no one spawned here: orphans re-parented to it."""
+        """Children of this process that no one spawned here: orphans re-parented to it.
+
+        A child seen unregistered for the first time waits ``ADOPT_GRACE_S``: it may be
+        one the agent just spawned for itself and is about to ``own``.
+        """
+        now = time.monotonic()
+        unowned, self.unowned = self.unowned, {}
         for pid in children(os.getpid()):
             if pid in self.owned or pid in self.roots:
                 continue
@@ -330,6 +344,10 @@ class Tracker:
                 continue
             ident = (pid, found[2])
             if ident in self.known or ident in self.orphans:
+                continue
+            first_seen = unowned.get(ident, now)
+            if now - first_seen < ADOPT_GRACE_S:
+                self.unowned[ident] = first_seen
                 continue
             # Any root alive when it started may have started it.
             live = [r for r in self.roots.values() if r.ident[1] <= ident[1]]
