@@ -69,12 +69,6 @@ START_TIMEOUT_S = 30.0
 POLL_S = 0.001
 STATUS_POLL_S = 0.02
 POOL_IDLE_S = 0.4
-# Work-around, to be removed: the agent's tree walk (every 2 s by default) takes a build's
-# own commands (``uv pip install``, spawned by the builds code without ``TRACKER.own``) for
-# orphans it adopted and SIGKILLs them when no process that could have started them runs:
-# on a fresh agent every build longer than the next walk fails ("uv exited with code -9").
-# With the tiny synthetic wheels of the first version, builds ended before a walk.
-TRACK_INTERVAL_S = 3600.0
 GOAL_BUILD_RATIO = 1.2
 GOAL_START_RATIO = 1.1
 GOAL_POOL_MS = 50.0
@@ -143,11 +137,8 @@ def write_app(root: Path, built: bool, marker: str = "") -> Path:
 
 
 def agent_config(wheelhouse: Path) -> str:
-    """The wheelhouse as the only index; the tree walk slowed down (``TRACK_INTERVAL_S``)."""
-    return (
-        f'[builds]\nfind_links = ["{wheelhouse}"]\nno_index = true\n'
-        f"[supervision]\ntrack_interval_s = {TRACK_INTERVAL_S}\n"
-    )
+    """The wheelhouse as the only index (the agent's defaults otherwise)."""
+    return f'[builds]\nfind_links = ["{wheelhouse}"]\nno_index = true\n'
 
 
 @contextmanager
