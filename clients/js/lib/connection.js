@@ -79,7 +79,8 @@ class Fault extends Error {
  * @typedef {object} ConnectionOptions
  * @property {Map<string, Handler>} handlers the methods this side offers (shared, live)
  * @property {any} peer passed to handlers as `this.peer`
- * @property {Record<string, unknown>} [info] who this side is, for meta.info
+ * @property {Record<string, unknown>} [info] who this side is, for meta.info (read live:
+ *   `register` names a relayed page after its key)
  * @property {number} [maxFrameSize]
  * @property {number} [maxInFlight]
  * @property {Pick<Console, "warn">} [logger]

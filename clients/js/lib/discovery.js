@@ -8,7 +8,7 @@
 
 import { ConnectionLost, ServiceNotFound, TokenRefused } from "./errors.js";
 import { BACKOFF_INITIAL_S, Peer, connect } from "./peer.js";
-import { errorText, webSocketClass } from "./socket.js";
+import { errorText, newSocket } from "./socket.js";
 
 /** Attempts at buying a token while the manager is away (5xx, unreachable). */
 const TOKEN_ATTEMPTS = 3;
@@ -24,7 +24,10 @@ const TOKEN_ATTEMPTS = 3;
  * @typedef {object} ServiceDocument
  * @property {string} id the key's last part
  * @property {string} key
- * @property {string | null} url where it is reached (null: through the manager's relay)
+ * @property {string} url where it is reached (for a relayed one, the manager's relay as
+ *   the manager saw itself: dial it through the manager that was asked instead)
+ * @property {boolean} relay registered without a URL: reached through the manager's
+ *   `/relay/<id>`, with the manager's credential
  * @property {Record<string, unknown>} metadata
  * @property {string} owner
  * @property {number} registered_at
@@ -65,6 +68,15 @@ export function managerBaseUrl(url) {
  */
 export function managerRpcUrl(url) {
   return `${managerBaseUrl(url).replace(/^http/, "ws")}/rpc`;
+}
+
+/**
+ * Where a relayed service is dialled: `ws(s)://<manager>/relay/<id>`.
+ * @param {string | undefined} manager
+ * @param {string} id the registration's id
+ */
+export function relayUrl(manager, id) {
+  return `${managerBaseUrl(manager).replace(/^http/, "ws")}/relay/${encodeURIComponent(id)}`;
 }
 
 /**
@@ -170,17 +182,20 @@ export async function dial(query, options = {}) {
   let watcher = null;
   let asked = false; // the registry answered: a failure is then the instances'
   const locate = async () => {
-    const found = await find(query, rest);
+    // One credential for the registry and the relay (a key buys one token, not two).
+    const credential = await resolve(managerCredential(rest));
+    const found = await find(query, { ...rest, key: undefined, token: credential });
     asked = true;
+    if (found.length === 0) throw new ServiceNotFound(`no live instance of ${query}: none is registered`);
+    const direct = await resolve(serviceToken ?? null);
     shuffle(found);
-    const urls = found.map((s) => s.url).filter((url) => typeof url === "string");
-    if (urls.length === 0) {
-      const why = found.length ? "none has a URL (reached through the manager's relay)" : "none is registered";
-      throw new ServiceNotFound(`no live instance of ${query}: ${why}`);
-    }
-    return /** @type {string[]} */ (urls);
+    return found.map((service) =>
+      service.relay === true
+        ? { url: relayUrl(rest.manager, service.id), token: credential }
+        : { url: service.url, token: direct },
+    );
   };
-  const peer = new Peer(locate, { reconnect: true, ...rest, token: serviceToken ?? null });
+  const peer = new Peer(locate, { reconnect: true, ...rest, token: null });
   try {
     await peer.start();
   } catch (error) {
@@ -190,11 +205,7 @@ export async function dial(query, options = {}) {
   if (peer.options.reconnect) {
     peer.addEventListener("close", () => {
       if (watcher || peer.closed) return;
-      try {
-        watcher = watch(query, { ...rest, onEvent: (event) => event.event === "registered" && peer.reconnectNow() });
-      } catch {
-        watcher = null; // no watch (a browser on a manager with auth): backoff alone
-      }
+      watcher = watch(query, { ...rest, onEvent: (event) => event.event === "registered" && peer.reconnectNow() });
     });
     peer.addEventListener("open", () => {
       watcher?.close();
@@ -213,34 +224,51 @@ export async function dial(query, options = {}) {
 /**
  * Follow the registrations under `query` as they come and go (`WS /services/watch`).
  *
- * A browser cannot send the `Authorization` header a WebSocket needs on a manager with
- * auth; there the watch is refused (the `onClose` reason says so).
+ * Events are `{"event": "registered" | "deregistered", "service": {...}}`. The watch
+ * ends when the manager goes away (`onClose` says why); it does not come back by itself.
  *
  * @param {string} query
- * @param {ManagerOptions & {onEvent: (event: WatchEvent) => void, onClose?: (reason: string) => void}} options
+ * @param {ManagerOptions & {onEvent: (event: WatchEvent) => void, onOpen?: () => void, onClose?: (reason: string) => void, tokenIn?: import("./socket.js").TokenIn}} options
  * @returns {{close: () => void}}
  */
 export function watch(query, options) {
   const base = managerBaseUrl(options.manager).replace(/^http/, "ws");
   const url = `${base}/services/watch?query=${encodeURIComponent(query)}`;
-  const Socket = webSocketClass(options.WebSocket);
-  const token = typeof options.token === "string" ? options.token : null;
-  /** @type {WebSocket} */
-  const ws = options.WebSocket && token ? new Socket(url, [], { headers: { Authorization: `Bearer ${token}` } }) : new Socket(url);
-  let failure = "";
-  ws.addEventListener("message", (event) => {
-    try {
-      options.onEvent(JSON.parse(typeof event.data === "string" ? event.data : new TextDecoder().decode(event.data)));
-    } catch (error) {
-      failure = `a watch event that is not JSON: ${error instanceof Error ? error.message : error}`;
-      ws.close();
-    }
-  });
-  ws.addEventListener("error", (event) => {
-    failure ||= errorText(event);
-  });
-  ws.addEventListener("close", (event) => options.onClose?.(failure || `closed (code ${event.code})`));
-  return { close: () => ws.close() };
+  /** @type {WebSocket | null} */
+  let ws = null;
+  let closed = false;
+  const open = (/** @type {string | null} */ token) => {
+    if (closed) return;
+    ws = newSocket(url, { WebSocket: options.WebSocket, token, tokenIn: options.tokenIn });
+    follow(ws);
+  };
+  const credential = managerCredential(options);
+  Promise.resolve(typeof credential === "function" ? credential() : credential).then(open, (error) =>
+    options.onClose?.(`no token for the watch: ${error instanceof Error ? error.message : error}`),
+  );
+  /** @param {WebSocket} ws */
+  const follow = (ws) => {
+    let failure = "";
+    ws.addEventListener("open", () => options.onOpen?.());
+    ws.addEventListener("message", (event) => {
+      try {
+        options.onEvent(JSON.parse(typeof event.data === "string" ? event.data : new TextDecoder().decode(event.data)));
+      } catch (error) {
+        failure = `a watch event that is not JSON: ${error instanceof Error ? error.message : error}`;
+        ws.close();
+      }
+    });
+    ws.addEventListener("error", (event) => {
+      failure ||= errorText(event);
+    });
+    ws.addEventListener("close", (event) => options.onClose?.(failure || `closed (code ${event.code})`));
+  };
+  return {
+    close: () => {
+      closed = true;
+      ws?.close();
+    },
+  };
 }
 
 /**
@@ -294,7 +322,13 @@ export class Registration extends EventTarget {
     if (this.ttl > 0) {
       this._renewer = setInterval(() => {
         if (!this.peer.connected) return; // the next link registers anew
-        this.peer.callWith("renew_service", [this.id, this.ttl]).catch(() => this._onOpen());
+        this.peer.callWith("renew_service", [this.id, this.ttl]).then(
+          (document) => {
+            this.document = document;
+            this.dispatchEvent(new CustomEvent("renewed", { detail: document }));
+          },
+          () => this._onOpen(), // gone meanwhile (the manager started again): register anew
+        );
       }, (this.ttl * 1000) / 3);
     }
   }
@@ -333,6 +367,13 @@ export class Registration extends EventTarget {
  * @throws {import("./errors.js").RemoteError} the manager refused (another user's name, a bad key...)
  */
 export async function register(peer, key, options = {}) {
+  if (!options.url) {
+    // Callers reach a relayed page as the key's name (the relay's welcome says so) and
+    // may use it as their target: the page answers to it as to its own.
+    const [, , , name, version] = key.split("/");
+    peer.info.name ??= name;
+    peer.info.version ??= version;
+  }
   const registration = new Registration(peer, key, {
     url: options.url ?? null,
     metadata: options.metadata ?? {},
@@ -340,6 +381,15 @@ export async function register(peer, key, options = {}) {
   });
   await registration._start();
   return registration;
+}
+
+/**
+ * The token a source gives now.
+ * @param {TokenSource} source
+ * @returns {Promise<string | null>}
+ */
+async function resolve(source) {
+  return typeof source === "function" ? await source() : source;
 }
 
 /** @param {number} seconds */

@@ -34,6 +34,9 @@ export const BACKOFF_MAX_S = 10;
  * @typedef {object} ConnectOptions
  * @property {TokenSource} [token] the bearer credential (the hello's `token`)
  * @property {WebSocketConstructor} [WebSocket] the WebSocket class (Node 20: the `ws` package's)
+ * @property {import("./socket.js").TokenIn} [tokenIn] how the token also travels with the
+ *   upgrade: "header" (default with a WebSocket class passed in) or "subprotocol" (default
+ *   with the browser's own, which cannot send headers)
  * @property {Record<string, (this: CallContext, ...args: any[]) => unknown>} [handlers] methods to offer at once (as `handle`)
  * @property {boolean | {initial?: number, max?: number}} [reconnect] reconnect with backoff (seconds)
  * @property {number} [timeout] default per-call timeout in seconds (none by default)
@@ -52,9 +55,15 @@ export const BACKOFF_MAX_S = 10;
  */
 
 /**
- * Where the next connection goes: a URL, or a function finding URLs each time (`dial`),
- * tried in their order until one answers.
- * @typedef {string | ((peer: Peer) => Promise<string | string[]>)} Address
+ * Where to connect: a URL, or one with its own token (a relayed service is reached
+ * with the manager's credential, not the service's).
+ * @typedef {string | {url: string, token: string | null}} Endpoint
+ */
+
+/**
+ * Where the next connection goes: a URL, or a function finding endpoints each time
+ * (`dial`), tried in their order until one answers.
+ * @typedef {string | ((peer: Peer) => Promise<Endpoint | Endpoint[]>)} Address
  */
 
 export class Peer extends EventTarget {
@@ -70,6 +79,8 @@ export class Peer extends EventTarget {
     this.options = options;
     /** @type {Map<string, Handler>} */
     this.handlers = new Map();
+    /** @type {Record<string, unknown>} who this side is (meta.info); read by each connection */
+    this.info = options.info ?? {};
     for (const [name, fn] of Object.entries(options.handlers ?? {})) this.handle(name, fn);
     /** @type {Connection | null} */
     this.connection = null;
@@ -234,17 +245,18 @@ export class Peer extends EventTarget {
 
   async _open() {
     const found = typeof this.address === "function" ? await this.address(this) : this.address;
-    const urls = Array.isArray(found) ? found : [found];
+    const endpoints = Array.isArray(found) ? found : [found];
     const source = this.options.token;
     const token = typeof source === "function" ? await source() : (source ?? null);
     /** @type {string[]} */
     const failures = [];
-    for (const url of urls) {
+    for (const endpoint of endpoints) {
+      const url = typeof endpoint === "string" ? endpoint : endpoint.url;
       let connection;
       try {
-        connection = await this._connectTo(url, token);
+        connection = await this._connectTo(url, typeof endpoint === "string" ? token : endpoint.token);
       } catch (error) {
-        if (urls.length === 1 || !(error instanceof RpcError)) throw error;
+        if (endpoints.length === 1 || !(error instanceof RpcError)) throw error;
         failures.push(`${url}: ${error.message}`);
         continue;
       }
@@ -268,11 +280,12 @@ export class Peer extends EventTarget {
    * @returns {Promise<Connection>}
    */
   async _connectTo(url, token) {
-    const ws = await openSocket(url, { WebSocket: this.options.WebSocket, token });
+    const { WebSocket, tokenIn } = this.options;
+    const ws = await openSocket(url, { WebSocket, token, tokenIn });
     const connection = new Connection(ws, {
       handlers: this.handlers,
       peer: this,
-      info: this.options.info,
+      info: this.info,
       maxFrameSize: this.options.maxFrameSize,
       maxInFlight: this.options.maxInFlight,
       logger: this.options.logger,

@@ -32,12 +32,40 @@ export function webSocketClass(given) {
 }
 
 /**
+ * How a token travels with the upgrade: an `Authorization` header (what the `ws`
+ * package can send), or the subprotocol `herder.bearer.<token>` beside `herder` (what a
+ * browser can: it sets no header on an upgrade; docs/protocol.md, section 2.2).
+ * @typedef {"header" | "subprotocol"} TokenIn
+ */
+
+/** The subprotocols a browser offers: `herder`, which herder's servers answer with. */
+export const BROWSER_PROTOCOL = "herder";
+export const BEARER_PROTOCOL_PREFIX = "herder.bearer.";
+
+/**
+ * A new WebSocket to `url`, its token in a header or a subprotocol (the hello carries
+ * it too: a service that only reads the hello still gets it).
+ *
+ * @param {string} url
+ * @param {{WebSocket?: WebSocketConstructor, token?: string | null, tokenIn?: TokenIn}} options
+ *   `tokenIn` defaults to a header when the WebSocket class was passed in, else (the
+ *   browser's own) to the subprotocol
+ * @returns {WebSocket}
+ */
+export function newSocket(url, options) {
+  const Socket = webSocketClass(options.WebSocket);
+  const token = options.token;
+  if (!token) return new Socket(url);
+  const tokenIn = options.tokenIn ?? (options.WebSocket ? "header" : "subprotocol");
+  if (tokenIn === "subprotocol") return new Socket(url, [BROWSER_PROTOCOL, BEARER_PROTOCOL_PREFIX + token]);
+  return new Socket(url, [], { headers: { Authorization: `Bearer ${token}` } });
+}
+
+/**
  * An open WebSocket to `url`.
  *
  * @param {string} url ws:// or wss://
- * @param {{WebSocket?: WebSocketConstructor, token?: string | null, timeout?: number}} [options]
- *   `token` also goes in an `Authorization: Bearer` header when the WebSocket class was
- *   passed in (a browser's cannot send headers; the hello carries the token anyway).
+ * @param {{WebSocket?: WebSocketConstructor, token?: string | null, tokenIn?: TokenIn, timeout?: number}} [options]
  * @returns {Promise<WebSocket>}
  * @throws {ConnectionLost | HandshakeRefused}
  */
@@ -45,10 +73,8 @@ export function openSocket(url, options = {}) {
   if (!/^wss?:\/\//i.test(url)) {
     return Promise.reject(new TypeError(`${JSON.stringify(url)}: herder.js speaks ws:// and wss:// only`));
   }
-  const Socket = webSocketClass(options.WebSocket);
-  const headers = options.token ? { Authorization: `Bearer ${options.token}` } : undefined;
   /** @type {WebSocket} */
-  const ws = options.WebSocket && headers ? new Socket(url, [], { headers }) : new Socket(url);
+  const ws = newSocket(url, options);
   ws.binaryType = "arraybuffer";
   const timeoutS = options.timeout ?? CONNECT_TIMEOUT_S;
   return new Promise((resolve, reject) => {

@@ -110,11 +110,13 @@ export async function startService(args = []) {
  * A real `herder manager` on a free port, with SQLite in a temporary data dir. With
  * `keys`, auth is on (`herder keys init`) and `key` is a key issued to `alice` (a user).
  *
- * @param {{keys?: boolean}} [options]
- * @returns {Promise<{child: Child, url: string, key: string | null, issue: (user: string, role?: string) => Promise<string>, stop: () => Promise<void>}>}
+ * `port` and `dataDir` start one again where a killed one was (its database, its keys).
+ *
+ * @param {{keys?: boolean, port?: number, dataDir?: string}} [options]
+ * @returns {Promise<{child: Child, url: string, dataDir: string, key: string | null, issue: (user: string, role?: string) => Promise<string>, stop: () => Promise<void>}>}
  */
 export async function startManager(options = {}) {
-  const dataDir = mkdtempSync(join(tmpdir(), "herder-js-manager-"));
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "herder-js-manager-"));
   const db = `sqlite:///${join(dataDir, "manager.db")}`;
   /** @param {string} user @param {string} [role] */
   const issue = async (user, role = "user") => {
@@ -126,7 +128,7 @@ export async function startManager(options = {}) {
     await run(HERDER, ["keys", "init", "--data-dir", dataDir]);
     key = await issue("alice");
   }
-  const args = ["manager", "--port", "0", "--data-dir", dataDir, "--db", db];
+  const args = ["manager", "--port", String(options.port ?? 0), "--data-dir", dataDir, "--db", db];
   // The services here listen on loopback, which the manager's proxy refuses by default.
   args.push("--proxy-allow-network", "127.0.0.0/8");
   const proc = spawn(HERDER, args, { stdio: ["ignore", "pipe", "pipe"] });
@@ -136,6 +138,7 @@ export async function startManager(options = {}) {
   return {
     child,
     url: match[1],
+    dataDir,
     key,
     issue,
     stop: async () => {
