@@ -68,6 +68,15 @@ class Built:
 _TREE_HASHES: dict[Path, tuple[tuple[object, ...], str]] = {}
 _TREE_HASHES_MAX = 256
 RACY_NS = 2_000_000_000
+# A tree this small, hashed before, is checked again on the event loop (~0.1 ms) rather
+# than in a worker thread, whose hop costs more than the walk under load.
+INLINE_TREE_ENTRIES = 64
+
+
+def small_known_tree(root: Path) -> bool:
+    """Whether ``root`` was hashed before and had at most ``INLINE_TREE_ENTRIES`` entries."""
+    known = _TREE_HASHES.get(root)
+    return known is not None and len(known[0]) <= INLINE_TREE_ENTRIES
 
 
 def tree_hash(root: Path) -> str:
@@ -136,6 +145,11 @@ class Builds:
         # Which processes (by slug) run from which build: those are never collected.
         self._users: dict[str, str] = {}
         self._collecting: asyncio.Task[list[str]] | None = None
+        # Finished builds' environments, by key: a build never changes once done (it is
+        # only deleted, by ``collect``), so each start need not read its ``done`` again.
+        self._finished_envs: dict[str, BuiltEnv] = {}
+        # App trees whose builders' keys were computed (the builders' own probes cached).
+        self._keyed_roots: set[Path] = set()
         self.builds_run = 0  # builds actually made (not reused) since start: for tests and stats
 
     def detect(self, app_root: Path) -> list[Builder]:
@@ -172,14 +186,25 @@ class Builds:
             BuildError: the build failed now or before, or cannot happen on this host;
                 its ``log`` is the build's log file.
         """
-        key = await asyncio.to_thread(self._key, builders, app_root, content)
+        if content is None and app_root in self._keyed_roots and small_known_tree(app_root):
+            key = self._key(builders, app_root, content)  # a start of a known small app: no hop
+        else:
+            key = await asyncio.to_thread(self._key, builders, app_root, content)
+            if content is None:
+                if len(self._keyed_roots) >= _TREE_HASHES_MAX:
+                    self._keyed_roots.clear()
+                self._keyed_roots.add(app_root)
         build_dir = self._root / key
         flight = self._flights.get(key)
         if flight is None:
+            known = self._finished_envs.get(key)
+            if known is not None:
+                return Built(key, build_dir / "slug", known)
             # Read here, not in a thread: two small files, and no await may come between
             # this look and the flight's start, or two callers could both start it.
             reused = _finished(build_dir, retry_failed=retry_failed)
             if reused is not None:
+                self._finished_envs[key] = reused
                 return Built(key, build_dir / "slug", reused)
             flight = _Flight(asyncio.create_task(self._build(builders, app_root, build_dir, release)))
             self._flights[key] = flight
@@ -227,6 +252,7 @@ class Builds:
         for key in candidates:
             if key in in_use or key in self._flights:
                 continue
+            self._finished_envs.pop(key, None)
             try:
                 os.rename(self._root / key, self._root / f"{TRASH}{key}")
             except OSError:
@@ -310,6 +336,7 @@ class Builds:
         ctx.note(f"build done in {time.monotonic() - started:.1f} s")
         log_file.close()
         _write_atomically(build_dir / "done", json.dumps(env.to_json()))
+        self._finished_envs[flight_key] = env
         self._collect_soon()
         return env
 
