@@ -293,6 +293,7 @@ class Agent(Daemon):
         """The HTTP server, the supervisor, the sessions and the manager link, in one group."""
         import uvicorn
 
+        from herder import ui
         from herder.agent.api.guard import Guard
         from herder.agent.api.routes import build_app
         from herder.agent.router.front import front_protocol
@@ -303,8 +304,10 @@ class Agent(Daemon):
         cfg = self.config
         # The router starts after the HTTP server's task (it needs the supervisor's
         # task group); the front protocol looks it up on the runtime when it is there.
+        routes = build_app(self.runtime)
+        ui.install(routes)  # /ui/: the dashboard and herder.js (#15)
         app = Guard(
-            build_app(self.runtime),
+            routes,
             allowed_hosts=[*cfg.allowed_hosts, cfg.host],
             auth_token=cfg.auth_token,
             limits=cfg.limits,

@@ -15,13 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from herder import ui
 from herder.frontdoor import AccessTokens, Authenticate, Door, HttpLimits, Refused, SharedSecret
 
 if TYPE_CHECKING:
     from herder.agent.link.trust import Trust
 
-# Paths anyone may read without a token: a liveness probe must not need a secret.
-PUBLIC_PATHS = frozenset({"/healthz"})
+# Paths anyone may read without a token: a liveness probe must not need a secret, and a
+# browser loads the dashboard's files (herder.ui) before it has a token.
+PUBLIC_PATHS = frozenset({"/healthz"}) | ui.public_paths()
 
 
 class Guard(Door):

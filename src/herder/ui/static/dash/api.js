@@ -1,0 +1,124 @@
+// The dashboard's one door to the daemon that served it: HTTP calls, the live feed's
+// WebSocket, and the session's token. Switching what lies behind (more of herder.js)
+// changes this file only.
+//
+// The token lives in this tab's sessionStorage, never in a cookie: a cookie would be
+// sent by the browser on any site's request to the manager (CSRF), and a token in
+// localStorage would outlive the tab. Requests go to the page's own origin only.
+
+import { buyToken, TokenRefused } from "../herder.js";
+
+const TOKEN_KEY = "herder.token";
+
+/** The daemon's root: the page is served at <root>/ui/. */
+export const base = new URL("..", document.baseURI);
+
+/** An error answer of the API: its status and the error document ({error, message, field}). */
+export class ApiError extends Error {
+  /** @param {number} status @param {any} doc */
+  constructor(status, doc) {
+    super(doc?.message ?? `HTTP ${status}`);
+    this.status = status;
+    this.doc = doc;
+  }
+}
+
+/** A call was refused for want of valid credentials: the user is signed out. */
+export class SignedOut extends Error {}
+
+/** @type {Set<(why: string) => void>} */
+const signOutListeners = new Set();
+
+/** Called with a reason whenever the session ends (a 401, or the user's choice). */
+export function onSignOut(listener) {
+  signOutListeners.add(listener);
+}
+
+/** The session's token, or null. */
+export function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+/** End the session: forget the token, tell the views. @param {string} why */
+export function signOut(why) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  for (const listener of signOutListeners) listener(why);
+}
+
+/**
+ * Sign in with a key: it buys an access token (POST /auth/token, through herder.js), and
+ * only the token is kept. A manager without keys but with a shared secret answers 404
+ * there: the secret itself is then the bearer credential.
+ * @param {string} key
+ */
+export async function signIn(key) {
+  const given = key.trim();
+  if (!given) throw new Error("paste a key first");
+  let bought;
+  try {
+    bought = (await buyToken(base.origin + base.pathname.replace(/\/$/, ""), given)).token;
+  } catch (error) {
+    if (!(error instanceof TokenRefused) || error.status !== 404) throw error;
+    bought = given;
+  }
+  sessionStorage.setItem(TOKEN_KEY, bought);
+  try {
+    await request("GET", "/tasks/counts");
+  } catch (error) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    throw error instanceof SignedOut ? new Error("the manager refused this key") : error;
+  }
+}
+
+/** Whether the manager has keys (its public key is served): a key must sign in first. */
+export async function keysOn() {
+  const answer = await fetch(new URL("auth/jwks.json", base), { credentials: "omit", cache: "no-store" });
+  return answer.status === 200;
+}
+
+/**
+ * A call to the API: the answer's JSON (null when empty).
+ * @param {string} method
+ * @param {string} path from the root, "/tasks?limit=50"
+ * @param {any} [body] sent as JSON
+ * @throws {SignedOut} 401: the session is over (listeners were told)
+ * @throws {ApiError} any other error answer
+ */
+export async function request(method, path, body) {
+  const headers = /** @type {Record<string, string>} */ ({});
+  const held = token();
+  if (held) headers.Authorization = `Bearer ${held}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const answer = await fetch(new URL(path.replace(/^\//, ""), base), {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "omit",
+    cache: "no-store",
+  });
+  const text = await answer.text();
+  let doc = null;
+  try {
+    doc = text ? JSON.parse(text) : null;
+  } catch {
+    doc = { message: text.slice(0, 200) };
+  }
+  if (answer.status === 401) {
+    signOut(held ? `Signed out: ${doc?.message ?? "the token was refused"}` : "");
+    throw new SignedOut(doc?.message ?? "unauthorized");
+  }
+  if (!answer.ok) throw new ApiError(answer.status, doc);
+  return doc;
+}
+
+/**
+ * The live feed (WS /events). A browser cannot set Authorization on a WebSocket: the
+ * token is offered as the subprotocol herder.bearer.<token> (docs/protocol.md §2.2).
+ * @returns {WebSocket}
+ */
+export function openEvents() {
+  const url = new URL("events", base);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  const held = token();
+  return new WebSocket(url, held ? ["herder", `herder.bearer.${held}`] : []);
+}

@@ -1,0 +1,90 @@
+// The dashboard's entry: find whether a sign-in is needed, then show the view the URL's
+// hash names (#fleet, #tasks), all fed by one live connection.
+
+import { keysOn, onSignOut, request, SignedOut, signOut, token } from "./api.js";
+import { fill, h } from "./dom.js";
+import { showFleet } from "./fleet.js";
+import { Feed } from "./live.js";
+import { showSignIn } from "./signin.js";
+import { showTasks } from "./tasks.js";
+
+const VIEWS = { fleet: showFleet, tasks: showTasks };
+const app = /** @type {HTMLElement} */ (document.getElementById("app"));
+const nav = /** @type {HTMLElement} */ (document.getElementById("nav"));
+const who = /** @type {HTMLElement} */ (document.getElementById("who"));
+const live = /** @type {HTMLElement} */ (document.getElementById("live"));
+const signOutButton = /** @type {HTMLButtonElement} */ (document.getElementById("signout"));
+const feed = new Feed();
+/** @type {(() => void) | null} */
+let stopView = null;
+let signedIn = false;
+
+feed.addEventListener("state", (event) => {
+  const on = /** @type {CustomEvent} */ (event).detail === "on";
+  live.hidden = false;
+  live.className = `live ${on ? "on" : "off"}`;
+  live.textContent = on ? "live" : "reconnecting";
+});
+
+onSignOut((why) => {
+  signedIn = false;
+  feed.stop();
+  stopView?.();
+  stopView = null;
+  nav.hidden = true;
+  live.hidden = true;
+  signOutButton.hidden = true;
+  who.textContent = "";
+  showSignIn(app, why, enter);
+});
+
+signOutButton.addEventListener("click", () => signOut(""));
+window.addEventListener("hashchange", route);
+
+/** Signed in (or no sign-in needed): the header, the feed, the view. */
+function enter() {
+  signedIn = true;
+  nav.hidden = false;
+  const claims = claimsOf(token());
+  who.textContent = claims ? `${claims.sub ?? "?"} (${claims.role ?? "user"})` : token() ? "signed in" : "";
+  signOutButton.hidden = !token();
+  feed.start();
+  route();
+}
+
+function route() {
+  if (!signedIn) return;
+  const name = location.hash.replace(/^#/, "") || "fleet";
+  const view = VIEWS[/** @type {keyof typeof VIEWS} */ (name)] ?? showFleet;
+  for (const link of nav.querySelectorAll("a")) link.classList.toggle("current", link.dataset.view === name);
+  stopView?.();
+  stopView = view(app, feed);
+}
+
+/** What a token says of its holder, for the header only (the server checks it). @param {string | null} t */
+function claimsOf(t) {
+  const part = t?.split(".")[1];
+  if (!part) return null;
+  try {
+    return JSON.parse(atob(part.replace(/-/g, "+").replace(/_/g, "/")));
+  } catch {
+    return null;
+  }
+}
+
+async function start() {
+  try {
+    if (!token() && (await keysOn())) {
+      signOut(""); // shows the form, without a refused call first
+      return;
+    }
+    await request("GET", "/tasks/counts"); // 401: keys are on and this tab holds no valid token
+  } catch (error) {
+    if (error instanceof SignedOut) return; // onSignOut shows the form
+    fill(app, h("p", { className: "error" }, `This page needs a herder manager: ${error instanceof Error ? error.message : error}`));
+    return;
+  }
+  enter();
+}
+
+start();

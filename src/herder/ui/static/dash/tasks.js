@@ -1,0 +1,221 @@
+// Tasks: a page at a time (GET /tasks pages by id: ?limit=, ?before=), filtered by
+// status, kept current by the feed; submit a task, cancel one.
+
+import { ApiError, request } from "./api.js";
+import { ago, fill, h } from "./dom.js";
+
+const PAGE = 25;
+const STATUSES = ["queued", "assigned", "rendering", "paused", "completed", "failed", "canceled"];
+const ENDED = new Set(["completed", "failed", "canceled"]);
+
+/**
+ * How far a task got, in percent: frames reached of its range; a completed task is done.
+ * @param {any} task
+ * @returns {number | null} null: nothing to measure (no frames, not ended)
+ */
+export function progressOf(task) {
+  if (task.status === "completed") return 100;
+  const { frame_start: first, frame_end: last, frame_current: now } = task;
+  if (first == null || last == null) return null;
+  if (now == null) return 0;
+  return Math.max(0, Math.min(100, ((now - first + 1) / (last - first + 1)) * 100));
+}
+
+/**
+ * @param {HTMLElement} root
+ * @param {import("./live.js").Feed} feed
+ * @returns {() => void} stops the view
+ */
+export function showTasks(root, feed) {
+  /** @type {(number | undefined)[]} the `before` of each page shown so far: [undefined] is the newest */
+  let cursors = [undefined];
+  /** @type {number | null} */
+  let next = null;
+  let status = "";
+  /** @type {Map<number, {task: any, row: HTMLElement}>} */
+  const shown = new Map();
+  const body = h("tbody");
+  const message = h("span", { className: "muted", id: "tasks-message" });
+  const older = h("button", { type: "button", id: "older", onclick: () => go(cursors.length) }, "Older →");
+  const newer = h("button", { type: "button", id: "newer", onclick: () => go(cursors.length - 2) }, "← Newer");
+  const filter = h(
+    "select",
+    { id: "status-filter", onchange: () => ((status = filter.value), (cursors = [undefined]), load()) },
+    h("option", { value: "" }, "every status"),
+    STATUSES.map((s) => h("option", { value: s }, s)),
+  );
+
+  fill(
+    root,
+    submitForm(),
+    h("div", { className: "row" }, h("h2", {}, "Tasks"), h("label", {}, "Status ", filter), message),
+    h(
+      "table",
+      { id: "tasks" },
+      h("thead", {}, h("tr", {}, ["ID", "Type", "Status", "Progress", "Priority", "Owner", "Worker", "Submitted", ""].map((t) => h("th", {}, t)))),
+      body,
+    ),
+    h("div", { className: "row pager" }, newer, older),
+  );
+
+  /** @param {number} index which page, 0 the newest */
+  function go(index) {
+    if (index < 0) return;
+    if (index >= cursors.length) {
+      if (next === null) return;
+      cursors.push(next);
+    } else cursors = cursors.slice(0, index + 1);
+    load();
+  }
+
+  async function load() {
+    const before = cursors[cursors.length - 1];
+    const query = new URLSearchParams({ limit: String(PAGE) });
+    if (status) query.set("status", status);
+    if (before !== undefined) query.set("before", String(before));
+    message.textContent = "loading…";
+    try {
+      const page = await request("GET", `/tasks?${query}`);
+      next = page.next;
+      shown.clear();
+      fill(body);
+      for (const task of page.tasks) place(task, false);
+      if (page.tasks.length === 0) body.append(h("tr", {}, h("td", { colSpan: 9, className: "muted" }, "No tasks.")));
+      message.textContent = "";
+    } catch (error) {
+      message.textContent = error instanceof ApiError ? error.message : "";
+    }
+    newer.disabled = cursors.length <= 1;
+    older.disabled = next === null;
+  }
+
+  /** Show a task: replace its row, or add it (at the top when `first`). @param {any} task @param {boolean} first */
+  function place(task, first) {
+    const row = h("tr", { dataset: { task: String(task.id), status: task.status } }, cells(task));
+    const old = shown.get(task.id);
+    if (old) old.row.replaceWith(row);
+    else if (first) {
+      body.querySelector("td[colspan]")?.parentElement?.remove();
+      body.prepend(row);
+    } else body.append(row);
+    shown.set(task.id, { task, row });
+  }
+
+  const onTask = (/** @type {any} */ event) => {
+    const task = event.detail;
+    const old = shown.get(task.id);
+    if (old) {
+      if (task.updated_at >= old.task.updated_at) place(task, false);
+      return;
+    }
+    // A task not shown: new ones belong at the top of the newest page, if they pass the filter.
+    const newest = Math.max(0, ...shown.keys());
+    if (cursors.length === 1 && task.id > newest && (!status || task.status === status)) {
+      place(task, true);
+      while (shown.size > PAGE) {
+        const last = [...shown.keys()].sort((a, b) => a - b)[0];
+        shown.get(last)?.row.remove();
+        shown.delete(last);
+        next = last;
+        older.disabled = false;
+      }
+    }
+  };
+  feed.addEventListener("task", onTask);
+  feed.addEventListener("resync", load);
+  load();
+  return () => {
+    feed.removeEventListener("task", onTask);
+    feed.removeEventListener("resync", load);
+  };
+
+  /** @param {any} task */
+  function cells(task) {
+    const percent = progressOf(task);
+    const bar = h("span");
+    bar.style.width = `${percent ?? 0}%`;
+    const frames =
+      task.frame_start != null ? `frames ${task.frame_start}–${task.frame_end}${task.frame_current != null ? `, at ${task.frame_current}` : ""}` : "";
+    const cancel = ENDED.has(task.status)
+      ? null
+      : h("button", { type: "button", className: "cancel", onclick: () => act(task.id, { status: "canceled" }) }, "Cancel");
+    return [
+      h("td", { className: "num" }, String(task.id)),
+      h("td", {}, task.type, h("div", { className: "muted" }, summary(task))),
+      h("td", {}, h("span", { className: `badge ${task.status}`, title: task.error ?? "" }, task.status)),
+      h(
+        "td",
+        {},
+        h("div", { className: "progress", role: "progressbar", ariaValueNow: String(Math.round(percent ?? 0)) }, bar, h("em", {}, percent == null ? "" : `${Math.floor(percent)}%`)),
+        h("div", { className: "muted" }, frames),
+      ),
+      h("td", { className: "num" }, String(task.priority)),
+      h("td", {}, task.owner ?? ""),
+      h("td", { className: "num" }, task.worker_id ?? ""),
+      h("td", { title: new Date(task.created_at * 1000).toLocaleString() }, ago(task.created_at)),
+      h("td", {}, cancel),
+    ];
+  }
+
+  /** @param {number} id @param {any} change */
+  async function act(id, change) {
+    try {
+      await request("PATCH", `/tasks/${id}`, change);
+      message.textContent = "";
+    } catch (error) {
+      message.textContent = error instanceof ApiError ? error.message : "";
+    }
+  }
+
+  function submitForm() {
+    const type = h("select", { name: "type", id: "submit-type" }, h("option", { value: "frames" }, "frames"), h("option", { value: "command" }, "command"));
+    const command = h("input", { name: "command", id: "submit-command", className: "wide", value: "echo Fra:{frame}; sleep 0.2", required: true });
+    const start = h("input", { name: "frame_start", id: "submit-start", type: "number", value: "1", size: 5 });
+    const end = h("input", { name: "frame_end", id: "submit-end", type: "number", value: "10", size: 5 });
+    const chunk = h("input", { name: "chunk_size", id: "submit-chunk", type: "number", value: "2", min: "1", size: 4 });
+    const priority = h("input", { name: "priority", id: "submit-priority", type: "number", value: "0", size: 4 });
+    const framesOnly = [start, end, chunk].map((input) => h("label", { className: "frames-only" }, input.name.replace("_", " "), input));
+    const outcome = h("span", { className: "muted", id: "submit-outcome" });
+    const sync = () => {
+      for (const label of framesOnly) label.classList.toggle("hidden", type.value !== "frames");
+      command.placeholder = type.value === "frames" ? "render --frame {frame}" : "a shell command";
+    };
+    type.addEventListener("change", sync);
+    sync();
+    const form = h(
+      "form",
+      { className: "card submit", id: "submit" },
+      h("div", { className: "row" }, h("label", {}, "type", type), h("label", { className: "wide" }, "command ({frame} is the frame)", command), framesOnly, h("label", {}, "priority", priority), h("button", { type: "submit", className: "primary" }, "Submit")),
+      outcome,
+    );
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const body =
+        type.value === "frames"
+          ? {
+              type: "frames",
+              parser: "frames",
+              priority: Number(priority.value),
+              settings: { command: command.value, frame_start: Number(start.value), frame_end: Number(end.value), chunk_size: Number(chunk.value) },
+            }
+          : { type: "command", priority: Number(priority.value), settings: { shell: command.value } };
+      try {
+        const task = await request("POST", "/tasks", body);
+        outcome.textContent = `task ${task.id} submitted`;
+        outcome.className = "muted";
+        onTask({ detail: task });
+      } catch (error) {
+        outcome.textContent = error instanceof ApiError ? `${error.doc?.field ?? ""}: ${error.message}` : String(error);
+        outcome.className = "error";
+      }
+    });
+    return form;
+  }
+}
+
+/** @param {any} task */
+function summary(task) {
+  const s = task.settings ?? {};
+  const text = s.command ?? s.shell ?? (Array.isArray(s.argv) ? s.argv.join(" ") : "");
+  return String(text).slice(0, 80);
+}
