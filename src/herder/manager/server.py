@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from herder import __version__
+from herder import __version__, ui
 from herder.auth import weak_secret
 from herder.daemon import Component, Daemon, run_components
 from herder.frontdoor import AccessTokens, Authenticate, Door, RouteLimit, SharedSecret, server_options
@@ -38,6 +38,7 @@ from herder.manager.config import ManagerConfig
 from herder.manager.dispatch import Dispatcher
 from herder.manager.errors import ManagerError as ManagerError  # re-exported: what the CLI catches
 from herder.manager.errors import StartupError
+from herder.manager.events import Events
 from herder.manager.leases import LeaseKeeper
 from herder.manager.models import TaskSubmission
 from herder.manager.output import Output
@@ -53,8 +54,9 @@ from herder.rpc import Principal, Service, SharedSecretVerifier, Verifier
 log = logging.getLogger(__name__)
 
 GRACEFUL_HTTP_SHUTDOWN_S = 5
-# Routes that need no token: liveness, the public key, and the one that checks its own key.
-PUBLIC_PATHS = frozenset({"/healthz", "/auth/jwks.json", "/auth/token"})
+# Routes that need no token: liveness, the public key, the one that checks its own key,
+# and the dashboard's files (a browser loads them before it has a token; herder.ui).
+PUBLIC_PATHS = frozenset({"/healthz", "/auth/jwks.json", "/auth/token"}) | ui.public_paths()
 
 
 def rpc_service(config: ManagerConfig, authority: Authority | None) -> Service:
@@ -122,6 +124,9 @@ class ManagerRuntime:
         # Rounds of writes that free or add work claim for the linked workers themselves.
         self.writes.dispatch_to = self.linked.ids
         self.writes.on_claimed = self.dispatcher.push
+        self.events = Events(self)  # WS /events: the dashboard's feed, told of beats and rounds
+        self.writes.on_beat = self.events.beat
+        self.writes.on_round = self.events.changed
 
     def components(self) -> dict[str, Component]:
         """The manager's long-running parts, by name: each runs until cancelled."""
@@ -130,6 +135,7 @@ class ManagerRuntime:
             "dispatcher": self.dispatcher,
             "services-sweeper": self.services,
             "quiet-heartbeats": self.writes,
+            "events": self.events,
         }
 
     async def parser_of_item(self, item_id: int) -> str | None:
@@ -334,13 +340,15 @@ class Manager(Daemon):
         """Serve HTTP and run the components until ``request_stop()``; the owner of their tasks."""
         import uvicorn
 
-        from herder.manager import relay
+        from herder.manager import events, relay
         from herder.manager.api import build_app
 
         assert self.runtime is not None
         assert self._sock is not None
         routes = build_app(self.runtime)
         relay.install(routes, self.runtime)  # WS /relay/{id}: services reached over their link (#15)
+        events.install(routes, self.runtime.events)  # WS /events: the dashboard's live feed (#15)
+        ui.install(routes)  # /ui/: the dashboard (#15)
         app = FrontDoor(routes, self.config, self.authority)
         config = uvicorn.Config(
             app,

@@ -92,6 +92,9 @@ class Writes:
         # Set by the RPC links: the workers to claim for, and who pushes what was claimed.
         self.dispatch_to: Callable[[], list[int]] = list
         self.on_claimed: Callable[[list[Row[Any]]], Awaitable[None]] | None = None
+        # Told of every heartbeat and every round written: the dashboard's feed (events.py).
+        self.on_beat: Callable[[Beat], None] | None = None
+        self.on_round: Callable[[], None] | None = None
 
     # -- what callers ask ------------------------------------------------------------------
 
@@ -102,6 +105,8 @@ class Writes:
 
     async def heartbeat(self, beat: Beat) -> list[list[int]]:
         """Note a heartbeat; the attempts it names that its worker must stop."""
+        if self.on_beat is not None:
+            self.on_beat(beat)
         if beat.running == ():  # runs nothing: soft state, written with its tick
             self._quiet_beats[beat.worker_id] = beat
             self._beats_waiting.set()
@@ -159,6 +164,8 @@ class Writes:
                 raise
             log.warning("a round of %d writes failed (%s); writing each kind alone", len(requests), exc)
             results, claimed = await self._write_kinds_apart(requests, kinds)
+        if self.on_round is not None:
+            self.on_round()
         if claimed and self.on_claimed is not None:
             await self.on_claimed(claimed)
         return results

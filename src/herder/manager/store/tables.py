@@ -53,6 +53,7 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_status", "status", "id"),
         Index("ix_tasks_owner", "owner", "id"),
+        Index("ix_tasks_updated", "updated_at"),  # the dashboard's feed (manager/events.py)
         {"sqlite_autoincrement": True},
     )
 

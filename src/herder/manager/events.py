@@ -1,0 +1,283 @@
+"""``WS /events``: the dashboard's live feed of workers and tasks, without polling from pages.
+
+One hub in the manager's memory fans changes out to every subscriber (a browser tab).
+Each subscriber has a bounded queue: one that falls behind (a slow link, a tab in the
+background) is not allowed to grow the manager's memory: its queue is dropped and it is
+sent ``{"type": "resync"}`` followed by a fresh snapshot, and it reloads what it shows.
+
+Messages (JSON text frames), first a snapshot, then changes as they happen::
+
+    {"type": "snapshot", "workers": [worker, ...]}
+    {"type": "worker", "worker": worker}     # registered, online/offline, figures, slots
+    {"type": "task", "task": task}           # GET /tasks's document: status, frame_current
+    {"type": "resync"}                       # then a snapshot; reload the tasks shown
+
+A worker is ``GET /workers``'s document with ``slots_used``, ``last_seen``, its figures
+(``update_frequent``, ``update_less_frequent``) and ``history``, its recent 1-minute load
+averages, one per heartbeat (the sparkline), which pages extend from later events.
+
+Where changes come from, so that every path is covered, including other managers on
+one PostgreSQL database and the routes that change tasks directly:
+
+* tasks: the database is the truth. A pass reads the tasks whose ``updated_at`` moved
+  since the last pass (index ``ix_tasks_updated``), looking a few seconds back for rows
+  committed late, and sends those whose ``updated_at`` differs from what it sent. Every
+  round of writes (``Writes.on_round``) wakes it, at most ``MIN_PASS_S`` apart; it also
+  runs every ``TICK_S`` for what changes without a round (pause, cancel, the lease keeper).
+* workers: a pass every ``TICK_S`` reads them (online/offline is a matter of time), and
+  each heartbeat (``Writes.on_beat``) adds a sample to the worker's history at once.
+* passes run only while someone watches; history is kept always (a few floats a worker).
+
+Credentials: the front door checks the token when the stream opens (a browser offers
+it as the subprotocol ``herder.bearer.<token>``); a user gets only their own tasks. The
+stream cannot see its token again later, so when the manager learns of a revoked key,
+every stream is closed (code 4001): pages reconnect with their token, and a revoked
+one is refused at the door.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from herder.manager.states import ACTIVE
+from herder.manager.store import queries
+from herder.manager.store.tables import Task, WorkItem
+from herder.principals import viewer_of
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, WebSocket
+
+    from herder.manager.server import ManagerRuntime
+    from herder.manager.store.heartbeats import Beat
+
+log = logging.getLogger(__name__)
+
+PATH = "/events"
+QUEUE_SIZE = 2000  # events a subscriber may be behind before it must resync
+TICK_S = 1.0  # a pass at least this often while someone watches
+MIN_PASS_S = 0.25  # and at most this often, however many rounds wake it
+LOOKBACK_S = 5.0  # rows committed this late after their updated_at are still seen
+MAX_TASKS_PER_PASS = 2000  # more changed at once: everyone resyncs instead
+HISTORY = 60  # load samples kept per worker
+REVOKED_CLOSE = 4001  # the close code that says: reconnect (your key may be revoked)
+
+_RESYNC: dict[str, Any] = {"type": "resync"}
+_CLOSE: dict[str, Any] = {"type": "close"}
+
+
+class Subscriber:
+    """One stream's queue, bounded; ``viewer`` is whose tasks it may see (None: all)."""
+
+    def __init__(self, viewer: str | None, size: int = QUEUE_SIZE) -> None:
+        self.viewer = viewer
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(size + 1)  # room for the marker
+        self._size = size
+        self.behind = False
+
+    def offer(self, event: dict[str, Any]) -> None:
+        """Queue ``event``; past the bound, drop everything queued and ask for a resync."""
+        if self.behind:
+            return
+        if self.queue.qsize() >= self._size:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.behind = True
+            event = _RESYNC
+        self.queue.put_nowait(event)
+
+    def may_see(self, task: dict[str, Any]) -> bool:
+        return self.viewer is None or task.get("owner") == self.viewer
+
+
+class Events:
+    """The hub and its feed: a component of the manager (``run``) and the route's handler."""
+
+    def __init__(self, runtime: ManagerRuntime) -> None:
+        self._runtime = runtime
+        self._subscribers: set[Subscriber] = set()
+        self._wake = asyncio.Event()
+        self.workers: dict[int, dict[str, Any]] = {}  # the last documents sent, by id
+        self._history: dict[int, deque[float]] = {}
+        self._sent: dict[int, float] = {}  # task id → the updated_at last sent
+        self._cursor: float | None = None  # tasks changed after this were not read yet
+        self._revoked: frozenset[str] | None = None
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def beat(self, beat: Beat) -> None:
+        """A heartbeat (``Writes.on_beat``): a load sample for the worker's sparkline."""
+        load = beat.figures.get("update_frequent", {}).get("load_average", {}).get("1min")
+        if isinstance(load, int | float):
+            self._history.setdefault(beat.worker_id, deque(maxlen=HISTORY)).append(float(load))
+
+    def changed(self) -> None:
+        """A round of writes was committed (``Writes.on_round``): tasks may have changed."""
+        if self._subscribers:
+            self._wake.set()
+
+    # -- the feed --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Pass after pass while someone watches, until cancelled (a component)."""
+        last_workers = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_S)
+            self._wake.clear()
+            if not self._subscribers:
+                self._cursor = None
+                self._sent.clear()
+                continue
+            try:
+                self._check_revocations()
+                await self._pass_tasks()
+                if time.monotonic() - last_workers >= TICK_S:
+                    last_workers = time.monotonic()
+                    await self._pass_workers()
+            except Exception:  # the database is away for a moment: the next pass tries again
+                log.exception("the dashboard's feed could not read the database")
+            await asyncio.sleep(MIN_PASS_S)
+
+    def _publish(self, event: dict[str, Any], task: dict[str, Any] | None = None) -> None:
+        for subscriber in self._subscribers:
+            if task is None or subscriber.may_see(task):
+                subscriber.offer(event)
+
+    def _check_revocations(self) -> None:
+        authority = self._runtime.authority
+        if authority is None:
+            return
+        revoked = frozenset(authority.revoked_ids())
+        if self._revoked is not None and revoked != self._revoked:
+            for subscriber in self._subscribers:
+                subscriber.behind = False
+                subscriber.offer(_CLOSE)
+        self._revoked = revoked
+
+    async def _pass_tasks(self) -> None:
+        from herder.manager.api import task_document
+
+        now = time.time()
+        if self._cursor is None:
+            self._cursor = now  # pages load what is there; the feed sends what changes after
+        since = self._cursor - LOOKBACK_S
+        async with self._runtime.transaction() as db:
+            query = select(Task).where(Task.updated_at > since).order_by(Task.updated_at)
+            tasks = (await db.scalars(query.limit(MAX_TASKS_PER_PASS + 1))).all()
+            docs = [task_document(t) for t in tasks if self._sent.get(t.id) != t.updated_at]
+        if len(tasks) > MAX_TASKS_PER_PASS:  # a flood: cheaper for pages to reload a page
+            for subscriber in self._subscribers:
+                subscriber.offer(_RESYNC)
+            self._cursor = now
+            self._sent.clear()
+            return
+        for doc in docs:
+            self._sent[doc["id"]] = doc["updated_at"]
+            self._publish({"type": "task", "task": doc}, doc)
+            self._cursor = max(self._cursor, doc["updated_at"])
+        horizon = self._cursor - LOOKBACK_S
+        self._sent = {i: at for i, at in self._sent.items() if at > horizon}
+
+    async def _pass_workers(self) -> None:
+        """Read every worker; send those whose document changed."""
+        for worker_id, doc in (await self._read_workers()).items():
+            before = self.workers.get(worker_id)
+            self.workers[worker_id] = doc
+            if before != doc:
+                self._publish({"type": "worker", "worker": doc})
+
+    async def _read_workers(self) -> dict[int, dict[str, Any]]:
+        from herder.manager.api import worker_summary
+
+        offline_after_s = self._runtime.config.offline_after_s
+        held_query = (
+            select(WorkItem.worker_id, func.count(), func.min(WorkItem.task_id))
+            .where(WorkItem.status.in_(ACTIVE), WorkItem.worker_id.is_not(None))
+            .group_by(WorkItem.worker_id)
+        )
+        async with self._runtime.transaction() as db:
+            held = {w: (n, task) for w, n, task in (await db.execute(held_query)).all()}
+            docs = {}
+            for worker in await queries.list_workers(db):
+                used, task = held.get(worker.id, (0, None))
+                doc = worker_summary(worker, task, offline_after_s)
+                doc.update(
+                    slots_used=used,
+                    last_seen=worker.last_seen,
+                    update_frequent=worker.update_frequent,
+                    update_less_frequent=worker.update_less_frequent,
+                )
+                docs[worker.id] = doc
+        return docs
+
+    def _snapshot(self) -> dict[str, Any]:
+        workers = [
+            {**doc, "history": list(self._history.get(worker_id, ()))}
+            for worker_id, doc in sorted(self.workers.items())
+        ]
+        return {"type": "snapshot", "workers": workers}
+
+    # -- the route -------------------------------------------------------------------------
+
+    async def serve(self, ws: WebSocket) -> None:
+        """``WS /events``: a snapshot of the workers, then every change this viewer may see."""
+        from starlette.websockets import WebSocketDisconnect
+
+        await ws.accept()
+        await self._pass_workers()  # fresh, whether or not a feed ran
+        subscriber = Subscriber(viewer_of(ws.scope))
+        self._subscribers.add(subscriber)  # no await between this and the snapshot: nothing is missed
+        try:
+            await ws.send_json(self._snapshot())
+            await _first(self._send(ws, subscriber), _until_closed(ws))
+        except (OSError, RuntimeError, WebSocketDisconnect):  # the page went while being sent to
+            pass
+        finally:
+            self._subscribers.discard(subscriber)
+
+    async def _send(self, ws: WebSocket, subscriber: Subscriber) -> None:
+        while True:
+            event = await subscriber.queue.get()
+            if event is _CLOSE:
+                await ws.close(REVOKED_CLOSE, "a key was revoked: connect again")
+                return
+            if event is _RESYNC:
+                subscriber.behind = False
+                await ws.send_json(_RESYNC)
+                event = self._snapshot()
+            await ws.send_json(event)
+
+
+async def _until_closed(ws: WebSocket) -> None:
+    """Read (and ignore) what the page sends, until it goes."""
+    while (await ws.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def _first(*coroutines: Coroutine[Any, Any, None]) -> None:
+    """Run these until one returns (or fails), then cancel and await the others."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def install(app: FastAPI, events: Events) -> None:
+    """Add ``WS /events`` to the manager's app (outside its OpenAPI, like ``/relay``)."""
+    app.router.add_websocket_route(PATH, events.serve)
+
+
+__all__ = ["Events", "Subscriber", "install"]
