@@ -17,6 +17,7 @@ export {
   connectManager,
   managerBaseUrl,
   managerRpcUrl,
+  relayUrl,
   Registration,
 } from "./lib/discovery.js";
 export {
