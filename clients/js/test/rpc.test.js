@@ -120,7 +120,7 @@ describe("a herder service", () => {
       });
     await fails(peer.call("fail", "value"), { code: "application_error", type: "ValueError", message: "bad value" });
     await fails(peer.call("fail", "type"), { code: "application_error", type: "TypeError" });
-    await fails(peer.call("fail", "fenced"), { code: "application_error", type: "fenced", data: { field: "attempt" } });
+    await fails(peer.call("fail_coded"), { code: "application_error", type: "fenced", data: { field: "attempt" } });
     await fails(peer.call("square", 1, 2), { code: "invalid_params" });
     await fails(peer.call("nope"), { code: "unknown_method", message: "no method 'nope'" });
     await fails(peer.callWith("x", [], { target: "elsewhere" }), { code: "unknown_target" });

@@ -15,9 +15,14 @@ import asyncio
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
-from herder.rpc import Peer, RemoteCallback, RemoteError, Service, SharedSecretVerifier
+from herder.rpc import Peer, RemoteError, Service, SharedSecretVerifier
+
+# The conformance suite's service methods, shared rather than written again.
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from tests.test_rpc import Probe, add_plain_methods, add_probed_methods
 
 
 class Fenced(Exception):
@@ -27,80 +32,42 @@ class Fenced(Exception):
     field = "attempt"
 
 
-class Probe:
-    """What the service saw, for tests to wait on through a call (no sleeps)."""
-
-    def __init__(self) -> None:
-        self.cancelled = asyncio.Event()
-        self.kept: RemoteCallback | None = None
-
-
 def build(name: str, secret: str | None) -> Service:
+    """The conformance suite's methods (tests/test_rpc.py), and those herder.js needs besides."""
     verifier = SharedSecretVerifier(secret) if secret else None
     svc = Service(name, "1.0.0", verifier=verifier)
+    probe = Probe()
     add_plain_methods(svc)
+    add_probed_methods(svc, probe)
+    add_value_methods(svc, probe)
     add_client_methods(svc)
-    add_probed_methods(svc, Probe())
     return svc
 
 
-def add_plain_methods(svc: Service) -> None:
-    @svc.method(auth=False)
-    async def square(x: float) -> float:
-        """Square a number."""
-        return x * x
-
-    @svc.method(auth=False)
-    def add(a: int, b: int = 0) -> int:
-        return a + b
-
+def add_value_methods(svc: Service, probe: Probe) -> None:
     @svc.method(auth=False)
     def echo(value: Any) -> Any:
         """The value, as it arrived."""
         return value
 
     @svc.method(auth=False)
-    async def echo_after(delay: float, value: Any) -> Any:
-        await asyncio.sleep(delay)
-        return value
-
-    @svc.method(auth=False)
-    def fail(kind: str) -> None:
-        if kind == "value":
-            raise ValueError("bad value")
-        if kind == "fenced":
-            raise Fenced("the attempt is no longer yours")
-        raise TypeError("a type error inside the handler")
+    def fail_coded() -> None:
+        raise Fenced("the attempt is no longer yours")
 
     @svc.method(auth=False)
     def nan() -> float:
         return math.nan
 
-    @svc.method
-    async def secret() -> str:
-        return "only with credentials"
-
     @svc.method(auth=False)
-    def blob(size: int) -> str:
-        return "x" * size
+    async def was_cancelled() -> bool:
+        """Wait until a wait_forever call was cancelled (the caller bounds the wait)."""
+        await probe.cancelled.wait()
+        probe.cancelled.clear()
+        return True
 
 
 def add_client_methods(svc: Service) -> None:
     """Methods that call the client back: calls go both ways."""
-
-    @svc.method(auth=False)
-    async def count(n: int, progress: RemoteCallback) -> int:
-        """Call progress(i) for i in 0..n-1, then release it."""
-        for i in range(n):
-            await progress(i)
-        await progress.release()
-        return n
-
-    @svc.method(auth=False)
-    async def greet_back(name: str, caller: Peer) -> str:
-        """Call the client's own 'hello' method: calls go both ways."""
-        answer: str = await caller.call("hello", name)
-        return answer.upper()
 
     @svc.method(auth=False)
     async def call_client(
@@ -135,38 +102,6 @@ def add_client_methods(svc: Service) -> None:
     @svc.method(auth=False)
     async def notify_client(method: str, args: list[Any], caller: Peer) -> None:
         await caller.notify(method, *args)
-
-
-def add_probed_methods(svc: Service, probe: Probe) -> None:
-    """Methods whose effects the tests wait for through another call."""
-
-    @svc.method(auth=False)
-    async def wait_forever() -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            probe.cancelled.set()
-
-    @svc.method(auth=False)
-    async def was_cancelled() -> bool:
-        """Wait until a wait_forever call was cancelled (the caller bounds the wait)."""
-        await probe.cancelled.wait()
-        probe.cancelled.clear()
-        return True
-
-    @svc.method(auth=False)
-    async def keep(cb: RemoteCallback) -> None:
-        probe.kept = cb
-
-    @svc.method(auth=False)
-    async def call_kept() -> Any:
-        assert probe.kept is not None
-        return await probe.kept("again")
-
-    @svc.method(auth=False)
-    async def release_kept() -> None:
-        assert probe.kept is not None
-        await probe.kept.release()
 
 
 async def main() -> None:
