@@ -1,0 +1,110 @@
+"""The dashboard in a real browser against a real manager with two real agents.
+
+Signing in with a key, both workers live with their figures, a frames task followed to
+100% with no page polling (the progress comes over WS /events), and a revoked key
+signed out. The page must run under its CSP without a single console error.
+
+``HERDER_UI_SCREENSHOTS=docs/img`` saves a picture of each view (docs/ui.md shows them).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tests.browser.conftest import Fleet
+
+SHOTS = os.environ.get("HERDER_UI_SCREENSHOTS")
+
+
+async def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
+    """A page of the dashboard, with the console errors (CSP violations among them) it logs."""
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    answer = await page.goto(url + "/ui/")
+    assert answer is not None
+    assert answer.status == 200
+    csp = answer.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    return page, errors
+
+
+async def sign_in(page: Any, key: str) -> None:
+    await page.locator("#signin").wait_for()
+    await shot(page, "signin")
+    await page.fill("#key", key)
+    await page.click("#signin button[type=submit]")
+    await page.locator("#nav").wait_for()
+
+
+async def shot(page: Any, name: str) -> None:
+    if SHOTS:
+        await page.screenshot(path=str(Path(SHOTS) / f"ui-{name}.png"), full_page=True)
+
+
+async def test_sign_in_and_see_both_workers_live(fleet: Fleet, browser: Any) -> None:
+    key, _ = await fleet.issue("alice")
+    page, errors = await open_page(browser, fleet.manager.url)
+    await sign_in(page, key)
+    assert await page.locator("#who").text_content() == "alice (admin)"
+    # Only the token is kept, in this tab's sessionStorage; no cookie at all.
+    stored = await page.evaluate("sessionStorage.getItem('herder.token')")
+    assert stored
+    assert stored != key
+    assert await page.evaluate("document.cookie") == ""
+    online = page.locator("#workers tr[data-connection=online]")
+    await online.nth(1).wait_for()
+    assert await online.count() == 2
+    for host in ("render-1", "render-2"):
+        row = page.locator("#workers tr", has_text=host)
+        await row.locator("svg.spark polyline").wait_for()  # heartbeats arriving: the sparkline grows
+        assert "/ 2" in (await row.locator("td.slots").text_content() or "")
+    await page.locator(".live.on").wait_for()
+    await shot(page, "fleet")
+    assert errors == []
+
+
+async def test_a_frames_task_is_followed_live_to_100_percent(fleet: Fleet, browser: Any) -> None:
+    key, _ = await fleet.issue("alice")
+    page, errors = await open_page(browser, fleet.manager.url)
+    await sign_in(page, key)
+    await page.click("#nav a[data-view=tasks]")
+    await page.locator("#submit").wait_for()
+    await page.locator(".live.on").wait_for()
+    reloads: list[str] = []
+    page.on("request", lambda r: reloads.append(r.url) if "/tasks?" in r.url else None)
+    await page.fill("#submit-command", "echo Fra:{frame}; sleep 0.3")
+    await page.fill("#submit-start", "1")
+    await page.fill("#submit-end", "8")
+    await page.fill("#submit-chunk", "2")
+    await page.click("#submit button[type=submit]")
+    row = page.locator("#tasks tr[data-task]").first
+    await row.wait_for()
+    await page.locator("#tasks tr[data-status=rendering]").first.wait_for()
+    await shot(page, "tasks")
+    done = page.locator("#tasks tr[data-status=completed]")
+    await done.wait_for(timeout=30_000)
+    bar = done.locator("[role=progressbar]")
+    assert await bar.get_attribute("aria-valuenow") == "100"
+    assert await bar.locator("em").text_content() == "100%"
+    assert reloads == []  # no polling: every change came over WS /events
+    assert errors == []
+
+
+async def test_a_revoked_key_is_signed_out(fleet: Fleet, browser: Any) -> None:
+    key, key_id = await fleet.issue("bob", "user")
+    page, errors = await open_page(browser, fleet.manager.url)
+    await sign_in(page, key)
+    await page.locator("#workers tr[data-connection=online]").first.wait_for()
+    await page.locator(".live.on").wait_for()
+    await fleet.revoke(key_id)
+    await page.locator("#signed-out").wait_for()
+    assert "revoked" in (await page.locator("#signed-out").text_content() or "")
+    assert await page.evaluate("sessionStorage.getItem('herder.token')") is None
+    # 401s are what signing out is made of; anything else logged would be a fault.
+    assert [e for e in errors if "401" not in e] == []
