@@ -31,3 +31,4 @@ export {
   ServiceNotFound,
 } from "./lib/errors.js";
 export { DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_IN_FLIGHT, PROTOCOL_VERSION } from "./lib/connection.js";
+export { msgpack } from "./lib/msgpack.js";

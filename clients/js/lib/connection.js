@@ -8,6 +8,7 @@
 import { CallCancelled, CallTimeout, ConnectionLost, HandshakeRefused, RemoteError, RpcError } from "./errors.js";
 import { InvalidMessage, errorFor, isMap, parseMessage } from "./messages.js";
 import { CONNECT_TIMEOUT_S, errorText } from "./socket.js";
+import { msgpack } from "./msgpack.js";
 import { REMOTE, decodeValue, encodeValue, json } from "./values.js";
 
 export const PROTOCOL_VERSION = 1;
@@ -21,6 +22,15 @@ const MAX_TOKEN_LENGTH = 16384;
 const APPLICATION_CODE = /^[a-z][a-z0-9_]{0,63}$/;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
+/** The codecs herder.js speaks, by name (section 6). */
+export const CODECS = { json, msgpack };
+/** What herder.js offers by default: JSON, readable in a browser's developer tools. */
+export const DEFAULT_CODECS = /** @type {const} */ (["json"]);
+
+/**
+ * @typedef {"json" | "msgpack"} CodecName
+ * @typedef {typeof json | typeof msgpack} Codec
+ */
 
 /**
  * A method this side offers, as `peer.handle` registered it.
@@ -93,6 +103,7 @@ export class Connection {
    */
   constructor(ws, options) {
     this.ws = ws;
+    /** @type {Codec} JSON until the welcome names the connection's codec */
     this.codec = json;
     this.handlers = options.handlers;
     this.peer = options.peer;
@@ -138,12 +149,17 @@ export class Connection {
    * Say hello; resolve with the welcome.
    *
    * @param {string | null} token
+   * @param {readonly CodecName[]} [codecs] in order of preference
    * @returns {Promise<Welcome>}
    * @throws {HandshakeRefused | ConnectionLost}
    */
-  handshake(token) {
+  handshake(token, codecs = DEFAULT_CODECS) {
     if (token != null && token.length > MAX_TOKEN_LENGTH) {
       return Promise.reject(new TypeError(`a token is at most ${MAX_TOKEN_LENGTH} characters`));
+    }
+    const unknown = codecs.filter((name) => !(name in CODECS));
+    if (codecs.length === 0 || unknown.length) {
+      return Promise.reject(new TypeError(`codecs are "msgpack" and "json" (at least one), not ${JSON.stringify(codecs)}`));
     }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -173,10 +189,11 @@ export class Connection {
           );
           reject(refusal);
           this.close(`refused: ${refusal.message}`);
-        } else if (answer.codec !== "json") {
-          reject(new HandshakeRefused("unsupported_codec", `the service chose ${String(answer.codec)}, not json`));
+        } else if (typeof answer.codec !== "string" || !codecs.includes(/** @type {CodecName} */ (answer.codec))) {
+          reject(new HandshakeRefused("unsupported_codec", `the service chose ${String(answer.codec)}, not offered here`));
           this.close("a codec this side did not offer");
         } else {
+          this.codec = CODECS[/** @type {CodecName} */ (answer.codec)];
           this.welcome = {
             codec: answer.codec,
             service: isMap(answer.service) ? /** @type {Welcome["service"]} */ (answer.service) : {},
@@ -184,7 +201,7 @@ export class Connection {
           resolve(this.welcome);
         }
       };
-      this._sendText(JSON.stringify({ protocol: "herder", version: PROTOCOL_VERSION, codecs: ["json"], token }));
+      this._send(JSON.stringify({ protocol: "herder", version: PROTOCOL_VERSION, codecs, token }));
     });
   }
 
@@ -227,7 +244,7 @@ export class Connection {
         }, timeout * 1000);
       }
       signal?.addEventListener("abort", onAbort, { once: true });
-      this._sendText(payload);
+      this._send(payload);
     });
   }
 
@@ -240,7 +257,7 @@ export class Connection {
    */
   notify(method, args, options = {}) {
     if (this.closed) throw this._lost();
-    this._sendText(this._payload(method, this._encodeCall("notify", null, method, args, options)));
+    this._send(this._payload(method, this._encodeCall("notify", null, method, args, options)));
   }
 
   /**
@@ -283,11 +300,15 @@ export class Connection {
 
   /** @param {unknown} value */
   _encode(value) {
-    return encodeValue(value, (fn) => {
-      const id = this._nextCallback++;
-      this._callbacks.set(id, fn);
-      return { $cb: id };
-    });
+    return encodeValue(
+      value,
+      (fn) => {
+        const id = this._nextCallback++;
+        this._callbacks.set(id, fn);
+        return { $cb: id };
+      },
+      this.codec.binary,
+    );
   }
 
   /** @param {unknown} value */
@@ -317,25 +338,30 @@ export class Connection {
 
   // -- reading (section 16, step 5) -------------------------------------------------------------
 
-  /** @param {unknown} data a text message, or a binary one holding UTF-8 */
+  /** @param {unknown} data a text message (string), or a binary one (ArrayBuffer) */
   _onMessage(data) {
     if (this.closed) return;
-    let text;
-    try {
-      text = typeof data === "string" ? data : decoder.decode(/** @type {ArrayBuffer} */ (data));
-    } catch {
-      this._protocolFailure("invalid_message", "InvalidMessage", "a payload that is not UTF-8");
-      return;
-    }
+    const payload = typeof data === "string" ? data : new Uint8Array(/** @type {ArrayBuffer} */ (data));
     if (this._onHello) {
+      let text;
+      try {
+        text = typeof payload === "string" ? payload : decoder.decode(payload);
+      } catch {
+        text = ""; // not UTF-8: not a welcome either
+      }
       this._onHello(text);
       return;
     }
     let message;
     try {
-      message = parseMessage(this.codec.decode(text));
+      // A text message's payload is its UTF-8 encoding, whatever the codec (section 2.2).
+      const decoded =
+        this.codec === msgpack
+          ? msgpack.decode(typeof payload === "string" ? encoder.encode(payload) : payload)
+          : json.decode(payload);
+      message = parseMessage(decoded);
     } catch (error) {
-      const why = error instanceof InvalidMessage ? error.message : `not JSON: ${errorMessage(error)}`;
+      const why = error instanceof InvalidMessage ? error.message : `not ${this.codec.name}: ${errorMessage(error)}`;
       this._protocolFailure("invalid_message", "InvalidMessage", why);
       return;
     }
@@ -498,24 +524,25 @@ export class Connection {
    * A message as its payload, refused if larger than a frame (section 3).
    * @param {string} method for the error message
    * @param {unknown} message
-   * @returns {string}
+   * @returns {string | Uint8Array}
    */
   _payload(method, message) {
-    const text = this.codec.encode(message);
-    // A UTF-8 character is at most 3 bytes per UTF-16 unit: measure only near the limit.
-    if (text.length * 3 > this.maxFrameSize) {
-      const size = encoder.encode(text).length;
+    const payload = this.codec.encode(message);
+    // A UTF-8 character is at most 3 bytes per UTF-16 unit: measure text only near the limit.
+    const bound = typeof payload === "string" ? payload.length * 3 : payload.length;
+    if (bound > this.maxFrameSize) {
+      const size = typeof payload === "string" ? encoder.encode(payload).length : payload.length;
       if (size > this.maxFrameSize) {
         throw new RpcError(`'${method}' cannot be sent: ${size} bytes exceed the frame limit of ${this.maxFrameSize}`);
       }
     }
-    return text;
+    return payload;
   }
 
-  /** @param {string} text */
-  _sendText(text) {
+  /** @param {string | Uint8Array} payload text for JSON, binary for MessagePack */
+  _send(payload) {
     if (this.closed || this.ws.readyState !== 1) throw this._lost();
-    this.ws.send(text);
+    this.ws.send(payload);
   }
 
   /**
@@ -524,7 +551,7 @@ export class Connection {
    */
   _sendQuietly(message) {
     try {
-      this._sendText(typeof message === "string" ? message : this.codec.encode(message));
+      this._send(typeof message === "string" || message instanceof Uint8Array ? message : this.codec.encode(message));
     } catch {
       // the connection ended meanwhile: nobody is left to tell
     }

@@ -243,9 +243,9 @@ export function watch(query, options) {
     follow(ws);
   };
   const credential = managerCredential(options);
-  Promise.resolve(typeof credential === "function" ? credential() : credential).then(open, (error) =>
-    options.onClose?.(`no token for the watch: ${error instanceof Error ? error.message : error}`),
-  );
+  Promise.resolve(typeof credential === "function" ? credential() : credential)
+    .then(open)
+    .catch((error) => options.onClose?.(`the watch could not start: ${error instanceof Error ? error.message : error}`));
   /** @param {WebSocket} ws */
   const follow = (ws) => {
     let failure = "";

@@ -39,6 +39,9 @@ export const BACKOFF_MAX_S = 10;
  *   with the browser's own, which cannot send headers)
  * @property {Record<string, (this: CallContext, ...args: any[]) => unknown>} [handlers] methods to offer at once (as `handle`)
  * @property {boolean | {initial?: number, max?: number}} [reconnect] reconnect with backoff (seconds)
+ * @property {readonly import("./connection.js").CodecName[]} [codecs] offered in order of
+ *   preference: ["json"] by default (readable in developer tools); ["msgpack", "json"]
+ *   carries byte strings (Uint8Array) too
  * @property {number} [timeout] default per-call timeout in seconds (none by default)
  * @property {{name?: string, version?: string}} [info] who this side is (meta.info)
  * @property {number} [maxFrameSize] bytes (16 MiB)
@@ -97,6 +100,11 @@ export class Peer extends EventTarget {
   /** The other side's `{name, version}` from its welcome (of the current connection). */
   get remote() {
     return this.connection?.welcome?.service ?? {};
+  }
+
+  /** The codec of the current connection: "json" or "msgpack". */
+  get codec() {
+    return this.connection?.codec.name ?? "";
   }
 
   /** True while a connection is open. */
@@ -291,7 +299,7 @@ export class Peer extends EventTarget {
       logger: this.options.logger,
     });
     try {
-      await connection.handshake(token);
+      await connection.handshake(token, this.options.codecs);
     } catch (error) {
       connection.close();
       throw error;

@@ -24,22 +24,25 @@ export function isCallbackRef(value) {
 }
 
 /**
- * A value as the JSON codec carries it, each function replaced by `onFunction(fn)`.
+ * A value as the connection's codec carries it, each function replaced by
+ * `onFunction(fn)`. With `binary` (MessagePack) byte arrays travel as bin, and NaN and
+ * the infinities as floats; over JSON both are refused.
  *
  * @param {unknown} value
  * @param {(fn: Function) => unknown} onFunction
+ * @param {boolean} [binary]
  * @returns {unknown}
- * @throws {TypeError} a value the protocol cannot carry over JSON (NaN, bytes, a Map,
+ * @throws {TypeError} a value the protocol cannot carry (NaN or bytes over JSON, a Map,
  *   a map of the reserved `{"$cb": ...}` shape, a callback received from the other side)
  */
-export function encodeValue(value, onFunction) {
+export function encodeValue(value, onFunction, binary = false) {
   if (value === null || value === undefined) return null;
   switch (typeof value) {
     case "string":
     case "boolean":
       return value;
     case "number":
-      if (!Number.isFinite(value)) throw new TypeError(`${value} is not a JSON value (no NaN or Infinity)`);
+      if (!binary && !Number.isFinite(value)) throw new TypeError(`${value} is not a JSON value (no NaN or Infinity)`);
       return value;
     case "bigint":
       if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < -BigInt(Number.MAX_SAFE_INTEGER)) {
@@ -52,21 +55,23 @@ export function encodeValue(value, onFunction) {
     case "symbol":
       throw new TypeError("a symbol cannot be sent");
   }
-  if (Array.isArray(value)) return value.map((v) => encodeValue(v, onFunction));
+  if (Array.isArray(value)) return value.map((v) => encodeValue(v, onFunction, binary));
   if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) {
-    throw new TypeError("byte strings cannot be sent over JSON: send them as base64 text");
+    if (!binary) throw new TypeError("byte strings cannot be sent over JSON: send them as base64 text, or use msgpack");
+    if (value instanceof ArrayBuffer) return new Uint8Array(value);
+    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   }
   if (value instanceof Map || value instanceof Set) {
     throw new TypeError("a Map or a Set cannot be sent: use a plain object (string keys) or an array");
   }
   const object = /** @type {Record<string, unknown>} */ (value);
-  if (typeof object.toJSON === "function") return encodeValue(object.toJSON(), onFunction); // a Date
+  if (typeof object.toJSON === "function") return encodeValue(object.toJSON(), onFunction, binary); // a Date
   const keys = Object.keys(object);
   if (keys.length === 1 && keys[0] === CALLBACK_KEY) {
     throw new TypeError(`a map whose only key is ${JSON.stringify(CALLBACK_KEY)} is reserved for callbacks`);
   }
   // fromEntries defines properties: a key "__proto__" stays a key, never a prototype.
-  return Object.fromEntries(keys.map((k) => [k, encodeValue(object[k], onFunction)]));
+  return Object.fromEntries(keys.map((k) => [k, encodeValue(object[k], onFunction, binary)]));
 }
 
 /**
@@ -77,16 +82,19 @@ export function encodeValue(value, onFunction) {
  * @returns {any}
  */
 export function decodeValue(value, onCallback) {
-  if (value === null || typeof value !== "object") return value;
+  if (value === null || typeof value !== "object" || value instanceof Uint8Array) return value;
   if (Array.isArray(value)) return value.map((v) => decodeValue(v, onCallback));
   if (isCallbackRef(value)) return onCallback(value[CALLBACK_KEY]);
   const object = /** @type {Record<string, unknown>} */ (value);
   return Object.fromEntries(Object.keys(object).map((k) => [k, decodeValue(object[k], onCallback)]));
 }
 
-/** The JSON codec: compact UTF-8 text, no NaN or Infinity either way. */
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** The JSON codec: compact UTF-8 text (text messages), no NaN or Infinity either way. */
 export const json = {
   name: "json",
+  binary: false,
   /**
    * @param {unknown} document already checked by encodeValue
    * @returns {string}
@@ -95,11 +103,12 @@ export const json = {
     return JSON.stringify(document);
   },
   /**
-   * @param {string} text
+   * @param {string | Uint8Array} payload a text message, or a binary one holding UTF-8
    * @returns {unknown}
-   * @throws {SyntaxError} not JSON, or a number too large for a double
+   * @throws {SyntaxError | TypeError} not JSON (or not UTF-8), or a number too large for a double
    */
-  decode(text) {
+  decode(payload) {
+    const text = typeof payload === "string" ? payload : utf8.decode(payload);
     return JSON.parse(text, (_key, value) => {
       if (typeof value === "number" && !Number.isFinite(value)) {
         throw new SyntaxError("a number out of range for a 64-bit float");
