@@ -256,7 +256,9 @@ def type_text(schema: JsonObject) -> str:
         return f"[{name}](#{anchor(name)})"
     for key in ("anyOf", "oneOf"):
         if key in schema:
-            return " or ".join(type_text(option) for option in schema[key])
+            text = " or ".join(type_text(option) for option in schema[key])
+            notes = _constraints(schema)  # e.g. a pattern for the string of "string or null"
+            return f"{text} ({', '.join(notes)})" if notes else text
     if len(schema.get("allOf", ())) == 1:
         return type_text(schema["allOf"][0])
     if "enum" in schema:
@@ -305,8 +307,24 @@ def field_table(schema: JsonObject) -> list[str]:
             f"| {cell(_description(prop, with_default=True))} |"
         )
     lines.append("")
+    lines += _alternatives(schema)
     if schema.get("additionalProperties") is False:
         lines += ["Unknown fields are refused (422).", ""]
+    return lines
+
+
+def _alternatives(schema: JsonObject) -> list[str]:
+    """What an object's ``oneOf``/``anyOf`` asks for: which fields must be given (not null)."""
+    lines = []
+    one_of = [o for o in schema.get("oneOf", ()) if isinstance(o, dict) and o.get("required")]
+    if one_of:
+        shapes = "; ".join(
+            f"{o.get('title', 'these')} ({', '.join(f'`{f}`' for f in o['required'])})" for o in one_of
+        )
+        lines += [f"Exactly one of: {shapes}; the other's fields null or left out.", ""]
+    any_of = [f for o in schema.get("anyOf", ()) if isinstance(o, dict) for f in o.get("required", ())]
+    if any_of:
+        lines += [f"At least one of {', '.join(f'`{f}`' for f in any_of)}, not null.", ""]
     return lines
 
 

@@ -55,11 +55,22 @@ def allowed_methods(app: Any, scope: Any) -> str:
     """
     methods: set[str] = set()
     path = scope.get("path", "")
-    for route in getattr(app, "routes", ()):
+    for route in _routes(getattr(app, "routes", ())):
         regex, accepted = getattr(route, "path_regex", None), getattr(route, "methods", None)
         if regex is not None and accepted and regex.match(path):
             methods.update(accepted)
     return ", ".join(sorted(methods))
+
+
+def _routes(routes: Any) -> Any:
+    """Every route, those of included routers too: FastAPI keeps an ``include_router``'s
+    routes in it (the agent's ``POST /pools`` was missing from ``GET /pools``'s 405)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _routes(included.routes)
+        else:
+            yield route
 
 
 def _field_of(error: Any) -> str | None:

@@ -93,9 +93,10 @@ class ApiDocs:
         """The ``content`` of a JSON body that is a ``model``."""
         return {"application/json": {"schema": self.ref(model)}}
 
-    def errors(self, *codes: ErrorSpec) -> JsonObject:
-        """The error responses ``codes`` (and the ones every route may answer), by status."""
-        meanings = {code: self._errors[code] for code in self._always}
+    def errors(self, *codes: ErrorSpec, public: bool = False) -> JsonObject:
+        """The error responses ``codes`` (and the ones every route may answer), by status;
+        a ``public`` route (the front door asks it for no credentials) answers no 401 of its own."""
+        meanings = {code: self._errors[code] for code in self._always if not (public and code == 401)}
         for spec in codes:
             code, meaning = spec if isinstance(spec, tuple) else (spec, self._errors[spec])
             meanings[code] = meaning
@@ -114,12 +115,14 @@ class ApiDocs:
         params: list[JsonObject] | None = None,
         headers: Mapping[str, str] | None = None,
         more: Mapping[int, JsonObject] | None = None,
+        public: bool = False,
     ) -> JsonObject:
         """A route's ``openapi_extra``: its parameters, body and answers.
 
         ``response`` is the JSON document of a success (None: no body); ``headers`` the
         success's headers and what each says; ``more`` further answers by status, as
-        OpenAPI response objects; ``body_required=False`` for a body that may be left out.
+        OpenAPI response objects; ``body_required=False`` for a body that may be left out;
+        ``public`` for a route that needs no credentials.
         """
         answer: JsonObject = {
             "description": f"The {_name(response)} document." if response else "Done; no body."
@@ -131,7 +134,7 @@ class ApiDocs:
                 name: {"description": text, "required": True, "schema": {"type": "string"}}
                 for name, text in headers.items()
             }
-        responses = {str(status): answer, **self.errors(*errors)}
+        responses = {str(status): answer, **self.errors(*errors, public=public)}
         for code, extra in (more or {}).items():
             responses[str(code)] = extra
         extra_doc: JsonObject = {"responses": dict(sorted(responses.items()))}

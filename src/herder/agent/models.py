@@ -29,17 +29,26 @@ from herder.agent.apps.fetch import ALLOWED_SCHEMES
 from herder.agent.apps.procfile import PROCESS_TYPE_PATTERN
 from herder.agent.processes.states import State
 from herder.apierrors import FieldError
+from herder.openapi_docs import ErrorDocument as ErrorDocument  # the one error document, shared
 
 APP_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 NODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")  # ENV_NAME_PATTERN, below
 MAX_ENV_ENTRIES = 256
 MAX_ENV_VALUE_CHARS = 32 * 1024
 MAX_COMMAND_CHARS = 16 * 1024
 
 
 MAX_ARGV_ITEMS = 1024
+
+# What the OpenAPI document says of the checks below, for clients (and schemathesis) to
+# know what the server takes: ECMA-262 regexes, as JSON Schema has them.
+# Python's str.isspace() characters: a command must have one character outside them.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NO_NUL_PATTERN = r"^[^\x00]*$"
+NOT_BLANK_PATTERN = rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
 def _validate_command(value: Any) -> str | list[str] | None:
@@ -74,10 +83,10 @@ Command = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "string", "minLength": 1, "maxLength": MAX_COMMAND_CHARS},
+                {"type": "string", "maxLength": MAX_COMMAND_CHARS, "pattern": NOT_BLANK_PATTERN},
                 {
                     "type": "array",
-                    "items": {"type": "string", "maxLength": MAX_COMMAND_CHARS},
+                    "items": {"type": "string", "maxLength": MAX_COMMAND_CHARS, "pattern": NO_NUL_PATTERN},
                     "minItems": 1,
                     "maxItems": MAX_ARGV_ITEMS,
                 },
@@ -88,6 +97,15 @@ Command = Annotated[
 ]
 
 
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in word)
+
+
+# What check_source_url takes: one of the fetcher's schemes, in any case, then a colon.
+SOURCE_URL_PATTERN = "^(" + "|".join(_any_case(s) for s in ALLOWED_SCHEMES) + "):"
+SourceUrl = Annotated[str, StringConstraints(max_length=4096)]
+
+
 def check_source_url(url: str | None) -> str | None:
     """Only the schemes the fetcher serves; the rest is checked when fetching."""
     if url is None:
@@ -96,6 +114,48 @@ def check_source_url(url: str | None) -> str | None:
     if scheme not in ALLOWED_SCHEMES:
         raise ValueError(f"URL scheme {scheme or '(none)'!r} is not allowed; use http, https or file")
     return url
+
+
+# Environment variables as the document describes them: what check_env takes.
+EnvVars = Annotated[
+    dict[str, str],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_ENV_ENTRIES,
+            "propertyNames": {"pattern": ENV_NAME_PATTERN},
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": MAX_ENV_VALUE_CHARS,
+                "pattern": NO_NUL_PATTERN,
+            },
+        }
+    ),
+]
+# A command, or an app (source_url and process_type): the document says what
+# check_one_way_to_run takes, as two shapes of which a request is exactly one.
+ONE_WAY_TO_RUN: dict[str, Any] = {
+    "oneOf": [
+        {
+            "title": "a command",
+            "required": ["command"],
+            "properties": {
+                "command": {"not": {"type": "null"}},
+                "source_url": {"type": "null"},
+                "process_type": {"type": "null"},
+            },
+        },
+        {
+            "title": "an app",
+            "required": ["source_url", "process_type"],
+            "properties": {
+                "command": {"type": "null"},
+                "source_url": {"type": "string"},
+                "process_type": {"type": "string"},
+            },
+        },
+    ]
+}
 
 
 def check_env(env: dict[str, str]) -> dict[str, str]:
@@ -136,7 +196,7 @@ class CreateRequest(BaseModel):
     """What to run: an app from ``source_url`` + ``process_type``, or a ``command``."""
 
     # Built on first use (the first create), not at import: the agent starts sooner.
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, json_schema_extra=ONE_WAY_TO_RUN)
 
     app: Annotated[str, StringConstraints(pattern=APP_PATTERN)] = Field(
         description="Name of the application; need not be unique among processes."
@@ -147,17 +207,17 @@ class CreateRequest(BaseModel):
     process_type: Annotated[str, StringConstraints(pattern=f"^{PROCESS_TYPE_PATTERN}$")] | None = Field(
         None, description="Key into the Procfile at the root of the source archive."
     )
-    source_url: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
-        None, description="http(s):// or file:// URL of the source archive (or a directory)."
+    source_url: SourceUrl | None = Field(
+        None,
+        description="http(s):// or file:// URL of the source archive (or a directory).",
+        json_schema_extra={"pattern": SOURCE_URL_PATTERN},
     )
     command: Command = Field(
         None,
         description="herder extension: run this instead of an app. A string runs through "
         "/bin/sh -c; a list is the argv.",
     )
-    env: dict[str, str] = Field(
-        default_factory=dict, description="Environment variables injected into the process."
-    )
+    env: EnvVars = Field(default_factory=dict, description="Environment variables injected into the process.")
     restart: RestartPolicy = Field(
         RestartPolicy.ALWAYS, description="herder extension: always, on-failure or never."
     )
@@ -261,12 +321,6 @@ class Info(_Document):
     version: str
     uptime_s: float
     processes: int
-
-
-class ErrorDocument(_Document):
-    error: str = Field(description="A stable code: not_found, conflict, invalid, ...")
-    message: str
-    field: str | None = None
 
 
 def as_jsonable(model: BaseModel) -> dict[str, Any]:

@@ -171,7 +171,9 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
     proxy.install(app, runtime, DOCS)
 
     @app.get(
-        "/healthz", openapi_extra=DOCS.operation(Health), summary="Liveness: 200 while the manager serves"
+        "/healthz",
+        openapi_extra=DOCS.operation(Health, public=True),
+        summary="Liveness: 200 while the manager serves",
     )
     async def healthz() -> Response:
         return JSONResponse({"ok": True})
@@ -663,7 +665,9 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 def _auth_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     @app.get(
         "/auth/jwks.json",
-        openapi_extra=DOCS.operation("Jwks", (404, "Auth is off: the manager has no signing key.")),
+        openapi_extra=DOCS.operation(
+            "Jwks", (404, "Auth is off: the manager has no signing key."), public=True
+        ),
         summary="The public key tokens are signed with (JWKS); 404 with auth off",
     )
     async def jwks() -> Response:

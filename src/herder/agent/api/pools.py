@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from herder.agent.api.routes import _docs, base_url
+from herder.agent.api.routes import DOCS, _docs, base_url
 from herder.agent.errors import ConfigError, Conflict, NotFound
 from herder.agent.processes.supervisor import iso
 from herder.agent.router.models import DrainRequest, PoolListing, PoolSpec, PoolStatus, ScaleRequest
@@ -104,7 +104,18 @@ def pool_routes(runtime: AgentRuntime) -> APIRouter:
     @api.post(
         "/pools",
         status_code=201,
-        openapi_extra=_docs(PoolStatus, 400, 408, 409, 413, 422, 503, status=201, body=PoolSpec),
+        openapi_extra=_docs(
+            PoolStatus,
+            400,
+            408,
+            409,
+            413,
+            422,
+            503,
+            status=201,
+            body=PoolSpec,
+            headers={"Location": "The pool's document (its 'details' link)."},
+        ),
         summary="Create a pool of instances, reached on its listen address or by Host",
     )
     async def create_pool(request: Request) -> Response:
@@ -119,7 +130,8 @@ def pool_routes(runtime: AgentRuntime) -> APIRouter:
             raise ApiError(409, "conflict", str(exc), "name") from None
         except ConfigError as exc:
             raise ApiError(422, "invalid", str(exc), "listen") from None
-        return JSONResponse(pool_document(pool, base_url(request)), status_code=201)
+        doc = pool_document(pool, base_url(request))
+        return JSONResponse(doc, status_code=201, headers={"Location": doc["details"]})
 
     @api.get("/pools/{name}", openapi_extra=_docs(PoolStatus, 404, params=[_NAME]), summary="A pool")
     async def pool_status(request: Request) -> Response:
@@ -152,7 +164,9 @@ def _operation_routes(api: APIRouter, router: Callable[[], Router], get: Callabl
 
     @api.post(
         "/pools/{name}/drain",
-        openapi_extra=_docs(PoolStatus, 400, 404, 422, body=DrainRequest, params=[_NAME]),
+        openapi_extra=_docs(
+            PoolStatus, 400, 404, 422, body=DrainRequest, body_required=False, params=[_NAME]
+        ),
         summary="Stop taking requests, finish those in flight (bounded), stop every instance",
     )
     async def drain_pool(request: Request) -> Response:
@@ -173,7 +187,9 @@ def _operation_routes(api: APIRouter, router: Callable[[], Router], get: Callabl
 
     @api.post(
         "/pools/{name}/delete",
-        openapi_extra=_docs(PoolStatus, 400, 404, 422, body=DrainRequest, params=[_NAME]),
+        openapi_extra=_docs(
+            PoolStatus, 400, 404, 422, body=DrainRequest, body_required=False, params=[_NAME]
+        ),
         summary="Drain the pool, stop it and forget it; answers once its instances are gone",
     )
     async def delete_pool(request: Request) -> Response:
@@ -189,12 +205,10 @@ def _build_log_route(api: APIRouter, get: Callable[[str], Pool]) -> None:
 
     @api.get(
         "/pools/{name}/build-log",
+        response_class=PlainTextResponse,  # for the document: the answer is built below
         openapi_extra={
             "parameters": [_NAME],
-            "responses": {
-                **_docs(PoolStatus, 404)["responses"],
-                "200": {"description": "Every line of the build.", "content": {"text/plain": {}}},
-            },
+            "responses": {**DOCS.errors(404), "200": {"description": "Every line of the build."}},
         },
         summary="The build log of the pool's app (text): while it builds, once built, or failed",
     )

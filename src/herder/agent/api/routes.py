@@ -25,7 +25,6 @@ from herder.agent.errors import Conflict, NotFound
 from herder.agent.models import (
     CreateRequest,
     DeleteRequest,
-    ErrorDocument,
     Index,
     Info,
     Listing,
@@ -38,7 +37,9 @@ from herder.agent.processes.supervisor import Unit
 from herder.apierrors import ApiError, error_response, read_json
 from herder.apierrors import install_error_handlers as install_common_handlers
 from herder.net import http_url, rpc_url
+from herder.openapi_docs import ApiDocs, Health
 from herder.principals import may_see, principal_of
+from herder.requestid import RequestId
 
 if TYPE_CHECKING:
     from herder.agent.server import AgentRuntime
@@ -56,60 +57,24 @@ _SLUG = {
     "description": "'<app>.<node>', as in the process's links.",
     "schema": {"type": "string"},
 }
-_ERROR_DESCRIPTIONS = {
-    400: "The body is not JSON.",
-    401: "An auth token is configured and the request lacks it.",
-    403: "Foreign Host or Origin.",
-    404: "No process with that slug.",
-    408: "The body did not arrive in time.",
-    409: "A process with that slug exists.",
-    413: "The body is too large.",
-    422: "A field is missing or wrong; 'field' names it.",
-    503: "The agent is shutting down.",
-}
-# Every model the OpenAPI document refers to; added to its components when it is built.
-_DOCUMENTED_MODELS: list[type[BaseModel]] = [ErrorDocument]
-
-
-def _ref(model: type[BaseModel]) -> dict[str, Any]:
-    if model not in _DOCUMENTED_MODELS:
-        _DOCUMENTED_MODELS.append(model)
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
-def _json_of(model: type[BaseModel]) -> dict[str, Any]:
-    return {"application/json": {"schema": _ref(model)}}
-
-
-def _docs(
-    response: type[BaseModel],
-    *errors: int,
-    status: int = 200,
-    body: type[BaseModel] | None = None,
-    params: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """The OpenAPI description of a route's body and answers (``openapi_extra``).
-
-    Routes return ready ``Response`` objects and parse bodies by hand, so FastAPI's
-    ``response_model`` would only feed the docs, at ~3 ms of start-up per route; the
-    schemas are described here instead and built when ``/openapi.json`` is asked for.
-    The front door's 401 and 403 may answer any route.
-    """
-    responses: dict[str, Any] = {
-        str(status): {"description": f"The {response.__name__} document.", "content": _json_of(response)}
+# What each route takes and answers, for the OpenAPI document: routes return ready
+# ``Response`` objects and parse bodies by hand, so FastAPI's ``response_model`` would
+# only feed the docs, at ~3 ms of start-up per route (``herder.openapi_docs``). The front
+# door's 401 and 403 may answer any route.
+DOCS = ApiDocs(
+    {
+        400: "The body is not JSON.",
+        401: "An auth token is configured and the request lacks it.",
+        403: "Foreign Host or Origin.",
+        404: "No process with that slug.",
+        408: "The body did not arrive in time.",
+        409: "A process with that slug exists.",
+        413: "The body is too large.",
+        422: "A field is missing or wrong; 'field' names it.",
+        503: "The agent is shutting down.",
     }
-    for code in sorted({401, 403, *errors}):
-        responses[str(code)] = {"description": _ERROR_DESCRIPTIONS[code], "content": _json_of(ErrorDocument)}
-    extra: dict[str, Any] = {"responses": responses}
-    if params:
-        extra["parameters"] = params
-    if body is not None:
-        extra["requestBody"] = {
-            "required": True,
-            "description": "JSON, whatever the Content-Type says (the seed's client sends none).",
-            "content": _json_of(body),
-        }
-    return extra
+)
+_docs = DOCS.operation
 
 
 def status_document(unit: Unit, base: str) -> dict[str, Any]:
@@ -188,6 +153,7 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
         lifespan=runtime.lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestId)
     app.include_router(process_routes(runtime))
     app.include_router(host_routes(runtime))
     app.include_router(attach_routes(runtime))
@@ -198,26 +164,8 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
         from herder.agent.api.rpc import RPC_PATH
 
         runtime.rpc.mount(app, RPC_PATH)
-    _document_models(app)
+    DOCS.install(app)
     return app
-
-
-def _document_models(app: FastAPI) -> None:
-    """Add the models that ``_docs`` refers to to the OpenAPI components, on demand."""
-    original = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = original()
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in _DOCUMENTED_MODELS:
-                doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                components.update(doc.pop("$defs", {}))
-                components[model.__name__] = doc
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -263,7 +211,18 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
     @router.post(
         "/create-process",
         status_code=201,
-        openapi_extra=_docs(ProcessStatus, 400, 408, 409, 413, 422, 503, status=201, body=CreateRequest),
+        openapi_extra=_docs(
+            ProcessStatus,
+            400,
+            408,
+            409,
+            413,
+            422,
+            503,
+            status=201,
+            body=CreateRequest,
+            headers={"Location": "The process's status document (its 'details' link)."},
+        ),
         summary="Create a process from an app (source_url + process_type) or a command",
     )
     async def create_process(request: Request) -> Response:
@@ -272,7 +231,8 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
         req = await read_json(request, CreateRequest)
         spec = ProcessSpec(**req.model_dump(), created_at=time.time(), owner=principal_of(request.scope)[0])
         unit = await sup.create(spec)
-        return JSONResponse(status_document(unit, base_url(request)), status_code=201)
+        doc = status_document(unit, base_url(request))
+        return JSONResponse(doc, status_code=201, headers={"Location": doc["details"]})
 
     @router.get(
         "/process-status/{slug}",
@@ -285,7 +245,9 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
 
     @router.post(
         "/delete-process/{slug}",
-        openapi_extra=_docs(ProcessStatus, 400, 404, 408, 413, 422, body=DeleteRequest, params=[_SLUG]),
+        openapi_extra=_docs(
+            ProcessStatus, 400, 404, 408, 413, 422, body=DeleteRequest, body_required=False, params=[_SLUG]
+        ),
         summary="Stop the process (SIGTERM, grace, SIGKILL) and forget it; answers once it is gone",
     )
     async def delete_process(request: Request) -> Response:
@@ -300,12 +262,10 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
 
     @router.get(
         "/build-log/{slug}",
+        response_class=PlainTextResponse,  # for the document: the answer is built below
         openapi_extra={
             "parameters": [_SLUG],
-            "responses": {
-                **_docs(ProcessStatus, 404)["responses"],
-                "200": {"description": "Every line of the build.", "content": {"text/plain": {}}},
-            },
+            "responses": {**DOCS.errors(404), "200": {"description": "Every line of the build."}},
         },
         summary="The build log of the process's app (text): while it builds, once built, or failed",
     )
@@ -333,7 +293,11 @@ def host_routes(runtime: AgentRuntime) -> APIRouter:
     async def info() -> Response:
         return JSONResponse(await runtime.sysinfo.collect(runtime.supervisor.running_count()))
 
-    @router.get("/healthz", summary="Liveness: 200 while the agent serves (no auth needed)")
+    @router.get(
+        "/healthz",
+        openapi_extra=_docs(Health, public=True),
+        summary="Liveness: 200 while the agent serves (no auth needed)",
+    )
     async def healthz() -> Response:
         return JSONResponse({"ok": True})
 

@@ -12,6 +12,9 @@ checked the same way.
 The cache is content-addressed: ``cache/archives/<sha256>``. A URL fetched once is
 reused for ``URL_CACHE_TTL_S``; concurrent fetches of one URL share one download, so
 ten nodes of one app download once.
+
+A download carries the ``X-Request-Id`` of the request that set it going (the create of
+the process or pool, ``herder.requestid``), so the archive's server can log it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING
 from herder import egress
 from herder.agent.config import FetchConfig
 from herder.agent.errors import FetchError
+from herder.requestid import HEADER, REQUEST_ID
 
 if TYPE_CHECKING:
     import httpx
@@ -240,10 +244,11 @@ class Fetcher:
             self._policy.check(host, address)
         netloc = f"{egress.literal(addresses[0])}:{port}"
         pinned = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-        host_header = parts.netloc.rsplit("@", 1)[-1]
-        return client.build_request(
-            "GET", pinned, headers={"Host": host_header}, extensions={"sni_hostname": host}
-        )
+        headers = {"Host": parts.netloc.rsplit("@", 1)[-1]}
+        request_id = REQUEST_ID.get()  # the create's (or the pool's) request: herder.requestid
+        if request_id is not None:
+            headers[HEADER] = request_id
+        return client.build_request("GET", pinned, headers=headers, extensions={"sni_hostname": host})
 
     async def _save(self, response: httpx.Response, url: str, tmp: Path) -> str:
         import httpx

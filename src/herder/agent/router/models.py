@@ -15,7 +15,16 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from herder.agent.apps.procfile import PROCESS_TYPE_PATTERN
-from herder.agent.models import Command, check_env, check_one_way_to_run, check_source_url
+from herder.agent.models import (
+    ONE_WAY_TO_RUN,
+    SOURCE_URL_PATTERN,
+    Command,
+    EnvVars,
+    SourceUrl,
+    check_env,
+    check_one_way_to_run,
+    check_source_url,
+)
 from herder.apierrors import FieldError
 from herder.net import is_loopback_host
 
@@ -36,10 +45,16 @@ class ReadyCheck(BaseModel):
     )
 
 
+# What split_listen takes: a host (an IPv6 one in brackets), a colon and a port up to
+# 65535 (whether it can be bound is the kernel's to say: a 409 or a 422 naming listen).
+_PORT = "0*([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+LISTEN_PATTERN = f"^.+:{_PORT}$"
+
+
 class PoolSpec(BaseModel):
     """What a pool runs and how it scales. ``POST /pools`` takes exactly this."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, json_schema_extra=ONE_WAY_TO_RUN)
 
     name: Annotated[str, StringConstraints(pattern=POOL_NAME_PATTERN)] = Field(
         description="Lower-case DNS label; requests whose Host is '<name>.<anything>' go to this pool."
@@ -49,19 +64,23 @@ class PoolSpec(BaseModel):
         description="What each instance runs: a string (through /bin/sh -c) or an argv list. "
         "'{port}' is replaced by the instance's port, also given as $PORT.",
     )
-    source_url: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
-        None, description="An app, as for processes: http(s):// or file:// archive or directory."
+    source_url: SourceUrl | None = Field(
+        None,
+        description="An app, as for processes: http(s):// or file:// archive or directory.",
+        json_schema_extra={"pattern": SOURCE_URL_PATTERN},
     )
     process_type: Annotated[str, StringConstraints(pattern=f"^{PROCESS_TYPE_PATTERN}$")] | None = Field(
         None, description="Key into the app's Procfile."
     )
-    env: dict[str, str] = Field(default_factory=dict, description="Added to each instance's environment.")
+    env: EnvVars = Field(default_factory=dict, description="Added to each instance's environment.")
     rebuild: bool = Field(
         False,
         description="Make the app's build again if it failed before, for the first instance started "
         "after the pool is created or restored (a failed build is otherwise not tried again).",
     )
-    min_instances: int = Field(0, ge=0, le=MAX_INSTANCES_LIMIT, description="Kept running even when idle.")
+    min_instances: int = Field(
+        0, ge=0, le=MAX_INSTANCES_LIMIT, description="Kept running even when idle; at most max_instances."
+    )
     max_instances: int = Field(1, ge=1, le=MAX_INSTANCES_LIMIT, description="Never more than this many.")
     concurrency: int = Field(
         80,
@@ -83,6 +102,7 @@ class PoolSpec(BaseModel):
         None,
         description="'host:port' where this pool takes all traffic (port 0: the kernel picks); "
         "null: reached only through the agent's port by Host.",
+        json_schema_extra={"pattern": LISTEN_PATTERN},
     )
 
     @field_validator("source_url")
@@ -133,7 +153,17 @@ def listen_is_loopback(listen: str) -> bool:
 class ScaleRequest(BaseModel):
     """New bounds for a pool; at least one of them."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    # The document says what ``_something`` checks: one bound that is not null.
+    model_config = ConfigDict(
+        extra="forbid",
+        defer_build=True,
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["min_instances"], "properties": {"min_instances": {"type": "integer"}}},
+                {"required": ["max_instances"], "properties": {"max_instances": {"type": "integer"}}},
+            ]
+        },
+    )
 
     min_instances: int | None = Field(None, ge=0, le=MAX_INSTANCES_LIMIT)
     max_instances: int | None = Field(None, ge=1, le=MAX_INSTANCES_LIMIT)

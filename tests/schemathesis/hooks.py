@@ -1,0 +1,47 @@
+"""schemathesis hooks for ``tests/test_schemathesis.py``: what the agent would run is made harmless.
+
+Loaded by the ``st`` process (its config's ``hooks``), not by pytest. A generated
+``command`` becomes ``sleep``, a generated ``source_url`` a file that does not exist (the
+process then fails, as documented), a ``listen`` address an ephemeral loopback port.
+Only a value the server would take is replaced, by another it takes: a request stays as
+valid, or as invalid, as schemathesis made it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import schemathesis
+
+HARMLESS_COMMAND = ["sleep", "30"]
+MISSING_ARCHIVE = "file:///nonexistent/herder-schemathesis/app.tar.gz"
+RUNNING_PATHS = ("/create-process", "/pools")
+
+
+def _runnable(command: Any) -> bool:
+    """A command the agent would take (and run)."""
+    if isinstance(command, str):
+        return bool(command.strip()) and "\0" not in command
+    return (
+        isinstance(command, list)
+        and bool(command)
+        and all(isinstance(part, str) and "\0" not in part for part in command)
+    )
+
+
+def make_harmless(body: dict[str, Any]) -> None:
+    """Replace what would run or be fetched in a create request ``body``, in place."""
+    if _runnable(body.get("command")):
+        body["command"] = list(HARMLESS_COMMAND)
+    source_url = body.get("source_url")
+    if isinstance(source_url, str) and source_url.split(":", 1)[0].lower() in ("http", "https", "file"):
+        body["source_url"] = MISSING_ARCHIVE
+    listen = body.get("listen")
+    if isinstance(listen, str) and listen.rpartition(":")[2].isdigit():
+        body["listen"] = "127.0.0.1:0"  # never a port another test (or daemon) holds
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    if case.method.upper() == "POST" and case.path in RUNNING_PATHS and isinstance(case.body, dict):
+        make_harmless(case.body)
