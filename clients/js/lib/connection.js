@@ -201,7 +201,7 @@ export class Connection {
           resolve(this.welcome);
         }
       };
-      this._send(JSON.stringify({ protocol: "herder", version: PROTOCOL_VERSION, codecs, token }));
+      this._send(hello(token, codecs));
     });
   }
 
@@ -585,6 +585,16 @@ export class Connection {
     this._callbacks.clear();
     this._closedResolve(this.closeReason);
   }
+}
+
+/**
+ * The hello (section 4.1): always UTF-8 JSON, whatever codec follows.
+ * @param {string | null} token
+ * @param {readonly CodecName[]} codecs
+ * @returns {string}
+ */
+export function hello(token, codecs) {
+  return JSON.stringify({ protocol: "herder", version: PROTOCOL_VERSION, codecs, token });
 }
 
 /**

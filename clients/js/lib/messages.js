@@ -90,7 +90,7 @@ export function parseMessage(doc) {
   return {
     kind: "error",
     id: doc.id === undefined || doc.id === null ? null : id(doc.id),
-    error: { code: body.code, message: body.message, type, data },
+    error: { code: body.code, type, message: body.message, data },
   };
 }
 
