@@ -9,9 +9,12 @@ signed out. The page must run under its CSP without a single console error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
+
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.conftest import Fleet
 
@@ -78,15 +81,17 @@ async def test_a_frames_task_is_followed_live_to_100_percent(fleet: Fleet, brows
     await page.locator(".live.on").wait_for()
     reloads: list[str] = []
     page.on("request", lambda r: reloads.append(r.url) if "/tasks?" in r.url else None)
-    await page.fill("#submit-command", "echo Fra:{frame}; sleep 0.3")
+    await page.fill("#submit-command", "echo Fra:{frame}; sleep 0.4")
     await page.fill("#submit-start", "1")
     await page.fill("#submit-end", "8")
     await page.fill("#submit-chunk", "2")
     await page.click("#submit button[type=submit]")
     row = page.locator("#tasks tr[data-task]").first
     await row.wait_for()
-    await page.locator("#tasks tr[data-status=rendering]").first.wait_for()
-    await shot(page, "tasks")
+    if SHOTS:  # a picture while it renders (a pass may see it only completed: not a failure)
+        with contextlib.suppress(PlaywrightTimeout):
+            await page.locator("#tasks tr[data-status=rendering]").first.wait_for(timeout=5_000)
+        await shot(page, "tasks")
     done = page.locator("#tasks tr[data-status=completed]")
     await done.wait_for(timeout=30_000)
     bar = done.locator("[role=progressbar]")

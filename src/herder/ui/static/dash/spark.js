@@ -1,5 +1,6 @@
 // A sparkline: the last samples of a figure as a polyline in a small SVG, scaled to
-// the larger of their maximum and `floor` (so that a quiet host looks quiet).
+// the larger of their maximum (with some headroom) and `floor`, so that a quiet host looks
+// quiet and a busy one is not pinned to the top edge.
 
 import { svg } from "./dom.js";
 
@@ -20,7 +21,7 @@ export function sparkline(values, { floor = 1, title = "" } = {}) {
   }
   el.append(svg("line", { x1: 0, y1: HEIGHT - 1, x2: WIDTH, y2: HEIGHT - 1 }));
   if (values.length === 0) return el;
-  const top = Math.max(floor, ...values);
+  const top = Math.max(floor, Math.max(...values) * 1.25);
   const step = values.length > 1 ? WIDTH / (values.length - 1) : 0;
   const points = values.map((v, i) => {
     const x = values.length > 1 ? i * step : WIDTH;

@@ -151,7 +151,7 @@ export function showTasks(root, feed) {
       ),
       h("td", { className: "num" }, String(task.priority)),
       h("td", {}, task.owner ?? ""),
-      h("td", { className: "num" }, task.worker_id ?? ""),
+      h("td", {}, task.worker_id == null ? "" : (feed.workers.get(task.worker_id)?.hostname ?? `#${task.worker_id}`)),
       h("td", { title: new Date(task.created_at * 1000).toLocaleString() }, ago(task.created_at)),
       h("td", {}, cancel),
     ];
