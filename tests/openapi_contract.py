@@ -16,6 +16,14 @@ import jsonschema_rs
 Document = dict[str, Any]
 
 
+async def served_document(client: httpx.AsyncClient) -> Document:
+    """The OpenAPI document the daemon behind ``client`` serves."""
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    doc: Document = response.json()
+    return doc
+
+
 def schema_of(doc: Document, name: str) -> Document:
     """A component schema of ``doc``, validatable on its own (its ``$ref``s resolve)."""
     return {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
@@ -38,6 +46,25 @@ def template_of(doc: Document, path: str) -> str:
         if re.match(pattern, path):
             return template
     raise AssertionError(f"{path} is in no path of the document")
+
+
+class Recorder:
+    """Calls through an HTTP client, kept so that their answers can be checked afterwards."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.answers: list[httpx.Response] = []
+
+    async def __call__(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        answer = await self.client.request(method, path, **kwargs)
+        self.answers.append(answer)
+        return answer
+
+    def check(self, doc: Document) -> None:
+        """Every answer so far: no server error, and as ``doc`` documents it."""
+        for answer in self.answers:
+            assert answer.status_code < 500, answer.text
+            conforms(doc, answer)
 
 
 def conforms(doc: Document, response: httpx.Response) -> None:

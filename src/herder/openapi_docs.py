@@ -59,6 +59,14 @@ def path_param(name: str, description: str, schema: JsonObject | None = None) ->
     }
 
 
+def at_least_one_of(**fields: str) -> JsonObject:
+    """A model's ``json_schema_extra`` for "give one of these fields, not null": each is
+    named with its JSON type. The document then says what a model validator checks."""
+    return {
+        "anyOf": [{"required": [name], "properties": {name: {"type": kind}}} for name, kind in fields.items()]
+    }
+
+
 def query_param(name: str, description: str, schema: JsonObject, *, required: bool = False) -> JsonObject:
     """A query parameter's description (the routes read it from ``request.query_params``)."""
     return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
@@ -148,6 +156,16 @@ class ApiDocs:
                 "content": self.json_of(body),
             }
         return extra_doc
+
+    def text(
+        self, description: str, *errors: ErrorSpec, params: list[JsonObject] | None = None
+    ) -> JsonObject:
+        """A route's ``openapi_extra`` when it answers text: give the route
+        ``response_class=PlainTextResponse``, which FastAPI documents as a string."""
+        extra: JsonObject = {"responses": {**self.errors(*errors), "200": {"description": description}}}
+        if params:
+            extra["parameters"] = params
+        return extra
 
     def document_path(
         self, path: str, methods: Iterable[str], operation: JsonObject, *, summary: str

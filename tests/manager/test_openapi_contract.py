@@ -11,7 +11,6 @@ document the manager serves.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import httpx
 import pytest
@@ -19,16 +18,13 @@ import pytest
 from herder.manager.answers import TaskStatusName
 from herder.manager.models import MAX_ID
 from herder.manager.states import TaskStatus
-from tests.openapi_contract import Document, conforms, is_valid_body
+from tests.openapi_contract import Document, Recorder, conforms, is_valid_body, served_document
 from tests.regress.test_405_answers_carry_allow import methods
 
 
 @pytest.fixture
 async def document(client: httpx.AsyncClient) -> Document:
-    response = await client.get("/openapi.json")
-    assert response.status_code == 200
-    doc: Document = response.json()
-    return doc
+    return await served_document(client)
 
 
 async def test_every_path_parameter_is_declared_and_every_json_answer_has_a_schema(
@@ -139,13 +135,7 @@ async def test_a_walk_through_the_api_answers_as_documented(
     client: httpx.AsyncClient, document: Document
 ) -> None:
     """Real documents (a worker with work, a task with items, reports) match their schemas."""
-    answers: list[httpx.Response] = []
-
-    async def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
-        answer = await client.request(method, path, **kwargs)
-        answers.append(answer)
-        return answer
-
+    call = Recorder(client)
     worker = (await call("POST", "/workers", json={"hostname": "w1", "tags": ["gpu"], "slots": 2})).json()
     worker_id = worker["w1"]["id"]
     settings = {"command": ["echo", "{frame}"], "frame_start": 1, "frame_end": 2}
@@ -175,6 +165,4 @@ async def test_a_walk_through_the_api_answers_as_documented(
     await call("GET", "/proxy/nope/x")
     await call("GET", "/auth/jwks.json")  # no keys: 404
     await call("GET", "/healthz")
-    for answer in answers:
-        assert answer.status_code < 500, answer.text
-        conforms(document, answer)
+    call.check(document)

@@ -585,15 +585,12 @@ def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
     @app.get(
         "/tasks/{id:task_id}/log",
         response_class=PlainTextResponse,  # for the document: the answer is built below
-        openapi_extra={
-            "parameters": [_ID],
-            "responses": {
-                **DOCS.errors(_TASK_404, 422),
-                "200": {
-                    "description": "'[<label> #<attempt>] <line>' per line; stderr lines say 'stderr: '."
-                },
-            },
-        },
+        openapi_extra=DOCS.text(
+            "'[<label> #<attempt>] <line>' per line; stderr lines say 'stderr: '.",
+            _TASK_404,
+            422,
+            params=[_ID],
+        ),
         summary="The task's output, as text (the last lines of each piece)",
     )
     async def task_log(request: Request) -> Response:

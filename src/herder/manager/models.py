@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from herder.apierrors import FieldError
 from herder.fleet import Registration, Tag
+from herder.openapi_docs import at_least_one_of
 
 # The largest id (and any integer kept in an INTEGER column): PostgreSQL's INTEGER is 32
 # bits, and a larger value in a request would fail in the database (a 500), not as a 422.
@@ -70,12 +71,7 @@ class TaskUpdate(_Request):
     model_config = ConfigDict(
         extra="forbid",
         defer_build=True,
-        json_schema_extra={
-            "anyOf": [
-                {"required": ["priority"], "properties": {"priority": {"type": "integer"}}},
-                {"required": ["status"], "properties": {"status": {"type": "string"}}},
-            ]
-        },
+        json_schema_extra=at_least_one_of(priority="integer", status="string"),
     )
 
     priority: int | None = Field(None, ge=-1_000_000, le=1_000_000)

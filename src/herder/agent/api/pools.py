@@ -206,10 +206,7 @@ def _build_log_route(api: APIRouter, get: Callable[[str], Pool]) -> None:
     @api.get(
         "/pools/{name}/build-log",
         response_class=PlainTextResponse,  # for the document: the answer is built below
-        openapi_extra={
-            "parameters": [_NAME],
-            "responses": {**DOCS.errors(404), "200": {"description": "Every line of the build."}},
-        },
+        openapi_extra=DOCS.text("Every line of the build.", 404, params=[_NAME]),
         summary="The build log of the pool's app (text): while it builds, once built, or failed",
     )
     async def pool_build_log_text(request: Request) -> Response:

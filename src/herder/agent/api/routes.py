@@ -263,10 +263,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
     @router.get(
         "/build-log/{slug}",
         response_class=PlainTextResponse,  # for the document: the answer is built below
-        openapi_extra={
-            "parameters": [_SLUG],
-            "responses": {**DOCS.errors(404), "200": {"description": "Every line of the build."}},
-        },
+        openapi_extra=DOCS.text("Every line of the build.", 404, params=[_SLUG]),
         summary="The build log of the process's app (text): while it builds, once built, or failed",
     )
     async def build_log(request: Request) -> Response:

@@ -27,6 +27,7 @@ from herder.agent.models import (
 )
 from herder.apierrors import FieldError
 from herder.net import is_loopback_host
+from herder.openapi_docs import at_least_one_of
 
 # A DNS label that starts with a letter: a pool is reached as ``<name>.<anything>``,
 # and a name that could be the first label of an IP address would be ambiguous.
@@ -157,12 +158,7 @@ class ScaleRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         defer_build=True,
-        json_schema_extra={
-            "anyOf": [
-                {"required": ["min_instances"], "properties": {"min_instances": {"type": "integer"}}},
-                {"required": ["max_instances"], "properties": {"max_instances": {"type": "integer"}}},
-            ]
-        },
+        json_schema_extra=at_least_one_of(min_instances="integer", max_instances="integer"),
     )
 
     min_instances: int | None = Field(None, ge=0, le=MAX_INSTANCES_LIMIT)
