@@ -97,6 +97,15 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
 
 
 @pytest.fixture
+async def keyed_manager(tmp_path: Path) -> AsyncIterator[Fleet]:
+    """A manager with keys on and no agents: a page must sign in, and may issue keys."""
+    init_keys(tmp_path / "manager")
+    config = ManagerConfig.model_validate({"port": 0, "data_dir": tmp_path / "manager"})
+    async with Manager(config) as manager:
+        yield Fleet(manager, [])
+
+
+@pytest.fixture
 async def browser(chromium: Path, tmp_path: Path) -> AsyncIterator[Any]:
     """A fresh chromium profile, closed (and its process gone) after the test."""
     from playwright.async_api import async_playwright

@@ -13,7 +13,6 @@ import httpx
 import pytest
 import websockets
 
-from herder.auth import init_keys
 from herder.manager.config import ManagerConfig
 from herder.manager.events import Subscriber
 from herder.manager.server import Manager
@@ -27,14 +26,6 @@ async def open_manager(tmp_path: Path) -> AsyncIterator[Manager]:
     config = ManagerConfig.model_validate({"port": 0, "data_dir": tmp_path / "manager"})
     async with Manager(config) as manager:
         yield manager
-
-
-@pytest.fixture
-async def keyed_manager(tmp_path: Path) -> AsyncIterator[Fleet]:
-    init_keys(tmp_path / "manager")
-    config = ManagerConfig.model_validate({"port": 0, "data_dir": tmp_path / "manager"})
-    async with Manager(config) as manager:
-        yield Fleet(manager, [])
 
 
 async def next_of(ws: Any, kind: str, test: Any = None, timeout_s: float = 10.0) -> dict[str, Any]:

@@ -49,6 +49,19 @@ export function fill(el, ...children) {
   return el;
 }
 
+/**
+ * Listen to several events of one target; the function returned stops them all (a view's end).
+ * @param {EventTarget} target
+ * @param {Record<string, (event: any) => void>} handlers by event name
+ * @returns {() => void}
+ */
+export function listen(target, handlers) {
+  for (const [name, handler] of Object.entries(handlers)) target.addEventListener(name, handler);
+  return () => {
+    for (const [name, handler] of Object.entries(handlers)) target.removeEventListener(name, handler);
+  };
+}
+
 /** "3 s", "5 min", "2 h" ago, from Unix seconds. @param {number | null} at */
 export function ago(at) {
   if (!at) return "";

@@ -1,6 +1,6 @@
 // The fleet: every worker with its state and figures, kept current by the feed.
 
-import { ago, fill, h, meter } from "./dom.js";
+import { ago, fill, h, listen, meter } from "./dom.js";
 import { sparkline } from "./spark.js";
 
 /**
@@ -65,13 +65,9 @@ export function showFleet(root, feed) {
     render(event.detail);
     count();
   };
-  feed.addEventListener("workers", renderAll);
-  feed.addEventListener("worker", onWorker);
+  const stop = listen(feed, { workers: renderAll, worker: onWorker });
   renderAll();
-  return () => {
-    feed.removeEventListener("workers", renderAll);
-    feed.removeEventListener("worker", onWorker);
-  };
+  return stop;
 }
 
 /** @param {any} w */

@@ -2,7 +2,7 @@
 // status, kept current by the feed; submit a task, cancel one.
 
 import { ApiError, request } from "./api.js";
-import { ago, fill, h } from "./dom.js";
+import { ago, fill, h, listen } from "./dom.js";
 
 const PAGE = 25;
 const STATUSES = ["queued", "assigned", "rendering", "paused", "completed", "failed", "canceled"];
@@ -121,13 +121,9 @@ export function showTasks(root, feed) {
       }
     }
   };
-  feed.addEventListener("task", onTask);
-  feed.addEventListener("resync", load);
+  const stop = listen(feed, { task: onTask, resync: load });
   load();
-  return () => {
-    feed.removeEventListener("task", onTask);
-    feed.removeEventListener("resync", load);
-  };
+  return stop;
 
   /** @param {any} task */
   function cells(task) {
