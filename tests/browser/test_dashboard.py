@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import httpx
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.conftest import Fleet
@@ -98,6 +99,35 @@ async def test_a_frames_task_is_followed_live_to_100_percent(fleet: Fleet, brows
     assert await bar.get_attribute("aria-valuenow") == "100"
     assert await bar.locator("em").text_content() == "100%"
     assert reloads == []  # no polling: every change came over WS /events
+    # Its page: the pieces, each done, and the output of every frame.
+    await done.locator("a").click()
+    await page.locator("#items tr[data-status=completed]").nth(3).wait_for()
+    assert await page.locator("#task [role=progressbar]").get_attribute("aria-valuenow") == "100"
+    await page.locator("#log-state", has_text="ended").wait_for()
+    log = await page.locator("#log").text_content() or ""
+    assert [f"Fra:{n}" in log for n in range(1, 9)] == [True] * 8
+    await shot(page, "task")
+    assert errors == []
+
+
+async def test_a_waiting_task_says_why_and_is_paused_resumed_and_canceled(fleet: Fleet, browser: Any) -> None:
+    key, _ = await fleet.issue("alice")
+    page, errors = await open_page(browser, fleet.manager.url)
+    await sign_in(page, key)
+    async with httpx.AsyncClient(base_url=fleet.manager.url) as client:
+        token = await page.evaluate("sessionStorage.getItem('herder.token')")
+        body = {"type": "command", "settings": {"shell": "true"}, "tags": ["gpu"]}  # no worker offers it
+        task = (await client.post("/tasks", json=body, headers={"Authorization": f"Bearer {token}"})).json()
+    await page.goto(f"{fleet.manager.url}/ui/#tasks/{task['id']}")
+    await page.locator("#waiting").wait_for()
+    assert "gpu" in (await page.locator("#waiting").text_content() or "")
+    await page.click("#task .act-pause")
+    await page.locator("#task-status", has_text="paused").wait_for()
+    await page.click("#task .act-resume")
+    await page.locator("#task-status", has_text="queued").wait_for()
+    await page.click("#task .act-cancel")
+    await page.locator("#task-status", has_text="canceled").wait_for()
+    assert await page.locator("#task .act-cancel").count() == 0  # an ended task offers nothing
     assert errors == []
 
 

@@ -117,7 +117,16 @@ export async function request(method, path, body) {
  * @returns {WebSocket}
  */
 export function openEvents() {
-  const url = new URL("events", base);
+  return openSocket("/events");
+}
+
+/**
+ * A WebSocket to a path of the daemon, with the session's token (as the subprotocol).
+ * @param {string} path from the root, "/tasks/3/log"
+ * @returns {WebSocket}
+ */
+export function openSocket(path) {
+  const url = new URL(path.replace(/^\//, ""), base);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   const held = token();
   return new WebSocket(url, held ? ["herder", `herder.bearer.${held}`] : []);

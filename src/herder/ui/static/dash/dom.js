@@ -5,10 +5,11 @@
 /**
  * An element: `h("td", {className: "num"}, "42")`. Props are element properties;
  * `on*` functions are listeners; `dataset` is merged. Children: nodes, strings, arrays.
- * @param {string} tag
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
  * @param {Record<string, any>} [props]
  * @param {...any} children
- * @returns {HTMLElement}
+ * @returns {HTMLElementTagNameMap[K]}
  */
 export function h(tag, props = {}, ...children) {
   const el = document.createElement(tag);
@@ -16,7 +17,7 @@ export function h(tag, props = {}, ...children) {
     if (value === undefined || value === null) continue;
     if (name === "dataset") Object.assign(el.dataset, value);
     else if (name.startsWith("on") && typeof value === "function") el.addEventListener(name.slice(2), value);
-    else el[name] = value;
+    else /** @type {any} */ (el)[name] = value;
   }
   append(el, children);
   return el;
@@ -34,7 +35,7 @@ export function svg(tag, attrs = {}) {
   return el;
 }
 
-/** @param {Node} el @param {any[]} children */
+/** @param {Element} el @param {any[]} children */
 function append(el, children) {
   for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;

@@ -6,6 +6,7 @@ import { fill, h } from "./dom.js";
 import { showFleet } from "./fleet.js";
 import { Feed } from "./live.js";
 import { showSignIn } from "./signin.js";
+import { showTask } from "./task.js";
 import { showTasks } from "./tasks.js";
 
 const VIEWS = { fleet: showFleet, tasks: showTasks };
@@ -54,10 +55,14 @@ function enter() {
 
 function route() {
   if (!signedIn) return;
-  const name = location.hash.replace(/^#/, "") || "fleet";
-  const view = VIEWS[/** @type {keyof typeof VIEWS} */ (name)] ?? showFleet;
+  const [name, id] = (location.hash.replace(/^#/, "") || "fleet").split("/");
   for (const link of nav.querySelectorAll("a")) link.classList.toggle("current", link.dataset.view === name);
   stopView?.();
+  if (name === "tasks" && /^\d+$/.test(id ?? "")) {
+    stopView = showTask(app, feed, Number(id));
+    return;
+  }
+  const view = VIEWS[/** @type {keyof typeof VIEWS} */ (name)] ?? showFleet;
   stopView = view(app, feed);
 }
 

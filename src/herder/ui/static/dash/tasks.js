@@ -22,6 +22,22 @@ export function progressOf(task) {
 }
 
 /**
+ * A progress bar with its figure. @param {number | null} percent null: nothing to measure
+ * @returns {HTMLElement}
+ */
+export function progressBar(percent) {
+  const bar = h("span");
+  bar.style.width = `${percent ?? 0}%`;
+  const label = h("em", {}, percent == null ? "" : `${Math.floor(percent)}%`);
+  return h("div", { className: "progress", role: "progressbar", ariaValueNow: String(Math.round(percent ?? 0)) }, bar, label);
+}
+
+/** Whether a task has ended (no change is possible). @param {any} task */
+export function ended(task) {
+  return ENDED.has(task.status);
+}
+
+/**
  * @param {HTMLElement} root
  * @param {import("./live.js").Feed} feed
  * @returns {() => void} stops the view
@@ -128,21 +144,19 @@ export function showTasks(root, feed) {
   /** @param {any} task */
   function cells(task) {
     const percent = progressOf(task);
-    const bar = h("span");
-    bar.style.width = `${percent ?? 0}%`;
     const frames =
       task.frame_start != null ? `frames ${task.frame_start}–${task.frame_end}${task.frame_current != null ? `, at ${task.frame_current}` : ""}` : "";
-    const cancel = ENDED.has(task.status)
+    const cancel = ended(task)
       ? null
       : h("button", { type: "button", className: "cancel", onclick: () => act(task.id, { status: "canceled" }) }, "Cancel");
     return [
-      h("td", { className: "num" }, String(task.id)),
+      h("td", { className: "num" }, h("a", { href: `#tasks/${task.id}` }, String(task.id))),
       h("td", {}, task.type, h("div", { className: "muted" }, summary(task))),
       h("td", {}, h("span", { className: `badge ${task.status}`, title: task.error ?? "" }, task.status)),
       h(
         "td",
         {},
-        h("div", { className: "progress", role: "progressbar", ariaValueNow: String(Math.round(percent ?? 0)) }, bar, h("em", {}, percent == null ? "" : `${Math.floor(percent)}%`)),
+        progressBar(percent),
         h("div", { className: "muted" }, frames),
       ),
       h("td", { className: "num" }, String(task.priority)),

@@ -1,0 +1,179 @@
+// One task: its figures, its work items, why it waits, its output as it comes
+// (WS /tasks/{id}/log), and what may be done to it (pause, resume, cancel).
+
+import { ApiError, openSocket, request } from "./api.js";
+import { ago, fill, h, listen } from "./dom.js";
+import { ended, progressBar } from "./tasks.js";
+
+const MAX_LINES = 5000; // lines kept on the page; older ones go
+
+/**
+ * How far the work got, in percent: frames done of all (a completed piece counts its
+ * whole range, a running one up to its current frame), else pieces completed.
+ * @param {any[]} items
+ * @returns {number | null}
+ */
+export function itemsProgress(items) {
+  if (items.length === 0) return null;
+  const framed = items.every((i) => i.frame_start != null && i.frame_end != null);
+  if (!framed) return (100 * items.filter((i) => i.status === "completed").length) / items.length;
+  let done = 0;
+  let all = 0;
+  for (const item of items) {
+    const size = item.frame_end - item.frame_start + 1;
+    all += size;
+    if (item.status === "completed") done += size;
+    else if (item.frame_current != null) done += Math.max(0, Math.min(size, item.frame_current - item.frame_start + 1));
+  }
+  return all ? (100 * done) / all : null;
+}
+
+/**
+ * @param {HTMLElement} root
+ * @param {import("./live.js").Feed} feed
+ * @param {number} id
+ * @returns {() => void} stops the view
+ */
+export function showTask(root, feed, id) {
+  const head = h("div", { className: "card", id: "task" });
+  const items = h("tbody");
+  const log = h("pre", { className: "log", id: "log" });
+  const logState = h("span", { className: "muted", id: "log-state" });
+  const message = h("p", { className: "error" });
+  fill(
+    root,
+    h("p", {}, h("a", { href: "#tasks" }, "← Tasks")),
+    message,
+    head,
+    h("h2", {}, "Work items"),
+    h("table", { id: "items" }, h("thead", {}, h("tr", {}, ["#", "Piece", "Status", "Progress", "Worker", "Attempt", "Exit", "Error"].map((t) => h("th", {}, t)))), items),
+    h("div", { className: "row" }, h("h2", {}, "Output"), logState),
+    log,
+  );
+
+  /** @type {Map<number, string>} work item id → its label, for the log's lines */
+  const labels = new Map();
+  let stopped = false;
+  let loading = false;
+  let again = false;
+  /** Read the task again; a change that arrives meanwhile reads it once more after. */
+  async function load() {
+    if (loading) {
+      again = true;
+      return;
+    }
+    loading = true;
+    try {
+      do {
+        again = false;
+        const task = await request("GET", `/tasks/${id}`);
+        if (stopped) return;
+        render(task);
+      } while (again);
+    } catch (error) {
+      message.textContent = error instanceof ApiError ? error.message : "";
+    } finally {
+      loading = false;
+    }
+  }
+
+  /** @param {any} task */
+  function render(task) {
+    const buttons = [];
+    if (task.status === "paused") buttons.push(button("Resume", { status: "queued" }));
+    else if (!ended(task)) buttons.push(button("Pause", { status: "paused" }));
+    if (!ended(task)) buttons.push(button("Cancel", { status: "canceled" }));
+    fill(
+      head,
+      h(
+        "div",
+        { className: "row" },
+        h("h2", {}, `Task ${task.id}`),
+        h("span", { className: `badge ${task.status}`, id: "task-status" }, task.status),
+        progressBar(itemsProgress(task.work_items)),
+        h("span", { className: "spacer" }),
+        buttons,
+      ),
+      task.waiting ? h("p", { className: "muted", id: "waiting" }, `Waiting: ${task.waiting}`) : null,
+      task.error ? h("p", { className: "error" }, task.error) : null,
+      h(
+        "dl",
+        { className: "facts" },
+        fact("type", `${task.type} (parser ${task.parser})`),
+        fact("owner", task.owner ?? "–"),
+        fact("priority", String(task.priority)),
+        fact("tags", (task.tags ?? []).join(", ") || "–"),
+        fact("submitted", `${new Date(task.created_at * 1000).toLocaleString()} (${ago(task.created_at)})`),
+        fact("settings", h("code", {}, JSON.stringify(task.settings))),
+      ),
+    );
+    for (const item of task.work_items) labels.set(item.id, item.label || `#${item.index}`);
+    fill(
+      items,
+      task.work_items.map((/** @type {any} */ item) =>
+        h(
+          "tr",
+          { dataset: { item: String(item.id), status: item.status } },
+          h("td", { className: "num" }, String(item.index)),
+          h("td", {}, item.label),
+          h("td", {}, h("span", { className: `badge ${item.status}` }, item.status)),
+          h("td", {}, progressBar(itemsProgress([item]))),
+          h("td", {}, item.worker_id == null ? "" : (feed.workers.get(item.worker_id)?.hostname ?? `#${item.worker_id}`)),
+          h("td", { className: "num" }, String(item.attempt)),
+          h("td", { className: "num" }, item.exit_code ?? ""),
+          h("td", { className: "error" }, item.error ?? ""),
+        ),
+      ),
+    );
+  }
+
+  /** @param {string} label @param {any} change */
+  function button(label, change) {
+    return h(
+      "button",
+      {
+        type: "button",
+        className: `act-${label.toLowerCase()}`,
+        onclick: async () => {
+          try {
+            await request("PATCH", `/tasks/${id}`, change);
+            load();
+          } catch (error) {
+            message.textContent = error instanceof ApiError ? error.message : "";
+          }
+        },
+      },
+      label,
+    );
+  }
+
+  // The output: the lines kept, then live ones; the manager closes the stream when the task ends.
+  const socket = openSocket(`/tasks/${id}/log`);
+  logState.textContent = "connecting…";
+  socket.onopen = () => (logState.textContent = "following");
+  socket.onclose = () => (logState.textContent = stopped ? "" : "ended");
+  socket.onmessage = (event) => {
+    const line = JSON.parse(event.data);
+    const scrolled = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    const el = h("span", { className: line.stream === "stdout" ? "" : "stderr" }, `[${labels.get(line.item) ?? `#${line.item}`} #${line.attempt}] ${line.line}\n`);
+    log.append(el);
+    while (log.childElementCount > MAX_LINES) log.firstElementChild?.remove();
+    if (scrolled) log.scrollTop = log.scrollHeight;
+  };
+
+  const stop = listen(feed, {
+    task: (/** @type {any} */ event) => event.detail.id === id && load(),
+    resync: load,
+  });
+  load();
+  return () => {
+    stopped = true;
+    stop();
+    socket.close(1000, "left the page");
+  };
+}
+
+/** @param {string} name @param {any} value */
+function fact(name, value) {
+  return [h("dt", {}, name), h("dd", {}, value)];
+}
