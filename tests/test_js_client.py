@@ -1,4 +1,5 @@
-"""herder.js (clients/js) in the project's test run: its own tests and its type check.
+"""herder.js (clients/js) in the project's test run: its own tests, its type check, and
+a tab in a real browser.
 
 herder.js is tested by Node's test runner against real herder processes (a Python service
 and managers, started by its tests with this interpreter); this test runs them, and
@@ -6,6 +7,10 @@ and managers, started by its tests with this interpreter); this test runs them, 
 its locked dev dependencies first, only when ``node_modules`` is missing or older than
 ``package-lock.json``. Without node or npm the test is skipped, except under ``CI=true``,
 where a missing toolchain is a failure: CI must not pass by skipping the client it ships.
+
+In the browser (Debian's chromium, as ``tests/browser`` drives it, with the same rule for
+a missing one), a page of a real manager imports herder.js from ``/ui/herder.js``,
+registers without a URL with a user's key, and is called by herder's Python.
 """
 
 from __future__ import annotations
@@ -16,10 +21,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from herder.auth import init_keys
+from herder.manager.config import ManagerConfig
+from herder.manager.server import Manager
+from herder.rpc import dial
+
+# Debian's chromium through Playwright, as tests/browser drives it (the same fixtures).
+from tests.browser.conftest import Fleet, browser, chromium  # noqa: F401
 from tests.helpers import HERDER
 
 CLIENT = Path(__file__).resolve().parent.parent / "clients" / "js"
@@ -91,3 +105,61 @@ def test_herder_js_passes_its_tests_and_type_check() -> None:
         _run([npm, "test", "--silent"], TIMEOUT_S)
     finally:
         _finish(typecheck, checking, TIMEOUT_S)
+
+
+# -- herder.js in a real browser -------------------------------------------------------------
+
+PAGE_KEY = "/alice/dev/page/1.0.0/browser/tab/tab-1"
+
+
+@pytest.fixture
+async def keyed_manager(tmp_path: Path) -> AsyncIterator[Fleet]:
+    """A real manager with keys on: a page must present a token it cannot put in a header."""
+    init_keys(tmp_path / "manager")
+    config = ManagerConfig.model_validate({"port": 0, "data_dir": tmp_path / "manager"})
+    async with Manager(config) as manager:
+        yield Fleet(manager, [])
+
+
+async def test_a_browser_tab_registers_and_is_called_by_python(keyed_manager: Fleet, browser: Any) -> None:  # noqa: F811
+    """herder.js as served at /ui/herder.js, in chromium with its own WebSocket: the token
+    goes as the herder.bearer subprotocol, the tab registers without a URL, and herder's
+    Python dials it through the manager's relay, a callback crossing back."""
+    manager = keyed_manager.manager
+    alice, _ = await keyed_manager.issue("alice", "user")
+    carol, _ = await keyed_manager.issue("carol", "user")
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(f"{manager.url}/ui/")
+    relayed = await page.evaluate(
+        """async ([key, pageKey]) => {
+            const herder = await import("/ui/herder.js");
+            // No manager URL: the page's own origin; no WebSocket class: the browser's.
+            const link = await herder.connectManager({ key, reconnect: true });
+            window.alerts = [];
+            link.handle("alert", (text) => {
+                window.alerts.push(text);
+                return `shown: ${text}`;
+            });
+            link.handle("countdown", async (n, tick) => {
+                for (let i = n; i > 0; i--) await tick(i);
+                return "liftoff";
+            });
+            const registration = await herder.register(link, pageKey);
+            // The tab dials itself by name, through the relay, with its own credential.
+            const self = await herder.dial("/alice/dev/page", { key, reconnect: false });
+            const echoed = await self.call("alert", "to myself");
+            self.close();
+            return [registration.document.relay, echoed, link.codec];
+        }""",
+        [alice, PAGE_KEY],
+    )
+    assert relayed == [True, "shown: to myself", "json"]
+    async with dial("/alice/dev/page", manager=manager.url, key=carol) as tab:
+        assert await tab.call("alert", "from python") == "shown: from python"
+        ticks: list[int] = []
+        assert await tab.call("countdown", 2, ticks.append) == "liftoff"
+        assert ticks == [2, 1]
+    assert await page.evaluate("window.alerts") == ["to myself", "from python"]
+    assert errors == []

@@ -244,7 +244,13 @@ export class Connection {
         }, timeout * 1000);
       }
       signal?.addEventListener("abort", onAbort, { once: true });
-      this._send(payload);
+      try {
+        this._send(payload);
+      } catch (error) {
+        this._pending.delete(callId);
+        settle();
+        reject(error);
+      }
     });
   }
 
@@ -419,6 +425,7 @@ export class Connection {
     if (this._running.size >= this.maxInFlight) {
       if (callId !== null) {
         this._sendQuietly(errorFor(callId, "overloaded", `${this.maxInFlight} calls are running on this connection`));
+        this.peer?.dispatchEvent?.(new CustomEvent("overloaded", { detail: { method: message.method } }));
       } else {
         this.logger.warn(`herder: dropped a '${message.method}' notification: ${this._running.size} calls are running`);
       }

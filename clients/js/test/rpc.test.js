@@ -59,7 +59,7 @@ for (const codec of /** @type {const} */ (["json", "msgpack"])) describe(`a herd
     const finished = [];
     const results = await Promise.all(
       Array.from({ length: 10 }, async (_, i) => {
-        const value = await peer.call("echo_after", (10 - i) * 0.02, i);
+        const value = await peer.call("echo_after", (10 - i) * 0.05, i);
         finished.push(value);
         return value;
       }),
@@ -179,6 +179,10 @@ describe("methods this side offers", () => {
   const signals = [];
   /** @type {unknown[]} */
   const notified = [];
+  /** @type {(() => void)[]} calls of "hold" waiting to be let go */
+  const held = [];
+  /** Called when a call of "hold" starts or one is refused. */
+  let changed = () => {};
 
   before(async () => {
     service = await startService();
@@ -193,8 +197,11 @@ describe("methods this side offers", () => {
       })
       .handle("nan", () => NaN)
       .handle("named", (a, kwargs) => `${a} ${kwargs.b}`, { kwargs: true })
-      .handle("slow", async (/** @type {number} */ i) => {
-        await new Promise((r) => setTimeout(r, 100));
+      .handle("hold", async (/** @type {number} */ i) => {
+        await new Promise((r) => {
+          held.push(() => r(undefined));
+          changed();
+        });
         return i;
       })
       .handle("forever", function () {
@@ -249,7 +256,23 @@ describe("methods this side offers", () => {
   });
 
   test("calls past the in-flight limit are refused", async () => {
-    const results = await peer.call("flood_client", "slow", 8);
+    /** @type {string[]} */
+    const refused = [];
+    // Three run (held here) while the five others are refused; then the three finish.
+    const full = new Promise((resolve) => {
+      changed = () => held.length === 3 && refused.length === 5 && resolve(undefined);
+    });
+    const onRefused = (/** @type {Event} */ e) => {
+      refused.push(/** @type {CustomEvent} */ (e).detail.method);
+      changed();
+    };
+    peer.addEventListener("overloaded", onRefused);
+    const flood = peer.call("flood_client", "hold", 8);
+    await full;
+    peer.removeEventListener("overloaded", onRefused);
+    for (const release of held.splice(0)) release();
+    const results = await flood;
+    assert.deepEqual(refused, Array(5).fill("hold"));
     assert.deepEqual(results.slice(0, 3), [0, 1, 2]);
     assert.deepEqual(new Set(results.slice(3)), new Set(["overloaded"]));
     assert.deepEqual(await called("double", [2]), { result: 4 }); // and it serves again
