@@ -6,8 +6,6 @@
 // sent by the browser on any site's request to the manager (CSRF), and a token in
 // localStorage would outlive the tab. Requests go to the page's own origin only.
 
-import { buyToken, TokenRefused } from "../herder.js";
-
 const TOKEN_KEY = "herder.token";
 
 /** The daemon's root: the page is served at <root>/ui/. */
@@ -54,6 +52,8 @@ export function signOut(why) {
 export async function signIn(key) {
   const given = key.trim();
   if (!given) throw new Error("paste a key first");
+  // herder.js is loaded when a key is given, not with the page: a signed-in page starts sooner.
+  const { buyToken, TokenRefused } = await import("../herder.js");
   let bought;
   try {
     bought = (await buyToken(base.origin + base.pathname.replace(/\/$/, ""), given)).token;
@@ -63,7 +63,7 @@ export async function signIn(key) {
   }
   sessionStorage.setItem(TOKEN_KEY, bought);
   try {
-    await request("GET", "/tasks/counts");
+    await request("GET", "/tasks?limit=1");
   } catch (error) {
     sessionStorage.removeItem(TOKEN_KEY);
     throw error instanceof SignedOut ? new Error("the manager refused this key") : error;

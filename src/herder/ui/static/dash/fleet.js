@@ -3,6 +3,8 @@
 import { ago, fill, h, listen, meter } from "./dom.js";
 import { sparkline } from "./spark.js";
 
+const CHUNK = 100; // rows added per animation frame
+
 /**
  * @param {HTMLElement} root
  * @param {import("./live.js").Feed} feed
@@ -34,13 +36,40 @@ export function showFleet(root, feed) {
     ),
   );
 
+  /** @type {number[]} the workers' ids in the order shown; those before `next` have rows */
+  let order = [];
+  let next = 0;
+  let rendering = 0; // the renderAll in progress: a newer one stops an older one's chunks
+
+  /** Every worker again: the first rows at once, the rest a chunk per frame, so that a
+   * fleet of thousands shows its first rows without waiting for the last. */
   function renderAll() {
+    const run = ++rendering;
     rows.clear();
     fill(body);
-    const workers = [...feed.workers.values()].sort((a, b) => a.hostname.localeCompare(b.hostname));
-    if (workers.length === 0) body.append(h("tr", {}, h("td", { colSpan: 9, className: "muted" }, "No workers yet.")));
-    for (const worker of workers) render(worker);
+    order = [...feed.workers.values()].sort((a, b) => a.hostname.localeCompare(b.hostname)).map((w) => w.id);
+    next = 0;
+    if (order.length === 0) body.append(h("tr", {}, h("td", { colSpan: 9, className: "muted" }, "No workers yet.")));
     count();
+    const chunk = () => {
+      if (run !== rendering) return;
+      const rowsOfChunk = document.createDocumentFragment();
+      for (const id of order.slice(next, next + CHUNK)) {
+        const worker = feed.workers.get(id); // as it is now, not as it was at the snapshot
+        if (worker) rowsOfChunk.append(row(worker));
+      }
+      body.append(rowsOfChunk);
+      next += CHUNK;
+      if (next < order.length) requestAnimationFrame(chunk);
+    };
+    chunk();
+  }
+
+  /** @param {any} worker */
+  function row(worker) {
+    const el = h("tr", { dataset: { worker: String(worker.id), connection: worker.connection } }, cells(worker));
+    rows.set(worker.id, el);
+    return el;
   }
 
   function count() {
@@ -49,16 +78,20 @@ export function showFleet(root, feed) {
     summary.textContent = `${online} online of ${all.length}`;
   }
 
-  /** @param {any} worker */
+  /** A worker changed: its row again; a new worker goes last (until the next snapshot),
+   * and one whose chunk is still to come waits for it. @param {any} worker */
   function render(worker) {
-    const row = h("tr", { dataset: { worker: String(worker.id), connection: worker.connection } }, cells(worker));
     const old = rows.get(worker.id);
-    if (old) old.replaceWith(row);
-    else {
-      if (rows.size === 0) fill(body);
-      body.append(row);
+    if (old) {
+      old.replaceWith(row(worker));
+      return;
     }
-    rows.set(worker.id, row);
+    if (order.includes(worker.id)) return;
+    order.push(worker.id);
+    if (next < order.length - 1) return; // chunks are still being added: the last will hold it
+    if (order.length === 1) fill(body);
+    body.append(row(worker));
+    next = order.length;
   }
 
   const onWorker = (/** @type {any} */ event) => {

@@ -63,7 +63,7 @@ export class Feed extends EventTarget {
   /** Before connecting again, one call finds whether the session still holds (a 401 ends it). */
   async reconnect() {
     try {
-      await request("GET", "/tasks/counts");
+      await request("GET", "/tasks?limit=1");
     } catch (error) {
       if (error instanceof SignedOut) return;
     }

@@ -1,7 +1,7 @@
 // The dashboard's entry: find whether a sign-in is needed, then show the view the URL's
 // hash names (#fleet, #tasks), all fed by one live connection.
 
-import { keysOn, onSignOut, request, SignedOut, signOut, token } from "./api.js";
+import { keysOn, onSignOut, signOut, token } from "./api.js";
 import { fill, h } from "./dom.js";
 import { showFleet } from "./fleet.js";
 import { Feed } from "./live.js";
@@ -77,15 +77,16 @@ function claimsOf(t) {
   }
 }
 
+/** Straight to the views when a token is held or none is needed: no call first. A token
+ * that no longer holds (or a shared secret the tab lacks) is found by the views' first
+ * call or the feed's refused connection, which signs the tab out (api.js). */
 async function start() {
   try {
     if (!token() && (await keysOn())) {
       signOut(""); // shows the form, without a refused call first
       return;
     }
-    await request("GET", "/tasks/counts"); // 401: keys are on and this tab holds no valid token
   } catch (error) {
-    if (error instanceof SignedOut) return; // onSignOut shows the form
     fill(app, h("p", { className: "error" }, `This page needs a herder manager: ${error instanceof Error ? error.message : error}`));
     return;
   }
