@@ -305,7 +305,7 @@ class Agent(Daemon):
         # The router starts after the HTTP server's task (it needs the supervisor's
         # task group); the front protocol looks it up on the runtime when it is there.
         routes = build_app(self.runtime)
-        ui.install(routes)  # /ui/: the dashboard and herder.js (#15)
+        ui.install(routes, "agent")  # /ui/: the dashboard and herder.js (#15)
         app = Guard(
             routes,
             allowed_hosts=[*cfg.allowed_hosts, cfg.host],

@@ -15,12 +15,14 @@ seen at the next load.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 PREFIX = "/ui"
 STATIC = Path(__file__).resolve().parent / "static"
+ABOUT = "about.json"  # made by the server: which daemon this is
 CLIENT = "js"  # static/js: herder.js's directory (a link to clients/js in a checkout)
 
 CSP = (
@@ -61,15 +63,20 @@ def manifest(static: Path = STATIC) -> dict[str, Path]:
 
 def public_paths(static: Path = STATIC) -> frozenset[str]:
     """The URL paths of the dashboard's files (and ``/ui``, which redirects)."""
-    return frozenset({PREFIX, *(f"{PREFIX}/{rel}" for rel in manifest(static))})
+    return frozenset({PREFIX, f"{PREFIX}/{ABOUT}", *(f"{PREFIX}/{rel}" for rel in manifest(static))})
 
 
 class UiFiles:
-    """The ASGI app answering ``/ui`` and ``/ui/...`` from the manifest."""
+    """The ASGI app answering ``/ui`` and ``/ui/...`` from the manifest, and ``/ui/about.json``:
+    which daemon serves the page (``manager`` or ``agent``: the page shows what it has)."""
 
-    def __init__(self, static: Path = STATIC) -> None:
+    def __init__(self, daemon: str, static: Path = STATIC) -> None:
+        from herder import __version__
+
         self._files = manifest(static)
         self._cache: dict[str, tuple[int, bytes, bytes]] = {}  # rel → (mtime_ns, body, etag)
+        about = json.dumps({"daemon": daemon, "version": __version__}).encode()
+        self._about = (about, _etag(about))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope["path"]
@@ -80,13 +87,13 @@ class UiFiles:
         if scope["method"] not in ("GET", "HEAD"):
             await _error(send, 405, "method_not_allowed", f"{scope['method']} is not served here", "method")
             return
-        found = self._read(rel)
+        found = self._about if rel == ABOUT else self._read(rel)
         if found is None:
             await _error(send, 404, "not_found", f"no such file of the dashboard: {path!r}", "path")
             return
         body, etag = found
         headers = [
-            (b"content-type", TYPES[Path(self._files[rel]).suffix].encode()),
+            (b"content-type", TYPES[Path(self._files.get(rel, ABOUT)).suffix].encode()),
             (b"cache-control", b"no-cache"),
             (b"etag", etag),
         ]
@@ -105,18 +112,22 @@ class UiFiles:
             cached = self._cache.get(rel)
             if cached is None or cached[0] != mtime:
                 body = path.read_bytes()
-                etag = b'"' + hashlib.sha256(body).hexdigest()[:20].encode() + b'"'
-                cached = self._cache[rel] = (mtime, body, etag)
+                cached = self._cache[rel] = (mtime, body, _etag(body))
         except OSError:
             return None
         return cached[1], cached[2]
 
 
-def install(app: Any) -> None:
-    """Serve the dashboard on ``app`` (a Starlette or FastAPI app), outside its OpenAPI."""
-    files = UiFiles()
+def install(app: Any, daemon: str) -> None:
+    """Serve the dashboard on ``app`` (a Starlette or FastAPI app), outside its OpenAPI;
+    ``daemon`` (``manager``, ``agent``) is what ``/ui/about.json`` says serves it."""
+    files = UiFiles(daemon)
     app.router.add_route(PREFIX, files, include_in_schema=False)  # the redirect to /ui/
     app.router.mount(PREFIX, app=files)
+
+
+def _etag(body: bytes) -> bytes:
+    return b'"' + hashlib.sha256(body).hexdigest()[:20].encode() + b'"'
 
 
 def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
@@ -127,8 +138,6 @@ def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
 
 
 async def _error(send: Any, status: int, code: str, message: str, field: str) -> None:
-    import json
-
     body = json.dumps({"error": code, "message": message, "field": field}).encode()
     extra = [(b"allow", b"GET, HEAD")] if status == 405 else []
     await _answer(send, status, body, [(b"content-type", b"application/json"), *extra])

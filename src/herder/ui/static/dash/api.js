@@ -70,6 +70,12 @@ export async function signIn(key) {
   }
 }
 
+/** Which daemon served the page and its version: {daemon: "manager" | "agent", version}. */
+export async function about() {
+  const answer = await fetch(new URL("ui/about.json", base), { credentials: "omit", cache: "no-store" });
+  return answer.json();
+}
+
 /** Whether the manager has keys (its public key is served): a key must sign in first. */
 export async function keysOn() {
   const answer = await fetch(new URL("auth/jwks.json", base), { credentials: "omit", cache: "no-store" });

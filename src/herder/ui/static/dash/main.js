@@ -1,7 +1,7 @@
 // The dashboard's entry: find whether a sign-in is needed, then show the view the URL's
 // hash names (#fleet, #tasks), all fed by one live connection.
 
-import { keysOn, onSignOut, signOut, token } from "./api.js";
+import { about, keysOn, onSignOut, signOut, token } from "./api.js";
 import { fill, h } from "./dom.js";
 import { showFleet } from "./fleet.js";
 import { Feed } from "./live.js";
@@ -82,6 +82,16 @@ function claimsOf(t) {
  * call or the feed's refused connection, which signs the tab out (api.js). */
 async function start() {
   try {
+    const served = await about();
+    document.title = `herder ${served.daemon}`;
+    if (served.daemon !== "manager") {
+      fill(
+        app,
+        h("div", { className: "card", id: "agent" }, h("h2", {}, `herder ${served.version}: an agent`),
+          h("p", {}, "This agent serves herder.js at ", h("code", {}, "/ui/herder.js"), " for pages of its origin. Its own view (processes, pools, sessions) is not built yet: the fleet and the tasks are on the manager's dashboard, at its /ui/.")),
+      );
+      return;
+    }
     if (!token() && (await keysOn())) {
       signOut(""); // shows the form, without a refused call first
       return;
