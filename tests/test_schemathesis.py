@@ -11,7 +11,7 @@ foresee).
 
 Bounded: a few examples per operation, no shrinking, a fixed seed, so the file takes
 well under a minute on two cores and a failure is the same at every run. What the agent
-would run or fetch is made harmless first (``tests/schemathesis/hooks.py``).
+would run or fetch is made harmless first (``tests/schemathesis_hooks.py``).
 """
 
 from __future__ import annotations
@@ -54,10 +54,16 @@ NOT_FORESEEABLE = {
 }
 
 
+# The manager's proxy: no service is registered, so every case of its seven operations is
+# the same 404; the boundary values of the coverage phase would only cost time (random
+# ones still run, and tests/regress covers the proxy against real services).
+PROXY = "^/proxy/"
+
+
 def config_text() -> str:
     """The ``st`` configuration (TOML): bounded, deterministic, the checks above."""
     lines = [
-        'hooks = "tests.schemathesis.hooks"',
+        'hooks = "tests.schemathesis_hooks"',
         f"seed = {SEED}",
         "[generation]",
         f"max-examples = {MAX_EXAMPLES}",
@@ -80,6 +86,7 @@ def config_text() -> str:
             f'include-name = "{method} {path}"',  # the two filters include-method and -path would OR
             "checks.positive_data_acceptance.enabled = false",
         ]
+    lines += ["[[operations]]", f'include-path-regex = "{PROXY}"', "phases.coverage.enabled = false"]
     return "\n".join(lines) + "\n"
 
 
@@ -131,11 +138,26 @@ def test_the_manager_does_what_its_document_says(tmp_path: Path) -> None:
 
 
 def test_the_hooks_keep_a_request_as_valid_as_it_was() -> None:
-    from tests.schemathesis.hooks import HARMLESS_COMMAND, MISSING_ARCHIVE, make_harmless
+    from tests.schemathesis_hooks import HARMLESS_COMMAND, MISSING_ARCHIVE, make_harmless
 
-    body: dict[str, object] = {"command": "rm -rf x", "source_url": "HTTP://example.com/a", "listen": "h:80"}
+    body: dict[str, object] = {
+        "command": "rm -rf x",
+        "source_url": "HTTP://example.com/a",
+        "listen": "h:80",
+        "min_instances": 256,
+    }
     make_harmless(body)
-    assert body == {"command": HARMLESS_COMMAND, "source_url": MISSING_ARCHIVE, "listen": "127.0.0.1:0"}
-    invalid: dict[str, object] = {"command": "", "source_url": "ftp://x", "listen": "nope"}
+    assert body == {
+        "command": HARMLESS_COMMAND,
+        "source_url": MISSING_ARCHIVE,
+        "listen": "127.0.0.1:0",
+        "min_instances": 1,
+    }
+    invalid: dict[str, object] = {
+        "command": "",
+        "source_url": "ftp://x",
+        "listen": "nope",
+        "min_instances": "9",
+    }
     make_harmless(invalid)
-    assert invalid == {"command": "", "source_url": "ftp://x", "listen": "nope"}
+    assert invalid == {"command": "", "source_url": "ftp://x", "listen": "nope", "min_instances": "9"}

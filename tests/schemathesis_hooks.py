@@ -2,7 +2,8 @@
 
 Loaded by the ``st`` process (its config's ``hooks``), not by pytest. A generated
 ``command`` becomes ``sleep``, a generated ``source_url`` a file that does not exist (the
-process then fails, as documented), a ``listen`` address an ephemeral loopback port.
+process then fails, as documented), a ``listen`` address an ephemeral loopback port, and
+a pool starts at most one instance at once (not up to 256 on a 2-core machine).
 Only a value the server would take is replaced, by another it takes: a request stays as
 valid, or as invalid, as schemathesis made it.
 """
@@ -15,7 +16,8 @@ import schemathesis
 
 HARMLESS_COMMAND = ["sleep", "30"]
 MISSING_ARCHIVE = "file:///nonexistent/herder-schemathesis/app.tar.gz"
-RUNNING_PATHS = ("/create-process", "/pools")
+RUNNING_PATHS = ("/create-process", "/pools", "/pools/{name}/scale")
+MOST_INSTANCES_AT_ONCE = 1
 
 
 def _runnable(command: Any) -> bool:
@@ -39,6 +41,9 @@ def make_harmless(body: dict[str, Any]) -> None:
     listen = body.get("listen")
     if isinstance(listen, str) and listen.rpartition(":")[2].isdigit():
         body["listen"] = "127.0.0.1:0"  # never a port another test (or daemon) holds
+    low = body.get("min_instances")
+    if isinstance(low, int) and not isinstance(low, bool) and low > MOST_INSTANCES_AT_ONCE:
+        body["min_instances"] = MOST_INSTANCES_AT_ONCE  # still within the schema, still <= max
 
 
 @schemathesis.hook
