@@ -203,14 +203,20 @@ export async function dial(query, options = {}) {
     throw error;
   }
   if (peer.options.reconnect) {
-    peer.addEventListener("close", () => {
-      if (watcher || peer.closed) return;
-      watcher = watch(query, { ...rest, onEvent: (event) => event.event === "registered" && peer.reconnectNow() });
-    });
-    peer.addEventListener("open", () => {
+    const stopWatching = () => {
       watcher?.close();
       watcher = null;
+    };
+    peer.addEventListener("close", () => {
+      if (watcher || peer.closed) return;
+      try {
+        watcher = watch(query, { ...rest, onEvent: (event) => event.event === "registered" && peer.reconnectNow() });
+      } catch {
+        watcher = null; // no watch: the backoff alone brings the peer back
+      }
     });
+    peer.addEventListener("open", stopWatching);
+    peer.addEventListener("end", stopWatching);
   }
   return peer;
 }
@@ -319,6 +325,7 @@ export class Registration extends EventTarget {
     // A new link (the peer reconnected) registers again: a link-kept registration
     // dropped out with the old one, and a manager started again forgot them all.
     this.peer.addEventListener("open", this._onOpen);
+    this.peer.addEventListener("end", () => clearInterval(this._renewer), { once: true });
     if (this.ttl > 0) {
       this._renewer = setInterval(() => {
         if (!this.peer.connected) return; // the next link registers anew

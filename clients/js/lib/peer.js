@@ -371,6 +371,7 @@ export class Peer extends EventTarget {
     this.connection?.close(reason);
     this._wake?.();
     for (const wake of [...this._waiters]) wake();
+    this.dispatchEvent(new CustomEvent("end", { detail: { reason } }));
   }
 }
 
