@@ -131,9 +131,10 @@ class Events:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
             self._wake.clear()
-            if not self._subscribers:
+            if not self._subscribers:  # what is read next starts afresh
                 self._cursor = None
                 self._sent.clear()
+                self._revoked = None
                 continue
             try:
                 self._check_revocations()
