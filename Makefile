@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install chromium bytecode up test lint format typecheck bench openapi docs lock clean
+.PHONY: install chromium bytecode up test js lint format typecheck bench openapi docs lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,17 +40,22 @@ test: $(STAMP) $(CHROMIUM_STAMP) lint ## lint, type-check, check generated files
 	$(BIN)/python scripts/gen_openapi.py --check
 	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
+# herder.js (clients/js): its node tests and tsc check; `make test` runs them too
+# (tests/test_js_client.py, which runs `npm ci` only when node_modules is out of date).
+js: $(STAMP) ## herder.js's own tests and type check
+	cd clients/js && npm ci --no-audit --no-fund && npm test && npm run typecheck
+
 lint: $(STAMP) ## ruff and mypy
-	$(BIN)/ruff check src tests bench scripts docs/examples
-	$(BIN)/ruff format --check src tests bench scripts docs/examples
+	$(BIN)/ruff check src tests bench scripts docs/examples clients/js/test
+	$(BIN)/ruff format --check src tests bench scripts docs/examples clients/js/test
 	$(BIN)/mypy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests bench scripts docs/examples
-	$(BIN)/ruff format src tests bench scripts docs/examples
+	$(BIN)/ruff check --fix src tests bench scripts docs/examples clients/js/test
+	$(BIN)/ruff format src tests bench scripts docs/examples clients/js/test
 
 openapi: $(STAMP) ## regenerate docs/api/openapi.json and docs/api/agent.md
 	$(BIN)/python scripts/gen_openapi.py
