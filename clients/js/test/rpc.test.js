@@ -91,6 +91,16 @@ for (const codec of /** @type {const} */ (["json", "msgpack"])) describe(`a herd
     await assert.rejects(peer.call("call_kept"), { name: "RemoteError", code: "released_callback" });
   });
 
+  test("a notification runs there, unanswered", async () => {
+    /** @type {string[]} */
+    const received = [];
+    peer.notify("keep", [(/** @type {string} */ text) => received.push(text)]);
+    assert.equal(await peer.call("call_kept"), 1); // keep ran before this call (in order)
+    assert.deepEqual(received, ["again"]);
+    peer.notify("nope"); // an unknown method: no error comes back for a notification
+    assert.equal(await peer.call("square", 2), 4);
+  });
+
   test("a timeout cancels the remote call", async () => {
     await assert.rejects(peer.callWith("wait_forever", [], { timeout: 0.1 }), CallTimeout);
     assert.equal(await peer.callWith("was_cancelled", [], { timeout: 10 }), true);
@@ -283,6 +293,27 @@ describe("methods this side offers", () => {
     assert.equal(signals.length, 1);
     if (!signals[0].aborted) await new Promise((r) => signals[0].addEventListener("abort", r, { once: true }));
     assert.equal(signals[0].aborted, true);
+  });
+
+  test("a function the service passes is called back there, and cannot be passed back", async () => {
+    peer.handle("use", async (/** @type {import("../lib/connection.js").RemoteCallback} */ double) => {
+      const doubled = await double(21);
+      const passedBack = await peer.call("echo", double).then(
+        () => "sent",
+        (/** @type {Error} */ error) => error.name,
+      );
+      await double.release();
+      const afterRelease = await double(1).then(
+        () => "answered",
+        (/** @type {RemoteError} */ error) => error.code,
+      );
+      return [doubled, passedBack, afterRelease];
+    });
+    try {
+      assert.deepEqual(await peer.call("give_client_callback", "use"), [42, "TypeError", "released_callback"]);
+    } finally {
+      peer.unhandle("use");
+    }
   });
 
   test("notifications run without an answer", async () => {

@@ -85,6 +85,11 @@ def add_client_methods(svc: Service) -> None:
             return {"error": {"code": exc.code, "type": exc.type, "message": exc.message, "data": exc.data}}
 
     @svc.method(auth=False)
+    async def give_client_callback(method: str, caller: Peer) -> Any:
+        """Call the client's ``method`` with a function of ours (it doubles a number)."""
+        return await caller.call(method, lambda x: x * 2)
+
+    @svc.method(auth=False)
     async def flood_client(method: str, n: int, caller: Peer) -> list[Any]:
         """``n`` calls at once to the client's ``method``: results and error codes."""
         results = await asyncio.gather(*(caller.call(method, i) for i in range(n)), return_exceptions=True)
