@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from herder.rpc.client import connect
+from herder.rpc.discovery import manager_rpc_url
 from tests.browser.conftest import Fleet
 
 SHOTS = os.environ.get("HERDER_UI_SCREENSHOTS")
@@ -143,3 +145,22 @@ async def test_a_revoked_key_is_signed_out(fleet: Fleet, browser: Any) -> None:
     assert await page.evaluate("sessionStorage.getItem('herder.token')") is None
     # 401s are what signing out is made of; anything else logged would be a fault.
     assert [e for e in errors if "401" not in e] == []
+
+
+async def test_services_come_and_go_live(keyed_manager: Fleet, browser: Any) -> None:
+    manager = keyed_manager.manager
+    key, _ = await keyed_manager.issue("alice", "user")
+    page, errors = await open_page(browser, manager.url)
+    await sign_in(page, key)
+    await page.click("#nav a[data-view=services]")
+    await page.locator("#services-state", has_text="live").wait_for()
+    token = await page.evaluate("sessionStorage.getItem('herder.token')")
+    service = "/alice/dev/page/1.0.0/eu/tab/page-1"
+    async with connect(manager_rpc_url(manager.url), token=token) as link:
+        await link.call("register_service", service, None, {"title": "a tab"}, 0)
+        row = page.locator("#services tr", has_text=service)
+        await row.wait_for()
+        assert "relayed" in (await row.text_content() or "")
+        await shot(page, "services")
+    await row.wait_for(state="detached")  # its link closed: it went, and the page saw it go
+    assert errors == []

@@ -5,11 +5,12 @@ import { about, keysOn, onSignOut, signOut, token } from "./api.js";
 import { fill, h } from "./dom.js";
 import { showFleet } from "./fleet.js";
 import { Feed } from "./live.js";
+import { showServices } from "./services.js";
 import { showSignIn } from "./signin.js";
 import { showTask } from "./task.js";
 import { showTasks } from "./tasks.js";
 
-const VIEWS = { fleet: showFleet, tasks: showTasks };
+const VIEWS = { fleet: showFleet, tasks: showTasks, services: showServices };
 const app = /** @type {HTMLElement} */ (document.getElementById("app"));
 const nav = /** @type {HTMLElement} */ (document.getElementById("nav"));
 const who = /** @type {HTMLElement} */ (document.getElementById("who"));
