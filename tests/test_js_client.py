@@ -21,19 +21,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from herder.auth import init_keys
-from herder.manager.config import ManagerConfig
-from herder.manager.server import Manager
 from herder.rpc import dial
 
-# Debian's chromium through Playwright, as tests/browser drives it (the same fixtures).
-from tests.browser.conftest import Fleet, browser, chromium  # noqa: F401
+# Debian's chromium through Playwright and a manager with keys, as tests/browser has them
+# (the same fixtures).
+from tests.browser.conftest import Fleet, browser, chromium, keyed_manager  # noqa: F401
 from tests.helpers import HERDER
 
 CLIENT = Path(__file__).resolve().parent.parent / "clients" / "js"
@@ -110,15 +107,6 @@ def test_herder_js_passes_its_tests_and_type_check() -> None:
 # -- herder.js in a real browser -------------------------------------------------------------
 
 PAGE_KEY = "/alice/dev/page/1.0.0/browser/tab/tab-1"
-
-
-@pytest.fixture
-async def keyed_manager(tmp_path: Path) -> AsyncIterator[Fleet]:
-    """A real manager with keys on: a page must present a token it cannot put in a header."""
-    init_keys(tmp_path / "manager")
-    config = ManagerConfig.model_validate({"port": 0, "data_dir": tmp_path / "manager"})
-    async with Manager(config) as manager:
-        yield Fleet(manager, [])
 
 
 async def test_a_browser_tab_registers_and_is_called_by_python(keyed_manager: Fleet, browser: Any) -> None:  # noqa: F811
