@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.convertors import Convertor, register_url_convertor
 
-from herder import __version__
+from herder import __version__, ui
 from herder.apierrors import ApiError, error_response, install_error_handlers, read_json
 from herder.manager.documents import item_document
 from herder.manager.errors import Conflict, ManagerError, NotFound
@@ -151,6 +151,8 @@ def task_document(task: Any, items: list[WorkItem] | None = None) -> dict[str, A
 def build_app(runtime: ManagerRuntime) -> FastAPI:
     app = FastAPI(
         title="herder manager",
+        docs_url=None,  # served from local files: herder.ui.apidocs
+        redoc_url=None,
         version=__version__,
         description="Workers, tasks, compilers and parsers (the render-farm Manager API).",
         lifespan=runtime.lifespan,
@@ -163,6 +165,7 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
     _log_routes(app, runtime)
     runtime.rpc.mount(app, "/rpc")
     DOCS.install(app)
+    ui.install_api_pages(app, "herder manager")
 
     _auth_routes(app, runtime)
     _service_routes(app, runtime)

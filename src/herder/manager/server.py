@@ -55,8 +55,13 @@ log = logging.getLogger(__name__)
 
 GRACEFUL_HTTP_SHUTDOWN_S = 5
 # Routes that need no token: liveness, the public key, the one that checks its own key,
-# and the dashboard's files (a browser loads them before it has a token; herder.ui).
-PUBLIC_PATHS = frozenset({"/healthz", "/auth/jwks.json", "/auth/token"}) | ui.public_paths()
+# the dashboard's files and the API pages (a browser loads them before it has a token;
+# herder.ui).
+PUBLIC_PATHS = (
+    frozenset({"/healthz", "/auth/jwks.json", "/auth/token"})
+    | ui.public_paths()
+    | ui.api_pages_public_paths()
+)
 
 
 def rpc_service(config: ManagerConfig, authority: Authority | None) -> Service:

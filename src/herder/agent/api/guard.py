@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 # Paths anyone may read without a token: a liveness probe must not need a secret, and a
 # browser loads the dashboard's files (herder.ui) before it has a token.
-PUBLIC_PATHS = frozenset({"/healthz"}) | ui.public_paths()
+PUBLIC_PATHS = frozenset({"/healthz"}) | ui.public_paths() | ui.api_pages_public_paths()
 
 
 class Guard(Door):

@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
-from herder import __version__
+from herder import __version__, ui
 from herder.agent.errors import Conflict, NotFound
 from herder.agent.models import (
     CreateRequest,
@@ -148,6 +148,8 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
     """The FastAPI application of one agent."""
     app = FastAPI(
         title="herder agent",
+        docs_url=None,  # served from local files: herder.ui.apidocs
+        redoc_url=None,
         version=__version__,
         description="Run and supervise processes on this host (smartmob-agent's REST API).",
         lifespan=runtime.lifespan,
@@ -165,6 +167,7 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
 
         runtime.rpc.mount(app, RPC_PATH)
     DOCS.install(app)
+    ui.install_api_pages(app, "herder agent")
     return app
 
 
