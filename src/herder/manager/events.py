@@ -131,13 +131,13 @@ class Events:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
             self._wake.clear()
+            # Always, so that a stream opened just before a revocation is closed by it too.
+            self._check_revocations()
             if not self._subscribers:  # what is read next starts afresh
                 self._cursor = None
                 self._sent.clear()
-                self._revoked = None
                 continue
             try:
-                self._check_revocations()
                 await self._pass_tasks()
                 if time.monotonic() - self._workers_read_at >= TICK_S:
                     await self._pass_workers()
