@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from herder.agent.api.routes import DOCS, _docs, base_url
+from herder.agent.api.routes import DOCS, _docs, base_url, read_build_log
 from herder.agent.errors import ConfigError, Conflict, NotFound
+from herder.agent.processes.states import State
 from herder.agent.processes.supervisor import iso
 from herder.agent.router.models import DrainRequest, PoolListing, PoolSpec, PoolStatus, ScaleRequest
 from herder.agent.router.pools import Pool
@@ -211,15 +212,9 @@ def _build_log_route(api: APIRouter, get: Callable[[str], Pool]) -> None:
     )
     async def pool_build_log_text(request: Request) -> Response:
         name = request.path_params["name"]
-        log_file = pool_build_log(get(name))
-        try:
-            if log_file is None:
-                raise FileNotFoundError
-            text = await asyncio.to_thread(log_file.read_text, encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            if log_file is not None:
-                return PlainTextResponse("")  # the build has not written its first line yet
-            raise ApiError(
-                404, "not_found", f"pool {name!r} has no build log (its app was not built)"
-            ) from None
+        pool = get(name)
+        building = any(inst.unit.state is State.BUILDING for inst in pool.instances)
+        text = await read_build_log(pool_build_log(pool), building=building)
+        if text is None:
+            raise ApiError(404, "not_found", f"pool {name!r} has no build log (its app was not built)")
         return PlainTextResponse(text)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -272,17 +273,23 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
     async def build_log(request: Request) -> Response:
         slug = request.path_params["slug"]
         unit = _visible(sup, request.scope, slug)
-        try:
-            if unit.build_log is None:
-                raise FileNotFoundError
-            text = await asyncio.to_thread(unit.build_log.read_text, encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            if unit.build_log is not None and unit.state is State.BUILDING:
-                return PlainTextResponse("")  # the build has not written its first line yet
-            raise NotFound(f"process {slug!r} has no build log (its app was not built)") from None
+        text = await read_build_log(unit.build_log, building=unit.state is State.BUILDING)
+        if text is None:
+            raise NotFound(f"process {slug!r} has no build log (its app was not built)")
         return PlainTextResponse(text)
 
     return router
+
+
+async def read_build_log(log_file: Path | None, *, building: bool) -> str | None:
+    """A build log's text; '' while a build has not written its first line; None if
+    there is none (the app is not built, or its build was collected)."""
+    if log_file is None:
+        return None
+    try:
+        return await asyncio.to_thread(log_file.read_text, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return "" if building else None
 
 
 def host_routes(runtime: AgentRuntime) -> APIRouter:
