@@ -86,11 +86,7 @@ async function start() {
     const served = await about();
     document.title = `herder ${served.daemon}`;
     if (served.daemon !== "manager") {
-      fill(
-        app,
-        h("div", { className: "card", id: "agent" }, h("h2", {}, `herder ${served.version}: an agent`),
-          h("p", {}, "This agent serves herder.js at ", h("code", {}, "/ui/herder.js"), " for pages of its origin. Its own view (processes, pools, sessions) is not built yet: the fleet and the tasks are on the manager's dashboard, at its /ui/.")),
-      );
+      (await import("../agent/page.js")).showAgent(app, served); // the agent's own page
       return;
     }
     if (!token() && (await keysOn())) {
