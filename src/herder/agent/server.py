@@ -294,6 +294,7 @@ class Agent(Daemon):
         import uvicorn
 
         from herder import ui
+        from herder.agent.api.events import event_routes
         from herder.agent.api.guard import Guard
         from herder.agent.api.routes import build_app
         from herder.agent.router.front import front_protocol
@@ -306,6 +307,7 @@ class Agent(Daemon):
         # task group); the front protocol looks it up on the runtime when it is there.
         routes = build_app(self.runtime)
         ui.install(routes, "agent")  # /ui/: the dashboard and herder.js (#15)
+        routes.include_router(event_routes(self.runtime))  # WS /events: the agent's page, live
         app = Guard(
             routes,
             allowed_hosts=[*cfg.allowed_hosts, cfg.host],

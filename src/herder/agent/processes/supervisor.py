@@ -493,6 +493,9 @@ class Supervisor:
         self._records = GroupCommit(store)
         self._ctx.log_dir.mkdir(parents=True, exist_ok=True)
         self.units: dict[str, Unit] = {}
+        # Called with a listed unit when it is created, changes state and is deleted (the
+        # agent's WS /events): the unit is in ``units`` until it is deleted.
+        self.watchers: list[Callable[[Unit], None]] = []
         # Units owned by someone else (a pool's instances): run here, listed there.
         self.detached: set[Unit] = set()
         self._tg: asyncio.TaskGroup | None = None
@@ -524,8 +527,14 @@ class Supervisor:
         assert self._tg is not None, "Supervisor.run() is not running"
         unit = Unit(spec, self._ctx)
         self.units[spec.slug] = unit
+        unit.watchers.append(lambda: self._changed(unit))
         self._tg.create_task(unit.run(), name=f"unit:{spec.slug}")
+        self._changed(unit)
         return unit
+
+    def _changed(self, unit: Unit) -> None:
+        for watcher in self.watchers:
+            watcher(unit)
 
     def start_detached(self, spec: ProcessSpec, *, slug: str, port: int, leased: bool = False) -> Unit:
         """Run a unit that is neither recorded nor listed among the processes.
@@ -591,6 +600,7 @@ class Supervisor:
         await unit.stop()
         if self.units.get(slug) is unit:
             del self.units[slug]
+            self._changed(unit)
             await asyncio.to_thread(self._forget, slug)
         return unit
 

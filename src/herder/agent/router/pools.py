@@ -33,7 +33,7 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from herder.agent.models import ProcessSpec, RestartPolicy
@@ -165,6 +165,8 @@ class Pool:
         self._limit = spec.concurrency
         self.url: str | None = None  # set by the router when the pool listens on its own
         self.error: str | None = None  # the last thing that went wrong, for its document
+        # Called after anything its document shows changed (the agent's WS /events).
+        self.watchers: list[Callable[[], None]] = []
 
     # -- life -------------------------------------------------------------------------
 
@@ -233,6 +235,7 @@ class Pool:
         if best is not None:
             best.in_flight += 1
             best.requests += 1
+            self._changed_now()
         return best
 
     async def acquire(self, avoid: Instance | None = None) -> Instance:
@@ -251,6 +254,7 @@ class Pool:
             raise Unavailable(f"pool {self.name!r}: {self.error}", retry_after=5)
         waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        self._changed_now()
         self._wake()
         self._grow()
         timeout = self.spec.start_timeout
@@ -277,11 +281,13 @@ class Pool:
         waiter.cancel()
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
+        self._changed_now()
 
     def release(self, inst: Instance) -> None:
         """One request on ``inst`` is over."""
         inst.in_flight -= 1
         inst.last_used = time.monotonic()
+        self._changed_now()
         if inst.state is InstanceState.STOPPING and inst.in_flight == 0:
             inst.changed()
         if self._waiters:
@@ -292,6 +298,10 @@ class Pool:
         if inst.state is InstanceState.READY:
             self._set_unready(inst)
             inst.changed()
+
+    def _changed_now(self) -> None:
+        for watcher in self.watchers:
+            watcher()
 
     def _wake(self) -> None:
         """Hand free capacity to waiting requests, oldest first."""
@@ -324,6 +334,7 @@ class Pool:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(error)
+        self._changed_now()
 
     # -- instances --------------------------------------------------------------------------
 
@@ -353,7 +364,9 @@ class Pool:
         instance_id = f"{spec.name}.{number}"
         unit = self._supervisor.start_detached(process, slug=f"@{instance_id}", port=port)
         inst = Instance(instance_id, unit, port)
+        unit.watchers.append(self._changed_now)
         self.instances.append(inst)
+        self._changed_now()
         self._spawn(self._control(inst), f"control:{number}")
         log.info("pool %s: started instance %s on port %d", self.name, instance_id, port)
         return inst
@@ -424,6 +437,7 @@ class Pool:
         quoting the loop now rather than at the start timeout.
         """
         self.error = f"instance {inst.id}: {description}"
+        self._changed_now()
         if began:
             log.warning("pool %s: %s", self.name, self.error)
         if self._only_crash_loops():
@@ -439,6 +453,7 @@ class Pool:
         inst.state = InstanceState.READY
         self._ready.append(inst)
         log.debug("pool %s: instance %s ready on port %d", self.name, inst.id, inst.port)
+        self._changed_now()
         self._wake()
 
     def _set_unready(self, inst: Instance) -> None:
@@ -446,6 +461,7 @@ class Pool:
         with contextlib.suppress(ValueError):
             self._ready.remove(inst)
         inst.close_idle()
+        self._changed_now()
 
     def _take_out(self, inst: Instance) -> None:
         """No more requests for ``inst``; it no longer counts as one of the pool's."""
@@ -455,6 +471,7 @@ class Pool:
             inst.state = InstanceState.STOPPING
             with contextlib.suppress(ValueError):
                 self.instances.remove(inst)
+            self._changed_now()
 
     async def _retire(self, inst: Instance, timeout_s: float) -> None:
         """Take ``inst`` out of service, wait (bounded) for its requests, stop it."""
@@ -500,10 +517,12 @@ class Pool:
         await asyncio.gather(*(self._retire(inst, timeout_s) for inst in list(self.instances)))
         if self.state is PoolState.DRAINING:
             self.state = PoolState.DRAINED
+            self._changed_now()
 
     def resume(self) -> None:
         """Take requests again after a drain."""
         self.state = PoolState.ACTIVE
+        self._changed_now()
         self._ensure_minimum()
 
     async def scale(self, min_instances: int | None, max_instances: int | None) -> None:
@@ -515,6 +534,7 @@ class Pool:
             update["max_instances"] = max_instances
         spec = PoolSpec.model_validate({**self.spec.model_dump(), **update})
         self.spec = spec
+        self._changed_now()
         self._ensure_minimum()
         excess = len(self.instances) - spec.max_instances
         if excess > 0:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pydantic import ValidationError
 
@@ -58,6 +58,9 @@ class Router:
             resolve=self.pool_for_host,
         )
         self.pools: dict[str, Pool] = {}
+        # Called with a pool when it opens, changes and is removed (the agent's WS /events):
+        # it is in ``pools`` until it is removed.
+        self.watchers: list[Callable[[Pool], None]] = []
         self._listeners: dict[str, asyncio.Server] = {}
         self._agent_names = frozenset(n.lower() for n in agent_names)
         # run()'s task group: the sweeper, every pool's group, the client connections'
@@ -211,7 +214,9 @@ class Router:
             await pool.close()
             raise
         self.pools[spec.name] = pool
+        pool.watchers.append(lambda: self._changed(pool))
         pool.start()
+        self._changed(pool)
         log.info("pool %s: %s", spec.name, f"listening on {pool.url}" if pool.url else "routed by Host")
         return pool
 
@@ -247,6 +252,11 @@ class Router:
         await pool.close()
         if self.pools.get(pool.name) is pool:
             del self.pools[pool.name]
+            self._changed(pool)
+
+    def _changed(self, pool: Pool) -> None:
+        for watcher in self.watchers:
+            watcher(pool)
 
 
 def check_listen(spec: PoolSpec, config: AgentConfig) -> None:
