@@ -48,20 +48,29 @@ async def sign_in(page: Any, key: str) -> None:
     await page.locator("#nav").wait_for()
 
 
+async def signed_in(
+    fleet: Fleet, browser: Any, user: str = "alice", role: str = "admin"
+) -> tuple[Any, list[str], str]:
+    """A page signed in with a fresh key of ``user``; its console errors, and the key's id."""
+    key, key_id = await fleet.issue(user, role)
+    page, errors = await open_page(browser, fleet.manager.url)
+    await sign_in(page, key)
+    return page, errors, key_id
+
+
 async def shot(page: Any, name: str) -> None:
     if SHOTS:
         await page.screenshot(path=str(Path(SHOTS) / f"ui-{name}.png"), full_page=True)
 
 
 async def test_sign_in_and_see_both_workers_live(fleet: Fleet, browser: Any) -> None:
-    key, _ = await fleet.issue("alice")
-    page, errors = await open_page(browser, fleet.manager.url)
-    await sign_in(page, key)
+    page, errors, _ = await signed_in(fleet, browser)
     assert await page.locator("#who").text_content() == "alice (admin)"
     # Only the token is kept, in this tab's sessionStorage; no cookie at all.
     stored = await page.evaluate("sessionStorage.getItem('herder.token')")
     assert stored
-    assert stored != key
+    assert stored.count(".") == 2  # an access token (the key is not kept: nothing else is)
+    assert await page.evaluate("Object.keys(sessionStorage).length + localStorage.length") == 1
     assert await page.evaluate("document.cookie") == ""
     online = page.locator("#workers tr[data-connection=online]")
     await online.nth(1).wait_for()
@@ -76,9 +85,7 @@ async def test_sign_in_and_see_both_workers_live(fleet: Fleet, browser: Any) -> 
 
 
 async def test_a_frames_task_is_followed_live_to_100_percent(fleet: Fleet, browser: Any) -> None:
-    key, _ = await fleet.issue("alice")
-    page, errors = await open_page(browser, fleet.manager.url)
-    await sign_in(page, key)
+    page, errors, _ = await signed_in(fleet, browser)
     await page.click("#nav a[data-view=tasks]")
     await page.locator("#submit").wait_for()
     await page.locator(".live.on").wait_for()
@@ -113,9 +120,7 @@ async def test_a_frames_task_is_followed_live_to_100_percent(fleet: Fleet, brows
 
 
 async def test_a_waiting_task_says_why_and_is_paused_resumed_and_canceled(fleet: Fleet, browser: Any) -> None:
-    key, _ = await fleet.issue("alice")
-    page, errors = await open_page(browser, fleet.manager.url)
-    await sign_in(page, key)
+    page, errors, _ = await signed_in(fleet, browser)
     async with httpx.AsyncClient(base_url=fleet.manager.url) as client:
         token = await page.evaluate("sessionStorage.getItem('herder.token')")
         body = {"type": "command", "settings": {"shell": "true"}, "tags": ["gpu"]}  # no worker offers it
@@ -134,9 +139,7 @@ async def test_a_waiting_task_says_why_and_is_paused_resumed_and_canceled(fleet:
 
 
 async def test_a_revoked_key_is_signed_out(fleet: Fleet, browser: Any) -> None:
-    key, key_id = await fleet.issue("bob", "user")
-    page, errors = await open_page(browser, fleet.manager.url)
-    await sign_in(page, key)
+    page, errors, key_id = await signed_in(fleet, browser, "bob", "user")
     await page.locator("#workers tr[data-connection=online]").first.wait_for()
     await page.locator(".live.on").wait_for()
     await fleet.revoke(key_id)
@@ -149,9 +152,7 @@ async def test_a_revoked_key_is_signed_out(fleet: Fleet, browser: Any) -> None:
 
 async def test_services_come_and_go_live(keyed_manager: Fleet, browser: Any) -> None:
     manager = keyed_manager.manager
-    key, _ = await keyed_manager.issue("alice", "user")
-    page, errors = await open_page(browser, manager.url)
-    await sign_in(page, key)
+    page, errors, _ = await signed_in(keyed_manager, browser, "alice", "user")
     await page.click("#nav a[data-view=services]")
     await page.locator("#services-state", has_text="live").wait_for()
     token = await page.evaluate("sessionStorage.getItem('herder.token')")
