@@ -165,6 +165,29 @@ class AccessToken(_Document):
     expires_at: float
 
 
+class KeyDocument(_Document):
+    """A key the manager issued, as ``/auth/keys`` shows it (never the key itself)."""
+
+    id: str = Field(description="The key's id (its jti): revoke it by this.")
+    user: str
+    role: Literal["admin", "user"]
+    issued_at: float
+    expires_at: float
+    revoked_at: float | None
+
+
+class IssuedKeyDocument(KeyDocument):
+    """``POST /auth/keys``: the new key, shown this once (the manager does not keep it)."""
+
+    key: str = Field(description="The signed key: give it to its holder; it buys tokens at /auth/token.")
+
+
+class KeyList(_Document):
+    """``GET /auth/keys``: every key issued, oldest first."""
+
+    keys: list[KeyDocument]
+
+
 class Jwks(_Document):
     """``GET /auth/jwks.json``: the public keys tokens are signed with (RFC 7517)."""
 

@@ -168,6 +168,9 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
     ui.install_api_pages(app, "herder manager")
 
     _auth_routes(app, runtime)
+    from herder.manager.keyroutes import key_routes
+
+    key_routes(app, runtime, DOCS)
     _service_routes(app, runtime)
     from herder.manager import proxy
 

@@ -103,3 +103,15 @@ class ProgressReport(WorkReport):
 class FinishedReport(WorkReport):
     exit_code: DbInt
     error: Annotated[str, StringConstraints(max_length=4096)] | None = None
+
+
+class KeyRequest(_Request):
+    """``POST /auth/keys``: a key for a user (an admin issues it, as ``herder keys issue``)."""
+
+    user: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\s/]+$")] = Field(
+        description="Who the key names: 1 to 255 characters, no spaces or '/'."
+    )
+    role: Literal["admin", "user"] = Field("user", description="admin: everything; user: their own.")
+    ttl_s: int = Field(
+        365 * 86400, ge=60, le=10 * 365 * 86400, description="How long the key lives (seconds)."
+    )
