@@ -1,0 +1,32 @@
+// What the agent's views share: a state's badge, a duration, an error's words.
+
+import { h } from "../dash/dom.js";
+
+// The dashboard's badge colours (dash.css), by the agent's states.
+const TONE = /** @type {Record<string, string>} */ ({
+  running: "online", ready: "online", active: "online",
+  failed: "failed", exited: "canceled",
+  fetching: "queued", building: "queued", starting: "queued", backoff: "paused", unready: "paused",
+  stopping: "paused", draining: "paused", drained: "paused",
+});
+
+/** @param {string} state */
+export function badge(state) {
+  return h("span", { className: `badge ${TONE[state] ?? ""}` }, state);
+}
+
+/** "42 s", "3 min", "2 h 5 min" since an ISO 8601 time. @param {string} iso */
+export function since(iso) {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+/** An error as the agent worded it, with the field it names. @param {unknown} e */
+export function failure(e) {
+  const doc = /** @type {any} */ (e)?.doc;
+  if (doc?.message) return doc.field ? `${doc.message} (${doc.field})` : doc.message;
+  return e instanceof Error ? e.message : String(e);
+}
