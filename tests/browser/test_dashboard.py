@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from herder.rpc import dial
 from herder.rpc.client import connect
 from herder.rpc.discovery import manager_rpc_url
 from tests.browser.conftest import Fleet
@@ -164,4 +165,21 @@ async def test_services_come_and_go_live(keyed_manager: Fleet, browser: Any) -> 
         assert "relayed" in (await row.text_content() or "")
         await shot(page, "services")
     await row.wait_for(state="detached")  # its link closed: it went, and the page saw it go
+    assert errors == []
+
+
+async def test_a_python_service_calls_the_tab_and_it_is_shown(keyed_manager: Fleet, browser: Any) -> None:
+    """The tab is a service (the browser kite): registered without a URL, reached through
+    the manager's relay, and what it is called with is shown."""
+    page, errors, _ = await signed_in(keyed_manager, browser, "alice", "user")
+    await page.locator("#kite", has_text="tab ").wait_for()
+    caller, _ = await keyed_manager.issue("alice", "user")
+    async with dial("/alice/ui/dashboard", manager=keyed_manager.manager.url, key=caller) as tab:
+        assert await tab.call("alert", "frames 1-8 rendered", "render-1") == "shown"
+    note = page.locator("#notes .note", has_text="frames 1-8 rendered")
+    await note.wait_for()
+    assert "render-1" in (await note.text_content() or "")
+    await shot(page, "kite")
+    await note.locator("button.close").click()
+    await note.wait_for(state="detached")
     assert errors == []

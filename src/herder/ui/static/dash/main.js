@@ -5,6 +5,7 @@ import { about, keysOn, onSignOut, signOut, token } from "./api.js";
 import { fill, h } from "./dom.js";
 import { showFleet } from "./fleet.js";
 import { Feed } from "./live.js";
+import { offer } from "./kite.js";
 import { showServices } from "./services.js";
 import { showSignIn } from "./signin.js";
 import { showTask } from "./task.js";
@@ -19,6 +20,8 @@ const signOutButton = /** @type {HTMLButtonElement} */ (document.getElementById(
 const feed = new Feed();
 /** @type {(() => void) | null} */
 let stopView = null;
+/** @type {Promise<() => void> | null} the tab's registration as a service (kite.js) */
+let kite = null;
 let signedIn = false;
 
 feed.addEventListener("state", (event) => {
@@ -31,6 +34,8 @@ feed.addEventListener("state", (event) => {
 onSignOut((why) => {
   signedIn = false;
   feed.stop();
+  kite?.then((stop) => stop());
+  kite = null;
   stopView?.();
   stopView = null;
   nav.hidden = true;
@@ -51,6 +56,7 @@ function enter() {
   who.textContent = claims ? `${claims.sub ?? "?"} (${claims.role ?? "user"})` : token() ? "signed in" : "";
   signOutButton.hidden = !token();
   feed.start();
+  kite = offer(claims?.sub ?? "local", /** @type {HTMLElement} */ (document.getElementById("kite")), /** @type {HTMLElement} */ (document.getElementById("notes")));
   route();
 }
 
