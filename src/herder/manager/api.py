@@ -205,6 +205,14 @@ def _query_int(request: Request, name: str, low: int, high: int | None) -> int |
     return int(text)
 
 
+def _query_text(request: Request, name: str, max_length: int) -> str | None:
+    """A text query parameter of 1 to ``max_length`` characters, or None when absent (422 otherwise)."""
+    text = request.query_params.get(name)
+    if text is not None and not 0 < len(text) <= max_length:
+        raise ApiError(422, "invalid", f"{name} must be 1 to {max_length} characters", name)
+    return text
+
+
 def _url(request: Request, path: str) -> str:
     """The absolute URL of ``path`` on this manager, as the client addressed it (its ``Host``)."""
     host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
@@ -419,16 +427,30 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
                     "Only tasks with a smaller id: the 'next' of the page before.",
                     {"type": "integer", "minimum": 1, "maximum": MAX_ID},
                 ),
+                query_param(
+                    "owner",
+                    "Only the tasks this user submitted (a user sees only their own anyway).",
+                    {"type": "string", "minLength": 1, "maxLength": 255},
+                ),
+                query_param(
+                    "tag",
+                    "Only the tasks with this tag.",
+                    {"type": "string", "minLength": 1, "maxLength": 64},
+                ),
             ],
         ),
-        summary="Tasks, newest first (?status=, ?limit=, ?before= to page)",
+        summary="Tasks, newest first (?status=, ?owner=, ?tag=, ?limit=, ?before= to page)",
     )
     async def list_tasks(request: Request) -> Response:
         status = _query_status(request)
         limit = _query_int(request, "limit", 1, MAX_TASKS_PAGE) or DEFAULT_TASKS_PAGE
         before = _query_int(request, "before", 1, None)
+        of_owner = _query_text(request, "owner", 255)
+        tag = _query_text(request, "tag", 64)
         async with _transaction(runtime) as db:
-            tasks = await queries.list_tasks(db, status, limit, before, _viewer(request))
+            tasks = await queries.list_tasks(
+                db, status, limit, before, _viewer(request), of_owner=of_owner, tag=tag
+            )
             page = [task_document(t) for t in tasks]
         more = len(page) == limit
         return JSONResponse({"tasks": page, "next": page[-1]["id"] if page and more else None})

@@ -17,7 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, literal_column, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from herder.manager.errors import FencedOut, NotFound
@@ -90,17 +91,31 @@ async def list_tasks(
     limit: int = 1000,
     before: int | None = None,
     owner: str | None = None,
+    *,
+    of_owner: str | None = None,
+    tag: str | None = None,
 ) -> Sequence[Task]:
     """Tasks newest first: at most ``limit``, of ``status`` if given, with ids below ``before``,
-    of ``owner`` if given."""
+    seen by ``owner`` (a user sees only theirs) and, if given, of ``of_owner`` and with
+    ``tag`` among their tags."""
     query = select(Task).order_by(Task.id.desc()).limit(limit)
-    if owner is not None:
-        query = query.where(Task.owner == owner)
+    for name in {owner, of_owner} - {None}:
+        query = query.where(Task.owner == name)
+    if tag is not None:
+        query = query.where(_has_tag(db, tag))
     if status is not None:
         query = query.where(Task.status == status)
     if before is not None:
         query = query.where(Task.id < before)
     return (await db.execute(query)).scalars().all()
+
+
+def _has_tag(db: AsyncSession, tag: str) -> Any:
+    """``tag`` is one of a task's tags (a JSON list): each database's own JSON test."""
+    if db.get_bind().dialect.name == "postgresql":
+        return Task.tags.cast(JSONB).contains([tag])
+    values = func.json_each(Task.tags).table_valued("value")
+    return exists(select(literal_column("1")).select_from(values).where(values.c.value == tag))
 
 
 async def count_tasks(db: AsyncSession, owner: str | None = None) -> dict[str, int]:
