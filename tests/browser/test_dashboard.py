@@ -21,6 +21,7 @@ from herder.rpc import dial
 from herder.rpc.client import connect
 from herder.rpc.discovery import manager_rpc_url
 from tests.browser.conftest import Fleet
+from tests.helpers import poll
 
 SHOTS = os.environ.get("HERDER_UI_SCREENSHOTS")
 
@@ -125,10 +126,19 @@ async def test_a_waiting_task_says_why_and_is_paused_resumed_and_canceled(fleet:
     async with httpx.AsyncClient(base_url=fleet.manager.url) as client:
         token = await page.evaluate("sessionStorage.getItem('herder.token')")
         body = {"type": "command", "settings": {"shell": "true"}, "tags": ["gpu"]}  # no worker offers it
-        task = (await client.post("/tasks", json=body, headers={"Authorization": f"Bearer {token}"})).json()
-    await page.goto(f"{fleet.manager.url}/ui/#tasks/{task['id']}")
-    await page.locator("#waiting").wait_for()
-    assert "gpu" in (await page.locator("#waiting").text_content() or "")
+        headers = {"Authorization": f"Bearer {token}"}
+        task = (await client.post("/tasks", json=body, headers=headers)).json()
+        await page.goto(f"{fleet.manager.url}/ui/#tasks/{task['id']}")
+        await page.locator("#waiting").wait_for()
+        assert "gpu" in (await page.locator("#waiting").text_content() or "")
+        await page.fill("#priority", "7")
+        await page.click("#priority-form button")
+
+        async def priority_is_7() -> bool:
+            answer = await client.get(f"/tasks/{task['id']}", headers=headers)
+            return bool(answer.json()["priority"] == 7)
+
+        await poll(priority_is_7)
     await page.click("#task .act-pause")
     await page.locator("#task-status", has_text="paused").wait_for()
     await page.click("#task .act-resume")

@@ -101,7 +101,7 @@ export function showTask(root, feed, id) {
         { className: "facts" },
         fact("type", `${task.type} (parser ${task.parser})`),
         fact("owner", task.owner ?? "–"),
-        fact("priority", String(task.priority)),
+        fact("priority", ended(task) ? String(task.priority) : priorityForm(task.priority)),
         fact("tags", (task.tags ?? []).join(", ") || "–"),
         fact("submitted", `${new Date(task.created_at * 1000).toLocaleString()} (${ago(task.created_at)})`),
         fact("settings", h("code", {}, JSON.stringify(task.settings))),
@@ -127,21 +127,36 @@ export function showTask(root, feed, id) {
     );
   }
 
-  /** @param {string} label @param {any} change */
-  function button(label, change) {
+  /** The priority, changeable while the task runs (a user's is capped by the manager). @param {number} now */
+  function priorityForm(now) {
+    const input = h("input", { type: "number", value: String(now), id: "priority", size: 5 });
+    const form = h("form", { className: "row inline", id: "priority-form" }, input, h("button", { type: "submit" }, "Set"));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      await change({ priority: Number(input.value) });
+    });
+    return form;
+  }
+
+  /** @param {any} body what PATCH /tasks/{id} changes */
+  async function change(body) {
+    try {
+      await request("PATCH", `/tasks/${id}`, body);
+      message.textContent = "";
+      load();
+    } catch (error) {
+      message.textContent = error instanceof ApiError ? error.message : "";
+    }
+  }
+
+  /** @param {string} label @param {any} body */
+  function button(label, body) {
     return h(
       "button",
       {
         type: "button",
         className: `act-${label.toLowerCase()}`,
-        onclick: async () => {
-          try {
-            await request("PATCH", `/tasks/${id}`, change);
-            load();
-          } catch (error) {
-            message.textContent = error instanceof ApiError ? error.message : "";
-          }
-        },
+        onclick: () => change(body),
       },
       label,
     );
