@@ -110,6 +110,8 @@ async def test_a_frames_task_is_followed_live_to_100_percent(fleet: Fleet, brows
     assert await bar.get_attribute("aria-valuenow") == "100"
     assert await bar.locator("em").text_content() == "100%"
     assert reloads == []  # no polling: every change came over WS /events
+    completed = page.locator("#status-filter option[value=completed]", has_text="completed (1)")
+    await completed.wait_for(state="attached")  # the counts follow the changes
     # Its page: the pieces, each done, and the output of every frame.
     await done.locator("a").click()
     await page.locator("#items tr[data-status=completed]").nth(3).wait_for()

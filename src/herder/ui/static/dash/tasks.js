@@ -5,6 +5,7 @@ import { ApiError, request } from "./api.js";
 import { ago, fill, h, listen } from "./dom.js";
 
 const PAGE = 25;
+const COUNTS_EVERY_MS = 2000;
 const STATUSES = ["queued", "assigned", "rendering", "paused", "completed", "failed", "canceled"];
 const ENDED = new Set(["completed", "failed", "canceled"]);
 
@@ -117,7 +118,30 @@ export function showTasks(root, feed) {
     shown.set(task.id, { task, row });
   }
 
+  // How many tasks have each status, in the filter's options: read at first, then again
+  // after changes, at most every COUNTS_EVERY_MS (a count reads the whole table).
+  /** @type {number | undefined} */
+  let countsTimer;
+  let countsAt = 0;
+  async function counts() {
+    countsTimer = undefined;
+    countsAt = Date.now();
+    try {
+      const all = await request("GET", "/tasks/counts");
+      for (const option of filter.options) {
+        const n = option.value ? all[option.value] : all.total;
+        option.textContent = `${option.value || "every status"} (${n ?? 0})`;
+      }
+    } catch {
+      // a 401 signed the tab out; anything else leaves the old figures
+    }
+  }
+  function countsSoon() {
+    if (countsTimer === undefined) countsTimer = setTimeout(counts, Math.max(0, countsAt + COUNTS_EVERY_MS - Date.now()));
+  }
+
   const onTask = (/** @type {any} */ event) => {
+    countsSoon();
     const task = event.detail;
     const old = shown.get(task.id);
     if (old) {
@@ -139,7 +163,11 @@ export function showTasks(root, feed) {
   };
   const stop = listen(feed, { task: onTask, resync: load });
   load();
-  return stop;
+  counts();
+  return () => {
+    stop();
+    clearTimeout(countsTimer);
+  };
 
   /** @param {any} task */
   function cells(task) {
