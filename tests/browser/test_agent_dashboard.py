@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from herder.agent import Agent
-from tests.browser.test_dashboard import open_page, shot
+from tests.browser.conftest import Fleet
+from tests.browser.test_dashboard import open_page, shot, sign_in
 from tests.conftest import AgentFactory
 
 TOKEN = "agent-dashboard-secret"
@@ -125,3 +126,14 @@ async def test_a_pool_is_scaled_drained_and_resumed_from_the_page(
     await card.locator("button", has_text="Scale").click()
     await page.locator("#pools-error", has_text="min_instances").wait_for()  # the 422, with its field
     assert [e for e in faults(errors) if "status of 422" not in e] == []
+
+
+async def test_the_fleet_links_each_worker_to_its_agents_page(fleet: Fleet, browser: Any) -> None:
+    key, _ = await fleet.issue("alice")
+    page, errors = await open_page(browser, fleet.manager.url)
+    await sign_in(page, key)
+    for agent in fleet.agents:
+        link = page.locator(f"#workers a.agent-ui[href='{agent.url}/ui/']")
+        await link.wait_for()
+        assert await link.get_attribute("rel") == "noopener noreferrer"
+    assert errors == []

@@ -111,7 +111,7 @@ function cells(w) {
   const loadText = load ? [load["1min"], load["5min"], load["15min"]].map((x) => Number(x).toFixed(2)).join(" / ") : "–";
   const state = w.status === "disabled" ? "disabled" : w.connection;
   return [
-    h("td", {}, h("strong", {}, w.hostname), h("div", { className: "muted" }, w.system || "", w.agent_url ? ` · ${w.agent_url}` : "")),
+    h("td", {}, h("strong", {}, w.hostname), h("div", { className: "muted" }, w.system || "", w.agent_url ? [" · ", agentLink(w.agent_url)] : "")),
     h(
       "td",
       {},
@@ -126,4 +126,12 @@ function cells(w) {
     h("td", {}, (w.tags ?? []).map((t) => h("span", { className: "tag" }, t))),
     h("td", {}, sparkline(w.history ?? [], { floor: rare.worker_num_cpus || 1, title: "1-minute load average, one point per heartbeat" })),
   ];
+}
+
+/** A link to the worker's agent's own page (its processes and pools), for an http(s)
+ * agent_url only: the worker says what it is, and a javascript: URL must not become a
+ * link. @param {string} url */
+function agentLink(url) {
+  if (!/^https?:\/\//i.test(url)) return url;
+  return h("a", { href: `${url.replace(/\/$/, "")}/ui/`, className: "agent-ui", target: "_blank", rel: "noopener noreferrer" }, url);
 }
