@@ -69,3 +69,22 @@ async def test_an_admin_filters_by_owner_and_a_user_sees_only_their_own(
         # A user asking for another's tasks sees none of them (nor learns they exist).
         assert await listed(client, who["bob"], owner="alice") == []
         assert await listed(client, who["bob"], tag="red") == [bobs]
+
+
+async def test_an_ended_task_is_requeued_as_a_new_one(client: httpx.AsyncClient) -> None:
+    """Requeue (Flamenco's word): a new task with the old one's settings; the old one and
+    its attempts stay as they ended."""
+    old = await submit(client, tags=["linux"], priority=7, task_id=42, settings={"argv": ["true"]})
+    early = await client.post(f"/tasks/{old}/requeue")
+    assert early.status_code == 409
+    assert early.json()["field"] == "id"
+    assert (await client.patch(f"/tasks/{old}", json={"status": "canceled"})).status_code == 204
+    again = await client.post(f"/tasks/{old}/requeue")
+    assert again.status_code == 202, again.text
+    doc = again.json()
+    assert doc["id"] != old
+    assert again.headers["Location"].endswith(f"/tasks/{doc['id']}")
+    assert (doc["status"], doc["priority"], doc["tags"], doc["task_id"]) == ("queued", 7, ["linux"], 42)
+    assert (await client.get(f"/tasks/{old}")).json()["status"] == "canceled"
+    assert (await client.post("/tasks/999999/requeue")).status_code == 404
+    assert (await client.post("/tasks/x/requeue")).status_code in (404, 422)

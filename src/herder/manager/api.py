@@ -161,6 +161,7 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
     app.add_middleware(RequestId)
     _worker_routes(app, runtime)
     _task_routes(app, runtime)
+    _requeue_route(app, runtime)
     _report_routes(app, runtime)
     _log_routes(app, runtime)
     runtime.rpc.mount(app, "/rpc")
@@ -685,6 +686,48 @@ def _report_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         report = Finished(item_id, req.worker_id, req.attempt, req.exit_code, req.error)
         await runtime.writes.finished(report)
         return await item_now(item_id)
+
+
+def _requeue_route(app: FastAPI, runtime: ManagerRuntime) -> None:
+    @app.post(
+        "/tasks/{id:task_id}/requeue",
+        status_code=202,
+        openapi_extra=DOCS.operation(
+            "TaskDocument",
+            _TASK_404,
+            (403, "A user's priority above max_user_priority (the task's own)."),
+            (409, "The task has not ended: pause, resume or cancel it instead."),
+            422,
+            status=202,
+            params=[_ID],
+            headers={"Location": "The new task's URL (GET /tasks/{id})."},
+        ),
+        summary="Run an ended task again: a new task with its settings, submitted by the caller",
+    )
+    async def requeue(request: Request) -> Response:
+        """A new task, not the old one reopened: an ended task's attempts and output stay
+        as they were (its work items are terminal, and no event leaves a terminal status)."""
+        async with _transaction(runtime) as db:
+            old = await queries.get_task(db, _path_id(request), owner=_viewer(request))
+            if old.status not in TERMINAL:
+                raise Conflict(f"task {old.id} is {old.status}: only an ended task is requeued", "id")
+            again = TaskSubmission(
+                type=old.type,
+                settings=old.settings,
+                parser=old.parser,
+                priority=old.priority,
+                tags=old.tags,
+                task_id=old.task_id,
+                max_attempts=old.max_attempts,
+            )
+        _check_priority(request, again.priority, runtime.config.max_user_priority)
+        new = await runtime.compile(again)
+        new.task["owner"] = _principal(request)[0]
+        task_id = await runtime.writes.submit_task(new)
+        doc = task_document(
+            SimpleNamespace(**new.task, id=task_id, worker_id=None, frame_current=None, error=None)
+        )
+        return JSONResponse(doc, status_code=202, headers={"Location": _url(request, f"/tasks/{task_id}")})
 
 
 def _auth_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
