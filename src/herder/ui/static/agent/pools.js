@@ -51,6 +51,7 @@ export function showPools(root, feed) {
       h("label", {}, "max ", max),
       h("button", { type: "submit", className: "primary" }, "Scale"),
     );
+    scale.style.marginTop = ".8rem";
     scale.addEventListener("submit", (event) => {
       event.preventDefault();
       act(name, "scale", { min_instances: Number(min.value), max_instances: Number(max.value) });

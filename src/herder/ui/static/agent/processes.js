@@ -42,7 +42,7 @@ export function showProcesses(root, feed) {
 
   /** @param {any} p */
   function row(p) {
-    return h(
+    const el = h(
       "tr",
       { dataset: { slug: p.slug, state: p.state } },
       h("td", {}, h("strong", {}, p.slug), h("div", { className: "muted" }, describe(p))),
@@ -60,6 +60,11 @@ export function showProcesses(root, feed) {
           h("button", { type: "button", className: "delete", onclick: () => remove(p.slug) }, "Delete")),
       ),
     );
+    for (const cell of el.querySelectorAll("td.num, td:last-child > .row")) {
+      /** @type {HTMLElement} */ (cell).style.whiteSpace = "nowrap"; // the CSSOM: the page's CSP has no inline style
+      /** @type {HTMLElement} */ (cell).style.flexWrap = "nowrap";
+    }
+    return el;
   }
 
   /** @param {string} slug */
