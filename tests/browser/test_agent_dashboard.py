@@ -75,6 +75,14 @@ async def test_a_wrong_token_is_refused_and_the_list_follows_the_api(
     )
     assert (await api.post("/delete-process/live.web.0")).status_code == 200
     await page.locator("#processes tr[data-slug='live.web.0']").wait_for(state="detached")
+    # And from the page: Delete (confirmed) stops it and forgets it.
+    assert (
+        await api.post("/create-process", json={"app": "live", "node": "web.1", "command": "sleep 60"})
+    ).status_code == 201
+    page.on("dialog", lambda dialog: dialog.accept())
+    await page.locator("#processes tr[data-slug='live.web.1'] button.delete").click()
+    await page.locator("#processes tr[data-slug='live.web.1']").wait_for(state="detached")
+    assert (await api.get("/process-status/live.web.1")).status_code == 404
     assert faults(errors) == []
 
 

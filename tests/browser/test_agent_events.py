@@ -96,3 +96,13 @@ def test_a_subscriber_that_falls_behind_is_resynced_not_grown() -> None:
     sub.push(("process", "one.more"), object())  # type: ignore[arg-type]
     assert sub.behind
     assert sub.pending == {}
+
+
+async def test_an_open_stream_does_not_hold_the_agent_when_it_stops(make_agent: AgentFactory) -> None:
+    async with make_agent() as agent:
+        url = agent.url.replace("http://", "ws://") + "/events"
+        ws = await websockets.connect(url, open_timeout=10)
+        assert json.loads(await ws.recv(decode=True))["type"] == "snapshot"
+    # The agent has stopped (its context is left) with the stream open: the stream was closed.
+    with pytest.raises(websockets.exceptions.ConnectionClosed):
+        await ws.recv()
