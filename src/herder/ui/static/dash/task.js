@@ -35,7 +35,25 @@ export function itemsProgress(items) {
  * @returns {() => void} stops the view
  */
 export function showTask(root, feed, id) {
-  const head = h("div", { className: "card", id: "task" });
+  // The card's parts are made once and filled at each reading, so that what the user
+  // is typing (the priority) is not replaced under their hands by a change that arrives.
+  const top = h("div", { className: "row" });
+  const waiting = h("p", { className: "muted", id: "waiting", hidden: true });
+  const failure = h("p", { className: "error", hidden: true });
+  /** @type {Record<string, HTMLElement>} */
+  const facts = {};
+  const factList = h(
+    "dl",
+    { className: "facts" },
+    ["type", "owner", "priority", "tags", "submitted", "settings"].map((name) => [h("dt", {}, name), (facts[name] = h("dd"))]),
+  );
+  const priority = h("input", { type: "number", id: "priority", size: 5 });
+  const priorityForm = h("form", { className: "row inline", id: "priority-form" }, priority, h("button", { type: "submit" }, "Set"));
+  priorityForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    change({ priority: Number(priority.value) });
+  });
+  const head = h("div", { className: "card", id: "task" }, top, waiting, failure, factList);
   const items = h("tbody");
   const log = h("pre", { className: "log", id: "log" });
   const logState = h("span", { className: "muted", id: "log-state" });
@@ -84,29 +102,27 @@ export function showTask(root, feed, id) {
     else if (!ended(task)) buttons.push(button("Pause", { status: "paused" }));
     if (!ended(task)) buttons.push(button("Cancel", { status: "canceled" }));
     fill(
-      head,
-      h(
-        "div",
-        { className: "row" },
-        h("h2", {}, `Task ${task.id}`),
-        h("span", { className: `badge ${task.status}`, id: "task-status" }, task.status),
-        progressBar(itemsProgress(task.work_items)),
-        h("span", { className: "spacer" }),
-        buttons,
-      ),
-      task.waiting ? h("p", { className: "muted", id: "waiting" }, `Waiting: ${task.waiting}`) : null,
-      task.error ? h("p", { className: "error" }, task.error) : null,
-      h(
-        "dl",
-        { className: "facts" },
-        fact("type", `${task.type} (parser ${task.parser})`),
-        fact("owner", task.owner ?? "–"),
-        fact("priority", ended(task) ? String(task.priority) : priorityForm(task.priority)),
-        fact("tags", (task.tags ?? []).join(", ") || "–"),
-        fact("submitted", `${new Date(task.created_at * 1000).toLocaleString()} (${ago(task.created_at)})`),
-        fact("settings", h("code", {}, JSON.stringify(task.settings))),
-      ),
+      top,
+      h("h2", {}, `Task ${task.id}`),
+      h("span", { className: `badge ${task.status}`, id: "task-status" }, task.status),
+      progressBar(itemsProgress(task.work_items)),
+      h("span", { className: "spacer" }),
+      buttons,
     );
+    waiting.hidden = !task.waiting;
+    waiting.textContent = task.waiting ? `Waiting: ${task.waiting}` : "";
+    failure.hidden = !task.error;
+    failure.textContent = task.error ?? "";
+    fill(facts.type, `${task.type} (parser ${task.parser})`);
+    fill(facts.owner, task.owner ?? "–");
+    if (ended(task)) fill(facts.priority, String(task.priority));
+    else {
+      if (priorityForm.parentElement !== facts.priority) fill(facts.priority, priorityForm);
+      if (document.activeElement !== priority) priority.value = String(task.priority);
+    }
+    fill(facts.tags, (task.tags ?? []).join(", ") || "–");
+    fill(facts.submitted, `${new Date(task.created_at * 1000).toLocaleString()} (${ago(task.created_at)})`);
+    fill(facts.settings, h("code", {}, JSON.stringify(task.settings)));
     for (const item of task.work_items) labels.set(item.id, item.label || `#${item.index}`);
     fill(
       items,
@@ -125,17 +141,6 @@ export function showTask(root, feed, id) {
         ),
       ),
     );
-  }
-
-  /** The priority, changeable while the task runs (a user's is capped by the manager). @param {number} now */
-  function priorityForm(now) {
-    const input = h("input", { type: "number", value: String(now), id: "priority", size: 5 });
-    const form = h("form", { className: "row inline", id: "priority-form" }, input, h("button", { type: "submit" }, "Set"));
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      await change({ priority: Number(input.value) });
-    });
-    return form;
   }
 
   /** @param {any} body what PATCH /tasks/{id} changes */
@@ -186,9 +191,4 @@ export function showTask(root, feed, id) {
     stop();
     socket.close(1000, "left the page");
   };
-}
-
-/** @param {string} name @param {any} value */
-function fact(name, value) {
-  return [h("dt", {}, name), h("dd", {}, value)];
 }
