@@ -124,6 +124,13 @@ async def test_the_feed_sends_a_snapshot_then_workers_and_tasks_as_they_change(o
         task = (await client.post("/tasks", json=body)).json()
         queued = await next_of(ws, "task", lambda m: m["task"]["id"] == task["id"])
         assert queued["task"]["status"] == "queued"
+        assert queued["task"]["progress"] == 0.0  # from its items: none done yet
+        # A page asks the progress of the tasks it loaded; what is not a question is ignored.
+        for junk in ("not json", '{"type": "progress", "ids": "1"}', '{"type": "progress", "ids": [true]}'):
+            await ws.send(junk)
+        await ws.send(json.dumps({"type": "progress", "ids": [task["id"], 2**40]}))
+        answer = await next_of(ws, "progress")
+        assert answer["progress"] == {str(task["id"]): 0.0}
         # A cancel is written by the route itself, not in a round: the feed still sees it.
         assert (await client.patch(f"/tasks/{task['id']}", json={"status": "canceled"})).status_code == 204
         canceled = await next_of(ws, "task", lambda m: m["task"]["status"] == "canceled")
@@ -163,6 +170,10 @@ async def test_a_user_gets_only_their_own_tasks_and_a_revocation_closes_the_stre
                 assert (await client.post("/tasks", json=body, headers=headers)).status_code == 202
             seen = await next_of(ws, "task")
             assert seen["task"]["owner"] == "alice"  # bob's, submitted first, never came
+            mine = seen["task"]["id"]
+            await ws.send(json.dumps({"type": "progress", "ids": [mine - 1, mine]}))
+            answer = await next_of(ws, "progress")
+            assert list(answer["progress"]) == [str(mine)]  # not bob's
             await keyed_manager.revoke(ids["bob"])
             with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
                 await next_of(ws, "never")

@@ -9,9 +9,15 @@ Messages (JSON text frames), first a snapshot, then changes as they happen::
 
     {"type": "snapshot", "workers": [worker, ...]}
     {"type": "worker", "worker": worker}     # registered, online/offline, figures, slots
-    {"type": "task", "task": task}           # GET /tasks's document: status, frame_current
+    {"type": "task", "task": task}           # GET /tasks's document, with "progress"
     {"type": "resync"}                       # then a snapshot; reload the tasks shown
+    {"type": "progress", "progress": {id: percent}}  # the answer to a page's question
 
+A page may ask ``{"type": "progress", "ids": [...]}`` (the tasks it loaded with
+``GET /tasks``, whose documents say nothing of their items).
+
+A task is ``GET /tasks``'s document with ``progress`` (``progress_of``: percent of its
+frames done, from its items; None for a task without items).
 A worker is ``GET /workers``'s document with ``slots_used``, ``last_seen``, its figures
 (``update_frequent``, ``update_less_frequent``) and ``history``, its recent 1-minute load
 averages, one per heartbeat (the sparkline), which pages extend from later events.
@@ -39,15 +45,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
-from herder.manager.states import ACTIVE
+from herder.manager.models import MAX_ID
+from herder.manager.states import ACTIVE, ItemStatus
 from herder.manager.store.tables import Task, Worker, WorkItem
 from herder.principals import viewer_of
 
@@ -66,6 +74,7 @@ MIN_PASS_S = 0.25  # and at most this often, however many rounds wake it
 LOOKBACK_S = 5.0  # rows committed this late after their updated_at are still seen
 MAX_TASKS_PER_PASS = 2000  # more changed at once: everyone resyncs instead
 HISTORY = 60  # load samples kept per worker
+MAX_ASKED = 100  # task ids a page may ask the progress of at once
 REVOKED_CLOSE = 4001  # the close code that says: reconnect (your key may be revoked)
 
 _RESYNC: dict[str, Any] = {"type": "resync"}
@@ -172,6 +181,9 @@ class Events:
             query = select(Task).where(Task.updated_at > since).order_by(Task.updated_at)
             tasks = (await db.scalars(query.limit(MAX_TASKS_PER_PASS + 1))).all()
             docs = [task_document(t) for t in tasks if self._sent.get(t.id) != t.updated_at]
+            done = await progress_of(db, [doc["id"] for doc in docs]) if docs else {}
+        for doc in docs:
+            doc["progress"] = done.get(doc["id"])
         if len(tasks) > MAX_TASKS_PER_PASS:  # a flood: cheaper for pages to reload a page
             for subscriber in self._subscribers:
                 subscriber.offer(_RESYNC)
@@ -239,11 +251,31 @@ class Events:
         self._subscribers.add(subscriber)  # no await between this and the snapshot: nothing is missed
         try:
             await ws.send_json(self._snapshot())
-            await _first(self._send(ws, subscriber), _until_closed(ws))
+            await _first(self._send(ws, subscriber), self._receive(ws, subscriber))
         except (OSError, RuntimeError, WebSocketDisconnect):  # the page went while being sent to
             pass
         finally:
             self._subscribers.discard(subscriber)
+
+    async def _receive(self, ws: WebSocket, subscriber: Subscriber) -> None:
+        """What the page asks, until it goes: ``{"type": "progress", "ids": [...]}`` is
+        answered ``{"type": "progress", "progress": {id: percent}}`` for the tasks of
+        those it may see (the tasks a page loaded, whose progress ``GET /tasks`` lacks);
+        anything else is ignored."""
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            ids = _asked_ids(message.get("text"))
+            if not ids:
+                continue
+            async with self._runtime.transaction() as db:
+                query = select(Task.id).where(Task.id.in_(ids))
+                if subscriber.viewer is not None:
+                    query = query.where(Task.owner == subscriber.viewer)
+                visible = list((await db.scalars(query)).all())
+                done = await progress_of(db, visible) if visible else {}
+            subscriber.offer({"type": "progress", "progress": {str(i): done.get(i) for i in visible}})
 
     async def _send(self, ws: WebSocket, subscriber: Subscriber) -> None:
         while True:
@@ -258,10 +290,57 @@ class Events:
             await ws.send_json(event)
 
 
-async def _until_closed(ws: WebSocket) -> None:
-    """Read (and ignore) what the page sends, until it goes."""
-    while (await ws.receive())["type"] != "websocket.disconnect":
-        pass
+def _asked_ids(text: str | None) -> list[int]:
+    """The task ids of a page's ``progress`` question (at most ``MAX_ASKED``); [] for
+    anything else: a page's message is never trusted to be well formed."""
+    try:
+        asked = json.loads(text or "")
+    except ValueError:
+        return []
+    if not isinstance(asked, dict) or asked.get("type") != "progress":
+        return []
+    ids = asked.get("ids")
+    if not isinstance(ids, list) or len(ids) > MAX_ASKED:
+        return []
+    return [i for i in ids if type(i) is int and 0 < i <= MAX_ID]  # past INTEGER: no task
+
+
+async def progress_of(db: Any, task_ids: list[int]) -> dict[int, float]:
+    """How far each task's work got, in percent, from its items in one aggregate.
+
+    Frames done of all its frames (a completed item counts its range, a running one up
+    to its current frame); for items without frames, the share completed. The task's own
+    ``frame_current`` is the furthest frame any item reached: with items running side by
+    side it runs ahead of the work done.
+    """
+    size = WorkItem.frame_end - WorkItem.frame_start + 1
+    reached = WorkItem.frame_current - WorkItem.frame_start + 1
+    completed = WorkItem.status == ItemStatus.COMPLETED
+    frames_done = case(
+        (completed, size),
+        (WorkItem.frame_current.is_(None), 0),
+        (reached > size, size),
+        (reached < 0, 0),
+        else_=reached,
+    )
+    query = (
+        select(
+            WorkItem.task_id,
+            func.sum(frames_done),
+            func.sum(size),
+            func.sum(case((completed, 1), else_=0)),
+            func.count(),
+        )
+        .where(WorkItem.task_id.in_(task_ids))
+        .group_by(WorkItem.task_id)
+    )
+    progress = {}
+    for task_id, frames, all_frames, items_done, items in (await db.execute(query)).all():
+        if all_frames:  # null when no item has frames (a command's)
+            progress[task_id] = 100.0 * float(frames) / float(all_frames)
+        elif items:
+            progress[task_id] = 100.0 * items_done / items
+    return progress
 
 
 async def _first(*coroutines: Coroutine[Any, Any, None]) -> None:

@@ -10,7 +10,8 @@ const BACKOFF_MAX_MS = 15000;
 
 /**
  * Events: "workers" (the whole set changed), "worker" (detail: one worker), "task"
- * (detail: a task document), "resync" (reload what you show), "state" (detail: "on"/"off").
+ * (detail: a task document, with its progress), "resync" (reload what you show),
+ * "progress" (detail: {id: percent}, the answer to ask()), "state" (detail: "on"/"off").
  */
 export class Feed extends EventTarget {
   constructor() {
@@ -24,6 +25,18 @@ export class Feed extends EventTarget {
     this.backoff = BACKOFF_MIN_MS;
     /** @type {number | undefined} */
     this.timer = undefined;
+    /** @type {any[]} questions waiting for the socket to open */
+    this.questions = [];
+  }
+
+  /**
+   * Ask the manager something on the feed (`{type: "progress", ids}`); sent once the
+   * socket is open. Answers come as events of their type.
+   * @param {any} question
+   */
+  ask(question) {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(question));
+    else this.questions.push(question);
   }
 
   start() {
@@ -49,6 +62,7 @@ export class Feed extends EventTarget {
     this.socket = socket;
     socket.onopen = () => {
       this.backoff = BACKOFF_MIN_MS;
+      for (const question of this.questions.splice(0)) socket.send(JSON.stringify(question));
       this.state("on");
     };
     socket.onmessage = (message) => this.handle(JSON.parse(message.data));
@@ -103,6 +117,9 @@ export class Feed extends EventTarget {
         break;
       case "resync":
         this.dispatchEvent(new Event("resync"));
+        break;
+      case "progress":
+        this.dispatchEvent(new CustomEvent("progress", { detail: message.progress }));
         break;
     }
   }

@@ -3,30 +3,10 @@
 
 import { ApiError, openSocket, request } from "./api.js";
 import { ago, fill, h, listen } from "./dom.js";
+import { itemsProgress } from "./progress.js";
 import { ended, progressBar } from "./tasks.js";
 
 const MAX_LINES = 5000; // lines kept on the page; older ones go
-
-/**
- * How far the work got, in percent: frames done of all (a completed piece counts its
- * whole range, a running one up to its current frame), else pieces completed.
- * @param {any[]} items
- * @returns {number | null}
- */
-export function itemsProgress(items) {
-  if (items.length === 0) return null;
-  const framed = items.every((i) => i.frame_start != null && i.frame_end != null);
-  if (!framed) return (100 * items.filter((i) => i.status === "completed").length) / items.length;
-  let done = 0;
-  let all = 0;
-  for (const item of items) {
-    const size = item.frame_end - item.frame_start + 1;
-    all += size;
-    if (item.status === "completed") done += size;
-    else if (item.frame_current != null) done += Math.max(0, Math.min(size, item.frame_current - item.frame_start + 1));
-  }
-  return all ? (100 * done) / all : null;
-}
 
 /**
  * @param {HTMLElement} root

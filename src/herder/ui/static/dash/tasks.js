@@ -3,24 +3,13 @@
 
 import { ApiError, request } from "./api.js";
 import { ago, fill, h, listen } from "./dom.js";
+import { progressOf } from "./progress.js";
 
 const PAGE = 25;
 const COUNTS_EVERY_MS = 2000;
 const STATUSES = ["queued", "assigned", "rendering", "paused", "completed", "failed", "canceled"];
 const ENDED = new Set(["completed", "failed", "canceled"]);
 
-/**
- * How far a task got, in percent: frames reached of its range; a completed task is done.
- * @param {any} task
- * @returns {number | null} null: nothing to measure (no frames, not ended)
- */
-export function progressOf(task) {
-  if (task.status === "completed") return 100;
-  const { frame_start: first, frame_end: last, frame_current: now } = task;
-  if (first == null || last == null) return null;
-  if (now == null) return 0;
-  return Math.max(0, Math.min(100, ((now - first + 1) / (last - first + 1)) * 100));
-}
 
 /**
  * A progress bar with its figure. @param {number | null} percent null: nothing to measure
@@ -97,6 +86,8 @@ export function showTasks(root, feed) {
       shown.clear();
       fill(body);
       for (const task of page.tasks) place(task, false);
+      const measure = page.tasks.filter((/** @type {any} */ t) => t.status !== "completed").map((/** @type {any} */ t) => t.id);
+      if (measure.length) feed.ask({ type: "progress", ids: measure });
       if (page.tasks.length === 0) body.append(h("tr", {}, h("td", { colSpan: 9, className: "muted" }, "No tasks.")));
       message.textContent = "";
     } catch (error) {
@@ -145,7 +136,7 @@ export function showTasks(root, feed) {
     const task = event.detail;
     const old = shown.get(task.id);
     if (old) {
-      if (task.updated_at >= old.task.updated_at) place(task, false);
+      if (task.updated_at >= old.task.updated_at) place({ progress: old.task.progress, ...task }, false);
       return;
     }
     // A task not shown: new ones belong at the top of the newest page, if they pass the filter.
@@ -161,7 +152,13 @@ export function showTasks(root, feed) {
       }
     }
   };
-  const stop = listen(feed, { task: onTask, resync: load });
+  const onProgress = (/** @type {any} */ event) => {
+    for (const [id, percent] of Object.entries(event.detail)) {
+      const old = shown.get(Number(id));
+      if (old && typeof percent === "number" && old.task.progress === undefined) place({ ...old.task, progress: percent }, false);
+    }
+  };
+  const stop = listen(feed, { task: onTask, resync: load, progress: onProgress });
   load();
   counts();
   return () => {
