@@ -15,6 +15,9 @@ Benchmark 10 (issue 7's registry) neither: its goals are absolute (query p99, he
 per second on one core), and its one reference is a bare Ed25519 signature check.
 Benchmark 11 (issue 14's builds) neither: its references are uv alone on the same
 requirements (from a wheelhouse the script writes) and the same app without dependencies.
+Benchmark 12 (issue 15's dashboard) neither: its goal is absolute (first useful paint in
+Debian's chromium ≤ 1 s with 1,000 workers and 100,000 tasks), its reference the same page
+with one worker and one task; here on SQLite (``bench_ui.py --postgres`` adds PostgreSQL).
 
 Each benchmark measures the three daemons in the same run on the same machine, so
 the ratios hold even when absolute figures drift. A benchmark that fails is reported
@@ -42,6 +45,7 @@ import bench_sessions
 import bench_spawn
 import bench_start
 import bench_status
+import bench_ui
 import harness
 from harness import RESULTS_DIR, Figure
 
@@ -57,6 +61,7 @@ BENCHMARKS: tuple[tuple[str, Callable[..., list[Figure]]], ...] = (
     ("9 manager: tasks end to end, heartbeats (issue 6)", bench_manager.run),
     ("10 registry: queries, registrations, heartbeats, tokens (issue 7)", bench_registry.run),
     ("11 builds: cold build against uv alone, starts of built apps (issue 14)", bench_builds.run),
+    ("12 dashboard: first useful paint, 1,000 workers and 100,000 tasks (issue 15)", bench_ui.run),
 )
 
 
