@@ -83,6 +83,12 @@ async def test_sign_in_and_see_both_workers_live(fleet: Fleet, browser: Any) -> 
         assert "/ 2" in (await row.locator("td.slots").text_content() or "")
     await page.locator(".live.on").wait_for()
     await shot(page, "fleet")
+    # An admin disables a worker (no new work for it) and enables it again.
+    first = page.locator("#workers tr", has_text="render-1")
+    await first.locator("button.switch[data-wanted=disabled]").click()
+    await first.locator(".badge", has_text="disabled").wait_for()
+    await first.locator("button.switch[data-wanted=enabled]").click()
+    await first.locator(".badge", has_text="online").wait_for()
     assert errors == []
 
 
@@ -155,6 +161,7 @@ async def test_a_revoked_key_is_signed_out(fleet: Fleet, browser: Any) -> None:
     page, errors, key_id = await signed_in(fleet, browser, "bob", "user")
     await page.locator("#workers tr[data-connection=online]").first.wait_for()
     await page.locator(".live.on").wait_for()
+    assert await page.locator("button.switch").count() == 0  # a user is not offered what needs an admin
     await fleet.revoke(key_id)
     await page.locator("#signed-out").wait_for()
     assert "revoked" in (await page.locator("#signed-out").text_content() or "")

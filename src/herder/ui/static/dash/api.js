@@ -37,6 +37,28 @@ export function token() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
+/**
+ * What the held token says of its holder ({sub, role, ...}), for the page to show and
+ * to offer only what the holder may do (the server decides anyway); null without one,
+ * or for a shared secret.
+ * @returns {any}
+ */
+export function claims() {
+  const part = token()?.split(".")[1];
+  if (!part) return null;
+  try {
+    return JSON.parse(atob(part.replace(/-/g, "+").replace(/_/g, "/")));
+  } catch {
+    return null;
+  }
+}
+
+/** Whether the holder is an admin: an admin's token, a shared secret, or no auth at all. */
+export function isAdmin() {
+  const held = claims();
+  return held === null || held.role === "admin";
+}
+
 /** End the session: forget the token, tell the views. @param {string} why */
 export function signOut(why) {
   sessionStorage.removeItem(TOKEN_KEY);

@@ -1,5 +1,6 @@
 // The fleet: every worker with its state and figures, kept current by the feed.
 
+import { ApiError, isAdmin, request } from "./api.js";
 import { ago, fill, h, listen, meter } from "./dom.js";
 import { sparkline } from "./spark.js";
 
@@ -117,6 +118,7 @@ function cells(w) {
       {},
       h("span", { className: `badge ${w.connection}`, title: `last seen ${ago(w.last_seen)}` }, state),
       w.slots_used ? h("span", { className: "badge rendering" }, "busy") : null,
+      isAdmin() ? switchButton(w) : null,
     ),
     h("td", { className: "num" }, loadText, rare.worker_num_cpus ? h("span", { className: "muted" }, ` (${rare.worker_num_cpus} CPUs)`) : null),
     h("td", {}, meter(frequent.worker_cpu_percent)),
@@ -126,6 +128,27 @@ function cells(w) {
     h("td", {}, (w.tags ?? []).map((t) => h("span", { className: "tag" }, t))),
     h("td", {}, sparkline(w.history ?? [], { floor: rare.worker_num_cpus || 1, title: "1-minute load average, one point per heartbeat" })),
   ];
+}
+
+/**
+ * Disable a worker (it gets no new work; what it runs finishes) or enable it again: an
+ * admin's (PATCH /workers/{id}; the manager refuses anyone else's). Such a PATCH also
+ * counts as the worker's heartbeat, as the seed's API has it.
+ * @param {any} w
+ */
+function switchButton(w) {
+  const wanted = w.status === "disabled" ? "enabled" : "disabled";
+  const button = h("button", { type: "button", className: "switch", dataset: { wanted } }, wanted === "disabled" ? "Disable" : "Enable");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await request("PATCH", `/workers/${w.id}`, { status: wanted }); // the feed shows the change
+    } catch (error) {
+      button.disabled = false;
+      button.title = error instanceof ApiError ? error.message : String(error);
+    }
+  });
+  return h("div", {}, button);
 }
 
 /** A link to the worker's agent's own page (its processes and pools), for an http(s)

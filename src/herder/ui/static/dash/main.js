@@ -1,7 +1,7 @@
 // The dashboard's entry: find whether a sign-in is needed, then show the view the URL's
 // hash names (#fleet, #tasks), all fed by one live connection.
 
-import { about, keysOn, onSignOut, signOut, token } from "./api.js";
+import { about, claims, keysOn, onSignOut, signOut, token } from "./api.js";
 import { fill, h } from "./dom.js";
 import { showFleet } from "./fleet.js";
 import { Feed } from "./live.js";
@@ -52,11 +52,11 @@ window.addEventListener("hashchange", route);
 function enter() {
   signedIn = true;
   nav.hidden = false;
-  const claims = claimsOf(token());
-  who.textContent = claims ? `${claims.sub ?? "?"} (${claims.role ?? "user"})` : token() ? "signed in" : "";
+  const holder = claims();
+  who.textContent = holder ? `${holder.sub ?? "?"} (${holder.role ?? "user"})` : token() ? "signed in" : "";
   signOutButton.hidden = !token();
   feed.start();
-  kite = offer(claims?.sub ?? "local", /** @type {HTMLElement} */ (document.getElementById("kite")), /** @type {HTMLElement} */ (document.getElementById("notes")));
+  kite = offer(holder?.sub ?? "local", /** @type {HTMLElement} */ (document.getElementById("kite")), /** @type {HTMLElement} */ (document.getElementById("notes")));
   route();
 }
 
@@ -71,17 +71,6 @@ function route() {
   }
   const view = VIEWS[/** @type {keyof typeof VIEWS} */ (name)] ?? showFleet;
   stopView = view(app, feed);
-}
-
-/** What a token says of its holder, for the header only (the server checks it). @param {string | null} t */
-function claimsOf(t) {
-  const part = t?.split(".")[1];
-  if (!part) return null;
-  try {
-    return JSON.parse(atob(part.replace(/-/g, "+").replace(/_/g, "/")));
-  } catch {
-    return null;
-  }
 }
 
 /** Straight to the views when a token is held or none is needed: no call first. A token
