@@ -22,7 +22,8 @@ export async function offer(user, label, notes) {
   const key = `/${user}/ui/dashboard/1.0.0/browser/tab/${id}`;
   let link;
   try {
-    link = await connectManager({ token: token(), reconnect: true });
+    // The token as it is at each connection: a reconnection presents the tab's current one.
+    link = await connectManager({ token: () => token(), reconnect: true });
     link.handle("alert", (/** @type {unknown} */ text, /** @type {unknown} */ title) => {
       note(notes, String(text), title == null ? "" : String(title));
       return "shown";
