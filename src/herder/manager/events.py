@@ -16,7 +16,7 @@ Messages (JSON text frames), first a snapshot, then changes as they happen::
 A page may ask ``{"type": "progress", "ids": [...]}`` (the tasks it loaded with
 ``GET /tasks``, whose documents say nothing of their items).
 
-A task is ``GET /tasks``'s document with ``progress`` (``progress_of``: percent of its
+A task is ``GET /tasks``'s document with ``progress`` (``store.progress``: percent of its
 frames done, from its items; None for a task without items).
 A worker is ``GET /workers``'s document with ``slots_used``, ``last_seen``, its figures
 (``update_frequent``, ``update_less_frequent``) and ``history``, its recent 1-minute load
@@ -52,10 +52,11 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 
 from herder.manager.models import MAX_ID
-from herder.manager.states import ACTIVE, ItemStatus
+from herder.manager.states import ACTIVE
+from herder.manager.store.progress import progress_of
 from herder.manager.store.tables import Task, Worker, WorkItem
 from herder.principals import viewer_of
 
@@ -303,44 +304,6 @@ def _asked_ids(text: str | None) -> list[int]:
     if not isinstance(ids, list) or len(ids) > MAX_ASKED:
         return []
     return [i for i in ids if type(i) is int and 0 < i <= MAX_ID]  # past INTEGER: no task
-
-
-async def progress_of(db: Any, task_ids: list[int]) -> dict[int, float]:
-    """How far each task's work got, in percent, from its items in one aggregate.
-
-    Frames done of all its frames (a completed item counts its range, a running one up
-    to its current frame); for items without frames, the share completed. The task's own
-    ``frame_current`` is the furthest frame any item reached: with items running side by
-    side it runs ahead of the work done.
-    """
-    size = WorkItem.frame_end - WorkItem.frame_start + 1
-    reached = WorkItem.frame_current - WorkItem.frame_start + 1
-    completed = WorkItem.status == ItemStatus.COMPLETED
-    frames_done = case(
-        (completed, size),
-        (WorkItem.frame_current.is_(None), 0),
-        (reached > size, size),
-        (reached < 0, 0),
-        else_=reached,
-    )
-    query = (
-        select(
-            WorkItem.task_id,
-            func.sum(frames_done),
-            func.sum(size),
-            func.sum(case((completed, 1), else_=0)),
-            func.count(),
-        )
-        .where(WorkItem.task_id.in_(task_ids))
-        .group_by(WorkItem.task_id)
-    )
-    progress = {}
-    for task_id, frames, all_frames, items_done, items in (await db.execute(query)).all():
-        if all_frames:  # null when no item has frames (a command's)
-            progress[task_id] = 100.0 * float(frames) / float(all_frames)
-        elif items:
-            progress[task_id] = 100.0 * items_done / items
-    return progress
 
 
 async def _first(*coroutines: Coroutine[Any, Any, None]) -> None:
