@@ -87,7 +87,8 @@ async def test_with_keys_the_files_are_public_and_the_api_is_not(keyed_manager: 
     async with httpx.AsyncClient(base_url=keyed_manager.manager.url) as client:
         assert (await client.get("/ui/")).status_code == 200
         assert (await client.get("/ui/dash/api.js")).status_code == 200
-        assert (await client.get("/ui/about.json")).json()["daemon"] == "manager"
+        about = (await client.get("/ui/about.json")).json()
+        assert (about["daemon"], about["auth"]) == ("manager", "keys")  # a key signs in
         assert (await client.get("/ui/nothing.js")).status_code == 401  # not a file: not public
         assert (await client.get("/workers")).status_code == 401
         foreign = await client.get("/ui/", headers={"Host": "evil.example"})
@@ -98,7 +99,8 @@ async def test_an_agent_serves_the_dashboard_and_herder_js(make_agent: AgentFact
     async with make_agent() as agent, httpx.AsyncClient(base_url=agent.url) as client:
         assert (await client.get("/ui/")).status_code == 200
         assert (await client.get("/ui/herder.js")).status_code == 200
-        assert (await client.get("/ui/about.json")).json()["daemon"] == "agent"  # the page shows what it has
+        about = (await client.get("/ui/about.json")).json()
+        assert (about["daemon"], about["auth"]) == ("agent", "none")  # the page shows what it has
 
 
 async def test_the_feed_sends_a_snapshot_then_workers_and_tasks_as_they_change(open_manager: Manager) -> None:

@@ -306,7 +306,8 @@ class Agent(Daemon):
         # The router starts after the HTTP server's task (it needs the supervisor's
         # task group); the front protocol looks it up on the runtime when it is there.
         routes = build_app(self.runtime)
-        ui.install(routes, "agent")  # /ui/: the dashboard and herder.js (#15)
+        auth = "token" if self.runtime.trust is not None else "secret" if cfg.auth_token else "none"
+        ui.install(routes, "agent", auth)  # /ui/: the dashboard and herder.js (#15)
         routes.include_router(event_routes(self.runtime))  # WS /events: the agent's page, live
         app = Guard(
             routes,

@@ -353,7 +353,8 @@ class Manager(Daemon):
         routes = build_app(self.runtime)
         relay.install(routes, self.runtime)  # WS /relay/{id}: services reached over their link (#15)
         events.install(routes, self.runtime.events)  # WS /events: the dashboard's live feed (#15)
-        ui.install(routes, "manager")  # /ui/: the dashboard (#15)
+        auth = "keys" if self.authority is not None else "secret" if self.config.auth_token else "none"
+        ui.install(routes, "manager", auth)  # /ui/: the dashboard (#15)
         app = FrontDoor(routes, self.config, self.authority)
         config = uvicorn.Config(
             app,

@@ -68,14 +68,15 @@ def public_paths(static: Path = STATIC) -> frozenset[str]:
 
 class UiFiles:
     """The ASGI app answering ``/ui`` and ``/ui/...`` from the manifest, and ``/ui/about.json``:
-    which daemon serves the page (``manager`` or ``agent``: the page shows what it has)."""
+    which daemon serves the page (``manager`` or ``agent``: the page shows what it has) and
+    the credential it takes (``install``)."""
 
-    def __init__(self, daemon: str, static: Path = STATIC) -> None:
+    def __init__(self, daemon: str, auth: str = "none", static: Path = STATIC) -> None:
         from herder import __version__
 
         self._files = manifest(static)
         self._cache: dict[str, tuple[int, bytes, bytes]] = {}  # rel → (mtime_ns, body, etag)
-        about = json.dumps({"daemon": daemon, "version": __version__}).encode()
+        about = json.dumps({"daemon": daemon, "version": __version__, "auth": auth}).encode()
         self._about = (about, _etag(about))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -118,10 +119,16 @@ class UiFiles:
         return cached[1], cached[2]
 
 
-def install(app: Any, daemon: str) -> None:
-    """Serve the dashboard on ``app`` (a Starlette or FastAPI app), outside its OpenAPI;
-    ``daemon`` (``manager``, ``agent``) is what ``/ui/about.json`` says serves it."""
-    files = UiFiles(daemon)
+def install(app: Any, daemon: str, auth: str = "none") -> None:
+    """Serve the dashboard on ``app`` (a Starlette or FastAPI app), outside its OpenAPI.
+
+    ``/ui/about.json`` says which ``daemon`` serves it (``manager``, ``agent``) and what
+    credential it takes (``auth``: ``keys``, a key buys a token; ``token``, an agent
+    taking its manager's tokens or its secret; ``secret``; ``none``), so that a page
+    shows its sign-in, or not, without a refused call first (one more error in the
+    browser's console). It says nothing that a refused call would not.
+    """
+    files = UiFiles(daemon, auth)
     app.router.add_route(PREFIX, files, include_in_schema=False)  # the redirect to /ui/
     app.router.mount(PREFIX, app=files)
 

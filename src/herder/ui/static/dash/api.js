@@ -92,16 +92,13 @@ export async function signIn(key) {
   }
 }
 
-/** Which daemon served the page and its version: {daemon: "manager" | "agent", version}. */
+/**
+ * Which daemon served the page, its version, and the credential it takes:
+ * {daemon: "manager" | "agent", version, auth: "keys" | "token" | "secret" | "none"}.
+ */
 export async function about() {
   const answer = await fetch(new URL("ui/about.json", base), { credentials: "omit", cache: "no-store" });
   return answer.json();
-}
-
-/** Whether the manager has keys (its public key is served): a key must sign in first. */
-export async function keysOn() {
-  const answer = await fetch(new URL("auth/jwks.json", base), { credentials: "omit", cache: "no-store" });
-  return answer.status === 200;
 }
 
 /**

@@ -1,7 +1,7 @@
 // The dashboard's entry: find whether a sign-in is needed, then show the view the URL's
 // hash names (#fleet, #tasks), all fed by one live connection.
 
-import { about, claims, keysOn, onSignOut, signOut, token } from "./api.js";
+import { about, claims, onSignOut, signOut, token } from "./api.js";
 import { fill, h } from "./dom.js";
 import { showFleet } from "./fleet.js";
 import { Feed } from "./live.js";
@@ -20,6 +20,7 @@ const signOutButton = /** @type {HTMLButtonElement} */ (document.getElementById(
 const feed = new Feed();
 /** @type {(() => void) | null} */
 let stopView = null;
+let auth = "keys"; // the credential the manager takes (about.json), for the sign-in's words
 /** @type {Promise<() => void> | null} the tab's registration as a service (kite.js) */
 let kite = null;
 let signedIn = false;
@@ -42,7 +43,7 @@ onSignOut((why) => {
   live.hidden = true;
   signOutButton.hidden = true;
   who.textContent = "";
-  showSignIn(app, why, enter);
+  showSignIn(app, why, enter, auth);
 });
 
 signOutButton.addEventListener("click", () => signOut(""));
@@ -84,7 +85,8 @@ async function start() {
       (await import("../agent/page.js")).showAgent(app, served); // the agent's own page
       return;
     }
-    if (!token() && (await keysOn())) {
+    auth = served.auth;
+    if (!token() && served.auth !== "none") {
       signOut(""); // shows the form, without a refused call first
       return;
     }
