@@ -154,6 +154,18 @@ async def test_a_waiting_task_says_why_and_is_paused_resumed_and_canceled(fleet:
     await page.click("#task .act-cancel")
     await page.locator("#task-status", has_text="canceled").wait_for()
     assert await page.locator("#task .act-cancel").count() == 0  # an ended task offers nothing
+    # The list, filtered by tag and owner (asked of the manager).
+    await page.click("#nav a[data-view=tasks]")
+    rows = page.locator("#tasks tr[data-task]")
+    await rows.first.wait_for()
+    await page.fill("#tag-filter", "cpu")
+    await page.press("#tag-filter", "Enter")
+    await page.locator("#tasks td", has_text="No tasks.").wait_for()
+    await page.fill("#tag-filter", "gpu")
+    await page.fill("#owner-filter", "alice")
+    await page.press("#owner-filter", "Enter")
+    await rows.first.wait_for()
+    assert await rows.count() == 1
     assert errors == []
 
 

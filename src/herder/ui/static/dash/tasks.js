@@ -38,6 +38,8 @@ export function showTasks(root, feed) {
   /** @type {number | null} */
   let next = null;
   let status = "";
+  let owner = "";
+  let tag = "";
   /** @type {Map<number, {task: any, row: HTMLElement}>} */
   const shown = new Map();
   const body = h("tbody");
@@ -51,10 +53,30 @@ export function showTasks(root, feed) {
     STATUSES.map((s) => h("option", { value: s }, s)),
   );
 
+  // Owner and tag, asked of the manager (GET /tasks?owner=&tag=) when the field is left.
+  const ownerField = h("input", { id: "owner-filter", placeholder: "anyone", size: 10 });
+  const tagField = h("input", { id: "tag-filter", placeholder: "any tag", size: 10 });
+  for (const field of [ownerField, tagField]) {
+    field.addEventListener("change", () => {
+      owner = ownerField.value.trim();
+      tag = tagField.value.trim();
+      cursors = [undefined];
+      load();
+    });
+  }
+
   fill(
     root,
     submitForm(),
-    h("div", { className: "row" }, h("h2", {}, "Tasks"), h("label", {}, "Status ", filter), message),
+    h(
+      "div",
+      { className: "row" },
+      h("h2", {}, "Tasks"),
+      h("label", {}, "Status ", filter),
+      h("label", {}, "Owner ", ownerField),
+      h("label", {}, "Tag ", tagField),
+      message,
+    ),
     h(
       "table",
       { id: "tasks" },
@@ -78,8 +100,11 @@ export function showTasks(root, feed) {
     const before = cursors[cursors.length - 1];
     const query = new URLSearchParams({ limit: String(PAGE) });
     if (status) query.set("status", status);
+    if (owner) query.set("owner", owner);
+    if (tag) query.set("tag", tag);
     if (before !== undefined) query.set("before", String(before));
     message.textContent = "loading…";
+    message.className = "muted";
     try {
       const page = await request("GET", `/tasks?${query}`);
       next = page.next;
@@ -92,6 +117,7 @@ export function showTasks(root, feed) {
       message.textContent = "";
     } catch (error) {
       message.textContent = error instanceof ApiError ? error.message : "";
+      message.className = "error";
     }
     newer.disabled = cursors.length <= 1;
     older.disabled = next === null;
@@ -131,6 +157,11 @@ export function showTasks(root, feed) {
     if (countsTimer === undefined) countsTimer = setTimeout(counts, Math.max(0, countsAt + COUNTS_EVERY_MS - Date.now()));
   }
 
+  /** Whether a task the feed brings belongs to the list as filtered. @param {any} task */
+  function passes(task) {
+    return (!status || task.status === status) && (!owner || task.owner === owner) && (!tag || (task.tags ?? []).includes(tag));
+  }
+
   const onTask = (/** @type {any} */ event) => {
     countsSoon();
     const task = event.detail;
@@ -141,7 +172,7 @@ export function showTasks(root, feed) {
     }
     // A task not shown: new ones belong at the top of the newest page, if they pass the filter.
     const newest = Math.max(0, ...shown.keys());
-    if (cursors.length === 1 && task.id > newest && (!status || task.status === status)) {
+    if (cursors.length === 1 && task.id > newest && passes(task)) {
       place(task, true);
       while (shown.size > PAGE) {
         const last = [...shown.keys()].sort((a, b) => a - b)[0];
