@@ -535,25 +535,19 @@ def figures_of(big: Farm, floor: Farm, db: str) -> list[Figure]:
 
 
 async def run_db(
-    work: Path, db: str, pg_url: str, loads: int, beats: int
+    work: Path, db: str, urls: dict[str, str | None], loads: int, beats: int
 ) -> tuple[list[Figure], list[tuple[str, ...]]]:
-    dropped: list[str] = []
+    """The big farm and the floor on one kind of database (``urls``: None for SQLite)."""
     farms: list[Farm] = []
     try:
         for name, workers, tasks in (("big", WORKERS, TASKS), ("floor", 1, 1)):
-            db_url = None
-            if db == "PostgreSQL":
-                db_name, db_url = pg_create(pg_url, f"ui_{name}")
-                dropped.append(db_name)
-            farms.append(await set_up(work, f"{db.lower()}-{name}", db_url, workers, tasks, beats))
+            farms.append(await set_up(work, f"{db.lower()}-{name}", urls[name], workers, tasks, beats))
         await measure(farms, loads)
         return figures_of(farms[0], farms[1], db), [r for f in farms for r in detail_rows(f, db)]
     finally:
         for farm in farms:
             if farm.manager.proc is not None:
                 harness.stop(farm.manager.proc, signal.SIGTERM, timeout_s=30)
-        for db_name in dropped:
-            pg_drop(pg_url, db_name)
 
 
 def run(quick: bool = False) -> list[Figure]:
@@ -564,7 +558,11 @@ def run(quick: bool = False) -> list[Figure]:
 def run_detailed(
     quick: bool = False, postgres: bool = False, pg_url: str = PG_URL
 ) -> tuple[list[Figure], list[tuple[str, ...]]]:
-    """The figures, and the breakdown's rows (medians in ms of each step)."""
+    """The figures, and the breakdown's rows (medians in ms of each step).
+
+    PostgreSQL's databases are made and dropped outside the event loop (``bench_manager``'s
+    helpers run their own).
+    """
     if not CHROMIUM.exists():
         raise RuntimeError(f"benchmark 12 needs {CHROMIUM}: make chromium installs Debian's package")
     loads, beats = (LOADS_QUICK, BEATS_QUICK) if quick else (LOADS, BEATS)
@@ -572,7 +570,17 @@ def run_detailed(
     rows: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory(prefix="herder-bench-ui-") as tmp:
         for db in ("SQLite", *(["PostgreSQL"] if postgres else [])):
-            more, detail = asyncio.run(run_db(Path(tmp), db, pg_url, loads, beats))
+            made: list[str] = []
+            urls: dict[str, str | None] = {"big": None, "floor": None}
+            try:
+                if db == "PostgreSQL":
+                    for name in urls:
+                        db_name, urls[name] = pg_create(pg_url, f"ui_{name}")
+                        made.append(db_name)
+                more, detail = asyncio.run(run_db(Path(tmp), db, urls, loads, beats))
+            finally:
+                for db_name in made:
+                    pg_drop(pg_url, db_name)
             figures, rows = figures + more, rows + detail
     return figures, rows
 
