@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import AgentFactory
+from tests.fixtures.builds.wheels import HELLO_SERVER
 from tests.test_builds import create, running, write_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -120,41 +121,18 @@ setup(
 )
 """
 
-HELLOAPP = """\
-import json
-import os
-import sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        import helloapp
-
-        body = json.dumps({"prefix": sys.prefix, "module": helloapp.__file__}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-def main():
-    HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"""
-
 
 async def test_a_setup_py_app_is_installed_into_its_venv(make_agent: AgentFactory, tmp_path: Path) -> None:
+    # The build tests' own HTTP server, as the app's one module.
     app = write_app(
         tmp_path / "app",
-        {"Procfile": "web: exec helloapp-serve\n", "setup.py": SETUP_PY, "helloapp.py": HELLOAPP},
+        {"Procfile": "web: exec helloapp-serve\n", "setup.py": SETUP_PY, "helloapp.py": HELLO_SERVER},
     )
     async with make_agent() as agent, httpx.AsyncClient(base_url=agent.url, timeout=30) as client:
         await create(client, "web.0", app.as_uri())
         answer = await running(agent, "hello.web.0")
         venv = Path(answer["prefix"])
         assert venv.is_relative_to(agent.config.data_dir / "builds")
-        # Installed (setuptools built it), not run from the app's tree.
-        assert Path(answer["module"]).is_relative_to(venv), json.dumps(answer)
+        # Installed into the venv (setuptools built it), its console script on PATH.
+        assert list(venv.glob("lib/python*/site-packages/helloapp.py")), json.dumps(answer)
+        assert (venv / "bin" / "helloapp-serve").is_file()
