@@ -2,66 +2,30 @@
 // open with backoff. It holds the processes and pools as the agent last described them;
 // the views draw from it when it says "change". Nothing polls.
 
+import { LiveSocket } from "../dash/livesocket.js";
 import { call, socket } from "./api.js";
 
-const BACKOFF_MIN_MS = 500;
-const BACKOFF_MAX_MS = 15000;
-
 /** Events: "change" (the processes or pools changed), "state" (detail: "on" / "off"). */
-export class AgentFeed extends EventTarget {
+export class AgentFeed extends LiveSocket {
   constructor() {
     super();
     /** @type {Map<string, any>} by slug, in creation order */
     this.processes = new Map();
     /** @type {Map<string, any>} by name */
     this.pools = new Map();
-    this.stopped = true;
-    /** @type {WebSocket | null} */
-    this.ws = null;
-    this.backoff = BACKOFF_MIN_MS;
-    /** @type {number | undefined} */
-    this.timer = undefined;
   }
 
-  start() {
-    this.stopped = false;
-    this.connect();
+  open() {
+    return socket("/events");
   }
 
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    const ws = this.ws;
-    this.ws = null;
-    ws?.close(1000, "signed out");
-  }
-
-  connect() {
-    const ws = socket("/events");
-    this.ws = ws;
-    ws.onopen = () => {
-      this.backoff = BACKOFF_MIN_MS;
-      this.emit("state", "on");
-    };
-    ws.onmessage = (message) => this.take(JSON.parse(message.data));
-    ws.onclose = () => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      this.emit("state", "off");
-      if (!this.stopped) this.retry();
-    };
-  }
-
-  /** A refused socket says nothing of why: one call finds a token that no longer holds (401). */
-  async retry() {
+  async signedOut() {
     try {
       await call("GET", "/");
     } catch (error) {
-      if (/** @type {any} */ (error)?.status === 401) return;
+      if (/** @type {any} */ (error)?.status === 401) return true;
     }
-    if (this.stopped) return;
-    this.timer = setTimeout(() => this.connect(), this.backoff);
-    this.backoff = Math.min(BACKOFF_MAX_MS, this.backoff * 2);
+    return false;
   }
 
   /** @param {string} name @param {any} [detail] */
@@ -70,7 +34,7 @@ export class AgentFeed extends EventTarget {
   }
 
   /** @param {any} message */
-  take(message) {
+  handle(message) {
     switch (message.type) {
       case "snapshot":
         this.processes = new Map(message.processes.map((p) => [p.slug, p]));

@@ -3,28 +3,20 @@
 // view shows them. Nothing polls: what changes arrives.
 
 import { openEvents, request, SignedOut } from "./api.js";
+import { LiveSocket } from "./livesocket.js";
 
 const HISTORY = 60; // load samples per worker, as the manager keeps
-const BACKOFF_MIN_MS = 500;
-const BACKOFF_MAX_MS = 15000;
 
 /**
  * Events: "workers" (the whole set changed), "worker" (detail: one worker), "task"
  * (detail: a task document, with its progress), "resync" (reload what you show),
  * "progress" (detail: {id: percent}, the answer to ask()), "state" (detail: "on"/"off").
  */
-export class Feed extends EventTarget {
+export class Feed extends LiveSocket {
   constructor() {
     super();
     /** @type {Map<number, any>} by id */
     this.workers = new Map();
-    this.connected = false;
-    this.stopped = true;
-    /** @type {WebSocket | null} */
-    this.socket = null;
-    this.backoff = BACKOFF_MIN_MS;
-    /** @type {number | undefined} */
-    this.timer = undefined;
     /** @type {any[]} questions waiting for the socket to open */
     this.questions = [];
   }
@@ -39,57 +31,22 @@ export class Feed extends EventTarget {
     else this.questions.push(question);
   }
 
-  start() {
-    this.stopped = false;
-    this.connect();
+  open() {
+    return openEvents();
   }
 
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.socket?.close(1000, "signed out");
-    this.socket = null;
+  /** @param {WebSocket} socket */
+  opened(socket) {
+    for (const question of this.questions.splice(0)) socket.send(JSON.stringify(question));
   }
 
-  connect() {
-    let socket;
-    try {
-      socket = openEvents();
-    } catch (error) {
-      this.state("off");
-      return;
-    }
-    this.socket = socket;
-    socket.onopen = () => {
-      this.backoff = BACKOFF_MIN_MS;
-      for (const question of this.questions.splice(0)) socket.send(JSON.stringify(question));
-      this.state("on");
-    };
-    socket.onmessage = (message) => this.handle(JSON.parse(message.data));
-    socket.onclose = () => {
-      if (this.socket !== socket) return;
-      this.socket = null;
-      this.state("off");
-      if (!this.stopped) this.reconnect();
-    };
-  }
-
-  /** Before connecting again, one call finds whether the session still holds (a 401 ends it). */
-  async reconnect() {
+  async signedOut() {
     try {
       await request("GET", "/tasks?limit=1");
     } catch (error) {
-      if (error instanceof SignedOut) return;
+      if (error instanceof SignedOut) return true;
     }
-    if (this.stopped) return;
-    this.timer = setTimeout(() => this.connect(), this.backoff);
-    this.backoff = Math.min(BACKOFF_MAX_MS, this.backoff * 2);
-  }
-
-  /** @param {string} value */
-  state(value) {
-    this.connected = value === "on";
-    this.dispatchEvent(new CustomEvent("state", { detail: value }));
+    return false;
   }
 
   /** @param {any} message */
