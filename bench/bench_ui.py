@@ -53,18 +53,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import harness
 from bench_manager import PG_URL, ManagerProc, pg_create, pg_drop
-from harness import VENV_BIN, Figure, median, percentile
+from harness import REPO, VENV_BIN, Figure, median, percentile
 
 WORKERS = 1000
 TASKS = 100_000
@@ -141,6 +144,8 @@ INIT_JS = """
   seen.observe(document, { childList: true, subtree: true });
 })();
 """
+
+CLICK_JS = "() => { window.__bench.mark('click'); document.querySelector('#signin button').click(); }"
 
 RESULT_JS = """
 () => {
@@ -378,12 +383,10 @@ async def one_load(browser: Any, farm: Farm, view: str, sign_in: bool) -> dict[s
         await context.add_init_script(script=script)
         page = await context.new_page()
         await page.goto(f"{farm.manager.url}/ui/{'#tasks' if view == 'tasks' else ''}", wait_until="commit")
-        if sign_in:
-            await page.fill("#key", farm.key)
-            await page.evaluate(
-                "() => { window.__bench.mark('click'); document.querySelector('#signin button').click(); }"
-            )
         try:
+            if sign_in:
+                await page.fill("#key", farm.key)
+                await page.evaluate(CLICK_JS)
             await page.wait_for_function("() => window.__bench && window.__bench.done", polling=50)
         except Exception as exc:
             seen = await page.evaluate(
@@ -550,13 +553,48 @@ async def run_db(
                 harness.stop(farm.manager.proc, signal.SIGTERM, timeout_s=30)
 
 
+@contextmanager
+def committed_tree(tmp: Path, worktree: bool) -> Iterator[str]:
+    """The herder measured: HEAD's ``src/`` and ``clients/js`` (the page's herder.js), exported
+    and first on ``PYTHONPATH`` for every process started; yields the commit's name.
+
+    Other sessions commit to the dashboard while a run lasts, and a manager serves its files
+    from its package directory as they are at each request: a page whose ``main.js`` was
+    saved between two of its modules never starts. An export measures one commit whole.
+    ``worktree``: the checkout as it is instead (uncommitted changes included).
+    """
+    if worktree:
+        yield harness.source_state()
+        return
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    tree = tmp / "tree"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "HEAD", "src", "clients/js"], capture_output=True, timeout=120
+    )
+    if archive.returncode != 0:
+        raise RuntimeError(f"git archive HEAD: {archive.stderr.decode(errors='replace')}")
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True, timeout=120)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(tree / "src")
+    try:
+        yield f"{head} (committed tree, exported)"
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 def run(quick: bool = False) -> list[Figure]:
     """SQLite only (``run_all.py``)."""
     return run_detailed(quick)[0]
 
 
 def run_detailed(
-    quick: bool = False, postgres: bool = False, pg_url: str = PG_URL
+    quick: bool = False, postgres: bool = False, pg_url: str = PG_URL, worktree: bool = False
 ) -> tuple[list[Figure], list[tuple[str, ...]]]:
     """The figures, and the breakdown's rows (medians in ms of each step).
 
@@ -568,7 +606,11 @@ def run_detailed(
     loads, beats = (LOADS_QUICK, BEATS_QUICK) if quick else (LOADS, BEATS)
     figures: list[Figure] = []
     rows: list[tuple[str, ...]] = []
-    with tempfile.TemporaryDirectory(prefix="herder-bench-ui-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="herder-bench-ui-") as tmp,
+        committed_tree(Path(tmp), worktree) as what,
+    ):
+        harness.progress(f"ui: measuring {what}")
         for db in ("SQLite", *(["PostgreSQL"] if postgres else [])):
             made: list[str] = []
             urls: dict[str, str | None] = {"big": None, "floor": None}
@@ -589,9 +631,12 @@ def main() -> None:
     parser = harness.report_parser(__doc__ or "", "5 loads of each kind instead of 15: a smoke test")
     parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL (--pg-url)")
     parser.add_argument("--pg-url", default=PG_URL, help="an existing database to create ours next to")
+    parser.add_argument(
+        "--worktree", action="store_true", help="measure the checkout as it is, not HEAD's committed tree"
+    )
     args = parser.parse_args()
     started, source = time.monotonic(), harness.source_state()
-    figures, rows = run_detailed(quick=args.quick, postgres=args.postgres, pg_url=args.pg_url)
+    figures, rows = run_detailed(args.quick, args.postgres, args.pg_url, args.worktree)
     header = ("medians, ms from navigation (sign-in: the click is noted)", *STEPS)
     text = "Where the time goes:\n" + harness.rows_table(header, rows, markdown=args.markdown)
     harness.print_report("herder benchmark 12", args, started, source, figures, text, rows)
