@@ -57,6 +57,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -69,6 +70,9 @@ import harness
 from bench_manager import PG_URL, ManagerProc, pg_create, pg_drop
 from harness import REPO, VENV_BIN, Figure, median, percentile
 
+sys.path.insert(0, str(REPO))  # the repo, for the browser tests' chromium and its flags
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+
 WORKERS = 1000
 TASKS = 100_000
 LOADS, LOADS_QUICK = 15, 5
@@ -78,17 +82,6 @@ INSERT_BATCH = 5000
 GOAL_S = 1.0
 LOAD_GAP_S = 1.5  # between two loads of one manager: the feed reuses a worker read < 1 s old
 LOAD_TIMEOUT_MS = 15_000  # a load that shows no row by then is counted as failed, with what it showed
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [  # the browser tests' flags (tests/browser/conftest.py)
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWS = {"fleet": "#workers tbody tr[data-worker]", "tasks": "#tasks tbody tr[data-task]"}
 TASK_MIX = (("completed", 93), ("failed", 3), ("canceled", 2), ("queued", 2))  # per 100 tasks
 
