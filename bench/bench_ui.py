@@ -99,6 +99,7 @@ INIT_JS = """
   window.WebSocket = class extends Native {
     constructor(...args) {
       super(...args);
+      if (!String(args[0]).includes("/events")) return; // the feed's, not herder.js's /rpc link
       mark("socket");
       this.addEventListener("open", () => mark("socket open"));
       this.addEventListener("message", (m) => {
