@@ -141,11 +141,14 @@ async def test_a_browser_offers_its_token_as_a_websocket_subprotocol(make_agent:
             ) as ws:
                 assert ws.protocol == "herder"
     # Auth off: a browser's offer still gets its subprotocol.
-    async with make_agent() as agent, aiohttp.ClientSession() as session:
-        async with session.ws_connect(
+    async with (
+        make_agent() as agent,
+        aiohttp.ClientSession() as session,
+        session.ws_connect(
             agent.url.replace("http", "ws") + "/rpc", protocols=["herder"], origin=agent.url
-        ) as ws:
-            assert ws.protocol == "herder"
+        ) as ws,
+    ):
+        assert ws.protocol == "herder"
 
 
 async def test_allowed_hosts_extend_the_loopback_names(make_agent: AgentFactory) -> None:
