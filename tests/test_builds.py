@@ -503,7 +503,9 @@ async def test_builds_unused_for_keep_unused_s_are_collected(
                 os.utime(build / marker, (hours_ago, hours_ago))
         await create(client, "new.0", new_app.as_uri())  # a new build collects after itself
         await running(agent, "hello.new.0")
-        await poll(lambda: not old_build.exists())
+        # Collected: renamed into the trash, then the trash emptied (in a worker thread).
+        builds_root = agent.config.data_dir / "builds"
+        await poll(lambda: not old_build.exists() and not list(builds_root.glob(".trash*")))
         assert kept_build.is_dir()
         assert len(build_dirs(agent)) == 2
         assert not [p for p in (agent.config.data_dir / "builds").iterdir() if p.name.startswith(".trash")]
