@@ -23,6 +23,24 @@ HERDER = str(Path(sys.executable).with_name("herder"))
 POLL_S = 0.02
 
 
+async def run_herder(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 60.0
+) -> tuple[int, str, str]:
+    """Run the real ``herder`` binary with ``args`` without blocking this loop (an agent or
+    manager under test may run in it); (exit status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        HERDER,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
 async def wait_http(
     client: httpx.AsyncClient,
     url: str,

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +12,15 @@ from herder.agent import Agent
 from herder.agent.processes.states import State
 from tests.conftest import AgentFactory
 from tests.fixtures.builds.wheels import write_wheel
-from tests.helpers import HERDER, wait_unit
+from tests.helpers import run_herder, wait_unit
 from tests.test_builds import build_agent, builds_of, create, failed, index_dir, running, write_app
 
 __all__ = ["build_agent", "index_dir"]  # fixtures, used by name
 
 
 async def herder(agent: Agent, *args: str) -> tuple[int, str, str]:
-    """Run the real binary (without blocking the agent, which runs in this loop)."""
-    proc = await asyncio.create_subprocess_exec(
-        HERDER,
-        *args,
-        "--agent",
-        agent.url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    """``herder ARGS --agent URL`` (builds may take a while)."""
+    return await run_herder(*args, "--agent", agent.url, timeout_s=120)
 
 
 def requirements_app(root: Path) -> Path:

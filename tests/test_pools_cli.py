@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -11,26 +10,14 @@ from typing import Any
 import httpx
 
 from herder.agent import Agent
-from tests.helpers import HERDER, wait_http
+from tests.helpers import run_herder, wait_http
 
 APP = str(Path(__file__).parent / "apps" / "pool_app.py")
 
 
 async def herder(agent: Agent, *args: str) -> tuple[int, str, str]:
-    """Run the real binary (without blocking the agent, which runs in this loop)."""
-    proc = await asyncio.create_subprocess_exec(
-        HERDER,
-        "pools",
-        args[0],
-        "--agent",
-        agent.url,
-        *args[1:],
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    """``herder pools VERB --agent URL ARGS`` (the agent before ARGS, which may hold ``--``)."""
+    return await run_herder("pools", args[0], "--agent", agent.url, *args[1:])
 
 
 async def test_create_ls_scale_drain_resume_rm(agent: Agent) -> None:

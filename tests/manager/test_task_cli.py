@@ -20,7 +20,7 @@ from herder.agent import Agent
 from herder.cli.task_cmds import LogTail
 from herder.manager.server import Manager
 from tests.conftest import AgentFactory
-from tests.helpers import HERDER
+from tests.helpers import run_herder
 from tests.manager.conftest import ManagerFactory
 
 Result = tuple[int, str, str]
@@ -31,17 +31,7 @@ async def herder(url: str, *args: str, env: dict[str, str] | None = None) -> Res
     """``herder ARGS`` with the manager's URL in HERDER_MANAGER_URL; (status, stdout, stderr)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("HERDER_MANAGER_")}
     environ.update({"HERDER_MANAGER_URL": url, **(env or {})})
-    proc = await asyncio.create_subprocess_exec(
-        HERDER,
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=environ,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_herder(*args, env=environ)
 
 
 async def ok(url: str, *args: str) -> str:

@@ -20,13 +20,13 @@ from fastapi.responses import JSONResponse, Response
 
 from herder.apierrors import ApiError, read_json
 from herder.manager.models import KeyRequest
+from herder.manager.store.tables import AuthKey
 from herder.openapi_docs import path_param
 from herder.principals import principal_of
 
 if TYPE_CHECKING:
     from herder.manager.authority import Authority
     from herder.manager.server import ManagerRuntime
-    from herder.manager.store.tables import AuthKey
 
 BODY_ERRORS = (400, 408, 413, 422)
 _KEY_ID = path_param("id", "The key's id, as 'id' in the key documents.", {"type": "string", "maxLength": 64})
@@ -86,8 +86,9 @@ def key_routes(app: FastAPI, runtime: ManagerRuntime, docs: Any) -> None:
         req = await read_json(request, KeyRequest)
         async with runtime.sessions() as db, db.begin():
             issued = await found.issue_key(db, req.user, req.role, req.ttl_s)
-            keys = {k.id: k for k in await found.list_keys(db)}
-        doc = {**key_document(keys[issued.id]), "key": issued.key}
+            record = await db.get(AuthKey, issued.id)
+        assert record is not None  # written in this very transaction
+        doc = {**key_document(record), "key": issued.key}
         host = request.headers.get("host", "")
         location = f"{request.url.scheme}://{host}/auth/keys/{issued.id}/revoke"
         return JSONResponse(doc, status_code=201, headers={"Location": location})
@@ -107,15 +108,16 @@ def key_routes(app: FastAPI, runtime: ManagerRuntime, docs: Any) -> None:
         found = authority(request)
         key_id = request.path_params["id"]
         async with runtime.sessions() as db, db.begin():
-            keys = {k.id: k for k in await found.list_keys(db)}
-            if key_id not in keys:
+            record = await db.get(AuthKey, key_id)
+            if record is None:
                 raise ApiError(404, "not_found", f"no key with id {key_id!r}", "id")
-            if keys[key_id].revoked_at is not None:
+            if record.revoked_at is not None:
                 raise ApiError(409, "conflict", f"key {key_id!r} was revoked already", "id")
             await found.revoke(db, key_id=key_id)
             await db.flush()
             await found.note_revocations(db, runtime.config.data_dir)
+            await db.refresh(record)
+            doc = key_document(record)
         async with runtime.sessions() as db:
             await found.refresh(db)  # honoured no more, here, from this moment
-            doc = key_document({k.id: k for k in await found.list_keys(db)}[key_id])
         return JSONResponse(doc)

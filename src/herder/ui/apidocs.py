@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
 
 DOCS = "/docs"
 REDOC = "/redoc"
@@ -54,31 +57,31 @@ def install(app: Any, title: str) -> None:
     ``docs_url=None, redoc_url=None``), outside its OpenAPI document."""
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
     from starlette.requests import Request
-    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.responses import FileResponse, JSONResponse
 
     folder = assets_dir()
 
     async def swagger(request: Request) -> Response:
-        page = get_swagger_ui_html(
-            openapi_url=OPENAPI,
-            title=f"{title}: API",
-            swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS}/favicon.png",
+        return _with_csp(
+            get_swagger_ui_html(
+                openapi_url=OPENAPI,
+                title=f"{title}: API",
+                swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{ASSETS}/swagger-ui.css",
+                swagger_favicon_url=f"{ASSETS}/favicon.png",
+            )
         )
-        page.headers["content-security-policy"] = PAGE_CSP
-        return page
 
     async def redoc(request: Request) -> Response:
-        page = get_redoc_html(
-            openapi_url=OPENAPI,
-            title=f"{title}: API",
-            redoc_js_url=f"{ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=f"{ASSETS}/favicon.png",
-            with_google_fonts=False,
+        return _with_csp(
+            get_redoc_html(
+                openapi_url=OPENAPI,
+                title=f"{title}: API",
+                redoc_js_url=f"{ASSETS}/redoc.standalone.js",
+                redoc_favicon_url=f"{ASSETS}/favicon.png",
+                with_google_fonts=False,
+            )
         )
-        page.headers["content-security-policy"] = PAGE_CSP
-        return page
 
     async def asset(request: Request) -> Response:
         name = request.path_params["name"]
@@ -97,3 +100,9 @@ def install(app: Any, title: str) -> None:
     app.router.add_route(DOCS, swagger, methods=["GET"], include_in_schema=False)
     app.router.add_route(REDOC, redoc, methods=["GET"], include_in_schema=False)
     app.router.add_route(f"{ASSETS}/{{name}}", asset, methods=["GET"], include_in_schema=False)
+
+
+def _with_csp(page: Response) -> Response:
+    """``page`` (an HTML response) under the API pages' own CSP."""
+    page.headers["content-security-policy"] = PAGE_CSP
+    return page
