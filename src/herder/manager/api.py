@@ -170,8 +170,10 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
 
     _auth_routes(app, runtime)
     from herder.manager.keyroutes import key_routes
+    from herder.manager.renewal import renewal_route
 
     key_routes(app, runtime, DOCS)
+    renewal_route(app, runtime, DOCS)
     _service_routes(app, runtime)
     from herder.manager import proxy
 
@@ -227,6 +229,22 @@ def _query_status(request: Request) -> str | None:
         choices = ", ".join(TASK_STATUSES)
         raise ApiError(422, "invalid", f"status must be one of {choices}, not {status!r}", "status")
     return status
+
+
+# GET /tasks's and GET /tasks/counts's filters: the counts say what the filtered list holds.
+_OWNER_AND_TAG = (
+    query_param(
+        "owner",
+        "Only the tasks this user submitted (a user sees only their own anyway).",
+        {"type": "string", "minLength": 1, "maxLength": 255},
+    ),
+    query_param("tag", "Only the tasks with this tag.", {"type": "string", "minLength": 1, "maxLength": 64}),
+)
+
+
+def _owner_and_tag(request: Request) -> tuple[str | None, str | None]:
+    """``?owner=`` and ``?tag=``, each None when absent (422 naming it when empty or too long)."""
+    return _query_text(request, "owner", 255), _query_text(request, "tag", 64)
 
 
 def _principal(connection: Request | WebSocket) -> tuple[str | None, str | None]:
@@ -428,16 +446,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
                     "Only tasks with a smaller id: the 'next' of the page before.",
                     {"type": "integer", "minimum": 1, "maximum": MAX_ID},
                 ),
-                query_param(
-                    "owner",
-                    "Only the tasks this user submitted (a user sees only their own anyway).",
-                    {"type": "string", "minLength": 1, "maxLength": 255},
-                ),
-                query_param(
-                    "tag",
-                    "Only the tasks with this tag.",
-                    {"type": "string", "minLength": 1, "maxLength": 64},
-                ),
+                *_OWNER_AND_TAG,
             ],
         ),
         summary="Tasks, newest first (?status=, ?owner=, ?tag=, ?limit=, ?before= to page)",
@@ -446,8 +455,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         status = _query_status(request)
         limit = _query_int(request, "limit", 1, MAX_TASKS_PAGE) or DEFAULT_TASKS_PAGE
         before = _query_int(request, "before", 1, None)
-        of_owner = _query_text(request, "owner", 255)
-        tag = _query_text(request, "tag", 64)
+        of_owner, tag = _owner_and_tag(request)
         async with _transaction(runtime) as db:
             tasks = await queries.list_tasks(
                 db, status, limit, before, _viewer(request), of_owner=of_owner, tag=tag
@@ -458,12 +466,13 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 
     @app.get(
         "/tasks/counts",
-        openapi_extra=DOCS.operation("TaskCounts"),
-        summary="How many tasks have each status, and in all",
+        openapi_extra=DOCS.operation("TaskCounts", 422, params=list(_OWNER_AND_TAG)),
+        summary="How many tasks have each status, and in all (?owner=, ?tag= as GET /tasks)",
     )
     async def count_tasks(request: Request) -> Response:
+        of_owner, tag = _owner_and_tag(request)
         async with _transaction(runtime) as db:
-            counts = await queries.count_tasks(db, _viewer(request))
+            counts = await queries.count_tasks(db, _viewer(request), of_owner=of_owner, tag=tag)
         answer = {status: counts.get(status, 0) for status in TASK_STATUSES}
         return JSONResponse({**answer, "total": sum(counts.values())})
 
@@ -527,6 +536,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             doc = task_document(task)
             await runtime.stop_running(await queries.delete_task(db, task))
             runtime.output.task_deleted(task.id)
+        runtime.events.deleted(task.id, task.owner)  # no row is left for the feed to read
         doc["status"] = "deleted"
         return JSONResponse(doc, status_code=202)
 

@@ -292,6 +292,45 @@ class Authority:
                 await self.refresh(db)
             return self.token_for(key, ttl_s)
 
+    def renew(self, token: str, ttl_s: int, key: AuthKey | None) -> tuple[str, float]:
+        """A fresh access token for the holder of ``token``, and when it expires.
+
+        ``key`` is the database's record of the key ``token`` was bought with (read by the
+        caller just now, so a revocation made anywhere counts at once). The new token
+        names the same key, user and role, and never outlives the key.
+
+        Raises:
+            herder.auth.TokenError: ``token`` is not a valid access token, is past its
+                expiry (no clock-skew leeway here: a renewal is not a grace period), or its
+                key was revoked or has expired.
+            NotRenewable: ``token`` was bought with no key (signed with the private key
+                directly): there is no key to check it against.
+        """
+        claims = self.verify_token(token)
+        now = time.time()
+        if claims.exp <= now:
+            raise auth.Expired("the token has expired: sign in with your key again")
+        key_id = claims.raw.get("key")
+        if key_id is None:
+            raise NotRenewable("this token was bought with no key: it cannot be renewed")
+        if key is None or key.id != key_id:
+            raise NotIssued(f"the key {key_id!r} is not one this manager's database records as issued")
+        if key.revoked_at is not None:
+            raise auth.Revoked(f"the key {key_id!r} this token was bought with was revoked")
+        if key.expires_at <= now:
+            raise auth.Expired(f"the key {key_id!r} this token was bought with has expired")
+        life_s = max(1, int(min(now + ttl_s, key.expires_at) - now))
+        fresh = auth.issue(
+            self.signing_key,
+            {"role": key.role, "key": key.id},
+            issuer=ISSUER,
+            audience=TOKEN_AUDIENCE,
+            ttl_s=life_s,
+            subject=key.subject,
+            now=now,
+        )
+        return fresh, float(int(now) + life_s)
+
     def verify_token(self, token: str) -> auth.Claims:
         """The claims of a valid access token.
 
@@ -307,6 +346,10 @@ class Authority:
                 raise auth.Revoked(f"the key {bought_with!r} this token was bought with was revoked")
             self._check_issued(bought_with)
         return claims
+
+
+class NotRenewable(Exception):
+    """A valid token that cannot be renewed: it names no key (``Authority.renew``)."""
 
 
 class TokenVerifier:

@@ -10,6 +10,7 @@ Messages (JSON text frames), first a snapshot, then changes as they happen::
     {"type": "snapshot", "workers": [worker, ...]}
     {"type": "worker", "worker": worker}     # registered, online/offline, figures, slots
     {"type": "task", "task": task}           # GET /tasks's document, with "progress"
+    {"type": "task_deleted", "id": id}       # DELETE /tasks/{id} on this manager
     {"type": "resync"}                       # then a snapshot; reload the tasks shown
     {"type": "progress", "progress": {id: percent}}  # the answer to a page's question
 
@@ -30,6 +31,10 @@ one PostgreSQL database and the routes that change tasks directly:
   committed late, and sends those whose ``updated_at`` differs from what it sent. Every
   round of writes (``Writes.on_round``) wakes it, at most ``MIN_PASS_S`` apart; it also
   runs every ``TICK_S`` for what changes without a round (pause, cancel, the lease keeper).
+* deletions: a deleted task leaves no row to read, so ``DELETE /tasks/{id}`` tells the
+  hub itself (``deleted``), in memory: the tabs watching this manager hear of it. A
+  deletion on another manager sharing the database reaches only that one's tabs (issue
+  #17: a shared record of deletions, in the database, would carry it to all).
 * workers: a pass every ``TICK_S`` reads them (online/offline is a matter of time), and
   each heartbeat (``Writes.on_beat``) adds a sample to the worker's history at once.
 * passes run only while someone watches; history is kept always (a few floats a worker).
@@ -75,6 +80,7 @@ MIN_PASS_S = 0.25  # and at most this often, however many rounds wake it
 LOOKBACK_S = 5.0  # rows committed this late after their updated_at are still seen
 MAX_TASKS_PER_PASS = 2000  # more changed at once: everyone resyncs instead
 HISTORY = 60  # load samples kept per worker
+DELETED_KEPT = 1000  # deleted task ids remembered, so a pass that read one just before is not sent
 MAX_ASKED = 100  # task ids a page may ask the progress of at once
 REVOKED_CLOSE = 4001  # the close code that says: reconnect (your key may be revoked)
 
@@ -119,6 +125,7 @@ class Events:
         self._cursor: float | None = None  # tasks changed after this were not read yet
         self._revoked: frozenset[str] | None = None
         self._workers_read_at = -TICK_S  # time.monotonic() of the last read of the workers
+        self._deleted: deque[int] = deque(maxlen=DELETED_KEPT)  # recently deleted task ids
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -127,6 +134,14 @@ class Events:
         load = beat.figures.get("update_frequent", {}).get("load_average", {}).get("1min")
         if isinstance(load, int | float):
             self._history.setdefault(beat.worker_id, deque(maxlen=HISTORY)).append(float(load))
+
+    def deleted(self, task_id: int, owner: str | None) -> None:
+        """A task was deleted (``DELETE /tasks/{id}``, after its commit): tell every tab
+        that may see it. Its row is gone, so no pass would; a pass that read it just
+        before the deletion does not send it after (``_deleted``)."""
+        self._deleted.append(task_id)
+        self._sent.pop(task_id, None)
+        self._publish({"type": "task_deleted", "id": task_id}, {"owner": owner})
 
     def changed(self) -> None:
         """A round of writes was committed (``Writes.on_round``): tasks may have changed."""
@@ -191,7 +206,10 @@ class Events:
             self._cursor = now
             self._sent.clear()
             return
+        gone = set(self._deleted)  # deleted while the pass read: not sent again
         for doc in docs:
+            if doc["id"] in gone:
+                continue
             self._sent[doc["id"]] = doc["updated_at"]
             self._publish({"type": "task", "task": doc}, doc)
             self._cursor = max(self._cursor, doc["updated_at"])

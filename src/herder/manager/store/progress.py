@@ -19,13 +19,24 @@ async def progress_of(db: Any, task_ids: list[int]) -> dict[int, float]:
     """How far each task's work got, in percent, from its items in one aggregate.
 
     Frames done of all its frames (a completed item counts its range, a running one up
-    to its current frame); for items without frames, the share completed. The task's own
+    to its current frame); for items without frames, each counts as a whole when
+    completed and by its parser's last ``percent`` while it runs (the ``percent``
+    parser's ``N%``; 0 before any), so a single long command moves too. The task's own
     ``frame_current`` is the furthest frame any item reached: with items running side by
     side it runs ahead of the work done.
     """
     size = WorkItem.frame_end - WorkItem.frame_start + 1
     reached = WorkItem.frame_current - WorkItem.frame_start + 1
     completed = WorkItem.status == ItemStatus.COMPLETED
+    # An item without frames: 1 done, else its parser's percent as a share (clamped: a
+    # report is validated 0..100, but a row is not).
+    share_done = case(
+        (completed, 1.0),
+        (WorkItem.percent.is_(None), 0.0),
+        (WorkItem.percent > 100, 1.0),
+        (WorkItem.percent < 0, 0.0),
+        else_=WorkItem.percent / 100.0,
+    )
     frames_done = case(
         (completed, size),
         (WorkItem.frame_current.is_(None), 0),
@@ -38,7 +49,7 @@ async def progress_of(db: Any, task_ids: list[int]) -> dict[int, float]:
             WorkItem.task_id,
             func.sum(frames_done),
             func.sum(size),
-            func.sum(case((completed, 1), else_=0)),
+            func.sum(share_done),
             func.count(),
         )
         .where(WorkItem.task_id.in_(task_ids))
@@ -49,7 +60,7 @@ async def progress_of(db: Any, task_ids: list[int]) -> dict[int, float]:
         if all_frames:  # null when no item has frames (a command's)
             progress[task_id] = 100.0 * float(frames) / float(all_frames)
         elif items:
-            progress[task_id] = 100.0 * items_done / items
+            progress[task_id] = 100.0 * float(items_done) / items
     return progress
 
 

@@ -118,11 +118,17 @@ def _has_tag(db: AsyncSession, tag: str) -> Any:
     return exists(select(literal_column("1")).select_from(values).where(values.c.value == tag))
 
 
-async def count_tasks(db: AsyncSession, owner: str | None = None) -> dict[str, int]:
-    """How many tasks (of ``owner`` if given) have each status (absent: none has it)."""
+async def count_tasks(
+    db: AsyncSession, owner: str | None = None, *, of_owner: str | None = None, tag: str | None = None
+) -> dict[str, int]:
+    """How many tasks have each status (absent: none has it), seen by ``owner`` (a user
+    counts only theirs) and, if given, of ``of_owner`` and with ``tag``: ``list_tasks``'s
+    filters, so that the counts say what the filtered list holds."""
     query = select(Task.status, func.count()).group_by(Task.status)
-    if owner is not None:
-        query = query.where(Task.owner == owner)
+    for name in {owner, of_owner} - {None}:
+        query = query.where(Task.owner == name)
+    if tag is not None:
+        query = query.where(_has_tag(db, tag))
     rows = await db.execute(query)
     return {status: n for status, n in rows.all()}
 

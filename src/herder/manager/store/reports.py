@@ -313,4 +313,6 @@ def progress(conn: Connection, report: Report, frame: int | None, percent: float
             .where(Task.id == row[0], or_(Task.frame_current.is_(None), Task.frame_current < frame))
             .values(frame_current=frame, updated_at=time.time())
         )
+    elif percent is not None:  # the dashboard's feed sends tasks whose updated_at moved
+        conn.execute(update(Task).where(Task.id == row[0]).values(updated_at=time.time()))
     return int(row[0])
