@@ -106,3 +106,47 @@ async def test_an_open_stream_does_not_hold_the_agent_when_it_stops(make_agent: 
     # The agent has stopped (its context is left) with the stream open: the stream was closed.
     with pytest.raises(websockets.exceptions.ConnectionClosed):
         await ws.recv()
+
+
+async def test_an_operators_stop_and_start_go_out_as_process_changes(make_agent: AgentFactory) -> None:
+    async with (
+        make_agent(auth_token=TOKEN) as agent,
+        httpx.AsyncClient(base_url=agent.url, headers=AUTH, timeout=30) as http,
+    ):
+        url = agent.url.replace("http://", "ws://") + "/events"
+        async with websockets.connect(url, additional_headers=AUTH, open_timeout=10) as ws:
+            assert json.loads(await ws.recv(decode=True))["type"] == "snapshot"
+            body = {"app": "ev", "node": "a", "command": "exec sleep 30"}
+            assert (await http.post("/create-process", json=body)).status_code == 201
+            await next_matching(ws, lambda m: m["type"] == "process" and m["process"]["state"] == "running")
+            assert (await http.post("/stop-process/ev.a")).status_code == 200
+            stopped = await next_matching(
+                ws, lambda m: m["type"] == "process" and m["process"]["state"] == "stopped"
+            )
+            assert stopped["process"]["pid"] is None
+            assert stopped["process"]["stop"].endswith("/stop-process/ev.a")
+            assert (await http.post("/start-process/ev.a")).status_code == 200
+            await next_matching(ws, lambda m: m["type"] == "process" and m["process"]["state"] == "running")
+
+
+async def test_sessions_follow_the_snapshot_and_each_change(make_agent: AgentFactory) -> None:
+    from herder.client import Agent as Client
+    from tests.test_sessions import session_config
+
+    async with make_agent(**session_config()) as agent:
+        url = agent.url.replace("http://", "ws://") + "/events"
+        async with websockets.connect(url, open_timeout=10) as ws:
+            assert json.loads(await ws.recv(decode=True))["type"] == "snapshot"  # no sessions: no more
+            async with Client(agent.url) as client:
+                session = await client.open_session("testkit")
+                opened = await next_matching(
+                    ws, lambda m: m["type"] == "sessions" and [s["state"] for s in m["sessions"]] == ["open"]
+                )
+                (doc,) = opened["sessions"]
+                assert (doc["id"], doc["product"], doc["attached"]) == (session.id, "testkit", True)
+                assert "resume_token" not in doc
+                async with websockets.connect(url, open_timeout=10) as late:
+                    assert json.loads(await late.recv(decode=True))["type"] == "snapshot"
+                    assert json.loads(await late.recv(decode=True))["sessions"] == opened["sessions"]
+                await session.close()
+                await next_matching(ws, lambda m: m["type"] == "sessions" and m["sessions"] == [])

@@ -255,6 +255,8 @@ class ProcessSpec(CreateRequest):
     created_at: float = Field(description="Unix time the process was created.")
     archive_sha256: str | None = None
     owner: str | None = Field(None, description="who created it (agents linked with a key)")
+    # An operator's stop, kept so that an agent restart leaves the process stopped.
+    stopped: bool = Field(False, description="stopped by an operator (stop-process) until started again")
 
 
 class _Document(BaseModel):
@@ -280,6 +282,12 @@ class ProcessStatus(_Document):
     details: str = Field(description="GET an updated Process status (the seed's examples).")
     status: str = Field(description="GET an updated Process status (the seed's table).")
     delete: str = Field(description="POST a Delete request ({}) here.")
+    stop: str = Field(description="POST here to stop the process and keep it stopped (body: none or {}).")
+    start: str = Field(description="POST here to start the process again once stopped (body: none or {}).")
+    restart_process: str = Field(
+        description="POST here to stop the process if it runs, then start it (body: none or {}). "
+        "Not 'restart', which is the restart policy."
+    )
     process_type: str | None
     source_url: str | None
     command: str | list[str] | None
@@ -291,6 +299,14 @@ class ProcessStatus(_Document):
     restarts: int = Field(description="How many times the process was started again.")
     exit_code: int | None = Field(description="Of the last run; negative: killed by that signal.")
     started_at: str | None = Field(description="ISO 8601 time the current run started.")
+    uptime_s: float | None = Field(description="Seconds the current run has lasted; null while nothing runs.")
+    cpu_percent: float | None = Field(
+        description="CPU use of the process (its pid, not its children): 100 is one core; sampled at most "
+        "once a second; null while nothing runs."
+    )
+    rss_bytes: int | None = Field(
+        description="Resident memory of the process (its pid, not its children); null while nothing runs."
+    )
     created_at: str
     error: str | None = Field(description="Why the process failed or is backing off.")
     build_log: str | None = Field(

@@ -1,18 +1,26 @@
 """``WS /events`` on the agent: its processes and pools, live, for the agent's own page.
 
-A browser showing an agent must not poll it. This stream sends a snapshot first, then
-a message each time a process or a pool changes:
+A browser showing an agent must not poll it. This stream sends a snapshot first (the
+processes and pools, then the sessions if there are any), then a message each time one
+changes:
 
     {"type": "snapshot", "processes": [status, ...], "pools": [pool, ...]}
+    {"type": "sessions", "sessions": [session, ...]}   every session: after a snapshot
+                          (none sent: there are none), and whenever one opens, is
+                          attached or detached, or ends
     {"type": "process", "process": status}       created, or its state changed
     {"type": "process_deleted", "slug": slug}
     {"type": "pool", "pool": pool}               opened, instances, in flight, state, bounds
     {"type": "pool_deleted", "name": name}
     {"type": "resync"}                           fell behind: a fresh snapshot follows
 
-Documents are those of ``GET /process-status/<slug>`` and ``GET /pools/<name>``, made
+Documents are those of ``GET /process-status/<slug>`` and ``GET /pools/<name>``, and
+the sessions those of the wire protocol's ``meta.list_sessions`` (``docs/sessions.md``),
+made
 when they are sent (so they say what is true then), with links for the ``Host`` the
 stream was opened with. A process another user owns is not sent, as it is not listed.
+The sessions go whole (there are at most ``sessions.max_sessions``), to every reader, as
+``meta.list_sessions`` answers every caller.
 
 Why coalesced: a pool's in-flight count moves with every request. Each subscriber keeps
 the set of things that changed since it last sent (a unit or a pool at most once), and
@@ -45,6 +53,7 @@ if TYPE_CHECKING:
 
 PENDING_LIMIT = 1000  # distinct changes waiting to be sent, per subscriber, before a resync
 BATCHES_PER_S = 20
+SESSIONS_KEY = ("sessions", "")  # every session goes in one message: one key for them all
 
 
 class Subscriber:
@@ -52,11 +61,11 @@ class Subscriber:
 
     def __init__(self, scope: MutableMapping[str, Any]) -> None:
         self.scope = scope
-        self.pending: dict[tuple[str, str], Unit | Pool] = {}
+        self.pending: dict[tuple[str, str], Unit | Pool | None] = {}
         self.behind = False  # the pending set overflowed: resync
         self.wake = asyncio.Event()
 
-    def push(self, key: tuple[str, str], thing: Unit | Pool) -> None:
+    def push(self, key: tuple[str, str], thing: Unit | Pool | None) -> None:
         if not self.behind:
             if key in self.pending or len(self.pending) < PENDING_LIMIT:
                 self.pending[key] = thing
@@ -73,6 +82,8 @@ class EventHub:
         self._runtime = runtime
         self.subscribers: set[Subscriber] = set()
         runtime.supervisor.watchers.append(self._process_changed)
+        if runtime.sessions is not None:
+            runtime.sessions.watchers.append(self._sessions_changed)
         self._router_watched = False
 
     def subscribe(self, scope: MutableMapping[str, Any]) -> Subscriber:
@@ -93,6 +104,15 @@ class EventHub:
         for sub in self.subscribers:
             sub.push(("pool", pool.name), pool)
 
+    def _sessions_changed(self) -> None:
+        for sub in self.subscribers:
+            sub.push(SESSIONS_KEY, None)
+
+    def sessions(self) -> dict[str, Any]:
+        """Every session, as ``meta.list_sessions`` answers."""
+        sessions = self._runtime.sessions
+        return {"type": "sessions", "sessions": sessions.documents() if sessions is not None else []}
+
     def snapshot(self, sub: Subscriber, base: str) -> dict[str, Any]:
         units = self._runtime.supervisor.units.values()
         router = self._runtime.router
@@ -105,6 +125,8 @@ class EventHub:
     def message(self, key: tuple[str, str], thing: Any, base: str) -> dict[str, Any]:
         """What to send for ``thing`` now: its document, or that it is gone."""
         kind, name = key
+        if key == SESSIONS_KEY:
+            return self.sessions()
         if kind == "process":
             unit = self._runtime.supervisor.units.get(name)
             if unit is not None and unit is thing:
@@ -117,16 +139,24 @@ class EventHub:
         return {"type": "pool_deleted", "name": name}
 
 
+async def _send_snapshot(ws: WebSocket, hub: EventHub, sub: Subscriber, base: str) -> None:
+    """The snapshot, and the sessions if there are any (a snapshot means none otherwise)."""
+    await ws.send_text(json.dumps(hub.snapshot(sub, base)))
+    sessions = hub.sessions()
+    if sessions["sessions"]:
+        await ws.send_text(json.dumps(sessions))
+
+
 async def _send(ws: WebSocket, hub: EventHub, sub: Subscriber) -> None:
     base = base_url(ws)
-    await ws.send_text(json.dumps(hub.snapshot(sub, base)))
+    await _send_snapshot(ws, hub, sub, base)
     while True:
         await sub.wake.wait()
         sub.wake.clear()
         if sub.behind:
             sub.behind = False
             await ws.send_text('{"type": "resync"}')
-            await ws.send_text(json.dumps(hub.snapshot(sub, base)))
+            await _send_snapshot(ws, hub, sub, base)
             continue
         batch, sub.pending = sub.pending, {}
         for key, thing in batch.items():

@@ -48,6 +48,7 @@ def pool_document(pool: Pool, base: str) -> dict[str, Any]:
         "url": pool.url,
         "host": f"{pool.name}.localhost:{port}",
         "waiting": pool.waiting,
+        "cold_starts": pool.cold_starts,
         "error": pool.error,
         "instances": [
             {

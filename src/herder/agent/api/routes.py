@@ -1,8 +1,10 @@
 """The agent's HTTP and WebSocket routes: the smartmob-agent seed's REST API.
 
 URLs are the seed's (``/create-process``, ``/list-processes``, ``/process-status/<slug>``,
-``/delete-process/<slug>``, ``/attach-console/<slug>``); every document links to the
-next action with absolute URLs built from the request's own ``Host``.
+``/delete-process/<slug>``, ``/attach-console/<slug>``), and in its style herder's
+operator actions (``/stop-process/<slug>``, ``/start-process/<slug>``,
+``/restart-process/<slug>``); every document links to the next action with absolute
+URLs built from the request's own ``Host``.
 
 Request bodies are read as JSON whatever their content type, as the seed's client
 posts JSON without ``application/json``; ``guard.py`` is what keeps that safe.
@@ -69,7 +71,7 @@ DOCS = ApiDocs(
         403: "Foreign Host or Origin.",
         404: "No process with that slug.",
         408: "The body did not arrive in time.",
-        409: "A process with that slug exists.",
+        409: "A process with that slug exists; or the action does not apply to its state.",
         413: "The body is too large.",
         422: "A field is missing or wrong; 'field' names it.",
         503: "The agent is shutting down.",
@@ -79,10 +81,15 @@ _docs = DOCS.operation
 
 
 def status_document(unit: Unit, base: str) -> dict[str, Any]:
-    """The Process status of ``unit``, with links under ``base`` (``http://host:port``)."""
+    """The Process status of ``unit``, with links under ``base`` (``http://host:port``).
+
+    ``restart`` was the restart policy before there was a restart action, so the action's
+    link is ``restart_process``; ``stop`` and ``start`` are named as ``delete`` is.
+    """
     spec = unit.spec
     slug = unit.slug
     details = f"{base}/process-status/{slug}"
+    usage = unit.usage()
     doc: dict[str, Any] = {
         "app": spec.app,
         "node": spec.node,
@@ -91,6 +98,9 @@ def status_document(unit: Unit, base: str) -> dict[str, Any]:
         "details": details,
         "status": details,
         "delete": f"{base}/delete-process/{slug}",
+        "stop": f"{base}/stop-process/{slug}",
+        "start": f"{base}/start-process/{slug}",
+        "restart_process": f"{base}/restart-process/{slug}",
         "process_type": spec.process_type,
         "source_url": spec.source_url,
         "command": spec.command,
@@ -102,6 +112,9 @@ def status_document(unit: Unit, base: str) -> dict[str, Any]:
         "restarts": unit.restarts,
         "exit_code": unit.exit_code,
         "started_at": unit.started_at_iso,
+        "uptime_s": unit.uptime_s,
+        "cpu_percent": usage.cpu_percent,
+        "rss_bytes": usage.rss_bytes,
         "created_at": unit.created_at_iso,
         "error": unit.error,
     }
@@ -163,6 +176,9 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
     from herder.agent.api.pools import pool_routes  # it imports this module's helpers
 
     app.include_router(pool_routes(runtime))
+    from herder.agent.api.actions import action_routes  # it imports this module's helpers
+
+    app.include_router(action_routes(runtime))
     if runtime.rpc is not None:
         from herder.agent.api.rpc import RPC_PATH
 

@@ -10,13 +10,18 @@ Rules (the docs diagram in ``docs/architecture.md`` is generated from ``TRANSITI
 * ``running``: the process is alive (it has a pid).
 * ``backoff``: the process ended (or a transient fetch failed) and will be tried again
   after a delay that grows with quick failures and resets after a stable run.
-* ``stopping``: a delete or the agent's shutdown is stopping it (SIGTERM, grace, SIGKILL).
+* ``stopping``: a delete, an operator's stop or the agent's shutdown is stopping it
+  (SIGTERM, grace, SIGKILL).
 * ``exited``: it ended and its restart policy says not to start it again, or it was
   stopped. Terminal until deleted.
 * ``failed``: it cannot run (no Procfile, unknown process type, unsafe archive, a failed
   build, a command that cannot be spawned). Terminal until deleted; ``error`` says why.
+* ``stopped``: an operator stopped it (``POST /stop-process``). Nothing of it runs and
+  nothing starts it again, not even an agent restart (the record says so), until an
+  operator starts it (``POST /start-process`` or ``/restart-process``).
 
-Any state may go to ``stopping``; ``stopping`` only ends in ``exited``.
+Any state may go to ``stopping``; ``stopping`` ends in ``exited`` (deleted, or the agent
+stops) or in ``stopped`` (an operator's stop). ``stopped`` is left only by a start.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class State(enum.StrEnum):
     STOPPING = "stopping"
     EXITED = "exited"
     FAILED = "failed"
+    STOPPED = "stopped"
 
 
 class Event(enum.StrEnum):
@@ -53,6 +59,9 @@ class Event(enum.StrEnum):
     FAILED = "failed"  # it cannot run
     STOP = "stop"  # delete or shutdown asked it to stop
     STOPPED = "stopped"  # nothing of it runs any more
+    HALTED = "halted"  # an operator's stop is over: nothing of it runs, and it stays so
+    START = "start"  # an operator started a stopped command again
+    START_APP = "start_app"  # an operator started a stopped app again: its source first
 
 
 class TransitionError(Exception):
@@ -96,11 +105,17 @@ TRANSITIONS: Mapping[State, Mapping[Event, State]] = {
     },
     State.STOPPING: {
         Event.STOPPED: State.EXITED,
+        Event.HALTED: State.STOPPED,
     },
     State.EXITED: {
         Event.STOP: State.STOPPING,
     },
     State.FAILED: {
+        Event.STOP: State.STOPPING,
+    },
+    State.STOPPED: {
+        Event.START: State.STARTING,
+        Event.START_APP: State.FETCHING,
         Event.STOP: State.STOPPING,
     },
 }

@@ -21,6 +21,9 @@ A unit's life, in ``Unit._run``:
 4. stop (delete or shutdown): SIGTERM to the group, ``grace_s``, SIGKILL to the group,
    then a sweep for descendants that left it. ``Unit.stop()`` returns when nothing of
    the process runs any more.
+5. an operator's stop (``Unit.halt()``) stops it the same way, but the unit lives on in
+   ``stopped`` until ``Unit.resume()`` goes back to 1 (an operator's start). A start
+   is not a crash: the backoff and the crash loop are forgotten, ``restarts`` unchanged.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from herder.agent.processes.logs import OutputLog
 from herder.agent.processes.reader import OutputReader
 from herder.agent.processes.states import Event, State, apply, is_alive
 from herder.agent.processes.store import GroupCommit, RecordStore
+from herder.agent.processes.usage import Sampler, Usage
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +112,8 @@ class Unit:
         # Called after every state change: a pool's controller follows its instance.
         self.watchers: list[Callable[[], None]] = []
         self.state = State.STARTING if spec.command is not None else State.FETCHING
+        if spec.stopped:
+            self.state = State.STOPPED  # an operator stopped it before the agent restarted
         self.pid: int | None = None
         self.port: int | None = None
         self.restarts = 0
@@ -131,8 +137,16 @@ class Unit:
             file_max_bytes=cfg.log_max_bytes,
             file_backups=cfg.log_backups,
         )
-        self._stop_requested = asyncio.Event()
+        self._stop_requested = asyncio.Event()  # a stop of either kind: the run ends
+        self._final = False  # the stop is a delete's or the shutdown's: the unit ends
+        self._start_requested = asyncio.Event()  # an operator's start, while stopped
+        self._halted = asyncio.Event()  # set while stopped by an operator
+        if self.state is State.STOPPED:
+            self._halted.set()
+        # Stop, start and restart one at a time (a second restart waits for the first).
+        self.operator_lock = asyncio.Lock()
         self._done = asyncio.Event()
+        self._usage = Sampler()
         self._reader: OutputReader | None = None
         self._child: procs.Child | None = None
         self._exit_wait: asyncio.Future[int] | None = None
@@ -180,12 +194,22 @@ class Unit:
     # -- public -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run the unit until ``stop()``; never raises (a bug is logged and shown)."""
+        """Run the unit until ``stop()``; never raises (a bug is logged and shown).
+
+        An operator's stop (``halt()``) ends a run but not the unit: it waits in
+        ``stopped`` for ``resume()`` (or the final ``stop()``).
+        """
         try:
-            launch = await self._until_stopped(self._prepare())
-            if launch is not None:
-                await self._supervise(launch)
-            await self._stop_requested.wait()
+            while True:
+                if self.state is State.STOPPED and not await self._wait_start():
+                    break
+                launch = await self._until_stopped(self._prepare())
+                if launch is not None:
+                    await self._supervise(launch)
+                await self._stop_requested.wait()
+                if self._final:
+                    break
+                self._now_halted()
         except Exception as exc:  # a bug must not take the other units down
             log.exception("%s: supervisor error", self.slug)
             self.error = f"internal error: {exc!r}"
@@ -220,12 +244,83 @@ class Unit:
             child.pidfd = -1
 
     def request_stop(self) -> None:
+        """Begin the final stop (delete, shutdown): the unit ends once nothing of it runs."""
+        self._final = True
         self._stop_requested.set()
 
     async def stop(self) -> None:
         """Stop the process (SIGTERM, grace, SIGKILL) and return once nothing of it runs."""
         self.request_stop()
         await self._done.wait()
+
+    async def halt(self) -> None:
+        """An operator's stop: stop the process as ``stop()`` does, but keep the unit, in
+        ``stopped``, until ``resume()``. Returns once nothing of it runs (or the unit
+        ended: a delete came meanwhile). Stopped already: returns at once.
+        """
+        if not self._halted.is_set() and not self.done:
+            self._stop_requested.set()
+        halted = asyncio.ensure_future(self._halted.wait())
+        done = asyncio.ensure_future(self._done.wait())
+        try:
+            await asyncio.wait({halted, done}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            halted.cancel()
+            done.cancel()
+
+    def resume(self) -> bool:
+        """An operator's start of a stopped unit: it goes to ``starting`` (``fetching`` for
+        an app) now, and ``run()`` starts it. Not a crash: the backoff and the crash loop
+        are forgotten. False (nothing done) unless the unit is ``stopped``.
+        """
+        if self.state is not State.STOPPED or self._final:
+            return False
+        self._crashes.reset()
+        self.crash_loop = None
+        self.error = None
+        self._halted.clear()
+        self._start_requested.set()
+        self.output.note("started by an operator")
+        self._event(Event.START if self.spec.command is not None else Event.START_APP)
+        return True
+
+    async def _wait_start(self) -> bool:
+        """While stopped: True once ``resume()`` was called, False on the final stop."""
+        start = asyncio.ensure_future(self._start_requested.wait())
+        stop = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            start.cancel()
+            stop.cancel()
+        if self._final:
+            return False
+        self._start_requested.clear()
+        return True
+
+    def _now_halted(self) -> None:
+        """The run ended for an operator's stop: the unit waits in ``stopped``.
+
+        Whatever it was doing (running: already ``stopping``; preparing, backing off,
+        exited, failed), it goes through ``stopping`` to ``stopped``.
+        """
+        if self.state is not State.STOPPING:
+            self._event(Event.STOP)
+        self._stop_requested = asyncio.Event()
+        self._halted.set()
+        self.output.note("stopped by an operator")
+        self._event(Event.HALTED)
+
+    def usage(self) -> Usage:
+        """The main process's CPU and memory, sampled at most once a second (``usage.py``)."""
+        return self._usage.sample(self.pid, self._started_mono)
+
+    @property
+    def uptime_s(self) -> float | None:
+        """Seconds the current run has lasted; None while no process runs."""
+        if self.pid is None:
+            return None
+        return round(time.monotonic() - self._started_mono, 3)
 
     @property
     def done(self) -> bool:
@@ -476,6 +571,10 @@ class Unit:
         self.output.note(f"stopped ({self._describe(code)})")
 
 
+# What an operator's start takes: a process that does not run and is not being stopped.
+STARTABLE = (State.STOPPED, State.EXITED, State.FAILED)
+
+
 class Supervisor:
     """All units of one agent, and the task group that runs them."""
 
@@ -603,6 +702,78 @@ class Supervisor:
             self._changed(unit)
             await asyncio.to_thread(self._forget, slug)
         return unit
+
+    async def stop(self, slug: str) -> Unit:
+        """An operator's stop: stop the process, keep it listed in ``stopped``, and record
+        that, so that it stays stopped across an agent restart. Returns once nothing of it
+        runs. The record is written first: once asked, a stop survives a crash.
+
+        Raises:
+            NotFound: no such slug.
+            Conflict: it is stopped already.
+            OSError: the record could not be written (the process was not touched).
+        """
+        unit = self.get(slug)
+        async with unit.operator_lock:
+            if unit.state is State.STOPPED:
+                raise Conflict(f"process {slug!r} is stopped already (start it with start-process)")
+            await self._record_stopped(unit, True)
+            await unit.halt()
+        return unit
+
+    async def start(self, slug: str) -> Unit:
+        """An operator's start of a process that does not run: ``stopped``, ``exited`` or
+        ``failed`` (supervisorctl's rule). Returns once it is on its way (``starting``, or
+        ``fetching`` for an app), with its record saying it runs.
+
+        Raises:
+            NotFound: no such slug.
+            Conflict: it runs, or is on its way, or is being stopped.
+            OSError: the record could not be written (it was not started).
+        """
+        unit = self.get(slug)
+        async with unit.operator_lock:
+            if unit.state not in STARTABLE:
+                raise Conflict(
+                    f"process {slug!r} is {unit.state.value}, not stopped: it is started already "
+                    "(restart-process starts it again)"
+                )
+            await self._start_again(unit)
+        return unit
+
+    async def restart(self, slug: str) -> Unit:
+        """An operator's restart, whatever the state: stop (as ``stop``, not recorded), then
+        start. Not a crash: no backoff, ``restarts`` unchanged.
+
+        Raises:
+            NotFound: no such slug.
+            OSError: the record could not be written (a stopped process stays stopped).
+        """
+        unit = self.get(slug)
+        async with unit.operator_lock:
+            await unit.halt()
+            await self._start_again(unit)
+        return unit
+
+    async def _start_again(self, unit: Unit) -> None:
+        """Start ``unit`` (not running) once its record says it runs."""
+        if unit.state is not State.STOPPED:
+            await unit.halt()  # exited or failed: through stopped, as the table has it
+        if unit.done:
+            return  # deleted meanwhile
+        await self._record_stopped(unit, False)
+        unit.resume()
+
+    async def _record_stopped(self, unit: Unit, stopped: bool) -> None:
+        """Record whether an operator stopped ``unit`` (the record is rewritten only if it changes)."""
+        if unit.spec.stopped is stopped:
+            return
+        before, unit.spec = unit.spec, unit.spec.model_copy(update={"stopped": stopped})
+        try:
+            await self._records.save(unit.slug, self._current_spec(unit))
+        except OSError:
+            unit.spec = before
+            raise
 
     def _current_spec(self, unit: Unit) -> Callable[[], ProcessSpec | None]:
         """``unit``'s spec as it is when written, or None once it has been deleted."""

@@ -206,6 +206,10 @@ class PoolStatus(BaseModel):
     url: str | None = Field(description="Where the pool listens on its own, when it has a listen address.")
     host: str = Field(description="Host header that routes to this pool on the agent's port.")
     waiting: int = Field(description="Requests waiting for an instance.")
+    cold_starts: int = Field(
+        description="Instances started because requests waited with none free (not the minimum kept "
+        "ready, nor replacements), since the pool was created or the agent started."
+    )
     error: str | None = Field(
         description="The last failure: an instance that could not run or is in a crash loop, a port taken."
     )

@@ -165,6 +165,9 @@ class Pool:
         self._limit = spec.concurrency
         self.url: str | None = None  # set by the router when the pool listens on its own
         self.error: str | None = None  # the last thing that went wrong, for its document
+        # Instances started because requests waited with none free (not the minimum kept
+        # ready, not a replacement): each is a request that waited for a process to start.
+        self.cold_starts = 0
         # Called after anything its document shows changed (the agent's WS /events).
         self.watchers: list[Callable[[], None]] = []
 
@@ -327,6 +330,7 @@ class Pool:
         need = waiting - len(coming) * per_instance
         while need > 0 and len(self.instances) < self.spec.max_instances:
             self._start_instance()
+            self.cold_starts += 1
             need -= per_instance
 
     def _fail_waiters(self, error: Unavailable) -> None:

@@ -40,7 +40,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,13 @@ class SessionManager:
         self._watched: set[Peer] = set()
         self._closing = False
         self.shutdown_slack_s = SHUTDOWN_SLACK_S
+        # Called when a session opens, is attached or detached, closes or ends (the
+        # agent's WS /events): what ``documents()`` answers has changed.
+        self.watchers: list[Callable[[], None]] = []
+
+    def _changed(self) -> None:
+        for watcher in self.watchers:
+            watcher()
 
     # -- life -----------------------------------------------------------------------------
 
@@ -297,6 +304,7 @@ class SessionManager:
         root.mkdir(parents=True, mode=0o700)
         session = Session(session_id, product, root, self._config)
         self.sessions[session_id] = session
+        self._changed()
         try:
             session.host = await self._start_host(session)
             session.description = await session.host.peer.call("describe", target=SESSION_TARGET)
@@ -309,7 +317,7 @@ class SessionManager:
             raise
         session.state = "open"
         session.pump_task = self._spawn(session.pump(), f"session-pump-{session_id}")
-        self._attach(session, client)
+        self._attach(session, client)  # tells the watchers
         log.info("session %s (%s) opened, host pid %d", session_id, product, session.host.pid)
         return session.document(with_token=True)
 
@@ -334,6 +342,7 @@ class SessionManager:
         if session.state != "open":
             raise self._gone(session_id)
         session.detach(self._config.idle_timeout_s)
+        self._changed()
         return session.document()
 
     async def close(self, session_id: str, client: Peer) -> dict[str, Any]:
@@ -421,6 +430,7 @@ class SessionManager:
 
     def _attach(self, session: Session, client: Peer) -> None:
         session.attach(client)
+        self._changed()
         if client not in self._watched:
             self._watched.add(client)
             client.on_close.append(self._client_gone)
@@ -432,6 +442,7 @@ class SessionManager:
             if session.client is client:
                 session.detach(self._config.reconnect_window_s)
                 log.info("session %s: client disconnected; kept for a resume", session.id)
+                self._changed()
 
     # -- host processes ---------------------------------------------------------------------
 
@@ -604,6 +615,7 @@ class SessionManager:
             # At once, not when the task first runs: from now on nothing may resume it.
             session.state = "closing"
             session.ended_reason = reason
+            self._changed()
             session.ender = self._tasks.spawn(
                 self._end_logged(session, reason, graceful), f"end-session-{session.id}"
             )
@@ -660,6 +672,7 @@ class SessionManager:
         self._ended[session.id] = reason
         while len(self._ended) > ENDED_KEPT:
             self._ended.popitem(last=False)
+        self._changed()
 
 
 def _relayable(value: Any) -> Any:
