@@ -42,6 +42,7 @@ from herder.manager.events import Events
 from herder.manager.leases import LeaseKeeper
 from herder.manager.models import TaskSubmission
 from herder.manager.output import Output
+from herder.manager.registry_store import RegistryStore
 from herder.manager.services import Services
 from herder.manager.store import db as database
 from herder.manager.store import logs as item_logs
@@ -113,7 +114,11 @@ class ManagerRuntime:
             self.writes, self, self.output, self.dispatcher, terms, linked=self.linked, revocations=authority
         )
         self.services = Services(
-            authority is not None, self.targets, config.service_quota, config.service_quota_overrides
+            authority is not None,
+            self.targets,
+            config.service_quota,
+            config.service_quota_overrides,
+            store=RegistryStore(engine),  # the registry's rows, shared by every manager (#17)
         )
         self.leases = LeaseKeeper(
             self,
@@ -323,6 +328,11 @@ class Manager(Daemon):
             except UnknownDatabase as exc:
                 await self.engine.dispose()
                 raise StartupError(str(exc)) from None
+        try:
+            await self.runtime.services.start()  # the registrations in the database, before serving
+        except Exception as exc:
+            await self.engine.dispose()
+            raise StartupError(f"cannot read the service registry from the database: {exc}") from exc
         try:
             self._sock = listen_socket(cfg.host, cfg.port)
         except OSError as exc:

@@ -19,9 +19,12 @@ manager's ``/relay/<id>`` and its document says ``"relay": true``.
 ``WS /services/watch?query=`` streams ``registered``/``deregistered`` events.
 
 With keys on, a user registers only under their own name and an admin under any; anyone
-with a token may find and watch. The registry is soft state, held in this manager's
-memory (``herder.registry.Index``): services renew or relink, so a manager started
-again is repopulated within one TTL. Several managers do not share it yet.
+with a token may find and watch. Queries and watches are answered from this manager's
+memory (``herder.registry.Index``). With a ``RegistryStore`` (every running manager has
+one, #17) every change is written to the database first, and the index follows the
+database: the other managers' changes arrive by NOTIFY (``reconcile``, ``renewed``), a
+restarted manager reads what it had, and expiry is a ``DELETE`` that one manager wins
+(the sweeper, ``run``). Without one (tests of the index alone) it is memory only.
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from herder.clock import SYSTEM_CLOCK, Clock, wait_event
 from herder.manager.config import ServiceQuota
+from herder.manager.registry_store import RegistryStore
 from herder.manager.relay import Relay
+from herder.manager.store.registrations import Held
 from herder.manager.targets import Targets
 from herder.registry import BadName, Event, Index, Query, Registration, ServiceKey, Watch
 from herder.rpc import Method, Peer
@@ -84,8 +90,12 @@ class Services:
         quota_overrides: Mapping[str, ServiceQuota] | None = None,
         *,
         clock: Clock = SYSTEM_CLOCK,
+        store: RegistryStore | None = None,
     ) -> None:
         self.index = Index()
+        self.store = store  # the database's rows (None: memory only)
+        self._drops: set[str] = set()  # ids whose link closed, their rows to delete
+        self._dropped = asyncio.Event()
         self._clock = clock  # TTLs and the sweeper's waits
         self._auth_on = auth_on
         self._quota = quota or ServiceQuota()
@@ -160,21 +170,29 @@ class Services:
             metadata_bytes=size,
             relay=relayed,
         )
+        await self._keep(reg, peer)
+        return registration_document(reg)
+
+    async def _keep(self, reg: Registration, peer: Peer) -> None:
+        """Store ``reg`` (the database first: if that fails, nothing changed) and index it."""
+        held = math.isinf(reg.expires_at)
+        if self.store is not None:
+            await self.store.put(reg, self.store.manager_id if held else None)
+            self._drops.discard(reg.id)
         self.index.add(reg)
-        if relayed:
-            self.relay.bind(service_key.id, peer)
+        if reg.relay:
+            self.relay.bind(reg.id, peer)
         else:
-            self.relay.unbind(service_key.id)
-        if ttl_s == 0:
+            self.relay.unbind(reg.id)
+        if held:
             first = id(peer) not in self._by_peer
-            self._by_peer.setdefault(id(peer), set()).add(service_key.id)
-            self._held_by[service_key.id] = id(peer)
+            self._by_peer.setdefault(id(peer), set()).add(reg.id)
+            self._held_by[reg.id] = id(peer)
             if first:
                 peer.on_close.append(self._link_closed)
         else:
-            self._held_by.pop(service_key.id, None)
+            self._held_by.pop(reg.id, None)
         self._changed.set()
-        return registration_document(reg)
 
     def _check_relayed(self, service_id: str, ttl_s: float, peer: Peer) -> str:
         """Refuse a relayed registration that breaks the relay's rules; its URL."""
@@ -190,7 +208,7 @@ class Services:
             )
         return self.relay.url_of(service_id)
 
-    def renew(self, id: str, ttl_s: float, *, peer: Peer) -> dict[str, Any]:
+    async def renew(self, id: str, ttl_s: float, *, peer: Peer) -> dict[str, Any]:
         """Keep a registration alive ``ttl_s`` more seconds (its heartbeat).
 
         Only its owner (or an admin) may: otherwise anyone could keep another user's dead
@@ -213,6 +231,12 @@ class Services:
             if ttl_s > quota.max_ttl_s:
                 raise ValueError(f"ttl_s {ttl_s:g} is above {setting}.max_ttl_s ({quota.max_ttl_s:g})")
         now = self._clock.time()
+        if self.store is not None:
+            current = self.index.get(id)
+            if current is None or not current.alive_at(now) or math.isinf(current.expires_at):
+                raise LookupError(f"no live registration {id!r}: register again")
+            if not await self.store.renew(id, now + ttl_s, now):
+                raise LookupError(f"no live registration {id!r}: register again")
         due = self.index.next_expiry()
         reg = self.index.renew(id, now + ttl_s, now=now)
         if reg is None:
@@ -221,13 +245,15 @@ class Services:
             self._changed.set()
         return registration_document(reg)
 
-    def deregister(self, id: str, *, peer: Peer) -> None:
+    async def deregister(self, id: str, *, peer: Peer) -> None:
         reg = self.index.get(id)
         if reg is None:
             return
         who = getattr(peer.principal, "name", None)
         if self._auth_on and getattr(peer.principal, "role", None) != "admin" and reg.owner != who:
             raise PermissionError(f"the registration {id!r} is another user's")
+        if self.store is not None:
+            await self.store.remove(id)
         self.index.remove(id)
         self.relay.unbind(id)
         self._held_by.pop(id, None)
@@ -283,12 +309,129 @@ class Services:
             reg = self.index.get(service_id)
             if reg is not None and math.isinf(reg.expires_at):
                 self.index.remove(service_id)
+                if self.store is not None:  # its row goes too (``run`` deletes it)
+                    self._drops.add(service_id)
+                    self._dropped.set()
             self.relay.unbind(service_id, peer)
+
+    # -- following the database (``RegistryStore``'s ``Replica``) ---------------------------
+
+    def reconcile(self, ids: Iterable[str], found: Sequence[Held]) -> None:
+        """Make each of ``ids`` in the index what its row in ``found`` says (absent: gone).
+
+        Watches hear only real changes: a row equal to the index's entry is no event, one
+        that differs only in its expiry is a renewal (no event either). A row that another
+        manager's link (or a TTL) keeps now is no longer this manager's link's to drop.
+        """
+        me = None if self.store is None else self.store.manager_id
+        by_id = {reg.id: (reg, holder) for reg, holder in found}
+        for service_id in ids:
+            local = self.index.get(service_id)
+            row = by_id.get(service_id)
+            if row is None:
+                if local is not None:
+                    self.index.remove(service_id)
+                self._forget_link(service_id)
+                continue
+            reg, holder = row
+            if holder != me:
+                self._forget_link(service_id)
+            elif service_id not in self._held_by:
+                continue  # this manager's link closed: its row is on its way out
+            if local == reg:
+                continue
+            if local is not None and replace(local, expires_at=reg.expires_at) == reg:
+                self.index.renew(service_id, reg.expires_at)
+            else:
+                self.index.add(reg)
+        self._changed.set()  # the next expiry may have moved
+
+    def renewed(self, renewals: Sequence[Sequence[Any]]) -> None:
+        """Other managers' renewals ``[id, expires_at]``: applied to what has a TTL here."""
+        for service_id, expires_at in renewals:
+            local = self.index.get(service_id)
+            if local is not None and not math.isinf(local.expires_at) and expires_at > local.expires_at:
+                self.index.renew(service_id, float(expires_at))
+
+    def local_ids(self) -> set[str]:
+        return {reg.id for reg in self.index.query(Query.parse("/*"))}
+
+    def held(self) -> list[Registration]:
+        """What this manager's links keep (written back if the others took it for dead)."""
+        found = (self.index.get(service_id) for service_id in self._held_by)
+        return [reg for reg in found if reg is not None and math.isinf(reg.expires_at)]
+
+    def _forget_link(self, service_id: str) -> None:
+        """This manager's link no longer keeps ``service_id`` (another's does, or a TTL)."""
+        if self._held_by.pop(service_id, None) is not None:
+            self.relay.unbind(service_id)
 
     # -- expiry ---------------------------------------------------------------------------
 
+    async def start(self) -> None:
+        """Read the database's registrations before serving (nothing without a store)."""
+        if self.store is not None:
+            await self.store.start(self)
+
     async def run(self) -> None:
-        """Drop registrations whose TTL ran out, as soon as it runs out, until cancelled."""
+        """Drop registrations whose TTL ran out, as soon as it runs out, until cancelled.
+
+        With a store, also the store's heartbeat and LISTEN, and the rows of closed links.
+        """
+        if self.store is None:
+            await self._sweep_memory()
+            return
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.store.run(), name="registry-store")
+            tg.create_task(self._sweep_database(), name="registry-sweeper")
+            tg.create_task(self._drop_closed_links(), name="registry-links")
+
+    async def _sweep_database(self) -> None:
+        """At each due expiry, ``DELETE`` what ran out (one manager wins the rows).
+
+        Entries due here that the delete did not return were renewed meanwhile, or
+        deleted by another manager: their rows are read again. Anything still due after
+        that has run out by this manager's clock and leaves the index (no spinning).
+        """
+        assert self.store is not None
+        clock = self._clock
+        while True:
+            due = self.index.next_expiry()
+            wait = SWEEP_MAX_S if due is None else max(0.0, min(SWEEP_MAX_S, due - clock.time()))
+            self._changed.clear()
+            await wait_event(self._changed, wait, clock)
+            now = clock.time()
+            overdue = self.index.overdue(now)
+            if not overdue:
+                continue
+            try:
+                expired = await self.store.expire(now)
+                gone = {reg.id for reg in expired}
+                rest = [i for i in overdue if i not in gone]
+                found = await self.store.read(rest) if rest else []
+            except Exception as error:  # the database away: the index decides until it is back
+                log.warning("cannot expire registrations in the database: %s", error)
+            else:
+                for reg in expired:
+                    log.info("service %s dropped out (its TTL ran out)", reg.key)
+                self.reconcile([*gone, *rest], found)
+            self.index.expire(now)
+
+    async def _drop_closed_links(self) -> None:
+        """Delete the rows of registrations whose link closed (the index dropped them at once)."""
+        assert self.store is not None
+        while True:
+            await self._dropped.wait()
+            self._dropped.clear()
+            ids, self._drops = self._drops, set()
+            results = await asyncio.gather(
+                *(self.store.remove(service_id, held=True) for service_id in ids), return_exceptions=True
+            )
+            for service_id, result in zip(ids, results, strict=True):
+                if isinstance(result, Exception):
+                    log.warning("cannot delete the registration %s of a closed link: %s", service_id, result)
+
+    async def _sweep_memory(self) -> None:
         clock = self._clock
         while True:
             due = self.index.next_expiry()

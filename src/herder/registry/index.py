@@ -229,6 +229,15 @@ class Index:
         self._drop_stale_heads()
         return self._heap[0][0] if self._heap else None
 
+    def overdue(self, now: float) -> list[str]:
+        """The ids whose ``expires_at <= now``, without removing them (earliest first).
+
+        For a registry kept in a database, where whoever deletes the rows decides; costs
+        a walk of the expiry heap, so call it only once ``next_expiry()`` is due.
+        """
+        due = [(at, id) for at, sequence, id in self._heap if at <= now and self._stamps.get(id) == sequence]
+        return [id for _, id in sorted(due)]
+
     # -- changing -----------------------------------------------------------------------
 
     def add(self, registration: Registration) -> Registration | None:

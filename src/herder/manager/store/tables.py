@@ -174,3 +174,47 @@ class SigningKeyRecord(Base):
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)  # the key's RFC 7638 thumbprint
     recorded_at: Mapped[float] = mapped_column(Float)
+
+
+class ServiceRegistration(Base):
+    """A registered service instance (#17): the registry's shared state, one row per id.
+
+    Each manager keeps an in-memory ``herder.registry.Index`` of these rows (queries are
+    hot; ``herder.manager.registry_store``). ``expires_at`` NULL means a link keeps it:
+    ``holder`` names the manager whose link that is (relayed ones too), and the row goes
+    when that link closes or that manager is found dead (``managers``).
+    """
+
+    __tablename__ = "service_registrations"
+    __table_args__ = (
+        Index("ix_service_registrations_expires", "expires_at"),  # the TTL sweep's DELETE
+        Index("ix_service_registrations_holder", "holder"),  # a dead manager's links
+    )
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # the key's last part
+    key: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(255))
+    owner_role: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    document: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)  # ``metadata`` is SQLAlchemy's
+    metadata_bytes: Mapped[int] = mapped_column(Integer)
+    registered_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    relay: Mapped[bool] = mapped_column(default=False)
+    holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class ManagerRecord(Base):
+    """A running manager, beating every second: the holder of its links' registrations.
+
+    A row whose ``beat_at`` is older than ``registry_store.DEAD_AFTER_S`` is a dead
+    manager's: any other drops it and the registrations its links kept.
+    """
+
+    __tablename__ = "managers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # random, one per start
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    beat_at: Mapped[float] = mapped_column(Float)

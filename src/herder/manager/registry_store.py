@@ -1,0 +1,376 @@
+"""The registry's shared state (#17): its rows written, and every manager's index kept current.
+
+``herder.manager.services.Services`` answers queries from an in-memory index (they are
+hot); this keeps that index the database's, for one manager or several on one
+PostgreSQL:
+
+* **Writes** (registrations, renewals, removals) go through one group commit
+  (``herder.groupcommit``): what arrives while a batch is written shares the next
+  transaction, so a renewal costs a share of one ``UPDATE`` executemany and one commit.
+  On PostgreSQL the same transaction sends ``NOTIFY herder_registry`` naming the ids
+  (never metadata: a payload must stay under 8000 bytes), delivered at commit.
+* **Reading the others' changes** (PostgreSQL): a dedicated asyncpg connection
+  ``LISTEN``s; changed ids are read again in batches and handed to the replica
+  (``Replica.reconcile``), renewals applied as they come. The connection is probed every
+  ``PROBE_S``; once lost, it is opened again and the whole table read (nothing missed
+  while away).
+* **Managers** beat every ``BEAT_S`` in ``managers``. A manager that has not beaten for
+  ``DEAD_AFTER_S`` (or, on this host, whose pid is gone) is dead: any other deletes the
+  registrations its links kept. A manager found dead while it lived (a stall, a partition
+  from the database) joins again and writes back what its links still keep.
+* **Start**: a manager joins, drops the dead (its own previous life included), and
+  reads every row before it serves. On SQLite only one manager runs, so every
+  link-held row it did not write is dropped at start.
+
+The bound: a SIGKILLed manager's link-held registrations disappear from the others
+within ``DEAD_AFTER_S + BEAT_S`` (6 s) plus a NOTIFY, or at once when it restarts on the
+same host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from herder.groupcommit import GroupCommit
+from herder.manager.store import registrations as rows
+from herder.manager.store.registrations import CHANNEL, Held
+from herder.registry import Registration
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BEAT_S = 1.0  # a manager's heartbeat in ``managers``: one small UPDATE a second
+# Five missed beats: a manager whose loop stalls for a second or two under load is not
+# declared dead (which would drop its links' registrations until it joins again).
+DEAD_AFTER_S = 5.0
+PROBE_S = 2.0  # the LISTEN connection is probed this often (a partition closes no socket)
+PROBE_TIMEOUT_S = 2.0
+RECONNECT_S = 1.0  # between attempts to open the LISTEN connection again
+LEAVE_TIMEOUT_S = 2.0  # a stopping manager's last write (its links' rows, its record)
+
+
+class Replica(Protocol):
+    """What the store keeps current: the manager's index (``Services``)."""
+
+    def reconcile(self, ids: Iterable[str], found: Sequence[Held]) -> None:
+        """Make ``ids`` what ``found`` says (an id not in ``found`` is gone)."""
+
+    def renewed(self, renewals: Sequence[Sequence[Any]]) -> None:
+        """Apply other managers' renewals, ``[id, expires_at]`` each."""
+
+    def local_ids(self) -> set[str]:
+        """Every id in the index (to find, at a reload, those deleted meanwhile)."""
+
+    def held(self) -> list[Registration]:
+        """The registrations this manager's links keep now."""
+
+
+@dataclass(frozen=True)
+class _Put:
+    registration: Registration
+    holder: str | None
+
+
+@dataclass(frozen=True)
+class _Renew:
+    id: str
+    expires_at: float
+    now: float
+
+
+@dataclass(frozen=True)
+class _Remove:
+    id: str
+    holder: str | None  # only if this manager's link keeps it
+
+
+_Op = _Put | _Renew | _Remove
+
+
+class RegistryStore:
+    """One manager's side of the shared registry: writes, its heartbeat, its LISTEN."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self.manager_id = secrets.token_hex(8)  # a new one at every start
+        self.postgres = engine.dialect.name == "postgresql"
+        self._writes: GroupCommit[_Op, Any] = GroupCommit("registry", self._flush)
+        self._replica: Replica | None = None
+        self._listener: Any = None  # asyncpg.Connection while LISTENing
+        self._lost = asyncio.Event()
+        self._pending: set[str] = set()  # ids the others changed, to read again
+        self._arrived = asyncio.Event()
+
+    # -- writes (each shares a transaction with whatever arrives meanwhile) ----------------
+
+    async def put(self, registration: Registration, holder: str | None) -> None:
+        """Insert or replace ``registration`` (``holder``: the manager whose link keeps it)."""
+        await self._writes.submit(_Put(registration, holder))
+
+    async def renew(self, id: str, expires_at: float, now: float) -> bool:
+        """Move ``id``'s expiry; False if no row with a TTL is alive at ``now``."""
+        return bool(await self._writes.submit(_Renew(id, expires_at, now)))
+
+    async def remove(self, id: str, *, held: bool = False) -> Registration | None:
+        """Delete the row ``id`` (``held``: only if this manager's link keeps it); it."""
+        result = await self._writes.submit(_Remove(id, self.manager_id if held else None))
+        return result if isinstance(result, Registration) else None
+
+    async def expire(self, now: float) -> list[Registration]:
+        """Delete the rows whose TTL ran out; those (only to the manager that deleted them)."""
+
+        def work(conn: Connection) -> list[Registration]:
+            gone = rows.expire(conn, now)
+            rows.notify(conn, self.manager_id, changed=[r.id for r in gone])
+            return gone
+
+        return await self._run(work)
+
+    async def read(self, ids: Iterable[str] | None = None) -> list[Held]:
+        """The rows of ``ids`` that exist (every row: ``None``)."""
+        wanted = None if ids is None else list(ids)
+        return await self._run(lambda conn: rows.read(conn, wanted))
+
+    async def _run(self, work: Callable[[Connection], T]) -> T:
+        async with self._engine.begin() as conn:
+            return await conn.run_sync(work)
+
+    async def _flush(self, ops: list[_Op]) -> list[Any]:
+        """One transaction for a batch: puts and removals in order, then the renewals."""
+
+        def work(conn: Connection) -> list[Any]:
+            answers: list[Any] = [None] * len(ops)
+            changed: list[str] = []
+            renewals: list[tuple[int, _Renew]] = []
+            for n, op in enumerate(ops):
+                if isinstance(op, _Put):
+                    rows.put(conn, op.registration, op.holder)
+                    changed.append(op.registration.id)
+                elif isinstance(op, _Remove):
+                    answers[n] = rows.remove(conn, op.id, op.holder)
+                    if answers[n] is not None:
+                        changed.append(op.id)
+                else:
+                    renewals.append((n, op))
+            if renewals:
+                now = min(op.now for _, op in renewals)
+                done = rows.renew(conn, [(op.id, op.expires_at) for _, op in renewals], now)
+                for n, op in renewals:
+                    answers[n] = op.id in done
+            renewed = [(op.id, op.expires_at) for _, op in renewals if op.id in done] if renewals else []
+            rows.notify(conn, self.manager_id, changed=changed, renewed=renewed)
+            return answers
+
+        return await self._run(work)
+
+    # -- start, run, stop ----------------------------------------------------------------
+
+    async def start(self, replica: Replica) -> None:
+        """Join, drop dead managers' links, and fill ``replica`` with every row (before serving).
+
+        Raises:
+            sqlalchemy.exc.DBAPIError, OSError: the database cannot be used.
+        """
+        self._replica = replica
+        now = time.time()
+
+        def join(conn: Connection) -> list[Registration]:
+            rows.join(conn, self.manager_id, socket.gethostname(), os.getpid(), now)
+            if not self.postgres:  # one manager on SQLite: every other holder is a past life
+                others = [m[0] for m in rows.managers(conn) if m[0] != self.manager_id]
+            else:
+                others = self._dead(rows.managers(conn), now)
+            gone = rows.drop_managers(conn, others) + rows.drop_orphans(conn, self.manager_id)
+            rows.notify(conn, self.manager_id, changed=[r.id for r in gone])
+            return gone
+
+        gone = await self._run(join)
+        if gone:
+            log.info("dropped %d registrations held by managers no longer running", len(gone))
+        if self.postgres:
+            await self._listen()  # before reading: a change meanwhile is read again after
+        await self.reload()
+
+    async def reload(self) -> None:
+        """Read every row and make the replica match (ids gone meanwhile removed)."""
+        assert self._replica is not None
+        found = await self.read()
+        ids = self._replica.local_ids() | {reg.id for reg, _ in found}
+        self._replica.reconcile(ids, found)
+
+    async def run(self) -> None:
+        """Beat, follow the others' changes, until cancelled; then leave (a last write)."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._beat_forever(), name="registry-beat")
+                if self.postgres:
+                    tg.create_task(self._keep_listening(), name="registry-listen")
+                    tg.create_task(self._read_changes(), name="registry-changes")
+        finally:
+            await self._leave()
+
+    async def _leave(self) -> None:
+        """Delete this manager's record and what its links kept (links close as it stops)."""
+        me = self.manager_id
+
+        def work(conn: Connection) -> None:
+            gone = rows.drop_managers(conn, [me])
+            rows.notify(conn, me, changed=[r.id for r in gone])
+
+        try:
+            async with asyncio.timeout(LEAVE_TIMEOUT_S):
+                await self._run(work)
+        except Exception as error:  # the others drop them within DEAD_AFTER_S anyway
+            log.warning("could not withdraw this manager's link-held registrations: %s", error)
+        finally:
+            if self._listener is not None:
+                self._listener.terminate()
+                self._listener = None
+
+    # -- the heartbeat ---------------------------------------------------------------------
+
+    def _dead(self, managers: list[tuple[str, str, int, float]], now: float) -> list[str]:
+        """Managers that stopped beating, or (on this host) whose process is gone."""
+        host = socket.gethostname()
+        dead = []
+        for manager_id, hostname, pid, beat_at in managers:
+            if manager_id == self.manager_id:
+                continue
+            if now - beat_at > DEAD_AFTER_S or (hostname == host and not _pid_alive(pid)):
+                dead.append(manager_id)
+        return dead
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(BEAT_S)
+            try:
+                await self._beat()
+            except Exception as error:  # the database away: beat again next time
+                log.warning("the registry's heartbeat failed: %s", error)
+
+    async def _beat(self) -> None:
+        assert self._replica is not None
+        now = time.time()
+        held = self._replica.held()
+
+        def work(conn: Connection) -> tuple[bool, list[Registration]]:
+            alive = rows.beat(conn, self.manager_id, now)
+            if not alive:  # the others found this manager dead: join again, links and all
+                rows.join(conn, self.manager_id, socket.gethostname(), os.getpid(), now)
+                for reg in held:
+                    rows.put(conn, reg, self.manager_id)
+            dead = self._dead(rows.managers(conn), now)
+            gone = rows.drop_managers(conn, dead)
+            changed = [r.id for r in gone] + ([] if alive else [r.id for r in held])
+            rows.notify(conn, self.manager_id, changed=changed)
+            return alive, gone
+
+        alive, gone = await self._run(work)
+        if not alive:
+            log.warning("this manager was taken for dead (no heartbeat for %gs): joined again", DEAD_AFTER_S)
+        if gone:
+            log.info("dropped %d registrations held by managers that stopped", len(gone))
+            self._replica.reconcile([r.id for r in gone], [])
+
+    # -- LISTEN ----------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Open the dedicated connection and LISTEN on it."""
+        import asyncpg  # type: ignore[import-untyped]
+
+        dsn = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = await asyncpg.connect(dsn, timeout=PROBE_TIMEOUT_S * 5)
+        self._lost.clear()
+        conn.add_termination_listener(lambda _conn: self._lost.set())
+        await conn.add_listener(CHANNEL, self._notified)
+        self._listener = conn
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        """A NOTIFY: renewals applied now, changed ids queued to be read."""
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            log.warning("a registry notification that is not JSON: %.80r", payload)
+            return
+        if message.get("m") == self.manager_id:
+            return  # this manager's own change, in its index already
+        if message.get("r") and self._replica is not None:
+            self._replica.renewed(message["r"])
+        if message.get("c"):
+            self._pending.update(message["c"])
+            self._arrived.set()
+
+    async def _keep_listening(self) -> None:
+        """Probe the LISTEN connection; when lost, open it again and reload everything."""
+        while True:
+            if self._listener is None:
+                try:
+                    await self._listen()
+                    await self.reload()
+                    log.info("the registry's LISTEN connection is back; the index was read again")
+                except Exception as error:
+                    log.warning("cannot LISTEN for registry changes yet: %s", error)
+                    await self._drop_listener()
+                    await asyncio.sleep(RECONNECT_S)
+                    continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PROBE_S):
+                    await self._lost.wait()
+            try:
+                if self._lost.is_set():
+                    raise ConnectionError("the LISTEN connection closed")
+                async with asyncio.timeout(PROBE_TIMEOUT_S):
+                    await self._listener.fetchval("SELECT 1")
+            except Exception as error:
+                log.warning("the registry's LISTEN connection was lost (%s): opening it again", error)
+                await self._drop_listener()
+
+    async def _drop_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.terminate()
+            self._listener = None
+
+    async def _read_changes(self) -> None:
+        """Read again the rows the others changed, batch after batch."""
+        assert self._replica is not None
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            ids, self._pending = self._pending, set()
+            try:
+                found = await self.read(ids)
+            except Exception as error:
+                log.warning("cannot read the registry's changes yet: %s", error)
+                self._pending |= ids
+                self._arrived.set()
+                await asyncio.sleep(RECONNECT_S)
+                continue
+            self._replica.reconcile(ids, found)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["BEAT_S", "DEAD_AFTER_S", "RegistryStore", "Replica"]
