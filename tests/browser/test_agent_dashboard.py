@@ -19,6 +19,7 @@ from herder.agent import Agent
 from tests.browser.conftest import Fleet
 from tests.browser.test_dashboard import open_page, shot, sign_in
 from tests.conftest import AgentFactory
+from tests.helpers import wait_http
 
 TOKEN = "agent-dashboard-secret"
 TICKER = "import time\nfor n in range(100000):\n    print('tick', n, flush=True)\n    time.sleep(0.1)"
@@ -134,6 +135,81 @@ async def test_a_pool_is_scaled_drained_and_resumed_from_the_page(
     await card.locator("button", has_text="Scale").click()
     await page.locator("#pools-error", has_text="min_instances").wait_for()  # the 422, with its field
     assert [e for e in faults(errors) if "status of 422" not in e] == []
+
+
+async def test_a_process_is_stopped_started_and_restarted_from_the_page(
+    agent: Agent, api: httpx.AsyncClient, browser: Any
+) -> None:
+    created = await api.post("/create-process", json={"app": "ops", "node": "0", "command": "exec sleep 300"})
+    assert created.status_code == 201
+    page, errors = await signed_in(agent, browser)
+    row = page.locator("#processes tr[data-slug='ops.0']")
+    running = page.locator("#processes tr[data-slug='ops.0'][data-state=running]")
+    await running.wait_for()
+    first_pid = (await api.get("/process-status/ops.0")).json()["pid"]
+    await row.locator("td.pid", has_text=str(first_pid)).wait_for()
+    await row.locator("td.rss", has_text="iB").wait_for()  # the figures of a ps
+    await row.locator("button.stop").click()
+    await page.locator("#processes tr[data-slug='ops.0'][data-state=stopped]").wait_for()
+    assert await row.locator("td.pid").text_content() == "\u2013"
+    assert await row.locator("td.cpu").text_content() == "\u2013"
+    assert (await api.get("/process-status/ops.0")).json()["state"] == "stopped"
+    await shot(page, "agent-process-stopped")
+    await row.locator("button.start").click()
+    await running.wait_for()
+    second_pid = (await api.get("/process-status/ops.0")).json()["pid"]
+    assert second_pid != first_pid
+    await row.locator("td.pid", has_text=str(second_pid)).wait_for()
+    await row.locator("button.restart").click()
+    # The restart's new process, shown as the feed brings it (no reload, no polling).
+    third_pid = (await wait_http_doc(api, "/process-status/ops.0", second_pid))["pid"]
+    await row.locator("td.pid", has_text=str(third_pid)).wait_for()
+    await running.wait_for()
+    await row.locator("button.start").wait_for(state="detached")  # running: Stop, not Start
+    assert faults(errors) == []
+
+
+async def wait_http_doc(api: httpx.AsyncClient, path: str, old_pid: int) -> dict[str, Any]:
+    """The status document once it runs a process other than ``old_pid``."""
+    return await wait_http(api, path, lambda d: d["state"] == "running" and d["pid"] != old_pid)
+
+
+async def test_the_sessions_are_listed_live(make_agent: AgentFactory, browser: Any) -> None:
+    from herder.client import Agent as Client
+    from tests.test_sessions import session_config
+
+    async with make_agent(auth_token=TOKEN, **session_config()) as agent:
+        page, errors = await signed_in(agent, browser)
+        await page.click("#nav a[data-view=sessions]")
+        await page.locator("#sessions td", has_text="No sessions.").wait_for()
+        async with Client(agent.url, token=TOKEN) as client:
+            session = await client.open_session("testkit")
+            row = page.locator(f"#sessions tr[data-session='{session.id}'][data-state=open]")
+            await row.wait_for()
+            assert await row.locator("td.product").text_content() == "testkit"
+            assert await row.locator("td.client").text_content() == "attached"
+            await shot(page, "agent-sessions")
+            await session.close()
+            await page.locator("#sessions td", has_text="No sessions.").wait_for()
+        assert faults(errors) == []
+
+
+async def test_a_pools_cold_starts_are_shown(agent: Agent, api: httpx.AsyncClient, browser: Any) -> None:
+    spec = {
+        "name": "cold",
+        "command": "python3 -m http.server {port} --bind 127.0.0.1",
+        "listen": "127.0.0.1:0",
+    }
+    created = await api.post("/pools", json=spec)
+    assert created.status_code == 201
+    page, errors = await signed_in(agent, browser)
+    await page.click("#nav a[data-view=pools]")
+    card = page.locator(".pool[data-pool=cold]")
+    await card.locator(".cold-starts", has_text="0 cold starts").wait_for()
+    async with httpx.AsyncClient(base_url=created.json()["url"], timeout=30) as through:
+        assert (await through.get("/")).status_code == 200
+    await card.locator(".cold-starts", has_text="1 cold start").wait_for()
+    assert faults(errors) == []
 
 
 async def test_the_fleet_links_each_worker_to_its_agents_page(fleet: Fleet, browser: Any) -> None:

@@ -1,11 +1,11 @@
 // The agent's live feed: one WebSocket to its /events (herder.agent.api.events), kept
-// open with backoff. It holds the processes and pools as the agent last described them;
-// the views draw from it when it says "change". Nothing polls.
+// open with backoff. It holds the processes, pools and sessions as the agent last
+// described them; the views draw from it when it says "change". Nothing polls.
 
 import { LiveSocket } from "../dash/livesocket.js";
 import { call, socket } from "./api.js";
 
-/** Events: "change" (the processes or pools changed), "state" (detail: "on" / "off"). */
+/** Events: "change" (detail: what changed, the message's type), "state" (detail: "on" / "off"). */
 export class AgentFeed extends LiveSocket {
   constructor() {
     super();
@@ -13,6 +13,8 @@ export class AgentFeed extends LiveSocket {
     this.processes = new Map();
     /** @type {Map<string, any>} by name */
     this.pools = new Map();
+    /** @type {any[]} every session (meta.list_sessions' documents) */
+    this.sessions = [];
   }
 
   open() {
@@ -39,6 +41,10 @@ export class AgentFeed extends LiveSocket {
       case "snapshot":
         this.processes = new Map(message.processes.map((p) => [p.slug, p]));
         this.pools = new Map(message.pools.map((p) => [p.name, p]));
+        this.sessions = []; // a "sessions" message follows when there are any
+        break;
+      case "sessions":
+        this.sessions = message.sessions;
         break;
       case "process":
         this.processes.set(message.process.slug, message.process);

@@ -1,4 +1,4 @@
-// The agent's own page (its /ui/): its processes and pools, live over its WS /events.
+// The agent's own page (its /ui/): its processes, pools and sessions, live over its WS /events.
 // main.js hands over here when about.json says an agent serves the page.
 //
 // Signing in: an agent has no keys of its own to buy tokens with. Its credential is its
@@ -11,8 +11,9 @@ import { ApiError, call, heldToken, keepToken, whenRefused } from "./api.js";
 import { AgentFeed } from "./feed.js";
 import { showPools } from "./pools.js";
 import { showProcesses } from "./processes.js";
+import { showSessions } from "./sessions.js";
 
-const VIEWS = { processes: showProcesses, pools: showPools };
+const VIEWS = { processes: showProcesses, pools: showPools, sessions: showSessions };
 const byId = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 /**

@@ -1,5 +1,5 @@
 // The agent's pools: each with its instances (state, port, in flight, requests,
-// restarts), the requests waiting, its error; scale, drain, resume, delete.
+// restarts), the requests waiting, its cold starts, its error; scale, drain, resume, delete.
 
 import { fill, h, listen } from "../dash/dom.js";
 import { call } from "./api.js";
@@ -64,7 +64,7 @@ export function showPools(root, feed) {
         h("button", { type: "button", className: "drain", onclick: () => act(name, "drain") }, "Drain"),
         h("button", { type: "button", className: "resume", onclick: () => act(name, "resume") }, "Resume"),
         h("button", { type: "button", className: "delete", onclick: () => confirm(`Delete pool ${name}?`) && act(name, "delete") }, "Delete")),
-      h("p", { className: "muted facts" }),
+      h("p", { className: "muted facts" }, h("span", { className: "counts" }), " · ", h("span", { className: "cold-starts" })),
       h("p", { className: "error" }),
       h(
         "table",
@@ -82,8 +82,10 @@ export function showPools(root, feed) {
     const part = (/** @type {string} */ selector) => /** @type {HTMLElement} */ (card.querySelector(selector));
     fill(part(".state"), badge(pool.state));
     part(".where").textContent = pool.url ? `${pool.url} · ${pool.host}` : pool.host;
-    part(".facts").textContent =
+    part(".counts").textContent =
       `${pool.instances.length} of ${pool.spec.min_instances}–${pool.spec.max_instances} instances · ${pool.waiting} waiting`;
+    part(".cold-starts").textContent = `${pool.cold_starts} cold start${pool.cold_starts === 1 ? "" : "s"}`;
+    part(".cold-starts").title = "instances started because requests waited with none free";
     part("p.error").textContent = pool.error ?? "";
     part(".drain").hidden = pool.state !== "active";
     part(".resume").hidden = pool.state === "active";

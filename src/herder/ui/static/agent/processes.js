@@ -1,11 +1,14 @@
-// The agent's processes: state, restarts, uptime, port, pid, error, kept current by the
-// feed; a live console (the process's attach WebSocket); delete.
+// The agent's processes: state, restarts, uptime, port, pid, CPU, memory, error, kept
+// current by the feed; a live console (the process's attach WebSocket); stop, start,
+// restart and delete (each answered by the agent, whose change comes back on the feed).
 
 import { fill, h, listen } from "../dash/dom.js";
 import { call, socket } from "./api.js";
-import { badge, failure, since } from "./show.js";
+import { badge, bytes, failure, since } from "./show.js";
 
 const CONSOLE_LINES = 2000; // kept on screen; the agent keeps its own ring and log files
+// What the agent's start-process takes (supervisorctl's rule): a process that does not run.
+const STARTABLE = new Set(["stopped", "exited", "failed"]);
 
 /**
  * @param {HTMLElement} root
@@ -23,7 +26,7 @@ export function showProcesses(root, feed) {
     h(
       "table",
       { id: "processes" },
-      h("thead", {}, h("tr", {}, ["Process", "State", "Restarts", "Up", "Port", "PID", "Error", ""].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, ["Process", "State", "Restarts", "Up", "Port", "PID", "CPU", "Memory", "Error", ""].map((t) => h("th", {}, t)))),
       body,
     ),
     consoleCard,
@@ -36,7 +39,7 @@ export function showProcesses(root, feed) {
     /** @type {HTMLElement} */ (root.querySelector("#processes-count")).textContent = `${processes.length} on this agent`;
     fill(
       body,
-      processes.length === 0 ? h("tr", {}, h("td", { colSpan: 8, className: "muted" }, "No processes.")) : processes.map(row),
+      processes.length === 0 ? h("tr", {}, h("td", { colSpan: 10, className: "muted" }, "No processes.")) : processes.map(row),
     );
   }
 
@@ -51,12 +54,18 @@ export function showProcesses(root, feed) {
       h("td", { className: "num uptime", dataset: { since: p.state === "running" ? p.started_at ?? "" : "" } }, uptime(p)),
       h("td", { className: "num port" }, p.port ?? "–"),
       h("td", { className: "num pid" }, p.pid ?? "–"),
+      h("td", { className: "num cpu" }, p.cpu_percent == null ? "–" : `${p.cpu_percent} %`),
+      h("td", { className: "num rss" }, p.rss_bytes == null ? "–" : bytes(p.rss_bytes)),
       h("td", { className: "error" }, p.error ?? ""),
       h(
         "td",
         {},
         h("div", { className: "row" },
           h("button", { type: "button", className: "console", onclick: () => openConsole(p.slug) }, "Console"),
+          STARTABLE.has(p.state)
+            ? h("button", { type: "button", className: "start", onclick: () => act(p.slug, "start") }, "Start")
+            : h("button", { type: "button", className: "stop", disabled: p.state === "stopping", onclick: () => act(p.slug, "stop") }, "Stop"),
+          h("button", { type: "button", className: "restart", disabled: p.state === "stopping", onclick: () => act(p.slug, "restart") }, "Restart"),
           h("button", { type: "button", className: "delete", onclick: () => remove(p.slug) }, "Delete")),
       ),
     );
@@ -65,6 +74,16 @@ export function showProcesses(root, feed) {
       /** @type {HTMLElement} */ (cell).style.flexWrap = "nowrap";
     }
     return el;
+  }
+
+  /** Stop, start or restart: the answer is the process's status; the feed brings it too. @param {string} slug @param {"stop" | "start" | "restart"} verb */
+  async function act(slug, verb) {
+    error.textContent = "";
+    try {
+      await call("POST", `/${verb}-process/${encodeURIComponent(slug)}`);
+    } catch (e) {
+      error.textContent = `${slug}: ${failure(e)}`;
+    }
   }
 
   /** @param {string} slug */

@@ -7,7 +7,8 @@ const TONE = /** @type {Record<string, string>} */ ({
   running: "online", ready: "online", active: "online",
   failed: "failed", exited: "canceled",
   fetching: "queued", building: "queued", starting: "queued", backoff: "paused", unready: "paused",
-  stopping: "paused", draining: "paused", drained: "paused",
+  stopping: "paused", draining: "paused", drained: "paused", stopped: "canceled",
+  open: "online", closing: "paused",
 });
 
 /** @param {string} state */
@@ -22,6 +23,18 @@ export function since(iso) {
   if (s < 3600) return `${Math.floor(s / 60)} min`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
   return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+/** "12.3 MiB": a size in bytes, in binary units. @param {number} n */
+export function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
 }
 
 /** An error as the agent worded it, with the field it names. @param {unknown} e */
