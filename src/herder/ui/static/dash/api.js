@@ -7,6 +7,8 @@
 // localStorage would outlive the tab. Requests go to the page's own origin only.
 
 const TOKEN_KEY = "herder.token";
+const RENEW_AT = 0.8; // of a token's life: renewed then, while it still holds
+const RENEW_RETRY_MS = 10000; // a renewal that did not reach the manager is tried again
 
 /** The daemon's root: the page is served at <root>/ui/. */
 export const base = new URL("..", document.baseURI);
@@ -90,6 +92,48 @@ export async function signIn(key) {
     sessionStorage.removeItem(TOKEN_KEY);
     throw error instanceof SignedOut ? new Error("the manager refused this key") : error;
   }
+}
+
+/**
+ * Keep the session's token renewed while the tab is open: at RENEW_AT of its life it is
+ * traded for a fresh one (POST /auth/token/renew, same user, role and key), so a tab
+ * left open is not signed out when its hour is up. A refused renewal (401: the key was
+ * revoked, or the token expired while the tab slept) signs the tab out, as any call
+ * does. Only tokens the manager issued are renewed (not a shared secret); one it will
+ * not renew (404: an older manager; 403: bought with no key) is kept until it expires.
+ * @returns {() => void} stops renewing (a sign-out)
+ */
+export function keepRenewed() {
+  /** @type {number | undefined} */
+  let timer;
+  let stopped = false;
+  const plan = () => {
+    const held = claims();
+    if (stopped || typeof held?.exp !== "number") return;
+    const issued = typeof held.iat === "number" ? held.iat : held.exp - 3600;
+    const at = (issued + RENEW_AT * (held.exp - issued)) * 1000;
+    timer = setTimeout(renew, Math.max(0, at - Date.now()));
+  };
+  const renew = async () => {
+    const held = token();
+    if (stopped || !held) return;
+    try {
+      const fresh = await request("POST", "/auth/token/renew");
+      if (!stopped && token() === held) sessionStorage.setItem(TOKEN_KEY, fresh.token);
+      plan();
+    } catch (error) {
+      // Refused for good (401 signed the tab out; 404 no such route; 403 not renewable);
+      // the manager away or failing: try again while the token holds.
+      if (error instanceof SignedOut || (error instanceof ApiError && error.status < 500)) return;
+      const left = (claims()?.exp ?? 0) * 1000 - Date.now();
+      if (!stopped && left > 0) timer = setTimeout(renew, Math.min(RENEW_RETRY_MS, left / 2));
+    }
+  };
+  plan();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
 }
 
 /**

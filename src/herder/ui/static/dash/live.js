@@ -9,7 +9,8 @@ const HISTORY = 60; // load samples per worker, as the manager keeps
 
 /**
  * Events: "workers" (the whole set changed), "worker" (detail: one worker), "task"
- * (detail: a task document, with its progress), "resync" (reload what you show),
+ * (detail: a task document, with its progress), "task_deleted" (detail: its id), "resync"
+ * (reload what you show),
  * "progress" (detail: {id: percent}, the answer to ask()), "state" (detail: "on"/"off").
  */
 export class Feed extends LiveSocket {
@@ -71,6 +72,9 @@ export class Feed extends LiveSocket {
       }
       case "task":
         this.dispatchEvent(new CustomEvent("task", { detail: message.task }));
+        break;
+      case "task_deleted":
+        this.dispatchEvent(new CustomEvent("task_deleted", { detail: message.id }));
         break;
       case "resync":
         this.dispatchEvent(new Event("resync"));

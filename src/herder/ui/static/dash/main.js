@@ -1,9 +1,10 @@
 // The dashboard's entry: find whether a sign-in is needed, then show the view the URL's
-// hash names (#fleet, #tasks), all fed by one live connection.
+// hash names (#fleet, #tasks, #services, #keys), all fed by one live connection.
 
-import { about, claims, onSignOut, signOut, token } from "./api.js";
+import { about, claims, isAdmin, keepRenewed, onSignOut, signOut, token } from "./api.js";
 import { fill, h } from "./dom.js";
 import { showFleet } from "./fleet.js";
+import { showKeys } from "./keys.js";
 import { Feed } from "./live.js";
 import { offer } from "./kite.js";
 import { showServices } from "./services.js";
@@ -11,12 +12,13 @@ import { showSignIn } from "./signin.js";
 import { showTask } from "./task.js";
 import { showTasks } from "./tasks.js";
 
-const VIEWS = { fleet: showFleet, tasks: showTasks, services: showServices };
+const VIEWS = { fleet: showFleet, tasks: showTasks, services: showServices, keys: showKeys };
 const app = /** @type {HTMLElement} */ (document.getElementById("app"));
 const nav = /** @type {HTMLElement} */ (document.getElementById("nav"));
 const who = /** @type {HTMLElement} */ (document.getElementById("who"));
 const live = /** @type {HTMLElement} */ (document.getElementById("live"));
 const signOutButton = /** @type {HTMLButtonElement} */ (document.getElementById("signout"));
+const keysLink = /** @type {HTMLElement} */ (nav.querySelector("a[data-view=keys]"));
 const feed = new Feed();
 /** @type {(() => void) | null} */
 let stopView = null;
@@ -24,6 +26,8 @@ let auth = "keys"; // the credential the manager takes (about.json), for the sig
 /** @type {Promise<() => void> | null} the tab's registration as a service (kite.js) */
 let kite = null;
 let signedIn = false;
+/** @type {(() => void) | null} stops renewing the token */
+let stopRenewing = null;
 
 feed.addEventListener("state", (event) => {
   const on = /** @type {CustomEvent} */ (event).detail === "on";
@@ -34,6 +38,8 @@ feed.addEventListener("state", (event) => {
 
 onSignOut((why) => {
   signedIn = false;
+  stopRenewing?.();
+  stopRenewing = null;
   feed.stop();
   kite?.then((stop) => stop());
   kite = null;
@@ -56,6 +62,9 @@ function enter() {
   const holder = claims();
   who.textContent = holder ? `${holder.sub ?? "?"} (${holder.role ?? "user"})` : token() ? "signed in" : "";
   signOutButton.hidden = !token();
+  // Keys are an admin's, and only where the manager issues them (a token it signed).
+  keysLink.hidden = !(holder && isAdmin());
+  stopRenewing = keepRenewed();
   feed.start();
   kite = offer(holder?.sub ?? "local", /** @type {HTMLElement} */ (document.getElementById("kite")), /** @type {HTMLElement} */ (document.getElementById("notes")));
   route();
@@ -70,7 +79,7 @@ function route() {
     stopView = showTask(app, feed, Number(id));
     return;
   }
-  const view = VIEWS[/** @type {keyof typeof VIEWS} */ (name)] ?? showFleet;
+  const view = (name === "keys" && keysLink.hidden ? null : VIEWS[/** @type {keyof typeof VIEWS} */ (name)]) ?? showFleet;
   stopView = view(app, feed);
 }
 

@@ -17,14 +17,18 @@ export function progressOf(task) {
 
 /**
  * How far the work got, in percent: frames done of all (a completed piece counts its
- * whole range, a running one up to its current frame), else pieces completed.
+ * whole range, a running one up to its current frame); pieces without frames count one
+ * each when completed, else their parser's last percent (store/progress.py's measure).
  * @param {any[]} items
  * @returns {number | null}
  */
 export function itemsProgress(items) {
   if (items.length === 0) return null;
   const framed = items.every((i) => i.frame_start != null && i.frame_end != null);
-  if (!framed) return (100 * items.filter((i) => i.status === "completed").length) / items.length;
+  if (!framed) {
+    const share = (/** @type {any} */ i) => (i.status === "completed" ? 1 : Math.max(0, Math.min(100, i.percent ?? 0)) / 100);
+    return (100 * items.reduce((sum, i) => sum + share(i), 0)) / items.length;
+  }
   let done = 0;
   let all = 0;
   for (const item of items) {

@@ -1,10 +1,11 @@
 // One task: its figures, its work items, why it waits, its output as it comes
-// (WS /tasks/{id}/log), and what may be done to it (pause, resume, cancel).
+// (WS /tasks/{id}/log), and what may be done to it (pause, resume, cancel; requeue once
+// it ended). A deletion, from any tab, says so here.
 
 import { ApiError, openSocket, request } from "./api.js";
 import { ago, fill, h, listen } from "./dom.js";
 import { itemsProgress } from "./progress.js";
-import { ended, progressBar } from "./tasks.js";
+import { ended, progressBar, requeueButton } from "./tasks.js";
 
 const MAX_LINES = 5000; // lines kept on the page; older ones go
 
@@ -81,6 +82,7 @@ export function showTask(root, feed, id) {
     if (task.status === "paused") buttons.push(button("Resume", { status: "queued" }));
     else if (!ended(task)) buttons.push(button("Pause", { status: "paused" }));
     if (!ended(task)) buttons.push(button("Cancel", { status: "canceled" }));
+    else buttons.push(requeueButton(task.id, (why) => (message.textContent = why)));
     fill(
       top,
       h("h2", {}, `Task ${task.id}`),
@@ -163,6 +165,12 @@ export function showTask(root, feed, id) {
 
   const stop = listen(feed, {
     task: (/** @type {any} */ event) => event.detail.id === id && load(),
+    task_deleted: (/** @type {any} */ event) => {
+      if (event.detail !== id) return;
+      stopped = true;
+      fill(top, h("h2", {}, `Task ${id}`), h("span", { className: "badge canceled", id: "task-status" }, "deleted"));
+      message.textContent = "This task was deleted.";
+    },
     resync: load,
   });
   load();

@@ -1,5 +1,6 @@
 // Tasks: a page at a time (GET /tasks pages by id: ?limit=, ?before=), filtered by
-// status, kept current by the feed; submit a task, cancel one.
+// status, owner and tag, kept current by the feed; submit a task, cancel one, run an
+// ended one again (requeue: a new task, whose page opens).
 
 import { ApiError, request } from "./api.js";
 import { ago, fill, h, listen } from "./dom.js";
@@ -20,6 +21,28 @@ export function progressBar(percent) {
   bar.style.width = `${percent ?? 0}%`;
   const label = h("em", {}, percent == null ? "" : `${Math.floor(percent)}%`);
   return h("div", { className: "progress", role: "progressbar", ariaValueNow: String(Math.round(percent ?? 0)) }, bar, label);
+}
+
+/**
+ * *Requeue* for an ended task: POST /tasks/{id}/requeue makes a new task with its
+ * settings (the old one stays as it ended), and the new task's page opens.
+ * @param {number} id
+ * @param {(why: string) => void} refused shows the manager's refusal
+ * @returns {HTMLElement}
+ */
+export function requeueButton(id, refused) {
+  const button = h("button", { type: "button", className: "requeue", title: "Run it again: a new task with these settings" }, "Requeue");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const task = await request("POST", `/tasks/${id}/requeue`);
+      location.hash = `#tasks/${task.id}`;
+    } catch (error) {
+      refused(error instanceof ApiError ? error.message : "");
+      button.disabled = false;
+    }
+  });
+  return button;
 }
 
 /** Whether a task has ended (no change is possible). @param {any} task */
@@ -62,6 +85,7 @@ export function showTasks(root, feed) {
       tag = tagField.value.trim();
       cursors = [undefined];
       load();
+      counts();
     });
   }
 
@@ -135,8 +159,9 @@ export function showTasks(root, feed) {
     shown.set(task.id, { task, row });
   }
 
-  // How many tasks have each status, in the filter's options: read at first, then again
-  // after changes, at most every COUNTS_EVERY_MS (a count reads the whole table).
+  // How many tasks have each status, in the filter's options, of the owner and tag asked
+  // (the list's other filters): read at first and when those change, then again after
+  // changes, at most every COUNTS_EVERY_MS (a count reads the whole table).
   /** @type {number | undefined} */
   let countsTimer;
   let countsAt = 0;
@@ -144,7 +169,12 @@ export function showTasks(root, feed) {
     countsTimer = undefined;
     countsAt = Date.now();
     try {
-      const all = await request("GET", "/tasks/counts");
+      const query = new URLSearchParams();
+      if (owner) query.set("owner", owner);
+      if (tag) query.set("tag", tag);
+      const asked = query.toString();
+      const all = await request("GET", `/tasks/counts${asked ? `?${asked}` : ""}`);
+      if (asked !== filtersNow()) return; // the filters changed meanwhile: their read follows
       for (const option of filter.options) {
         const n = option.value ? all[option.value] : all.total;
         option.textContent = `${option.value || "every status"} (${n ?? 0})`;
@@ -152,6 +182,12 @@ export function showTasks(root, feed) {
     } catch {
       // a 401 signed the tab out; anything else leaves the old figures
     }
+  }
+  function filtersNow() {
+    const query = new URLSearchParams();
+    if (owner) query.set("owner", owner);
+    if (tag) query.set("tag", tag);
+    return query.toString();
   }
   function countsSoon() {
     if (countsTimer === undefined) countsTimer = setTimeout(counts, Math.max(0, countsAt + COUNTS_EVERY_MS - Date.now()));
@@ -189,7 +225,16 @@ export function showTasks(root, feed) {
       if (old && typeof percent === "number" && old.task.progress === undefined) place({ ...old.task, progress: percent }, false);
     }
   };
-  const stop = listen(feed, { task: onTask, resync: load, progress: onProgress });
+  /** A task deleted (here or in another tab): its row goes, and the counts follow. */
+  const onDeleted = (/** @type {any} */ event) => {
+    countsSoon();
+    const old = shown.get(event.detail);
+    if (!old) return;
+    old.row.remove();
+    shown.delete(event.detail);
+    if (shown.size === 0) body.append(h("tr", {}, h("td", { colSpan: 9, className: "muted" }, "No tasks.")));
+  };
+  const stop = listen(feed, { task: onTask, task_deleted: onDeleted, resync: load, progress: onProgress });
   load();
   counts();
   return () => {
@@ -202,8 +247,8 @@ export function showTasks(root, feed) {
     const percent = progressOf(task);
     const frames =
       task.frame_start != null ? `frames ${task.frame_start}–${task.frame_end}${task.frame_current != null ? `, at ${task.frame_current}` : ""}` : "";
-    const cancel = ended(task)
-      ? null
+    const action = ended(task)
+      ? requeueButton(task.id, (/** @type {string} */ why) => (message.textContent = why))
       : h("button", { type: "button", className: "cancel", onclick: () => act(task.id, { status: "canceled" }) }, "Cancel");
     return [
       h("td", { className: "num" }, h("a", { href: `#tasks/${task.id}` }, String(task.id))),
@@ -219,7 +264,7 @@ export function showTasks(root, feed) {
       h("td", {}, task.owner ?? ""),
       h("td", {}, task.worker_id == null ? "" : (feed.workers.get(task.worker_id)?.hostname ?? `#${task.worker_id}`)),
       h("td", { title: new Date(task.created_at * 1000).toLocaleString() }, ago(task.created_at)),
-      h("td", {}, cancel),
+      h("td", {}, action),
     ];
   }
 
