@@ -4,7 +4,7 @@
 // the page until the view is left, never stored). A user is not offered the view, and the
 // manager refuses them anyway (403).
 
-import { ApiError, request } from "./api.js";
+import { ApiError, claims, request } from "./api.js";
 import { ago, fill, h } from "./dom.js";
 
 const DAY_S = 86400;
@@ -51,7 +51,7 @@ export function showKeys(root) {
     return h(
       "tr",
       { dataset: { key: key.id, user: key.user } },
-      h("td", {}, h("code", {}, key.id)),
+      h("td", {}, h("code", {}, key.id), key.id === claims()?.key ? h("span", { className: "muted", title: "this tab's token was bought with it" }, " (this tab)") : null),
       h("td", {}, key.user),
       h("td", {}, key.role),
       h("td", { title: new Date(key.issued_at * 1000).toLocaleString() }, ago(key.issued_at)),
