@@ -57,7 +57,7 @@ class Event(enum.StrEnum):
     RETRY = "retry"  # the backoff delay is over: start (or fetch) again
     REFETCH = "refetch"  # the backoff delay is over and the source must be fetched again
     FAILED = "failed"  # it cannot run
-    STOP = "stop"  # delete or shutdown asked it to stop
+    STOP = "stop"  # delete, shutdown or an operator's stop asked it to stop
     STOPPED = "stopped"  # nothing of it runs any more
     HALTED = "halted"  # an operator's stop is over: nothing of it runs, and it stays so
     START = "start"  # an operator started a stopped command again
