@@ -101,6 +101,7 @@ async def test_pools_create_shows_the_build(build_agent: AgentFactory, tmp_path:
             "127.0.0.1:0",
             "--min",
             "1",
+            "--json",
         )
         assert code == 0, err
         assert '"name": "hello"' in out

@@ -29,6 +29,7 @@ async def test_create_ls_scale_drain_resume_rm(agent: Agent) -> None:
         "127.0.0.1:0",
         "--max",
         "2",
+        "--json",
         "--",
         sys.executable,
         APP,
@@ -50,12 +51,14 @@ async def test_create_ls_scale_drain_resume_rm(agent: Agent) -> None:
         await wait_http(
             client, "/pools/cli", lambda d: sum(i["state"] == "ready" for i in d["instances"]) == 2
         )
-    code, out, _ = await herder(agent, "drain", "cli", "--timeout", "5")
+    code, out, _ = await herder(agent, "drain", "cli", "--timeout", "5", "--json")
     assert json.loads(out)["state"] == "drained"
-    code, out, _ = await herder(agent, "resume", "cli")
+    code, out, _ = await herder(agent, "resume", "cli", "--json")
     assert json.loads(out)["state"] == "active"
     code, out, _ = await herder(agent, "rm", "cli")
     assert code == 0
+    assert out.splitlines() == [out.strip()]  # one line by default
+    assert out.startswith("pool cli deleted: ")
     code, _, err = await herder(agent, "show", "cli")
     assert code == 1
     assert "404" in err

@@ -1,146 +1,46 @@
-"""The ``herder`` command: one module per command group, wired here.
+"""The ``herder`` command.
 
-Sub-commands import their heavy dependencies inside their own function, so
-``herder --version`` and ``herder --help`` stay fast. And since typer turns every
-registered function into a command at each start (a few hundred microseconds apiece,
-some 40 of them), ``main`` wires only the module of the command being run when it can
-tell which one that is (``_command_of``); anything else gets the whole tree.
+Two front ends share the work. The commands an operator types all day (``ps``,
+``status``, ``logs``, ``rm``, ``restart``, ``stop``, ``start``, ``tasks ls``, ``tasks
+submit``, ``workers ls``) first go through ``quick``: a parser of the standard library's
+weight that runs them without importing typer, whose start (its import, and a pydantic
+adapter per parameter) cost about 200 ms of every command. Anything else, and anything
+``quick`` is unsure of (``--help``, a bad value, completion), goes to the typer command
+tree in ``tree``, which defines every command, its help and its errors.
+
+Importing this package imports neither typer nor a command module; the names of
+``tree`` (``build_app``, ``COMMAND_MODULES``, ``app``...) are reachable from here too.
 """
 
 from __future__ import annotations
 
-import enum
-import logging
 import sys
-from collections.abc import Sequence
-from types import ModuleType
-from typing import Annotated
-
-import typer
-
-from herder import __version__
-from herder.cli import (
-    agent_cmd,
-    call_cmd,
-    keys_cmd,
-    manager_cmd,
-    pool_cmds,
-    process_cmds,
-    services_cmd,
-    task_cmds,
-    up_cmd,
-)
-from herder.cli.logsetup import setup_logging
-
-# Every module that adds commands, in the order ``herder --help`` lists them.
-COMMAND_MODULES: tuple[ModuleType, ...] = (
-    agent_cmd,
-    process_cmds,
-    call_cmd,
-    pool_cmds,
-    manager_cmd,
-    task_cmds,
-    keys_cmd,
-    services_cmd,
-    up_cmd,
-)
-
-# Options of the top-level callback that take a value (as in ``herder --log-level debug ps``).
-_VALUED_OPTIONS = ("--log-level", "--log-format")
-
-
-def _new_app() -> typer.Typer:
-    return typer.Typer(
-        name="herder",
-        help="Run, supervise and reach processes on a fleet of hosts.\n\n"
-        "Start an agent with 'herder agent', then create processes over its REST API "
-        "(or with 'herder run'). Errors and warnings go to stderr.",
-        no_args_is_help=True,
-        add_completion=False,
-        context_settings={"help_option_names": ["-h", "--help"]},
-        rich_markup_mode=None,
-        pretty_exceptions_enable=False,
-    )
-
-
-class LogLevel(enum.StrEnum):
-    debug = "debug"
-    info = "info"
-    warning = "warning"
-    error = "error"
-
-
-class LogFormat(enum.StrEnum):
-    text = "text"
-    json = "json"
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"herder {__version__}")
-        raise typer.Exit()
-
-
-def main_options(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    ] = False,
-    log_level: Annotated[
-        LogLevel, typer.Option("--log-level", help="Least severe log records shown (on stderr).")
-    ] = LogLevel.info,
-    log_format: Annotated[
-        LogFormat, typer.Option("--log-format", help="text for people, json for log collectors.")
-    ] = LogFormat.text,
-) -> None:
-    """Options that apply to every command."""
-    setup_logging(log_level.value, log_format.value)
-    # httpx logs every request at INFO; a CLI user wants the answer, not the trace.
-    if log_level is not LogLevel.debug:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-def build_app(modules: Sequence[ModuleType] = COMMAND_MODULES) -> typer.Typer:
-    """The ``herder`` command with the commands of these modules."""
-    built = _new_app()
-    built.callback()(main_options)
-    for module in modules:
-        module.register(built)
-    return built
-
-
-def _names_of(module: ModuleType) -> set[str]:
-    """The top-level command and group names a module registers."""
-    probe = typer.Typer()
-    module.register(probe)
-    names: set[object] = {info.name for info in probe.registered_commands}
-    for group in probe.registered_groups:
-        names.add(group.name or (group.typer_instance.info.name if group.typer_instance else None))
-    return {name for name in names if isinstance(name, str)}
-
-
-def _command_of(argv: Sequence[str]) -> str | None:
-    """The command ``argv`` runs (its first word after the top-level options), if any."""
-    words = iter(argv)
-    for word in words:
-        if word in _VALUED_OPTIONS:
-            next(words, None)
-        elif word.startswith("-"):
-            if word in ("-h", "--help", "--version"):
-                return None  # the whole tree answers these
-        else:
-            return word
-    return None
+from typing import Any
 
 
 def main() -> None:
     """Entry point of the ``herder`` console script."""
-    command = _command_of(sys.argv[1:])
-    owners = [m for m in COMMAND_MODULES if command is not None and command in _names_of(m)]
-    build_app(owners if len(owners) == 1 else COMMAND_MODULES)()
+    from herder.cli.quick import run_quick
+
+    if run_quick(sys.argv[1:]):
+        return
+    from herder.cli.tree import main as run_tree
+
+    run_tree()
 
 
-app = build_app()
+# The typer tree's names reachable from here (``herder.cli.app`` and what tests use).
+_TREE_NAMES = frozenset({"app", "build_app", "main_options", "COMMAND_MODULES", "_command_of", "_names_of"})
 
 
-__all__ = ["app", "main"]
+def __getattr__(name: str) -> Any:
+    """The typer tree's names, imported on first use; anything else is no attribute (a
+    submodule not imported yet included: the import system then imports it)."""
+    if name not in _TREE_NAMES:
+        raise AttributeError(f"module 'herder.cli' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module("herder.cli.tree"), name)
+
+
+__all__ = ["main"]

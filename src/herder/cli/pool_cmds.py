@@ -1,7 +1,8 @@
 """``herder pools ...``: create, list, scale, drain, resume and delete pools from the shell.
 
-Each sub-command is one call to the agent's pools API (``docs/pools.md``); documents
-are printed as JSON, listings as a table.
+Each sub-command is one call to the agent's pools API (``docs/pools.md``). An action
+prints one line about the pool (``pool web: active, 1/2 ready, http://127.0.0.1:8080``),
+``show`` and ``--json`` the pool's whole JSON document, ``ls`` a table.
 """
 
 from __future__ import annotations
@@ -10,16 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
-from herder.cli.process_cmds import (
-    DEFAULT_AGENT_URL,
-    FOLLOW_TIMEOUT_S,
-    PREPARING,
-    AgentUrl,
-    TokenFile,
-    _print,
-    _request,
-    parse_env,
-)
+from herder.cli.agent_ops import DEFAULT_AGENT_URL
+from herder.cli.output import print_json as _print
+from herder.cli.process_cmds import FOLLOW_TIMEOUT_S, PREPARING, AgentUrl, TokenFile, parse_env
+from herder.cli.rest import request as _request
 
 pools = typer.Typer(
     name="pools",
@@ -30,9 +25,26 @@ pools = typer.Typer(
 )
 
 Name = Annotated[str, typer.Argument(help="The pool's name (a lower-case DNS label).")]
+Json = Annotated[bool, typer.Option("--json", help="Print the pool's whole JSON document instead.")]
 Timeout = Annotated[
     float, typer.Option("--timeout", help="Seconds to wait for requests in flight before stopping.")
 ]
+
+
+def pool_line(doc: dict[str, Any], verb: str = "") -> str:
+    """One line about a pool: ``pool web created: active, 1/2 ready, http://127.0.0.1:8080``."""
+    instances = doc.get("instances") or []
+    ready = sum(1 for i in instances if i.get("state") == "ready")
+    reach = doc.get("url") or (f"Host: {doc['host']}" if doc.get("host") else "-")
+    name = f"{doc['name']} {verb}" if verb else doc["name"]
+    return f"pool {name}: {doc['state']}, {ready}/{len(instances)} ready, {reach}"
+
+
+def _answer(doc: dict[str, Any], as_json: bool, verb: str = "") -> None:
+    if as_json:
+        _print(doc)
+    else:
+        typer.echo(pool_line(doc, verb))
 
 
 @pools.command("create")
@@ -64,11 +76,12 @@ def create(
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Build the app again if its last build failed.")
     ] = False,
+    as_json: Json = False,
     agent: AgentUrl = DEFAULT_AGENT_URL,
     token_file: TokenFile = None,
 ) -> None:
     """Create a pool: 'herder pools create web --listen 127.0.0.1:8080 -- python3 -m http.server
-    {port} --bind 127.0.0.1'. Prints the pool's document; then, while its first instances
+    {port} --bind 127.0.0.1'. Prints a line about it (--json: its document); then, while its first instances
     fetch and build the app, the build's lines and the instances' states on stderr, until
     they are past it (exit 1 if one failed)."""
     body: dict[str, Any] = {
@@ -90,7 +103,7 @@ def create(
         body["process_type"] = process_type
     index = _request("GET", agent + "/", token_file)
     doc = _request("POST", index["pools"], token_file, body)
-    _print(doc)
+    _answer(doc, as_json, "created")
     if not no_wait:
         _follow_build(doc, token_file)
 
@@ -145,9 +158,16 @@ class BuildLogTail:
 
 
 @pools.command("ls")
-def ls(agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None) -> None:
+def ls(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the agent's listing instead.")] = False,
+    agent: AgentUrl = DEFAULT_AGENT_URL,
+    token_file: TokenFile = None,
+) -> None:
     """List pools: name, state, instances ready/running, where to reach them."""
     listing = _request("GET", f"{agent}/pools", token_file)
+    if as_json:
+        _print(listing)
+        return
     typer.echo(f"{'NAME':20} {'STATE':9} {'READY':>5} {'RUNNING':>7} {'WAITING':>7}  REACH")
     for pool in listing["pools"]:
         ready = sum(1 for i in pool["instances"] if i["state"] == "ready")
@@ -169,10 +189,12 @@ def scale(
     name: Name,
     min_instances: Annotated[int | None, typer.Option("--min", help="New minimum.")] = None,
     max_instances: Annotated[int | None, typer.Option("--max", help="New maximum.")] = None,
+    as_json: Json = False,
     agent: AgentUrl = DEFAULT_AGENT_URL,
     token_file: TokenFile = None,
 ) -> None:
-    """Set new bounds: instances start up to --min now; above --max they are retired gracefully."""
+    """Set new bounds: instances start up to --min now; above --max they are retired gracefully.
+    Prints a line about the pool (--json: its document)."""
     body = {
         k: v
         for k, v in {"min_instances": min_instances, "max_instances": max_instances}.items()
@@ -180,29 +202,43 @@ def scale(
     }
     if not body:
         raise typer.BadParameter("give --min, --max or both")
-    _print(_request("POST", f"{agent}/pools/{name}/scale", token_file, body))
+    _answer(_request("POST", f"{agent}/pools/{name}/scale", token_file, body), as_json, "scaled")
 
 
 @pools.command("drain")
 def drain(
-    name: Name, timeout: Timeout = 30.0, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None
+    name: Name,
+    timeout: Timeout = 30.0,
+    as_json: Json = False,
+    agent: AgentUrl = DEFAULT_AGENT_URL,
+    token_file: TokenFile = None,
 ) -> None:
-    """Stop taking requests (503), let those in flight finish, stop every instance."""
-    _print(_request("POST", f"{agent}/pools/{name}/drain", token_file, {"timeout": timeout}))
+    """Stop taking requests (503), let those in flight finish, stop every instance.
+    Prints a line about the pool (--json: its document)."""
+    _answer(_request("POST", f"{agent}/pools/{name}/drain", token_file, {"timeout": timeout}), as_json)
 
 
 @pools.command("resume")
-def resume(name: Name, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None) -> None:
-    """Take requests again after a drain."""
-    _print(_request("POST", f"{agent}/pools/{name}/resume", token_file, {}))
+def resume(
+    name: Name, as_json: Json = False, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None
+) -> None:
+    """Take requests again after a drain. Prints a line about the pool (--json: its document)."""
+    _answer(_request("POST", f"{agent}/pools/{name}/resume", token_file, {}), as_json)
 
 
 @pools.command("rm")
 def rm(
-    name: Name, timeout: Timeout = 30.0, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None
+    name: Name,
+    timeout: Timeout = 30.0,
+    as_json: Json = False,
+    agent: AgentUrl = DEFAULT_AGENT_URL,
+    token_file: TokenFile = None,
 ) -> None:
-    """Delete a pool: drain it, stop its instances, forget it."""
-    _print(_request("POST", f"{agent}/pools/{name}/delete", token_file, {"timeout": timeout}))
+    """Delete a pool: drain it, stop its instances, forget it. Prints one line (--json: the
+    pool's last document)."""
+    _answer(
+        _request("POST", f"{agent}/pools/{name}/delete", token_file, {"timeout": timeout}), as_json, "deleted"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,16 +1,22 @@
-"""``herder run|ps|status|logs|rm``: talk to an agent's REST API from the shell."""
+"""``herder run|ps|status|logs|rm|restart|stop|start``: talk to an agent's REST API from the shell.
+
+The work of all but ``run`` is in ``agent_ops`` (shared with the quick path).
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-DEFAULT_AGENT_URL = "http://127.0.0.1:8010"
+from herder.cli import agent_ops
+from herder.cli.agent_ops import DEFAULT_AGENT_URL
+from herder.cli.output import print_json as _print
+from herder.cli.rest import headers_for as _headers
+from herder.cli.rest import request as _request
 
 AgentUrl = Annotated[
     str,
@@ -20,41 +26,8 @@ TokenFile = Annotated[
     Path | None,
     typer.Option("--token-file", envvar="HERDER_TOKEN_FILE", help="File with the agent's bearer token."),
 ]
-
-
-def _headers(token_file: Path | None) -> dict[str, str]:
-    if token_file is None:
-        return {}
-    return {"Authorization": f"Bearer {token_file.read_text().strip()}"}
-
-
-def _request(method: str, url: str, token_file: Path | None, body: Any = None, *, text: bool = False) -> Any:
-    """Call the API; the JSON answer (``None`` for 204), or its text with ``text=True``.
-
-    An error is one line on stderr (``herder: 422: <message> (field: <field>)``), exit 1.
-    """
-    import httpx
-
-    try:
-        response = httpx.request(method, url, json=body, headers=_headers(token_file), timeout=60.0)
-    except httpx.HTTPError as exc:
-        typer.echo(f"herder: cannot reach {url}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if response.status_code >= 400:
-        try:
-            doc = response.json()
-            message = (
-                f"{doc.get('message')} (field: {doc.get('field')})"
-                if doc.get("field")
-                else doc.get("message")
-            )
-        except ValueError:
-            message = response.text
-        typer.echo(f"herder: {response.status_code}: {message}", err=True)
-        raise typer.Exit(1)
-    if text:
-        return response.text
-    return None if response.status_code == 204 else response.json()
+Json = Annotated[bool, typer.Option("--json", help="Print the agent's whole JSON document instead.")]
+Slug = Annotated[str, typer.Argument(help="app.node")]
 
 
 def parse_env(items: list[str] | None) -> dict[str, str]:
@@ -66,10 +39,6 @@ def parse_env(items: list[str] | None) -> dict[str, str]:
             raise typer.BadParameter(f"{item!r} is not NAME=value", param_hint="--env")
         env[name] = value
     return env
-
-
-def _print(doc: Any) -> None:
-    typer.echo(json.dumps(doc, indent=2, sort_keys=True))
 
 
 def run(
@@ -179,73 +148,70 @@ def _print_agent_lines(ws: Any, until: float) -> None:
             print(f"[herder] {line['line']}", file=sys.stderr, flush=True)
 
 
-def ps(agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None) -> None:
-    """List processes: slug, state, pid, restarts."""
-    index = _request("GET", agent + "/", token_file)
-    listing = _request("GET", index["list"], token_file)
-    typer.echo(f"{'SLUG':32} {'STATE':9} {'PID':>7} {'RESTARTS':>8}  ERROR")
-    for p in listing["processes"]:
-        pid = p["pid"] if p["pid"] is not None else "-"
-        typer.echo(f"{p['slug']:32} {p['state']:9} {pid!s:>7} {p['restarts']:>8}  {p['error'] or ''}")
+def ps(as_json: Json = False, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None) -> None:
+    """List processes: SLUG, STATE, PID, UPTIME, PORT, CPU, RSS, RESTARTS, ERROR
+    ('-' where the agent gives no figure). --json prints the agent's listing."""
+    agent_ops.ps(agent, token_file, as_json)
 
 
-def status(
-    slug: Annotated[str, typer.Argument(help="app.node")],
-    agent: AgentUrl = DEFAULT_AGENT_URL,
-    token_file: TokenFile = None,
-) -> None:
+def status(slug: Slug, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None) -> None:
     """Print one process's status document."""
-    _print(_request("GET", f"{agent}/process-status/{slug}", token_file))
+    agent_ops.status(agent, token_file, slug)
 
 
 def rm(
-    slug: Annotated[str, typer.Argument(help="app.node")],
-    agent: AgentUrl = DEFAULT_AGENT_URL,
-    token_file: TokenFile = None,
+    slug: Slug, as_json: Json = False, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None
 ) -> None:
-    """Delete a process: SIGTERM, grace period, SIGKILL; returns once it is gone."""
-    _print(_request("POST", f"{agent}/delete-process/{slug}", token_file, {}))
+    """Delete a process: SIGTERM, grace period, SIGKILL; returns once it is gone.
+    Prints one line (--json: the process's last status document)."""
+    agent_ops.action(agent, token_file, "delete", slug, as_json)
+
+
+def restart(
+    slug: Slug, as_json: Json = False, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None
+) -> None:
+    """Restart a process: stop it if it runs (SIGTERM, grace, SIGKILL), then start it, at
+    once (no backoff). Prints one line (--json: its status document)."""
+    agent_ops.action(agent, token_file, "restart", slug, as_json)
+
+
+def stop(
+    slug: Slug, as_json: Json = False, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None
+) -> None:
+    """Stop a process (SIGTERM, grace, SIGKILL) and keep it stopped, across agent restarts
+    too, until 'herder start'. Prints one line (--json: its status document)."""
+    agent_ops.action(agent, token_file, "stop", slug, as_json)
+
+
+def start(
+    slug: Slug, as_json: Json = False, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None
+) -> None:
+    """Start a process that does not run (stopped, exited or failed).
+    Prints one line (--json: its status document)."""
+    agent_ops.action(agent, token_file, "start", slug, as_json)
 
 
 def logs(
-    slug: Annotated[str, typer.Argument(help="app.node")],
+    slug: Slug,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming live lines.")] = False,
+    lines: Annotated[
+        int | None,
+        typer.Option("--lines", "-n", help="Only the last N of the recent lines (then live ones with -f)."),
+    ] = None,
     build: Annotated[bool, typer.Option("--build", help="Print the app's build log instead.")] = False,
     agent: AgentUrl = DEFAULT_AGENT_URL,
     token_file: TokenFile = None,
 ) -> None:
-    """Print the process's recent output (stdout to stdout, stderr to stderr); -f follows;
-    --build prints its app's build log."""
-    if build:
-        typer.echo(_request("GET", f"{agent}/build-log/{slug}", token_file, text=True), nl=False)
-        return
-    from websockets.exceptions import ConnectionClosed
-    from websockets.sync.client import connect
+    """Print the process's recent output (stdout to stdout, stderr to stderr): all the
+    agent keeps, or the last N with -n; -f follows; --build prints its app's build log.
 
-    from herder.net import ws_url
-
-    url = ws_url(agent) + f"/attach-console/{slug}"
-    try:
-        with connect(url, additional_headers=_headers(token_file), open_timeout=10) as ws:
-            while True:
-                try:
-                    frame = ws.recv(timeout=None if follow else 0.5)
-                except TimeoutError:
-                    break
-                doc = json.loads(frame)
-                if doc["stream"] == "stdout":
-                    print(doc["line"], flush=True)
-                elif doc["stream"] == "stderr":
-                    print(doc["line"], file=sys.stderr, flush=True)
-                else:  # the agent's own notes: restarts, stops
-                    print(f"[herder] {doc['line']}", file=sys.stderr, flush=True)
-    except ConnectionClosed:
-        pass
-    except OSError as exc:
-        typer.echo(f"herder: cannot attach to {url}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        os._exit(130)
+    \b
+    Examples:
+      herder logs myapp.web.0 -n 20
+      herder logs -f myapp.web.0"""
+    if lines is not None and lines < 0:
+        raise typer.BadParameter("must be 0 or more", param_hint="'--lines' / '-n'")
+    agent_ops.logs(agent, token_file, slug, follow=follow, lines=lines, build=build)
 
 
 def register(app: typer.Typer) -> None:
@@ -254,3 +220,6 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("logs")(logs)
     app.command("rm")(rm)
+    app.command("restart")(restart)
+    app.command("stop")(stop)
+    app.command("start")(start)

@@ -8,8 +8,10 @@ from urllib.parse import urlencode
 
 import typer
 
-from herder.cli.process_cmds import _print, _request
-from herder.cli.task_cmds import DEFAULT_MANAGER_URL, Json, ManagerToken, ManagerUrl
+from herder.cli.manager_ops import DEFAULT_MANAGER_URL
+from herder.cli.output import print_json as _print
+from herder.cli.rest import request as _request
+from herder.cli.task_cmds import Json, ManagerToken, ManagerUrl
 
 services = typer.Typer(
     name="services",

@@ -16,13 +16,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
 
-from herder.cli.process_cmds import _print, _request
+from herder.cli import manager_ops
+from herder.cli.manager_ops import DEFAULT_MANAGER_URL, SettingsError
+from herder.cli.output import age as _age
+from herder.cli.output import print_json as _print
+from herder.cli.output import table as _table
+from herder.cli.rest import request as _request
 
-DEFAULT_MANAGER_URL = "http://127.0.0.1:8020"
 TERMINAL = ("completed", "failed", "canceled")
 FOLLOW_POLL_S = 0.5
 
@@ -79,70 +82,16 @@ def _base(manager: str) -> str:
 
 
 def parse_settings(settings_json: str | None, items: list[str] | None) -> dict[str, Any]:
-    """``--settings JSON`` (an object), then each ``--setting key=value`` on top of it.
-
-    A value is read as JSON when it is JSON (``frame_start=1`` is the number 1,
-    ``argv=["ls","-l"]`` a list), as the text itself otherwise (``shell=make all``).
-    """
-    settings: dict[str, Any] = {}
-    if settings_json is not None:
-        try:
-            parsed = json.loads(settings_json, parse_constant=_not_json)
-        except ValueError as exc:
-            raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--settings") from None
-        if not isinstance(parsed, dict):
-            raise typer.BadParameter("must be a JSON object", param_hint="--settings")
-        settings.update(parsed)
-    for item in items or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"{item!r} is not key=value", param_hint="--setting")
-        try:
-            settings[key] = json.loads(text, parse_constant=_not_json)
-        except ValueError:
-            settings[key] = text
-    return settings
+    """``manager_ops.parse_settings``, its errors as typer's (the option named, exit 2)."""
+    try:
+        return manager_ops.parse_settings(settings_json, items)
+    except SettingsError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
 
 
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _age(since: float | None, now: float | None = None) -> str:
-    """``42s``, ``7m``, ``3h``, ``12d``: how long ago ``since`` (epoch seconds) was."""
-    if since is None:
-        return "-"
-    seconds = max(0, int((time.time() if now is None else now) - since))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> None:
-    """Columns as wide as their widest cell, two spaces apart; ``None`` shows as ``-``."""
-    cells = [headers] + [["-" if c is None or c == "" else str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _frames(doc: dict[str, Any]) -> str:
-    """``current/start-end`` (``-/1-250`` before the first frame), ``-`` without frames."""
-    start, end = doc.get("frame_start"), doc.get("frame_end")
-    if start is None or end is None:
-        return "-"
-    current = doc.get("frame_current")
-    return f"{'-' if current is None else current}/{start}-{end}"
-
-
-def _task_line(doc: dict[str, Any]) -> str:
-    return f"task {doc['id']}: {doc['status']}, priority {doc['priority']}"
-
-
-def _worker_names(manager: str, token_file: Path | None) -> dict[int, str]:
-    listing = _request("GET", f"{manager}/workers", token_file)
-    return {w["id"]: hostname for hostname, w in listing.items()}
+_frames = manager_ops.frames
+_task_line = manager_ops.task_line
+_worker_names = manager_ops.worker_names
 
 
 def _patch_task(manager: str, token_file: Path | None, task_id: int, body: dict[str, Any]) -> None:
@@ -219,14 +168,16 @@ def submit(
                 param_hint="ARGV",
             )
         settings["argv"] = argv
-    body: dict[str, Any] = {"type": task_type, "settings": settings, "priority": priority, "tags": tag or []}
-    optional = {"parser": parser, "task_id": task_id, "max_attempts": max_attempts}
-    body.update({k: v for k, v in optional.items() if v is not None})
-    doc = _request("POST", f"{_base(manager)}/tasks", token_file, body)
-    if as_json:
-        _print(doc)
-    else:
-        typer.echo(_task_line(doc))
+    body = manager_ops.submit_body(
+        task_type,
+        settings,
+        priority=priority,
+        tags=tag,
+        parser=parser,
+        task_id=task_id,
+        max_attempts=max_attempts,
+    )
+    manager_ops.submit(manager, token_file, body, as_json)
 
 
 @tasks.command("ls")
@@ -244,27 +195,7 @@ def ls_tasks(
       herder tasks ls
       herder tasks ls --status failed --json
     """
-    manager = _base(manager)
-    url = f"{manager}/tasks" + (f"?status={quote(status.value)}" if status is not None else "")
-    listing = _request("GET", url, token_file)
-    if as_json:
-        _print(listing)
-        return
-    names = _worker_names(manager, token_file) if any(t["worker_id"] for t in listing["tasks"]) else {}
-    now = time.time()
-    rows = [
-        [
-            t["id"],
-            t["status"],
-            t["priority"],
-            t["type"],
-            _frames(t),
-            names.get(t["worker_id"], t["worker_id"]),
-            _age(t["created_at"], now),
-        ]
-        for t in listing["tasks"]
-    ]
-    _table(["ID", "STATUS", "PRIORITY", "TYPE", "FRAMES", "WORKER", "AGE"], rows)
+    manager_ops.ls_tasks(manager, token_file, status.value if status is not None else None, as_json)
 
 
 @tasks.command("show")
@@ -557,24 +488,7 @@ def ls_workers(
     Example:
       herder workers ls
     """
-    listing = _request("GET", f"{_base(manager)}/workers", token_file)
-    if as_json:
-        _print(listing)
-        return
-    rows = [
-        [
-            w["id"],
-            hostname,
-            w["connection"],
-            w["status"],
-            w["activity"],
-            w["current_task"],
-            w["slots"],
-            ",".join(w["tags"]),
-        ]
-        for hostname, w in sorted(listing.items(), key=lambda kv: kv[1]["id"])
-    ]
-    _table(["ID", "HOSTNAME", "CONNECTION", "STATUS", "ACTIVITY", "CURRENT TASK", "SLOTS", "TAGS"], rows)
+    manager_ops.ls_workers(manager, token_file, as_json)
 
 
 @workers.command("show")
