@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -230,3 +231,31 @@ def test_the_lifecycle_table_has_the_operators_stop_and_start() -> None:
     assert not is_alive(State.STOPPED)
     with pytest.raises(TransitionError):
         apply(State.RUNNING, Event.START)
+
+
+async def test_an_app_is_made_ready_again_when_started(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "Procfile").write_text("web: exec sleep 300\n")
+    body = {"app": "ops", "node": "web.0", "process_type": "web", "source_url": app.as_uri()}
+    assert (await client.post("/create-process", json=body)).status_code == 201
+    await wait_http(client, f"/process-status/{SLUG}", lambda d: d["state"] == "running")
+    assert (await client.post(f"/stop-process/{SLUG}")).json()["state"] == "stopped"
+    started = (await client.post(f"/start-process/{SLUG}")).json()
+    assert started["state"] in ("fetching", "starting", "running")
+    await wait_http(client, f"/process-status/{SLUG}", lambda d: d["state"] == "running")
+
+
+async def test_a_process_backing_off_is_stopped_at_once(make_agent: AgentFactory) -> None:
+    async with (
+        make_agent(supervision={"backoff_initial_s": 30.0, "backoff_max_s": 60.0}) as agent,
+        httpx.AsyncClient(base_url=agent.url, timeout=30) as client,
+    ):
+        body = {"app": "ops", "node": "web.0", "command": "exit 3"}
+        assert (await client.post("/create-process", json=body)).status_code == 201
+        await wait_http(client, f"/process-status/{SLUG}", lambda d: d["state"] == "backoff")
+        stopped = (await client.post(f"/stop-process/{SLUG}")).json()
+        assert (stopped["state"], stopped["exit_code"]) == ("stopped", 3)
+        deleted = await client.post(f"/delete-process/{SLUG}")
+        assert (deleted.status_code, deleted.json()["state"]) == (200, "exited")
+        assert (await client.get("/list-processes")).json()["processes"] == []

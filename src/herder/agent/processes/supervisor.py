@@ -285,18 +285,26 @@ class Unit:
         return True
 
     async def _wait_start(self) -> bool:
-        """While stopped: True once ``resume()`` was called, False on the final stop."""
-        start = asyncio.ensure_future(self._start_requested.wait())
-        stop = asyncio.ensure_future(self._stop_requested.wait())
-        try:
-            await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            start.cancel()
-            stop.cancel()
-        if self._final:
-            return False
-        self._start_requested.clear()
-        return True
+        """While stopped: True once ``resume()`` moved it on, False on the final stop.
+
+        A start request left over from before (a resume before ``run()`` first looked)
+        does not count: only the state says whether it was started.
+        """
+        while True:
+            start = asyncio.ensure_future(self._start_requested.wait())
+            stop = asyncio.ensure_future(self._stop_requested.wait())
+            try:
+                await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                start.cancel()
+                stop.cancel()
+            if self._final:
+                return False
+            self._start_requested.clear()
+            if self.state is not State.STOPPED:
+                return True
+            # A stop of a stopped unit (not final): nothing to do; wait on.
+            self._stop_requested = asyncio.Event()
 
     def _now_halted(self) -> None:
         """The run ended for an operator's stop: the unit waits in ``stopped``.
