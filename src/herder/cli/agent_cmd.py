@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from herder.cli.logsetup import banner
 from herder.cli.loop import run as run_main
 from herder.cli.loop import settle_daemon
 
@@ -37,6 +37,21 @@ def _check_secret_file(path: Path | None, host: str, *, loopback: bool) -> None:
         typer.echo(f"herder agent: refusing to listen on {host}: {exposed}", err=True)
         raise typer.Exit(2)
     log.warning("%s (anyone on this host can read it)", exposed)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from herder import __version__
+
+        typer.echo(f"herder {__version__}")
+        raise typer.Exit()
+
+
+# ``herder agent --version`` as ``herder --version``: the seed asks it of the program (#16).
+VersionOption = Annotated[
+    bool,
+    typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+]
 
 
 def agent(
@@ -111,6 +126,7 @@ def agent(
     tag: Annotated[
         list[str] | None, typer.Option(help="With --manager: a tag this worker offers (repeatable).")
     ] = None,
+    version: VersionOption = False,
 ) -> None:
     """Run the agent in the foreground until SIGINT, SIGTERM or SIGHUP.
 
@@ -119,8 +135,6 @@ def agent(
     every process gracefully and exits 0; if it is killed, no process it started
     survives. Processes it was running are started again at its next start.
     """
-    from pydantic import ValidationError
-
     from herder.agent import Agent, AgentError, load_config
 
     overrides: dict[str, Any] = {
@@ -150,8 +164,11 @@ def agent(
         overrides["supervision"]["grace_s"] = grace
     try:
         cfg = load_config(config, overrides)
-    except ValidationError as exc:
-        typer.echo(f"herder agent: invalid configuration:\n{exc}", err=True)
+    except (ValueError, OSError) as exc:  # pydantic's ValidationError and TOML's errors are ValueErrors
+        from herder.tomlconfig import config_problems
+
+        for problem in config_problems(exc, config, overrides):
+            typer.echo(f"herder agent: {problem}", err=True)
         raise typer.Exit(2) from None
     _check_secret_file(auth_token_file, cfg.host, loopback=cfg.is_loopback())
     try:
@@ -175,9 +192,8 @@ def _run(agent: Any) -> None:
                 loop.add_signal_handler(signum, on_signal, signum)
             url = agent.url
             log.info("agent listening on %s (data in %s)", url, agent.config.data_dir)
-            if agent.config.auth_token is None:
-                log.warning("no auth token: anyone on this host can use the agent (loopback only)")
-            print(f"herder agent listening on {url}\n  try: curl {url}/", file=sys.stderr, flush=True)
+            _say_who_may_use(agent.config)
+            banner(f"herder agent listening on {url}\n  try: curl {url}/", log)
             if agent.protocol_url is not None:
                 log.info("wire protocol over TCP on %s", agent.protocol_url)
             settle_daemon()
@@ -185,6 +201,25 @@ def _run(agent: Any) -> None:
         log.info("agent stopped")
 
     run_main(main())
+
+
+def _say_who_may_use(cfg: Any) -> None:
+    """The start-up line about credentials, true to what the agent's door checks.
+
+    An agent linked with a key takes its manager's access tokens (and its own shared
+    secret, if it has one); saying it "runs open" then (#16) sent people to debug 401s.
+    """
+    linked_with_key = cfg.manager is not None and cfg.manager.key is not None
+    if linked_with_key:
+        log.warning(
+            "keys on: requests need an access token of the manager %s (herder keys token)%s",
+            cfg.manager.url,
+            ", or this agent's shared secret" if cfg.auth_token else "",
+        )
+    elif cfg.auth_token is None:
+        log.warning("no auth token: anyone on this host can use the agent (loopback only)")
+    else:
+        log.info("requests need the shared secret of --auth-token-file as a bearer token")
 
 
 def host(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from herder.cli.agent_cmd import VersionOption
+from herder.cli.logsetup import banner
 from herder.cli.loop import run as run_main
 from herder.cli.loop import settle_daemon
 
@@ -88,6 +89,7 @@ def manager(
             "replaced, or is another manager's): only the keys it records are honoured.",
         ),
     ] = None,
+    version: VersionOption = False,
 ) -> None:
     """Run the manager in the foreground until SIGINT or SIGTERM.
 
@@ -97,7 +99,7 @@ def manager(
     """
     from herder.auth import open_secret_file
     from herder.manager import Manager, ManagerConfig, ManagerError
-    from herder.tomlconfig import read_with_overrides
+    from herder.tomlconfig import config_problems, read_with_overrides
 
     token = auth_token_file.read_text().strip() if auth_token_file is not None else None
     overrides = {
@@ -115,11 +117,9 @@ def manager(
     }
     try:
         cfg = ManagerConfig.model_validate(read_with_overrides(config, overrides))
-    except ValueError as exc:  # a setting out of its range, a network that is not one, bad TOML
-        typer.echo(f"herder manager: {_one_line(exc)}", err=True)
-        raise typer.Exit(2) from None
-    except OSError as exc:
-        typer.echo(f"herder manager: cannot read {config}: {exc.strerror}", err=True)
+    except (ValueError, OSError) as exc:  # a setting out of its range, a network that is not one, bad TOML
+        for problem in config_problems(exc, config, overrides):
+            typer.echo(f"herder manager: {problem}", err=True)
         raise typer.Exit(2) from None
     exposed = open_secret_file(auth_token_file) if auth_token_file is not None else None
     if exposed is not None and not cfg.is_loopback():
@@ -140,11 +140,7 @@ def manager(
                     "'herder keys init --data-dir %s' turns keys and tokens on",
                     cfg.data_dir,
                 )
-            print(
-                f"herder manager listening on {running.url}\n  try: curl {running.url}/workers",
-                file=sys.stderr,
-                flush=True,
-            )
+            banner(f"herder manager listening on {running.url}\n  try: curl {running.url}/", log)
             settle_daemon()
             await running.wait_stopped()
 
@@ -153,17 +149,6 @@ def manager(
     except ManagerError as exc:
         typer.echo(f"herder manager: {exc}", err=True)
         raise typer.Exit(2) from None
-
-
-def _one_line(exc: ValueError) -> str:
-    """A pydantic validation error as one line naming each setting at fault."""
-    errors = getattr(exc, "errors", None)
-    if not callable(errors):
-        return str(exc)
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
-        for e in errors()
-    )
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,8 @@ The arguments and answers are the models of ``herder.fleet`` (docs/protocol.md Â
 the RPC layer validates each call into its model before a method here runs, and answers
 one that does not fit with ``invalid_params``. Refusals carry the contract's codes
 (``fleet.RefusalCode``): ``fenced`` and ``not_found`` from the writer, ``wrong_worker``
-and ``forbidden`` from here.
+and ``forbidden`` from here; ``register`` under a name another live agent holds is a
+``conflict`` (``LinkedWorkers.check_name``).
 
 ``AgentsService`` holds these methods; ``LinkedWorkers`` knows which link speaks for
 which worker. Reports are written by the manager's writer in rounds (``writes.py``);
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 
 from herder import fleet
 from herder.fleet import RefusalCode, Refused
+from herder.manager.errors import Conflict
 from herder.manager.output import Progress
 from herder.manager.store import queries
 from herder.manager.store.heartbeats import Beat
@@ -104,6 +106,9 @@ class LinkedWorkers:
 
     def __init__(self) -> None:
         self._peers: dict[int, Peer] = {}
+        # Who linked each worker: its name, and the agent's URL it gave (None: a pull
+        # worker or an older agent), to tell an agent's relink from another agent.
+        self._linked_as: dict[int, tuple[str, str | None]] = {}
 
     def ids(self) -> list[int]:
         return list(self._peers)
@@ -111,17 +116,50 @@ class LinkedWorkers:
     def get(self, worker_id: int) -> Peer | None:
         return self._peers.get(worker_id)
 
-    async def link(self, worker_id: int, peer: Peer) -> None:
+    def check_name(self, hostname: str, agent_url: str | None, peer: Peer) -> None:
+        """Refuse a link under a name another live agent holds.
+
+        Workers are known by name (``--name``, the hostname by default): two agents on
+        one host without ``--name`` would each take the other's link in turn, every few
+        seconds, both saying only that their WebSocket closed (#16). The agent that
+        linked first keeps the name; the same agent linking again (same URL: restarted,
+        or its old connection half dead) still replaces its old link.
+
+        Raises:
+            manager.errors.Conflict: a live link from another agent URL holds the name.
+        """
+        for worker_id, (name, url) in self._linked_as.items():
+            previous = self._peers.get(worker_id)
+            if name != hostname or previous is None or previous is peer:
+                continue
+            if url is not None and agent_url is not None and url != agent_url:
+                log.warning(
+                    "refused a link as worker %r from the agent at %s: the agent at %s holds that name",
+                    hostname,
+                    agent_url,
+                    url,
+                )
+                raise Conflict(
+                    f"worker {hostname!r} is linked already from the agent at {url}; this agent "
+                    f"({agent_url}) needs a name of its own: herder agent --name NAME",
+                    "hostname",
+                )
+
+    async def link(
+        self, worker_id: int, peer: Peer, hostname: str = "", agent_url: str | None = None
+    ) -> None:
         """``peer`` speaks for the worker from now on (a previous link of it is closed)."""
         previous = self._peers.get(worker_id)
         if previous is not None and previous is not peer:
             await previous.close("the worker linked again on another connection")
         self._peers[worker_id] = peer
+        self._linked_as[worker_id] = (hostname, agent_url)
         peer.on_close.append(lambda p: self._unlinked(worker_id, p))
 
     def _unlinked(self, worker_id: int, peer: Peer) -> None:
         if self._peers.get(worker_id) is peer:
             del self._peers[worker_id]
+            self._linked_as.pop(worker_id, None)
             log.info("worker %d unlinked (%s)", worker_id, peer.close_reason or "closed")
 
     def own(self, worker_id: int, peer: Peer) -> None:
@@ -191,11 +229,12 @@ class AgentsService:
         fields = call.info.model_dump(exclude_unset=True)
         if fields.get("mac_address") is not None:
             fields["mac_address"] = str(fields["mac_address"])
+        self.linked.check_name(fields["hostname"], fields.get("agent_url"), peer)
         async with self._db.transaction() as db:
             worker, _ = await queries.register_worker(db, fields)
             worker.activity = "available"
             worker_id = worker.id
-        await self.linked.link(worker_id, peer)
+        await self.linked.link(worker_id, peer, fields["hostname"], fields.get("agent_url"))
         self._dispatcher.wake()
         log.info("worker %d (%s) linked", worker_id, fields["hostname"])
         terms = self._terms

@@ -159,6 +159,9 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
     )
     _install_error_handlers(app)
     app.add_middleware(RequestId)
+    from herder.manager import index
+
+    index.install(app, DOCS)
     _worker_routes(app, runtime)
     _task_routes(app, runtime)
     _requeue_route(app, runtime)
