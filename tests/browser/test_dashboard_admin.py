@@ -126,22 +126,30 @@ async def test_counts_follow_the_filters_a_task_is_requeued_and_a_deletion_leave
 
         first = await submit("gpu")
         assert (await client.patch(f"/tasks/{first}", json={"status": "canceled"})).status_code == 204
+        for _ in range(2):
+            await submit("cpu")  # counted under no filter, never under the gpu one
         await page.click("#nav a[data-view=tasks]")
         await page.locator(".live.on").wait_for()
+        every = page.locator("#status-filter option[value='']")
+        await page.locator("#status-filter option[value='']", has_text="(3)").wait_for(state="attached")
         await page.fill("#tag-filter", "gpu")
         await page.press("#tag-filter", "Enter")
-        every = page.locator("#status-filter option[value='']")
-        await page.locator("#status-filter option[value=canceled]", has_text="(1)").wait_for(state="attached")
         await page.locator("#status-filter option[value='']", has_text="(1)").wait_for(state="attached")
-        # Live: a cpu task (not counted under the gpu filter), then a gpu one (counted).
-        await submit("cpu")
+        assert await page.locator("#status-filter option[value=canceled]").text_content() == "canceled (1)"
+        assert await page.locator("#status-filter option[value=queued]").text_content() == "queued (0)"
+        # Live: a gpu task is counted under the filter (ignoring it would say 4).
         second = await submit("gpu")
         await page.locator(f"#tasks tr[data-task='{second}']").wait_for()
-        await page.locator("#status-filter option[value=queued]", has_text="(1)").wait_for(state="attached")
-        assert await every.text_content() == "every status (2)"
+        await page.locator("#status-filter option[value='']", has_text="(2)").wait_for(state="attached")
+        assert await page.locator("#status-filter option[value=queued]").text_content() == "queued (1)"
+        await page.fill("#owner-filter", "nobody")
+        await page.press("#owner-filter", "Enter")
+        await page.locator("#status-filter option[value='']", has_text="(0)").wait_for(state="attached")
+        await page.fill("#owner-filter", "root")
         await page.fill("#tag-filter", "")
         await page.press("#tag-filter", "Enter")
-        await page.locator("#status-filter option[value='']", has_text="(3)").wait_for(state="attached")
+        await page.locator("#status-filter option[value='']", has_text="(4)").wait_for(state="attached")
+        assert await every.text_content() == "every status (4)"
         # Requeue the canceled task: a new one, whose page opens.
         await page.locator(f"#tasks tr[data-task='{first}'] button.requeue").click()
         await page.wait_for_function(
@@ -182,7 +190,7 @@ async def test_a_commands_percent_moves_its_bar(fleet: Fleet, browser: Any) -> N
 
 
 async def test_a_tab_renews_its_token_before_it_expires(short_tokens: Fleet, browser: Any) -> None:
-    page, errors, _ = await signed_in(short_tokens, browser, "alice", "user")
+    page, errors, key_id = await signed_in(short_tokens, browser, "alice", "user")
     seen = [await token_of(page)]
     for _ in range(2):  # renewed at 4 s of each 5 s token: twice in about 8 s
         await page.wait_for_function(
@@ -198,7 +206,13 @@ async def test_a_tab_renews_its_token_before_it_expires(short_tokens: Fleet, bro
         assert (await client.get("/tasks", headers=bearer(seen[-1]))).status_code == 200
     await page.locator("#nav").wait_for()
     assert await page.locator("#signin").count() == 0
-    assert errors == []
+    # Revoked: the tab is signed out, and none of its tokens is renewed again.
+    await short_tokens.revoke(key_id)
+    await page.locator("#signed-out").wait_for()
+    async with httpx.AsyncClient(base_url=short_tokens.manager.url) as client:
+        refused = await client.post("/auth/token/renew", headers=bearer(seen[-1]))
+        assert refused.status_code == 401
+    assert [e for e in errors if "401" not in e] == []
 
 
 def _b64(part: str) -> bytes:
