@@ -87,20 +87,12 @@ def status_document(unit: Unit, base: str) -> dict[str, Any]:
     link is ``restart_process``; ``stop`` and ``start`` are named as ``delete`` is.
     """
     spec = unit.spec
-    slug = unit.slug
-    details = f"{base}/process-status/{slug}"
-    usage = unit.usage()
+    uptime_s, usage = unit.figures()
     doc: dict[str, Any] = {
         "app": spec.app,
         "node": spec.node,
-        "slug": slug,
-        "attach": f"ws{base[4:]}/attach-console/{slug}",
-        "details": details,
-        "status": details,
-        "delete": f"{base}/delete-process/{slug}",
-        "stop": f"{base}/stop-process/{slug}",
-        "start": f"{base}/start-process/{slug}",
-        "restart_process": f"{base}/restart-process/{slug}",
+        "slug": unit.slug,
+        **_links(unit, base),
         "process_type": spec.process_type,
         "source_url": spec.source_url,
         "command": spec.command,
@@ -112,15 +104,35 @@ def status_document(unit: Unit, base: str) -> dict[str, Any]:
         "restarts": unit.restarts,
         "exit_code": unit.exit_code,
         "started_at": unit.started_at_iso,
-        "uptime_s": unit.uptime_s,
+        "uptime_s": uptime_s,
         "cpu_percent": usage.cpu_percent,
         "rss_bytes": usage.rss_bytes,
         "created_at": unit.created_at_iso,
         "error": unit.error,
     }
     if unit.build_log is not None:
-        doc["build_log"] = f"{base}/build-log/{slug}"
+        doc["build_log"] = f"{base}/build-log/{unit.slug}"
     return doc
+
+
+def _links(unit: Unit, base: str) -> dict[str, str]:
+    """The status document's links under ``base``, made once per base URL and unit."""
+    cached = unit.links
+    if cached is not None and cached[0] == base:
+        return cached[1]
+    slug = unit.slug
+    details = f"{base}/process-status/{slug}"
+    links = {
+        "attach": f"ws{base[4:]}/attach-console/{slug}",
+        "details": details,
+        "status": details,
+        "delete": f"{base}/delete-process/{slug}",
+        "stop": f"{base}/stop-process/{slug}",
+        "start": f"{base}/start-process/{slug}",
+        "restart_process": f"{base}/restart-process/{slug}",
+    }
+    unit.links = (base, links)
+    return links
 
 
 def base_url(request: Request | WebSocket) -> str:

@@ -51,6 +51,7 @@ from herder.agent.processes.logs import OutputLog
 from herder.agent.processes.reader import OutputReader
 from herder.agent.processes.states import Event, State, apply, is_alive
 from herder.agent.processes.store import GroupCommit, RecordStore
+from herder.agent.processes.usage import NONE as NO_USAGE
 from herder.agent.processes.usage import Sampler, Usage
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,9 @@ class Unit:
         self.operator_lock = asyncio.Lock()
         self._done = asyncio.Event()
         self._usage = Sampler()
+        # The status document's links, for the last base URL they were made for (the
+        # listing is the API's hot path, and a client asks with the same Host each time).
+        self.links: tuple[str, dict[str, str]] | None = None
         self._reader: OutputReader | None = None
         self._child: procs.Child | None = None
         self._exit_wait: asyncio.Future[int] | None = None
@@ -319,16 +323,16 @@ class Unit:
         self.output.note("stopped by an operator")
         self._event(Event.HALTED)
 
-    def usage(self) -> Usage:
-        """The main process's CPU and memory, sampled at most once a second (``usage.py``)."""
-        return self._usage.sample(self.pid, self._started_mono)
-
-    @property
-    def uptime_s(self) -> float | None:
-        """Seconds the current run has lasted; None while no process runs."""
-        if self.pid is None:
-            return None
-        return round(time.monotonic() - self._started_mono, 3)
+    def figures(self) -> tuple[float | None, Usage]:
+        """Seconds the current run has lasted, and its main process's CPU and memory
+        (sampled at most once a second: ``usage.py``); None and ``usage.NONE`` while no
+        process runs. On the hot path of the listing: one clock read.
+        """
+        pid = self.pid
+        if pid is None:
+            return None, NO_USAGE
+        now = time.monotonic()
+        return round(now - self._started_mono, 3), self._usage.sample(pid, self._started_mono, now)
 
     @property
     def done(self) -> bool:

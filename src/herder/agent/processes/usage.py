@@ -15,7 +15,6 @@ core busy); with one sample only, it is the average since the process started, a
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 # A document shows figures at most this old: fresh enough for a `ps`, and a listing
@@ -63,16 +62,12 @@ class Sampler:
         self._cpu_s = 0.0
         self._usage = NONE
 
-    def sample(self, pid: int | None, started_mono: float) -> Usage:
-        """The figures of ``pid`` (None: nothing runs), read again if older than ``MAX_AGE_S``.
+    def sample(self, pid: int, started_mono: float, now: float) -> Usage:
+        """The figures of ``pid``, read again if older than ``MAX_AGE_S``.
 
-        ``started_mono``: when the process started (``time.monotonic()``), for the first
-        sample's average.
+        ``started_mono``: when the process started, for the first sample's average;
+        ``now``: the caller's ``time.monotonic()``. ``NONE`` if ``pid`` is gone.
         """
-        if pid is None:
-            self._pid = None
-            return NONE
-        now = time.monotonic()
         if pid == self._pid and now - self._taken < MAX_AGE_S:
             return self._usage
         read = read_stat(pid)
