@@ -45,6 +45,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from herder.groupcommit import GroupCommit
+from herder.manager.store import db as database
 from herder.manager.store import registrations as rows
 from herder.manager.store.registrations import CHANNEL, Held
 from herder.registry import Registration
@@ -98,16 +99,29 @@ class _Remove:
     holder: str | None  # only if this manager's link keeps it
 
 
-_Op = _Put | _Renew | _Remove
+@dataclass(frozen=True)
+class _Expire:
+    now: float
+
+
+_Op = _Put | _Renew | _Remove | _Expire
 
 
 class RegistryStore:
     """One manager's side of the shared registry: writes, its heartbeat, its LISTEN."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
         self.manager_id = secrets.token_hex(8)  # a new one at every start
         self.postgres = engine.dialect.name == "postgresql"
+        # On SQLite the manager's engine has one connection, which every route's session
+        # waits for: renewals (heartbeats with a deadline) get a connection of their own.
+        # PostgreSQL's pool has room.
+        self._own_engine = not self.postgres and engine.url.database not in (None, "", ":memory:")
+        self._engine = (
+            database.create_engine(engine.url.render_as_string(hide_password=False))
+            if self._own_engine
+            else engine
+        )
         self._writes: GroupCommit[_Op, Any] = GroupCommit("registry", self._flush)
         self._replica: Replica | None = None
         self._listener: Any = None  # asyncpg.Connection while LISTENing
@@ -131,14 +145,12 @@ class RegistryStore:
         return result if isinstance(result, Registration) else None
 
     async def expire(self, now: float) -> list[Registration]:
-        """Delete the rows whose TTL ran out; those (only to the manager that deleted them)."""
+        """Delete the rows whose TTL ran out; those (only to the manager that deleted them).
 
-        def work(conn: Connection) -> list[Registration]:
-            gone = rows.expire(conn, now)
-            rows.notify(conn, self.manager_id, changed=[r.id for r in gone])
-            return gone
-
-        return await self._run(work)
+        Written after the renewals queued before it (a batch renews, then expires): a
+        renewal that arrived in time is not overtaken by the sweep.
+        """
+        return list(await self._writes.submit(_Expire(now)))
 
     async def read(self, ids: Iterable[str] | None = None) -> list[Held]:
         """The rows of ``ids`` that exist (every row: ``None``)."""
@@ -156,22 +168,32 @@ class RegistryStore:
             answers: list[Any] = [None] * len(ops)
             changed: list[str] = []
             renewals: list[tuple[int, _Renew]] = []
+            expiries: list[tuple[int, _Expire]] = []
+            puts: list[tuple[Registration, str | None]] = []  # consecutive ones: one executemany
             for n, op in enumerate(ops):
                 if isinstance(op, _Put):
-                    rows.put(conn, op.registration, op.holder)
+                    puts.append((op.registration, op.holder))
                     changed.append(op.registration.id)
                 elif isinstance(op, _Remove):
+                    rows.put(conn, puts)
+                    puts = []
                     answers[n] = rows.remove(conn, op.id, op.holder)
                     if answers[n] is not None:
                         changed.append(op.id)
-                else:
+                elif isinstance(op, _Renew):
                     renewals.append((n, op))
+                else:
+                    expiries.append((n, op))
+            rows.put(conn, puts)
             if renewals:
                 now = min(op.now for _, op in renewals)
                 done = rows.renew(conn, [(op.id, op.expires_at) for _, op in renewals], now)
                 for n, op in renewals:
                     answers[n] = op.id in done
             renewed = [(op.id, op.expires_at) for _, op in renewals if op.id in done] if renewals else []
+            for n, expiry in expiries:  # after the renewals: those that came in time win
+                answers[n] = rows.expire(conn, expiry.now)
+                changed.extend(r.id for r in answers[n])
             rows.notify(conn, self.manager_id, changed=changed, renewed=renewed)
             return answers
 
@@ -237,9 +259,9 @@ class RegistryStore:
         except Exception as error:  # the others drop them within DEAD_AFTER_S anyway
             log.warning("could not withdraw this manager's link-held registrations: %s", error)
         finally:
-            if self._listener is not None:
-                self._listener.terminate()
-                self._listener = None
+            await self._drop_listener()
+            if self._own_engine:
+                await self._engine.dispose()
 
     # -- the heartbeat ---------------------------------------------------------------------
 
@@ -271,8 +293,7 @@ class RegistryStore:
             alive = rows.beat(conn, self.manager_id, now)
             if not alive:  # the others found this manager dead: join again, links and all
                 rows.join(conn, self.manager_id, socket.gethostname(), os.getpid(), now)
-                for reg in held:
-                    rows.put(conn, reg, self.manager_id)
+                rows.put(conn, [(reg, self.manager_id) for reg in held])
             dead = self._dead(rows.managers(conn), now)
             gone = rows.drop_managers(conn, dead)
             changed = [r.id for r in gone] + ([] if alive else [r.id for r in held])

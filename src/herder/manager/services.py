@@ -401,9 +401,10 @@ class Services:
             self._changed.clear()
             await wait_event(self._changed, wait, clock)
             now = clock.time()
-            overdue = self.index.overdue(now)
-            if not overdue:
+            due = self.index.next_expiry()
+            if due is None or due > now:  # woken by a change: nothing has run out yet
                 continue
+            overdue = self.index.overdue(now)
             try:
                 expired = await self.store.expire(now)
                 gone = {reg.id for reg in expired}

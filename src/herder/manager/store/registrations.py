@@ -73,13 +73,18 @@ def registration_of(row: Row[Any]) -> Held:
     return reg, m["holder"]
 
 
-def put(conn: Connection, reg: Registration, holder: str | None) -> None:
-    """Insert ``reg``, or replace the row with its id (a re-registration)."""
-    row = values_of(reg, holder)
+def put(conn: Connection, regs: Sequence[tuple[Registration, str | None]]) -> None:
+    """Insert each ``(registration, holder)``, or replace the row with its id; one executemany.
+
+    Of one id given twice, the last counts (the rows are written in order).
+    """
+    if not regs:
+        return
+    latest = {reg.id: values_of(reg, holder) for reg, holder in regs}
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(REGISTRATIONS).values(**row)
-    changed = {k: stmt.excluded[k] for k in row if k != "id"}
-    conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed))
+    stmt = dialect.insert(REGISTRATIONS)
+    changed = {c.name: stmt.excluded[c.name] for c in REGISTRATIONS.c if c.name != "id"}
+    conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed), list(latest.values()))
 
 
 def renew(conn: Connection, renewals: Sequence[tuple[str, float]], now: float) -> set[str]:
