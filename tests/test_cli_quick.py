@@ -263,3 +263,17 @@ async def test_stop_start_restart(agent: Agent) -> None:
     assert code == 0, err
     assert out.startswith("q.s: restarted (state ")
     assert f"pid {started['pid']})" not in out
+
+
+async def test_top_options_reach_the_commands_typer_runs(agent: Agent) -> None:
+    code, out, err = await run_herder("--agent", agent.url, "pools", "ls", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"pools": []}
+    code, out, err = await run_herder("--agent", agent.url, "pools", "show", "nothere")
+    assert code == 1
+    assert err.splitlines() == [err.strip()]
+    assert err.startswith("herder: 404: ")
+    # The quick path's parse refused, the tree's too: the same usage error either way.
+    code, _, err = await run_herder("--agent", agent.url, "ps", "--no-such-option")
+    assert code == 2
+    assert "No such option" in err

@@ -128,7 +128,10 @@ def request(method: str, url: str, token_file: Path | None, body: Any = None, *,
         return data.decode("utf-8", "replace")
     if status == 204 or not data:
         return None
-    return json.loads(data)
+    try:
+        return json.loads(data)
+    except ValueError:
+        fail(f"{url} answered {status} with no JSON document: is it a herder daemon?")
 
 
 __all__ = ["TIMEOUT_S", "error_message", "fail", "headers_for", "request"]

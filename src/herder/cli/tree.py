@@ -98,15 +98,19 @@ def main_options(
     ] = LogFormat.text,
     agent: Annotated[
         str | None,
-        typer.Option("--agent", help="The agent's URL, for every command that talks to one."),
+        typer.Option("--agent", metavar="URL", help="The agent's URL, for every command that talks to one."),
     ] = None,
     manager: Annotated[
         str | None,
-        typer.Option("--manager", help="The manager's URL, for every command that talks to one."),
+        typer.Option(
+            "--manager", metavar="URL", help="The manager's URL, for every command that talks to one."
+        ),
     ] = None,
     token_file: Annotated[
         str | None,
-        typer.Option("--token-file", help="File with the bearer token every request carries."),
+        typer.Option(
+            "--token-file", metavar="FILE", help="File with the bearer token every request carries."
+        ),
     ] = None,
 ) -> None:
     """Options that apply to every command.
