@@ -169,10 +169,7 @@ export function showTasks(root, feed) {
     countsTimer = undefined;
     countsAt = Date.now();
     try {
-      const query = new URLSearchParams();
-      if (owner) query.set("owner", owner);
-      if (tag) query.set("tag", tag);
-      const asked = query.toString();
+      const asked = filtersNow();
       const all = await request("GET", `/tasks/counts${asked ? `?${asked}` : ""}`);
       if (asked !== filtersNow()) return; // the filters changed meanwhile: their read follows
       for (const option of filter.options) {
@@ -183,6 +180,7 @@ export function showTasks(root, feed) {
       // a 401 signed the tab out; anything else leaves the old figures
     }
   }
+  /** The owner and tag asked, as a query (""). */
   function filtersNow() {
     const query = new URLSearchParams();
     if (owner) query.set("owner", owner);
