@@ -745,6 +745,8 @@ class Supervisor:
         """
         unit = self.get(slug)
         async with unit.operator_lock:
+            if unit.state is State.STOPPING:
+                raise Conflict(f"process {slug!r} is being deleted (or the agent is stopping)")
             if unit.state not in STARTABLE:
                 raise Conflict(
                     f"process {slug!r} is {unit.state.value}, not stopped: it is started already "
