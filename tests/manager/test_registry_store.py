@@ -12,13 +12,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import websockets
 
+from herder.manager.registry_store import LISTENER_NAME
 from herder.manager.server import Manager
 from herder.rpc.client import connect
-from tests.manager.conftest import ManagerFactory, ManagerProcess
+from tests.helpers import poll
+from tests.manager.conftest import POSTGRES_URL, ManagerFactory, ManagerProcess
 
 KEPT = "/alice/prod/math/1.2.0/eu/host-1/kept"
 LINKED = "/alice/prod/math/1.2.0/eu/host-1/linked"
@@ -99,3 +102,53 @@ def watching(manager: Manager) -> Any:
 async def next_event(ws: Any) -> tuple[str, str]:
     event = json.loads(await asyncio.wait_for(ws.recv(), 10))
     return event["event"], event["service"]["key"]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_a_manager_whose_listen_connection_was_lost_reads_what_it_missed(
+    make_manager: ManagerFactory, db_url: str, tmp_path: Path
+) -> None:
+    """B's LISTEN connection is cut and cannot come back while A changes the registry."""
+    gone = "/alice/prod/math/1.2.0/eu/host-1/gone"
+    async with (
+        make_manager(data_dir=tmp_path / "a") as a,
+        make_manager(data_dir=tmp_path / "b") as b,
+        connect(rpc_url(a.url)) as peer,
+    ):
+        await peer.call("register_service", gone, URL, {}, 60)
+        await poll(lambda: _has(b, gone), timeout_s=5)
+        assert b.runtime is not None
+        assert b.runtime.services.store is not None
+        store = b.runtime.services.store
+        assert POSTGRES_URL is not None
+        admin = await asyncpg.connect(POSTGRES_URL)  # another database: ours will refuse connections
+        database = db_url.rsplit("/", 1)[1]
+        try:
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')  # no one comes back
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                f"{LISTENER_NAME}-{store.manager_id}",
+            )
+            await poll(lambda: not store.statistics().listening, timeout_s=5)
+            reloads = store.statistics().reloads
+            async with watching(b) as on_b:
+                await peer.call("register_service", KEPT, URL, {}, 60)  # NOTIFYs B cannot hear
+                await peer.call("deregister_service", "gone")
+                assert await found(a.url) == [KEPT]
+                assert await found(b.url) == [gone]  # missed, for now
+                await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+                assert {await next_event(on_b), await next_event(on_b)} == {
+                    ("registered", KEPT),
+                    ("deregistered", gone),
+                }
+            assert await found(b.url) == [KEPT]
+            assert store.statistics().reloads == reloads + 1
+        finally:
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+            await admin.close()
+
+
+def _has(manager: Manager, key: str) -> bool:
+    return (
+        manager.runtime is not None and manager.runtime.services.index.get(key.rsplit("/", 1)[1]) is not None
+    )

@@ -62,6 +62,7 @@ PROBE_S = 2.0  # the LISTEN connection is probed this often (a partition closes 
 PROBE_TIMEOUT_S = 2.0
 RECONNECT_S = 1.0  # between attempts to open the LISTEN connection again
 LEAVE_TIMEOUT_S = 2.0  # a stopping manager's last write (its links' rows, its record)
+LISTENER_NAME = "herder-registry"  # the LISTEN connection's application_name, with the manager's id
 
 
 class Replica(Protocol):
@@ -107,6 +108,15 @@ class _Expire:
 _Op = _Put | _Renew | _Remove | _Expire
 
 
+@dataclass(frozen=True)
+class RegistryStoreStatistics:
+    """Counts since start: full reads of the table, batches of ids read after a NOTIFY."""
+
+    reloads: int
+    reads: int
+    listening: bool
+
+
 class RegistryStore:
     """One manager's side of the shared registry: writes, its heartbeat, its LISTEN."""
 
@@ -128,6 +138,11 @@ class RegistryStore:
         self._lost = asyncio.Event()
         self._pending: set[str] = set()  # ids the others changed, to read again
         self._arrived = asyncio.Event()
+        self._reloads = 0
+        self._reads = 0
+
+    def statistics(self) -> RegistryStoreStatistics:
+        return RegistryStoreStatistics(self._reloads, self._reads, self._listener is not None)
 
     # -- writes (each shares a transaction with whatever arrives meanwhile) ----------------
 
@@ -233,6 +248,7 @@ class RegistryStore:
         found = await self.read()
         ids = self._replica.local_ids() | {reg.id for reg, _ in found}
         self._replica.reconcile(ids, found)
+        self._reloads += 1
 
     async def run(self) -> None:
         """Beat, follow the others' changes, until cancelled; then leave (a last write)."""
@@ -314,7 +330,11 @@ class RegistryStore:
         import asyncpg  # type: ignore[import-untyped]
 
         dsn = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        conn = await asyncpg.connect(dsn, timeout=PROBE_TIMEOUT_S * 5)
+        conn = await asyncpg.connect(
+            dsn,
+            timeout=PROBE_TIMEOUT_S * 5,
+            server_settings={"application_name": f"{LISTENER_NAME}-{self.manager_id}"},
+        )
         self._lost.clear()
         conn.add_termination_listener(lambda _conn: self._lost.set())
         await conn.add_listener(CHANNEL, self._notified)
@@ -381,6 +401,7 @@ class RegistryStore:
                 await asyncio.sleep(RECONNECT_S)
                 continue
             self._replica.reconcile(ids, found)
+            self._reads += 1
 
 
 def _pid_alive(pid: int) -> bool:
@@ -394,4 +415,4 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["BEAT_S", "DEAD_AFTER_S", "RegistryStore", "Replica"]
+__all__ = ["BEAT_S", "DEAD_AFTER_S", "LISTENER_NAME", "RegistryStore", "RegistryStoreStatistics", "Replica"]
