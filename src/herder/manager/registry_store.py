@@ -4,8 +4,8 @@
 hot); this keeps that index the database's, for one manager or several on one
 PostgreSQL:
 
-* **Writes** (registrations, renewals, removals) go through one group commit
-  (``herder.groupcommit``): what arrives while a batch is written shares the next
+* **Writes** (registrations, renewals, removals, expiry) go through one group commit
+  (``herder.manager.batcher``): what arrives while a batch is written shares the next
   transaction, so a renewal costs a share of one ``UPDATE`` executemany and one commit.
   On PostgreSQL the same transaction sends ``NOTIFY herder_registry`` naming the ids
   (never metadata: a payload must stay under 8000 bytes), delivered at commit.
@@ -44,7 +44,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from herder.groupcommit import GroupCommit
+from herder.manager.batcher import Batcher
 from herder.manager.store import db as database
 from herder.manager.store import registrations as rows
 from herder.manager.store.registrations import CHANNEL, Held
@@ -98,6 +98,7 @@ class _Renew:
 class _Remove:
     id: str
     holder: str | None  # only if this manager's link keeps it
+    registered_at: float | None  # only if it is still this registration
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ class RegistryStore:
             if self._own_engine
             else engine
         )
-        self._writes: GroupCommit[_Op, Any] = GroupCommit("registry", self._flush)
+        # A deadlock or a serialisation failure between managers is written again (Batcher).
+        self._writes: Batcher[_Op, Any] = Batcher("registry", self._flush)
         self._replica: Replica | None = None
         self._listener: Any = None  # asyncpg.Connection while LISTENing
         self._lost = asyncio.Event()
@@ -154,9 +156,12 @@ class RegistryStore:
         """Move ``id``'s expiry; False if no row with a TTL is alive at ``now``."""
         return bool(await self._writes.submit(_Renew(id, expires_at, now)))
 
-    async def remove(self, id: str, *, held: bool = False) -> Registration | None:
-        """Delete the row ``id`` (``held``: only if this manager's link keeps it); it."""
-        result = await self._writes.submit(_Remove(id, self.manager_id if held else None))
+    async def remove(
+        self, id: str, *, held: bool = False, registered_at: float | None = None
+    ) -> Registration | None:
+        """Delete the row ``id``; it. For a closed link: ``held``, only if this manager's
+        link keeps it, and ``registered_at``, only if nobody registered the id again since."""
+        result = await self._writes.submit(_Remove(id, self.manager_id if held else None, registered_at))
         return result if isinstance(result, Registration) else None
 
     async def expire(self, now: float) -> list[Registration]:
@@ -192,7 +197,7 @@ class RegistryStore:
                 elif isinstance(op, _Remove):
                     rows.put(conn, puts)
                     puts = []
-                    answers[n] = rows.remove(conn, op.id, op.holder)
+                    answers[n] = rows.remove(conn, op.id, op.holder, op.registered_at)
                     if answers[n] is not None:
                         changed.append(op.id)
                 elif isinstance(op, _Renew):

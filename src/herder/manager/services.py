@@ -94,7 +94,8 @@ class Services:
     ) -> None:
         self.index = Index()
         self.store = store  # the database's rows (None: memory only)
-        self._drops: set[str] = set()  # ids whose link closed, their rows to delete
+        self._drops: dict[str, float] = {}  # id -> registered_at: a closed link's, to delete
+        self._keeping: set[asyncio.Task[None]] = set()  # registrations being written (shielded)
         self._dropped = asyncio.Event()
         self._clock = clock  # TTLs and the sweeper's waits
         self._auth_on = auth_on
@@ -170,7 +171,15 @@ class Services:
             metadata_bytes=size,
             relay=relayed,
         )
-        await self._keep(reg, peer)
+        if self.store is None:
+            await self._keep(reg, peer)
+        else:
+            # Written to the end even if the link closes meanwhile (its handler cancelled),
+            # so that the row and the index agree: ``_keep`` undoes what a closed link kept.
+            keeping = asyncio.ensure_future(self._keep(reg, peer))
+            self._keeping.add(keeping)
+            keeping.add_done_callback(self._keeping.discard)
+            await asyncio.shield(keeping)
         return registration_document(reg)
 
     async def _keep(self, reg: Registration, peer: Peer) -> None:
@@ -178,7 +187,9 @@ class Services:
         held = math.isinf(reg.expires_at)
         if self.store is not None:
             await self.store.put(reg, self.store.manager_id if held else None)
-            self._drops.discard(reg.id)
+            if held and peer.closed:  # the link went while the row was written
+                await self.store.remove(reg.id, held=True, registered_at=reg.registered_at)
+                return
         self.index.add(reg)
         if reg.relay:
             self.relay.bind(reg.id, peer)
@@ -310,7 +321,7 @@ class Services:
             if reg is not None and math.isinf(reg.expires_at):
                 self.index.remove(service_id)
                 if self.store is not None:  # its row goes too (``run`` deletes it)
-                    self._drops.add(service_id)
+                    self._drops[service_id] = reg.registered_at
                     self._dropped.set()
             self.relay.unbind(service_id, peer)
 
@@ -421,16 +432,23 @@ class Services:
     async def _drop_closed_links(self) -> None:
         """Delete the rows of registrations whose link closed (the index dropped them at once)."""
         assert self.store is not None
+        store = self.store
         while True:
             await self._dropped.wait()
             self._dropped.clear()
-            ids, self._drops = self._drops, set()
+            drops, self._drops = self._drops, {}
             results = await asyncio.gather(
-                *(self.store.remove(service_id, held=True) for service_id in ids), return_exceptions=True
+                *(store.remove(i, held=True, registered_at=at) for i, at in drops.items()),
+                return_exceptions=True,
             )
-            for service_id, result in zip(ids, results, strict=True):
-                if isinstance(result, Exception):
-                    log.warning("cannot delete the registration %s of a closed link: %s", service_id, result)
+            failed = {
+                i: at for (i, at), r in zip(drops.items(), results, strict=True) if isinstance(r, Exception)
+            }
+            if failed:  # the database away: tried again in a moment (the others still see them)
+                log.warning("cannot delete %d registrations of closed links yet: %s", len(failed), results[0])
+                self._drops = failed | self._drops
+                await asyncio.sleep(SWEEP_MAX_S)
+                self._dropped.set()
 
     async def _sweep_memory(self) -> None:
         clock = self._clock

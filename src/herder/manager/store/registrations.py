@@ -118,12 +118,20 @@ def renew(conn: Connection, renewals: Sequence[tuple[str, float]], now: float) -
     return renewed
 
 
-def remove(conn: Connection, id: str, holder: str | None = None) -> Registration | None:
-    """Delete the row ``id`` (with ``holder``: only if that manager's link keeps it); it."""
+def remove(
+    conn: Connection, id: str, holder: str | None = None, registered_at: float | None = None
+) -> Registration | None:
+    """Delete the row ``id``; it. Conditions, for a link that closed:
+
+    ``holder``: only if that manager's link keeps it; ``registered_at``: only if it is
+    still the registration that link made, not one made again since (by another link).
+    """
     c = REGISTRATIONS.c
     stmt = delete(REGISTRATIONS).where(c.id == id)
     if holder is not None:
         stmt = stmt.where(c.holder == holder, c.expires_at.is_(None))
+    if registered_at is not None:
+        stmt = stmt.where(c.registered_at == registered_at)
     row = conn.execute(stmt.returning(*REGISTRATIONS.c)).first()
     return None if row is None else registration_of(row)[0]
 
