@@ -166,7 +166,8 @@ def run(rounds: int) -> tuple[list[Row], dict[str, Any]]:
             env = {**os.environ, "HERDER_AGENT_URL": agent.url, "HERDER_MANAGER_URL": manager.url}
             for name in ("HERDER_TOKEN_FILE", "HERDER_MANAGER_TOKEN_FILE"):
                 env.pop(name, None)
-            return measure(sup, agent, env, rounds), {"load_before": os.getloadavg()}
+            load_before = os.getloadavg()  # before the rounds: they load the machine themselves
+            return measure(sup, agent, env, rounds), {"load_before": load_before}
         finally:
             if agent is not None:
                 agent.stop()
