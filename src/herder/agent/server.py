@@ -250,8 +250,16 @@ class Agent(Daemon):
             self.runtime.trust = Trust()  # the manager's tokens open this agent's API too
         self.runtime.rpc = build_service(cfg, self.runtime.sessions, self.runtime.trust)
         if cfg.manager is not None:
+            from herder.agent.link.inventory import take_inventory
+
+            runtime = self.runtime  # its router is made later: read when the manager asks
             self.runtime.worker = WorkerLink(
-                cfg, supervisor, self.runtime.sysinfo, lambda: self.url, trust=self.runtime.trust
+                cfg,
+                supervisor,
+                self.runtime.sysinfo,
+                lambda: self.url,
+                trust=self.runtime.trust,
+                inventory=lambda: take_inventory(supervisor, runtime.router, runtime.sessions, self.url),
             )
         self._sock = bind_socket(cfg.host, cfg.port)
         if cfg.protocol_port is not None:

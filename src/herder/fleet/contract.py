@@ -7,8 +7,9 @@ models sent; ``as_args()`` builds them, and the receiving side validates them in
 model before its handler runs (``rpc.Method`` with ``params=``), answering a call that
 does not fit with ``invalid_params`` naming the field.
 
-Both sides validate what they receive: the manager every call an agent makes, the agent
-``assign``, ``stop`` and the manager's answers (``read_answer``). Lists and strings are
+Both sides validate what they receive: the manager every call an agent makes and the
+agent's ``inventory`` answer, the agent ``assign``, ``stop`` and the manager's answers
+(``read_answer``). Lists and strings are
 bounded, so that a peer cannot make the other hold more than a frame's worth of one
 thing; answers and the work item of ``assign`` ignore keys they do not know (a newer
 manager may add some), the arguments of calls to the manager refuse them (an agent that
@@ -22,7 +23,7 @@ it instead of trying again.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -292,6 +293,170 @@ class Stop(Arguments):
     attempt: Attempt
 
 
+# -- the inventory (manager → agent, a call) ---------------------------------------------------
+
+# How much of an agent one inventory holds: a worker view shows this many rows at most, and
+# each entry's texts are cut, so that the whole answer stays well within a frame (a few MB
+# at worst). The totals say how many there were.
+MAX_INVENTORY_PROCESSES = 1000
+MAX_INVENTORY_POOLS = 256
+MAX_INVENTORY_SESSIONS = 1024
+MAX_COMMAND_ARGS = 16  # of a process's command line, the first ones (enough to recognize it)
+MAX_ARG_CHARS = 256
+MAX_NAME_CHARS = 255
+MAX_NOTE_CHARS = 1024  # an entry's error, or its url
+
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
+Note = Annotated[str, StringConstraints(max_length=MAX_NOTE_CHARS)]
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+Pid = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+class InventoryQuery(Arguments):
+    """``inventory()`` (manager → agent, a call): what the agent runs now. No arguments."""
+
+
+class InventoryEntry(BaseModel):
+    """One thing of an inventory; keys it does not know are ignored (a newer agent's)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class InventoryProcess(InventoryEntry):
+    """A process, as the agent's listing has it (``GET /list-processes``), less its
+    environment (secrets stay on the agent) and its links (the agent's own URLs)."""
+
+    slug: Name
+    app: Name | None = None
+    node: Name | None = None
+    process_type: Name | None = None
+    command: (
+        Annotated[
+            list[Annotated[str, StringConstraints(max_length=MAX_ARG_CHARS)]],
+            Field(max_length=MAX_COMMAND_ARGS),
+        ]
+        | None
+    ) = None
+    state: Annotated[str, StringConstraints(max_length=32)]
+    pid: Pid | None = None
+    port: Port | None = None
+    restarts: Count = 0
+    exit_code: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
+    uptime_s: float | None = Field(None, ge=0)
+    cpu_percent: float | None = Field(None, ge=0)
+    rss_bytes: Count | None = None
+    started_at: Annotated[str, StringConstraints(max_length=64)] | None = None
+    error: Note | None = None
+
+
+class InventoryPool(InventoryEntry):
+    """A pool (``GET /pools/{name}``), its instances counted and their requests in flight summed."""
+
+    name: Name
+    state: Annotated[str, StringConstraints(max_length=32)]
+    url: Note | None = None
+    instances: Count = 0
+    in_flight: Count = 0
+    waiting: Count = 0
+    cold_starts: Count = 0
+    error: Note | None = None
+
+
+class InventorySession(InventoryEntry):
+    """A session, as ``meta.list_sessions`` and the agent's ``WS /events`` carry it
+    (less its root and extensions: the host's business)."""
+
+    id: Name
+    product: Name
+    state: Annotated[str, StringConstraints(max_length=32)]
+    attached: bool = False
+    created_at: float | None = Field(None, ge=0)
+    pid: Pid | None = None
+    buffered: Count = 0
+
+
+class Inventory(Answer):
+    """What an agent runs now: its processes, pools and sessions (the first ones of each,
+    up to the bounds above; ``*_total`` say how many there are), at ``collected_at``
+    (epoch seconds, the agent's clock)."""
+
+    collected_at: float = Field(ge=0)
+    processes: Annotated[list[InventoryProcess], Field(max_length=MAX_INVENTORY_PROCESSES)]
+    processes_total: Count
+    pools: Annotated[list[InventoryPool], Field(max_length=MAX_INVENTORY_POOLS)]
+    pools_total: Count
+    sessions: Annotated[list[InventorySession], Field(max_length=MAX_INVENTORY_SESSIONS)]
+    sessions_total: Count
+
+
+def fit_inventory(
+    processes: Sequence[Mapping[str, Any]],
+    pools: Sequence[Mapping[str, Any]],
+    sessions: Sequence[Mapping[str, Any]],
+    collected_at: float,
+) -> Inventory:
+    """An inventory of the agent's own documents, cut to the contract's bounds.
+
+    ``processes`` are status documents (``GET /process-status``), ``pools`` pool
+    documents, ``sessions`` as ``meta.list_sessions``: the agent makes them with the
+    functions its API uses, and this keeps the first of each, with texts and command
+    lines cut, so that the answer fits whatever the agent runs.
+
+    Raises:
+        pydantic.ValidationError: a document does not fit even cut (a bug of the agent's).
+    """
+    fitted_processes = [
+        InventoryProcess.model_validate(
+            {
+                **_cut_texts(doc, ("slug", "app", "node", "process_type"), MAX_NAME_CHARS),
+                "command": _cut_command(doc.get("command")),
+                "error": _cut(doc.get("error"), MAX_NOTE_CHARS),
+            }
+        )
+        for doc in processes[:MAX_INVENTORY_PROCESSES]
+    ]
+    fitted_pools = [
+        InventoryPool.model_validate(
+            {
+                **_cut_texts(doc, ("name",), MAX_NAME_CHARS),
+                "instances": len(doc.get("instances") or ()),
+                "in_flight": sum(int(i.get("in_flight") or 0) for i in doc.get("instances") or ()),
+                "url": _cut(doc.get("url"), MAX_NOTE_CHARS),
+                "error": _cut(doc.get("error"), MAX_NOTE_CHARS),
+            }
+        )
+        for doc in pools[:MAX_INVENTORY_POOLS]
+    ]
+    fitted_sessions = [
+        InventorySession.model_validate(_cut_texts(doc, ("id", "product"), MAX_NAME_CHARS))
+        for doc in sessions[:MAX_INVENTORY_SESSIONS]
+    ]
+    return Inventory(
+        collected_at=collected_at,
+        processes=fitted_processes,
+        processes_total=len(processes),
+        pools=fitted_pools,
+        pools_total=len(pools),
+        sessions=fitted_sessions,
+        sessions_total=len(sessions),
+    )
+
+
+def _cut(value: Any, most: int) -> Any:
+    return value[:most] if isinstance(value, str) else value
+
+
+def _cut_texts(doc: Mapping[str, Any], names: Sequence[str], most: int) -> dict[str, Any]:
+    return {**doc, **{name: _cut(doc.get(name), most) for name in names if name in doc}}
+
+
+def _cut_command(command: Any) -> Any:
+    if not isinstance(command, list):
+        return command
+    return [_cut(arg, MAX_ARG_CHARS) for arg in command[:MAX_COMMAND_ARGS]]
+
+
 # What each side serves: method → (arguments, answer; None: it answers nothing).
 MANAGER_METHODS: dict[str, tuple[type[Arguments], type[Answer] | None]] = {
     "register": (Register, RegisterAnswer),
@@ -303,6 +468,7 @@ MANAGER_METHODS: dict[str, tuple[type[Arguments], type[Answer] | None]] = {
 AGENT_METHODS: dict[str, tuple[type[Arguments], type[Answer] | None]] = {
     "assign": (Assign, None),
     "stop": (Stop, None),
+    "inventory": (InventoryQuery, Inventory),
 }
 
 
@@ -319,7 +485,7 @@ def manager_methods(handlers: Mapping[str, Callable[..., Any]]) -> list[Method]:
 
 
 def agent_handlers(handlers: Mapping[str, Callable[..., Any]]) -> dict[str, Method]:
-    """The agent's side of the link (``assign``, ``stop``), for ``rpc.connect(handlers=)``.
+    """The agent's side of the link (``assign``, ``stop``, ``inventory``), for ``rpc.connect(handlers=)``.
 
     Raises:
         ValueError: as ``manager_methods``.

@@ -177,6 +177,9 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
 
     key_routes(app, runtime, DOCS)
     renewal_route(app, runtime, DOCS)
+    from herder.manager.inventory import inventory_route
+
+    inventory_route(app, runtime, DOCS)
     _service_routes(app, runtime)
     from herder.manager import proxy
 

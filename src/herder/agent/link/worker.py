@@ -5,7 +5,8 @@ protocol of #3). It registers itself (the seed: "should be automatic"), heartbea
 with its figures and the attempts it runs (the answer names those it must stop: a
 worker that comes back after the manager gave its work away stops it), runs what the
 manager pushes (``assign``) as supervised units, and reports each attempt: started,
-output lines, finished with its exit code.
+output lines, finished with its exit code. The manager may also ask what the agent runs
+(``inventory``: its processes, pools and sessions, for the dashboard's worker view).
 
 When the manager is away, the agent reconnects with backoff; work already running keeps
 running, and its reports wait (``started`` and ``finished``; output lines meanwhile are
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from herder.agent.link.inventory import InventorySource, take_inventory
 from herder.agent.models import ProcessSpec, RestartPolicy
 from herder.agent.processes import procs
 from herder.agent.processes.logs import Stream
@@ -47,6 +49,8 @@ from herder.fleet import (
     Figures,
     Heartbeat,
     HeartbeatAnswer,
+    Inventory,
+    InventoryQuery,
     Register,
     RegisterAnswer,
     Registration,
@@ -114,8 +118,14 @@ class WorkerLink:
         *,
         trust: Trust | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        inventory: InventorySource | None = None,
     ) -> None:
         self._trust = trust
+        # What ``inventory`` answers: the agent's processes, pools and sessions (the
+        # server gives its router and sessions); without it, the supervisor's processes.
+        self._inventory = inventory or (
+            lambda: take_inventory(self._supervisor, None, None, self._agent_url())
+        )
         self._clock = clock  # leases, heartbeats and backoff are read and waited on it
         assert config.manager is not None
         self._link = config.manager
@@ -185,7 +195,9 @@ class WorkerLink:
         return bought.token, bought.renew_at
 
     async def _linked(self) -> None:
-        handlers = agent_handlers({"assign": self._assign, "stop": self._stop_notified})
+        handlers = agent_handlers(
+            {"assign": self._assign, "stop": self._stop_notified, "inventory": self._inventory_asked}
+        )
         token, renew_at = await self._access_token()
         url = rpc_url(self._link.url)
         async with connect(url, token=token, codecs=("msgpack",), handlers=handlers) as peer:
@@ -359,6 +371,10 @@ class WorkerLink:
     def _stop_notified(self, call: Stop) -> None:
         """The manager asks to stop an attempt (its task was canceled or deleted)."""
         self._stop(call.item_id, call.attempt)
+
+    def _inventory_asked(self, _call: InventoryQuery) -> Inventory:
+        """The manager asks what runs here (its dashboard's worker view): read-only."""
+        return self._inventory()
 
     def _stop(self, item_id: int, attempt: int) -> None:
         run = self.runs.get((int(item_id), int(attempt)))
