@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ import typer.main
 from herder import cli
 from herder.agent import Agent
 from herder.cli import manager_ops, quick
+from tests.conftest import AgentFactory
 from tests.helpers import run_herder, wait_http
 
 # A line on stderr, then (well after it: the agent reads the two pipes apart) ten on stdout.
@@ -277,3 +279,28 @@ async def test_top_options_reach_the_commands_typer_runs(agent: Agent) -> None:
     code, _, err = await run_herder("--agent", agent.url, "ps", "--no-such-option")
     assert code == 2
     assert "No such option" in err
+
+
+async def test_a_token_file_before_or_after_the_command(make_agent: AgentFactory, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret-s3cret-s3cret-s3cret\n")
+    async with make_agent(auth_token="s3cret-s3cret-s3cret-s3cret") as agent:
+        for argv in (
+            ["--token-file", str(token), "ps", "--agent", agent.url],
+            ["ps", "--agent", agent.url, "--token-file", str(token)],
+            ["--token-file", str(token), "--agent", agent.url, "logs", "nobody.here"],
+            ["--token-file", str(token), "--agent", agent.url, "pools", "ls"],
+        ):
+            code, out, err = await run_herder(*argv)
+            assert (code, err) in (
+                (0, ""),
+                (1, "herder: 404: no process with slug 'nobody.here' (field: slug)\n"),
+            )
+        code, out, err = await run_herder("ps", "--agent", agent.url)
+        assert code == 1
+        assert out == ""
+        assert err.startswith("herder: 401: ")
+        assert len(err.splitlines()) == 1
+        code, _, err = await run_herder("ps", "--agent", agent.url, "--token-file", str(tmp_path / "none"))
+        assert code == 1
+        assert err.startswith("herder: cannot read the token file ")
