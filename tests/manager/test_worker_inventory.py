@@ -27,6 +27,7 @@ from herder.rpc import Peer, connect
 from tests.conftest import AgentFactory
 from tests.helpers import wait_http
 from tests.manager.conftest import ManagerFactory
+from tests.openapi_contract import conforms, served_document
 from tests.regress.test_one_users_flood_starves_no_one import tokens
 from tests.test_sessions import session_config
 
@@ -70,6 +71,7 @@ async def test_a_linked_agents_processes_pools_and_sessions_are_listed(
                 session = await sessions.open_session("testkit")
                 answer = await client.get(f"/workers/{worker_id}/inventory")
                 assert answer.status_code == 200, answer.text
+                conforms(await served_document(client), answer)
                 doc = answer.json()
                 await session.close()
     assert (doc["worker_id"], doc["hostname"], doc["agent_url"]) == (worker_id, "inventoried", agent_url)
@@ -101,6 +103,9 @@ async def test_an_unknown_worker_is_404_and_one_not_linked_here_is_409(make_mana
         assert refused.status_code == 409
         assert refused.json()["error"] == "not_linked"
         assert "not linked to this manager" in refused.json()["message"]
+        document = await served_document(client)
+        for answer in (missing, bad, refused):
+            conforms(document, answer)
 
 
 def rpc_url(manager: Manager) -> str:

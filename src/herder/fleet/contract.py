@@ -341,11 +341,13 @@ class InventoryProcess(InventoryEntry):
     state: Annotated[str, StringConstraints(max_length=32)]
     pid: Pid | None = None
     port: Port | None = None
-    restarts: Count = 0
+    restarts: Count = Field(0, description="Times the supervisor started it again.")
     exit_code: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
-    uptime_s: float | None = Field(None, ge=0)
-    cpu_percent: float | None = Field(None, ge=0)
-    rss_bytes: Count | None = None
+    uptime_s: float | None = Field(None, ge=0, description="Seconds since it last started, while it runs.")
+    cpu_percent: float | None = Field(
+        None, ge=0, description="100 is one core busy, between the last two samples."
+    )
+    rss_bytes: Count | None = Field(None, description="Resident memory of its process.")
     started_at: Annotated[str, StringConstraints(max_length=64)] | None = None
     error: Note | None = None
 
@@ -356,10 +358,10 @@ class InventoryPool(InventoryEntry):
     name: Name
     state: Annotated[str, StringConstraints(max_length=32)]
     url: Note | None = None
-    instances: Count = 0
-    in_flight: Count = 0
-    waiting: Count = 0
-    cold_starts: Count = 0
+    instances: Count = Field(0, description="Instances running or starting.")
+    in_flight: Count = Field(0, description="Requests being answered, over all instances.")
+    waiting: Count = Field(0, description="Requests waiting for an instance.")
+    cold_starts: Count = Field(0, description="Instances started because requests waited with none free.")
     error: Note | None = None
 
 
@@ -370,10 +372,10 @@ class InventorySession(InventoryEntry):
     id: Name
     product: Name
     state: Annotated[str, StringConstraints(max_length=32)]
-    attached: bool = False
+    attached: bool = Field(False, description="A client is attached to it now.")
     created_at: float | None = Field(None, ge=0)
     pid: Pid | None = None
-    buffered: Count = 0
+    buffered: Count = Field(0, description="Events kept for its client, not yet sent.")
 
 
 class Inventory(Answer):
@@ -381,13 +383,15 @@ class Inventory(Answer):
     up to the bounds above; ``*_total`` say how many there are), at ``collected_at``
     (epoch seconds, the agent's clock)."""
 
-    collected_at: float = Field(ge=0)
+    collected_at: float = Field(ge=0, description="When the agent made it (epoch seconds, its clock).")
     processes: Annotated[list[InventoryProcess], Field(max_length=MAX_INVENTORY_PROCESSES)]
-    processes_total: Count
+    processes_total: Count = Field(
+        description="How many processes the agent has (more than listed past the bound)."
+    )
     pools: Annotated[list[InventoryPool], Field(max_length=MAX_INVENTORY_POOLS)]
-    pools_total: Count
+    pools_total: Count = Field(description="How many pools the agent has.")
     sessions: Annotated[list[InventorySession], Field(max_length=MAX_INVENTORY_SESSIONS)]
-    sessions_total: Count
+    sessions_total: Count = Field(description="How many sessions the agent has.")
 
 
 def fit_inventory(

@@ -25,6 +25,7 @@ from pydantic import ConfigDict, Field
 
 from herder.apierrors import ApiError
 from herder.fleet import BadAnswer, Inventory, read_answer, refusal_of
+from herder.manager.models import MAX_ID
 from herder.manager.store import queries
 from herder.openapi_docs import path_param
 from herder.rpc import CallTimeout, ConnectionLost, RemoteError, RpcError
@@ -40,7 +41,9 @@ PATH = "/workers/{id}/inventory"
 # a second is plenty even for a thousand processes; past this it is hung or swamped.
 INVENTORY_TIMEOUT_S = 5.0
 
-_ID = path_param("id", "The worker's id, as in GET /workers.", {"type": "integer", "minimum": 0})
+_ID = path_param(
+    "id", "The worker's id, as in GET /workers.", {"type": "integer", "minimum": 0, "maximum": MAX_ID}
+)
 
 
 class WorkerInventory(Inventory):
