@@ -1,4 +1,5 @@
-// The fleet: every worker with its state and figures, kept current by the feed.
+// The fleet: every worker with its state and figures, kept current by the feed. An admin
+// clicks a worker through to its view (worker.js: what its agent runs).
 
 import { ApiError, isAdmin, request } from "./api.js";
 import { ago, fill, h, listen, meter } from "./dom.js";
@@ -110,9 +111,11 @@ function cells(w) {
   const rare = w.update_less_frequent ?? {};
   const load = frequent.load_average;
   const loadText = load ? [load["1min"], load["5min"], load["15min"]].map((x) => Number(x).toFixed(2)).join(" / ") : "–";
-  const state = w.status === "disabled" ? "disabled" : w.connection;
+  const state = workerState(w);
+  // An admin opens the worker's view (what its agent runs); a user sees the fleet only.
+  const name = h("strong", {}, w.hostname);
   return [
-    h("td", {}, h("strong", {}, w.hostname), h("div", { className: "muted" }, w.system || "", w.agent_url ? [" · ", agentLink(w.agent_url)] : "")),
+    h("td", {}, isAdmin() ? h("a", { href: `#worker/${w.id}`, className: "worker-link" }, name) : name, h("div", { className: "muted" }, w.system || "", w.agent_url ? [" · ", agentLink(w.agent_url)] : "")),
     h(
       "td",
       {},
@@ -128,6 +131,11 @@ function cells(w) {
     h("td", {}, (w.tags ?? []).map((t) => h("span", { className: "tag" }, t))),
     h("td", {}, sparkline(w.history ?? [], { floor: rare.worker_num_cpus || 1, title: "1-minute load average, one point per heartbeat" })),
   ];
+}
+
+/** What the fleet says of a worker: disabled by an operator, or online or offline. @param {any} w */
+export function workerState(w) {
+  return w.status === "disabled" ? "disabled" : w.connection;
 }
 
 /**
@@ -154,7 +162,7 @@ function switchButton(w) {
 /** A link to the worker's agent's own page (its processes and pools), for an http(s)
  * agent_url only: the worker says what it is, and a javascript: URL must not become a
  * link. @param {string} url */
-function agentLink(url) {
+export function agentLink(url) {
   if (!/^https?:\/\//i.test(url)) return url;
   return h("a", { href: `${url.replace(/\/$/, "")}/ui/`, className: "agent-ui", target: "_blank", rel: "noopener noreferrer" }, url);
 }

@@ -1,5 +1,6 @@
 // The dashboard's entry: find whether a sign-in is needed, then show the view the URL's
-// hash names (#fleet, #tasks, #services, #keys), all fed by one live connection.
+// hash names (#fleet, #tasks, #services, #keys; #tasks/<id>, #worker/<id>), all fed by
+// one live connection.
 
 import { about, claims, isAdmin, keepRenewed, onSignOut, signOut, token } from "./api.js";
 import { fill, h } from "./dom.js";
@@ -11,6 +12,7 @@ import { showServices } from "./services.js";
 import { showSignIn } from "./signin.js";
 import { showTask } from "./task.js";
 import { showTasks } from "./tasks.js";
+import { showWorker } from "./worker.js";
 
 const VIEWS = { fleet: showFleet, tasks: showTasks, services: showServices, keys: showKeys };
 const app = /** @type {HTMLElement} */ (document.getElementById("app"));
@@ -73,10 +75,15 @@ function enter() {
 function route() {
   if (!signedIn) return;
   const [name, id] = (location.hash.replace(/^#/, "") || "fleet").split("/");
-  for (const link of nav.querySelectorAll("a")) link.classList.toggle("current", link.dataset.view === name);
+  const section = name === "worker" ? "fleet" : name; // a worker's view is the fleet's
+  for (const link of nav.querySelectorAll("a")) link.classList.toggle("current", link.dataset.view === section);
   stopView?.();
   if (name === "tasks" && /^\d+$/.test(id ?? "")) {
     stopView = showTask(app, feed, Number(id));
+    return;
+  }
+  if (name === "worker" && /^\d+$/.test(id ?? "")) {
+    stopView = showWorker(app, feed, Number(id)); // an admin's (it says so to anyone else)
     return;
   }
   const view = (name === "keys" && keysLink.hidden ? null : VIEWS[/** @type {keyof typeof VIEWS} */ (name)]) ?? showFleet;
