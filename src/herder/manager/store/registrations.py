@@ -87,20 +87,31 @@ def put(conn: Connection, regs: Sequence[tuple[Registration, str | None]]) -> No
     conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed), list(latest.values()))
 
 
+_RENEW_POSTGRESQL = text(
+    "UPDATE service_registrations AS r SET expires_at = v.expires_at"
+    " FROM unnest(CAST(:ids AS text[]), CAST(:expires AS float8[])) AS v(id, expires_at)"
+    " WHERE r.id = v.id AND r.expires_at IS NOT NULL AND r.expires_at > :now RETURNING r.id"
+)
+
+
 def renew(conn: Connection, renewals: Sequence[tuple[str, float]], now: float) -> set[str]:
     """Move each ``(id, expires_at)``'s expiry; the ids renewed (the others: none alive).
 
-    Two statements whatever the number: an ``UPDATE`` per row in one executemany,
-    guarded so that a row that expired (or that a link keeps now) is left alone, then
-    one ``SELECT`` of what the rows say now.
+    A row that expired (or that a link keeps now) is left alone. One statement whatever
+    the number on PostgreSQL (``UPDATE ... FROM unnest(...) RETURNING``); on SQLite an
+    ``UPDATE`` per row in one executemany, and only if it matched fewer rows than it was
+    given, one ``SELECT`` of what those rows say now.
     """
     if not renewals:
         return set()
     latest: dict[str, float] = {}
     for id, expires_at in renewals:
         latest[id] = max(expires_at, latest.get(id, expires_at))
+    if conn.dialect.name == "postgresql":  # one statement, the renewed ids returned
+        params = {"ids": list(latest), "expires": list(latest.values()), "now": now}
+        return set(conn.execute(_RENEW_POSTGRESQL, params).scalars())
     c = REGISTRATIONS.c
-    conn.execute(
+    result = conn.execute(
         update(REGISTRATIONS)
         .where(
             c.id == bindparam("b_id"),
@@ -110,6 +121,8 @@ def renew(conn: Connection, renewals: Sequence[tuple[str, float]], now: float) -
         .values(expires_at=bindparam("b_expires")),
         [{"b_id": id, "b_expires": e, "b_now": now} for id, e in latest.items()],
     )
+    if result.rowcount == len(latest):  # each matched (the usual case): no need to look
+        return set(latest)
     renewed: set[str] = set()
     for chunk in _chunks(list(latest)):
         for id, expires_at in conn.execute(select(c.id, c.expires_at).where(c.id.in_(chunk))):
