@@ -114,18 +114,18 @@ def rpc_url(manager: Manager) -> str:
 
 @contextlib.asynccontextmanager
 async def playing_agent(
-    manager: Manager, answer: Callable[[Peer], Any], token: str | None = None
+    manager: Manager, answer: Callable[[Peer], Any] | None, token: str | None = None
 ) -> AsyncIterator[int]:
-    """A link registered as a worker whose ``inventory`` answers ``answer(peer)``; its id."""
+    """A link registered as a worker whose ``inventory`` answers ``answer(peer)`` (None: an
+    agent older than the method); its id."""
 
     async def inventory_asked(peer: Peer) -> Any:
+        assert answer is not None
         return await answer(peer)
 
-    handlers = {
-        "assign": lambda item: None,
-        "stop": lambda item_id, attempt: None,
-        "inventory": inventory_asked,
-    }
+    handlers: dict[str, Any] = {"assign": lambda item: None, "stop": lambda item_id, attempt: None}
+    if answer is not None:
+        handlers["inventory"] = inventory_asked
     async with connect(rpc_url(manager), token=token, handlers=handlers) as peer:
         registered = await peer.call("register", {"hostname": "played", "slots": 1})
         yield read_answer(RegisterAnswer, registered).worker_id
@@ -175,6 +175,18 @@ async def test_answers_that_do_not_fit_are_502_and_none_in_time_is_504(
         answers.put_nowait("close")
         gone = await client.get(path)
         assert gone.status_code in (503, 409), gone.text  # the link ended during the call (or just before)
+
+
+async def test_an_agent_older_than_the_inventory_is_a_502_that_says_so(make_manager: ManagerFactory) -> None:
+    async with (
+        make_manager() as manager,
+        httpx.AsyncClient(base_url=manager.url, timeout=30) as client,
+        playing_agent(manager, None) as worker_id,
+    ):
+        refused = await client.get(f"/workers/{worker_id}/inventory")
+        assert (refused.status_code, refused.json()["error"]) == (502, "bad_answer")
+        assert "unknown_method" in refused.json()["message"]
+        assert "older" in refused.json()["message"]
 
 
 async def test_a_users_key_may_not_see_an_agents_processes(

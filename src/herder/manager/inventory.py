@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ConfigDict, Field
 
 from herder.apierrors import ApiError
-from herder.fleet import BadAnswer, Inventory, read_answer, refusal_of
+from herder.fleet import BadAnswer, Inventory, RefusalCode, read_answer, refusal_of
 from herder.manager.models import MAX_ID
 from herder.manager.store import queries
 from herder.openapi_docs import path_param
@@ -117,7 +117,7 @@ async def ask(runtime: ManagerRuntime, worker_id: int, hostname: str) -> Invento
         log.warning("worker %d's agent answered an inventory that does not fit: %s", worker_id, exc)
         raise ApiError(502, "bad_answer", f"worker {worker_id}'s agent answered: {exc}") from None
     except RemoteError as exc:
-        if refusal_of(exc) == "overloaded":
+        if refusal_of(exc) is RefusalCode.OVERLOADED:
             raise ApiError(503, "overloaded", f"worker {worker_id}'s agent is busy: try again") from None
         raise ApiError(
             502,
