@@ -27,6 +27,13 @@ from pydantic import (
 
 from herder.agent.apps.fetch import ALLOWED_SCHEMES
 from herder.agent.apps.procfile import PROCESS_TYPE_PATTERN
+from herder.agent.health.models import (
+    DependsOn,
+    HealthCheck,
+    HealthStatus,
+    check_depends_on,
+    check_health_and_port,
+)
 from herder.agent.processes.states import State
 from herder.apierrors import FieldError
 from herder.openapi_docs import ErrorDocument as ErrorDocument  # the one error document, shared
@@ -226,6 +233,30 @@ class CreateRequest(BaseModel):
         description="herder extension: make the app's build again if it failed before (a failed build is "
         "otherwise not tried again until the app changes).",
     )
+    # Health and start order (docs/health.md): the rules live in herder.agent.health.
+    port: bool = Field(
+        True, description="herder extension: false for a process that listens on nothing (no $PORT)."
+    )
+    health: HealthCheck | None = Field(
+        None, description="herder extension: check the running process; failed checks restart it."
+    )
+    depends_on: DependsOn = Field(
+        default_factory=list,
+        description="herder extension: processes (slugs, or nodes of the same app) that must be ready before "
+        "this one starts; stopped after it.",
+    )
+    ready_after_s: float | None = Field(
+        None,
+        ge=0,
+        le=3600,
+        description="herder extension: without a health check, a run this long makes it ready for its "
+        "dependants (default: the agent's stable_s).",
+    )
+
+    @field_validator("depends_on")
+    @classmethod
+    def _check_depends_on(cls, depends_on: list[str]) -> list[str]:
+        return check_depends_on(depends_on)
 
     @field_validator("source_url")
     @classmethod
@@ -240,6 +271,7 @@ class CreateRequest(BaseModel):
     @model_validator(mode="after")
     def _one_way_to_run(self) -> CreateRequest:
         check_one_way_to_run(self.command, self.source_url, self.process_type)
+        check_health_and_port(self.health, self.port)
         return self
 
     @property
@@ -311,6 +343,13 @@ class ProcessStatus(_Document):
     error: str | None = Field(description="Why the process failed or is backing off.")
     build_log: str | None = Field(
         default=None, description="GET the app's build log (text) here; only for an app that was built."
+    )
+    health: HealthStatus | None = Field(
+        default=None, description="The health check's last results; null without one."
+    )
+    depends_on: list[str] = Field(default_factory=list, description="The slugs this process starts after.")
+    waiting_for: list[str] = Field(
+        default_factory=list, description="While it waits to start: the dependencies not ready yet."
     )
 
 
