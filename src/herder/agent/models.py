@@ -34,6 +34,7 @@ from herder.agent.health.models import (
     check_depends_on,
     check_health_and_port,
 )
+from herder.agent.limits import Cwd, Limits, LogsMode, Umask, UserName, check_host
 from herder.agent.processes.states import State
 from herder.apierrors import FieldError
 from herder.openapi_docs import ErrorDocument as ErrorDocument  # the one error document, shared
@@ -252,6 +253,17 @@ class CreateRequest(BaseModel):
         description="herder extension: without a health check, a run this long makes it ready for its "
         "dependants (default: the agent's stable_s).",
     )
+    # Limits and identity (docs/limits.md): the rules live in herder.agent.limits.
+    limits: Limits | None = Field(None, description="herder extension: rlimits and cgroup v2 limits.")
+    user: UserName | None = Field(None, description="herder extension: run as this user (name or uid).")
+    group: UserName | None = Field(None, description="herder extension: run with this group (name or gid).")
+    umask: Umask | None = Field(None, description="herder extension: the process's umask, octal ('027').")
+    cwd: Cwd | None = Field(
+        None, description="herder extension: working directory, relative to the app's (no '..') or absolute."
+    )
+    logs: LogsMode = Field(
+        LogsMode.FILES, description="herder extension: 'files' (rotating log files, default) or 'discard'."
+    )
 
     @field_validator("depends_on")
     @classmethod
@@ -272,6 +284,14 @@ class CreateRequest(BaseModel):
     def _one_way_to_run(self) -> CreateRequest:
         check_one_way_to_run(self.command, self.source_url, self.process_type)
         check_health_and_port(self.health, self.port)
+        return self
+
+    @model_validator(mode="after")
+    def _host_allows(self) -> CreateRequest:
+        # A request, not a record read back (ProcessSpec): a user deleted since then
+        # fails that process's start, not the loading of every record.
+        if type(self) is CreateRequest:
+            check_host(self)
         return self
 
     @property
