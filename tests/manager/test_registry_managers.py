@@ -91,14 +91,16 @@ async def test_renewals_through_one_manager_keep_a_service_alive_on_the_other(
     managers: tuple[ManagerProcess, ManagerProcess],
 ) -> None:
     a, b = managers
+    ttl_s, heartbeat_s = 3.0, 0.5  # a heartbeat a sixth of the TTL, as services are told to
     async with connect(rpc_url(a.url)) as through_a:
-        await through_a.call("register_service", TIMED, URL, {}, 1.5)
-        deadline = time.monotonic() + 4.0  # past two TTLs: alive only by renewals
+        await through_a.call("register_service", TIMED, URL, {}, ttl_s)
+        await poll(lambda: _has(b.url, TIMED), timeout_s=1.0)
+        deadline = time.monotonic() + 2.5 * ttl_s  # past two TTLs: alive only by renewals
         while time.monotonic() < deadline:
-            await through_a.call("renew_service", "math-2", 1.5)
+            await through_a.call("renew_service", "math-2", ttl_s)
             assert await keys_on(b.url) == [TIMED]
-            await asyncio.sleep(0.3)
-    await poll(lambda: _gone(b.url, TIMED), timeout_s=5.0)  # then it runs out on B too
+            await asyncio.sleep(heartbeat_s)  # the service's heartbeat interval
+    await poll(lambda: _gone(b.url, TIMED), timeout_s=ttl_s + 5.0)  # then it runs out on B too
 
 
 async def test_a_sigkilled_managers_link_held_registrations_leave_the_other_within_the_bound(
