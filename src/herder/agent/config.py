@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from herder.frontdoor import HttpLimits
 from herder.net import is_loopback_host
@@ -20,6 +20,9 @@ from herder.net import is_loopback_host
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8010
 DEFAULT_DATA_DIR = Path(".herder")
+# Instances of one Procfile process type: honcho has no bound, but a typo (web=200) should
+# not fork a host to its knees; a pool is the tool for more.
+MAX_CONCURRENCY = 64
 
 # What a child inherits from the agent's own environment unless configured otherwise:
 # enough to find programs and speak the user's locale, and nothing that could carry the
@@ -238,6 +241,44 @@ class AgentConfig(_Section):
         default_factory=list,
         description="[[pools]] tables, each a pool as POST /pools takes it (validated at start)",
     )
+    processes: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="[[processes]] tables, each a process as POST /create-process takes it, started "
+        "at agent start and kept as the file says by herder reload (docs/config.md)",
+    )
+    procfile: Path | None = Field(
+        None, description="run the app of this Procfile, each process type as declared processes"
+    )
+    concurrency: dict[str, int] = Field(
+        default_factory=dict, description="instances of each of the procfile's process types (default 1)"
+    )
+    # Where this configuration came from, so that a reload reads the same file with the
+    # same command-line options over it (load_config sets them).
+    _file: Path | None = PrivateAttr(None)
+    _overrides: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("concurrency")
+    @classmethod
+    def _check_concurrency(cls, counts: dict[str, int]) -> dict[str, int]:
+        for name, count in counts.items():
+            if not 0 <= count <= MAX_CONCURRENCY:
+                raise ValueError(f"{name}: instances must be 0 to {MAX_CONCURRENCY} (got {count})")
+        return counts
+
+    @property
+    def config_file(self) -> Path | None:
+        """The TOML file this configuration was read from (None: defaults and options only)."""
+        return self._file
+
+    def reread(self) -> AgentConfig:
+        """The configuration as its file and the same command-line options say now.
+
+        Raises:
+            as ``load_config``.
+        """
+        import copy
+
+        return load_config(self._file, copy.deepcopy(self._overrides))
 
     def base_env(self) -> dict[str, str]:
         """The environment every child starts from, before the request's own ``env``."""
@@ -271,6 +312,12 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
         tomllib.TOMLDecodeError: the file is not TOML.
         pydantic.ValidationError: a key is unknown or a value is wrong (it names which).
     """
+    import copy
+
     from herder.tomlconfig import read_with_overrides
 
-    return AgentConfig.model_validate(read_with_overrides(path, overrides))
+    kept = copy.deepcopy(overrides)  # merging lays the options' tables into the file's
+    config = AgentConfig.model_validate(read_with_overrides(path, overrides))
+    config._file = path
+    config._overrides = kept
+    return config

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from herder.cli.agent_ops import DEFAULT_AGENT_URL
 from herder.cli.logsetup import banner
 from herder.cli.loop import run as run_main
 from herder.cli.loop import settle_daemon
@@ -126,14 +127,29 @@ def agent(
     tag: Annotated[
         list[str] | None, typer.Option(help="With --manager: a tag this worker offers (repeatable).")
     ] = None,
+    procfile: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Run this Procfile's app as honcho and foreman do: each process type, $PORT each, "
+            "the directory's .env read; Ctrl-C stops them all (docs/config.md).",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        str | None,
+        typer.Option(help="With --procfile: instances per process type, as web=2,worker=1 (default 1 each)."),
+    ] = None,
     version: VersionOption = False,
 ) -> None:
-    """Run the agent in the foreground until SIGINT, SIGTERM or SIGHUP.
+    """Run the agent in the foreground until SIGINT or SIGTERM; SIGHUP applies the config again.
 
     It serves the REST API (GET / lists the actions), supervises the processes it is
-    asked to run, and restarts them until they are deleted. On SIGINT/SIGTERM it stops
-    every process gracefully and exits 0; if it is killed, no process it started
-    survives. Processes it was running are started again at its next start.
+    asked to run or its config file declares, and restarts them until they are deleted.
+    On SIGINT/SIGTERM it stops every process gracefully and exits 0; if it is killed, no
+    process it started survives. Processes it was running are started again at its next
+    start. SIGHUP (or 'herder reload') starts, stops and changes declared processes and
+    pools as the config file says now, and touches nothing else.
     """
     from herder.agent import Agent, AgentError, load_config
 
@@ -162,6 +178,10 @@ def agent(
     overrides["supervision"] = {"subreaper": True}
     if grace is not None:
         overrides["supervision"]["grace_s"] = grace
+    if procfile is not None:
+        overrides["procfile"] = procfile.resolve()
+    if concurrency is not None:
+        overrides["concurrency"] = _parse_concurrency(concurrency)
     try:
         cfg = load_config(config, overrides)
     except (ValueError, OSError) as exc:  # pydantic's ValidationError and TOML's errors are ValueErrors
@@ -171,6 +191,7 @@ def agent(
             typer.echo(f"herder agent: {problem}", err=True)
         raise typer.Exit(2) from None
     _check_secret_file(auth_token_file, cfg.host, loopback=cfg.is_loopback())
+    _check_declared(cfg)
     try:
         _run(Agent(cfg))
     except AgentError as exc:
@@ -187,9 +208,14 @@ def _run(agent: Any) -> None:
                 log.info("received %s: stopping every process, then exiting", signal.Signals(signum).name)
                 agent.request_stop()
 
-            # SIGHUP too: a closed terminal means the same as Ctrl-C.
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            def on_hangup() -> None:
+                log.info("received SIGHUP: applying the config file again")
+                agent.request_reload()
+
+            for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, on_signal, signum)
+            # SIGHUP is supervisord's and Circus's "read your config again" (#16).
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
             url = agent.url
             log.info("agent listening on %s (data in %s)", url, agent.config.data_dir)
             _say_who_may_use(agent.config)
@@ -201,6 +227,26 @@ def _run(agent: Any) -> None:
         log.info("agent stopped")
 
     run_main(main())
+
+
+def _parse_concurrency(text: str) -> dict[str, int]:
+    from herder.agent.declared import parse_concurrency
+
+    try:
+        return parse_concurrency(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--concurrency") from None
+
+
+def _check_declared(cfg: Any) -> None:
+    """Every problem of the declared processes, one line each, before anything starts (exit 2)."""
+    from herder.agent.declared import declared_problems
+
+    problems = declared_problems(cfg)
+    for problem in problems:
+        typer.echo(f"herder agent: {problem}", err=True)
+    if problems:
+        raise typer.Exit(2)
 
 
 def _say_who_may_use(cfg: Any) -> None:
@@ -236,6 +282,25 @@ def host(
     raise typer.Exit(main([product] if product else []))
 
 
+def reload(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the agent's whole answer instead.")] = False,
+    agent: Annotated[
+        str, typer.Option("--agent", envvar="HERDER_AGENT_URL", help="The agent's URL.")
+    ] = DEFAULT_AGENT_URL,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", envvar="HERDER_TOKEN_FILE", help="File with the agent's bearer token."),
+    ] = None,
+) -> None:
+    """Apply the agent's config file again (as SIGHUP does): start, stop and change the declared
+    processes and pools, touch nothing else. Prints what it started, stopped, changed and left
+    unchanged; a file that does not validate changes nothing (exit 1, the reasons on stderr)."""
+    from herder.cli.reload_ops import reload as run_reload
+
+    run_reload(agent, token_file, as_json)
+
+
 def register(app: typer.Typer) -> None:
     app.command("agent")(agent)
     app.command("host")(host)
+    app.command("reload")(reload)

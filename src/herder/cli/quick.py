@@ -125,6 +125,12 @@ def _action(verb: str) -> Callable[[dict[str, Any]], None]:
     return run
 
 
+def _reload(v: dict[str, Any]) -> None:
+    from herder.cli.reload_ops import reload
+
+    reload(v["agent"], v["token_file"], v["as_json"])
+
+
 def _tasks_ls(v: dict[str, Any]) -> None:
     from herder.cli.manager_ops import ls_tasks
 
@@ -180,6 +186,7 @@ COMMANDS: tuple[Spec, ...] = (
     Spec(("restart",), _SLUG, (JSON, AGENT, AGENT_TOKEN), _action("restart")),
     Spec(("stop",), _SLUG, (JSON, AGENT, AGENT_TOKEN), _action("stop")),
     Spec(("start",), _SLUG, (JSON, AGENT, AGENT_TOKEN), _action("start")),
+    Spec(("reload",), (), (JSON, AGENT, AGENT_TOKEN), _reload),
     Spec(
         ("tasks", "ls"),
         (),

@@ -185,6 +185,11 @@ class Router:
             await asyncio.to_thread(self._store.save, pool.spec)
         return pool
 
+    async def open_declared(self, spec: PoolSpec) -> None:
+        """Open a pool the config file declares, as a reload does: not recorded (the file is
+        its record); one that cannot listen is reached by Host only, as at start."""
+        await self._open_at_start(spec, origin="config")
+
     # -- internals --------------------------------------------------------------------------
 
     def _check_listen(self, spec: PoolSpec) -> None:
