@@ -240,12 +240,18 @@ class RegistryStore:
             rows.notify(conn, self.manager_id, changed=[r.id for r in gone])
             return gone
 
-        gone = await self._run(join)
-        if gone:
-            log.info("dropped %d registrations held by managers no longer running", len(gone))
-        if self.postgres:
-            await self._listen()  # before reading: a change meanwhile is read again after
-        await self.reload()
+        try:
+            gone = await self._run(join)
+            if gone:
+                log.info("dropped %d registrations held by managers no longer running", len(gone))
+            if self.postgres:
+                await self._listen()  # before reading: a change meanwhile is read again after
+            await self.reload()
+        except BaseException:  # what the start opened, it closes (``run`` will not)
+            await self._drop_listener()
+            if self._own_engine:
+                await self._engine.dispose()
+            raise
 
     async def reload(self) -> None:
         """Read every row and make the replica match (ids gone meanwhile removed)."""
@@ -316,7 +322,9 @@ class RegistryStore:
                 rows.join(conn, self.manager_id, socket.gethostname(), os.getpid(), now)
                 rows.put(conn, [(reg, self.manager_id) for reg in held])
             dead = self._dead(rows.managers(conn), now)
-            gone = rows.drop_managers(conn, dead)
+            # With the dead managers' links, rows no manager record holds: one written by
+            # a manager as it stopped, after its last write took its record away.
+            gone = rows.drop_managers(conn, dead) + rows.drop_orphans(conn, self.manager_id)
             changed = [r.id for r in gone] + ([] if alive else [r.id for r in held])
             rows.notify(conn, self.manager_id, changed=changed)
             return alive, gone

@@ -329,14 +329,15 @@ class Manager(Daemon):
                 await self.engine.dispose()
                 raise StartupError(str(exc)) from None
         try:
-            await self.runtime.services.start()  # the registrations in the database, before serving
-        except Exception as exc:
-            await self.engine.dispose()
-            raise StartupError(f"cannot read the service registry from the database: {exc}") from exc
-        try:
             self._sock = listen_socket(cfg.host, cfg.port)
         except OSError as exc:
             raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
+        try:
+            await self.runtime.services.start()  # the registrations in the database, before serving
+        except Exception as exc:
+            self._sock.close()
+            await self.engine.dispose()
+            raise StartupError(f"cannot read the service registry from the database: {exc}") from exc
         self.runtime.targets.listen(*self._sock.getsockname()[:2])
         self.runtime.services.relay.listening(self.url, cfg.allowed_hosts)  # relayed services' URLs
         self._launch()
