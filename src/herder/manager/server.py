@@ -356,7 +356,7 @@ class Manager(Daemon):
         """Serve HTTP and run the components until ``request_stop()``; the owner of their tasks."""
         import uvicorn
 
-        from herder.manager import events, relay
+        from herder.manager import events, metrics, relay
         from herder.manager.api import build_app
 
         assert self.runtime is not None
@@ -366,9 +366,10 @@ class Manager(Daemon):
         events.install(routes, self.runtime.events)  # WS /events: the dashboard's live feed (#15)
         auth = "keys" if self.authority is not None else "secret" if self.config.auth_token else "none"
         ui.install(routes, "manager", auth)  # /ui/: the dashboard (#15)
-        app = FrontDoor(routes, self.config, self.authority)
+        http_counts = metrics.install(routes, self.runtime)  # GET /metrics (#16)
+        http_counts.app = FrontDoor(routes, self.config, self.authority)
         config = uvicorn.Config(
-            app,
+            http_counts,  # outermost: the door's refusals are counted too
             **server_options(self.config.limits),
             lifespan="on",
             log_config=None,

@@ -18,11 +18,13 @@ from herder.rpc.handlers import Method, Registry, validate_params
 from herder.rpc.managers import AccessToken, ManagerClient, TokenRefused
 from herder.rpc.peer import META, Peer, RemoteCallback
 from herder.rpc.service import Service
+from herder.rpc.stats import CallStats
 from herder.rpc.transport import ServerWebSocketTransport, StreamTransport, Transport
 
 __all__ = [
     "META",
     "AccessToken",
+    "CallStats",
     "CallTimeout",
     "ConnectionLost",
     "HandshakeRefused",

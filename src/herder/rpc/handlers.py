@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 from herder.rpc.errors import InvalidParams
+from herder.rpc.stats import CallStats
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -191,6 +192,8 @@ class Registry:
     def __init__(self) -> None:
         self._methods: dict[str | None, dict[str, Method]] = {}
         self.forwarder: Forwarder | None = None
+        # What the peers serving these methods were asked (``/metrics``, #16).
+        self.stats = CallStats()
 
     def add(self, method: Method, target: str | None = None) -> None:
         self._methods.setdefault(target, {})[method.name] = method

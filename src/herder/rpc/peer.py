@@ -24,9 +24,11 @@ import inspect
 import itertools
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
+from herder.rpc import stats
 from herder.rpc.errors import CallTimeout, ConnectionLost, InvalidParams, RemoteError, RpcError
 from herder.rpc.handlers import Method, Registry
 from herder.rpc.transport import Transport
@@ -212,6 +214,9 @@ class Peer:
         if isinstance(message, Call | Notify):
             call_id = message.id if isinstance(message, Call) else None
             if self._running >= self.max_in_flight:
+                self.registry.stats.record(
+                    self._label(message.target, message.method), ErrorCode.OVERLOADED.value, None
+                )
                 # Refuse rather than stop reading: a reader that waited here could never
                 # see the answers its own handlers wait for (callbacks), a deadlock. The
                 # send still waits on a clogged connection, so back-pressure remains.
@@ -258,15 +263,19 @@ class Peer:
             return False
         if method.is_async or (method.auth and self.principal is None):
             return False
+        outcome = stats.OK
         try:
             args = [self._decode_value(a) for a in message.args]
             kwargs = {k: self._decode_value(v) for k, v in message.kwargs.items()}
             call_args, call_kwargs = method.prepare(args, kwargs, self)
             method.func(*call_args, **call_kwargs)
         except InvalidParams as exc:
+            outcome = ErrorCode.INVALID_PARAMS.value
             log.warning("a %r notification with invalid arguments was ignored: %s", message.method, exc)
         except Exception:
+            outcome = stats.APPLICATION_ERROR
             log.exception("the handler of a %r notification failed", message.method)
+        self.registry.stats.record(self._label(message.target, message.method), outcome, None)
         return True
 
     def _served(self, call_id: int | None, task: asyncio.Task[None]) -> None:
@@ -291,16 +300,20 @@ class Peer:
 
     async def _serve(self, message: Call | Notify) -> None:
         call_id = message.id if isinstance(message, Call) else None
+        started = time.monotonic()
+        outcome = stats.OK
         try:
             result = await self._invoke(message)
             reply: Message | None = Result(call_id, result) if call_id is not None else None
         except asyncio.CancelledError:
+            outcome = ErrorCode.CANCELLED.value
             reply = (
                 error_for(call_id, ErrorCode.CANCELLED, "the call was cancelled")
                 if call_id is not None
                 else None
             )
         except _Fault as fault:
+            outcome = fault.code.value
             if call_id is not None:
                 reply = error_for(call_id, fault.code, str(fault), data=fault.data)
             else:
@@ -308,11 +321,37 @@ class Peer:
                 if fault.code is ErrorCode.INVALID_PARAMS:  # a peer that breaks the method's contract
                     log.warning("dropped a %r notification with invalid arguments: %s", message.method, fault)
         except RemoteError as exc:  # relayed from a third peer: passed on as it came
+            outcome = stats.RELAYED_ERROR
             reply = Error(call_id, exc.code, exc.message, exc.type, exc.data) if call_id is not None else None
         except Exception as exc:
+            outcome = stats.APPLICATION_ERROR
             reply = application_error(call_id, exc) if call_id is not None else None
+        self.registry.stats.record(
+            self._label(message.target, message.method), outcome, time.monotonic() - started
+        )
         if reply is not None:
             await self._reply(reply)
+
+    def _label(self, target: str | None, name: str) -> str:
+        """The ``method`` a call is counted under: bounded by what this side serves.
+
+        The service's own methods by name, another target's as ``target.name``, meta's as
+        ``meta.name``; callbacks (named by id) as ``callback``; a target the forwarder
+        serves as ``forwarded``; anything else as ``unknown``.
+        """
+        if target == CALLBACK:
+            return CALLBACK
+        if target == META:
+            known = self._meta_method(name) or self.registry.find(META, name)
+            return f"{META}.{name}" if known is not None else stats.UNKNOWN
+        if target is not None and target == self.info.get("name"):
+            target = None
+        if self.registry.find(target, name) is not None:
+            return name if target is None else f"{target}.{name}"
+        registry = self.registry
+        if target is not None and registry.forwarder is not None and not registry.has_target(target):
+            return stats.FORWARDED
+        return stats.UNKNOWN
 
     async def _reply(self, reply: Message) -> None:
         try:

@@ -131,6 +131,7 @@ class Exchange:
         "retried",
         "retryable",
         "sent",
+        "sent_at",
         "upstream",
     )
 
@@ -152,6 +153,7 @@ class Exchange:
         self.retryable = False
         self.retried = False
         self.sent = False  # handed to a live connection: the instance may have it
+        self.sent_at = 0.0  # time.monotonic() when it was: the pool's upstream latency counts from it
         self.avoid: Instance | None = None
 
 
@@ -416,6 +418,7 @@ class ClientConnection(asyncio.Protocol):
     def _bind(self, exchange: Exchange, conn: UpstreamConnection) -> None:
         exchange.upstream = conn
         exchange.sent = True
+        exchange.sent_at = time.monotonic()
         data = [exchange.head_bytes, *exchange.pending] if exchange.pending else [exchange.head_bytes]
         exchange.pending = []
         exchange.pending_bytes = 0
@@ -437,13 +440,15 @@ class ClientConnection(asyncio.Protocol):
         """The response went out whole: next request, or close."""
         if exchange is not self._exchange:
             return
+        now = time.monotonic()
+        exchange.pool.latency.observe(now - exchange.sent_at)  # plain integers: see herder.metrics
         self._release(exchange)
         self._exchange = None
         if exchange.close_after or not exchange.request_done or self._phase is Phase.CLOSED:
             self._close()
             return
         self._phase = Phase.HEAD
-        self.deadline = time.monotonic() + self._ctx.limits.keepalive_timeout_s
+        self.deadline = now + self._ctx.limits.keepalive_timeout_s
         if "pipeline" in self._read_pauses:
             self.resume_reading("pipeline")
         if self._buf:

@@ -41,6 +41,7 @@ from herder.agent.processes.states import State
 from herder.agent.processes.supervisor import Supervisor, Unit, pick_port
 from herder.agent.router import probe
 from herder.agent.router.models import PORT_PLACEHOLDER, PoolSpec
+from herder.metrics import Buckets
 from herder.taskgroup import OwnedTaskGroup
 
 if TYPE_CHECKING:
@@ -168,6 +169,9 @@ class Pool:
         # Instances started because requests waited with none free (not the minimum kept
         # ready, not a replacement): each is a request that waited for a process to start.
         self.cold_starts = 0
+        # How long instances took to answer, from the request sent to the response's last
+        # byte (``client.py``), counted in integers and read at scrape time (#16).
+        self.latency = Buckets()
         # Called after anything its document shows changed (the agent's WS /events).
         self.watchers: list[Callable[[], None]] = []
 
