@@ -302,6 +302,7 @@ class Agent(Daemon):
         import uvicorn
 
         from herder import ui
+        from herder.agent import metrics
         from herder.agent.api.events import event_routes
         from herder.agent.api.guard import Guard
         from herder.agent.api.routes import build_app
@@ -317,7 +318,8 @@ class Agent(Daemon):
         auth = "token" if self.runtime.trust is not None else "secret" if cfg.auth_token else "none"
         ui.install(routes, "agent", auth)  # /ui/: the dashboard and herder.js (#15)
         routes.include_router(event_routes(self.runtime))  # WS /events: the agent's page, live
-        app = Guard(
+        http_counts = metrics.install(routes, self.runtime)  # GET /metrics (#16)
+        http_counts.app = Guard(
             routes,
             allowed_hosts=[*cfg.allowed_hosts, cfg.host],
             auth_token=cfg.auth_token,
@@ -326,7 +328,7 @@ class Agent(Daemon):
             trust=self.runtime.trust,
         )
         server_config = uvicorn.Config(
-            app,
+            http_counts,  # outermost: the door's refusals are counted too
             **server_options(cfg.limits, front_protocol(cfg.limits, self.runtime)),
             ws="websockets-sansio",
             ws_per_message_deflate=False,  # see rpc.client: compression costs more than it saves
