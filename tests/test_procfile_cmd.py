@@ -3,19 +3,22 @@ as honcho and foreman run it, by the real binary; stopped by a signal to its pid
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import AgentProcess, poll, run_herder, wait_dead
+from tests.helpers import HERDER, AgentProcess, poll, run_herder, wait_banner, wait_dead
 from tests.test_declared import running
 
 PROCFILE = f"""# a web server and a worker
 web: exec {sys.executable} -m http.server $PORT --bind 127.0.0.1
-worker: echo "$GREETING from $PORT" > worker.out; exec sleep 1000
+worker: echo "$GREETING from $PORT" | tee worker.out; exec sleep 1000
 """
 
 
@@ -97,3 +100,21 @@ async def test_reload_reads_the_procfile_again(tmp_path: Path, app_dir: Path) ->
         assert agent.wait() == 0
     finally:
         agent.kill()
+
+
+async def test_the_output_is_on_stdout_as_honcho_shows_it(tmp_path: Path, app_dir: Path) -> None:
+    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
+    argv = [HERDER, "agent", "--port", "0", "--data-dir", str(tmp_path / "data"), "--grace", "2"]
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen([*argv, "--procfile", str(app_dir / "Procfile")], stdout=out, stderr=err)
+    try:
+        assert wait_banner(proc, err_path, r"herder agent listening on", timeout_s=20), err_path.read_text()
+        greeting = re.compile(r"^\d\d:\d\d:\d\d worker\.1 +\| hello there from \d+$", re.M)
+        await poll(lambda: greeting.search(out_path.read_text()) is not None)
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert re.search(r"^\d\d:\d\d:\d\d web\.1 +\| \[herder\] stopped", out_path.read_text(), re.M)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)

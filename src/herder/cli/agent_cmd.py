@@ -223,10 +223,27 @@ def _run(agent: Any) -> None:
             if agent.protocol_url is not None:
                 log.info("wire protocol over TCP on %s", agent.protocol_url)
             settle_daemon()
-            await agent.wait_stopped()
+            if agent.config.procfile is None:
+                await agent.wait_stopped()
+            else:
+                await _echo_until_stopped(agent)
         log.info("agent stopped")
 
     run_main(main())
+
+
+async def _echo_until_stopped(agent: Any) -> None:
+    """With --procfile: the processes' output on stdout, as honcho shows it, until the agent stops."""
+    import sys
+
+    from herder.agent.echo import ProcessEcho
+
+    async with asyncio.TaskGroup() as tg:
+        echo = tg.create_task(ProcessEcho(agent.supervisor, sys.stdout).run(), name="echo")
+        try:
+            await agent.wait_stopped()
+        finally:
+            echo.cancel()
 
 
 def _parse_concurrency(text: str) -> dict[str, int]:
