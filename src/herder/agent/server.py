@@ -37,6 +37,7 @@ from herder.agent.apps.fetch import Fetcher
 from herder.agent.apps.launch import Apps
 from herder.agent.builds.builds import Builds
 from herder.agent.config import AgentConfig
+from herder.agent.declared import declared_requests, start_declared
 from herder.agent.errors import ConfigError, DataDirBusy
 from herder.agent.link.trust import Trust
 from herder.agent.link.worker import WorkerLink
@@ -45,6 +46,7 @@ from herder.agent.processes.descendants import TRACKER
 from herder.agent.processes.keeper import Keeper, ledger_path
 from herder.agent.processes.store import RecordStore
 from herder.agent.processes.supervisor import Supervisor
+from herder.agent.reload import Reloader
 from herder.agent.router.router import Router, config_pools
 from herder.agent.sessions.manager import SessionManager
 from herder.agent.sysinfo import SysInfo
@@ -138,6 +140,7 @@ class AgentRuntime:
         self.worker: WorkerLink | None = None
         self.trust: Trust | None = None
         self.rpc: Service | None = None
+        self.reloader = Reloader(self)  # herder reload, SIGHUP (herder.agent.reload)
         self.started = asyncio.Event()
         self.stopping = False
 
@@ -198,6 +201,7 @@ class Agent(Daemon):
         """
         cfg = self.config
         config_pools(cfg)  # raises on a bad [[pools]] entry before anything starts
+        declared_requests(cfg)  # and on a bad [[processes]] entry, or procfile
         has_key = cfg.manager is not None and cfg.manager.key is not None
         if not cfg.is_loopback() and not cfg.auth_token and not has_key:
             raise ConfigError(
@@ -266,11 +270,7 @@ class Agent(Daemon):
             self._protocol_sock = bind_socket(cfg.host, cfg.protocol_port)
         self._launch()
         await supervisor.wait_ready()
-        if cfg.restore:
-            specs = store.load_all()
-            supervisor.restore(specs)
-            if specs:
-                log.info("restored %d recorded processes", len(specs))
+        start_declared(supervisor, store, cfg)  # the recorded processes, then the declared ones
         guard_names = [*LOOPBACK_NAMES, cfg.host, *cfg.allowed_hosts]
         self.runtime.router = Router(cfg, supervisor, agent_names=[host_name(h) for h in guard_names])
         try:
@@ -348,6 +348,7 @@ class Agent(Daemon):
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(supervisor.run(), name="supervisor")
                 reaper = tg.create_task(sessions.run(), name="sessions")
+                reloads = tg.create_task(self.runtime.reloader.run(), name="reloads")
                 link = None
                 if self.runtime.worker is not None:
                     link = tg.create_task(self.runtime.worker.run(), name="manager-link")
@@ -361,6 +362,7 @@ class Agent(Daemon):
                     await self.runtime.router.close()
                 await sessions.shutdown()
                 reaper.cancel()
+                reloads.cancel()
                 supervisor.shutdown()
         finally:
             supervisor.shutdown()
@@ -441,6 +443,11 @@ class Agent(Daemon):
         router = self.runtime.router if self.runtime is not None else None
         pool = router.pool_for_host(host.encode("latin-1")) if router is not None else None
         return pool.name if pool is not None else None
+
+    def request_reload(self) -> None:
+        """Apply the config file again, soon (SIGHUP); what it did is logged (``herder.agent.reload``)."""
+        if self.runtime is not None:
+            self.runtime.reloader.request_nowait()
 
     def request_stop(self) -> None:
         """Begin a graceful stop: no new requests, then every process stopped."""
