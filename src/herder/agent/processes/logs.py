@@ -6,7 +6,8 @@ sees one continuous stream. Each line goes to three places:
 * a ring buffer of the last ``ring_lines`` lines (both streams, in arrival order), which
   a new attach replays first;
 * a log file per stream (``<name>.out.log``, ``<name>.err.log``) rotated by size, so
-  the files hold what the child wrote, byte for byte, whole lines only;
+  the files hold what the child wrote, byte for byte, whole lines only; unless the
+  process asked for ``logs: "discard"`` (then no file is ever opened: ``NoFile``);
 * every subscriber's own bounded queue. A subscriber that does not keep up loses its
   oldest lines (and is told how many), so it never stalls the child, the agent or the
   other subscribers.
@@ -100,6 +101,22 @@ class RotatingFile:
             self._fh = None
 
 
+class NoFile:
+    """Where output goes with ``logs: "discard"``: nowhere, and no file is made."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path  # where it would be: a reader finds nothing there
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass(frozen=True, slots=True)
 class SubscriberStatistics:
     queued: int
@@ -150,7 +167,9 @@ class Subscriber:
 class OutputLog:
     """The output of one supervised process: ring buffer, files and subscribers.
 
-    ``directory`` must exist; the files in it are created on their first line.
+    ``directory`` must exist; the files in it are created on their first line. With
+    ``files=False`` (``logs: "discard"``) there are none: the ring and the subscribers
+    still get every line.
     """
 
     def __init__(
@@ -162,12 +181,18 @@ class OutputLog:
         file_max_bytes: int = DEFAULT_FILE_MAX_BYTES,
         file_backups: int = DEFAULT_FILE_BACKUPS,
         subscriber_lines: int = DEFAULT_SUBSCRIBER_LINES,
+        files: bool = True,
     ) -> None:
         self.ring: collections.deque[Line] = collections.deque(maxlen=ring_lines)
-        self._files = {
-            Stream.STDOUT: RotatingFile(directory / f"{name}.out.log", file_max_bytes, file_backups),
-            Stream.STDERR: RotatingFile(directory / f"{name}.err.log", file_max_bytes, file_backups),
-        }
+        out, err = directory / f"{name}.out.log", directory / f"{name}.err.log"
+        self._files: dict[Stream, RotatingFile | NoFile] = (
+            {
+                Stream.STDOUT: RotatingFile(out, file_max_bytes, file_backups),
+                Stream.STDERR: RotatingFile(err, file_max_bytes, file_backups),
+            }
+            if files
+            else {Stream.STDOUT: NoFile(out), Stream.STDERR: NoFile(err)}
+        )
         self._partial: dict[Stream, bytes] = {Stream.STDOUT: b"", Stream.STDERR: b""}
         self._subscribers: set[Subscriber] = set()
         self._subscriber_lines = subscriber_lines

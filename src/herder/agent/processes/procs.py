@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from herder.agent.limits import ChildSetup, SetupError
 from herder.agent.processes import descendants
 from herder.agent.processes.descendants import AGENT_MARKER, LEASED_MARKER, TRACKER, UNIT_MARKER
 
@@ -58,6 +59,11 @@ RESOLVE_AFTER_S = 0.05
 
 PF_KTHREAD = 0x00200000  # the kernel's flag for its own threads, in /proc/<pid>/stat
 
+# A child with rlimits or a cgroup starts as this shell, which waits for its stdin to
+# close (the agent has set its limits by then), puts /dev/null there and execs the
+# program: dash's read and exec are builtins, so nothing else runs before the program.
+GATE_ARGV = ("/bin/sh", "-c", 'read -r _ || :; exec "$@" </dev/null', "herder-gate")
+
 
 @dataclass(slots=True)
 class Child:
@@ -68,6 +74,7 @@ class Child:
     stdout_fd: int
     stderr_fd: int
     spawned: float = field(default_factory=time.monotonic)  # bounds the pids a sweep examines
+    setup: ChildSetup | None = None  # its limits: the cgroup goes when it has exited
 
     def __post_init__(self) -> None:
         # Its exit status is its owner's (wait_exit); what it starts is tracked. A child
@@ -88,24 +95,54 @@ def spawn(
     *,
     env: Mapping[str, str],
     cwd: str,
+    setup: ChildSetup | None = None,
 ) -> Child:
     """Start ``argv`` in a new session with piped, non-blocking stdout and stderr.
 
-    The child's stdin is ``/dev/null`` and it inherits no other descriptor.
+    The child's stdin is ``/dev/null`` and it inherits no other descriptor. ``setup``
+    (``herder.agent.limits``): its umask is applied by subprocess's C code between
+    fork and exec, its user and group by ``setpriv`` in front of the program; its
+    rlimits and cgroup while the child waits at the gate (``GATE_ARGV``), so they hold
+    from the program's first instruction.
 
     Raises:
-        OSError: the program could not be executed (missing, not executable, bad cwd).
+        OSError: the program could not be executed (missing, not executable, bad cwd),
+            or a limit could not be set (``SetupError``; the child is killed). Behind
+            the gate or setpriv, a missing program is their exit 127 instead.
     """
-    popen = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(env),
-        cwd=cwd,
-        start_new_session=True,
-        close_fds=True,
-    )
+    gated = setup is not None and setup.gated
+    gate_r = gate_w = -1
+    if gated:
+        gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        popen = subprocess.Popen(
+            setup.argv(list(argv), GATE_ARGV) if setup is not None else list(argv),
+            stdin=gate_r if gated else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+            **(setup.popen_kwargs() if setup is not None else {}),
+        )
+    except BaseException:
+        if gated:
+            os.close(gate_w)
+        raise
+    finally:
+        if gated:
+            os.close(gate_r)
+    if gated:
+        assert setup is not None
+        try:
+            setup.apply(popen.pid)
+        except OSError as exc:
+            os.close(gate_w)
+            _kill_at_gate(popen)
+            setup.release()
+            raise SetupError(str(exc)) from exc
+        os.close(gate_w)  # the gate opens: the shell execs the program
     assert popen.stdout is not None
     assert popen.stderr is not None
     # Take the raw descriptors from the file objects so that nothing buffers in Python.
@@ -117,7 +154,17 @@ def spawn(
     os.set_blocking(stderr_fd, False)
     pidfd = os.pidfd_open(popen.pid)
     TRACKER.add_root(popen.pid, env)
-    return Child(popen=popen, pidfd=pidfd, stdout_fd=stdout_fd, stderr_fd=stderr_fd)
+    return Child(popen=popen, pidfd=pidfd, stdout_fd=stdout_fd, stderr_fd=stderr_fd, setup=setup)
+
+
+def _kill_at_gate(popen: subprocess.Popen[bytes]) -> None:
+    """Kill and reap a child still waiting at the gate (it has run nothing of its own)."""
+    with contextlib.suppress(ProcessLookupError):
+        popen.kill()
+    popen.wait()  # at the gate, SIGKILL ends it at once
+    for stream in (popen.stdout, popen.stderr):
+        if stream is not None:
+            stream.close()
 
 
 async def wait_exit(child: Child) -> int:
@@ -143,6 +190,8 @@ async def wait_exit(child: Child) -> int:
     child.pidfd = -1
     _, status = os.waitpid(child.pid, 0)  # noqa: ASYNC222 - the pidfd said it exited: no wait
     TRACKER.disown(child.pid)
+    if child.setup is not None:
+        child.setup.release()
     code = os.waitstatus_to_exitcode(status)
     child.popen.returncode = code  # tell Popen it was reaped, so it never waits again
     return code
