@@ -78,8 +78,12 @@ def _field_of(error: Any) -> str | None:
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, FieldError):
         return cause.field
-    parts = [str(p) for p in error.get("loc", ()) if p not in ("body", "path", "query", "header")]
-    return ".".join(parts) or None
+    loc = [str(p) for p in error.get("loc", ())]
+    # FastAPI puts where the value came from first; a field may be named "path" too
+    # (a health check's), so only the first item is dropped.
+    if loc and loc[0] in ("body", "path", "query", "header"):
+        loc = loc[1:]
+    return ".".join(loc) or None
 
 
 def validation_error(exc: ValidationError | RequestValidationError) -> JSONResponse:

@@ -109,6 +109,9 @@ def status_document(unit: Unit, base: str) -> dict[str, Any]:
         "rss_bytes": usage.rss_bytes,
         "created_at": unit.created_at_iso,
         "error": unit.error,
+        "health": None if unit.health is None else unit.health.document(),
+        "depends_on": spec.depends_on,
+        "waiting_for": unit.waiting_for,
     }
     if unit.build_log is not None:
         doc["build_log"] = f"{base}/build-log/{unit.slug}"

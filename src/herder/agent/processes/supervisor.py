@@ -18,9 +18,13 @@ A unit's life, in ``Unit._run``:
    exponentially from ``backoff_initial_s`` to ``backoff_max_s`` until a run outlives
    ``crash_window_s``; the first after a run of ``stable_s`` restarts at once; enough of
    them in a row are a crash loop, shown in ``error`` (``crashes.py``).
+   A health check (``herder.agent.health``) that fails ``failures`` times in a row stops
+   the run (SIGTERM, grace, SIGKILL) and counts as a failure: the same restart, backoff
+   and crash loop as an exit. Before each start, the unit waits until the processes it
+   ``depends_on`` are ready (``waiting_for``).
 4. stop (delete or shutdown): SIGTERM to the group, ``grace_s``, SIGKILL to the group,
    then a sweep for descendants that left it. ``Unit.stop()`` returns when nothing of
-   the process runs any more.
+   the process runs any more. The shutdown stops dependants before what they depend on.
 5. an operator's stop (``Unit.halt()``) stops it the same way, but the unit lives on in
    ``stopped`` until ``Unit.resume()`` goes back to 1 (an operator's start). A start
    is not a crash: the backoff and the crash loop are forgotten, ``restarts`` unchanged.
@@ -39,11 +43,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from herder.agent.apps.launch import Apps, Launch, shell_command
 from herder.agent.config import AgentConfig, SupervisionConfig
 from herder.agent.errors import AppError, BuildError, Conflict, FetchError, NotFound
+from herder.agent.health import order
+from herder.agent.health.monitor import MAX_COMMAND_CHECKS, HealthState, Monitor, Target
 from herder.agent.models import ProcessSpec, RestartPolicy
 from herder.agent.processes import procs
 from herder.agent.processes.crashes import CrashHistory, backoff_delay, describe_exit, last_output
@@ -88,6 +94,8 @@ class UnitContext:
     base_env: dict[str, str]
     log_dir: Path
     on_spec_change: Callable[[Unit], None]
+    lookup: Callable[[str], Unit | None]  # a listed process by slug: its dependencies
+    command_checks: asyncio.Semaphore  # command health checks running at once, agent-wide
 
 
 class Unit:
@@ -157,6 +165,12 @@ class Unit:
         self._started_mono = 0.0
         self._changed = asyncio.Event()
         self._waiters = 0
+        # Health and start order (herder.agent.health): the check's last results, the
+        # dependencies it waits for, and whether this run is ready for its dependants.
+        self.health: HealthState | None = HealthState() if spec.health is not None else None
+        self.waiting_for: list[str] = []
+        self._ran_long_enough = False
+        self._ready_timer: asyncio.TimerHandle | None = None
 
     @property
     def slug(self) -> str:
@@ -195,6 +209,22 @@ class Unit:
         finally:
             self._waiters -= 1
 
+    async def wait_changed(self) -> None:
+        """Return at the next change of state (or of health, or of readiness)."""
+        await self._changed.wait()
+
+    @property
+    def ready(self) -> bool:
+        """Ready for its dependants: running and passing its check (or, without one,
+        running for ``ready_after_s``), or exited 0 for good (a one-shot job done)."""
+        if self.state is State.EXITED:
+            return self.exit_code == 0 and not self._final
+        if self.state is not State.RUNNING:
+            return False
+        if self.health is not None:
+            return self.health.status == "passing"
+        return self._ran_long_enough
+
     # -- public -------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -231,6 +261,7 @@ class Unit:
     def _kill_leftover_child(self) -> None:
         """Cancelled or crashed mid-run: the child must not outlive its supervisor."""
         self._cancel_window_timer()
+        self._not_ready()
         child, self._child = self._child, None
         if child is None:
             return
@@ -338,6 +369,10 @@ class Unit:
     def done(self) -> bool:
         return self._done.is_set()
 
+    async def wait_done(self) -> None:
+        """Return once the unit has ended (nothing of it runs)."""
+        await self._done.wait()
+
     # -- preparing --------------------------------------------------------------------
 
     async def _until_stopped(self, aw: Awaitable[T]) -> T | None:
@@ -436,8 +471,9 @@ class Unit:
         if launch.path:
             env["PATH"] = os.pathsep.join([*launch.path, env.get("PATH", os.defpath)])
         env.update(self.spec.env)
+        if self.port is not None:
+            env["PORT"] = str(self.port)
         env.update(
-            PORT=str(self.port),
             HERDER_APP=self.spec.app,
             HERDER_NODE=self.spec.node,
             HERDER_SLUG=self.slug,
@@ -452,26 +488,32 @@ class Unit:
         return env
 
     async def _supervise(self, launch: Launch) -> None:
-        self.port = self._preset_port or pick_port()
+        self.port = self._preset_port or (pick_port() if self.spec.port else None)
         while True:
+            if await self._until_stopped(self._wait_dependencies()) is None:
+                return  # stopped while waiting
+            env = self._child_env(launch)
             try:
-                child = procs.spawn(launch.argv, env=self._child_env(launch), cwd=str(launch.cwd))
+                child = procs.spawn(launch.argv, env=env, cwd=str(launch.cwd))
             except OSError as exc:
                 self._fail(f"cannot start {launch.argv[0]!r}: {exc.strerror or exc}")
                 return
             self._on_spawned(child)
             exit_wait = self._exit_wait = asyncio.ensure_future(procs.wait_exit(child))
-            code = await self._until_stopped(asyncio.shield(exit_wait))
-            if code is None:  # stop requested while it runs
+            target = Target(port=self.port, env=env, cwd=str(launch.cwd), shell=shell_command)
+            outcome = await self._until_stopped(self._run_checked(child, exit_wait, target))
+            if outcome is None:  # stop requested while it runs
                 await self._terminate(child, exit_wait)
                 return
+            code, unhealthy = outcome
             ended = time.monotonic()
             await self._after_exit(child, code)  # drained: the last line it wrote is known
-            if not self._should_restart(code):
+            # Unhealthy is a failure, whatever the exit code of the stop it took.
+            if not self._should_restart(1 if unhealthy else code):
                 self._event(Event.FINISHED)
                 return
             delay = self._crashes.record(code, self._started_mono, ended)
-            self.error = self._describe_failure(code, delay)
+            self.error = self._describe_failure(code, delay, unhealthy)
             self._event(Event.CRASHED)
             self.output.note(self.error)
             if await self._wait_stop(delay):
@@ -479,13 +521,77 @@ class Unit:
             self.restarts += 1
             self._event(Event.RETRY)
 
-    def _describe_failure(self, code: int, delay: float) -> str:
+    async def _wait_dependencies(self) -> bool:
+        """Return once every process it depends on is ready (``order.py``'s rule).
+
+        ``waiting_for`` lists those not ready meanwhile. A dependency deleted (or never
+        restored) holds nothing back. Bounded by the caller: a stop cancels it.
+        """
+        if not self.spec.depends_on:
+            return True
+        try:
+            while True:
+                pending = [
+                    u for u in map(self._ctx.lookup, self.spec.depends_on) if u and not u.done and not u.ready
+                ]
+                waiting = [u.slug for u in pending]
+                if waiting != self.waiting_for:
+                    self.waiting_for = waiting
+                    if waiting:
+                        self.output.note("waiting for " + ", ".join(waiting))
+                    self._changed_now()
+                if not pending:
+                    return True
+                await _first_change(pending)
+        finally:
+            self.waiting_for = []
+
+    async def _run_checked(
+        self, child: procs.Child, exit_wait: asyncio.Future[int], target: Target
+    ) -> tuple[int, str | None]:
+        """Await the exit; or, should the health check fail first, stop the process.
+
+        Returns:
+            The exit code, and why it was found unhealthy (None: it ended by itself).
+        """
+        check = self.spec.health
+        if check is None or self.health is None:
+            return await asyncio.shield(exit_wait), None
+        monitor = asyncio.ensure_future(
+            Monitor(
+                check,
+                self.health,
+                target,
+                command_slots=self._ctx.command_checks,
+                on_change=self._changed_now,
+            ).run()
+        )
+        either: set[asyncio.Future[Any]] = {exit_wait, monitor}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not monitor.done():
+                monitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await monitor
+        if exit_wait.done():
+            return exit_wait.result(), None
+        reason = monitor.result()
+        log.warning("%s: unhealthy: %s; stopping pid %d", self.slug, reason, child.pid)
+        self.output.note(f"unhealthy: {reason}; stopping it")
+        return await self._kill(child, exit_wait), reason
+
+    def _describe_failure(self, code: int, delay: float, unhealthy: str | None = None) -> str:
         """Why the process is waiting, for ``error``: one exit, or a crash loop (then set)."""
         restart = f"restarting in {delay:.1f} s"
         if not self._crashes.in_loop:
             self.crash_loop = None
+            if unhealthy is not None:
+                return f"unhealthy: {unhealthy}; {restart}"
             return f"exited with {self._describe(code)}; {restart}"
         head, tail = self._crashes.describe(time.monotonic()), last_output(self.output)
+        if unhealthy is not None:
+            tail = f"; last check: {unhealthy}"
         if self.crash_loop is None:
             log.warning("%s: %s%s", self.slug, head, tail)
         self.crash_loop = head + tail
@@ -501,9 +607,33 @@ class Unit:
         self._window_timer = asyncio.get_running_loop().call_later(
             self._ctx.config.crash_window_s, self._outlived_window
         )
+        if self.health is not None:
+            self.health.started()
+        else:
+            ready_after_s = self.spec.ready_after_s
+            if ready_after_s is None:
+                ready_after_s = self._ctx.config.stable_s
+            self._ready_timer = asyncio.get_running_loop().call_later(
+                ready_after_s, self._ran_for_ready_after
+            )
         self._event(Event.SPAWNED)
         self._reader = OutputReader(self.output, self._on_data)
         self._reader.attach(child.stdout_fd, child.stderr_fd)
+
+    def _ran_for_ready_after(self) -> None:
+        """Running for ``ready_after_s`` without a check: ready for its dependants."""
+        self._ready_timer = None
+        self._ran_long_enough = True
+        self._changed_now()
+
+    def _not_ready(self) -> None:
+        """The run is over: neither ready nor checked any more."""
+        self._ran_long_enough = False
+        if self._ready_timer is not None:
+            self._ready_timer.cancel()
+            self._ready_timer = None
+        if self.health is not None:
+            self.health.ended()
 
     def _on_data(self) -> None:
         if self._waiters:
@@ -537,6 +667,7 @@ class Unit:
         self.pid = None
         self._child = None
         self._cancel_window_timer()
+        self._not_ready()
         procs.signal_group(child.pid, signal.SIGKILL)
         try:
             await procs.sweep_async(procs.UNIT_MARKER, self.unit_marker, since=child)
@@ -560,8 +691,14 @@ class Unit:
         return describe_exit(code)
 
     async def _terminate(self, child: procs.Child, exit_wait: asyncio.Future[int]) -> None:
-        """SIGTERM to the group, wait out the grace period, SIGKILL, sweep."""
+        """A stop's end of a run: ``stopping``, then ``_kill``, then the sweep."""
         self._event(Event.STOP)
+        code = await self._kill(child, exit_wait)
+        await self._after_exit(child, code)
+        self.output.note(f"stopped ({self._describe(code)})")
+
+    async def _kill(self, child: procs.Child, exit_wait: asyncio.Future[int]) -> int:
+        """SIGTERM to the group, wait out the grace period, SIGKILL; the exit code."""
         grace = self._ctx.config.grace_s
         # What it started is recorded while still attached below it: a descendant that
         # left its group and cleared its environment is found by the tree alone.
@@ -569,7 +706,7 @@ class Unit:
         procs.signal_group(child.pid, signal.SIGTERM)
         try:
             async with asyncio.timeout(grace):
-                code = await asyncio.shield(exit_wait)
+                return await asyncio.shield(exit_wait)
         except TimeoutError:
             log.warning(
                 "%s: pid %d still running %.1f s after SIGTERM; sending SIGKILL",
@@ -578,9 +715,17 @@ class Unit:
                 grace,
             )
             procs.signal_group(child.pid, signal.SIGKILL)
-            code = await exit_wait
-        await self._after_exit(child, code)
-        self.output.note(f"stopped ({self._describe(code)})")
+            return await exit_wait
+
+
+async def _first_change(units: list[Unit]) -> None:
+    """Return once any of ``units`` changes (state, health or readiness)."""
+    changes = [asyncio.ensure_future(u.wait_changed()) for u in units]
+    try:
+        await asyncio.wait(changes, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for change in changes:
+            change.cancel()
 
 
 # What an operator's start takes: a process that does not run and is not being stopped.
@@ -591,6 +736,7 @@ class Supervisor:
     """All units of one agent, and the task group that runs them."""
 
     def __init__(self, config: AgentConfig, apps: Apps, store: RecordStore, agent_id: str) -> None:
+        self.units: dict[str, Unit] = {}
         self._ctx = UnitContext(
             agent_id=agent_id,
             apps=apps,
@@ -598,12 +744,13 @@ class Supervisor:
             base_env=config.base_env(),
             log_dir=config.data_dir / "logs",
             on_spec_change=self._save,
+            lookup=self.units.get,
+            command_checks=asyncio.Semaphore(MAX_COMMAND_CHECKS),
         )
         self._apps = apps
         self._store = store
         self._records = GroupCommit(store)
         self._ctx.log_dir.mkdir(parents=True, exist_ok=True)
-        self.units: dict[str, Unit] = {}
         # Called with a listed unit when it is created, changes state and is deleted (the
         # agent's WS /events): the unit is in ``units`` until it is deleted.
         self.watchers: list[Callable[[Unit], None]] = []
@@ -619,10 +766,24 @@ class Supervisor:
             self._tg = tg
             self._ready.set()
             await self._shutdown.wait()
-            units = [*self.units.values(), *self.detached]
-            await asyncio.gather(*(unit.stop() for unit in units))
+            await self._stop_all()
         self._tg = None
         await self._records.wait_idle()  # a record being written is finished, not dropped
+
+    async def _stop_all(self) -> None:
+        """Stop every unit, each listed process once those depending on it are stopped."""
+        listed = dict(self.units)
+        first = order.stop_first({slug: unit.spec.depends_on for slug, unit in listed.items()})
+
+        async def stop_after(unit: Unit, dependants: list[Unit]) -> None:
+            for dependant in dependants:
+                await dependant.wait_done()
+            await unit.stop()
+
+        await asyncio.gather(
+            *(stop_after(unit, [listed[d] for d in first[slug]]) for slug, unit in listed.items()),
+            *(unit.stop() for unit in self.detached),
+        )
 
     @property
     def agent_id(self) -> str:
@@ -677,10 +838,15 @@ class Supervisor:
 
         Raises:
             Conflict: a process with this slug exists.
+            order.DependencyError: ``depends_on`` names no process here or closes a cycle.
             OSError: the record could not be written (disk full...).
         """
         if spec.slug in self.units:
             raise Conflict(f"a process with slug {spec.slug!r} exists already")
+        if spec.depends_on:
+            known = {slug: unit.spec.depends_on for slug, unit in self.units.items()}
+            resolved = order.resolve(spec.slug, spec.app, spec.depends_on, known)
+            spec = spec.model_copy(update={"depends_on": resolved})
         unit = self._start(spec)
         try:
             await self._records.save(unit.slug, self._current_spec(unit))
