@@ -2,7 +2,8 @@
 
 A registration through A is found through B within a second and B's watches hear it;
 a deregistration through B reaches A; when A is SIGKILLed, what A's links kept leaves
-B within the documented bound while what has a TTL stays.
+B within the documented bound while what has a TTL stays; when A stalls (SIGSTOP) past
+that bound, B drops it too, and A writes it back when it runs again.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,3 +134,25 @@ async def _has(url: str, key: str) -> bool:
 
 async def _gone(url: str, key: str) -> bool:
     return key not in await keys_on(url)
+
+
+async def test_a_stalled_manager_loses_its_links_registrations_then_writes_them_back(
+    managers: tuple[ManagerProcess, ManagerProcess],
+) -> None:
+    """SIGSTOP: A's pid lives on but A stops beating; B takes it for dead, A comes back."""
+    a, b = managers
+    assert a.proc is not None
+    async with connect(rpc_url(a.url)) as through_a:
+        await through_a.call("register_service", MATH, URL, {}, 0)
+        await poll(lambda: _has(b.url, MATH), timeout_s=1.0)
+        async with websockets.connect(watch_url(b.url)) as on_b:
+            os.kill(a.proc.pid, signal.SIGSTOP)
+            try:
+                stopped = time.monotonic()
+                assert await next_event(on_b, DEAD_BOUND_S) == ("deregistered", MATH)
+                assert time.monotonic() - stopped > DEAD_AFTER_S - 1.0  # by the heartbeat's bound
+            finally:
+                os.kill(a.proc.pid, signal.SIGCONT)
+            # A's next beat finds its record gone: it joins again with what its link keeps.
+            assert await next_event(on_b, 5.0) == ("registered", MATH)
+        assert [s["key"] for s in await through_a.call("find_services", "/alice")] == [MATH]

@@ -88,16 +88,18 @@ async def test_a_dead_managers_links_go_with_it(engine: AsyncEngine) -> None:
     assert [r.id for r in dropped] == ["held"]
     assert [r.id for r, _ in await run(engine, lambda c: rows.read(c))] == ["timed"]
     assert await run(engine, rows.managers) == []
+    assert not await run(engine, lambda c: rows.has_manager(c, "m1"))
     assert not await run(engine, lambda c: rows.beat(c, "m1", NOW))
 
 
 def test_notify_payloads_stay_under_postgresqls_limit() -> None:
     ids = [f"service-{n:05d}-" + "x" * 200 for n in range(200)]
     renewed = [(id, NOW + n) for n, id in enumerate(ids)]
-    payloads = rows.payloads("m1", ids, renewed)
+    payloads = rows.payloads("m1", ids, renewed, ["m2"])
     assert len(payloads) > 1
     assert all(len(p.encode()) < 8000 for p in payloads)
     decoded: list[dict[str, Any]] = [json.loads(p) for p in payloads]
     assert [i for d in decoded for i in d["c"]] == ids
     assert [tuple(r) for d in decoded for r in d["r"]] == renewed
     assert {d["m"] for d in decoded} == {"m1"}
+    assert all(d["x"] == ["m2"] for d in decoded)  # whose links' rows went: in every payload

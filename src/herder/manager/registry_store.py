@@ -68,8 +68,12 @@ LISTENER_NAME = "herder-registry"  # the LISTEN connection's application_name, w
 class Replica(Protocol):
     """What the store keeps current: the manager's index (``Services``)."""
 
-    def reconcile(self, ids: Iterable[str], found: Sequence[Held]) -> None:
-        """Make ``ids`` what ``found`` says (an id not in ``found`` is gone)."""
+    def reconcile(self, ids: Iterable[str], found: Sequence[Held], *, keep_held: bool = False) -> None:
+        """Make ``ids`` what ``found`` says (an id not in ``found`` is gone).
+
+        ``keep_held``: this manager was taken for dead, so the rows of its open links are
+        gone but not for good (its next beat writes them back): keep those.
+        """
 
     def renewed(self, renewals: Sequence[Sequence[Any]]) -> None:
         """Apply other managers' renewals, ``[id, expires_at]`` each."""
@@ -79,6 +83,9 @@ class Replica(Protocol):
 
     def held(self) -> list[Registration]:
         """The registrations this manager's links keep now."""
+
+    def held_ids(self) -> set[str]:
+        """The ids of ``held()``."""
 
 
 @dataclass(frozen=True)
@@ -237,7 +244,7 @@ class RegistryStore:
             else:
                 others = self._dead(rows.managers(conn), now)
             gone = rows.drop_managers(conn, others) + rows.drop_orphans(conn, self.manager_id)
-            rows.notify(conn, self.manager_id, changed=[r.id for r in gone])
+            rows.notify(conn, self.manager_id, changed=[r.id for r in gone], dead=others)
             return gone
 
         try:
@@ -254,11 +261,16 @@ class RegistryStore:
             raise
 
     async def reload(self) -> None:
-        """Read every row and make the replica match (ids gone meanwhile removed)."""
+        """Read every row and make the replica match (ids gone meanwhile removed).
+
+        If this manager's record is gone in the same snapshot (taken for dead while its
+        LISTEN was away), its links' registrations are kept: its next beat writes them back.
+        """
         assert self._replica is not None
-        found = await self.read()
+        me = self.manager_id
+        found, alive = await self._run(lambda conn: (rows.read(conn), rows.has_manager(conn, me)))
         ids = self._replica.local_ids() | {reg.id for reg, _ in found}
-        self._replica.reconcile(ids, found)
+        self._replica.reconcile(ids, found, keep_held=not alive)
         self._reloads += 1
 
     async def run(self) -> None:
@@ -278,7 +290,7 @@ class RegistryStore:
 
         def work(conn: Connection) -> None:
             gone = rows.drop_managers(conn, [me])
-            rows.notify(conn, me, changed=[r.id for r in gone])
+            rows.notify(conn, me, changed=[r.id for r in gone], dead=[me])
 
         try:
             async with asyncio.timeout(LEAVE_TIMEOUT_S):
@@ -326,7 +338,7 @@ class RegistryStore:
             # a manager as it stopped, after its last write took its record away.
             gone = rows.drop_managers(conn, dead) + rows.drop_orphans(conn, self.manager_id)
             changed = [r.id for r in gone] + ([] if alive else [r.id for r in held])
-            rows.notify(conn, self.manager_id, changed=changed)
+            rows.notify(conn, self.manager_id, changed=changed, dead=dead)
             return alive, gone
 
         alive, gone = await self._run(work)
@@ -362,10 +374,17 @@ class RegistryStore:
             return
         if message.get("m") == self.manager_id:
             return  # this manager's own change, in its index already
-        if message.get("r") and self._replica is not None:
+        if self._replica is None:
+            return
+        if message.get("r"):
             self._replica.renewed(message["r"])
-        if message.get("c"):
-            self._pending.update(message["c"])
+        changed = message.get("c") or []
+        if self.manager_id in (message.get("x") or ()):  # taken for dead: the next beat joins again
+            log.warning("another manager took this one for dead; its links' registrations are written back")
+            held = self._replica.held_ids()
+            changed = [i for i in changed if i not in held]  # gone from the rows, not for good
+        if changed:
+            self._pending.update(changed)
             self._arrived.set()
 
     async def _keep_listening(self) -> None:

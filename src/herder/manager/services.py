@@ -327,12 +327,14 @@ class Services:
 
     # -- following the database (``RegistryStore``'s ``Replica``) ---------------------------
 
-    def reconcile(self, ids: Iterable[str], found: Sequence[Held]) -> None:
+    def reconcile(self, ids: Iterable[str], found: Sequence[Held], *, keep_held: bool = False) -> None:
         """Make each of ``ids`` in the index what its row in ``found`` says (absent: gone).
 
         Watches hear only real changes: a row equal to the index's entry is no event, one
         that differs only in its expiry is a renewal (no event either). A row that another
         manager's link (or a TTL) keeps now is no longer this manager's link's to drop.
+        ``keep_held``: this manager was taken for dead, so the rows its open links keep
+        were deleted by another, and are about to be written back: those stay.
         """
         me = None if self.store is None else self.store.manager_id
         by_id = {reg.id: (reg, holder) for reg, holder in found}
@@ -340,6 +342,8 @@ class Services:
             local = self.index.get(service_id)
             row = by_id.get(service_id)
             if row is None:
+                if keep_held and service_id in self._held_by:
+                    continue
                 if local is not None:
                     self.index.remove(service_id)
                 self._forget_link(service_id)
@@ -371,6 +375,9 @@ class Services:
         """What this manager's links keep (written back if the others took it for dead)."""
         found = (self.index.get(service_id) for service_id in self._held_by)
         return [reg for reg in found if reg is not None and math.isinf(reg.expires_at)]
+
+    def held_ids(self) -> set[str]:
+        return {reg.id for reg in self.held()}
 
     def _forget_link(self, service_id: str) -> None:
         """This manager's link no longer keeps ``service_id`` (another's does, or a TTL)."""

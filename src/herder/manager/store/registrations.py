@@ -169,6 +169,11 @@ def read(conn: Connection, ids: Iterable[str] | None = None) -> list[Held]:
     return found
 
 
+def has_manager(conn: Connection, manager_id: str) -> bool:
+    """Whether ``manager_id`` has a record (none: the others took it for dead)."""
+    return conn.scalar(select(MANAGERS.c.id).where(MANAGERS.c.id == manager_id)) is not None
+
+
 def held_by(conn: Connection, manager_id: str) -> set[str]:
     """The ids of the rows ``manager_id``'s links keep."""
     c = REGISTRATIONS.c
@@ -232,31 +237,40 @@ def drop_orphans(conn: Connection, manager_id: str) -> list[Registration]:
 
 
 def notify(
-    conn: Connection, origin: str, changed: Iterable[str] = (), renewed: Iterable[tuple[str, float]] = ()
+    conn: Connection,
+    origin: str,
+    changed: Iterable[str] = (),
+    renewed: Iterable[tuple[str, float]] = (),
+    dead: Sequence[str] = (),
 ) -> None:
     """Tell the other managers (PostgreSQL; nothing on SQLite) what changed, at commit.
 
     ``changed``: ids whose row to read again (added, replaced or deleted); ``renewed``:
-    ``(id, expires_at)`` pairs, applied as they are. Split into payloads under
-    ``MAX_PAYLOAD_BYTES``; a payload is ``{"m": origin, "c": [ids], "r": [[id, exp]]}``.
+    ``(id, expires_at)`` pairs, applied as they are; ``dead``: the managers whose links'
+    rows these deletions are (one of them may be alive after all, and write them back).
+    Split into payloads under ``MAX_PAYLOAD_BYTES``; a payload is ``{"m": origin, "c":
+    [ids], "r": [[id, exp]], "x": [manager ids]}``.
     """
     if conn.dialect.name != "postgresql":
         return
-    for payload in payloads(origin, list(changed), list(renewed)):
+    for payload in payloads(origin, list(changed), list(renewed), list(dead)):
         conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload})
 
 
-def payloads(origin: str, changed: list[str], renewed: list[tuple[str, float]]) -> list[str]:
+def payloads(
+    origin: str, changed: list[str], renewed: list[tuple[str, float]], dead: list[str] | None = None
+) -> list[str]:
     """The NOTIFY payloads of a change, each below ``MAX_PAYLOAD_BYTES`` (UTF-8)."""
     out: list[str] = []
     items: list[tuple[str, Any]] = [("c", id) for id in changed] + [("r", [id, e]) for id, e in renewed]
-    current: dict[str, Any] = {"m": origin, "c": [], "r": []}
+    base: dict[str, Any] = {"m": origin, "x": dead} if dead else {"m": origin}
+    current: dict[str, Any] = {**base, "c": [], "r": []}
     size = len(json.dumps(current).encode())
     for kind, item in items:
         cost = len(json.dumps(item).encode()) + 2
         if size + cost > MAX_PAYLOAD_BYTES and (current["c"] or current["r"]):
             out.append(json.dumps(current, separators=(",", ":")))
-            current = {"m": origin, "c": [], "r": []}
+            current = {**base, "c": [], "r": []}
             size = len(json.dumps(current).encode())
         current[kind].append(item)
         size += cost
