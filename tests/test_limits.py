@@ -23,6 +23,7 @@ from herder.agent.processes import procs
 from tests.helpers import wait_http, wait_unit
 
 APP = "lim"
+NEEDS_ROOT = "switching users needs a root agent (CI runs the tests as root)"
 
 
 async def run_reporting(
@@ -120,9 +121,7 @@ async def test_a_relative_cwd_through_a_link_out_of_the_directory_fails_the_star
     assert "leads outside the app's directory" in doc["error"]
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0, reason="switching users needs a root agent (CI runs the tests as root)"
-)
+@pytest.mark.skipif(os.geteuid() != 0, reason=NEEDS_ROOT)
 async def test_user_nobody_runs_as_nobody_with_its_home(agent: Agent, client: httpx.AsyncClient) -> None:
     nobody = pwd.getpwnam("nobody")
     # /bin/sh, not the test's interpreter: nobody may not reach a venv under /root.
@@ -140,9 +139,7 @@ async def test_user_nobody_runs_as_nobody_with_its_home(agent: Agent, client: ht
     assert made.stat().st_uid == nobody.pw_uid
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0, reason="switching users needs a root agent (CI runs the tests as root)"
-)
+@pytest.mark.skipif(os.geteuid() != 0, reason=NEEDS_ROOT)
 async def test_a_cwd_the_user_may_not_enter_is_refused(client: httpx.AsyncClient, tmp_path: Path) -> None:
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
@@ -151,6 +148,32 @@ async def test_a_cwd_the_user_may_not_enter_is_refused(client: httpx.AsyncClient
     assert answer.status_code == 422
     assert answer.json()["field"] == "cwd"
     assert "user 'nobody' may enter" in answer.json()["message"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason=NEEDS_ROOT)
+async def test_a_relative_cwd_as_nobody_counts_from_the_app_directory(
+    agent: Agent, client: httpx.AsyncClient
+) -> None:
+    """The agent enters the app's directory for the child (under its 0700 data dir);
+    below it, the user's own rights decide: an open directory is fine, a closed one fails."""
+    slug_dir = agent.config.data_dir / "run" / f"{APP}.rel.0"
+    (slug_dir / "open").mkdir(parents=True, mode=0o755)
+    (slug_dir / "closed").mkdir(mode=0o700)
+    body = {"app": APP, "node": "rel.0", "command": "pwd", "restart": "never", "user": "nobody"}
+    body["cwd"] = "open"
+    created = await client.post("/create-process", json=body)
+    assert created.status_code == 201, created.text
+    unit = agent.supervisor.units[f"{APP}.rel.0"]
+    await wait_unit(unit, lambda u: u.state in ("exited", "failed"))
+    printed = [line for stream, line in unit.output.ring if stream == "stdout"]
+    assert printed == [str(slug_dir / "open").encode()]
+    body = {**body, "node": "rel.1", "cwd": "closed"}
+    (agent.config.data_dir / "run" / f"{APP}.rel.1").mkdir()
+    (agent.config.data_dir / "run" / f"{APP}.rel.1" / "closed").mkdir(mode=0o700)
+    created = await client.post("/create-process", json=body)
+    assert created.status_code == 201, created.text
+    doc = await wait_http(client, created.json()["details"], lambda d: d["state"] == "failed")
+    assert "is not a directory user 'nobody' may enter" in doc["error"]
 
 
 @pytest.mark.parametrize(
@@ -253,7 +276,7 @@ async def test_a_gated_child_joins_its_cgroup_before_its_program_runs(tmp_path: 
     assert out == [str(child.pid), str(child.pid)]  # the gate's shell execs: one pid
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root (CI runs the tests as root)")
+@pytest.mark.skipif(os.geteuid() != 0, reason=NEEDS_ROOT)
 @pytest.mark.parametrize("switch", ["setpriv", "popen"])
 async def test_both_ways_of_switching_user(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switch: str

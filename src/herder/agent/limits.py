@@ -263,12 +263,21 @@ def _resolve_user(user: str | None, group: str | None) -> Identity | None:
     return Identity(pw.pw_uid, gid, groups, pw.pw_name, pw.pw_dir)
 
 
-def _may_enter(path: str, identity: Identity | None) -> bool:
-    """Whether ``identity`` (None: the agent) may search every directory down to ``path``."""
+def _may_enter(path: str, identity: Identity | None, below: str | None = None) -> bool:
+    """Whether ``identity`` (None: the agent) may search every directory down to ``path``.
+
+    ``below``: only the directories under it count (the agent enters it for the child,
+    before the switch of user, as it does the app's directory).
+    """
     if identity is None or identity.uid == 0:
         return os.path.isdir(path) and os.access(path, os.X_OK)
+    if not os.path.isdir(path):
+        return False
     current = Path(path)
-    for part in [current, *current.parents]:
+    chain = [current, *current.parents]
+    if below is not None:
+        chain = [p for p in chain if p.is_relative_to(below) and str(p) != below]
+    for part in chain:
         try:
             st = os.stat(part)
         except OSError:
@@ -337,7 +346,8 @@ def _resolve_cwd(requested: str | None, app_dir: Path, identity: Identity | None
         path = os.path.realpath(os.path.join(base, requested))
         if os.path.commonpath([base, path]) != base:
             raise SetupError(f"cwd {requested!r} leads outside the app's directory")
-    if not _may_enter(path, identity):
+    below = None if os.path.isabs(requested) else os.path.realpath(app_dir)
+    if not _may_enter(path, identity, below):
         who = f"user {identity.name!r}" if identity is not None else "the agent"
         raise SetupError(f"cwd {requested!r} is not a directory {who} may enter")
     return path
@@ -362,29 +372,25 @@ def child_setup(spec: CreateRequest, app_dir: Path, unit: str) -> ChildSetup:
         setup.rlimits = spec.limits.rlimits()
         if spec.limits.wants_cgroup():
             setup.cgroup = cgroups.HOST.unit(unit, spec.limits.memory_max_bytes, spec.limits.cpu_max)
-    if identity is not None:
+    if identity is not None and spec.command is not None:
         _hand_over(app_dir, unit, identity)
     return setup
 
 
 def _hand_over(app_dir: Path, unit: str, identity: Identity) -> None:
-    """Give the run-as user the process's own directory (``.../<unit>/...``), as its own.
+    """Give the run-as user a command's own directory (``<data>/run/<unit>``), itself only.
 
-    A command's directory, and an archive app's unpacked tree, are made by the agent for
-    this process alone: the user gets them, so the process can write there as it could
-    as the agent's user. Anything else (a directory app, a shared build) is left as it
-    is; the data dir's modes are never widened (docs/limits.md says what that means).
+    The agent made it for this process alone; handed over, the process can write there
+    as it could as the agent's user. Only that one directory, never a tree: a recursive
+    chown as root walks paths the user could swap for links meanwhile. An app's
+    unpacked tree stays the agent's (readable, not writable, by the user): the agent
+    unpacks there again, and a directory the user owned would let it plant a link where
+    root then writes. Nothing else is widened (docs/limits.md says what that means).
     """
-    parts = app_dir.parts
-    if unit not in parts:
+    if app_dir.name != unit or os.geteuid() != 0:
         return
-    own = Path(*parts[: parts.index(unit) + 1])
     try:
-        if os.stat(own).st_uid == identity.uid or os.geteuid() != 0:
-            return
+        if os.stat(app_dir, follow_symlinks=False).st_uid != identity.uid:
+            os.chown(app_dir, identity.uid, identity.gid, follow_symlinks=False)
     except OSError:
         return
-    os.chown(own, identity.uid, identity.gid)
-    for root, dirs, files in os.walk(own):
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), identity.uid, identity.gid, follow_symlinks=False)
