@@ -50,6 +50,7 @@ from herder.agent.config import AgentConfig, SupervisionConfig
 from herder.agent.errors import AppError, BuildError, Conflict, FetchError, NotFound
 from herder.agent.health import order
 from herder.agent.health.monitor import MAX_COMMAND_CHECKS, HealthState, Monitor, Target
+from herder.agent.limits import LogsMode, child_setup
 from herder.agent.models import ProcessSpec, RestartPolicy
 from herder.agent.processes import procs
 from herder.agent.processes.crashes import CrashHistory, backoff_delay, describe_exit, last_output
@@ -145,6 +146,7 @@ class Unit:
             ring_lines=cfg.ring_lines,
             file_max_bytes=cfg.log_max_bytes,
             file_backups=cfg.log_backups,
+            files=spec.logs is not LogsMode.DISCARD,
         )
         self._stop_requested = asyncio.Event()  # a stop of either kind: the run ends
         self._final = False  # the stop is a delete's or the shutdown's: the unit ends
@@ -494,7 +496,9 @@ class Unit:
                 return  # stopped while waiting
             env = self._child_env(launch)
             try:
-                child = procs.spawn(launch.argv, env=env, cwd=str(launch.cwd))
+                setup = child_setup(self.spec, launch.cwd, self.slug)  # limits, user, cwd
+                env = setup.env(env, self.spec.env)
+                child = procs.spawn(launch.argv, env=env, cwd=setup.cwd, setup=setup)
             except OSError as exc:
                 self._fail(f"cannot start {launch.argv[0]!r}: {exc.strerror or exc}")
                 return
