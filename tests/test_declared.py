@@ -170,7 +170,9 @@ async def test_config_errors_name_the_file_the_table_and_the_field(tmp_path: Pat
     assert f"herder agent: {path}: processes[3].restart: " in err
     assert "'sometimes'" in err
     assert f"herder agent: {path}: processes[4]: process 'ok.web.1' is declared twice" in err
-    assert len(lines) == 4, err  # one line each, no traceback
+    # Its unknown key does not hide that it has nothing to run.
+    assert f"herder agent: {path}: processes[1].source_url: field 'source_url' is required" in err
+    assert len(lines) == 5, err  # one line each, no traceback
     assert not (tmp_path / "data" / "agent.lock").exists()  # refused before anything started
 
 

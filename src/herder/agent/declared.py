@@ -100,7 +100,7 @@ def declared_requests(config: AgentConfig) -> dict[str, CreateRequest]:
         try:
             request = CreateRequest.model_validate(table)
         except ValidationError as exc:
-            problems.extend(f"{prefix}.{_field(e)}: {_message(e)}" for e in exc.errors())
+            problems.extend(f"{prefix}.{_field(e)}: {_message(e)}" for e in _all_errors(table, exc))
             continue
         if request.slug in requests:
             problems.append(f"{prefix}: process {request.slug!r} is declared twice (app and node)")
@@ -117,6 +117,19 @@ def declared_requests(config: AgentConfig) -> dict[str, CreateRequest]:
     if problems:
         raise ConfigError("\n".join(problems))
     return requests
+
+
+def _all_errors(table: dict[str, Any], exc: ValidationError) -> list[Any]:
+    """Every error of ``table``: pydantic skips the checks across fields (a command or an
+    app) when a key is unknown, so the table is checked again without the unknown keys."""
+    errors = exc.errors()
+    unknown = {e["loc"][0] for e in errors if e["type"] == "extra_forbidden" and e["loc"]}
+    if unknown and len(unknown) == len(errors):
+        try:
+            CreateRequest.model_validate({k: v for k, v in table.items() if k not in unknown})
+        except ValidationError as more:
+            errors.extend(more.errors())
+    return errors
 
 
 def _field(error: Any) -> str:
