@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
 from herder import __version__, ui
+from herder.agent.declared import is_declared
 from herder.agent.errors import Conflict, NotFound
 from herder.agent.models import (
     CreateRequest,
@@ -112,6 +113,7 @@ def status_document(unit: Unit, base: str) -> dict[str, Any]:
         "health": None if unit.health is None else unit.health.document(),
         "depends_on": spec.depends_on,
         "waiting_for": unit.waiting_for,
+        "declared": is_declared(spec),  # by the config file: a reload brings it back (docs/config.md)
     }
     if unit.build_log is not None:
         doc["build_log"] = f"{base}/build-log/{unit.slug}"
@@ -194,6 +196,9 @@ def build_app(runtime: AgentRuntime) -> FastAPI:
     from herder.agent.api.actions import action_routes  # it imports this module's helpers
 
     app.include_router(action_routes(runtime))
+    from herder.agent.api.reload import reload_routes  # it imports this module's helpers
+
+    app.include_router(reload_routes(runtime))
     if runtime.rpc is not None:
         from herder.agent.api.rpc import RPC_PATH
 
