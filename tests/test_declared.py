@@ -212,3 +212,26 @@ async def test_a_declared_process_deleted_over_the_api_stays_gone_until_a_reload
         assert agent.wait() == 0
     finally:
         agent.kill()
+
+
+def test_a_procfile_in_a_config_file_is_relative_to_the_file(tmp_path: Path) -> None:
+    from herder.agent.config import load_config
+
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Procfile").write_text("web: exec sleep 1\nworker: exec sleep 2\n")
+    path = tmp_path / "agent.toml"
+    path.write_text('procfile = "app/Procfile"\nconcurrency = { worker = 2 }\n')
+    requests = declared_requests(load_config(path, {}))
+    assert list(requests) == ["app.web.1", "app.worker.1", "app.worker.2"]
+    assert {r.source_url for r in requests.values()} == {(tmp_path / "app").as_uri()}
+    path.write_text('procfile = "app/Procfile"\nconcurrency = { worker = 65 }\n')
+    with pytest.raises(ValueError, match="instances must be 0 to 64"):
+        load_config(path, {})
+
+
+def test_a_config_built_in_code_reloads_as_itself() -> None:
+    """No file to read again: a reload of an embedded agent's config changes nothing."""
+    config = AgentConfig(processes=[{"app": "a", "node": "n.1", "command": ["true"]}], port=0)
+    again = config.reread()
+    assert again == config
+    assert again is not config

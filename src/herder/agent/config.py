@@ -256,6 +256,7 @@ class AgentConfig(_Section):
     # same command-line options over it (load_config sets them).
     _file: Path | None = PrivateAttr(None)
     _overrides: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _loaded: bool = PrivateAttr(False)  # False: built in code, which is its own source
 
     @field_validator("concurrency")
     @classmethod
@@ -271,13 +272,16 @@ class AgentConfig(_Section):
         return self._file
 
     def reread(self) -> AgentConfig:
-        """The configuration as its file and the same command-line options say now.
+        """The configuration as its file and the same command-line options say now; a
+        configuration built in code (not by ``load_config``) has no file: a copy of itself.
 
         Raises:
             as ``load_config``.
         """
         import copy
 
+        if not self._loaded:
+            return self.model_copy(deep=True)
         return load_config(self._file, copy.deepcopy(self._overrides))
 
     def base_env(self) -> dict[str, str]:
@@ -320,4 +324,5 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
     config = AgentConfig.model_validate(read_with_overrides(path, overrides))
     config._file = path
     config._overrides = kept
+    config._loaded = True
     return config

@@ -106,17 +106,26 @@ def declared_requests(config: AgentConfig) -> dict[str, CreateRequest]:
             problems.append(f"{prefix}: process {request.slug!r} is declared twice (app and node)")
             continue
         requests[request.slug] = request
-    if config.procfile is not None:
+    procfile = procfile_path(config)
+    if procfile is not None:
         try:
-            for request in procfile_requests(config.procfile, config.concurrency):
+            for request in procfile_requests(procfile, config.concurrency):
                 if request.slug in requests:
-                    problems.append(f"{config.procfile}: process {request.slug!r} is declared twice")
+                    problems.append(f"{procfile}: process {request.slug!r} is declared twice")
                 requests[request.slug] = request
         except ProcfileError as exc:
-            problems.append(f"{config.procfile}: {exc}")
+            problems.append(f"{procfile}: {exc}")
     if problems:
         raise ConfigError("\n".join(problems))
     return requests
+
+
+def procfile_path(config: AgentConfig) -> Path | None:
+    """``config``'s Procfile; a relative path in a config file is relative to the file's directory."""
+    path = config.procfile
+    if path is not None and not path.is_absolute() and config.config_file is not None:
+        return config.config_file.parent / path
+    return path
 
 
 def _all_errors(table: dict[str, Any], exc: ValidationError) -> list[Any]:
