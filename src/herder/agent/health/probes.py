@@ -67,6 +67,8 @@ async def check_http(port: int, path: str, timeout_s: float) -> str | None:
     finally:
         if writer is not None:
             writer.transport.abort()  # the body is not read: drop it with the connection
+    if line is None:
+        return f"GET {path}: no status line in the first {MAX_STATUS_LINE_BYTES} bytes"
     match = _STATUS_LINE.match(line)
     if match is None:
         return f"GET {path}: not an HTTP answer ({_quote(line)})"
@@ -76,15 +78,21 @@ async def check_http(port: int, path: str, timeout_s: float) -> str | None:
     return f"GET {path}: HTTP {status}"
 
 
-async def _status_line(reader: asyncio.StreamReader) -> bytes:
-    """The answer's first line (without its end), read up to ``MAX_STATUS_LINE_BYTES``."""
+async def _status_line(reader: asyncio.StreamReader) -> bytes | None:
+    """The answer's first line (without its end), read up to ``MAX_STATUS_LINE_BYTES``.
+
+    None if it does not end within the bound: whatever it is, it is no status line.
+    """
     head = b""
     while b"\n" not in head and len(head) < MAX_STATUS_LINE_BYTES:
         chunk = await reader.read(MAX_STATUS_LINE_BYTES - len(head))
         if not chunk:
             break
         head += chunk
-    return head.split(b"\n", 1)[0].rstrip(b"\r")
+    line, end, _ = head.partition(b"\n")
+    if not end and len(head) >= MAX_STATUS_LINE_BYTES:
+        return None
+    return line.rstrip(b"\r")
 
 
 async def check_command(
