@@ -223,6 +223,8 @@ class Reloader:
             *(_delete_process(supervisor, slug) for slug in plan.to_delete),
             *(_delete_pool(router, name) for name in plan.pools_to_delete if router is not None),
         )
+        if self._runtime.stopping:
+            return  # the agent stops: what was to start would not outlive it
         supervisor.restore([new_spec(request) for request in plan.to_start])
         if router is not None:
             for spec in plan.pools_to_open:
