@@ -361,6 +361,8 @@ def child_setup(spec: CreateRequest, app_dir: Path, unit: str) -> ChildSetup:
     Raises:
         SetupError: the user, group, cwd or cgroup cannot be had now.
     """
+    if spec.limits is None and spec.user is spec.group is spec.umask is spec.cwd is None:
+        return ChildSetup(cwd=str(app_dir))  # the common case, on the start's hot path
     try:
         identity = _resolve_user(spec.user, spec.group)
     except FieldError as exc:
