@@ -15,6 +15,8 @@ from herder.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from herder.agent.config import AgentConfig, load_config
+    from herder.agent.declared import declared_problems, parse_concurrency
+    from herder.agent.echo import ProcessEcho
     from herder.agent.errors import AgentError, ConfigError, DataDirBusy
     from herder.agent.processes.states import State
     from herder.agent.server import Agent
@@ -24,6 +26,9 @@ _HOMES = {
     "Agent": "server",
     "AgentConfig": "config",
     "load_config": "config",
+    "declared_problems": "declared",
+    "parse_concurrency": "declared",
+    "ProcessEcho": "echo",
     "AgentError": "errors",
     "ConfigError": "errors",
     "DataDirBusy": "errors",
@@ -38,7 +43,10 @@ __all__ = [
     "AgentError",
     "ConfigError",
     "DataDirBusy",
+    "ProcessEcho",
     "State",
+    "declared_problems",
     "load_config",
+    "parse_concurrency",
     "serve_session_host",
 ]

@@ -236,7 +236,7 @@ async def _echo_until_stopped(agent: Any) -> None:
     """With --procfile: the processes' output on stdout, as honcho shows it, until the agent stops."""
     import sys
 
-    from herder.agent.echo import ProcessEcho
+    from herder.agent import ProcessEcho
 
     async with asyncio.TaskGroup() as tg:
         echo = tg.create_task(ProcessEcho(agent.supervisor, sys.stdout).run(), name="echo")
@@ -247,7 +247,7 @@ async def _echo_until_stopped(agent: Any) -> None:
 
 
 def _parse_concurrency(text: str) -> dict[str, int]:
-    from herder.agent.declared import parse_concurrency
+    from herder.agent import parse_concurrency
 
     try:
         return parse_concurrency(text)
@@ -257,7 +257,7 @@ def _parse_concurrency(text: str) -> dict[str, int]:
 
 def _check_declared(cfg: Any) -> None:
     """Every problem of the declared processes, one line each, before anything starts (exit 2)."""
-    from herder.agent.declared import declared_problems
+    from herder.agent import declared_problems
 
     problems = declared_problems(cfg)
     for problem in problems:
