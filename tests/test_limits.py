@@ -11,6 +11,7 @@ import json
 import os
 import pwd
 import resource
+import subprocess
 import sys
 from pathlib import Path
 
@@ -303,3 +304,19 @@ async def test_both_ways_of_switching_user(
         os.close(child.stderr_fd)
     nofile = "32" if rlimits else str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     assert out == [str(nobody.pw_uid), str(nobody.pw_gid), str(nobody.pw_gid), nofile]
+
+
+def test_a_gate_closed_without_the_word_runs_nothing(tmp_path: Path) -> None:
+    """If the agent dies before it set the limits, the program must not run unlimited."""
+    ran = tmp_path / "ran"
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen([*procs.GATE_ARGV, "/bin/sh", "-c", f"touch {ran}"], stdin=read_end)
+    os.close(read_end)
+    os.close(write_end)  # as the agent's death would
+    try:
+        assert child.wait(timeout=10) == 125
+    finally:
+        if child.returncode is None:
+            child.kill()
+            child.wait()
+    assert not ran.exists()

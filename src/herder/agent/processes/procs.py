@@ -59,10 +59,12 @@ RESOLVE_AFTER_S = 0.05
 
 PF_KTHREAD = 0x00200000  # the kernel's flag for its own threads, in /proc/<pid>/stat
 
-# A child with rlimits or a cgroup starts as this shell, which waits for its stdin to
-# close (the agent has set its limits by then), puts /dev/null there and execs the
-# program: dash's read and exec are builtins, so nothing else runs before the program.
-GATE_ARGV = ("/bin/sh", "-c", 'read -r _ || :; exec "$@" </dev/null', "herder-gate")
+# A child with rlimits or a cgroup starts as this shell, which waits on its stdin for
+# the agent's word (its limits are set by then), puts /dev/null there and execs the
+# program: read and exec are the shell's builtins, so nothing else runs before the
+# program. Without the word (the agent died first) it exits 125 and runs nothing.
+GATE_WORD = b"go\n"
+GATE_ARGV = ("/bin/sh", "-c", 'read -r w; [ "$w" = go ] || exit 125; exec "$@" </dev/null', "herder-gate")
 
 
 @dataclass(slots=True)
@@ -142,7 +144,10 @@ def spawn(
             _kill_at_gate(popen)
             setup.release()
             raise SetupError(str(exc)) from exc
-        os.close(gate_w)  # the gate opens: the shell execs the program
+        try:
+            os.write(gate_w, GATE_WORD)  # the gate opens: the shell execs the program
+        finally:
+            os.close(gate_w)
     assert popen.stdout is not None
     assert popen.stderr is not None
     # Take the raw descriptors from the file objects so that nothing buffers in Python.
