@@ -235,3 +235,13 @@ def test_a_config_built_in_code_reloads_as_itself() -> None:
     again = config.reread()
     assert again == config
     assert again is not config
+
+
+def test_a_procfile_s_release_phase_is_no_process_unless_asked(tmp_path: Path) -> None:
+    """``release:`` runs once per build (herder.agent.builds), not as a process kept running."""
+    from herder.agent.declared import procfile_requests
+
+    procfile = tmp_path / "Procfile"
+    procfile.write_text("release: ./migrate\nweb: ./serve\n")
+    assert [r.node for r in procfile_requests(procfile, {})] == ["web.1"]
+    assert [r.node for r in procfile_requests(procfile, {"release": 1, "web": 0})] == ["release.1"]

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # The longest rendering of a wrong value shown back (a whole table would flood the line).
 _MAX_VALUE_CHARS = 60
+# Heroku's release phase: the agent runs it once per build (herder.agent.builds), so it is
+# no process type to keep running, unless --concurrency names it.
+RELEASE_TYPE = "release"
 # What a Procfile's directory name becomes to make an app name (APP_PATTERN's alphabet).
 _NOT_APP_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -171,7 +174,8 @@ def procfile_requests(procfile: Path, concurrency: dict[str, int]) -> list[Creat
 
     The app is the Procfile's directory (``file://``, run in place, its ``.env`` read
     as for any app); its name is the directory's name. Each type runs
-    ``concurrency.get(type, 1)`` instances, nodes ``<type>.1`` to ``<type>.<n>``.
+    ``concurrency.get(type, 1)`` instances, nodes ``<type>.1`` to ``<type>.<n>``;
+    ``release`` (the release phase, run by the build) none unless ``concurrency`` says.
 
     Raises:
         ProcfileError: the Procfile cannot be read or parsed; ``concurrency`` names a
@@ -196,7 +200,7 @@ def procfile_requests(procfile: Path, concurrency: dict[str, int]) -> list[Creat
     return [
         CreateRequest(app=app, node=f"{ptype}.{n}", source_url=source_url, process_type=ptype)
         for ptype in types
-        for n in range(1, concurrency.get(ptype, 1) + 1)
+        for n in range(1, concurrency.get(ptype, 0 if ptype == RELEASE_TYPE else 1) + 1)
     ]
 
 
