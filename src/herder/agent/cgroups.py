@@ -56,20 +56,20 @@ class UnitCgroup:
 class CgroupHost:
     """The agent's place in cgroup v2: ``mount`` (the cgroup2 mount) + ``path`` (its cgroup)."""
 
-    def __init__(self, mount: Path | None, path: str | None) -> None:
+    def __init__(self, mount: Path | None = None, path: str | None = None, *, own: bool = False) -> None:
+        """``own``: find mount and path from /proc/self at first use (not at import: the
+        agent's start reads nothing it may never need)."""
         self.mount = mount
         self.path = path
+        self._own = own
         self._problem: str | None = None
         self._probed = False
-
-    @classmethod
-    def of_this_process(cls) -> CgroupHost:
-        """From /proc/self/mountinfo and /proc/self/cgroup (either missing: no cgroup2)."""
-        return cls(_cgroup2_mount(), _own_cgroup())
 
     @property
     def base(self) -> Path | None:
         """The agent's cgroup directory (before it moved itself into its leaf)."""
+        if self._own:
+            self.mount, self.path, self._own = _cgroup2_mount(), _own_cgroup(), False
         if self.mount is None or self.path is None:
             return None
         return self.mount / self.path.lstrip("/")
@@ -180,4 +180,4 @@ def _cgroup2_mount() -> Path | None:
 
 
 # The agent's one view of its cgroup, probed at the first request that needs it.
-HOST = CgroupHost.of_this_process()
+HOST = CgroupHost(own=True)
