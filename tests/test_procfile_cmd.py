@@ -96,6 +96,13 @@ async def test_reload_reads_the_procfile_again(tmp_path: Path, app_dir: Path) ->
             await wait_dead([before["my-app.worker.1"]["pid"]])
             after = await running(client, ["my-app.web.1", "my-app.clock.1"])
             assert after["my-app.web.1"]["pid"] == before["my-app.web.1"]["pid"]
+            # A changed line restarts that type's instances only.
+            (app_dir / "Procfile").write_text(PROCFILE.split("worker:")[0] + "clock: exec sleep 998\n")
+            answer = (await client.post("/reload-config")).json()
+            assert (answer["changed"], answer["unchanged"]) == (["my-app.clock.1"], ["my-app.web.1"])
+            await wait_dead([after["my-app.clock.1"]["pid"]])
+            again = await running(client, ["my-app.web.1", "my-app.clock.1"])
+            assert again["my-app.web.1"]["pid"] == before["my-app.web.1"]["pid"]
         agent.signal(signal.SIGTERM)
         assert agent.wait() == 0
     finally:

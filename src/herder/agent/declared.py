@@ -59,6 +59,16 @@ class DeclaredSpec(ProcessSpec):
     """
 
     declared: bool = Field(True, description="declared in the agent's config file")
+    procfile_command: str | None = Field(
+        None, description="its Procfile line's command when declared (a reload compares it)"
+    )
+
+
+class ProcfileRequest(CreateRequest):
+    """A create request made from a Procfile line: the line's command rides along, so that a
+    reload sees a changed command (the request itself names only the process type)."""
+
+    procfile_command: str
 
 
 def is_declared(spec: ProcessSpec) -> bool:
@@ -67,9 +77,14 @@ def is_declared(spec: ProcessSpec) -> bool:
 
 
 def same_request(spec: ProcessSpec, request: CreateRequest) -> bool:
-    """True when ``spec`` runs what ``request`` asks: every field of a create request equal."""
+    """True when ``spec`` runs what ``request`` asks: every field of a create request equal,
+    and for a running declared process, the Procfile line it started from."""
     fields = set(CreateRequest.model_fields)
-    return spec.model_dump(include=fields) == request.model_dump(include=fields)
+    if spec.model_dump(include=fields) != request.model_dump(include=fields):
+        return False
+    if isinstance(spec, DeclaredSpec):
+        return spec.procfile_command == getattr(request, "procfile_command", None)
+    return True
 
 
 def new_spec(request: CreateRequest, *, stopped: bool = False) -> DeclaredSpec:
@@ -169,7 +184,7 @@ def _message(error: Any) -> str:
 # -- a local Procfile (herder agent --procfile) ----------------------------------------------
 
 
-def procfile_requests(procfile: Path, concurrency: dict[str, int]) -> list[CreateRequest]:
+def procfile_requests(procfile: Path, concurrency: dict[str, int]) -> list[ProcfileRequest]:
     """One create request per process type of ``procfile`` and instance, as honcho runs them.
 
     The app is the Procfile's directory (``file://``, run in place, its ``.env`` read
@@ -198,8 +213,10 @@ def procfile_requests(procfile: Path, concurrency: dict[str, int]) -> list[Creat
     app = app_name_of(path.parent)
     source_url = path.parent.as_uri()
     return [
-        CreateRequest(app=app, node=f"{ptype}.{n}", source_url=source_url, process_type=ptype)
-        for ptype in types
+        ProcfileRequest(
+            app=app, node=f"{ptype}.{n}", source_url=source_url, process_type=ptype, procfile_command=command
+        )
+        for ptype, command in types.items()
         for n in range(1, concurrency.get(ptype, 0 if ptype == RELEASE_TYPE else 1) + 1)
     ]
 
