@@ -31,7 +31,9 @@ pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
 MATH = "/alice/prod/math/1.2.0/eu/host-1/math-1"
 TIMED = "/alice/prod/math/1.2.0/eu/host-2/math-2"
-URL = "http://svc.invalid:8080/"  # never resolves: the proxy's registration check lets it be
+URL = (
+    "http://192.0.2.10:8080/"  # TEST-NET-1: an address the proxy allows, no name to resolve (a slow resolver)
+)
 # A SIGKILLed manager's link-held registrations leave the others within this (registry_store).
 DEAD_BOUND_S = DEAD_AFTER_S + BEAT_S + 1.0
 

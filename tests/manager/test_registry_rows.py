@@ -37,7 +37,7 @@ async def run(engine: AsyncEngine, work: Callable[[Connection], T]) -> T:
 def reg(id: str, expires_at: float = math.inf, registered_at: float = NOW - 10) -> Registration:
     return Registration(
         key=ServiceKey.parse(f"/alice/prod/math/1.0.0/eu/host/{id}"),
-        url="http://svc.invalid/",
+        url="http://192.0.2.10/",
         owner="alice",
         registered_at=registered_at,
         expires_at=expires_at,

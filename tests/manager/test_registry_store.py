@@ -25,7 +25,9 @@ from tests.manager.conftest import POSTGRES_URL, ManagerFactory, ManagerProcess
 
 KEPT = "/alice/prod/math/1.2.0/eu/host-1/kept"
 LINKED = "/alice/prod/math/1.2.0/eu/host-1/linked"
-URL = "http://svc.invalid:8080/"  # never resolves: the proxy's registration check lets it be
+URL = (
+    "http://192.0.2.10:8080/"  # TEST-NET-1: an address the proxy allows, no name to resolve (a slow resolver)
+)
 
 
 def rpc_url(url: str) -> str:
