@@ -66,8 +66,11 @@ class ProcessEcho:
                 for stream, line in lines:
                     note = "[herder] " if stream is Stream.HERDER else ""
                     text.append(f"{stamp} {label} | {note}{line.decode('utf-8', 'replace')}\n")
-                self._out.write("".join(text))
-                self._out.flush()
+                try:
+                    self._out.write("".join(text))
+                    self._out.flush()
+                except OSError:
+                    return  # stdout closed (a pipe's reader left): the processes run on, unseen
         finally:
             unit.output.unsubscribe(sub)
             self._followed.discard(unit)
