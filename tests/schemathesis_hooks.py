@@ -10,9 +10,14 @@ valid, or as invalid, as schemathesis made it.
 
 from __future__ import annotations
 
+import os
+import re
+import resource
 from typing import Any
 
 import schemathesis
+
+from herder.agent.limits import NAME_PATTERN
 
 HARMLESS_COMMAND = ["sleep", "30"]
 MISSING_ARCHIVE = "file:///nonexistent/herder-schemathesis/app.tar.gz"
@@ -41,9 +46,40 @@ def make_harmless(body: dict[str, Any]) -> None:
     listen = body.get("listen")
     if isinstance(listen, str) and listen.rpartition(":")[2].isdigit():
         body["listen"] = "127.0.0.1:0"  # never a port another test (or daemon) holds
+    _host_takes(body)
     low = body.get("min_instances")
     if isinstance(low, int) and not isinstance(low, bool) and low > MOST_INSTANCES_AT_ONCE:
         body["min_instances"] = MOST_INSTANCES_AT_ONCE  # still within the schema, still <= max
+
+
+def _host_takes(body: dict[str, Any]) -> None:
+    """Limits and identity the schema allows but this host may not (docs/limits.md): an
+    rlimit above the agent's own, a cgroup limit without delegation, a user or group not
+    on this host, an absolute cwd that does not exist, become values the host takes."""
+    limits = body.get("limits")
+    if isinstance(limits, dict):
+        for name, res in (
+            ("nofile", resource.RLIMIT_NOFILE),
+            ("nproc", resource.RLIMIT_NPROC),
+            ("as_bytes", resource.RLIMIT_AS),
+            ("cpu_s", resource.RLIMIT_CPU),
+        ):
+            value, hard = limits.get(name), resource.getrlimit(res)[1]
+            if _is_int(value) and hard != resource.RLIM_INFINITY and value > hard:
+                limits[name] = hard
+        for name in ("memory_max_bytes", "cpu_max"):
+            if isinstance(limits.get(name), int | float) and not isinstance(limits.get(name), bool):
+                limits[name] = None
+    for name in ("user", "group"):
+        if isinstance(body.get(name), str) and re.fullmatch(NAME_PATTERN, body[name]):
+            body[name] = str(os.geteuid() if name == "user" else os.getegid())
+    cwd = body.get("cwd")
+    if isinstance(cwd, str) and cwd.startswith("/") and "\0" not in cwd:
+        body["cwd"] = "/"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @schemathesis.hook

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from herder.agent import cgroups
 from herder.apierrors import FieldError
@@ -128,10 +128,14 @@ def _check_cwd(cwd: str) -> str:
     return cwd
 
 
+# What _check_cwd takes, for the OpenAPI document (ECMA-262: the lookahead that
+# pydantic's own regex engine lacks): absolute, or relative without a ".." component.
+CWD_PATTERN = r"^(?:/[^\x00]*|(?!(?:[^\x00]*/)?\.\.(?:/|$))[^\x00]+)$"
 Cwd = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_CWD_CHARS, pattern=r"^[^\x00]*$"),
     AfterValidator(_check_cwd),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_CWD_CHARS, "pattern": CWD_PATTERN}),
 ]
 
 
@@ -243,14 +247,14 @@ def _resolve_user(user: str | None, group: str | None) -> Identity | None:
         pw = pwd.getpwuid(int(user)) if user is not None and user.isdigit() else None
         if pw is None:
             pw = pwd.getpwnam(user) if user is not None else pwd.getpwuid(os.geteuid())
-    except KeyError:
+    except (KeyError, OverflowError):
         raise FieldError("user", f"no such user {user!r} on this host") from None
     gid = pw.pw_gid
     if group is not None:
         try:
             gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
             grp.getgrgid(gid)
-        except KeyError:
+        except (KeyError, OverflowError):
             raise FieldError("group", f"no such group {group!r} on this host") from None
     if os.geteuid() != 0:
         # Without root, a process may take neither another uid nor another gid.
