@@ -191,6 +191,8 @@ async def test_a_relative_cwd_as_nobody_counts_from_the_app_directory(
         ({"user": "no-such-user-here"}, "user", "no such user"),
         ({"user": "root; rm"}, "user", "pattern"),
         ({"group": "no-such-group-here"}, "group", "no such group"),
+        ({"group": "9999999999"}, "group", "no such group"),
+        ({"user": "9999999999"}, "user", "no such user"),
         ({"umask": "0999"}, "umask", "pattern"),
         ({"umask": 18}, "umask", "string"),
         ({"cwd": "../up"}, "cwd", "no '..'"),
