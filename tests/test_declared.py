@@ -245,3 +245,51 @@ def test_a_procfile_s_release_phase_is_no_process_unless_asked(tmp_path: Path) -
     procfile.write_text("release: ./migrate\nweb: ./serve\n")
     assert [r.node for r in procfile_requests(procfile, {})] == ["web.1"]
     assert [r.node for r in procfile_requests(procfile, {"release": 1, "web": 0})] == ["release.1"]
+
+
+ORDERED = """
+[[processes]]
+app = "svc"
+node = "api.1"
+command = ["sleep", "1000"]
+depends_on = ["db.1"]
+
+[[processes]]
+app = "svc"
+node = "db.1"
+command = ["sleep", "1001"]
+ready_after_s = 0.5
+"""
+
+
+async def test_a_declared_process_has_the_create_request_s_settings(tmp_path: Path) -> None:
+    """depends_on, ready_after_s (and every other field): declared as created, obeyed alike."""
+    path = tmp_path / "agent.toml"
+    path.write_text(ORDERED)
+    agent = AgentProcess(tmp_path / "data", "--config", str(path)).start()
+    try:
+        async with httpx.AsyncClient(base_url=agent.url) as client:
+            docs = await running(client, ["svc.db.1", "svc.api.1"])
+            assert docs["svc.api.1"]["depends_on"] == ["svc.db.1"]  # resolved, as a create does
+            db_up = docs["svc.db.1"]["started_at"]
+            assert docs["svc.api.1"]["started_at"] >= db_up  # once db.1 was ready, not before
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0
+    finally:
+        agent.kill()
+
+
+def test_declared_dependencies_are_resolved_and_checked() -> None:
+    def table(node: str, *deps: str) -> dict[str, Any]:
+        return {"app": "svc", "node": node, "command": ["true"], "depends_on": list(deps)}
+
+    requests = declared_requests(AgentConfig(processes=[table("api.1", "db.1"), table("db.1")]))
+    assert requests["svc.api.1"].depends_on == ["svc.db.1"]  # a node of its app, as a slug
+    with pytest.raises(ConfigError) as refused:
+        declared_requests(AgentConfig(processes=[table("api.1", "cache.1")]))
+    assert str(refused.value).startswith("the config: processes[0].depends_on: no process 'cache.1'")
+    with pytest.raises(ConfigError) as refused:
+        declared_requests(AgentConfig(processes=[table("a.1", "b.1"), table("b.1", "a.1")]))
+    assert str(refused.value) == (
+        "the config: processes[0].depends_on: closes a cycle: svc.a.1 -> svc.b.1 -> svc.a.1"
+    )

@@ -31,6 +31,7 @@ from pydantic import Field, ValidationError
 from herder.agent.apps.procfile import MAX_PROCFILE_BYTES, parse_procfile
 from herder.agent.config import AgentConfig
 from herder.agent.errors import ConfigError, ProcfileError
+from herder.agent.health import order
 from herder.agent.models import APP_PATTERN, CreateRequest, ProcessSpec
 from herder.apierrors import FieldError
 
@@ -113,6 +114,7 @@ def declared_requests(config: AgentConfig) -> dict[str, CreateRequest]:
     where = str(config.config_file) if config.config_file is not None else "the config"
     problems: list[str] = []
     requests: dict[str, CreateRequest] = {}
+    tables: dict[str, str] = {}  # slug -> where it is declared, for the messages
     for index, table in enumerate(config.processes):
         prefix = f"{where}: processes[{index}]"
         try:
@@ -124,6 +126,7 @@ def declared_requests(config: AgentConfig) -> dict[str, CreateRequest]:
             problems.append(f"{prefix}: process {request.slug!r} is declared twice (app and node)")
             continue
         requests[request.slug] = request
+        tables[request.slug] = prefix
     procfile = procfile_path(config)
     if procfile is not None:
         try:
@@ -133,9 +136,35 @@ def declared_requests(config: AgentConfig) -> dict[str, CreateRequest]:
                 requests[request.slug] = request
         except ProcfileError as exc:
             problems.append(f"{procfile}: {exc}")
+    problems.extend(_resolve_dependencies(requests, tables))
     if problems:
         raise ConfigError("\n".join(problems))
     return requests
+
+
+def _resolve_dependencies(requests: dict[str, CreateRequest], tables: dict[str, str]) -> list[str]:
+    """Resolve each declared ``depends_on`` to slugs in place, as a create does; the problems.
+
+    A declared process depends on declared processes only (a slug, or a node of its
+    app): they start together, and what the API created may be gone by the next start.
+    """
+    problems: list[str] = []
+    declared: dict[str, list[str]] = {slug: [] for slug in requests}
+    for slug, request in list(requests.items()):
+        if request.depends_on:
+            try:
+                resolved = order.resolve(slug, request.app, request.depends_on, declared)
+            except order.DependencyError as exc:
+                problems.append(f"{tables[slug]}.depends_on: {exc} (declared processes only)")
+                continue
+            requests[slug] = request.model_copy(update={"depends_on": resolved})
+    graph = {slug: request.depends_on for slug, request in requests.items()}
+    for slug in requests:
+        cycle = order.find_cycle(slug, graph)
+        if cycle is not None:
+            problems.append(f"{tables[slug]}.depends_on: closes a cycle: {' -> '.join(cycle)}")
+            break  # one cycle is reported once, not by each process on it
+    return problems
 
 
 def procfile_path(config: AgentConfig) -> Path | None:
