@@ -185,6 +185,9 @@ def test_a_declared_process_takes_exactly_the_create_request_s_fields() -> None:
     assert declared_requests(config)["a.n.1"] == CreateRequest.model_validate(table)
     with pytest.raises(ConfigError, match=r"the config: processes\[0\]\.nope: unknown field"):
         declared_requests(AgentConfig(processes=[{**table, "nope": 1}]))
+    # The request's own checks against this host come along (a FieldError names its field).
+    with pytest.raises(ConfigError, match=r"processes\[0\]\.user: no such user 'no-such-user-x'"):
+        declared_requests(AgentConfig(processes=[{**table, "user": "no-such-user-x"}]))
 
 
 def test_concurrency_syntax() -> None:
