@@ -9,6 +9,7 @@ checks are refused with a 422 naming the field.
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,18 @@ async def test_a_process_without_a_port_gets_none_and_may_have_a_command_check(
         client, doc["details"], lambda d: (d["health"] or {}).get("status") == "passing"
     )
     assert passing["port"] is None
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="switching users needs a root agent (CI runs the tests as root)"
+)
+async def test_a_command_check_runs_as_the_process_user(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    """A root agent never runs a user's check as root: it runs as the process does."""
+    check = {"type": "command", "command": 'test "$(id -u)" = "$(id -u nobody)"', "interval_s": 0.1}
+    check.update(grace_s=0, failures=1000)
+    body = {"app": "hc", "node": "nobody", "command": "exec sleep 300", "user": "nobody", "health": check}
+    doc = await create(client, body)
+    passing = await wait_http(
+        client, doc["details"], lambda d: (d["health"] or {}).get("status") == "passing"
+    )
+    assert passing["health"]["failures"] == 0

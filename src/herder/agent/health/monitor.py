@@ -25,6 +25,7 @@ from typing import Any
 
 from herder.agent.health import probes
 from herder.agent.health.models import CheckType, HealthCheck
+from herder.agent.limits import ChildSetup
 
 # Command checks running at once, agent-wide: each is a fork and an exec; more would
 # compete with the processes they check on a small host.
@@ -79,6 +80,7 @@ class Target:
     env: Mapping[str, str]
     cwd: str
     shell: Callable[[str], list[str]]  # a string command's argv (as the process's own is run)
+    setup: ChildSetup | None = None  # the process's user, umask and rlimits: a check's too
 
 
 class Monitor:
@@ -131,7 +133,11 @@ class Monitor:
         # The timeout is the command's own: time queued behind other checks is not its fault.
         async with self._slots:
             return await probes.check_command(
-                argv, env=self._target.env, cwd=self._target.cwd, timeout_s=self._check.timeout_s
+                argv,
+                env=self._target.env,
+                cwd=self._target.cwd,
+                timeout_s=self._check.timeout_s,
+                setup=self._target.setup,
             )
 
     def _record(self, error: str | None) -> bool:

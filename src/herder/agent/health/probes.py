@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import signal
 import socket
 from collections.abc import Mapping, Sequence
 
+from herder.agent.limits import ChildSetup
 from herder.agent.processes import procs
 
 HOST = "127.0.0.1"  # the only address a check connects to
@@ -104,15 +106,26 @@ async def _status_line(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> 
 
 
 async def check_command(
-    argv: Sequence[str], *, env: Mapping[str, str], cwd: str, timeout_s: float
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str,
+    timeout_s: float,
+    setup: ChildSetup | None = None,
 ) -> str | None:
     """Passed if ``argv`` exits 0 within ``timeout_s``; killed with its group otherwise.
 
-    The caller bounds how many run at once. The command's stdout and stderr share what
-    ``last_error`` quotes (the first ``MAX_OUTPUT_BYTES``).
+    ``setup`` is the checked process's (``herder.agent.limits``): the check runs as its
+    user, with its umask and rlimits, so a check can do nothing the process could not
+    (an agent running as root never runs a user's check as root). Not in its cgroup: the
+    cgroup is removed when the child given it ends, and it is the process's, not a
+    check's. The caller bounds how many run at once. The command's stdout and stderr
+    share what ``last_error`` quotes (the first ``MAX_OUTPUT_BYTES``).
     """
+    if setup is not None and setup.cgroup is not None:
+        setup = dataclasses.replace(setup, cgroup=None)
     try:
-        child = procs.spawn(argv, env=env, cwd=cwd)
+        child = procs.spawn(argv, env=env, cwd=cwd, setup=setup)
     except OSError as exc:
         return f"cannot run {argv[0]!r}: {exc.strerror or exc}"
     exit_wait = asyncio.ensure_future(procs.wait_exit(child))

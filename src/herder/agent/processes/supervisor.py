@@ -504,7 +504,7 @@ class Unit:
                 return
             self._on_spawned(child)
             exit_wait = self._exit_wait = asyncio.ensure_future(procs.wait_exit(child))
-            target = Target(port=self.port, env=env, cwd=str(launch.cwd), shell=shell_command)
+            target = Target(port=self.port, env=env, cwd=setup.cwd, shell=shell_command, setup=setup)
             outcome = await self._until_stopped(self._run_checked(child, exit_wait, target))
             if outcome is None:  # stop requested while it runs
                 await self._terminate(child, exit_wait)
