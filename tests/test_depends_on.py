@@ -123,3 +123,25 @@ async def test_a_cycle_is_refused(client: httpx.AsyncClient) -> None:
     assert answer.status_code == 422, answer.text
     assert answer.json()["field"] == "depends_on"
     assert "shop.a -> shop.c -> shop.b -> shop.a" in answer.json()["message"]
+
+
+async def test_an_agent_restart_starts_in_order_again(make_agent: AgentFactory, tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    db_check = {"type": "http", "interval_s": 0.1, "grace_s": 0, "failures": 100}
+    db_body = body("db", events, health=db_check, env={"LISTEN_AFTER_S": "0.5"})
+    async with make_agent() as agent, httpx.AsyncClient(base_url=agent.url, timeout=30) as client:
+        await create(client, db_body)
+        web = await create(client, body("web", events, depends_on=["db"]))
+        await wait_http(client, web["details"], lambda d: d["state"] == "running")
+        await poll(lambda: [what for _, name, what, _ in read_events(events) if name == "web"] == ["start"])
+    events.unlink()
+    async with make_agent() as agent, httpx.AsyncClient(base_url=agent.url, timeout=30) as client:
+        details = f"{agent.url}/process-status/shop.web"
+        waiting = await wait_http(client, details, lambda d: d["waiting_for"] == ["shop.db"] or d["pid"])
+        assert waiting["waiting_for"] == ["shop.db"]  # restored, and waiting again
+        await wait_http(client, details, lambda d: d["state"] == "running")
+        await poll(lambda: "web" in [name for _, name, what, _ in read_events(events) if what == "start"])
+    lines = read_events(events)
+    first_answer = min(at for at, name, what, _ in lines if name == "db" and what == "GET /")
+    web_start = min(at for at, name, what, _ in lines if name == "web" and what == "start")
+    assert web_start > first_answer

@@ -221,3 +221,15 @@ async def test_a_command_check_runs_as_the_process_user(client: httpx.AsyncClien
         client, doc["details"], lambda d: (d["health"] or {}).get("status") == "passing"
     )
     assert passing["health"]["failures"] == 0
+
+
+async def test_unhealthy_under_restart_never_is_stopped_and_left_exited(client: httpx.AsyncClient) -> None:
+    check = {"type": "tcp", "interval_s": 0.1, "grace_s": 0, "failures": 2, "timeout_s": 0.5}
+    body = {"app": "hc", "node": "once", "command": "exec sleep 300", "restart": "never", "health": check}
+    doc = await create(client, body)
+    running = await wait_http(client, doc["details"], lambda d: d["state"] == "running")
+    exited = await wait_http(client, doc["details"], lambda d: d["state"] == "exited")
+    assert (exited["restarts"], exited["exit_code"], exited["pid"]) == (0, -15, None)
+    assert exited["health"]["status"] is None
+    assert exited["health"]["failures"] == 2
+    assert not pid_alive(running["pid"])
