@@ -214,6 +214,9 @@ class Agent:
         self.url = rpc_url(url)
         self._token = token
         self._sessions: dict[str, Session] = {}
+        # Events of a session this connection does not know yet: the agent may send a
+        # resumed session's buffered events before its answer to resume_session (#16).
+        self._early: dict[str, list[dict[str, Any]]] = {}
         self._peer: Peer | None = None
         self._connection: contextlib.AbstractAsyncContextManager[Peer] | None = None
 
@@ -243,16 +246,24 @@ class Agent:
             await connection.__aexit__(None, None, None)
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        session = self._sessions.get(str(event.get("session")))
+        session_id = str(event.get("session"))
+        session = self._sessions.get(session_id)
         if session is not None:
             session._event(str(event.get("kind")), event.get("data") or {}, event.get("seq"))
+        elif sum(len(v) for v in self._early.values()) < MAX_UNCLAIMED_EVENTS:
+            self._early.setdefault(session_id, []).append(event)
+
+    def _known(self, session: Session) -> Session:
+        """Track ``session``, and hand it the events that came before the answer naming it."""
+        self._sessions[session.id] = session
+        for event in self._early.pop(session.id, []):
+            self._on_event(event)
+        return session
 
     async def open_session(self, product: str) -> Session:
         """Start a session for ``product`` (its host process is ready when this returns)."""
         document = await self.peer.call("open_session", product, target=META)
-        session = Session(self, document)
-        self._sessions[session.id] = session
-        return session
+        return self._known(Session(self, document))
 
     @contextlib.asynccontextmanager
     async def session(self, product: str) -> AsyncIterator[Session]:
@@ -267,9 +278,7 @@ class Agent:
     async def resume(self, session_id: str, resume_token: str) -> Session:
         """Take a session back (after a disconnect or a detach); buffered events follow."""
         document = await self.peer.call("resume_session", session_id, resume_token, target=META)
-        session = Session(self, document)
-        self._sessions[session.id] = session
-        return session
+        return self._known(Session(self, document))
 
     async def sessions(self) -> list[dict[str, Any]]:
         """Every session on the agent (ids, products, states; never tokens)."""
