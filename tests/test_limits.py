@@ -11,6 +11,7 @@ import json
 import os
 import pwd
 import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,17 @@ async def test_a_nofile_limit_is_hit(agent: Agent, client: httpx.AsyncClient) ->
     assert line.startswith("refused after "), line
     assert line.endswith(" EMFILE"), line
     assert int(line.split()[2]) < 16  # stdin, stdout, stderr and the interpreter's own count too
+
+
+async def test_a_cpu_limit_is_hit(agent: Agent, client: httpx.AsyncClient) -> None:
+    """One CPU second, soft and hard: the kernel's hard limit is a SIGKILL."""
+    spin = ["/bin/sh", "-c", "while :; do :; done"]
+    body = {"app": APP, "node": "spin.0", "command": spin, "restart": "never", "limits": {"cpu_s": 1}}
+    created = await client.post("/create-process", json=body)
+    assert created.status_code == 201, created.text
+    # Bounded by the CPU second (plus a loaded machine's wait for it), not by a sleep.
+    doc = await wait_http(client, created.json()["details"], lambda d: d["state"] == "exited", timeout_s=60)
+    assert doc["exit_code"] == -signal.SIGKILL
 
 
 async def test_without_limits_nothing_changes(agent: Agent, client: httpx.AsyncClient) -> None:

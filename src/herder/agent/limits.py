@@ -263,6 +263,8 @@ def _resolve_user(user: str | None, group: str | None) -> Identity | None:
         if gid != os.getegid():
             raise FieldError("group", f"the agent does not run as root: it cannot use group {group!r}")
         return None
+    if pw.pw_uid == os.geteuid() and gid == os.getegid():
+        return None  # the agent's own: nothing to switch
     groups = os.getgrouplist(pw.pw_name, gid)
     return Identity(pw.pw_uid, gid, groups, pw.pw_name, pw.pw_dir)
 
