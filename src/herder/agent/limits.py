@@ -17,8 +17,9 @@ unsafe in a threaded process); ``user`` and ``group`` by util-linux's ``setpriv`
 in front of the program (or by subprocess's C code where there is no setpriv: slower,
 it forks instead of vforking). rlimits and the cgroup need the child's pid:
 a child with any of them starts *gated*, as ``/bin/sh`` waiting on its stdin; the agent
-sets its rlimits (``prlimit``) and moves it into its cgroup, then closes the gate and
-the shell execs the program. Nothing the program runs can start before its limits.
+sets its rlimits (``prlimit``) and moves it into its cgroup, then opens the gate (a
+word on that stdin) and the shell execs the program. Nothing the program runs can
+start before its limits. docs/limits.md has the choices, and what they cost.
 """
 
 from __future__ import annotations
