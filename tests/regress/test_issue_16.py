@@ -55,14 +55,21 @@ def test_the_daemons_take_version_as_the_program_does(command: str) -> None:
     assert done.stdout.strip() == f"herder {__version__}"
 
 
+JSON_DAEMONS = {
+    "agent": (["agent", "--port", "0"], "herder agent listening on http://"),
+    "manager": (["manager", "--port", "0"], "herder manager listening on http://"),
+    "up": (["up", "--agent-port", "0", "--manager-port", "0"], "herder up: manager on http://"),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("command", ["agent", "manager"])
+@pytest.mark.parametrize("command", sorted(JSON_DAEMONS))
 def test_json_logs_are_json_on_every_line(command: str, tmp_path: Path) -> None:
     """The banner a person reads becomes a log record: a collector parses every line."""
+    args, banner = JSON_DAEMONS[command]
     stderr = tmp_path / "stderr"
-    args = ["--log-format", "json", command, "--port", "0", "--data-dir", str(tmp_path / "data")]
-    with daemon(stderr, *args) as proc:
-        found = wait_banner(proc, stderr, rf"herder {command} listening on http://", START_S)
+    with daemon(stderr, "--log-format", "json", *args, "--data-dir", str(tmp_path / "data")) as proc:
+        found = wait_banner(proc, stderr, re.escape(banner), START_S)
         assert found, stderr.read_text()
     lines = [line for line in stderr.read_text().splitlines() if line.strip()]
     for line in lines:
@@ -71,7 +78,7 @@ def test_json_logs_are_json_on_every_line(command: str, tmp_path: Path) -> None:
         except json.JSONDecodeError:
             pytest.fail(f"not JSON: {line!r}")
     messages = [json.loads(line)["message"] for line in lines]
-    assert any(m.startswith(f"herder {command} listening on http://") for m in messages)
+    assert any(m.startswith(banner) for m in messages)
 
 
 @pytest.mark.parametrize("command", ["agent", "manager"])

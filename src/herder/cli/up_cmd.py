@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from herder.cli.logsetup import banner
 from herder.cli.loop import run as run_main
 from herder.cli.loop import settle_daemon
 
@@ -92,13 +92,12 @@ def up(
                 "keys on: the manager and the agent need access tokens (herder keys token); "
                 "both listen on loopback only"
             )
-        print(
+        banner(
             f"herder up: manager on {manager.url}, agent on {agent.url} (working for the manager)\n"
             f"  try: curl {manager.url}/workers\n"
             f'       curl -X POST {manager.url}/tasks -d \'{{"type": "command", '
             f'"settings": {{"shell": "echo hello from herder"}}}}\'',
-            file=sys.stderr,
-            flush=True,
+            log,
         )
         settle_daemon()
         await stop.wait()
