@@ -17,6 +17,7 @@ from typing import Any
 
 import schemathesis
 
+from herder.agent.health.models import DEPENDENCY_PATTERN, MAX_DEPENDENCIES
 from herder.agent.limits import NAME_PATTERN
 
 HARMLESS_COMMAND = ["sleep", "30"]
@@ -47,6 +48,7 @@ def make_harmless(body: dict[str, Any]) -> None:
     if isinstance(listen, str) and listen.rpartition(":")[2].isdigit():
         body["listen"] = "127.0.0.1:0"  # never a port another test (or daemon) holds
     _host_takes(body)
+    _agent_takes(body)
     low = body.get("min_instances")
     if isinstance(low, int) and not isinstance(low, bool) and low > MOST_INSTANCES_AT_ONCE:
         body["min_instances"] = MOST_INSTANCES_AT_ONCE  # still within the schema, still <= max
@@ -76,6 +78,20 @@ def _host_takes(body: dict[str, Any]) -> None:
     cwd = body.get("cwd")
     if isinstance(cwd, str) and cwd.startswith("/") and "\0" not in cwd:
         body["cwd"] = "/"
+
+
+def _agent_takes(body: dict[str, Any]) -> None:
+    """Health and order the schema allows but this agent may not (docs/health.md): names in
+    ``depends_on`` of processes it does not have, an http or tcp check on a process with
+    ``port: false``, become an empty list and a port."""
+    depends_on = body.get("depends_on")
+    if isinstance(depends_on, list) and depends_on and len(depends_on) <= MAX_DEPENDENCIES:
+        valid = all(isinstance(n, str) and re.fullmatch(DEPENDENCY_PATTERN, n) for n in depends_on)
+        if valid and len(set(depends_on)) == len(depends_on):
+            body["depends_on"] = []
+    health = body.get("health")
+    if body.get("port") is False and isinstance(health, dict) and health.get("type") in ("http", "tcp"):
+        body["port"] = True
 
 
 def _is_int(value: Any) -> bool:

@@ -164,3 +164,14 @@ def test_the_hooks_keep_a_request_as_valid_as_it_was() -> None:
     }
     make_harmless(invalid)
     assert invalid == {"command": "", "source_url": "ftp://x", "listen": "nope", "min_instances": "9"}
+
+
+def test_the_hooks_keep_health_and_order_as_valid_as_they_were() -> None:
+    from tests.schemathesis_hooks import make_harmless
+
+    body: dict[str, object] = {"depends_on": ["a.b", "c"], "port": False, "health": {"type": "tcp"}}
+    make_harmless(body)
+    assert body == {"depends_on": [], "port": True, "health": {"type": "tcp"}}
+    invalid: dict[str, object] = {"depends_on": ["a", "a"], "port": False, "health": {"type": "command"}}
+    make_harmless(invalid)
+    assert invalid == {"depends_on": ["a", "a"], "port": False, "health": {"type": "command"}}

@@ -96,10 +96,26 @@ CheckCommand = Annotated[
 ]
 
 
+# What ``HealthCheck._fields_of_its_type`` takes, for the OpenAPI document: a path only
+# for http, a command for command and only there.
+_NULL = {"type": "null"}
+FIELDS_OF_ITS_TYPE: dict[str, Any] = {
+    "oneOf": [
+        {"title": "http", "properties": {"type": {"const": "http"}, "command": _NULL}},
+        {"title": "tcp", "properties": {"type": {"const": "tcp"}, "path": _NULL, "command": _NULL}},
+        {
+            "title": "command",
+            "required": ["command"],
+            "properties": {"type": {"const": "command"}, "path": _NULL, "command": {"not": _NULL}},
+        },
+    ]
+}
+
+
 class HealthCheck(BaseModel):
     """How the agent checks that a running process is well, and when it restarts it."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, json_schema_extra=FIELDS_OF_ITS_TYPE)
 
     type: CheckType = Field(description="http (GET on the process's port), tcp (connect to it) or command.")
     path: Annotated[str, StringConstraints(pattern=HTTP_PATH_PATTERN)] | None = Field(
@@ -143,7 +159,7 @@ class HealthCheck(BaseModel):
 
 DependsOn = Annotated[
     list[Annotated[str, StringConstraints(pattern=DEPENDENCY_PATTERN)]],
-    Field(max_length=MAX_DEPENDENCIES),
+    Field(max_length=MAX_DEPENDENCIES, json_schema_extra={"uniqueItems": True}),
 ]
 
 
