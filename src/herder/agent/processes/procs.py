@@ -131,6 +131,8 @@ def spawn(
     except BaseException:
         if gated:
             os.close(gate_w)
+        if setup is not None:
+            setup.release()  # its cgroup, made for a child that never came
         raise
     finally:
         if gated:
