@@ -101,6 +101,36 @@ async def test_heartbeats_claims_and_rpc_calls(
             assert value(samples, "herder_rpc_calls_total", method="unknown", outcome="unknown_method") == 1
 
 
+async def test_a_silent_worker_is_a_lost_lease(make_manager: ManagerFactory) -> None:
+    """A worker linked over RPC takes work, then goes silent past its lease: requeued, counted."""
+    async with (
+        make_manager(heartbeat_interval_s=0.1, missed_heartbeats=2) as manager,
+        httpx.AsyncClient(base_url=manager.url, timeout=30.0) as client,
+        connect(rpc_url(manager.url), handlers={"assign": lambda item: None}) as peer,
+    ):
+        worker_id = (await peer.call("register", {"hostname": "silent", "slots": 1}))["worker_id"]
+        task_id = await submit(client, ["true"])
+
+        async def item_is(status: str, attempt: int) -> bool:
+            item = (await client.get(f"/tasks/{task_id}")).json()["work_items"][0]
+            return bool(item["status"] == status and item["attempt"] == attempt)
+
+        await poll(lambda: item_is("assigned", 1))
+        samples = await scrape(client)
+        assert value(samples, "herder_manager_claims_total") == 1
+        assert value(samples, "herder_manager_leases_lost_total") == 0
+        # Disabled, so that the requeued item is not pushed to it again; then it says nothing.
+        assert (await client.patch(f"/workers/{worker_id}", json={"status": "disabled"})).status_code == 200
+        await poll(lambda: item_is("queued", 1))
+        samples = await scrape(client)
+        assert value(samples, "herder_manager_leases_lost_total") == 1
+        assert value(samples, "herder_manager_work_items", status="queued") == 1
+        age = value(
+            samples, "herder_manager_worker_last_heartbeat_age_seconds", worker="silent", status="disabled"
+        )
+        assert age is not None
+
+
 async def test_metrics_need_the_token_when_auth_is_on(make_manager: ManagerFactory) -> None:
     token = "s3cret-manager-metrics"
     async with (

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from herder import __version__
 from herder.manager.states import ItemStatus, TaskStatus
@@ -137,7 +138,7 @@ async def read_database(runtime: ManagerRuntime) -> DatabaseFigures | None:
             workers = await db.execute(select(Worker.hostname, Worker.status, Worker.last_seen))
             figures.workers = [(h, s, seen) for h, s, seen in workers.all()]
             return figures
-    except Exception:  # the database is away or slow: the scrape says so and goes on
+    except (TimeoutError, OSError, SQLAlchemyError):  # away or slow: the scrape says so, goes on
         log.warning("/metrics: the database could not be read", exc_info=True)
         return None
 
