@@ -628,7 +628,7 @@ class Unit:
         """Running for ``ready_after_s`` without a check: ready for its dependants."""
         self._ready_timer = None
         self._ran_long_enough = True
-        self._changed_now()
+        self._notify()  # wakes its dependants; nothing in its document changed
 
     def _not_ready(self) -> None:
         """The run is over: neither ready nor checked any more."""
