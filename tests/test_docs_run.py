@@ -6,7 +6,7 @@ that looks like the clone (its top-level entries linked to this one's), with ``H
 and ``/tmp`` of its own and every port the page names replaced by a free one, so pages
 run side by side and beside a developer's ``make up``.
 
-The conventions the pages follow (docs/README of each page needs nothing else):
+The conventions the pages follow:
 
 - `` ```sh `` and `` ```bash `` blocks run, in order, each in ``bash`` with ``set -e``:
   every command must succeed. A command that fails on purpose shows it
@@ -17,6 +17,8 @@ The conventions the pages follow (docs/README of each page needs nothing else):
   on the line before it. The marker is for what cannot run here (hosts named
   ``example.com``, files in ``/etc``, two managers on one database, the test suite
   itself); it is used sparingly.
+- ``<!-- needs pypi: why -->`` before a block that installs packages from PyPI: it runs
+  when pypi.org answers, and is left out offline (the rest of the suite needs no network).
 - ``<!-- daemon: PORT... -->`` before a block: it runs in the background, as in a
   terminal of its own, and the next block waits until every PORT listens. It is stopped
   (SIGINT to its process group, by pid, then SIGKILL after a grace) when the page ends.
@@ -70,7 +72,10 @@ NOT_YET = {
 }
 
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
-MARKER = re.compile(r"<!--\s*(not run|daemon)\s*:([^<>]*)-->\s*$")  # right before the fence
+MARKER = re.compile(r"<!--\s*(not run|daemon|needs pypi)\s*:([^<>]*)-->\s*$")  # right before the fence
+# Where a "needs pypi" block gets its packages; the rest of the suite runs offline.
+PYPI = ("pypi.org", 443)
+PYPI_CONNECT_S = 3.0
 # A port as the pages write it: after a loopback or example host, or an option naming it.
 PORT = re.compile(r"(?:127\.0\.0\.1:|localhost:|example\.com:|port=|--port |-port |\"port\": )(\d{4,5})\b")
 TMP = re.compile(r"(?<![\w.-])(?<!\w/)/tmp(?=[/\s\"']|$)", re.M)  # file:///tmp too
@@ -103,7 +108,7 @@ class Block:
     line: int
     lang: str
     text: str
-    mode: str  # "run", "daemon", "skip" (not run), "output"
+    mode: str  # "run", "daemon", "pypi" (needs PyPI), "skip" (not run), "output"
     ports: list[int] = field(default_factory=list)
     reason: str = ""
 
@@ -126,7 +131,7 @@ def blocks_of(page: Path) -> list[Block]:
         reason = ""
         if marker is not None:
             kind, reason = marker.group(1), marker.group(2).strip()
-            mode = "skip" if kind == "not run" else "daemon"
+            mode = {"not run": "skip", "daemon": "daemon", "needs pypi": "pypi"}[kind]
             ports = [int(p) for p in re.findall(r"\b\d{4,5}\b", reason)]
         line = text.count("\n", 0, match.start()) + 1
         found.append(Block(page, line, lang, match.group(2), mode, ports, reason))
@@ -204,7 +209,7 @@ class Page:
 
     def script(self, block: Block) -> str:
         allowed = " ".join(sorted(set(STATUS.findall(block.text)))) or "-"
-        body = self.substitute(ctrl_c_lines(block.text) if block.mode == "run" else block.text)
+        body = self.substitute(block.text if block.mode == "daemon" else ctrl_c_lines(block.text))
         return f"{PRELUDE}\nHERDER_DOCS_ALLOWED='{allowed}'\nset -e\n{body}"
 
     def command(self, block: Block, index: int) -> list[str]:
@@ -264,6 +269,15 @@ class Page:
             stop_group(proc)
 
 
+def pypi_reachable() -> bool:
+    """Whether PyPI answers a TCP connection (a block marked "needs pypi" runs then)."""
+    try:
+        socket.create_connection(PYPI, timeout=PYPI_CONNECT_S).close()
+    except OSError:
+        return False
+    return True
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILL what is left of the process group ``pgid`` (its leader was our child)."""
     with contextlib.suppress(ProcessLookupError):
@@ -304,7 +318,9 @@ def test_page_runs_as_pasted(page: Path, tmp_path: Path) -> None:
     deadline = time.monotonic() + PAGE_DEADLINE_S
     try:
         for index, block in enumerate(blocks_of(page)):
-            if block.mode in ("run", "daemon"):
+            if block.mode == "pypi" and not pypi_reachable():
+                continue  # the one block that downloads: offline, the page runs without it
+            if block.mode in ("run", "daemon", "pypi"):
                 run.run(block, index, deadline)
     finally:
         run.stop()
