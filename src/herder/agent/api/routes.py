@@ -42,7 +42,7 @@ from herder.apierrors import ApiError, error_response, read_json
 from herder.apierrors import install_error_handlers as install_common_handlers
 from herder.net import http_url, rpc_url
 from herder.openapi_docs import ApiDocs, Health
-from herder.principals import may_see, principal_of
+from herder.principals import may_see, principal_of, viewer_of
 from herder.requestid import RequestId
 
 if TYPE_CHECKING:
@@ -270,7 +270,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
             raise ApiError(503, "stopping", "the agent is shutting down")
         req = await read_json(request, CreateRequest)
         spec = ProcessSpec(**req.model_dump(), created_at=time.time(), owner=principal_of(request.scope)[0])
-        unit = await sup.create(spec)
+        unit = await sup.create(spec, viewer=viewer_of(request.scope))  # whose processes depends_on names
         doc = status_document(unit, base_url(request))
         return JSONResponse(doc, status_code=201, headers={"Location": doc["details"]})
 

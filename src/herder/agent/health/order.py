@@ -17,7 +17,7 @@ Rules (docs/health.md):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from herder.apierrors import ApiError
 
@@ -31,21 +31,30 @@ class DependencyError(ApiError):
         super().__init__(422, "invalid", message, FIELD)
 
 
-def resolve(slug: str, app: str, names: Sequence[str], known: Mapping[str, Sequence[str]]) -> list[str]:
+def resolve(
+    slug: str,
+    app: str,
+    names: Sequence[str],
+    known: Mapping[str, Sequence[str]],
+    visible: Callable[[str], bool] = lambda _: True,
+) -> list[str]:
     """The slugs ``names`` mean for the process ``slug`` of ``app``, checked for cycles.
 
-    ``known`` maps each existing process's slug to its (resolved) dependencies.
+    ``known`` maps each existing process's slug to its (resolved) dependencies; a name
+    resolves only to a slug ``visible`` says its creator may see (with auth on, a user's
+    own processes), and one it may not is as unknown as a missing one: a 422 tells
+    nobody what others run. Cycles are looked for through every process.
 
     Raises:
         DependencyError: a name is unknown, or the result would close a cycle.
     """
     resolved: list[str] = []
     for name in names:
-        if name in known:
+        if name in known and visible(name):
             target = name  # an existing slug: never this one, which is being created
         elif slug in (name, f"{app}.{name}"):
             raise DependencyError(f"process {slug!r} cannot depend on itself")
-        elif f"{app}.{name}" in known:
+        elif f"{app}.{name}" in known and visible(f"{app}.{name}"):
             target = f"{app}.{name}"
         else:
             raise DependencyError(

@@ -833,7 +833,7 @@ class Supervisor:
         self._tg.create_task(run_then_forget(), name=f"unit:{slug}")
         return unit
 
-    async def create(self, spec: ProcessSpec) -> Unit:
+    async def create(self, spec: ProcessSpec, *, viewer: str | None = None) -> Unit:
         """Start a new process and record it durably; return once it is recorded.
 
         The unit is registered before the record is written (in a thread: an fsync
@@ -842,14 +842,20 @@ class Supervisor:
 
         Raises:
             Conflict: a process with this slug exists.
-            order.DependencyError: ``depends_on`` names no process here or closes a cycle.
+            order.DependencyError: ``depends_on`` names no process here (that ``viewer``,
+                when not None, may see: it owns) or closes a cycle.
             OSError: the record could not be written (disk full...).
         """
         if spec.slug in self.units:
             raise Conflict(f"a process with slug {spec.slug!r} exists already")
         if spec.depends_on:
             known = {slug: unit.spec.depends_on for slug, unit in self.units.items()}
-            resolved = order.resolve(spec.slug, spec.app, spec.depends_on, known)
+            units = self.units
+
+            def visible(slug: str) -> bool:
+                return viewer is None or units[slug].spec.owner == viewer
+
+            resolved = order.resolve(spec.slug, spec.app, spec.depends_on, known, visible)
             spec = spec.model_copy(update={"depends_on": resolved})
         unit = self._start(spec)
         try:
