@@ -314,6 +314,14 @@ def test_page_runs_as_pasted(page: Path, tmp_path: Path) -> None:
     assert shutil.which("curl"), "the pages use curl"
     stamp = REPO / ".venv" / ".installed-stamp"
     assert stamp.exists(), "make install first: the pages use .venv/bin/herder"
+    # `make up` would install into the shared .venv from inside the test: make test's
+    # own first step does it, before any test runs.
+    newer = [
+        f
+        for f in ("pyproject.toml", "requirements.lock")
+        if (REPO / f).stat().st_mtime > stamp.stat().st_mtime
+    ]
+    assert not newer, f"make install first: {', '.join(newer)} changed since .venv was installed"
     run = Page(page, tmp_path)
     deadline = time.monotonic() + PAGE_DEADLINE_S
     try:
