@@ -324,6 +324,8 @@ class Index(_Document):
     info: str = Field(description="GET the host's Info document.")
     pools: str = Field(description="GET the pools (PoolListing); POST a PoolSpec here to create one.")
     rpc: str = Field(description="The wire protocol over WebSocket: sessions (docs/sessions.md), RPC.")
+    reload: str = Field(description="POST here to apply the configuration file again (admins; docs/config.md).")
+    metrics: str = Field(description="GET Prometheus text (docs/metrics.md).")
 
 
 class ProcessStatus(_Document):
@@ -370,6 +372,11 @@ class ProcessStatus(_Document):
     depends_on: list[str] = Field(default_factory=list, description="The slugs this process starts after.")
     waiting_for: list[str] = Field(
         default_factory=list, description="While it waits to start: the dependencies not ready yet."
+    )
+    declared: bool = Field(
+        default=False,
+        description="Declared in the agent's configuration file: a reload or a restart brings it back "
+        "after a delete (docs/config.md).",
     )
 
 

@@ -239,6 +239,8 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
                 "info": f"{base}/info",
                 "pools": f"{base}/pools",
                 "rpc": rpc_url(base),
+                "reload": f"{base}/reload-config",
+                "metrics": f"{base}/metrics",
             }
         )
 
