@@ -209,6 +209,26 @@ def measure(sup: Supervisord, agent: LinkedAgent, env: dict[str, str], rounds: i
     return list(rows.values())
 
 
+def figures(quick: bool = False) -> list[harness.Figure]:
+    """The rounds as ``run_all.py``'s figures: one per command, supervisorctl as the peer."""
+    rows, _ = run(QUICK_ROUNDS if quick else ROUNDS)
+    return [
+        harness.Figure(
+            bench="13 CLI",
+            label=f"herder {row.command}, start to answer",
+            unit="ms",
+            higher_is_better=False,
+            herder=statistics.median(row.herder_s) * 1000,
+            supervisord=statistics.median(row.supervisorctl_s) * 1000,
+            circus=None,
+            goal="<= supervisorctl status",
+            met=row.ratio <= 1.0,
+            note=f"{row.ratio:.2f}x supervisorctl status in the same rounds",
+        )
+        for row in rows
+    ]
+
+
 def report(rows: list[Row], markdown: bool) -> str:
     header = [
         "command",

@@ -35,6 +35,7 @@ import traceback
 from collections.abc import Callable
 
 import bench_builds
+import bench_cli
 import bench_manager
 import bench_output
 import bench_registry
@@ -62,6 +63,7 @@ BENCHMARKS: tuple[tuple[str, Callable[..., list[Figure]]], ...] = (
     ("10 registry: queries, registrations, heartbeats, tokens (issue 7)", bench_registry.run),
     ("11 builds: cold build against uv alone, starts of built apps (issue 14)", bench_builds.run),
     ("12 dashboard: first useful paint, 1,000 workers and 100,000 tasks (issue 15)", bench_ui.run),
+    ("13 CLI: start to answer against supervisorctl status (issue 16)", bench_cli.figures),
 )
 
 
