@@ -699,7 +699,7 @@ BAD_POOLS = [
     pytest.param({"listen": "nonsense"}, 422, "listen", id="listen-nonsense"),
     pytest.param({"listen": "127.0.0.1:70000"}, 422, "listen", id="listen-port-out-of-range"),
     pytest.param({"listen": "192.0.2.1:0"}, 422, "listen", id="listen-off-loopback-without-auth"),
-    pytest.param({"ready": {"path": "ready"}}, 422, "ready", id="ready-path-relative"),
+    pytest.param({"ready": {"path": "ready"}}, 422, "ready.path", id="ready-path-relative"),
     pytest.param({"name": "web"}, 409, "name", id="duplicate-name"),
     pytest.param({"listen": "POOL"}, 409, "listen", id="listen-address-in-use"),
 ]
