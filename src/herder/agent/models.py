@@ -324,7 +324,9 @@ class Index(_Document):
     info: str = Field(description="GET the host's Info document.")
     pools: str = Field(description="GET the pools (PoolListing); POST a PoolSpec here to create one.")
     rpc: str = Field(description="The wire protocol over WebSocket: sessions (docs/sessions.md), RPC.")
-    reload: str = Field(description="POST here to apply the configuration file again (admins; docs/config.md).")
+    reload: str = Field(
+        description="POST here to apply the configuration file again (admins; docs/config.md)."
+    )
     metrics: str = Field(description="GET Prometheus text (docs/metrics.md).")
 
 
