@@ -48,13 +48,11 @@ async def test_a_stopped_agents_leased_work_is_killed_and_nothing_else(
                 work = int(marker.read_text())
                 pids.append(work)
                 assert pid_alive(work)
-                # The agent records leased work in its ledger right after the spawn returns;
-                # on a busy machine the work can write its pid first. Stopped before that
-                # moment, the agent leaves the keeper nothing to go by (a window noted in
-                # the session's closing note): stop it once the work is recorded.
-                ledger = ledger_path(tmp_path / "data")
-                await poll(lambda: any(i[0] == work and leased for i, leased in read_ledger(ledger)))
+                # Stopped the moment the work has run a line: leased work waits at a gate
+                # until the ledger has it, so the keeper knows it whenever the agent stops.
                 agent.signal(signal.SIGSTOP)
+                ledger = ledger_path(tmp_path / "data")
+                assert any(i[0] == work and leased for i, leased in read_ledger(ledger))
                 stopped = time.monotonic()
                 await wait_dead([work], timeout_s=3 * HEARTBEAT_S + 3)
                 # not before its lease less the margin (a third of it): the agent would have stopped it then

@@ -164,11 +164,15 @@ class ChildSetup:
     umask: int = -1
     rlimits: list[tuple[int, int, str]] = field(default_factory=list)
     cgroup: cgroups.UnitCgroup | None = None
+    # Leased work (the manager's) is gated even without limits: it runs only once it is
+    # in the ledger its keeper goes by, or a hung agent's work could outlive its lease
+    # unseen while the manager hands it to another worker (two attempts at once).
+    hold: bool = False
 
     @property
     def gated(self) -> bool:
-        """The child waits for the agent (rlimits, cgroup) before it execs the program."""
-        return bool(self.rlimits) or self.cgroup is not None
+        """The child waits for the agent (rlimits, cgroup, a ledger) before it execs the program."""
+        return bool(self.rlimits) or self.cgroup is not None or self.hold
 
     def argv(self, argv: list[str], gate: Sequence[str]) -> list[str]:
         """What to execute for ``argv``: behind the gate, then ``setpriv`` (a switch of user)."""

@@ -139,6 +139,9 @@ def spawn(
             os.close(gate_r)
     if gated:
         assert setup is not None
+        # Known (and, for leased work, in the ledger) before the program runs: an agent
+        # stopped from here on leaves its keeper a record of anything that runs.
+        TRACKER.add_root(popen.pid, env)
         try:
             setup.apply(popen.pid)
         except OSError as exc:
@@ -160,7 +163,8 @@ def spawn(
     os.set_blocking(stdout_fd, False)
     os.set_blocking(stderr_fd, False)
     pidfd = os.pidfd_open(popen.pid)
-    TRACKER.add_root(popen.pid, env)
+    if not gated:
+        TRACKER.add_root(popen.pid, env)
     return Child(popen=popen, pidfd=pidfd, stdout_fd=stdout_fd, stderr_fd=stderr_fd, setup=setup)
 
 

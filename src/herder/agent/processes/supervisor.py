@@ -497,6 +497,7 @@ class Unit:
             env = self._child_env(launch)
             try:
                 setup = child_setup(self.spec, launch.cwd, self.slug)  # limits, user, cwd
+                setup.hold = self.leased  # leased work runs once the ledger has it
                 env = setup.env(env, self.spec.env)
                 child = procs.spawn(launch.argv, env=env, cwd=setup.cwd, setup=setup)
             except OSError as exc:
