@@ -102,7 +102,8 @@ def test_the_command_line_refuses_a_network_that_is_not_one(tmp_path: Path) -> N
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "herder manager: the command line: proxy_allow_networks: 'nope' is not a network (CIDR, e.g. 10.0.0.0/8)"
+        "herder manager: the command line: proxy_allow_networks: "
+        "'nope' is not a network (CIDR, e.g. 10.0.0.0/8)"
     )
 
 
