@@ -103,3 +103,15 @@ def test_notify_payloads_stay_under_postgresqls_limit() -> None:
     assert [tuple(r) for d in decoded for r in d["r"]] == renewed
     assert {d["m"] for d in decoded} == {"m1"}
     assert all(d["x"] == ["m2"] for d in decoded)  # whose links' rows went: in every payload
+
+
+def test_the_index_names_what_is_overdue_without_removing_it() -> None:
+    from herder.registry import Index
+
+    index = Index()
+    for id, expires_at in (("late", NOW + 5), ("first", NOW - 2), ("second", NOW - 1), ("held", math.inf)):
+        index.add(reg(id, expires_at))
+    index.renew("second", NOW + 60)  # its old heap entry is stale now
+    assert index.overdue(NOW) == ["first"]
+    assert len(index) == 4
+    assert index.overdue(NOW + 10) == ["first", "late"]
