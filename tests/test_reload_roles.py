@@ -3,7 +3,6 @@ agent working for a manager with keys only an admin may; a user gets 403, no tok
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import httpx
@@ -12,7 +11,7 @@ import pytest
 from herder.auth import init_keys
 from tests.conftest import AgentFactory
 from tests.manager.conftest import ManagerFactory, db_url, make_manager
-from tests.manager.test_auth import bearer, buy, issue
+from tests.manager.keyed import keyed_agent, users_headers
 
 __all__ = ["db_url", "make_manager"]  # fixtures, used by name
 
@@ -23,18 +22,9 @@ async def test_only_an_admin_may_reload(
 ) -> None:
     init_keys(tmp_path / "manager")
     async with make_manager(heartbeat_interval_s=0.2) as manager:
-        agent_key, _ = await issue(manager, "agent-ops", "admin")
-        link = {"url": manager.url, "slots": 1, "name": "ops", "key": agent_key}
         declared = [{"app": "cfg", "node": "web.1", "command": ["sleep", "60"]}]
-        async with make_agent(manager=link, processes=declared) as agent:
-            assert agent.runtime is not None
-            assert agent.runtime.worker is not None
-            await asyncio.wait_for(agent.runtime.worker.connected.wait(), 20)
-            headers = {}
-            async with httpx.AsyncClient(base_url=manager.url) as to_manager:
-                for user, role in (("ivy", "user"), ("root", "admin")):
-                    key, _ = await issue(manager, user, role)
-                    headers[user] = bearer((await buy(to_manager, key)).json()["token"])
+        async with keyed_agent(manager, make_agent, "ops", "agent-ops", processes=declared) as agent:
+            headers = await users_headers(manager, (("ivy", "user"), ("root", "admin")))
             async with httpx.AsyncClient(base_url=agent.url, timeout=30) as to_agent:
                 assert (await to_agent.post("/reload-config")).status_code == 401
                 refused = await to_agent.post("/reload-config", headers=headers["ivy"])

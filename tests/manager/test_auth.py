@@ -32,6 +32,7 @@ from herder.rpc.errors import HandshakeRefused
 from tests.conftest import AgentFactory
 from tests.helpers import HERDER
 from tests.manager.conftest import ManagerFactory
+from tests.manager.keyed import bearer, buy, issue, keyed_agent, users_headers
 
 
 def b64(data: bytes) -> str:
@@ -49,22 +50,6 @@ async def secured(make_manager: ManagerFactory, tmp_path: Path) -> AsyncIterator
     signing = init_keys(tmp_path / "manager")
     async with make_manager(heartbeat_interval_s=0.2) as manager:
         yield manager, signing
-
-
-async def issue(manager: Manager, user: str, role: str = "user", ttl_s: int = 3600) -> tuple[str, str]:
-    assert manager.runtime is not None
-    assert manager.authority is not None
-    async with manager.runtime.transaction() as db:
-        issued = await manager.authority.issue_key(db, user, role, ttl_s)
-    return issued.key, issued.id
-
-
-async def buy(client: httpx.AsyncClient, key: str) -> httpx.Response:
-    return await client.post("/auth/token", headers={"Authorization": f"Bearer {key}"})
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_a_key_buys_a_token_and_the_token_opens_the_api(secured: tuple[Manager, SigningKey]) -> None:
@@ -279,81 +264,67 @@ async def test_an_agent_with_a_key_takes_the_managers_tokens_and_learns_revocati
     make_manager: ManagerFactory, make_agent: AgentFactory, tmp_path: Path
 ) -> None:
     init_keys(tmp_path / "manager")
-    async with make_manager(heartbeat_interval_s=0.2) as manager:
-        agent_key, _ = await issue(manager, "agent-2", "admin")
-        link = {"url": manager.url, "slots": 1, "name": "trusting", "key": agent_key}
-        async with make_agent(manager=link) as agent:
-            assert agent.runtime is not None
-            assert agent.runtime.worker is not None
-            await asyncio.wait_for(agent.runtime.worker.connected.wait(), 20)
-            async with httpx.AsyncClient(base_url=manager.url) as to_manager:
-                user_key, user_key_id = await issue(manager, "grace")
-                token = (await buy(to_manager, user_key)).json()["token"]
-            async with httpx.AsyncClient(base_url=agent.url) as to_agent:
-                assert (await to_agent.get("/healthz")).status_code == 200
-                assert (await to_agent.get("/")).status_code == 401
-                forged = token_codec.issue(
-                    SigningKey.generate(), issuer=ISSUER, audience=TOKEN_AUDIENCE, ttl_s=60, subject="x"
-                )
-                assert (await to_agent.get("/", headers=bearer(forged))).json()["error"] == "unknown_key"
-                assert (await to_agent.get("/", headers=bearer(token))).status_code == 200
-            agent_rpc = agent.url.replace("http://", "ws://") + "/rpc"
-            async with connect(agent_rpc, token=token) as peer:  # its RPC takes them too
-                assert (await peer.call("list_sessions", target="meta")) == []
-            with pytest.raises(HandshakeRefused) as refused:  # at the front door
-                async with connect(agent_rpc, token=forged):
-                    pass
-            assert refused.value.code == "401"
-            async with httpx.AsyncClient(base_url=agent.url) as to_agent:
-                assert manager.runtime is not None
-                async with manager.runtime.transaction() as db:
-                    await type(manager.authority).revoke(db, key_id=user_key_id)
-                deadline = time.monotonic() + 10  # a tick to read it, a heartbeat to carry it
-                while (await to_agent.get("/", headers=bearer(token))).status_code == 200:
-                    assert time.monotonic() < deadline, "the revocation never reached the agent"
-                    await asyncio.sleep(0.05)
-                assert (await to_agent.get("/", headers=bearer(token))).json()["error"] == "revoked"
+    async with (
+        make_manager(heartbeat_interval_s=0.2) as manager,
+        keyed_agent(manager, make_agent, "trusting", "agent-2") as agent,
+    ):
+        async with httpx.AsyncClient(base_url=manager.url) as to_manager:
+            user_key, user_key_id = await issue(manager, "grace")
+            token = (await buy(to_manager, user_key)).json()["token"]
+        async with httpx.AsyncClient(base_url=agent.url) as to_agent:
+            assert (await to_agent.get("/healthz")).status_code == 200
+            assert (await to_agent.get("/")).status_code == 401
+            forged = token_codec.issue(
+                SigningKey.generate(), issuer=ISSUER, audience=TOKEN_AUDIENCE, ttl_s=60, subject="x"
+            )
+            assert (await to_agent.get("/", headers=bearer(forged))).json()["error"] == "unknown_key"
+            assert (await to_agent.get("/", headers=bearer(token))).status_code == 200
+        agent_rpc = agent.url.replace("http://", "ws://") + "/rpc"
+        async with connect(agent_rpc, token=token) as peer:  # its RPC takes them too
+            assert (await peer.call("list_sessions", target="meta")) == []
+        with pytest.raises(HandshakeRefused) as refused:  # at the front door
+            async with connect(agent_rpc, token=forged):
+                pass
+        assert refused.value.code == "401"
+        async with httpx.AsyncClient(base_url=agent.url) as to_agent:
+            assert manager.runtime is not None
+            async with manager.runtime.transaction() as db:
+                await type(manager.authority).revoke(db, key_id=user_key_id)
+            deadline = time.monotonic() + 10  # a tick to read it, a heartbeat to carry it
+            while (await to_agent.get("/", headers=bearer(token))).status_code == 200:
+                assert time.monotonic() < deadline, "the revocation never reached the agent"
+                await asyncio.sleep(0.05)
+            assert (await to_agent.get("/", headers=bearer(token))).json()["error"] == "revoked"
 
 
 async def test_on_an_agent_users_see_and_touch_their_own_processes(
     make_manager: ManagerFactory, make_agent: AgentFactory, tmp_path: Path
 ) -> None:
     init_keys(tmp_path / "manager")
-    async with make_manager(heartbeat_interval_s=0.2) as manager:
-        agent_key, _ = await issue(manager, "agent-3", "admin")
-        link = {"url": manager.url, "slots": 1, "name": "owned", "key": agent_key}
-        async with make_agent(manager=link) as agent:
-            assert agent.runtime is not None
-            assert agent.runtime.worker is not None
-            await asyncio.wait_for(agent.runtime.worker.connected.wait(), 20)
-            as_user = {}
-            async with httpx.AsyncClient(base_url=manager.url) as to_manager:
-                for user, role in (("ivy", "user"), ("jack", "user"), ("root", "admin")):
-                    key, _ = await issue(manager, user, role)
-                    as_user[user] = bearer((await buy(to_manager, key)).json()["token"])
-            async with httpx.AsyncClient(base_url=agent.url, timeout=30) as to_agent:
-                body = {"app": "ivys", "node": "0", "command": ["sleep", "60"]}
-                created = await to_agent.post("/create-process", json=body, headers=as_user["ivy"])
-                assert created.status_code == 201
-                slug = created.json()["slug"]
+    async with (
+        make_manager(heartbeat_interval_s=0.2) as manager,
+        keyed_agent(manager, make_agent, "owned", "agent-3") as agent,
+    ):
+        as_user = await users_headers(manager, (("ivy", "user"), ("jack", "user"), ("root", "admin")))
+        async with httpx.AsyncClient(base_url=agent.url, timeout=30) as to_agent:
+            body = {"app": "ivys", "node": "0", "command": ["sleep", "60"]}
+            created = await to_agent.post("/create-process", json=body, headers=as_user["ivy"])
+            assert created.status_code == 201
+            slug = created.json()["slug"]
 
-                def slugs(answer: httpx.Response) -> list[str]:
-                    return [p["slug"] for p in answer.json()["processes"]]
+            def slugs(answer: httpx.Response) -> list[str]:
+                return [p["slug"] for p in answer.json()["processes"]]
 
-                assert slugs(await to_agent.get("/list-processes", headers=as_user["ivy"])) == [slug]
-                assert slugs(await to_agent.get("/list-processes", headers=as_user["jack"])) == []
-                assert slugs(await to_agent.get("/list-processes", headers=as_user["root"])) == [slug]
-                other = as_user["jack"]
-                assert (await to_agent.get(f"/process-status/{slug}", headers=other)).status_code == 404
-                gone = await to_agent.post(f"/delete-process/{slug}", content=b"{}", headers=other)
-                assert gone.status_code == 404
-                assert (
-                    await to_agent.get(f"/process-status/{slug}", headers=as_user["ivy"])
-                ).status_code == 200
-                deleted = await to_agent.post(
-                    f"/delete-process/{slug}", content=b"{}", headers=as_user["root"]
-                )
-                assert deleted.status_code == 200
+            assert slugs(await to_agent.get("/list-processes", headers=as_user["ivy"])) == [slug]
+            assert slugs(await to_agent.get("/list-processes", headers=as_user["jack"])) == []
+            assert slugs(await to_agent.get("/list-processes", headers=as_user["root"])) == [slug]
+            other = as_user["jack"]
+            assert (await to_agent.get(f"/process-status/{slug}", headers=other)).status_code == 404
+            gone = await to_agent.post(f"/delete-process/{slug}", content=b"{}", headers=other)
+            assert gone.status_code == 404
+            assert (await to_agent.get(f"/process-status/{slug}", headers=as_user["ivy"])).status_code == 200
+            deleted = await to_agent.post(f"/delete-process/{slug}", content=b"{}", headers=as_user["root"])
+            assert deleted.status_code == 200
 
 
 async def test_off_loopback_a_manager_without_keys_refuses_to_start(make_manager: ManagerFactory) -> None:
