@@ -74,6 +74,8 @@ async def test_a_wrong_token_is_refused_and_the_list_follows_the_api(
     assert await row.locator("td.pid").text_content() == str(
         (await api.get("/process-status/live.web.0")).json()["pid"]
     )
+    # Its uptime, counted on in the page from started_at (Unix seconds): "3 s", never "NaN s".
+    await row.locator("td.uptime", has_text=re.compile(r"^\d+ s$")).wait_for()
     assert (await api.post("/delete-process/live.web.0")).status_code == 200
     await page.locator("#processes tr[data-slug='live.web.0']").wait_for(state="detached")
     # And from the page: Delete (confirmed) stops it and forgets it.

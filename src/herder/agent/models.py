@@ -5,6 +5,8 @@ Process status, Delete request); fields beyond the seed's are what supervisor us
 need (``state``, ``pid``, ``restarts``, ``exit_code``, ``started_at``, ``error``...).
 Where the seed's table (``status``) and its examples (``details``) name the same link
 differently, the status document carries both.
+
+Times are Unix seconds (floats, UTC), as on the manager and in sessions.
 """
 
 from __future__ import annotations
@@ -354,7 +356,7 @@ class ProcessStatus(_Document):
     port: int | None = Field(description="The port given to the process as $PORT.")
     restarts: int = Field(description="How many times the process was started again.")
     exit_code: int | None = Field(description="Of the last run; negative: killed by that signal.")
-    started_at: str | None = Field(description="ISO 8601 time the current run started.")
+    started_at: float | None = Field(description="Unix time (seconds) the current run started.")
     uptime_s: float | None = Field(description="Seconds the current run has lasted; null while nothing runs.")
     cpu_percent: float | None = Field(
         description="CPU use of the process (its pid, not its children): 100 is one core; sampled at most "
@@ -363,7 +365,7 @@ class ProcessStatus(_Document):
     rss_bytes: int | None = Field(
         description="Resident memory of the process (its pid, not its children); null while nothing runs."
     )
-    created_at: str
+    created_at: float = Field(description="Unix time (seconds) the process was created.")
     error: str | None = Field(description="Why the process failed or is backing off.")
     build_log: str | None = Field(
         default=None, description="GET the app's build log (text) here; only for an app that was built."

@@ -22,11 +22,12 @@ it instead of trying again.
 
 from __future__ import annotations
 
+import datetime
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
 from herder.rpc import Method, RemoteError, RpcError
 
@@ -313,6 +314,22 @@ Port = Annotated[int, Field(ge=0, le=65535)]
 Pid = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
+def _unix_seconds(value: object) -> object:
+    """An agent older than issue 16 sent its times as ISO 8601 strings: read them as Unix
+    seconds, so a manager upgraded first still shows its inventory. Anything else is left
+    for the field's own check."""
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            return datetime.datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return value
+    return value
+
+
+# A time, in Unix seconds (UTC) as every document of herder gives it.
+UnixTime = Annotated[float, Field(ge=0), BeforeValidator(_unix_seconds)]
+
+
 class InventoryQuery(Arguments):
     """``inventory()`` (manager → agent, a call): what the agent runs now. No arguments."""
 
@@ -348,7 +365,7 @@ class InventoryProcess(InventoryEntry):
         None, ge=0, description="100 is one core busy, between the last two samples."
     )
     rss_bytes: Count | None = Field(None, description="Resident memory of its process.")
-    started_at: Annotated[str, StringConstraints(max_length=64)] | None = None
+    started_at: UnixTime | None = Field(None, description="When its current run started (Unix seconds).")
     error: Note | None = None
 
 

@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from herder.agent.api.routes import DOCS, _docs, base_url, read_build_log
 from herder.agent.errors import ConfigError, Conflict, NotFound
 from herder.agent.processes.states import State
-from herder.agent.processes.supervisor import iso
 from herder.agent.router.models import DrainRequest, PoolListing, PoolSpec, PoolStatus, ScaleRequest
 from herder.agent.router.pools import Pool
 from herder.agent.router.router import ListenError, Router
@@ -60,7 +59,7 @@ def pool_document(pool: Pool, base: str) -> dict[str, Any]:
                 "in_flight": inst.in_flight,
                 "requests": inst.requests,
                 "restarts": inst.unit.restarts,
-                "started_at": iso(inst.unit.started_at),
+                "started_at": inst.unit.started_at,
                 "error": inst.unit.error,
             }
             for inst in pool.instances

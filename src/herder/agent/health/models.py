@@ -198,5 +198,5 @@ class HealthStatus(BaseModel):
     failures: int = Field(
         description="Failed checks in a row (the process is restarted when it reaches the limit)."
     )
-    last_check_at: str | None = Field(description="ISO 8601 time of the last check.")
+    last_check_at: float | None = Field(description="Unix time (seconds) of the last check.")
     last_error: str | None = Field(description="Why the last failed check failed.")

@@ -16,7 +16,6 @@ never fork a thousand checks at once.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import enum
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -61,13 +60,10 @@ class HealthState:
         self.status = None
 
     def document(self) -> dict[str, Any]:
-        at = self.last_check_at
         return {
             "status": None if self.status is None else self.status.value,
             "failures": self.failures,
-            "last_check_at": None
-            if at is None
-            else datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="milliseconds"),
+            "last_check_at": self.last_check_at,
             "last_error": self.last_error,
         }
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import os
 import signal
@@ -69,12 +68,6 @@ REBUILD_HINT = (
     " (not built again until the app changes, or a create asks for it with rebuild: true:"
     " herder run --rebuild)"
 )
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 def pick_port() -> int:
@@ -128,10 +121,7 @@ class Unit:
         self.port: int | None = None
         self.restarts = 0
         self.exit_code: int | None = None
-        self.started_at: float | None = None
-        # Formatted once: status documents are the hot path of the API.
-        self.started_at_iso: str | None = None
-        self.created_at_iso = iso(spec.created_at)
+        self.started_at: float | None = None  # Unix seconds, as every time the agent sends
         self.error: str | None = None
         # Set while the process keeps failing (see crashes.py); kept in ``error`` while it
         # runs between two failures, and cleared once a run outlives the window.
@@ -607,7 +597,6 @@ class Unit:
         self.pid = child.pid
         self.error = self.crash_loop  # still looping until this run proves otherwise
         self.started_at = time.time()
-        self.started_at_iso = iso(self.started_at)
         self._started_mono = time.monotonic()
         self._window_timer = asyncio.get_running_loop().call_later(
             self._ctx.config.crash_window_s, self._outlived_window

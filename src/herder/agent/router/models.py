@@ -190,7 +190,7 @@ class InstanceStatus(BaseModel):
     in_flight: int = Field(description="Requests (and WebSockets) being served now.")
     requests: int = Field(description="Requests served since it started.")
     restarts: int
-    started_at: str | None
+    started_at: float | None = Field(description="Unix time (seconds) its current run started.")
     error: str | None
 
 

@@ -51,7 +51,7 @@ export function showProcesses(root, feed) {
       h("td", {}, h("strong", {}, p.slug), h("div", { className: "muted" }, describe(p))),
       h("td", { className: "state" }, badge(p.state)),
       h("td", { className: "num restarts" }, String(p.restarts)),
-      h("td", { className: "num uptime", dataset: { since: p.state === "running" ? p.started_at ?? "" : "" } }, uptime(p)),
+      h("td", { className: "num uptime", dataset: { since: p.state === "running" ? String(p.started_at ?? "") : "" } }, uptime(p)),
       h("td", { className: "num port" }, p.port ?? "–"),
       h("td", { className: "num pid" }, p.pid ?? "–"),
       h("td", { className: "num cpu" }, p.cpu_percent == null ? "–" : `${p.cpu_percent} %`),
@@ -132,11 +132,11 @@ export function showProcesses(root, feed) {
     consoleCard.replaceChildren();
   }
 
-  // Uptime moves on between changes: redrawn from started_at each second (a clock, not a call).
+  // Uptime moves on between changes: redrawn from started_at (Unix seconds) each second (a clock, not a call).
   const clock = setInterval(() => {
     for (const cell of body.querySelectorAll("td.uptime")) {
       const started = /** @type {HTMLElement} */ (cell).dataset.since;
-      if (started) cell.textContent = since(started);
+      if (started) cell.textContent = since(Number(started));
     }
   }, 1000);
   const unlisten = listen(feed, { change: render });

@@ -16,9 +16,9 @@ export function badge(state) {
   return h("span", { className: `badge ${TONE[state] ?? ""}` }, state);
 }
 
-/** "42 s", "3 min", "2 h 5 min" since an ISO 8601 time. @param {string} iso */
-export function since(iso) {
-  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+/** "42 s", "3 min", "2 h 5 min" since a time in Unix seconds (as the agent gives them). @param {number} at */
+export function since(at) {
+  const s = Math.max(0, Math.round((Date.now() - new Date(at * 1000).getTime()) / 1000));
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
