@@ -48,6 +48,7 @@ from herder.manager.store import db as database
 from herder.manager.store import logs as item_logs
 from herder.manager.store import queries
 from herder.manager.store.logs import FinalLog
+from herder.manager.store.single import SqliteGuard
 from herder.manager.store.submissions import NewTask
 from herder.net import listen_socket
 from herder.rpc import Principal, Service, SharedSecretVerifier, Verifier
@@ -288,6 +289,7 @@ class Manager(Daemon):
         self.runtime: ManagerRuntime | None = None
         self.engine: Any = None
         self.authority: Authority | None = None
+        self._guard: SqliteGuard | None = None  # held while running on a SQLite file
 
     @property
     def url(self) -> str:
@@ -297,6 +299,18 @@ class Manager(Daemon):
         return f"http://{host}:{port}"
 
     async def __aenter__(self) -> Manager:
+        try:
+            return await self._open()
+        except BaseException:  # a start that failed lets the next manager onto the file
+            self._release_guard()
+            raise
+
+    def _release_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.release()
+            self._guard = None
+
+    async def _open(self) -> Manager:
         cfg = self.config
         from herder.auth import AuthKeyError
 
@@ -314,6 +328,10 @@ class Manager(Daemon):
         if weak is not None:
             raise StartupError(weak)
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # 0700 whatever the umask
+        path = database.sqlite_path(cfg.database_url())
+        if path is not None:  # one manager per SQLite file (#17)
+            self._guard = SqliteGuard(path)
+            self._guard.acquire()
         try:
             self.engine = database.create_engine(cfg.database_url())
             await database.migrate(self.engine)
@@ -407,3 +425,4 @@ class Manager(Daemon):
                 self._sock.close()
             if self.engine is not None:
                 await self.engine.dispose()
+            self._release_guard()

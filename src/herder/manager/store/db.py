@@ -12,13 +12,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, event, exc, make_url
+from sqlalchemy import Engine, event, exc, make_url, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from herder.manager.errors import DatabaseError as DatabaseError  # re-exported: its old home
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# PostgreSQL's advisory lock taken around the migrations (any fixed 64-bit number, the
+# same in every manager): b"herdmigr" read as a signed integer.
+MIGRATION_LOCK = int.from_bytes(b"herdmigr", "big", signed=True)
 
 T = TypeVar("T")
 
@@ -131,6 +134,11 @@ async def migrate(engine: AsyncEngine) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
 
     def upgrade(connection: Any) -> None:
+        if connection.dialect.name == "postgresql":
+            # Managers started at the same moment on a fresh database would each create
+            # the same types and tables (#17): one migrates, the others wait for its
+            # commit, then find the schema at head. Released with the transaction.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
