@@ -16,11 +16,14 @@ Keys are an **allow-list**: a key is honoured only while the database records it
 issued and not revoked, and so are the tokens bought with it. The keys are read from the
 database at start and about once a second after (``refresh``), so a revocation made by
 ``herder keys revoke`` (another process, or another manager on the same PostgreSQL)
-takes effect within a second; a key issued elsewhere is looked up when it first buys a
-token. A database emptied, or replaced by an older copy, therefore cannot bring back a
-key it does not record; and since such a database would also have forgotten
-revocations, the manager refuses to start on a database that does not know its signing
-key (``check_database``) unless told to accept it as new.
+takes effect within a second; on PostgreSQL a revocation also sends ``NOTIFY
+herder_keys`` at its commit, on which every manager reads the keys again at once
+(``herder.manager.keywatch``; the re-read each second stays as the safety net). A key
+issued elsewhere is looked up when it first buys a token. A database emptied, or
+replaced by an older copy, therefore cannot bring back a key it does not record; and
+since such a database would also have forgotten revocations, the manager refuses to
+start on a database that does not know its signing key (``check_database``) unless told
+to accept it as new.
 
 An access token signed with the signing key but bought with no key (``herder up``'s
 tests, an operator's script holding the private key) names no key to check; it is
@@ -36,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import herder.auth as auth
@@ -51,6 +54,9 @@ TOKEN_AUDIENCE = "herder"
 ROLES = ("admin", "user")
 DEFAULT_KEY_TTL_S = 365 * 86400
 DEFAULT_TOKEN_TTL_S = 3600
+# PostgreSQL's channel on which a revocation is announced, delivered at its commit, so
+# that every manager on the database reads the keys again at once (``keywatch``).
+KEYS_CHANNEL = "herder_keys"
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,8 @@ class Authority:
         if subject is not None:
             query = query.where(AuthKey.subject == subject)
         result = await db.execute(query.values(revoked_at=time.time()))
+        if db.get_bind().dialect.name == "postgresql":  # every manager reads the keys again (#17)
+            await db.execute(text("SELECT pg_notify(:channel, '')"), {"channel": KEYS_CHANNEL})
         return int(getattr(result, "rowcount", 0))
 
     @staticmethod

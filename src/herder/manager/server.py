@@ -33,12 +33,13 @@ from herder.auth import weak_secret
 from herder.daemon import Component, Daemon, run_components
 from herder.frontdoor import AccessTokens, Authenticate, Door, RouteLimit, SharedSecret, server_options
 from herder.manager.agents import AgentsService, LinkedWorkers, LinkTerms
-from herder.manager.authority import Authority, TokenVerifier, UnknownDatabase
+from herder.manager.authority import KEYS_CHANNEL, Authority, TokenVerifier, UnknownDatabase
 from herder.manager.config import ManagerConfig
 from herder.manager.dispatch import Dispatcher
 from herder.manager.errors import ManagerError as ManagerError  # re-exported: what the CLI catches
 from herder.manager.errors import StartupError
 from herder.manager.events import Events
+from herder.manager.keywatch import KeyWatch
 from herder.manager.leases import LeaseKeeper
 from herder.manager.models import TaskSubmission
 from herder.manager.output import Output
@@ -114,13 +115,18 @@ class ManagerRuntime:
         self.agents = AgentsService(
             self.writes, self, self.output, self.dispatcher, terms, linked=self.linked, revocations=authority
         )
+        store = RegistryStore(engine)  # the registry's rows, shared by every manager (#17)
         self.services = Services(
             authority is not None,
             self.targets,
             config.service_quota,
             config.service_quota_overrides,
-            store=RegistryStore(engine),  # the registry's rows, shared by every manager (#17)
+            store=store,
         )
+        # Revocations made through another manager, heard on the registry's LISTEN (#17).
+        self.keywatch = KeyWatch(authority, self) if authority is not None else None
+        if self.keywatch is not None:
+            store.follow(KEYS_CHANNEL, self.keywatch.changed)
         self.leases = LeaseKeeper(
             self,
             heartbeat_interval_s=config.heartbeat_interval_s,
@@ -141,13 +147,16 @@ class ManagerRuntime:
 
     def components(self) -> dict[str, Component]:
         """The manager's long-running parts, by name: each runs until cancelled."""
-        return {
+        components: dict[str, Component] = {
             "lease-keeper": self.leases,
             "dispatcher": self.dispatcher,
             "services-sweeper": self.services,
             "quiet-heartbeats": self.writes,
             "events": self.events,
         }
+        if self.keywatch is not None:
+            components["key-watch"] = self.keywatch
+        return components
 
     async def parser_of_item(self, item_id: int) -> str | None:
         """The parser a work item's task names (None: no such item); ``output.ParserNames``."""
