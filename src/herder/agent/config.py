@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from herder.frontdoor import HttpLimits
 from herder.net import is_loopback_host
@@ -153,10 +153,23 @@ class SessionsConfig(_Section):
     )
 
 
-class ManagerLinkConfig(_Section):
-    """The agent as a worker of a manager (``--manager URL``)."""
+MANAGER_URL_SCHEMES = ("http", "https", "ws", "wss", "tcp", "unix")
 
-    url: str = Field(description="the manager: http://host:port (its /rpc) or ws://.../rpc")
+
+class ManagerLinkConfig(_Section):
+    """The agent as a worker of a manager (``--manager URL``, or several: ``URL1,URL2``).
+
+    Several managers on one PostgreSQL share their work: the agent links to one of
+    ``urls`` and moves to the next when that one is lost (``herder.agent.link.worker``).
+    After validation ``urls`` always holds them all and ``url`` the first.
+    """
+
+    url: str | None = Field(None, description="the manager: http://host:port (its /rpc) or ws://.../rpc")
+    urls: list[str] = Field(
+        default_factory=list,
+        description="several managers on one database (instead of url): the agent links to one, "
+        "and moves to another when it is lost",
+    )
     token: str | None = Field(None, description="the manager's bearer token, if it has one")
     key: str | None = Field(
         None,
@@ -170,6 +183,31 @@ class ManagerLinkConfig(_Section):
     tags: list[str] = Field(
         default_factory=list, description="what this worker offers; tasks may require tags"
     )
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        cleaned = [url.strip() for url in value]
+        for url in cleaned:
+            if url.partition("://")[0].lower() not in MANAGER_URL_SCHEMES or not url.partition("://")[2]:
+                raise ValueError(f"{url!r} is not a manager URL (http://host:port or ws://host:port/rpc)")
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError("a manager is named twice")
+        return cleaned
+
+    @model_validator(mode="after")
+    def _one_list(self) -> ManagerLinkConfig:
+        """``url`` and ``urls`` are two spellings of one list: one is given (or both, as
+        validation leaves them: ``url`` the first of ``urls``)."""
+        if self.url is not None and self.urls and self.url != self.urls[0]:
+            raise ValueError("give the managers as url or as urls, not both")
+        if self.url is None and not self.urls:
+            raise ValueError("url (or urls) is needed: the manager to work for")
+        if not self.urls:
+            assert self.url is not None
+            self.urls = [self.url]
+        self.url = self.urls[0]
+        return self
 
 
 # What a build inherits from the agent's environment beyond a child's: how this host reaches

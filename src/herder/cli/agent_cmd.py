@@ -99,7 +99,10 @@ def agent(
     ] = None,
     manager: Annotated[
         str | None,
-        typer.Option(help="Work for this manager (http://host:8020): register, heartbeat, run its tasks."),
+        typer.Option(
+            help="Work for this manager (http://host:8020): register, heartbeat, run its tasks. "
+            "Several managers on one database: URL1,URL2 (linked to one, moved to the next if it is lost)."
+        ),
     ] = None,
     manager_token_file: Annotated[
         Path | None,
@@ -164,7 +167,8 @@ def agent(
     }
     if manager is not None:
         link: dict[str, Any] = {
-            "url": manager,
+            "url": None,  # the file's url gives way to the option's list
+            "urls": [part.strip() for part in manager.split(",")],
             "token": _read_secret(manager_token_file),
             "key": _read_secret(key_file),
             "tags": tag or [],

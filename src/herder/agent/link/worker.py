@@ -8,18 +8,26 @@ manager pushes (``assign``) as supervised units, and reports each attempt: start
 output lines, finished with its exit code. The manager may also ask what the agent runs
 (``inventory``: its processes, pools and sessions, for the dashboard's worker view).
 
-When the manager is away, the agent reconnects with backoff; work already running keeps
+When the manager is away, the agent reconnects with backoff; with several managers on
+one database (``[manager] urls``) it moves to the next one at once (``rotation``: the
+first is picked at random, each URL backs off on its own). The link counts as lost when
+it closes (a manager killed, restarted) or when a heartbeat's answer is overdue (a
+manager cut off or stalled: ``heartbeat_timeout_s``). Work already running keeps
 running, and its reports wait (``started`` and ``finished``; output lines meanwhile are
 not kept) to be sent once the link is back. What goes both ways is the contract of
 ``herder.fleet`` (docs/protocol.md §19): the agent validates what the manager pushes and
 answers, and matches the codes of refusals, never class names. A report refused with a
-final code (the attempt was given to another worker meanwhile) is dropped.
+final code (the attempt was given to another worker meanwhile) is dropped. Reports are
+valid on any manager of the database: the worker's row (and id) is its hostname's, and
+a report is checked against the attempt's row, not against the manager that assigned it.
 
 Leases (docs/manager.md, "At most one attempt"): the manager hands a piece of work out
 again once its lease ran out. So that the attempt here is over by then, the agent
 stops, by its own monotonic clock, every attempt whose lease it could not renew (no
 heartbeat naming it acknowledged) for ``lease_s - lease_margin_s``, and kills what is
-left of it at ``lease_s``; the manager waits ``lease_margin_s`` more.
+left of it at ``lease_s``; the manager waits ``lease_margin_s`` more. A lease is renewed
+by whichever manager acknowledges the heartbeat, so a move to another manager keeps the
+work running if it is linked again in time, and stops it if not.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from herder.agent.link.inventory import InventorySource, take_inventory
+from herder.agent.link.rotation import Rotation
 from herder.agent.models import ProcessSpec, RestartPolicy
 from herder.agent.processes import procs
 from herder.agent.processes.logs import Stream
@@ -79,8 +88,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKOFF_INITIAL_S = 0.2
-BACKOFF_MAX_S = 10.0
+# A heartbeat's answer is overdue (the manager is cut off or stalled: the link is lost)
+# after one interval, but never less than this: a manager's write round may be slow.
+HEARTBEAT_ANSWER_MIN_S = 3.0
 OUTPUT_BATCH_LINES = MAX_OUTPUT_LINES  # the most one ``output`` notification may carry
 WAIT_EXIT_S = 10 * 365 * 86400.0  # a piece of work may run as long as it needs
 MAX_PENDING_REPORTS = 10_000
@@ -129,6 +139,7 @@ class WorkerLink:
         self._clock = clock  # leases, heartbeats and backoff are read and waited on it
         assert config.manager is not None
         self._link = config.manager
+        self._managers = Rotation(config.manager.urls)
         self._supervisor = supervisor
         self._sysinfo = sysinfo
         self._agent_url = agent_url
@@ -161,25 +172,38 @@ class WorkerLink:
         finally:
             self._tasks = None
 
+    @property
+    def manager_url(self) -> str:
+        """The manager the link is on (or tries next)."""
+        return self._managers.current
+
     async def _stay_linked(self) -> None:
-        delay = BACKOFF_INITIAL_S
         while True:
+            wait = self._managers.wait_s(self._clock.monotonic())
+            if wait > 0:
+                await self._clock.sleep(wait)
+            url = self._managers.current
             started = self._clock.monotonic()
             try:
-                await self._linked()
-                delay = BACKOFF_INITIAL_S
+                await self._linked(url)
+                self._managers.ended_cleanly()
                 continue  # it ended to renew its token: reconnect at once
             except (ConnectionLost, HandshakeRefused, RpcError, OSError, TimeoutError) as exc:
-                log.warning("link to the manager %s: %s; retrying in %.1f s", self._link.url, exc, delay)
+                now = self._clock.monotonic()
+                following = self._managers.failed(now, now - started)
+                wait = self._managers.wait_s(now)
+                log.warning(
+                    "link to the manager %s: %s; trying %s in %.1f s",
+                    url,
+                    str(exc) or type(exc).__name__,
+                    following,
+                    wait,
+                )
             finally:
                 self.peer = None
                 self.connected.clear()
-            if self._clock.monotonic() - started > BACKOFF_MAX_S:
-                delay = BACKOFF_INITIAL_S  # it was up for a while: retry quickly
-            await self._clock.sleep(delay)
-            delay = min(delay * 2, BACKOFF_MAX_S)
 
-    async def _access_token(self) -> tuple[str | None, float]:
+    async def _access_token(self, url: str) -> tuple[str | None, float]:
         """The token the link presents, and when to renew it (never, for a shared secret).
 
         With a key (``--key-file``), a fresh access token is bought from the manager at
@@ -188,18 +212,18 @@ class WorkerLink:
         """
         if self._link.key is None:
             return self._link.token, float("inf")
-        manager = ManagerClient(self._link.url, key=self._link.key)
+        manager = ManagerClient(url, key=self._link.key)
         bought = await manager.buy_token()
         if self._trust is not None:  # the manager's public key, for the tokens of this agent's API
             self._trust.set_jwks(await manager.jwks())
         return bought.token, bought.renew_at
 
-    async def _linked(self) -> None:
+    async def _linked(self, manager_url: str) -> None:
         handlers = agent_handlers(
             {"assign": self._assign, "stop": self._stop_notified, "inventory": self._inventory_asked}
         )
-        token, renew_at = await self._access_token()
-        url = rpc_url(self._link.url)
+        token, renew_at = await self._access_token(manager_url)
+        url = rpc_url(manager_url)
         async with connect(url, token=token, codecs=("msgpack",), handlers=handlers) as peer:
             registration = await self._registration()
             sent = self._clock.monotonic()
@@ -213,7 +237,7 @@ class WorkerLink:
             self._renewed_at = sent
             self.peer = peer
             self.connected.set()
-            log.info("linked to the manager %s as worker %d", self._link.url, self.worker_id)
+            log.info("linked to the manager %s as worker %d", manager_url, self.worker_id)
             await self._flush_pending(peer)
             while not peer.closed:
                 await self._heartbeat(peer, interval)
@@ -254,7 +278,7 @@ class WorkerLink:
         assert self.worker_id is not None  # registered before the first heartbeat
         beat = Heartbeat(worker_id=self.worker_id, figures=figures, running=running)
         sent = self._clock.monotonic()
-        raw = await peer.call("heartbeat", *beat.as_args(), timeout=max(interval * 2, 5))
+        raw = await peer.call("heartbeat", *beat.as_args(), timeout=heartbeat_timeout_s(interval))
         answer = read_answer(HeartbeatAnswer, raw)
         stops = set(answer.stop)
         for item, attempt in running:  # renewed: their leases start again from ``sent`` at the latest
@@ -319,10 +343,19 @@ class WorkerLink:
         await peer.call(method, *report.as_args(), timeout=30)
 
     async def _flush_pending(self, peer: Peer) -> None:
+        """Send the reports that waited, oldest first; those the link could not carry wait on.
+
+        If this link is lost too (the manager it moved to went away in turn), the report
+        being sent and those after it are kept for the next link, before the ones made
+        meanwhile: none is lost.
+        """
         pending, self._pending = self._pending, []
-        for method, args in pending:
+        for index, (method, args) in enumerate(pending):
             try:
                 await self._send_report(peer, method, args)
+            except (ConnectionLost, RpcError, TimeoutError):
+                self._pending = pending[index:] + self._pending
+                raise
             except RemoteError as exc:
                 why = refusal_of(exc) or exc.type or exc.code
                 log.info("the manager refused a late %s %s [%s]: %s", method, args[:2], why, exc.message)
@@ -481,6 +514,16 @@ class WorkerLink:
                         run.attempt,
                         payload[start : start + OUTPUT_BATCH_LINES],
                     )
+
+
+def heartbeat_timeout_s(interval: float) -> float:
+    """When a heartbeat's answer is overdue and the link counts as lost (then the next manager).
+
+    A link cut without a close is thus noticed at most ``interval + heartbeat_timeout_s``
+    after its last acknowledged heartbeat: 10 s with the default 5 s interval, before
+    leases stop the work (three intervals).
+    """
+    return max(interval, HEARTBEAT_ANSWER_MIN_S)
 
 
 def _ended(unit: Unit) -> bool:
