@@ -2,7 +2,8 @@
 
 A key revoked through manager A stops its tokens on manager B at once (a NOTIFY, well
 under the once-a-second re-read that stays as the safety net); a worker disabled
-through A gets no work through B, and enabled again through A, gets it.
+through A gets no work through B, and enabled again through A, gets it; a cancel or a
+delete through B stops the work of an agent linked to A at once (B hands the stop over).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import POLL_S, run_herder
+from tests.conftest import AgentFactory
+from tests.helpers import POLL_S, run_herder, wait_dead
 from tests.manager.conftest import ManagerProcess
+from tests.manager.test_link import wait_task
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
@@ -120,3 +124,53 @@ async def test_a_worker_disabled_through_a_gets_no_work_through_b_until_enabled_
     finally:
         a.kill()
         b.kill()
+
+
+# Without being told, the agent stops canceled work at its next heartbeat (the manager's
+# default interval: 5 s); told through the manager holding its link, at once.
+STOPPED_WITHIN_S = 1.0
+
+
+async def test_cancel_and_delete_through_b_stop_work_of_a_worker_linked_to_a_at_once(
+    db_url: str, tmp_path: Path, make_agent: AgentFactory
+) -> None:
+    a = ManagerProcess(tmp_path / "a", db_url)
+    b = ManagerProcess(tmp_path / "b", db_url)
+    try:
+        a.start()
+        b.start()
+        link = {"url": a.url, "slots": 1, "name": "linked-to-a"}
+        async with make_agent(manager=link) as agent, httpx.AsyncClient(base_url=b.url) as to_b:
+            worker = agent.runtime.worker if agent.runtime is not None else None
+            assert worker is not None
+            await asyncio.wait_for(worker.connected.wait(), 20)
+            seen: list[int] = []
+            for action in ("cancel", "delete"):
+                body = {"type": "command", "settings": {"argv": ["sleep", "60"]}}
+                task = (await to_b.post("/tasks", json=body)).json()
+                await wait_task(to_b, task["id"], "rendering")
+                pid = await _new_pid(worker, seen)
+                started = time.monotonic()
+                if action == "cancel":
+                    answer = await to_b.patch(f"/tasks/{task['id']}", json={"status": "canceled"})
+                    assert answer.status_code == 204
+                else:
+                    assert (await to_b.delete(f"/tasks/{task['id']}")).status_code == 202
+                await wait_dead([pid], timeout_s=10.0)
+                elapsed = time.monotonic() - started
+                assert elapsed < STOPPED_WITHIN_S, f"{action}: the work stopped after {elapsed:.2f}s"
+    finally:
+        a.kill()
+        b.kill()
+
+
+async def _new_pid(worker: Any, seen: list[int], timeout_s: float = 10.0) -> int:
+    """The pid of the run the worker started last (one not in ``seen``), once it has one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = [r.unit.pid for r in worker.runs.values() if r.unit.pid is not None and r.unit.pid not in seen]
+        if pids:
+            seen.append(pids[0])
+            return pids[0]
+        assert time.monotonic() < deadline, "the worker started no process"
+        await _pause()

@@ -394,7 +394,7 @@ def _worker_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
 async def _cancel(runtime: ManagerRuntime, db: AsyncSession, task: Task) -> list[int]:
     """Cancel a task: its running work is stopped, and the output kept of its items (all
     ended now) is stored in the cancel's transaction; the items' ids."""
-    await runtime.stop_running(await queries.cancel_task(db, task))
+    await runtime.stop_running(db, await queries.cancel_task(db, task))
     ended = [item.id for item in await queries.items_of(db, task.id)]
     await item_logs.keep(db, runtime.output.final_logs(ended))
     return ended
@@ -540,7 +540,7 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
         async with _transaction(runtime) as db:
             task = await queries.get_task(db, _path_id(request), owner=_viewer(request))
             doc = task_document(task)
-            await runtime.stop_running(await queries.delete_task(db, task))
+            await runtime.stop_running(db, await queries.delete_task(db, task))
             runtime.output.task_deleted(task.id)
         runtime.events.deleted(task.id, task.owner)  # no row is left for the feed to read
         doc["status"] = "deleted"

@@ -41,7 +41,7 @@ class KeyWatch:
         self._changed = asyncio.Event()
         self.reads = 0  # since start: how many times a NOTIFY made it read the keys
 
-    def changed(self) -> None:
+    def changed(self, _payload: str | None = None) -> None:
         """A NOTIFY on the keys' channel (or the LISTEN connection back): read them again."""
         self._changed.set()
 

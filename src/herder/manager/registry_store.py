@@ -150,14 +150,15 @@ class RegistryStore:
         self._reloads = 0
         self._reads = 0
         # Other channels heard on the same LISTEN connection (``follow``): the keys' (#17).
-        self._followed: dict[str, Callable[[], None]] = {}
+        self._followed: dict[str, Callable[[str | None], None]] = {}
 
     def statistics(self) -> RegistryStoreStatistics:
         return RegistryStoreStatistics(self._reloads, self._reads, self._listener is not None)
 
-    def follow(self, channel: str, changed: Callable[[], None]) -> None:
-        """Call ``changed`` at each NOTIFY on ``channel`` (PostgreSQL; before ``start``),
-        and whenever the LISTEN connection comes back (what was sent meanwhile is lost)."""
+    def follow(self, channel: str, changed: Callable[[str | None], None]) -> None:
+        """Call ``changed(payload)`` at each NOTIFY on ``channel`` (PostgreSQL; before
+        ``start``), and ``changed(None)`` whenever the LISTEN connection comes back (what
+        was sent meanwhile is lost)."""
         self._followed[channel] = changed
 
     # -- writes (each shares a transaction with whatever arrives meanwhile) ----------------
@@ -371,7 +372,7 @@ class RegistryStore:
         conn.add_termination_listener(lambda _conn: self._lost.set())
         await conn.add_listener(CHANNEL, self._notified)
         for channel, changed in self._followed.items():
-            await conn.add_listener(channel, lambda *_args, changed=changed: changed())
+            await conn.add_listener(channel, lambda *args, changed=changed: changed(args[-1]))
         self._listener = conn
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
@@ -404,7 +405,7 @@ class RegistryStore:
                     await self._listen()
                     await self.reload()
                     for changed in self._followed.values():
-                        changed()
+                        changed(None)
                     log.info("the registry's LISTEN connection is back; the index was read again")
                 except Exception as error:
                     log.warning("cannot LISTEN for registry changes yet: %s", error)

@@ -45,6 +45,8 @@ from herder.manager.models import TaskSubmission
 from herder.manager.output import Output
 from herder.manager.registry_store import RegistryStore
 from herder.manager.services import Services
+from herder.manager.stops import CHANNEL as STOPS_CHANNEL
+from herder.manager.stops import Stops
 from herder.manager.store import db as database
 from herder.manager.store import logs as item_logs
 from herder.manager.store import queries
@@ -127,6 +129,9 @@ class ManagerRuntime:
         self.keywatch = KeyWatch(authority, self) if authority is not None else None
         if self.keywatch is not None:
             store.follow(KEYS_CHANNEL, self.keywatch.changed)
+        # Cancels and deletes reach workers linked to another manager (#17).
+        self.stops = Stops(self.linked, self.dispatcher, store.manager_id)
+        store.follow(STOPS_CHANNEL, self.stops.heard)
         self.leases = LeaseKeeper(
             self,
             heartbeat_interval_s=config.heartbeat_interval_s,
@@ -153,6 +158,7 @@ class ManagerRuntime:
             "services-sweeper": self.services,
             "quiet-heartbeats": self.writes,
             "events": self.events,
+            "stops": self.stops,
         }
         if self.keywatch is not None:
             components["key-watch"] = self.keywatch
@@ -235,17 +241,18 @@ class ManagerRuntime:
             return work()
         return await asyncio.to_thread(work)  # the largest tasks take a few hundred ms
 
-    async def stop_running(self, running: list[tuple[int, int, int]]) -> None:
-        """Work that was canceled while a worker runs it.
+    async def stop_running(self, db: Any, running: list[tuple[int, int, int]]) -> None:
+        """Work that was canceled (in ``db``'s transaction) while a worker runs it.
 
         Its attempt is fenced off in the database already: the worker's next report or
-        heartbeat tells it the work is no longer its own, and it stops it.
+        heartbeat tells it the work is no longer its own, and it stops it. It is told at
+        once too, by this manager or the one holding its link (``stops``).
         """
         for worker_id, item_id, attempt in running:
             log.info(
                 "work item %d (attempt %d) canceled while worker %d runs it", item_id, attempt, worker_id
             )
-        await self.dispatcher.stop(running)
+        await self.stops.stop(db, running)
 
 
 class FrontDoor(Door):
