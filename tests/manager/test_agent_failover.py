@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,9 @@ from tests.manager.conftest import ManagerFactory, ManagerProcess
 # A manager killed closes the link: the agent links to the next one at once (docs/operations.md).
 FAILOVER_BOUND_S = 3.0
 WORK_S = 4  # long enough to be running when its manager dies
+# A manager stalled keeps the link open: the agent moves once a heartbeat's answer is
+# overdue, two default intervals (5 s) after its last acknowledged one at most.
+STALL_BOUND_S = 2 * 5.0 + 1.0
 
 
 # -- the rotation (sans-IO) -------------------------------------------------------------------
@@ -198,4 +202,55 @@ async def test_the_agent_moves_to_the_other_manager_when_its_own_is_killed(
         assert "refused" not in agent.stderr()  # no report of the attempt was turned away
     finally:
         agent.kill()
+    assert time.monotonic() - began < 30
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_the_agent_moves_when_its_manager_stalls_without_closing_the_link(
+    managers: tuple[ManagerProcess, ManagerProcess], tmp_path: Path
+) -> None:
+    """SIGSTOP: the link stays open and no answer comes; the overdue heartbeat moves the agent.
+
+    With the default 5 s heartbeat it moves within two intervals of its last acknowledged
+    heartbeat, before the lease (three intervals) would stop the work: the work goes on.
+    """
+    began = time.monotonic()
+    a, b = managers
+    attempts = tmp_path / "attempts.log"
+    agent = AgentProcess(tmp_path / "agent", "--manager", f"{a.url},{b.url}", "--name", "staller").start()
+    stalled: ManagerProcess | None = None
+    try:
+        await poll(lambda: len(linked_to(agent)) == 1)
+        own, other = (a, b) if linked_to(agent)[0] == a.url else (b, a)
+        work_s = 12  # outlives the move (at most 10 s after the stop)
+        script = f'echo "start $$" >> {attempts}; sleep {work_s}; echo "end $$" >> {attempts}'
+        task = {"type": "command", "settings": {"argv": ["/bin/sh", "-c", script]}, "max_attempts": 1}
+        async with httpx.AsyncClient(base_url=own.url, timeout=10) as client:
+            answer = await client.post("/tasks", json=task)
+            assert answer.status_code == 202, answer.text
+            task_id = answer.json()["id"]
+        await poll(lambda: attempts.exists() and "start" in attempts.read_text())
+
+        assert own.proc is not None
+        own.proc.send_signal(signal.SIGSTOP)
+        stalled = own
+        stopped = time.monotonic()
+        await poll(lambda: len(linked_to(agent)) == 2, timeout_s=STALL_BOUND_S + 2)
+        moved_in = time.monotonic() - stopped
+        assert linked_to(agent)[1] == other.url
+        assert moved_in < STALL_BOUND_S, f"linked to the other manager after {moved_in:.2f} s"
+        assert "heartbeat" in agent.stderr() or "timed out" in agent.stderr().lower(), agent.stderr()
+
+        async with httpx.AsyncClient(base_url=other.url, timeout=10) as client:
+            done = await wait_http(
+                client, f"/tasks/{task_id}", lambda d: d["status"] in ("completed", "failed"), work_s + 5
+            )
+        assert done["status"] == "completed", done
+        lines = attempts.read_text().split()
+        assert lines[0::2] == ["start", "end"], lines  # the one attempt, never stopped by its lease
+        assert "lease could not be renewed" not in agent.stderr()
+    finally:
+        agent.kill()
+        if stalled is not None and stalled.proc is not None and stalled.proc.poll() is None:
+            stalled.proc.send_signal(signal.SIGCONT)  # then killed by the fixture
     assert time.monotonic() - began < 30

@@ -224,28 +224,60 @@ class WorkerLink:
         )
         token, renew_at = await self._access_token(manager_url)
         url = rpc_url(manager_url)
-        async with connect(url, token=token, codecs=("msgpack",), handlers=handlers) as peer:
-            registration = await self._registration()
-            sent = self._clock.monotonic()
-            args = Register(info=registration).as_args()
-            answer = read_answer(RegisterAnswer, await peer.call("register", *args, timeout=30))
-            self.worker_id = answer.worker_id
-            interval = answer.heartbeat_interval_s
-            if answer.lease_s is not None:
-                self.lease = (answer.lease_s, answer.lease_margin_s or 0.0)
-            # Work pushed from now on was claimed after this: its lease started later.
-            self._renewed_at = sent
-            self.peer = peer
-            self.connected.set()
-            log.info("linked to the manager %s as worker %d", manager_url, self.worker_id)
-            await self._flush_pending(peer)
-            while not peer.closed:
-                await self._heartbeat(peer, interval)
-                if time.time() >= renew_at:
-                    log.info("renewing the link's access token")
-                    return  # reconnects at once, with a fresh token
-                await wait_within(peer.wait_closed(), interval, self._clock)
-            raise ConnectionLost(peer.close_reason or "the manager closed the link")
+        async with contextlib.AsyncExitStack() as link:
+            peer = await link.enter_async_context(
+                connect(url, token=token, codecs=("msgpack",), handlers=handlers)
+            )
+            try:
+                await self._serve(peer, manager_url, renew_at)
+            except TimeoutError:
+                # An answer is overdue: the manager is stalled or cut off, and the close
+                # handshake would wait for it as long again (the WebSocket's close timeout,
+                # then the socket is aborted). The link's task group finishes that; the
+                # agent moves on now.
+                await self._close_aside(link.pop_all(), manager_url)
+                raise
+
+    async def _serve(self, peer: Peer, manager_url: str, renew_at: float) -> None:
+        """Register on a new link, send what waited, and heartbeat until it ends.
+
+        Returns to renew the access token; raises when the link is lost.
+        """
+        registration = await self._registration()
+        sent = self._clock.monotonic()
+        args = Register(info=registration).as_args()
+        answer = read_answer(RegisterAnswer, await peer.call("register", *args, timeout=30))
+        self.worker_id = answer.worker_id
+        interval = answer.heartbeat_interval_s
+        if answer.lease_s is not None:
+            self.lease = (answer.lease_s, answer.lease_margin_s or 0.0)
+        # Work pushed from now on was claimed after this: its lease started later.
+        self._renewed_at = sent
+        self.peer = peer
+        self.connected.set()
+        log.info("linked to the manager %s as worker %d", manager_url, self.worker_id)
+        await self._flush_pending(peer)
+        while not peer.closed:
+            await self._heartbeat(peer, interval)
+            if time.time() >= renew_at:
+                log.info("renewing the link's access token")
+                return  # reconnects at once, with a fresh token
+            await wait_within(peer.wait_closed(), interval, self._clock)
+        raise ConnectionLost(peer.close_reason or "the manager closed the link")
+
+    async def _close_aside(self, link: contextlib.AsyncExitStack, manager_url: str) -> None:
+        """Close a lost link without waiting for it, in the link's task group."""
+
+        async def close() -> None:
+            try:
+                await link.aclose()
+            except Exception as exc:  # a dead link's close may fail: nothing is left to do
+                log.debug("closing the lost link to %s: %s", manager_url, exc)
+
+        if self._tasks is None:  # not run by ``run``: nothing owns a task, close here and now
+            await close()
+        else:
+            self._tasks.create_task(close(), name=f"close:{manager_url}")
 
     async def _registration(self) -> Registration:
         figures = await self._sysinfo.collect(0)
