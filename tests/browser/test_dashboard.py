@@ -30,7 +30,10 @@ async def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
     """A page of the dashboard, with the console errors (CSP violations among them) it logs."""
     page = await browser.new_page()
     errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on(
+        "console",
+        lambda m: errors.append(f"{m.text} [{m.location.get('url', '')}]") if m.type == "error" else None,
+    )
     page.on("pageerror", lambda e: errors.append(str(e)))
     answer = await page.goto(url + "/ui/")
     assert answer is not None

@@ -168,7 +168,9 @@ async def test_counts_follow_the_filters_a_task_is_requeued_and_a_deletion_leave
         await listed.wait_for(state="detached")
         await page.locator("#task-status", has_text="deleted").wait_for()
         assert (await client.get(f"/tasks/{again}")).status_code == 404
-    assert errors == []
+    # The page may have been reading the task (a change told just before) when it went: that
+    # read's 404, which the browser logs, is the page learning of the deletion, not a fault.
+    assert [e for e in errors if not ("404" in e and e.endswith(f"/tasks/{again}]"))] == []
     assert watcher_errors == []
 
 

@@ -157,8 +157,11 @@ async def test_a_lost_workers_lines_are_stored_when_its_lease_fails_the_item(
 ) -> None:
     from herder.rpc.client import connect
 
+    # A lease of about a second (0.5 s heartbeats, two missed): long enough for the test to
+    # see the item assigned and report for it on a loaded machine (with 0.1 s heartbeats the
+    # item once failed before the test had seen it assigned), short enough to run out soon.
     async with (
-        make_manager(heartbeat_interval_s=0.1, missed_heartbeats=2) as manager,
+        make_manager(heartbeat_interval_s=0.5, missed_heartbeats=2) as manager,
         httpx.AsyncClient(base_url=manager.url, timeout=30) as client,
         connect("ws" + manager.url[4:] + "/rpc", handlers={"assign": lambda item: None}) as peer,
     ):

@@ -414,10 +414,7 @@ class Services:
         assert self.store is not None
         clock = self._clock
         while True:
-            due = self.index.next_expiry()
-            wait = SWEEP_MAX_S if due is None else max(0.0, min(SWEEP_MAX_S, due - clock.time()))
-            self._changed.clear()
-            await wait_event(self._changed, wait, clock)
+            await self._until_expiry_due()
             now = clock.time()
             due = self.index.next_expiry()
             if due is None or due > now:  # woken by a change: nothing has run out yet
@@ -457,13 +454,18 @@ class Services:
                 await asyncio.sleep(SWEEP_MAX_S)
                 self._dropped.set()
 
+    async def _until_expiry_due(self) -> None:
+        """Wait until the earliest TTL runs out, a change moves it, or ``SWEEP_MAX_S`` passes."""
+        due = self.index.next_expiry()
+        clock = self._clock
+        wait = SWEEP_MAX_S if due is None else max(0.0, min(SWEEP_MAX_S, due - clock.time()))
+        self._changed.clear()
+        await wait_event(self._changed, wait, clock)
+
     async def _sweep_memory(self) -> None:
         clock = self._clock
         while True:
-            due = self.index.next_expiry()
-            wait = SWEEP_MAX_S if due is None else max(0.0, min(SWEEP_MAX_S, due - clock.time()))
-            self._changed.clear()
-            await wait_event(self._changed, wait, clock)
+            await self._until_expiry_due()
             for reg in self.index.expire(clock.time()):
                 log.info("service %s dropped out (its TTL ran out)", reg.key)
 

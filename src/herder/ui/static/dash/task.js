@@ -70,10 +70,18 @@ export function showTask(root, feed, id) {
         render(task);
       } while (again);
     } catch (error) {
-      message.textContent = error instanceof ApiError ? error.message : "";
+      if (error instanceof ApiError && error.status === 404) showDeleted();  // deleted meanwhile
+      else message.textContent = error instanceof ApiError ? error.message : "";
     } finally {
       loading = false;
     }
+  }
+
+  /** The task is gone (its deletion told by the feed, or a read that found nothing). */
+  function showDeleted() {
+    stopped = true;
+    fill(top, h("h2", {}, `Task ${id}`), h("span", { className: "badge canceled", id: "task-status" }, "deleted"));
+    message.textContent = "This task was deleted.";
   }
 
   /** @param {any} task */
@@ -165,12 +173,7 @@ export function showTask(root, feed, id) {
 
   const stop = listen(feed, {
     task: (/** @type {any} */ event) => event.detail.id === id && load(),
-    task_deleted: (/** @type {any} */ event) => {
-      if (event.detail !== id) return;
-      stopped = true;
-      fill(top, h("h2", {}, `Task ${id}`), h("span", { className: "badge canceled", id: "task-status" }, "deleted"));
-      message.textContent = "This task was deleted.";
-    },
+    task_deleted: (/** @type {any} */ event) => event.detail === id && showDeleted(),
     resync: load,
   });
   load();
