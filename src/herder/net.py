@@ -89,10 +89,17 @@ def is_loopback_host(host: str) -> bool:
 def listen_socket(host: str, port: int) -> socket.socket:
     """A listening, non-blocking TCP socket on ``host:port`` (port 0: the kernel picks).
 
+    Made with ``IPPROTO_TCP`` named, not 0: asyncio's own loop turns Nagle off
+    (``TCP_NODELAY``) only on sockets whose ``proto`` says TCP, and accepted ones inherit
+    it. With 0, every answer written in two parts waited for the client's delayed ACK:
+    about 40 ms a request for a daemon embedded in a program on the stdlib loop (uvloop,
+    which ``herder`` itself runs, sets it anyway).
+
     Raises:
         OSError: the address cannot be bound (in use, not an address of this host).
     """
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
