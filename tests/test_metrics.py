@@ -56,7 +56,11 @@ async def create(client: httpx.AsyncClient, node: str, command: str) -> dict[str
 async def test_processes_by_state_restarts_and_figures(client: httpx.AsyncClient, tmp_path: Path) -> None:
     for node in ("a.0", "b.0"):
         doc = await create(client, node, "exec sleep 100")
-        await wait_http(client, doc["status"], lambda d: d["state"] == "running")
+        # Running, and sampled once it runs its program: the figures are read at most once a
+        # second, and a read in the instant of the exec finds no memory yet.
+        await wait_http(
+            client, doc["status"], lambda d: d["state"] == "running" and (d["rss_bytes"] or 0) > 0
+        )
     samples = await scrape(client)
     assert value(samples, "herder_processes", state="running") == 2
     assert value(samples, "herder_processes", state="backoff") == 0

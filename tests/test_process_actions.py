@@ -194,7 +194,12 @@ async def test_a_pool_instance_is_its_pools_to_stop(client: httpx.AsyncClient) -
 
 async def test_the_figures_of_a_ps(client: httpx.AsyncClient) -> None:
     spin = {"app": "ops", "node": "web.0", "command": [sys.executable, "-c", "while True: pass"]}
-    running = await create_running(client, spin)
+    await create_running(client, spin)
+    # Once the interpreter has loaded (the figures are read at most once a second; a read
+    # right after the spawn finds the process before its program's memory).
+    running = await wait_http(
+        client, f"/process-status/{SLUG}", lambda d: (d["rss_bytes"] or 0) > 1 << 20, timeout_s=20
+    )
     assert isinstance(running["port"], int)
     assert running["uptime_s"] >= 0  # type: ignore[operator]
     assert running["rss_bytes"] > 1 << 20  # type: ignore[operator]
