@@ -68,6 +68,7 @@ class LeaseKeeper:
         self._revocations = revocations
         self._clock = clock
         self.tick_s = max(MIN_TICK_S, min(MAX_TICK_S, heartbeat_interval_s / 2))
+        self.requeued_total = 0  # tasks whose work was requeued for a lost lease (/metrics)
 
     async def run(self) -> None:
         """Tick until cancelled; a failed tick (the database away a moment) is logged and retried."""
@@ -98,6 +99,7 @@ class LeaseKeeper:
                 requeued = await queries.requeue_expired(db, self._margin_s)
             if self._revocations is not None:  # revocations made elsewhere, within a tick
                 await self._revocations.refresh(db)
+        self.requeued_total += len(requeued)
         if requeued:
             log.info("requeued the work of %d tasks whose workers were lost", len(requeued))
         if self._ended_work is not None:

@@ -92,6 +92,7 @@ class Writes:
         # Set by the RPC links: the workers to claim for, and who pushes what was claimed.
         self.dispatch_to: Callable[[], list[int]] = list
         self.on_claimed: Callable[[list[Row[Any]]], Awaitable[None]] | None = None
+        self.claimed_total = 0  # work items claimed, by rounds and by ``claim`` (/metrics)
         # Told of every heartbeat and every round written: the dashboard's feed (events.py).
         self.on_beat: Callable[[Beat], None] | None = None
         self.on_round: Callable[[], None] | None = None
@@ -150,6 +151,7 @@ class Writes:
     async def claim(self, worker_ids: list[int], most: int | None = None) -> list[Row[Any]]:
         """Work for every free slot of these workers (or ``most`` pieces of it)."""
         claimed: list[Row[Any]] = await self.rounds.submit((CLAIM, (worker_ids, most)))
+        self.claimed_total += len(claimed)
         return claimed
 
     # -- rounds ----------------------------------------------------------------------------
@@ -166,6 +168,7 @@ class Writes:
             results, claimed = await self._write_kinds_apart(requests, kinds)
         if self.on_round is not None:
             self.on_round()
+        self.claimed_total += len(claimed)
         if claimed and self.on_claimed is not None:
             await self.on_claimed(claimed)
         return results
