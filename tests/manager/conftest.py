@@ -88,9 +88,15 @@ async def client(manager: Manager) -> AsyncIterator[httpx.AsyncClient]:
 class ManagerProcess:
     """The real ``herder manager`` binary on an ephemeral port; stopped by pid."""
 
-    def __init__(self, data_dir: Path, db_url: str) -> None:
+    def __init__(
+        self, data_dir: Path, db_url: str, *args: str, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        """``args``: more of ``herder manager``'s options."""
+        self.args = args
         self.data_dir = data_dir
         self.db_url = db_url
+        self.host = host
+        self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +105,10 @@ class ManagerProcess:
     def start(self, timeout_s: float = 30.0) -> ManagerProcess:
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [HERDER, "manager", "--port", "0", "--data-dir", str(self.data_dir), "--db", self.db_url],
+                [
+                    *(HERDER, "manager", "--host", self.host, "--port", str(self.port)),
+                    *("--data-dir", str(self.data_dir), "--db", self.db_url, *self.args),
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )

@@ -33,9 +33,16 @@ CONNECT_TIMEOUT_S = 10.0
 
 
 async def open_transport(
-    url: str, *, token: str | None = None, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    url: str,
+    *,
+    token: str | None = None,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    address: str | None = None,
 ) -> Transport:
     """Open the connection ``url`` names (no handshake yet).
+
+    ``address``: connect to this address of the URL's host name (the request still names
+    the host: ``Host``, TLS's server name), not to the resolver's first.
 
     Raises:
         ValueError: an unsupported URL scheme.
@@ -58,6 +65,7 @@ async def open_transport(
                     max_size=max_frame_size,
                     open_timeout=CONNECT_TIMEOUT_S,
                     compression=None,
+                    **_connect_to(address),
                 )
             except InvalidStatus as exc:  # a front door refused it before the protocol began
                 status = exc.response.status_code
@@ -66,7 +74,9 @@ async def open_transport(
         if parts.scheme == "tcp":
             if not parts.hostname or not parts.port:
                 raise ValueError(f"{url!r}: a tcp URL needs a host and a port")
-            reader, writer = await asyncio.open_connection(parts.hostname, parts.port, limit=max_frame_size)
+            reader, writer = await asyncio.open_connection(
+                address or parts.hostname, parts.port, limit=max_frame_size
+            )
             return StreamTransport(reader, writer, max_frame_size)
         if parts.scheme == "unix":
             reader, writer = await asyncio.open_unix_connection(parts.path, limit=max_frame_size)
@@ -74,6 +84,11 @@ async def open_transport(
     except OSError as exc:
         raise ConnectionLost(f"cannot connect to {url}: {exc}") from exc
     raise ValueError(f"{url!r}: use ws://, wss://, tcp:// or unix://")
+
+
+def _connect_to(address: str | None) -> dict[str, Any]:
+    """websockets' keyword for the address to connect to (the URI still names the host)."""
+    return {"host": address} if address else {}
 
 
 def registry_of(handlers: Mapping[str, Callable[..., Any] | Method] | None) -> Registry:
@@ -126,16 +141,18 @@ async def connect(
     codecs: tuple[str, ...] = CODEC_NAMES,
     handlers: Mapping[str, Callable[..., Any] | Method] | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    address: str | None = None,
 ) -> AsyncIterator[Peer]:
     """Connect, say hello, and yield the peer; close it on exit.
 
-    ``handlers`` are methods the service may call back on this connection.
+    ``handlers`` are methods the service may call back on this connection; ``address``
+    is ``open_transport``'s.
 
     Raises:
         ConnectionLost: the service could not be reached.
         HandshakeRefused: the service refused the connection.
     """
-    transport = await open_transport(url, token=token, max_frame_size=max_frame_size)
+    transport = await open_transport(url, token=token, max_frame_size=max_frame_size, address=address)
     try:
         peer = await handshake(transport, token=token, codecs=codecs, handlers=handlers)
     except BaseException:

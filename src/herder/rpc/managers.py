@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -93,8 +94,13 @@ class ManagerClient:
         attempts: int = ATTEMPTS,
         backoff_s: float = BACKOFF_INITIAL_S,
         clock: Callable[[], float] = time.time,
+        address: str | None = None,
     ) -> None:
+        """``address``: connect to this address of the URL's host name rather than the
+        resolver's first (the agent's link picks one of a name's several addresses); the
+        requests still name the host (``Host``, TLS's server name)."""
         self.base_url = base_url(url)
+        self._address = address
         self.rpc_url = rpc_url(url)
         self._key = key
         self._token = token
@@ -160,10 +166,11 @@ class ManagerClient:
         """
         import httpx
 
+        url, headers, extensions = self._aimed(path, headers)
         async with httpx.AsyncClient(timeout=self._timeout_s) as client:
             for attempt in range(1, self._attempts + 1):
                 try:
-                    answer = await client.request(method, self.base_url + path, headers=headers)
+                    answer = await client.request(method, url, headers=headers, extensions=extensions)
                 except httpx.TransportError as exc:
                     if attempt == self._attempts:
                         raise self._unreachable(exc) from exc
@@ -177,10 +184,11 @@ class ManagerClient:
         """``_send`` for synchronous callers."""
         import httpx
 
+        url, headers, extensions = self._aimed(path, headers)
         with httpx.Client(timeout=self._timeout_s) as client:
             for attempt in range(1, self._attempts + 1):
                 try:
-                    answer = client.request(method, self.base_url + path, headers=headers)
+                    answer = client.request(method, url, headers=headers, extensions=extensions)
                 except httpx.TransportError as exc:
                     if attempt == self._attempts:
                         raise self._unreachable(exc) from exc
@@ -191,6 +199,18 @@ class ManagerClient:
         raise AssertionError("unreachable")
 
     # -- the pieces both entries share -------------------------------------------------------
+
+    def _aimed(
+        self, path: str, headers: dict[str, str] | None
+    ) -> tuple[str, dict[str, str] | None, dict[str, Any] | None]:
+        """The request's URL, headers and extensions: to ``address`` if one was given."""
+        if self._address is None:
+            return self.base_url + path, headers, None
+        parts = urllib.parse.urlsplit(self.base_url)
+        host = f"[{self._address}]" if ":" in self._address else self._address
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        url = urllib.parse.urlunsplit(parts._replace(netloc=netloc)) + path
+        return url, {**(headers or {}), "Host": parts.netloc}, {"sni_hostname": parts.hostname}
 
     def _key_header(self) -> dict[str, str]:
         if self._key is None:

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from herder.agent.link.addresses import Addresses
 from herder.agent.link.inventory import InventorySource, take_inventory
 from herder.agent.link.rotation import Rotation
 from herder.agent.models import ProcessSpec, RestartPolicy
@@ -91,6 +92,9 @@ log = logging.getLogger(__name__)
 # A heartbeat's answer is overdue (the manager is cut off or stalled: the link is lost)
 # after one interval, but never less than this: a manager's write round may be slow.
 HEARTBEAT_ANSWER_MIN_S = 3.0
+# The longest a step of linking may take (a token bought, the registration answered): a
+# manager that accepts connections and answers nothing (stalled) is left after this.
+LINK_STEP_TIMEOUT_S = 10.0
 OUTPUT_BATCH_LINES = MAX_OUTPUT_LINES  # the most one ``output`` notification may carry
 WAIT_EXIT_S = 10 * 365 * 86400.0  # a piece of work may run as long as it needs
 MAX_PENDING_REPORTS = 10_000
@@ -140,6 +144,8 @@ class WorkerLink:
         assert config.manager is not None
         self._link = config.manager
         self._managers = Rotation(config.manager.urls)
+        self._addresses = Addresses()  # which address of a manager's name to try next
+        self._address: str | None = None  # the one the link tries or holds now
         self._supervisor = supervisor
         self._sysinfo = sysinfo
         self._agent_url = agent_url
@@ -184,12 +190,14 @@ class WorkerLink:
                 await self._clock.sleep(wait)
             url = self._managers.current
             started = self._clock.monotonic()
+            self._address = None
             try:
                 await self._linked(url)
                 self._managers.ended_cleanly()
                 continue  # it ended to renew its token: reconnect at once
             except (ConnectionLost, HandshakeRefused, RpcError, OSError, TimeoutError) as exc:
                 now = self._clock.monotonic()
+                self._addresses.failed(url, self._address, now)
                 following = self._managers.failed(now, now - started)
                 wait = self._managers.wait_s(now)
                 log.warning(
@@ -212,7 +220,11 @@ class WorkerLink:
         """
         if self._link.key is None:
             return self._link.token, float("inf")
-        manager = ManagerClient(url, key=self._link.key)
+        # One try, bounded: a manager that accepts and does not answer must not hold the
+        # link longer than a heartbeat would; the rotation's backoff does the retrying.
+        manager = ManagerClient(
+            url, key=self._link.key, timeout_s=LINK_STEP_TIMEOUT_S, attempts=1, address=self._address
+        )
         bought = await manager.buy_token()
         if self._trust is not None:  # the manager's public key, for the tokens of this agent's API
             self._trust.set_jwks(await manager.jwks())
@@ -222,11 +234,12 @@ class WorkerLink:
         handlers = agent_handlers(
             {"assign": self._assign, "stop": self._stop_notified, "inventory": self._inventory_asked}
         )
+        self._address = await self._addresses.pick(manager_url)
         token, renew_at = await self._access_token(manager_url)
         url = rpc_url(manager_url)
         async with contextlib.AsyncExitStack() as link:
             peer = await link.enter_async_context(
-                connect(url, token=token, codecs=("msgpack",), handlers=handlers)
+                connect(url, token=token, codecs=("msgpack",), handlers=handlers, address=self._address)
             )
             try:
                 await self._serve(peer, manager_url, renew_at)
@@ -246,7 +259,7 @@ class WorkerLink:
         registration = await self._registration()
         sent = self._clock.monotonic()
         args = Register(info=registration).as_args()
-        answer = read_answer(RegisterAnswer, await peer.call("register", *args, timeout=30))
+        answer = read_answer(RegisterAnswer, await peer.call("register", *args, timeout=LINK_STEP_TIMEOUT_S))
         self.worker_id = answer.worker_id
         interval = answer.heartbeat_interval_s
         if answer.lease_s is not None:
