@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from functools import partial
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,9 @@ from herder.manager.models import (
     WorkerUpdate,
     WorkReport,
 )
+from herder.manager.output import offer
+from herder.manager.outputshare import LineOrder, waited_for
+from herder.manager.schedules import routes as schedule_routes
 from herder.manager.states import TERMINAL, TaskStatus
 from herder.manager.store import logs as item_logs
 from herder.manager.store import queries
@@ -48,6 +52,7 @@ from herder.requestid import RequestId
 
 if TYPE_CHECKING:
     from herder.manager.output import Reader
+    from herder.manager.outputshare import Follow
     from herder.manager.server import ManagerRuntime
 
 # How many tasks one page of GET /tasks holds, unless ?limit= says otherwise, and at most.
@@ -184,6 +189,7 @@ def build_app(runtime: ManagerRuntime) -> FastAPI:
     from herder.manager import proxy
 
     proxy.install(app, runtime, DOCS)
+    schedule_routes.install(app, runtime, DOCS)  # /schedules (#18)
 
     @app.get(
         "/healthz",
@@ -541,14 +547,16 @@ def _task_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             task = await queries.get_task(db, _path_id(request), owner=_viewer(request))
             doc = task_document(task)
             await runtime.stop_running(db, await queries.delete_task(db, task))
+            await runtime.events.announce_deleted(db, task.id, task.owner)  # other managers' tabs
             runtime.output.task_deleted(task.id)
         runtime.events.deleted(task.id, task.owner)  # no row is left for the feed to read
         doc["status"] = "deleted"
         return JSONResponse(doc, status_code=202)
 
 
-Kept = list[tuple[WorkItem, list[tuple[int, str, str]]]]
-"""A task's items, each with its kept lines: (attempt, stream, text), oldest first."""
+Kept = list[tuple[WorkItem, int, list[tuple[int, str, str]]]]
+"""A task's items, each with the seq of its first kept line (``output.LiveLine``) and its
+kept lines: (attempt, stream, text), oldest first."""
 
 
 async def _kept_lines(
@@ -566,12 +574,34 @@ async def _kept_lines(
         stored = await item_logs.lines_of(db, ids)
     if subscribe is not None:
         subscribe()
-    memory = {i: runtime.output.lines(i) for i in ids if i not in stored}
-    late = [i for i, lines in memory.items() if not lines]
+    memory = {i: runtime.output.kept(i) for i in ids if i not in stored}
+    late = [i for i, (_, lines) in memory.items() if not lines]
     if late:
         async with _transaction(runtime) as db:
             stored.update(await item_logs.lines_of(db, late))
-    return [(item, stored.get(item.id) or memory.get(item.id, [])) for item in items]
+    return [(item, *stored.get(item.id, memory.get(item.id, (0, [])))) for item in items]
+
+
+def _elsewhere(items: list[WorkItem]) -> list[tuple[int, bool]]:
+    """The live items whose lines may be held by another manager, each with whether a
+    reader waits for them (``outputshare.follow``)."""
+    return [(i.id, waited_for(i.status, i.attempt)) for i in items if i.status not in TERMINAL]
+
+
+class _LogFrames:
+    """A log stream's frames: each item's lines once and in order, a gap said
+    (``outputshare.LineOrder``), wherever they came from."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self._ws = ws
+        self._order = LineOrder()
+
+    async def send(self, kept: Iterable[tuple[int, int, list[tuple[int, str, str]]]]) -> None:
+        """Lines ``(item, seq of the first, [(attempt, stream, text), ...])``."""
+        for item_id, first, lines in kept:
+            for n, (attempt, stream, line) in enumerate(lines):
+                for i, a, s, t, _ in self._order.accept((item_id, attempt, stream, line, first + n)):
+                    await self._ws.send_json({"item": i, "attempt": a, "stream": s, "line": t})
 
 
 async def _task_for_stream(
@@ -595,12 +625,19 @@ async def _stream_log(runtime: ManagerRuntime, ws: WebSocket) -> None:
         return
     await ws.accept()
     readers: list[Reader] = []
-    task_id = task.id
+    follows: list[Follow | None] = []  # the lines held by other managers (PostgreSQL)
+    task_id, live = task.id, task.status not in TERMINAL
+
+    def subscribe() -> None:
+        reader = runtime.output.subscribe(task_id)
+        readers.append(reader)
+        if live:
+            follows.append(runtime.output_share.follow(task_id, _elsewhere(items), partial(offer, reader)))
+
+    send = _LogFrames(ws).send
     try:
-        kept = await _kept_lines(runtime, items, lambda: readers.append(runtime.output.subscribe(task_id)))
-        for item, lines in kept:
-            for attempt, stream, line in lines:
-                await ws.send_json({"item": item.id, "attempt": attempt, "stream": stream, "line": line})
+        kept = await _kept_lines(runtime, items, subscribe)
+        await send((item.id, first, lines) for item, first, lines in kept)
         while task.status not in TERMINAL:
             try:
                 entry = await asyncio.wait_for(readers[0].get(), LOG_STATUS_CHECK_S)
@@ -610,14 +647,20 @@ async def _stream_log(runtime: ManagerRuntime, ws: WebSocket) -> None:
                 continue
             if entry is None:
                 break
-            item_id, attempt, stream, line = entry
-            await ws.send_json({"item": item_id, "attempt": attempt, "stream": stream, "line": line})
+            item_id, attempt, stream, line, seq = entry
+            await send([(item_id, seq, [(attempt, stream, line)])])
+        # What was stored after the last line sent: lines another manager held, not come yet.
+        async with _transaction(runtime) as db:
+            stored = await item_logs.lines_of(db, [item.id for item in items])
+        await send((item_id, first, lines) for item_id, (first, lines) in sorted(stored.items()))
         await ws.close(1000, "the task has ended")
     except (WebSocketDisconnect, OSError):
         pass
     finally:
         for reader in readers:
             runtime.output.unsubscribe(task_id, reader)
+        for follow in follows:
+            runtime.output_share.unfollow(follow)
 
 
 def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
@@ -643,8 +686,12 @@ def _log_routes(app: FastAPI, runtime: ManagerRuntime) -> None:
             task = await queries.get_task(db, _path_id(request), owner=_viewer(request))
             items = list(await queries.items_of(db, task.id))
         kept = await _kept_lines(runtime, items)
+        waiting = _elsewhere([item for item, _, lines in kept if not lines])
+        if waiting:  # lines held by other managers (PostgreSQL): asked for, ~1 s at most
+            found = await runtime.output_share.gather(task.id, waiting)
+            kept = [(item, first, lines or found.get(item.id, [])) for item, first, lines in kept]
         lines = []
-        for item, item_lines in kept:
+        for item, _, item_lines in kept:
             for attempt, stream, text in item_lines:
                 prefix = "" if stream == "stdout" else f"{stream}: "
                 lines.append(f"[{item.label or item.index} #{attempt}] {prefix}{text}")

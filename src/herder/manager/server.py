@@ -30,6 +30,7 @@ from typing import Any
 
 from herder import __version__, ui
 from herder.auth import weak_secret
+from herder.clock import SYSTEM_CLOCK, Clock
 from herder.daemon import Component, Daemon, run_components
 from herder.frontdoor import AccessTokens, Authenticate, Door, RouteLimit, SharedSecret, server_options
 from herder.manager.agents import AgentsService, LinkedWorkers, LinkTerms
@@ -44,6 +45,7 @@ from herder.manager.leases import LeaseKeeper
 from herder.manager.models import TaskSubmission
 from herder.manager.output import Output
 from herder.manager.registry_store import RegistryStore
+from herder.manager.schedules import Scheduler
 from herder.manager.services import Services
 from herder.manager.stops import CHANNEL as STOPS_CHANNEL
 from herder.manager.stops import Stops
@@ -92,7 +94,13 @@ class ManagerRuntime:
     The long-running ones (``components()``) run in the manager's task group.
     """
 
-    def __init__(self, config: ManagerConfig, engine: Any, authority: Authority | None = None) -> None:
+    def __init__(
+        self,
+        config: ManagerConfig,
+        engine: Any,
+        authority: Authority | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         from herder.manager.targets import Targets
         from herder.manager.writes import Writes
 
@@ -149,6 +157,7 @@ class ManagerRuntime:
         self.events = Events(self)  # WS /events: the dashboard's feed, told of beats and rounds
         self.writes.on_beat = self.events.beat
         self.writes.on_round = self.events.changed
+        self.schedules = Scheduler(self, clock)  # fires the schedules' runs (#18), on ``clock``
 
     def components(self) -> dict[str, Component]:
         """The manager's long-running parts, by name: each runs until cancelled."""
@@ -159,6 +168,7 @@ class ManagerRuntime:
             "quiet-heartbeats": self.writes,
             "events": self.events,
             "stops": self.stops,
+            "schedules": self.schedules,
         }
         if self.keywatch is not None:
             components["key-watch"] = self.keywatch
@@ -297,9 +307,10 @@ class Manager(Daemon):
 
     name = "manager"
 
-    def __init__(self, config: ManagerConfig | None = None) -> None:
+    def __init__(self, config: ManagerConfig | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         super().__init__()
         self.config = config or ManagerConfig()
+        self._clock = clock  # what the schedules fire by (a test's own)
         self._sock: socket.socket | None = None
         self._server: Any = None
         self.runtime: ManagerRuntime | None = None
@@ -353,7 +364,7 @@ class Manager(Daemon):
             await database.migrate(self.engine)
         except database.DatabaseError as exc:
             raise StartupError(str(exc)) from exc
-        self.runtime = ManagerRuntime(cfg, self.engine, self.authority)
+        self.runtime = ManagerRuntime(cfg, self.engine, self.authority, self._clock)
         if self.authority is not None:
             try:
                 async with self.runtime.transaction() as db:
