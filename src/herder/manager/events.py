@@ -10,7 +10,7 @@ Messages (JSON text frames), first a snapshot, then changes as they happen::
     {"type": "snapshot", "workers": [worker, ...]}
     {"type": "worker", "worker": worker}     # registered, online/offline, figures, slots
     {"type": "task", "task": task}           # GET /tasks's document, with "progress"
-    {"type": "task_deleted", "id": id}       # DELETE /tasks/{id} on this manager
+    {"type": "task_deleted", "id": id}       # DELETE /tasks/{id}, on any manager
     {"type": "resync"}                       # then a snapshot; reload the tasks shown
     {"type": "progress", "progress": {id: percent}}  # the answer to a page's question
 
@@ -32,9 +32,11 @@ one PostgreSQL database and the routes that change tasks directly:
   round of writes (``Writes.on_round``) wakes it, at most ``MIN_PASS_S`` apart; it also
   runs every ``TICK_S`` for what changes without a round (pause, cancel, the lease keeper).
 * deletions: a deleted task leaves no row to read, so ``DELETE /tasks/{id}`` tells the
-  hub itself (``deleted``), in memory: the tabs watching this manager hear of it. A
-  deletion on another manager sharing the database reaches only that one's tabs (issue
-  #17: a shared record of deletions, in the database, would carry it to all).
+  hub itself (``deleted``) after its commit, and, on PostgreSQL, every other manager's
+  (#17): ``announce_deleted`` sends ``NOTIFY herder_tasks`` in the delete's transaction
+  (delivered at its commit, never for a delete rolled back), which each manager hears on
+  the registry's LISTEN connection (``heard_deleted``). A NOTIFY sent while a manager's
+  LISTEN connection was away is lost: its tabs learn of it at their next reload.
 * workers: a pass every ``TICK_S`` reads them (online/offline is a matter of time), and
   each heartbeat (``Writes.on_beat``) adds a sample to the worker's history at once.
 * passes run only while someone watches; history is kept always (a few floats a worker).
@@ -57,7 +59,7 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from herder.manager.models import MAX_ID
 from herder.manager.states import ACTIVE
@@ -82,6 +84,7 @@ MAX_TASKS_PER_PASS = 2000  # more changed at once: everyone resyncs instead
 HISTORY = 60  # load samples kept per worker
 DELETED_KEPT = 1000  # deleted task ids remembered, so a pass that read one just before is not sent
 MAX_ASKED = 100  # task ids a page may ask the progress of at once
+DELETIONS_CHANNEL = "herder_tasks"  # deletions told to every manager's tabs (PostgreSQL)
 REVOKED_CLOSE = 4001  # the close code that says: reconnect (your key may be revoked)
 
 _RESYNC: dict[str, Any] = {"type": "resync"}
@@ -142,6 +145,28 @@ class Events:
         self._deleted.append(task_id)
         self._sent.pop(task_id, None)
         self._publish({"type": "task_deleted", "id": task_id}, {"owner": owner})
+
+    async def announce_deleted(self, db: Any, task_id: int, owner: str | None) -> None:
+        """Tell the other managers' tabs of a deletion, at the commit of ``db``'s transaction
+        (the delete's); nothing on SQLite, where one manager runs."""
+        if db.get_bind().dialect.name == "postgresql":
+            payload = json.dumps({"m": self._runtime.manager_id, "id": task_id, "owner": owner})
+            notify = text("SELECT pg_notify(:channel, :payload)")
+            await db.execute(notify, {"channel": DELETIONS_CHANNEL, "payload": payload})
+
+    def heard_deleted(self, payload: str | None) -> None:
+        """A NOTIFY on ``DELETIONS_CHANNEL``: another manager deleted a task (None: the
+        LISTEN connection came back; what it missed is not known)."""
+        if payload is None:
+            return
+        try:
+            message = json.loads(payload)
+            origin, task_id, owner = message["m"], int(message["id"]), message["owner"]
+        except (ValueError, TypeError, KeyError) as error:
+            log.warning("a deletion notification that cannot be read (%s): %.80r", error, payload)
+            return
+        if origin != self._runtime.manager_id:  # this manager's own: told already
+            self.deleted(task_id, owner if isinstance(owner, str) else None)
 
     def changed(self) -> None:
         """A round of writes was committed (``Writes.on_round``): tasks may have changed."""

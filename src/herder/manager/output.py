@@ -48,9 +48,27 @@ ENDED_ITEMS_REMEMBERED = 4096
 # A live reader this far behind loses lines, not the manager's memory.
 READER_BACKLOG_LINES = 2000
 
-LiveLine = tuple[int, int, str, str]
-"""A line for a live reader: (item, attempt, stream, text); ``None`` on its queue ends it."""
+LiveLine = tuple[int, int, str, str, int]
+"""A line for a live reader: (item, attempt, stream, text, seq); ``None`` on its queue ends it.
+
+``seq`` numbers an item's lines from 0 (all its attempts together, kept or dropped by the
+bound): a reader sees what it already has, and what it missed (``outputshare``)."""
 Reader = asyncio.Queue[LiveLine | None]
+
+
+def offer(reader: Reader, line: LiveLine) -> None:
+    """Queue a line for a live reader, unless it is ``READER_BACKLOG_LINES`` behind (the
+    reader sees the gap in the lines' ``seq`` and says so)."""
+    if reader.qsize() < READER_BACKLOG_LINES:
+        reader.put_nowait(line)
+
+
+class Tap(Protocol):
+    """Who else gets each batch of lines: the managers following the task (``outputshare``)."""
+
+    def lines(
+        self, task_id: int | None, item_id: int, seq: int, attempt: int, batch: Sequence[Sequence[str]]
+    ) -> None: ...
 
 
 class ParserNames(Protocol):
@@ -114,6 +132,7 @@ class Output:
         self._ended_items: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._readers: dict[int, set[Reader]] = {}
         self._parsers: dict[tuple[int, int], Parser] = {}
+        self.tap: Tap | None = None  # set once the share between managers is built
 
     # -- what the link reports ----------------------------------------------------------------
 
@@ -136,10 +155,12 @@ class Output:
             return None  # a late batch: the item's log is stored already
         batch = [(stream, text) for stream, text in lines]
         task_id = self._item_task.get(item_id)
+        seq = self._written(item_id)
         for reader in self._readers.get(task_id, ()) if task_id is not None else ():
-            for stream, text in batch:
-                if reader.qsize() < READER_BACKLOG_LINES:
-                    reader.put_nowait((item_id, attempt, stream, text))
+            for n, (stream, text) in enumerate(batch):
+                offer(reader, (item_id, attempt, stream, text, seq + n))
+        if self.tap is not None:
+            self.tap.lines(task_id, item_id, seq, attempt, batch)
         self._keep(item_id, [(attempt, stream, text) for stream, text in batch])
         parser = self._parsers.get((item_id, attempt)) or await self._load_parser(item_id, attempt)
         if parser is None:
@@ -164,6 +185,10 @@ class Output:
         if item_id not in self._ended_items:  # it may have ended while its task's parser was read
             self._parsers[(item_id, attempt)] = parser
         return parser
+
+    def _written(self, item_id: int) -> int:
+        """How many lines the item wrote so far (the ``seq`` of its next line)."""
+        return self._truncated.get(item_id, 0) + len(self._kept.get(item_id, ()))
 
     def _keep(self, item_id: int, lines: list[Line]) -> None:
         kept = self._kept.get(item_id)
@@ -266,6 +291,14 @@ class Output:
         dropped, or ended: an ended item's are in the database, ``store.logs.lines_of``)."""
         return list(self._kept.get(item_id, ()))
 
+    def kept(self, item_id: int) -> tuple[int, list[Line]]:
+        """``lines``, with the ``seq`` of the first (the lines the bound dropped before it)."""
+        return self._truncated.get(item_id, 0), self.lines(item_id)
+
+    def holds(self, item_id: int) -> bool:
+        """Whether the item's output comes here: handed out by this manager, or lines kept."""
+        return item_id in self._item_task or item_id in self._kept
+
     def subscribe(self, task_id: int) -> Reader:
         """A queue of the task's lines from now on; ``None`` on it means the task ended."""
         reader: Reader = asyncio.Queue()
@@ -288,4 +321,14 @@ class Output:
         )
 
 
-__all__ = ["EndedLogs", "Output", "OutputStatistics", "ParserNames", "Progress"]
+__all__ = [
+    "EndedLogs",
+    "LiveLine",
+    "Output",
+    "OutputStatistics",
+    "ParserNames",
+    "Progress",
+    "Reader",
+    "Tap",
+    "offer",
+]

@@ -39,11 +39,13 @@ from herder.manager.config import ManagerConfig
 from herder.manager.dispatch import Dispatcher
 from herder.manager.errors import ManagerError as ManagerError  # re-exported: what the CLI catches
 from herder.manager.errors import StartupError
-from herder.manager.events import Events
+from herder.manager.events import DELETIONS_CHANNEL, Events
 from herder.manager.keywatch import KeyWatch
 from herder.manager.leases import LeaseKeeper
 from herder.manager.models import TaskSubmission
 from herder.manager.output import Output
+from herder.manager.outputshare import CHANNEL as OUTPUT_CHANNEL
+from herder.manager.outputshare import OutputShare
 from herder.manager.registry_store import RegistryStore
 from herder.manager.schedules import Scheduler
 from herder.manager.services import Services
@@ -141,6 +143,12 @@ class ManagerRuntime:
         self.stops = Stops(self.linked, self.dispatcher, store.manager_id)
         store.follow(STOPS_CHANNEL, self.stops.heard)
         self.leases = LeaseKeeper(
+        # A task's live output read through any manager; deletions told to every dashboard (#17).
+        self.manager_id = store.manager_id
+        self.output_share = OutputShare(self.output, self, store.manager_id, enabled=store.postgres)
+        if store.postgres:
+            self.output.tap = self.output_share
+            store.follow(OUTPUT_CHANNEL, self.output_share.heard)
             self,
             heartbeat_interval_s=config.heartbeat_interval_s,
             lease_s=config.lease_s,
@@ -158,6 +166,7 @@ class ManagerRuntime:
         self.writes.on_beat = self.events.beat
         self.writes.on_round = self.events.changed
         self.schedules = Scheduler(self, clock)  # fires the schedules' runs (#18), on ``clock``
+        store.follow(DELETIONS_CHANNEL, self.events.heard_deleted)
 
     def components(self) -> dict[str, Component]:
         """The manager's long-running parts, by name: each runs until cancelled."""
@@ -173,6 +182,8 @@ class ManagerRuntime:
         if self.keywatch is not None:
             components["key-watch"] = self.keywatch
         return components
+        if self.output_share.enabled:
+            components["output-share"] = self.output_share
 
     async def parser_of_item(self, item_id: int) -> str | None:
         """The parser a work item's task names (None: no such item); ``output.ParserNames``."""

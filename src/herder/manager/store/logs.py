@@ -91,13 +91,18 @@ async def keep_ended(db: AsyncSession, logs: Sequence[FinalLog]) -> list[int]:
     return sorted(ended)
 
 
-async def lines_of(db: AsyncSession, item_ids: Iterable[int]) -> dict[int, list[Line]]:
-    """The stored output of these items, by item (absent: none stored: live, or no output)."""
+async def lines_of(db: AsyncSession, item_ids: Iterable[int]) -> dict[int, tuple[int, list[Line]]]:
+    """The stored output of these items, by item (absent: none stored: live, or no output),
+    each with the number of its first line in its item (``truncated``: the older lines
+    the bound dropped), as live readers count them (``output.LiveLine``)."""
     ids = list(item_ids)
     if not ids:
         return {}
-    rows = await db.execute(select(ItemLog.item_id, ItemLog.lines).where(ItemLog.item_id.in_(ids)))
-    return {item_id: [(int(a), str(s), str(t)) for a, s, t in lines] for item_id, lines in rows}
+    query = select(ItemLog.item_id, ItemLog.truncated, ItemLog.lines).where(ItemLog.item_id.in_(ids))
+    return {
+        item_id: (int(truncated or 0), [(int(a), str(s), str(t)) for a, s, t in lines])
+        for item_id, truncated, lines in await db.execute(query)
+    }
 
 
 __all__ = ["FinalLog", "Line", "keep", "keep_ended", "keep_logs", "lines_of"]
