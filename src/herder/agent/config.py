@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from herder.frontdoor import HttpLimits
 from herder.net import is_loopback_host
+from herder.tls import ServerTls, is_tls_url, parse_fingerprint
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8010
@@ -183,6 +184,22 @@ class ManagerLinkConfig(_Section):
     tags: list[str] = Field(
         default_factory=list, description="what this worker offers; tasks may require tags"
     )
+    ca: Path | None = Field(
+        None,
+        description="PEM CA file the manager's certificate must chain to (https/wss; default: the system's)",
+    )
+    fingerprint: str | None = Field(
+        None, description="instead of a CA: the SHA-256 fingerprint of the manager's certificate, sha256:HEX"
+    )
+    client_cert: Path | None = Field(
+        None, description="PEM certificate the agent presents, for a manager that asks for one (mutual TLS)"
+    )
+    client_key: Path | None = Field(None, description="PEM private key of client_cert")
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str | None) -> str | None:
+        return None if value is None else parse_fingerprint(value)
 
     @field_validator("urls")
     @classmethod
@@ -207,7 +224,20 @@ class ManagerLinkConfig(_Section):
             assert self.url is not None
             self.urls = [self.url]
         self.url = self.urls[0]
+        self._check_tls()
         return self
+
+    def _check_tls(self) -> None:
+        """TLS settings only with TLS URLs: a CA or a pin given for a plain ``http://`` link
+        would otherwise read as protection that is not there."""
+        if self.ca is not None and self.fingerprint is not None:
+            raise ValueError("give the manager's CA (ca) or its certificate's fingerprint, not both")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        tls_options = self.ca or self.fingerprint or self.client_cert
+        plain = [url for url in self.urls if not is_tls_url(url)]
+        if tls_options and plain:
+            raise ValueError(f"TLS options are given but {plain[0]} is not an https:// or wss:// URL")
 
 
 # What a build inherits from the agent's environment beyond a child's: how this host reaches
@@ -275,6 +305,9 @@ class AgentConfig(_Section):
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
     builds: BuildsConfig = Field(default_factory=BuildsConfig)
     manager: ManagerLinkConfig | None = Field(None, description="run the manager's work (a worker)")
+    tls: ServerTls | None = Field(
+        None, description="serve HTTPS and WSS on the agent's port and its pools' own addresses"
+    )
     pools: list[dict[str, Any]] = Field(
         default_factory=list,
         description="[[pools]] tables, each a pool as POST /pools takes it (validated at start)",

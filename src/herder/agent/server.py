@@ -39,6 +39,7 @@ from herder.agent.builds.builds import Builds
 from herder.agent.config import AgentConfig
 from herder.agent.declared import declared_requests, start_declared
 from herder.agent.errors import ConfigError, DataDirBusy
+from herder.agent.link.tls import LinkTls
 from herder.agent.link.trust import Trust
 from herder.agent.link.worker import WorkerLink
 from herder.agent.processes import descendants, procs
@@ -54,6 +55,7 @@ from herder.auth import weak_secret
 from herder.daemon import Daemon
 from herder.net import LOOPBACK_NAMES, host_name, listen_socket, rpc_url
 from herder.rpc import Service
+from herder.tls import TlsError, served_with, server_context
 from herder.wire import DEFAULT_MAX_FRAME_SIZE
 
 log = logging.getLogger(__name__)
@@ -166,14 +168,15 @@ class Agent(Daemon):
         self._builds: Builds | None = None
         self._ledger_due = False
         self._on_change: Callable[[], None] | None = None
+        self._tls: Any = None  # the ssl.SSLContext of the port and the pools', with TLS on
 
     @property
     def url(self) -> str:
-        """``http://host:port`` the agent answers on."""
+        """``http://host:port`` the agent answers on (``https://`` with TLS on)."""
         assert self._sock is not None, "the agent is not running"
         host, port = self._sock.getsockname()[:2]
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}"
+        return f"{'https' if self._tls is not None else 'http'}://{host}:{port}"
 
     @property
     def protocol_url(self) -> str | None:
@@ -213,6 +216,13 @@ class Agent(Daemon):
         weak = weak_secret(cfg.host, cfg.auth_token, loopback=cfg.is_loopback())
         if weak is not None:
             raise ConfigError(weak)
+        try:  # a missing or mismatched file, said before anything starts
+            if cfg.tls is not None:
+                self._tls = server_context(cfg.tls)
+            if cfg.manager is not None:
+                LinkTls(cfg.manager).check()
+        except TlsError as exc:
+            raise ConfigError(str(exc)) from None
 
     async def __aenter__(self) -> Agent:
         self.check_config()
@@ -272,7 +282,9 @@ class Agent(Daemon):
         await supervisor.wait_ready()
         start_declared(supervisor, store, cfg)  # the recorded processes, then the declared ones
         guard_names = [*LOOPBACK_NAMES, cfg.host, *cfg.allowed_hosts]
-        self.runtime.router = Router(cfg, supervisor, agent_names=[host_name(h) for h in guard_names])
+        self.runtime.router = Router(
+            cfg, supervisor, agent_names=[host_name(h) for h in guard_names], tls=self._tls
+        )
         try:
             await self.runtime.router.start()
         except BaseException:
@@ -338,6 +350,7 @@ class Agent(Daemon):
             timeout_graceful_shutdown=GRACEFUL_HTTP_SHUTDOWN_S,
             # The protocol's own limit: a session moves files in messages of megabytes.
             ws_max_size=DEFAULT_MAX_FRAME_SIZE,
+            ssl_context_factory=served_with(self._tls),
         )
         self._server = _QuietServer(server_config)
         supervisor = self.runtime.supervisor

@@ -130,6 +130,48 @@ def agent(
     tag: Annotated[
         list[str] | None, typer.Option(help="With --manager: a tag this worker offers (repeatable).")
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Serve HTTPS and WSS with this PEM certificate (its pools' own addresses too); "
+            "with --tls-key. 'herder certs init' makes one to try (docs/tls.md).",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="The PEM private key of --tls-cert.")
+    ] = None,
+    manager_ca: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="With an https:// --manager: the PEM CA its certificate must chain to "
+            "(default: the system's CAs).",
+        ),
+    ] = None,
+    manager_fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            metavar="sha256:HEX",
+            help="With an https:// --manager, instead of --manager-ca: trust exactly the certificate "
+            "with this SHA-256 fingerprint ('herder certs init' prints it).",
+        ),
+    ] = None,
+    tls_client_cert: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="With an https:// --manager: the PEM certificate to present to it, for a manager "
+            "run with --tls-client-ca ('herder certs issue --client'); with --tls-client-key.",
+        ),
+    ] = None,
+    tls_client_key: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="The PEM private key of --tls-client-cert."),
+    ] = None,
     procfile: Annotated[
         Path | None,
         typer.Option(
@@ -178,6 +220,15 @@ def agent(
         if name is not None:
             link["name"] = name
         overrides["manager"] = link
+    _tls_overrides(overrides, tls_cert, tls_key)
+    link_tls = {
+        "ca": manager_ca,
+        "fingerprint": manager_fingerprint,
+        "client_cert": tls_client_cert,
+        "client_key": tls_client_key,
+    }
+    if any(value is not None for value in link_tls.values()):
+        overrides.setdefault("manager", {}).update({k: v for k, v in link_tls.items() if v is not None})
     # This process is the agent's alone: it adopts the orphans of what it runs.
     overrides["supervision"] = {"subreaper": True}
     if grace is not None:
@@ -201,6 +252,14 @@ def agent(
     except AgentError as exc:
         typer.echo(f"herder agent: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _tls_overrides(overrides: dict[str, Any], cert: Path | None, key: Path | None) -> None:
+    """``--tls-cert``/``--tls-key`` as the config's ``tls`` table: both, or neither."""
+    if (cert is None) != (key is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-cert/--tls-key")
+    if cert is not None:
+        overrides["tls"] = {"cert": cert.resolve(), "key": key.resolve() if key is not None else None}
 
 
 def _run(agent: Any) -> None:

@@ -6,11 +6,11 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from herder.cli.agent_cmd import VersionOption
+from herder.cli.agent_cmd import VersionOption, _tls_overrides
 from herder.cli.logsetup import banner
 from herder.cli.loop import run as run_main
 from herder.cli.loop import settle_daemon
@@ -89,6 +89,27 @@ def manager(
             "replaced, or is another manager's): only the keys it records are honoured.",
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Serve HTTPS and WSS with this PEM certificate; with --tls-key. "
+            "'herder certs init' makes one to try (docs/tls.md).",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="The PEM private key of --tls-cert.")
+    ] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="With --tls-cert: every client must present a certificate this PEM CA signed "
+            "(mutual TLS): an agent without one cannot link (agents: --tls-client-cert).",
+        ),
+    ] = None,
     version: VersionOption = False,
 ) -> None:
     """Run the manager in the foreground until SIGINT or SIGTERM.
@@ -102,7 +123,7 @@ def manager(
     from herder.tomlconfig import config_problems, read_with_overrides
 
     token = auth_token_file.read_text().strip() if auth_token_file is not None else None
-    overrides = {
+    overrides: dict[str, Any] = {
         "host": host,
         "port": port,
         "db": db,
@@ -115,6 +136,9 @@ def manager(
         "proxy_admin_networks": proxy_admin_network or None,
         "accept_new_database": accept_new_database,
     }
+    _tls_overrides(overrides, tls_cert, tls_key)
+    if tls_client_ca is not None:
+        overrides.setdefault("tls", {})["client_ca"] = tls_client_ca.resolve()
     try:
         cfg = ManagerConfig.model_validate(read_with_overrides(config, overrides))
     except (ValueError, OSError) as exc:  # a setting out of its range, a network that is not one, bad TOML

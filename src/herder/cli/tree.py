@@ -26,10 +26,12 @@ from herder import __version__
 from herder.cli import (
     agent_cmd,
     call_cmd,
+    certs_cmd,
     keys_cmd,
     manager_cmd,
     pool_cmds,
     process_cmds,
+    schedule_cmds,
     services_cmd,
     task_cmds,
     up_cmd,
@@ -44,7 +46,9 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     pool_cmds,
     manager_cmd,
     task_cmds,
+    schedule_cmds,
     keys_cmd,
+    certs_cmd,
     services_cmd,
     up_cmd,
 )

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from herder.frontdoor import HttpLimits
 from herder.net import is_loopback_host
+from herder.tls import ServerTls
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8020
@@ -82,6 +83,11 @@ class ManagerConfig(BaseModel):
     )
     max_user_priority: int = Field(
         100, ge=-1_000_000, le=1_000_000, description="the highest priority a user (not an admin) may give"
+    )
+    tls: ServerTls | None = Field(
+        None,
+        description="serve HTTPS and WSS (cert, key); client_ca: every client, agents included, "
+        "must present a certificate that CA signed (mutual TLS)",
     )
     proxy_allow_networks: list[str] = Field(
         default_factory=list,

@@ -59,6 +59,7 @@ from herder.manager.store.single import SqliteGuard
 from herder.manager.store.submissions import NewTask
 from herder.net import listen_socket
 from herder.rpc import Principal, Service, SharedSecretVerifier, Verifier
+from herder.tls import TlsError, served_with, server_context
 
 log = logging.getLogger(__name__)
 
@@ -328,13 +329,14 @@ class Manager(Daemon):
         self.engine: Any = None
         self.authority: Authority | None = None
         self._guard: SqliteGuard | None = None  # held while running on a SQLite file
+        self._tls: Any = None  # its ssl.SSLContext, with TLS on
 
     @property
     def url(self) -> str:
         assert self._sock is not None, "the manager is not running"
         host, port = self._sock.getsockname()[:2]
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}"
+        return f"{'https' if self._tls is not None else 'http'}://{host}:{port}"
 
     async def __aenter__(self) -> Manager:
         try:
@@ -365,6 +367,7 @@ class Manager(Daemon):
         weak = weak_secret(cfg.host, cfg.auth_token, loopback=cfg.is_loopback())
         if weak is not None:
             raise StartupError(weak)
+        self._load_tls()
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # 0700 whatever the umask
         path = database.sqlite_path(cfg.database_url())
         if path is not None:  # one manager per SQLite file (#17)
@@ -408,6 +411,14 @@ class Manager(Daemon):
             raise
         return self
 
+    def _load_tls(self) -> None:
+        """The TLS context, with TLS on: a file that cannot be used stops the start, naming it."""
+        if self.config.tls is not None:
+            try:
+                self._tls = server_context(self.config.tls)
+            except TlsError as exc:
+                raise StartupError(str(exc)) from None
+
     async def run(self) -> None:
         """Serve HTTP and run the components until ``request_stop()``; the owner of their tasks."""
         import uvicorn
@@ -431,6 +442,7 @@ class Manager(Daemon):
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_HTTP_SHUTDOWN_S,
+            ssl_context_factory=served_with(self._tls),
         )
         self._server = uvicorn.Server(config)
         self._server.capture_signals = contextlib.nullcontext  # the owner decides about signals

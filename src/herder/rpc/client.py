@@ -12,7 +12,7 @@ import dataclasses
 import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from herder.net import WS_SCHEMES
 from herder.rpc.errors import ConnectionLost, HandshakeRefused
@@ -29,6 +29,9 @@ from herder.wire import (
     encode_hello,
 )
 
+if TYPE_CHECKING:
+    import ssl
+
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -38,8 +41,12 @@ async def open_transport(
     token: str | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     address: str | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Transport:
     """Open the connection ``url`` names (no handshake yet).
+
+    ``tls``: the context a ``wss://`` URL is opened with (a CA of one's own, a pinned
+    certificate, a client certificate: ``herder.tls``); default: the system's CAs.
 
     ``address``: connect to this address of the URL's host name (the request still names
     the host: ``Host``, TLS's server name), not to the resolver's first.
@@ -53,7 +60,7 @@ async def open_transport(
     try:
         if parts.scheme in WS_SCHEMES:
             from websockets.asyncio.client import connect as ws_connect
-            from websockets.exceptions import InvalidStatus
+            from websockets.exceptions import InvalidMessage, InvalidStatus
 
             headers = {"Authorization": f"Bearer {token}"} if token else None
             # No per-message compression: it costs a core per ~30 MB/s of incompressible
@@ -66,10 +73,13 @@ async def open_transport(
                     open_timeout=CONNECT_TIMEOUT_S,
                     compression=None,
                     **_connect_to(address),
+                    **_tls_option(tls),
                 )
             except InvalidStatus as exc:  # a front door refused it before the protocol began
                 status = exc.response.status_code
                 raise HandshakeRefused(str(status), f"{url} refused the connection: HTTP {status}") from None
+            except InvalidMessage as exc:  # closed unanswered (a TLS server wanting a client certificate)
+                raise ConnectionLost(f"cannot connect to {url}: {exc}") from exc
             return ClientWebSocketTransport(ws, max_frame_size)
         if parts.scheme == "tcp":
             if not parts.hostname or not parts.port:
@@ -89,6 +99,11 @@ async def open_transport(
 def _connect_to(address: str | None) -> dict[str, Any]:
     """websockets' keyword for the address to connect to (the URI still names the host)."""
     return {"host": address} if address else {}
+
+
+def _tls_option(tls: ssl.SSLContext | None) -> dict[str, Any]:
+    """websockets' keyword for a context of one's own (left out: its default, the system's CAs)."""
+    return {"ssl": tls} if tls is not None else {}
 
 
 def registry_of(handlers: Mapping[str, Callable[..., Any] | Method] | None) -> Registry:
@@ -142,6 +157,7 @@ async def connect(
     handlers: Mapping[str, Callable[..., Any] | Method] | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     address: str | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Peer]:
     """Connect, say hello, and yield the peer; close it on exit.
 
@@ -152,7 +168,9 @@ async def connect(
         ConnectionLost: the service could not be reached.
         HandshakeRefused: the service refused the connection.
     """
-    transport = await open_transport(url, token=token, max_frame_size=max_frame_size, address=address)
+    transport = await open_transport(
+        url, token=token, max_frame_size=max_frame_size, address=address, tls=tls
+    )
     try:
         peer = await handshake(transport, token=token, codecs=codecs, handlers=handlers)
     except BaseException:

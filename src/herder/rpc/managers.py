@@ -29,6 +29,8 @@ from herder.net import base_url, rpc_url
 from herder.rpc.errors import ConnectionLost, HandshakeRefused
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
 TOKEN_PATH = "/auth/token"
@@ -95,12 +97,14 @@ class ManagerClient:
         backoff_s: float = BACKOFF_INITIAL_S,
         clock: Callable[[], float] = time.time,
         address: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``address``: connect to this address of the URL's host name rather than the
         resolver's first (the agent's link picks one of a name's several addresses); the
         requests still name the host (``Host``, TLS's server name)."""
         self.base_url = base_url(url)
         self._address = address
+        self._tls = tls  # an https manager's check (herder.tls); None: the system's CAs
         self.rpc_url = rpc_url(url)
         self._key = key
         self._token = token
@@ -167,7 +171,7 @@ class ManagerClient:
         import httpx
 
         url, headers, extensions = self._aimed(path, headers)
-        async with httpx.AsyncClient(timeout=self._timeout_s) as client:
+        async with httpx.AsyncClient(timeout=self._timeout_s, **self._verify()) as client:
             for attempt in range(1, self._attempts + 1):
                 try:
                     answer = await client.request(method, url, headers=headers, extensions=extensions)
@@ -185,7 +189,7 @@ class ManagerClient:
         import httpx
 
         url, headers, extensions = self._aimed(path, headers)
-        with httpx.Client(timeout=self._timeout_s) as client:
+        with httpx.Client(timeout=self._timeout_s, **self._verify()) as client:
             for attempt in range(1, self._attempts + 1):
                 try:
                     answer = client.request(method, url, headers=headers, extensions=extensions)
@@ -211,6 +215,9 @@ class ManagerClient:
         netloc = host if parts.port is None else f"{host}:{parts.port}"
         url = urllib.parse.urlunsplit(parts._replace(netloc=netloc)) + path
         return url, {**(headers or {}), "Host": parts.netloc}, {"sni_hostname": parts.hostname}
+
+    def _verify(self) -> dict[str, Any]:
+        return {} if self._tls is None else {"verify": self._tls}
 
     def _key_header(self) -> dict[str, str]:
         if self._key is None:

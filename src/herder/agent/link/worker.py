@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from herder.agent.link.addresses import Addresses
 from herder.agent.link.inventory import InventorySource, take_inventory
 from herder.agent.link.rotation import Rotation
+from herder.agent.link.tls import LinkTls, explain
 from herder.agent.models import ProcessSpec, RestartPolicy
 from herder.agent.processes import procs
 from herder.agent.processes.logs import Stream
@@ -83,6 +84,8 @@ from herder.rpc import (
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     from herder.agent.config import AgentConfig
     from herder.agent.link.trust import Trust
     from herder.agent.sysinfo import SysInfo
@@ -143,6 +146,7 @@ class WorkerLink:
         self._clock = clock  # leases, heartbeats and backoff are read and waited on it
         assert config.manager is not None
         self._link = config.manager
+        self.tls = LinkTls(config.manager)  # how the manager's certificate is checked (https)
         self._managers = Rotation(config.manager.urls)
         self._addresses = Addresses()  # which address of a manager's name to try next
         self._address: str | None = None  # the one the link tries or holds now
@@ -203,7 +207,7 @@ class WorkerLink:
                 log.warning(
                     "link to the manager %s: %s; trying %s in %.1f s",
                     url,
-                    str(exc) or type(exc).__name__,
+                    explain(exc, url),
                     following,
                     wait,
                 )
@@ -211,7 +215,7 @@ class WorkerLink:
                 self.peer = None
                 self.connected.clear()
 
-    async def _access_token(self, url: str) -> tuple[str | None, float]:
+    async def _access_token(self, url: str, tls: ssl.SSLContext | None = None) -> tuple[str | None, float]:
         """The token the link presents, and when to renew it (never, for a shared secret).
 
         With a key (``--key-file``), a fresh access token is bought from the manager at
@@ -223,7 +227,7 @@ class WorkerLink:
         # One try, bounded: a manager that accepts and does not answer must not hold the
         # link longer than a heartbeat would; the rotation's backoff does the retrying.
         manager = ManagerClient(
-            url, key=self._link.key, timeout_s=LINK_STEP_TIMEOUT_S, attempts=1, address=self._address
+            url, key=self._link.key, timeout_s=LINK_STEP_TIMEOUT_S, attempts=1, address=self._address, tls=tls
         )
         bought = await manager.buy_token()
         if self._trust is not None:  # the manager's public key, for the tokens of this agent's API
@@ -235,11 +239,14 @@ class WorkerLink:
             {"assign": self._assign, "stop": self._stop_notified, "inventory": self._inventory_asked}
         )
         self._address = await self._addresses.pick(manager_url)
-        token, renew_at = await self._access_token(manager_url)
+        tls = await self.tls.context(manager_url, self._address)
+        token, renew_at = await self._access_token(manager_url, tls)
         url = rpc_url(manager_url)
         async with contextlib.AsyncExitStack() as link:
             peer = await link.enter_async_context(
-                connect(url, token=token, codecs=("msgpack",), handlers=handlers, address=self._address)
+                connect(
+                    url, token=token, codecs=("msgpack",), handlers=handlers, address=self._address, tls=tls
+                )
             )
             try:
                 await self._serve(peer, manager_url, renew_at)

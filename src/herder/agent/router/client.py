@@ -173,6 +173,7 @@ class ClientConnection(asyncio.Protocol):
         self._client_ip = "unknown"
         self._head_started = False
         self._local = b"localhost"
+        self._proto = b"http"  # X-Forwarded-Proto: https when the client came over TLS
         limits = ctx.limits
         self.read_timeout_s = limits.read_timeout_s
         self.deadline = math.inf
@@ -184,6 +185,8 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self._client_ip = str(peer[0])
+        if transport.get_extra_info("sslcontext") is not None:
+            self._proto = b"https"
         local = transport.get_extra_info("sockname")
         if isinstance(local, tuple) and len(local) >= 2:
             ip = str(local[0])
@@ -292,7 +295,11 @@ class ClientConnection(asyncio.Protocol):
             self.refuse(400, "an upgrade request may not carry a body")
             return
         exchange.head_bytes = forwarded_request_head(
-            request, client_ip=self._client_ip, proto=b"http", body_framing=framing, default_host=self._local
+            request,
+            client_ip=self._client_ip,
+            proto=self._proto,
+            body_framing=framing,
+            default_host=self._local,
         )
         exchange.retryable = (
             request.method in IDEMPOTENT and exchange.body_kind is BodyKind.NONE and request.upgrade is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -27,6 +28,9 @@ from herder.agent.router.models import PoolSpec, listen_is_loopback, split_liste
 from herder.agent.router.pools import Pool
 from herder.agent.router.store import PoolStore
 from herder.taskgroup import OwnedTaskGroup
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +45,15 @@ class Router:
     """All pools of one agent."""
 
     def __init__(
-        self, config: AgentConfig, supervisor: Supervisor, *, agent_names: Iterable[str] = ()
+        self,
+        config: AgentConfig,
+        supervisor: Supervisor,
+        *,
+        agent_names: Iterable[str] = (),
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._config = config
+        self._tls = tls  # the agent's: a pool's own address serves HTTPS when the agent's port does
         self._supervisor = supervisor
         self._store = PoolStore(config.data_dir / "pools")
         limits = config.router
@@ -237,7 +247,7 @@ class Router:
             loop = asyncio.get_running_loop()
             try:
                 server = await loop.create_server(
-                    lambda: ClientConnection(self.context, pool), host, port, backlog=1024
+                    lambda: ClientConnection(self.context, pool), host, port, backlog=1024, ssl=self._tls
                 )
             except OSError as exc:
                 message = f"pool {spec.name!r} cannot listen on {spec.listen}: {exc.strerror}"
@@ -245,7 +255,7 @@ class Router:
             self._listeners[spec.name] = server
             bound = server.sockets[0].getsockname()
             shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-            pool.url = f"http://{shown}:{bound[1]}"
+            pool.url = f"{'https' if self._tls is not None else 'http'}://{shown}:{bound[1]}"
 
     async def _remove(self, pool: Pool, timeout_s: float) -> None:
         server = self._listeners.pop(pool.name, None)
