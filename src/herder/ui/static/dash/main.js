@@ -1,5 +1,5 @@
 // The dashboard's entry: find whether a sign-in is needed, then show the view the URL's
-// hash names (#fleet, #tasks, #services, #keys; #tasks/<id>, #worker/<id>), all fed by
+// hash names (#fleet, #tasks, #schedules, #services, #keys; #tasks/<id>, #worker/<id>), all fed by
 // one live connection.
 
 import { about, claims, isAdmin, keepRenewed, onSignOut, signOut, token } from "./api.js";
@@ -8,13 +8,14 @@ import { showFleet } from "./fleet.js";
 import { showKeys } from "./keys.js";
 import { Feed } from "./live.js";
 import { offer } from "./kite.js";
+import { showSchedules } from "./schedules.js";
 import { showServices } from "./services.js";
 import { showSignIn } from "./signin.js";
 import { showTask } from "./task.js";
 import { showTasks } from "./tasks.js";
 import { showWorker } from "./worker.js";
 
-const VIEWS = { fleet: showFleet, tasks: showTasks, services: showServices, keys: showKeys };
+const VIEWS = { fleet: showFleet, tasks: showTasks, schedules: showSchedules, services: showServices, keys: showKeys };
 const app = /** @type {HTMLElement} */ (document.getElementById("app"));
 const nav = /** @type {HTMLElement} */ (document.getElementById("nav"));
 const who = /** @type {HTMLElement} */ (document.getElementById("who"));
