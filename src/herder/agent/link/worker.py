@@ -161,6 +161,9 @@ class WorkerLink:
         # (lease, margin) the manager gave at registration; None: it gives none (older).
         self.lease: tuple[float, float] | None = None
         self._renewed_at = clock.monotonic()  # when the last acknowledged heartbeat was sent
+        # Bumped when a link ends: work a manager pushes on a link the agent gave up (its
+        # bytes held by a partition, delivered after the move) is not this link's to run.
+        self._link_serial = 0
         # The owner of every task the link starts (watchers, their output pumps, the lease
         # watch): set while ``run`` runs, and cancelled and awaited when it ends.
         self._tasks: asyncio.TaskGroup | None = None
@@ -214,6 +217,7 @@ class WorkerLink:
             finally:
                 self.peer = None
                 self.connected.clear()
+                self._link_serial += 1
 
     async def _access_token(self, url: str, tls: ssl.SSLContext | None = None) -> tuple[str | None, float]:
         """The token the link presents, and when to renew it (never, for a shared secret).
@@ -235,8 +239,20 @@ class WorkerLink:
         return bought.token, bought.renew_at
 
     async def _linked(self, manager_url: str) -> None:
+        serial = self._link_serial
+
+        def assign(call: Assign) -> None:
+            if serial != self._link_serial:  # a lost link: its manager's lease runs out, as it requeues
+                log.warning(
+                    "work item %d (attempt %d) came on a link given up: not started",
+                    call.item.id,
+                    call.item.attempt,
+                )
+                return
+            self._assign(call)
+
         handlers = agent_handlers(
-            {"assign": self._assign, "stop": self._stop_notified, "inventory": self._inventory_asked}
+            {"assign": assign, "stop": self._stop_notified, "inventory": self._inventory_asked}
         )
         self._address = await self._addresses.pick(manager_url)
         tls = await self.tls.context(manager_url, self._address)

@@ -1,0 +1,104 @@
+"""What the chaos suite found, each reproduced on its own (#17).
+
+These need no namespaces: the managers and the agent run on loopback, and the partition
+is a forwarder of the suite (``proxy.Route``) between the agent and a manager, which
+holds the bytes of a cut and delivers them at the heal, as TCP does after a partition.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.chaos.attempt import __file__ as ATTEMPT
+from tests.chaos.conftest import url_of
+from tests.chaos.fleet import Daemon, until
+from tests.chaos.proxy import Relay
+from tests.helpers import HERDER, AgentProcess
+
+pytestmark = pytest.mark.chaos
+
+HEARTBEAT_S = 1.0  # lease 4 s (+1 s margin): the requeue comes within seconds
+
+
+@pytest.fixture
+def relay() -> Iterator[Relay]:
+    forwarders = Relay()
+    try:
+        yield forwarders
+    finally:
+        forwarders.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_work_pushed_on_a_link_the_agent_gave_up_is_not_started(
+    database: str, tmp_path: Path, relay: Relay
+) -> None:
+    """The agent is cut from manager A while A pushes it work; it moves to B, the work's
+    lease runs out and B hands it out again (attempt 2, on this agent); then the cut
+    heals and A's push, held all along, arrives on the link the agent gave up. Started,
+    it was a second attempt alive at once (the chaos suite's OVERLAP); it is dropped."""
+    db_url = url_of(database)
+    a_port, b_port = free_port(), free_port()
+    a, b = (
+        Daemon(
+            name,
+            [
+                HERDER,
+                "manager",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / name),
+                "--db",
+                db_url,
+                "--heartbeat-interval",
+                str(HEARTBEAT_S),
+            ],
+            tmp_path / f"{name}.stderr",
+        )
+        for name, port in (("a", a_port), ("b", b_port))
+    )
+    agent: AgentProcess | None = None
+    try:
+        a.start("herder manager listening on")
+        cable = relay.route(None, ("127.0.0.1", 0), ("127.0.0.1", a_port))
+        via_cable = f"http://127.0.0.1:{cable.address[1]}"
+        # B is not up yet: whichever URL the agent tries first, it links through the cable.
+        agent = AgentProcess(tmp_path / "agent", "--manager", f"{via_cable},http://127.0.0.1:{b_port}")
+        agent.start()
+        await until(lambda: f"linked to the manager {via_cable}" in agent.stderr(), 30, "linked to A")
+        b.start("herder manager listening on")
+        links = agent.stderr().count("linked to the manager")
+
+        cable.cut()
+        attempts = tmp_path / "attempts"
+        attempts.mkdir()
+        argv = [sys.executable, "-I", ATTEMPT, str(attempts), "t1", "30"]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{a_port}", timeout=10) as to_a:
+            answer = await to_a.post("/tasks", json={"type": "command", "settings": {"argv": argv}})
+            assert answer.status_code == 202, answer.text
+        log = attempts / "attempts.log"
+        await until(lambda: agent.stderr().count("linked to the manager") > links, 15, "moved to B")
+        await until(lambda: log.exists() and "start t1" in log.read_text(), 20, "attempt 2 started")
+        cable.heal()
+        # Started, A's push would log OVERLAP (attempt 2 holds the item's lock for 30 s).
+        await until(lambda: "came on a link given up" in agent.stderr(), 15, "A's push arrived, not run")
+        assert "OVERLAP" not in log.read_text(), log.read_text()
+        assert log.read_text().count("start t1") == 1, log.read_text()
+    finally:
+        if agent is not None:
+            agent.kill()
+        a.kill()
+        b.kill()
