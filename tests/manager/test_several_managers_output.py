@@ -32,14 +32,18 @@ from tests.manager.test_link import wait_task
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
 
+async def start(*managers: ManagerProcess) -> None:
+    """Started at once: each start waits for its banner in a thread."""
+    await asyncio.gather(*(asyncio.to_thread(m.start) for m in managers))
+
+
 @asynccontextmanager
 async def fleet(db_url: str, tmp_path: Path, make_agent: AgentFactory) -> AsyncIterator[tuple[str, str]]:
     """Managers A and B on one database, an agent linked to A; their URLs."""
     a = ManagerProcess(tmp_path / "a", db_url)
     b = ManagerProcess(tmp_path / "b", db_url)
     try:
-        a.start()
-        b.start()
+        await start(a, b)
         async with make_agent(manager={"url": a.url, "slots": 1, "name": "linked-to-a"}) as agent:
             worker = agent.runtime.worker if agent.runtime is not None else None
             assert worker is not None
@@ -152,7 +156,8 @@ async def test_a_flood_of_output_is_forwarded_within_its_bound_and_the_gap_is_sa
         assert forwarded <= bound, f"{forwarded} bytes forwarded in {elapsed:.1f}s"
         assert forwarded < FLOOD * 60 / 4  # a fraction of what was written (~3.4 MB)
         markers = [frame["line"] for _, frame in frames if frame["stream"] == outputshare.MARKER_STREAM]
-        assert markers and all("lines not shown here" in line for line in markers)
+        assert markers
+        assert all("lines not shown here" in line for line in markers)
         lines = [frame["line"] for _, frame in frames if frame["stream"] == "stdout"]
         numbers = [int(line.split()[2]) for line in lines]
         assert numbers == sorted(set(numbers))  # each once, in order, with gaps
@@ -167,8 +172,7 @@ async def test_a_follow_no_longer_renewed_expires_at_the_holder(
     a = ManagerProcess(tmp_path / "a", db_url)
     b = ManagerProcess(tmp_path / "b", db_url)
     try:
-        a.start()
-        b.start()
+        await start(a, b)
         link = {"url": a.url, "slots": 1, "name": "linked-to-a"}
         async with (
             make_agent(manager=link) as agent,
@@ -196,8 +200,9 @@ async def test_a_follow_no_longer_renewed_expires_at_the_holder(
                     break
                 assert time.monotonic() < deadline, "A still forwards to a manager that is gone"
                 await asyncio.sleep(POLL_S)
-            assert last - killed <= outputshare.FOLLOW_TTL_S + outputshare.FLUSH_S * 3
-            assert last - killed >= outputshare.FOLLOW_TTL_S - outputshare.RENEW_S - 0.5  # the TTL, not chance
+            # The follow's last renewal reached A at most RENEW_S before the kill.
+            ttl, renew = outputshare.FOLLOW_TTL_S, outputshare.RENEW_S
+            assert ttl - renew - 0.5 <= last - killed <= ttl + 0.5
             assert (await to_a.get(f"/tasks/{task_id}")).json()["status"] == "rendering"  # it still writes
     finally:
         a.kill()
@@ -208,8 +213,7 @@ async def test_a_deletion_through_a_reaches_a_tab_watching_b(db_url: str, tmp_pa
     a = ManagerProcess(tmp_path / "a", db_url)
     b = ManagerProcess(tmp_path / "b", db_url)
     try:
-        a.start()
-        b.start()
+        await start(a, b)
         async with (
             httpx.AsyncClient(base_url=a.url) as to_a,
             websockets.connect(ws_url(b.url, "/events")) as tab,

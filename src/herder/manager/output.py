@@ -20,6 +20,11 @@ holds no more than a fixed amount:
   either, the item written to longest ago is dropped first (its lines are lost: it did
   not end in this manager's sight, or wrote nothing for long).
 
+Each line a live reader gets is numbered within its item (``seq``, ``LiveLine``), so a log
+stream sends each line once and in order whatever the sources it joins (``outputshare``).
+With several managers on one PostgreSQL, the lines of the tasks another manager's readers
+follow are handed to ``tap`` too, which forwards them there (``outputshare.OutputShare``).
+
 Each running attempt's output also runs through its task's parser (one instance per
 attempt, as parsers keep state), which reports the progress the lines show.
 """
