@@ -18,6 +18,8 @@ requirements (from a wheelhouse the script writes) and the same app without depe
 Benchmark 12 (issue 15's dashboard) neither: its goal is absolute (first useful paint in
 Debian's chromium ≤ 1 s with 1,000 workers and 100,000 tasks), its reference the same page
 with one worker and one task; here on SQLite (``bench_ui.py --postgres`` adds PostgreSQL).
+Benchmark 14 (issue 17's several managers) neither: its goals are a ratio (2 managers' tasks/s
+over one's) and an absolute p99; it needs PostgreSQL as benchmark 9 does.
 
 Each benchmark measures the three daemons in the same run on the same machine, so
 the ratios hold even when absolute figures drift. A benchmark that fails is reported
@@ -37,6 +39,7 @@ from collections.abc import Callable
 import bench_builds
 import bench_cli
 import bench_manager
+import bench_managers_scale
 import bench_output
 import bench_registry
 import bench_respawn
@@ -64,6 +67,7 @@ BENCHMARKS: tuple[tuple[str, Callable[..., list[Figure]]], ...] = (
     ("11 builds: cold build against uv alone, starts of built apps (issue 14)", bench_builds.run),
     ("12 dashboard: first useful paint, 1,000 workers and 100,000 tasks (issue 15)", bench_ui.run),
     ("13 CLI: start to answer against supervisorctl status (issue 16)", bench_cli.figures),
+    ("14 several managers on one PostgreSQL, heartbeats over 3 (issue 17)", bench_managers_scale.run),
 )
 
 
