@@ -48,6 +48,8 @@ CHECKS = (
 # every other check still runs on them.
 NOT_FORESEEABLE = {
     ("POST", "/tasks"): "a task's settings are its compiler's to check (a plugin, by its own rules)",
+    ("POST", "/schedules"): "its task is its compiler's to check; cron or interval_s (one) spans two fields",
+    ("PATCH", "/schedules/{id}"): "its task is its compiler's to check, as POST /tasks's",
     ("GET", "/services"): "a query's grammar (names, version ranges) is the registry's; 400 names the part",
     ("POST", "/pools"): "min_instances <= max_instances compares two fields, which JSON Schema cannot say",
     ("POST", "/pools/{name}/scale"): "a bound past the pool's current other one is refused: state, not shape",

@@ -165,4 +165,10 @@ async def test_a_walk_through_the_api_answers_as_documented(
     await call("GET", "/proxy/nope/x")
     await call("GET", "/auth/jwks.json")  # no keys: 404
     await call("GET", "/healthz")
+    every = {"interval_s": 60, "task": {"type": "command", "settings": {"argv": ["true"]}}}
+    schedule = (await call("POST", "/schedules", json=every)).json()
+    for path in ("/schedules", f"/schedules/{schedule['id']}"):
+        await call("GET", path)
+    await call("PATCH", f"/schedules/{schedule['id']}", json={"enabled": False})
+    await call("DELETE", f"/schedules/{schedule['id']}")
     call.check(document)
