@@ -10,7 +10,9 @@ Run as ``python pool_app.py --port N`` (or with ``$PORT``). Endpoints:
 * ``GET /sse?n=N``: N server-sent events, streamed;
 * ``GET /big?bytes=N``: N bytes of body;
 * ``GET /count``: requests this instance saw, as text;
-* ``GET /ws``: a WebSocket that echoes each message.
+* ``GET /ws``: a WebSocket that echoes each message (closed with 1001, going away, when
+  the app is stopped: SIGTERM);
+* ``GET /version``: ``$APP_VERSION``, as text (which version of a deploy answered).
 
 ``--start-delay S`` sleeps before listening, to make cold starts observable.
 """
@@ -21,11 +23,13 @@ import argparse
 import asyncio
 import os
 import time
+import weakref
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 START = time.monotonic()
 SEEN = {"requests": 0}
+SOCKETS: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
 
 
 async def pid(_: web.Request) -> web.Response:
@@ -66,12 +70,23 @@ async def big(request: web.Request) -> web.Response:
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse()
     await ws.prepare(request)
+    SOCKETS.add(ws)
     async for message in ws:
         if message.type == WSMsgType.TEXT:
             await ws.send_str(message.data)
         elif message.type == WSMsgType.BINARY:
             await ws.send_bytes(message.data)
     return ws
+
+
+async def version(_: web.Request) -> web.Response:
+    return web.Response(text=os.environ.get("APP_VERSION", ""))
+
+
+async def close_sockets(_: web.Application) -> None:
+    """Stopped (SIGTERM): each open WebSocket gets its close frame, as a server should."""
+    for ws in list(SOCKETS):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
 
 
 def make_app(ready_after: float) -> web.Application:
@@ -95,6 +110,8 @@ def make_app(ready_after: float) -> web.Application:
     app.router.add_get("/sse", sse)
     app.router.add_get("/big", big)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/version", version)
+    app.on_shutdown.append(close_sockets)
     return app
 
 

@@ -7,6 +7,7 @@ prints one line about the pool (``pool web: active, 1/2 ready, http://127.0.0.1:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 import typer
@@ -239,6 +240,131 @@ def rm(
     _answer(
         _request("POST", f"{agent}/pools/{name}/delete", token_file, {"timeout": timeout}), as_json, "deleted"
     )
+
+
+def deploy_line(doc: dict[str, Any]) -> str:
+    """One line about a pool's deploy: under way (its progress) or the last one (how it ended)."""
+    current = doc.get("deployment") or next(iter(doc.get("deployments") or []), None)
+    if current is None:
+        return f"pool {doc['name']}: version {doc.get('version', 1)}, no deploy"
+    line = (
+        f"pool {doc['name']}: deploy {current['id']} of version {current['version']} "
+        f"(from {current['from_version']}): {current['state']}, {current['healthy']}/{current['target']} "
+        f"healthy, {current['replaced']} replaced"
+    )
+    return f"{line}: {current['reason']}" if current.get("reason") else line
+
+
+def _follow_deploy(doc: dict[str, Any], token_file: Any, timeout_s: float = FOLLOW_TIMEOUT_S) -> None:
+    """Poll the pool every half second (bounded) while its deploy is under way, printing
+    each change of its progress on stderr; exit 1 if it failed or was cancelled. A canary
+    deploy returns once its canaries are healthy (promote it, or revert it)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    shown = ""
+    while True:
+        current = doc.get("deployment")
+        line = deploy_line(doc)
+        if line != shown:
+            typer.echo(f"[herder] {line}", err=True)
+            shown = line
+        if current is None or current["state"] == "canary":
+            last = current or next(iter(doc.get("deployments") or []), None)
+            if last is not None and last["state"] in ("failed", "cancelled"):
+                raise typer.Exit(1)
+            return
+        if time.monotonic() >= deadline:
+            typer.echo(
+                f"herder: pool {doc['name']}: deploy still {current['state']} after {timeout_s:g} s", err=True
+            )
+            raise typer.Exit(1)
+        time.sleep(0.5)
+        doc = _request("GET", doc["details"], token_file)
+
+
+@pools.command("deploy")
+def deploy(
+    name: Name,
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="The new version's command (after --); '{port}' becomes its port, also $PORT."),
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option("--source-url", "--source", help="The new version's app (archive URL).")
+    ] = None,
+    process_type: Annotated[str | None, typer.Option("--type", help="Procfile process type.")] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", "-e", help="NAME=value (repeatable): the new env, whole.")
+    ] = None,
+    max_parallel: Annotated[int, typer.Option(help="New instances started at once.")] = 1,
+    canary: Annotated[int, typer.Option(help="New instances beside the old ones until promoted.")] = 0,
+    healthy_deadline: Annotated[float, typer.Option(help="Seconds a new instance has to be healthy.")] = 60,
+    min_healthy_time: Annotated[float, typer.Option(help="Seconds it must stay ready to be healthy.")] = 1,
+    drain_timeout: Annotated[
+        float, typer.Option(help="Seconds an old instance gets to finish its requests and WebSockets.")
+    ] = 30,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Build the app again if its last build failed.")
+    ] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return at once, not when it ends.")] = False,
+    as_json: Json = False,
+    agent: AgentUrl = DEFAULT_AGENT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Roll out a new version of a pool: 'herder pools deploy web -- python3 app.py {port}', or
+    --source-url URL --type web, or neither (the same program again: a rolling restart). New
+    instances start --max-parallel at a time and old ones are drained once they are
+    healthy; a version not healthy within --healthy-deadline is rolled back. Follows the
+    deploy on stderr until it ends (exit 1 if it was rolled back); with --canary, until the
+    canaries are healthy ('herder pools promote NAME' goes on)."""
+    body: dict[str, Any] = {
+        "max_parallel": max_parallel,
+        "canary": canary,
+        "healthy_deadline": healthy_deadline,
+        "min_healthy_time": min_healthy_time,
+        "drain_timeout": drain_timeout,
+        "rebuild": rebuild,
+    }
+    if command:
+        body["command"] = command
+    elif source is not None or process_type is not None:
+        body["source_url"] = source
+        body["process_type"] = process_type
+    if env is not None:
+        body["env"] = parse_env(env)
+    doc = _request("POST", f"{agent}/pools/{name}/deploy", token_file, body)
+    if as_json:
+        _print(doc)
+    if not no_wait:
+        _follow_deploy(doc, token_file)
+    elif not as_json:
+        typer.echo(deploy_line(doc))
+
+
+@pools.command("promote")
+def promote(
+    name: Name, as_json: Json = False, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None
+) -> None:
+    """Promote the canaries of a pool's deploy: it goes on to replace the old instances.
+    Follows it on stderr until it ends, as deploy does."""
+    doc = _request("POST", f"{agent}/pools/{name}/promote", token_file, {})
+    if as_json:
+        _print(doc)
+    _follow_deploy(doc, token_file)
+
+
+@pools.command("revert")
+def revert(
+    name: Name, as_json: Json = False, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None
+) -> None:
+    """Abandon a pool's deploy under way (a canary waiting for its promote, say): back to
+    the old version. Follows the roll-back on stderr until it ends."""
+    doc = _request("POST", f"{agent}/pools/{name}/revert", token_file, {})
+    if as_json:
+        _print(doc)
+    with contextlib.suppress(typer.Exit):  # rolled back: what was asked
+        _follow_deploy(doc, token_file)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from herder.agent.api.deploys import deploy_fields, deploy_routes
 from herder.agent.api.routes import DOCS, _docs, base_url, read_build_log
 from herder.agent.errors import ConfigError, Conflict, NotFound
 from herder.agent.processes.states import State
@@ -55,6 +56,7 @@ def pool_document(pool: Pool, base: str) -> dict[str, Any]:
                 "port": inst.port,
                 "pid": inst.unit.pid,
                 "state": inst.state.value,
+                "version": inst.version,
                 "process_state": inst.unit.state.value,
                 "in_flight": inst.in_flight,
                 "requests": inst.requests,
@@ -70,6 +72,7 @@ def pool_document(pool: Pool, base: str) -> dict[str, Any]:
         "resume": f"{links}/resume",
         "delete": f"{links}/delete",
         **({"build_log": f"{links}/build-log"} if pool_build_log(pool) is not None else {}),
+        **deploy_fields(pool, links),
     }
 
 
@@ -140,6 +143,7 @@ def pool_routes(runtime: AgentRuntime) -> APIRouter:
 
     _operation_routes(api, router, get)
     _build_log_route(api, get)
+    deploy_routes(api, runtime, router, get, pool_document)
     return api
 
 

@@ -186,12 +186,147 @@ class InstanceStatus(BaseModel):
     port: int
     pid: int | None
     state: str = Field(description="starting, ready, unready (crashed or failing its check), stopping.")
+    version: int = Field(1, description="The pool's version it runs: the pool's own, or a deploy's.")
     process_state: str = Field(description="The supervised process's own state (running, backoff, ...).")
     in_flight: int = Field(description="Requests (and WebSockets) being served now.")
     requests: int = Field(description="Requests served since it started.")
     restarts: int
     started_at: float | None = Field(description="Unix time (seconds) its current run started.")
     error: str | None
+
+
+# A deploy's new program: the pool's again (a rolling restart), a command, or an app.
+_DEPLOY_RUNS: dict[str, Any] = {
+    "oneOf": [
+        {
+            "title": "the pool's program again",
+            "properties": {
+                "command": {"type": "null"},
+                "source_url": {"type": "null"},
+                "process_type": {"type": "null"},
+            },
+        },
+        *ONE_WAY_TO_RUN["oneOf"],
+    ]
+}
+
+
+class DeployRequest(BaseModel):
+    """A new version of a pool's program, and how to roll it out (``POST /pools/{name}/deploy``).
+
+    Only what an instance runs may change (``command``, or ``source_url`` and
+    ``process_type``; ``env``); the pool's name, address, bounds and readiness check stay,
+    so a deploy can do nothing to a pool that deleting and creating it could not.
+    """
+
+    model_config = ConfigDict(extra="forbid", defer_build=True, json_schema_extra=_DEPLOY_RUNS)
+
+    command: Command = Field(
+        None, description="The new command; none of the three: the pool's program again."
+    )
+    source_url: SourceUrl | None = Field(
+        None,
+        description="The new app (with process_type).",
+        json_schema_extra={"pattern": SOURCE_URL_PATTERN},
+    )
+    process_type: Annotated[str, StringConstraints(pattern=f"^{PROCESS_TYPE_PATTERN}$")] | None = Field(
+        None, description="Key into the new app's Procfile."
+    )
+    env: EnvVars | None = Field(
+        None, description="The new version's env (replaces the pool's); null: the pool's."
+    )
+    rebuild: bool = Field(False, description="Make the new app's build again if it failed before.")
+    max_parallel: int = Field(
+        1, ge=1, le=MAX_INSTANCES_LIMIT, description="New instances started (and old ones replaced) at once."
+    )
+    canary: int = Field(
+        0,
+        ge=0,
+        le=MAX_INSTANCES_LIMIT,
+        description="Start this many new instances beside the old ones, and wait for a promote; at most "
+        "max_instances. 0: roll out at once.",
+    )
+    healthy_deadline: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a new instance has (once its app is fetched and built) to be healthy; past "
+        "it, the deploy is rolled back.",
+    )
+    min_healthy_time: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="Seconds a new instance must stay ready, without exiting, to be healthy; below "
+        "healthy_deadline.",
+    )
+    drain_timeout: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Seconds an old instance is given to finish its requests (and its WebSockets to "
+        "close) before it is stopped.",
+    )
+
+    @field_validator("source_url")
+    @classmethod
+    def _check_scheme(cls, url: str | None) -> str | None:
+        return check_source_url(url)
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, env: dict[str, str] | None) -> dict[str, str] | None:
+        return None if env is None else check_env(env)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeployRequest:
+        if (self.command, self.source_url, self.process_type) != (None, None, None):
+            check_one_way_to_run(self.command, self.source_url, self.process_type)
+        if self.min_healthy_time >= self.healthy_deadline:
+            raise FieldError("min_healthy_time", "min_healthy_time must be below healthy_deadline")
+        return self
+
+    def runs(self) -> dict[str, Any]:
+        """The fields of a pool spec this deploy changes."""
+        update: dict[str, Any] = {}
+        if self.command is not None:
+            update = {"command": self.command, "source_url": None, "process_type": None}
+        elif self.source_url is not None:
+            update = {"command": None, "source_url": self.source_url, "process_type": self.process_type}
+        if self.env is not None:
+            update["env"] = dict(self.env)
+        return update
+
+
+class DeploymentStatus(BaseModel):
+    """A deploy of a pool: what it rolls out, how far it got, how it ended."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    id: int = Field(description="1, 2, ... for each deploy of the pool since the agent started.")
+    version: int = Field(description="The version it rolls out.")
+    from_version: int = Field(description="The version it replaces (and goes back to if it fails).")
+    state: str = Field(
+        description="running; canary (its canaries are healthy and wait for a promote); rolling_back; "
+        "succeeded; failed (rolled back: reason says why); cancelled (the pool was drained)."
+    )
+    reason: str | None = Field(description="Why it failed or was cancelled.")
+    runs: dict[str, Any] = Field(
+        description="What the new version runs: command or source_url/process_type, env."
+    )
+    max_parallel: int
+    canary: int
+    healthy_deadline: float
+    min_healthy_time: float
+    drain_timeout: float
+    target: int = Field(
+        description="New instances it ends with: as many as the old ones it found, at least 1."
+    )
+    started: int = Field(description="New instances started.")
+    healthy: int = Field(description="New instances found healthy.")
+    replaced: int = Field(description="Old instances taken out of service.")
+    started_at: float = Field(description="Unix time (seconds).")
+    finished_at: float | None = Field(description="Unix time (seconds) it ended, or null.")
 
 
 class PoolStatus(BaseModel):
@@ -223,6 +358,18 @@ class PoolStatus(BaseModel):
         default=None,
         description="GET the app's build log (text) here; only for a pool of an app that is built.",
     )
+    version: int = Field(1, description="The version of its spec the pool runs; each deploy makes the next.")
+    deployment: DeploymentStatus | None = Field(
+        None, description="The deploy under way (or awaiting promotion), or null."
+    )
+    deployments: list[DeploymentStatus] = Field(
+        default_factory=list, description="The last deploys that ended, newest first (at most 10)."
+    )
+    deploy: str | None = Field(None, description="POST a deploy here (a DeployRequest).")
+    promote: str | None = Field(
+        None, description="POST here to promote the canaries of the deploy under way."
+    )
+    revert: str | None = Field(None, description="POST here to abandon the deploy under way and roll back.")
 
 
 class PoolListing(BaseModel):

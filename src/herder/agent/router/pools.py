@@ -45,6 +45,7 @@ from herder.metrics import Buckets
 from herder.taskgroup import OwnedTaskGroup
 
 if TYPE_CHECKING:
+    from herder.agent.router.deploys import Deploys
     from herder.agent.router.upstream import UpstreamConnection
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,12 @@ class Instance:
         "requests",
         "state",
         "unit",
+        "version",
     )
 
-    def __init__(self, instance_id: str, unit: Unit, port: int) -> None:
+    def __init__(self, instance_id: str, unit: Unit, port: int, version: int = 1) -> None:
         self.id = instance_id
+        self.version = version  # the pool's version it runs (a deploy starts the next one)
         self.unit = unit
         self.host = INSTANCE_HOST
         self.port = port
@@ -174,6 +177,9 @@ class Pool:
         self.latency = Buckets()
         # Called after anything its document shows changed (the agent's WS /events).
         self.watchers: list[Callable[[], None]] = []
+        # The version of ``spec`` the pool runs, and its deploys (``deploys.py``), made at the first.
+        self.version = 1
+        self.deploys: Deploys | None = None
 
     # -- life -------------------------------------------------------------------------
 
@@ -346,11 +352,11 @@ class Pool:
 
     # -- instances --------------------------------------------------------------------------
 
-    def _start_instance(self) -> Instance:
+    def _start_instance(self, spec: PoolSpec | None = None, version: int | None = None) -> Instance:
         self._numbers += 1
         number = self._numbers
         port = pick_port()
-        spec = self.spec
+        spec = spec or self.spec
         command = spec.command
         if isinstance(command, str):
             command = command.replace(PORT_PLACEHOLDER, str(port))
@@ -371,7 +377,7 @@ class Pool:
         self._rebuild = False
         instance_id = f"{spec.name}.{number}"
         unit = self._supervisor.start_detached(process, slug=f"@{instance_id}", port=port)
-        inst = Instance(instance_id, unit, port)
+        inst = Instance(instance_id, unit, port, self.version if version is None else version)
         unit.watchers.append(self._changed_now)
         self.instances.append(inst)
         self._changed_now()
@@ -549,6 +555,31 @@ class Pool:
             victims = sorted(self.instances, key=lambda i: (i.in_flight, -i.last_used))[:excess]
             await asyncio.gather(*(self._retire(inst, 30.0) for inst in victims))
         self._grow()
+
+    # -- for a deploy (``deploys.py``) ------------------------------------------------------
+
+    def start_version(self, spec: PoolSpec, version: int, *, rebuild: bool = False) -> Instance:
+        """Start one instance of ``spec`` (another version of the pool's program) beside the
+        others; it takes requests once ready, as any instance."""
+        self._rebuild = self._rebuild or rebuild
+        return self._start_instance(spec, version)
+
+    def retire(self, inst: Instance, timeout_s: float) -> None:
+        """Take ``inst`` out now; stop it once its requests are done (at most ``timeout_s``)."""
+        self._take_out(inst)
+        self._spawn(self._retire(inst, timeout_s), f"retire:{inst.id}")
+
+    def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        self._spawn(coro, what)
+
+    def changed(self) -> None:
+        """Something the document shows changed (a deploy's progress)."""
+        self._changed_now()
+
+    @property
+    def serving(self) -> bool:
+        """Active and not closed: a deploy may go on."""
+        return self.state is PoolState.ACTIVE and not self._closed
 
     # -- reporting ------------------------------------------------------------------------
 

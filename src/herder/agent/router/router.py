@@ -195,6 +195,11 @@ class Router:
             await asyncio.to_thread(self._store.save, pool.spec)
         return pool
 
+    async def record(self, pool: Pool) -> None:
+        """Write an API pool's spec to its record again (a deploy changed what it runs)."""
+        if pool.origin == "api" and self.pools.get(pool.name) is pool:
+            await asyncio.to_thread(self._store.save, pool.spec)
+
     async def open_declared(self, spec: PoolSpec) -> None:
         """Open a pool the config file declares, as a reload does: not recorded (the file is
         its record); one that cannot listen is reached by Host only, as at start."""
