@@ -649,9 +649,10 @@ async def _stream_log(runtime: ManagerRuntime, ws: WebSocket) -> None:
                 break
             item_id, attempt, stream, line, seq = entry
             await send([(item_id, seq, [(attempt, stream, line)])])
-        # What was stored after the last line sent: lines another manager held, not come yet.
+        # What the items live at the start stored after the last line sent: lines another
+        # manager held that had not come yet (the others were sent whole from the database).
         async with _transaction(runtime) as db:
-            stored = await item_logs.lines_of(db, [item.id for item in items])
+            stored = await item_logs.lines_of(db, [i.id for i in items if i.status not in TERMINAL])
         await send((item_id, first, lines) for item_id, (first, lines) in sorted(stored.items()))
         await ws.close(1000, "the task has ended")
     except (WebSocketDisconnect, OSError):
