@@ -69,7 +69,7 @@ def _next(doc: dict[str, Any], now: float) -> str:
         return "paused"
     if doc["next_run_at"] is None:
         return "never"
-    return f"in {duration(doc['next_run_at'] - now)}" if doc["next_run_at"] > now else "due"
+    return f"in {duration(doc['next_run_at'] - now)}" if doc["next_run_at"] >= now + 1 else "due"
 
 
 def _last(doc: dict[str, Any], now: float) -> str:
@@ -81,7 +81,9 @@ def _last(doc: dict[str, Any], now: float) -> str:
 def _line(doc: dict[str, Any]) -> str:
     """'schedule ID (NAME): WHEN, next in 5m' for the commands that change one."""
     name = f" ({doc['name']})" if doc["name"] else ""
-    return f"schedule {doc['id']}{name}: {_when(doc)}, next {_next(doc, time.time())}"
+    upcoming = _next(doc, time.time())
+    upcoming = upcoming if upcoming in ("paused", "never") else f"next {upcoming}"
+    return f"schedule {doc['id']}{name}: {_when(doc)}, {upcoming}"
 
 
 def _local(stamp: float | None) -> str:
