@@ -217,7 +217,7 @@ class UpProcess:
                 stderr=err,
             )
         match = wait_banner(
-            self.proc, self.stderr_path, r"manager on (http://\S+), agent on (http://\S+)", timeout_s
+            self.proc, self.stderr_path, r"manager on (https?://\S+), agent on (https?://\S+)", timeout_s
         )
         if match:
             self.manager_url, self.agent_url = match.groups()

@@ -31,7 +31,7 @@ from herder.net import rpc_url
 from herder.rpc import connect
 from herder.tls import certificate_fingerprint, fingerprint_of, parse_fingerprint
 from tests.conftest import AgentFactory
-from tests.helpers import run_herder, wait_http
+from tests.helpers import UpProcess, poll, run_herder, wait_http
 
 APP = str(Path(__file__).parent / "apps" / "pool_app.py")
 
@@ -240,3 +240,22 @@ async def test_off_loopback_still_needs_auth_with_tls_on(tmp_path: Path, certs_d
     with pytest.raises(ConfigError, match="off loopback the agent requires auth"):
         async with Agent(config):
             pass
+
+
+async def test_herder_up_runs_both_over_tls_and_links_them_with_the_ca(
+    tmp_path: Path, certs_dir: Path
+) -> None:
+    up = UpProcess(tmp_path / "up", "--tls-dir", str(certs_dir)).start()
+    try:
+        assert up.manager_url.startswith("https://")
+        assert up.agent_url.startswith("https://")
+        async with httpx.AsyncClient(
+            base_url=up.manager_url, verify=trusting(certs_dir), timeout=30
+        ) as client:
+
+            async def agent_linked() -> bool:
+                return len((await client.get("/workers")).json()) == 1
+
+            await poll(agent_linked, timeout_s=20)
+    finally:
+        assert up.stop() == 0, up.stderr()

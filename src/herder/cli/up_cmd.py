@@ -33,6 +33,15 @@ def up(
     db: Annotated[
         str | None, typer.Option(help="The manager's database URL. [default: SQLite in DATA_DIR]")
     ] = None,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="Serve both over HTTPS and WSS with the certificates 'herder certs init --dir DIR' "
+            "made (DIR/server.crt, DIR/server.key); the agent checks the manager with DIR/ca.crt.",
+        ),
+    ] = None,
 ) -> None:
     """Run a manager (SQLite in DATA_DIR) and an agent attached to it, on 127.0.0.1, until Ctrl-C.
 
@@ -48,18 +57,33 @@ def up(
 
     # One host: the proxy may reach services on loopback, but only those an admin key
     # registered (or anyone, without keys); a user's loopback URL stays refused.
-    manager_cfg = ManagerConfig(
-        port=manager_port, data_dir=data_dir, db=db, proxy_admin_networks=LOOPBACK_NETWORKS
+    tls = None if tls_dir is None else {"cert": tls_dir / "server.crt", "key": tls_dir / "server.key"}
+    manager_cfg = ManagerConfig.model_validate(
+        {
+            "port": manager_port,
+            "data_dir": data_dir,
+            "db": db,
+            "proxy_admin_networks": LOOPBACK_NETWORKS,
+            "tls": tls,
+        }
     )
 
     def agent_config(manager_url: str, key: str | None) -> AgentConfig:
         link: dict[str, Any] = {"url": manager_url, "key": key}
+        if tls_dir is not None:
+            link["ca"] = tls_dir / "ca.crt"
         if slots is not None:
             link["slots"] = slots
         # This process is the agent's (the manager spawns nothing): it adopts the orphans
         # of what the agent runs, as herder agent does.
         return AgentConfig.model_validate(
-            {"port": agent_port, "data_dir": data_dir, "manager": link, "supervision": {"subreaper": True}}
+            {
+                "port": agent_port,
+                "data_dir": data_dir,
+                "manager": link,
+                "supervision": {"subreaper": True},
+                "tls": tls,
+            }
         )
 
     async def agent_key(manager: Manager) -> str | None:
@@ -92,10 +116,11 @@ def up(
                 "keys on: the manager and the agent need access tokens (herder keys token); "
                 "both listen on loopback only"
             )
+        curl = "curl" if tls_dir is None else f"curl --cacert {tls_dir / 'ca.crt'}"
         banner(
             f"herder up: manager on {manager.url}, agent on {agent.url} (working for the manager)\n"
-            f"  try: curl {manager.url}/workers\n"
-            f'       curl -X POST {manager.url}/tasks -d \'{{"type": "command", '
+            f"  try: {curl} {manager.url}/workers\n"
+            f'       {curl} -X POST {manager.url}/tasks -d \'{{"type": "command", '
             f'"settings": {{"shell": "echo hello from herder"}}}}\'',
             log,
         )
