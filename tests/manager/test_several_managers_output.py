@@ -152,6 +152,7 @@ async def test_a_flood_of_output_is_forwarded_within_its_bound_and_the_gap_is_sa
         elapsed = time.monotonic() - started
         assert close == (1000, "the task has ended")
         forwarded = sum(size for _, message, size in messages if message["k"] == "l")
+        assert max(size for _, _, size in messages) <= outputshare.PAYLOAD_BYTES
         bound = outputshare.BURST_BYTES + outputshare.RATE_BYTES_S * elapsed + outputshare.SNAPSHOT_BYTES
         assert forwarded <= bound, f"{forwarded} bytes forwarded in {elapsed:.1f}s"
         assert forwarded < FLOOD * 60 / 4  # a fraction of what was written (~3.4 MB)

@@ -186,17 +186,25 @@ class Follow:
 
 
 class _Bucket:
-    """Bytes a task may forward: ``RATE_BYTES_S``, up to ``BURST_BYTES`` saved."""
+    """Bytes a task may forward: ``RATE_BYTES_S``, up to ``BURST_BYTES`` saved.
+
+    Once empty it refuses until a quarter of the burst is saved again: a flood then
+    crosses in a few large pieces, with a few markers between, not one per flush.
+    """
 
     def __init__(self) -> None:
         self.tokens = float(BURST_BYTES)
         self.at = time.monotonic()
+        self.empty = False
 
     def take(self, size: int) -> bool:
         now = time.monotonic()
         self.tokens = min(BURST_BYTES, self.tokens + (now - self.at) * RATE_BYTES_S)
         self.at = now
-        if self.tokens < size:
+        if self.empty and self.tokens < BURST_BYTES / 4:
+            return False
+        self.empty = self.tokens < size
+        if self.empty:
             return False
         self.tokens -= size
         return True
@@ -461,20 +469,24 @@ def _cut(line: str) -> str:
 
 def _payloads(head: dict[str, Any], key: str, values: Sequence[Any]) -> list[str]:
     """``head`` with ``values`` under ``key``, split into payloads under ``PAYLOAD_BYTES``."""
-    base = len(json.dumps({**head, key: []}, ensure_ascii=False).encode())
+    base = len(_json({**head, key: []}).encode())
     out: list[str] = []
     current: list[Any] = []
     size = base
     for value in values:
-        width = len(json.dumps(value, ensure_ascii=False).encode()) + 1
+        width = len(_json(value).encode()) + 1  # and its comma
         if current and size + width > PAYLOAD_BYTES:
-            out.append(json.dumps({**head, key: current}, ensure_ascii=False))
+            out.append(_json({**head, key: current}))
             current, size = [], base
         current.append(value)
         size += width
     if current:
-        out.append(json.dumps({**head, key: current}, ensure_ascii=False))
+        out.append(_json({**head, key: current}))
     return out
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 __all__ = ["CHANNEL", "Follow", "LineOrder", "OutputShare", "marker", "waited_for"]
