@@ -313,6 +313,11 @@ def field_table(schema: JsonObject) -> list[str]:
     return lines
 
 
+def _all_null(shape: object) -> bool:
+    props = shape.get("properties") if isinstance(shape, dict) and not shape.get("required") else None
+    return bool(props) and all(p == {"type": "null"} for p in props.values())
+
+
 def _alternatives(schema: JsonObject) -> list[str]:
     """What an object's ``oneOf``/``anyOf`` asks for: which fields must be given (not null)."""
     lines = []
@@ -321,6 +326,9 @@ def _alternatives(schema: JsonObject) -> list[str]:
         shapes = "; ".join(
             f"{o.get('title', 'these')} ({', '.join(f'`{f}`' for f in o['required'])})" for o in one_of
         )
+        # An alternative whose fields are all null: none of them given (a deploy's "the same again").
+        none = [o["title"] for o in schema["oneOf"] if _all_null(o) and o.get("title")]
+        shapes += "".join(f"; or none of them ({title})" for title in none)
         lines += [f"Exactly one of: {shapes}; the other's fields null or left out.", ""]
     any_of = [f for o in schema.get("anyOf", ()) if isinstance(o, dict) for f in o.get("required", ())]
     if any_of:

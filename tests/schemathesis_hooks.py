@@ -22,7 +22,7 @@ from herder.agent.limits import NAME_PATTERN
 
 HARMLESS_COMMAND = ["sleep", "30"]
 MISSING_ARCHIVE = "file:///nonexistent/herder-schemathesis/app.tar.gz"
-RUNNING_PATHS = ("/create-process", "/pools", "/pools/{name}/scale")
+RUNNING_PATHS = ("/create-process", "/pools", "/pools/{name}/scale", "/pools/{name}/deploy")
 MOST_INSTANCES_AT_ONCE = 1
 
 

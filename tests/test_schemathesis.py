@@ -53,6 +53,9 @@ NOT_FORESEEABLE = {
     ("GET", "/services"): "a query's grammar (names, version ranges) is the registry's; 400 names the part",
     ("POST", "/pools"): "min_instances <= max_instances compares two fields, which JSON Schema cannot say",
     ("POST", "/pools/{name}/scale"): "a bound past the pool's current other one is refused: state, not shape",
+    ("POST", "/pools/{name}/deploy"): "one under way is a 409, a canary past max_instances a 422: state",
+    ("POST", "/pools/{name}/promote"): "only a deploy whose canaries are healthy can be promoted: state",
+    ("POST", "/pools/{name}/revert"): "only a deploy under way can be reverted: state, not shape",
 }
 
 

@@ -396,7 +396,9 @@ class Deploys:
         if unit.state is State.FAILED:
             raise DeployFailed(f"instance {inst.id} failed: {unit.error}")
         if unit.restarts != restarts or (unit.state in _EXITED and not inst.stopping):
-            raise DeployFailed(f"instance {inst.id} {unit.error or 'exited'}{last_output(unit.output)}")
+            code = f" with code {unit.exit_code}" if unit.exit_code is not None else ""
+            said = last_output(unit.output)
+            raise DeployFailed(f"instance {inst.id} exited{code} before it was healthy{said}")
 
     async def _wait(self, timeout_s: float) -> None:
         """Until the pool changes (an instance's state, a promote, a revert) or ``timeout_s``."""
