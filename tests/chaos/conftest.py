@@ -61,13 +61,20 @@ async def database() -> AsyncIterator[str]:
         yield name
 
 
-def url_of(database: str, host: str | None = None) -> str:
-    """The URL of ``database`` on the test server (on ``host:5432`` instead, if given)."""
+def url_of(database: str, where: str | None = None) -> str:
+    """The URL of ``database`` on the test server (reached at ``where``, host:port, if given)."""
     assert POSTGRES_URL is not None
-    rest = POSTGRES_URL.split("://", 1)[1]
-    auth = rest.split("/", 1)[0].rpartition("@")[0]
-    where = f"{host}:5432" if host else rest.split("/", 1)[0].rpartition("@")[2]
-    return f"postgresql://{auth + '@' if auth else ''}{where}/{database}"
+    server = POSTGRES_URL.split("://", 1)[1].split("/", 1)[0]
+    auth, _, address = server.rpartition("@")
+    return f"postgresql://{auth + '@' if auth else ''}{where or address}/{database}"
+
+
+def server_address() -> tuple[str, int]:
+    """The PostgreSQL server's address (the far end of the suite's cables)."""
+    assert POSTGRES_URL is not None
+    hostport = POSTGRES_URL.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+    host, _, port = hostport.partition(":")
+    return host or "127.0.0.1", int(port or 5432)
 
 
 @pytest.fixture
@@ -85,9 +92,8 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
                 work = tmp_path / "fleet"
                 work.mkdir()
                 # The managers reach PostgreSQL through their cables, on their namespace's loopback.
-                db_url = url_of(name, "127.0.0.1")
-                assert POSTGRES_URL is not None
-                chaos = Fleet(net, relay, work, db_url, HEARTBEAT_S, target=_target(POSTGRES_URL))
+                db_url = url_of(name, "127.0.0.1:5432")
+                chaos = Fleet(net, relay, work, db_url, HEARTBEAT_S, target=server_address())
                 try:
                     await chaos.start()
                     yield chaos
@@ -95,10 +101,3 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
                     chaos.close()
         finally:
             relay.close()
-
-
-def _target(url: str) -> tuple[str, int]:
-    """The PostgreSQL server's address in ``url`` (the cables' far end)."""
-    hostport = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
-    host, _, port = hostport.partition(":")
-    return host or "127.0.0.1", int(port or 5432)

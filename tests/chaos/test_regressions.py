@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from tests.chaos.attempt import __file__ as ATTEMPT
-from tests.chaos.conftest import url_of
+from tests.chaos.conftest import server_address, url_of
 from tests.chaos.fleet import Daemon, until
 from tests.chaos.proxy import Relay
 from tests.helpers import HERDER, AgentProcess
@@ -24,6 +25,8 @@ from tests.helpers import HERDER, AgentProcess
 pytestmark = pytest.mark.chaos
 
 HEARTBEAT_S = 1.0  # lease 4 s (+1 s margin): the requeue comes within seconds
+# An agent leaves a stalled manager within this (tests/chaos/test_chaos.py's bound).
+STALL_BOUND_S = HEARTBEAT_S + max(HEARTBEAT_S, 3.0) + 2.0
 
 
 @pytest.fixture
@@ -33,6 +36,12 @@ def relay() -> Iterator[Relay]:
         yield forwarders
     finally:
         forwarders.close()
+
+
+def manager(name: str, port: int, db_url: str, tmp_path: Path) -> Daemon:
+    """``herder manager`` on ``port`` with a heartbeat of ``HEARTBEAT_S`` (not started)."""
+    argv = [HERDER, "manager", "--port", str(port), "--data-dir", str(tmp_path / name), "--db", db_url]
+    return Daemon(name, [*argv, "--heartbeat-interval", str(HEARTBEAT_S)], tmp_path / f"{name}.stderr")
 
 
 def free_port() -> int:
@@ -51,25 +60,7 @@ async def test_work_pushed_on_a_link_the_agent_gave_up_is_not_started(
     it was a second attempt alive at once (the chaos suite's OVERLAP); it is dropped."""
     db_url = url_of(database)
     a_port, b_port = free_port(), free_port()
-    a, b = (
-        Daemon(
-            name,
-            [
-                HERDER,
-                "manager",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(tmp_path / name),
-                "--db",
-                db_url,
-                "--heartbeat-interval",
-                str(HEARTBEAT_S),
-            ],
-            tmp_path / f"{name}.stderr",
-        )
-        for name, port in (("a", a_port), ("b", b_port))
-    )
+    a, b = (manager(name, port, db_url, tmp_path) for name, port in (("a", a_port), ("b", b_port)))
     agent: AgentProcess | None = None
     try:
         a.start("herder manager listening on")
@@ -98,6 +89,39 @@ async def test_work_pushed_on_a_link_the_agent_gave_up_is_not_started(
         assert "OVERLAP" not in log.read_text(), log.read_text()
         assert log.read_text().count("start t1") == 1, log.read_text()
     finally:
+        if agent is not None:
+            agent.kill()
+        a.kill()
+        b.kill()
+
+
+async def test_an_idle_agent_leaves_a_manager_cut_off_from_its_database(
+    database: str, tmp_path: Path, relay: Relay
+) -> None:
+    """A manager answered the heartbeats of workers running nothing from memory, so one
+    cut off from PostgreSQL kept its idle agents linked for the whole partition, giving
+    them no work (and the other managers saw them offline). Their beats now wait for the
+    database like the others: the agent moves within the stall bound."""
+    cable = relay.route(None, ("127.0.0.1", 0), server_address())
+    a_port, b_port = free_port(), free_port()
+    urls = {"a": url_of(database, f"127.0.0.1:{cable.address[1]}"), "b": url_of(database)}
+    a, b = (manager(name, port, urls[name], tmp_path) for name, port in (("a", a_port), ("b", b_port)))
+    agent: AgentProcess | None = None
+    try:
+        a.start("herder manager listening on")
+        a_url, b_url = f"http://127.0.0.1:{a_port}", f"http://127.0.0.1:{b_port}"
+        agent = AgentProcess(tmp_path / "agent", "--manager", f"{a_url},{b_url}")  # B not up yet: A
+        agent.start()
+        await until(lambda: f"linked to the manager {a_url}" in agent.stderr(), 30, "linked to A")
+        b.start("herder manager listening on")
+        cable.cut()
+        cut = time.monotonic()
+        await until(
+            lambda: f"linked to the manager {b_url}" in agent.stderr(), STALL_BOUND_S + 5, "moved to B"
+        )
+        assert time.monotonic() - cut < STALL_BOUND_S
+    finally:
+        cable.heal()
         if agent is not None:
             agent.kill()
         a.kill()

@@ -22,7 +22,10 @@ state: it is answered at once and written with the others of its tick (a quarter
 the heartbeat interval at most). A manager killed meanwhile loses a fraction of one
 interval of "last seen" and load figures, which the next beat brings back; a lease is
 never at stake (nothing runs). Beats that name running work are written before they
-are answered, since the answer says which of it to stop. The ticks are ``Writes.run``,
+are answered, since the answer says which of it to stop. While a tick's write is
+overdue (the database away, or this manager cut off from it), quiet beats wait for it
+too: their agents move to a manager that can record them (the chaos suite's idle agent
+stayed linked to a manager cut off from PostgreSQL, getting no work). The ticks are ``Writes.run``,
 one of the manager's components (``ManagerRuntime.components``): its task is owned by
 the manager's task group, and what is left at the stop is written by ``close``.
 """
@@ -33,6 +36,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -89,6 +93,11 @@ class Writes:
         self._beat_flush_s = min(MAX_BEAT_FLUSH_S, heartbeat_interval_s / 4)
         self._quiet_beats: dict[int, Beat] = {}
         self._beats_waiting = asyncio.Event()  # quiet beats wait for ``run``'s next tick
+        # When a write of quiet beats began that has not succeeded since (None: none), and
+        # what waits for the next success: past one tick, quiet beats are not answered
+        # before it (see ``heartbeat``).
+        self._beats_behind_since: float | None = None
+        self._beats_written = asyncio.Event()
         # Set by the RPC links: the workers to claim for, and who pushes what was claimed.
         self.dispatch_to: Callable[[], list[int]] = list
         self.on_claimed: Callable[[list[Row[Any]]], Awaitable[None]] | None = None
@@ -111,6 +120,13 @@ class Writes:
         if beat.running == ():  # runs nothing: soft state, written with its tick
             self._quiet_beats[beat.worker_id] = beat
             self._beats_waiting.set()
+            behind = self._beats_behind_since
+            if behind is not None and time.monotonic() - behind > self._beat_flush_s:
+                # The database has not taken a tick's beats for a while (it is away, or this
+                # manager is cut off from it): answered now, the worker would stay linked to
+                # a manager that can neither record it nor give it work. Unanswered, it
+                # moves to another manager (with several) once its beat is overdue.
+                await self._beats_written.wait()
             return []
         self._quiet_beats.pop(beat.worker_id, None)  # this one is newer
         stops: list[list[list[int]]] = await self.rounds.submit((BEATS, [beat]))
@@ -266,12 +282,18 @@ class Writes:
 
     async def _write_quiet_beats(self) -> None:
         beats, self._quiet_beats = self._quiet_beats, {}
+        if self._beats_behind_since is None:
+            self._beats_behind_since = time.monotonic()
         try:
             await self.rounds.submit((BEATS, list(beats.values())))
         except Exception:  # the database is away for a moment: keep them for the next tick
             log.exception("writing %d heartbeats failed", len(beats))
             self._quiet_beats = {**beats, **self._quiet_beats}
             self._beats_waiting.set()
+            return
+        self._beats_behind_since = None
+        written, self._beats_written = self._beats_written, asyncio.Event()
+        written.set()
 
     async def close(self) -> None:
         """Write what is still held in memory (the manager is stopping; ``run`` has ended)."""
