@@ -38,8 +38,10 @@ async def start(*managers: ManagerProcess) -> None:
 
 
 @asynccontextmanager
-async def fleet(db_url: str, tmp_path: Path, make_agent: AgentFactory) -> AsyncIterator[tuple[str, str]]:
-    """Managers A and B on one database, an agent linked to A; their URLs."""
+async def fleet(
+    db_url: str, tmp_path: Path, make_agent: AgentFactory
+) -> AsyncIterator[tuple[ManagerProcess, ManagerProcess]]:
+    """Managers A and B on one database, an agent linked to A."""
     a = ManagerProcess(tmp_path / "a", db_url)
     b = ManagerProcess(tmp_path / "b", db_url)
     try:
@@ -48,7 +50,7 @@ async def fleet(db_url: str, tmp_path: Path, make_agent: AgentFactory) -> AsyncI
             worker = agent.runtime.worker if agent.runtime is not None else None
             assert worker is not None
             await asyncio.wait_for(worker.connected.wait(), 20)
-            yield a.url, b.url
+            yield a, b
     finally:
         a.kill()
         b.kill()
@@ -112,11 +114,11 @@ async def test_a_tasks_live_output_on_a_is_followed_through_b(
 ) -> None:
     async with (
         fleet(db_url, tmp_path, make_agent) as (a, b),
-        httpx.AsyncClient(base_url=a) as to_a,
-        httpx.AsyncClient(base_url=b) as to_b,
+        httpx.AsyncClient(base_url=a.url) as to_a,
+        httpx.AsyncClient(base_url=b.url) as to_b,
     ):
         task_id = await submit(to_a, TICKING)
-        stream = asyncio.create_task(read_stream(b, task_id))
+        stream = asyncio.create_task(read_stream(b.url, task_id))
         text = await wait_log(to_b, task_id, "tick-3")  # while it runs, held by A only
         assert (await to_b.get(f"/tasks/{task_id}")).json()["status"] == "rendering"
         shown = [line.split("] ", 1)[1] for line in text.splitlines()]
@@ -142,13 +144,13 @@ async def test_a_flood_of_output_is_forwarded_within_its_bound_and_the_gap_is_sa
 ) -> None:
     async with (
         fleet(db_url, tmp_path, make_agent) as (a, b),
-        httpx.AsyncClient(base_url=a) as to_a,
+        httpx.AsyncClient(base_url=a.url) as to_a,
         heard(db_url, outputshare.CHANNEL) as messages,
     ):
         task_id = await submit(to_a, "sleep 1; " + FLOODING)
         await wait_task(to_a, task_id, "rendering")
         started = time.monotonic()
-        frames, close = await read_stream(b, task_id)
+        frames, close = await read_stream(b.url, task_id)
         elapsed = time.monotonic() - started
         assert close == (1000, "the task has ended")
         forwarded = sum(size for _, message, size in messages if message["k"] == "l")
@@ -170,44 +172,33 @@ async def test_a_flood_of_output_is_forwarded_within_its_bound_and_the_gap_is_sa
 async def test_a_follow_no_longer_renewed_expires_at_the_holder(
     db_url: str, tmp_path: Path, make_agent: AgentFactory
 ) -> None:
-    a = ManagerProcess(tmp_path / "a", db_url)
-    b = ManagerProcess(tmp_path / "b", db_url)
-    try:
-        await start(a, b)
-        link = {"url": a.url, "slots": 1, "name": "linked-to-a"}
-        async with (
-            make_agent(manager=link) as agent,
-            httpx.AsyncClient(base_url=a.url) as to_a,
-            heard(db_url, outputshare.CHANNEL) as messages,
-        ):
-            worker = agent.runtime.worker if agent.runtime is not None else None
-            assert worker is not None
-            await asyncio.wait_for(worker.connected.wait(), 20)
-            task_id = await submit(to_a, "for i in $(seq 1 400); do echo tick-$i; sleep 0.05; done")
-            await wait_task(to_a, task_id, "rendering")
-            async with websockets.connect(ws_url(b.url, f"/tasks/{task_id}/log")) as ws:
-                await ws.recv()
-                deadline = time.monotonic() + 5
-                while not any(m["k"] == "l" for _, m, _ in messages):  # A forwards to B
-                    assert time.monotonic() < deadline, "A forwarded nothing"
-                    await asyncio.sleep(POLL_S)
-                b.kill()  # no unfollow, no renewal: only the expiry stops A
-                killed = time.monotonic()
-            quiet_s = 1.0
-            deadline = killed + outputshare.FOLLOW_TTL_S + outputshare.RENEW_S + 5
-            while True:
-                last = max(at for at, m, _ in messages if m["k"] == "l")
-                if time.monotonic() - last > quiet_s:
-                    break
-                assert time.monotonic() < deadline, "A still forwards to a manager that is gone"
+    async with (
+        fleet(db_url, tmp_path, make_agent) as (a, b),
+        httpx.AsyncClient(base_url=a.url) as to_a,
+        heard(db_url, outputshare.CHANNEL) as messages,
+    ):
+        task_id = await submit(to_a, "for i in $(seq 1 400); do echo tick-$i; sleep 0.05; done")
+        await wait_task(to_a, task_id, "rendering")
+        async with websockets.connect(ws_url(b.url, f"/tasks/{task_id}/log")) as ws:
+            await ws.recv()
+            deadline = time.monotonic() + 5
+            while not any(m["k"] == "l" for _, m, _ in messages):  # A forwards to B
+                assert time.monotonic() < deadline, "A forwarded nothing"
                 await asyncio.sleep(POLL_S)
-            # The follow's last renewal reached A at most RENEW_S before the kill.
-            ttl, renew = outputshare.FOLLOW_TTL_S, outputshare.RENEW_S
-            assert ttl - renew - 0.5 <= last - killed <= ttl + 0.5
-            assert (await to_a.get(f"/tasks/{task_id}")).json()["status"] == "rendering"  # it still writes
-    finally:
-        a.kill()
-        b.kill()
+            b.kill()  # no unfollow, no renewal: only the expiry stops A
+            killed = time.monotonic()
+        quiet_s = 1.0
+        deadline = killed + outputshare.FOLLOW_TTL_S + outputshare.RENEW_S + 5
+        while True:
+            last = max(at for at, m, _ in messages if m["k"] == "l")
+            if time.monotonic() - last > quiet_s:
+                break
+            assert time.monotonic() < deadline, "A still forwards to a manager that is gone"
+            await asyncio.sleep(POLL_S)
+        # The follow's last renewal reached A at most RENEW_S before the kill.
+        ttl, renew = outputshare.FOLLOW_TTL_S, outputshare.RENEW_S
+        assert ttl - renew - 0.5 <= last - killed <= ttl + 0.5
+        assert (await to_a.get(f"/tasks/{task_id}")).json()["status"] == "rendering"  # it still writes
 
 
 async def test_a_deletion_through_a_reaches_a_tab_watching_b(db_url: str, tmp_path: Path) -> None:
