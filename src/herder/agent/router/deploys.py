@@ -92,6 +92,7 @@ class Deployment:
     replaced: int = 0
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
+    switched: bool = False  # every instance runs the new version: past reverting
     new: list[Instance] = field(default_factory=list)
     retired: list[Instance] = field(default_factory=list)
 
@@ -199,7 +200,9 @@ class Deploys:
             why = "no deploy is under way" if current is None else self._not_promotable(current)
             raise Conflict(f"pool {self._pool.name!r}: nothing to promote: {why}")
         self._promoted = True
+        current.state = DeployState.RUNNING  # its answer says so, before the task wakes
         self._wake.set()
+        self._pool.changed()
         return current
 
     def revert(self) -> Deployment:
@@ -212,8 +215,15 @@ class Deploys:
         if current is None or current.state not in (DeployState.RUNNING, DeployState.CANARY):
             state = "no deploy is under way" if current is None else f"deploy {current.id} is {current.state}"
             raise Conflict(f"pool {self._pool.name!r}: nothing to revert: {state}")
+        if current.switched:
+            raise Conflict(
+                f"pool {self._pool.name!r}: deploy {current.id} has replaced every instance already "
+                "(its old ones are stopping); deploy the old version to go back"
+            )
         self._abort = "reverted on request"
+        current.state, current.reason = DeployState.ROLLING_BACK, self._abort  # as its answer says
         self._wake.set()
+        self._pool.changed()
         return current
 
     @staticmethod
@@ -254,7 +264,7 @@ class Deploys:
             pool.changed()
             await self._until_promoted(d)
             d.state = DeployState.RUNNING
-            self._replace(d, len(canaries))
+            self._replace(d, sum(1 for i in canaries if not i.stopping))
             first = False
         while True:
             self._check(d)
@@ -264,10 +274,11 @@ class Deploys:
             batch = self._start(d, min(req.max_parallel, len(old)) if old else 1)
             first = False
             await self._until_healthy(d, batch)
-            self._replace(d, len(batch))
+            self._replace(d, sum(1 for i in batch if not i.stopping))  # a scale may have taken some
         # Every instance runs the new version: it becomes the pool's (with its bounds now).
         pool.spec = pool.spec.model_copy(update=req.runs())
         pool.version = d.version
+        d.switched = True
         pool.changed()
         try:
             await record(pool)
