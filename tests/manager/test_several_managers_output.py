@@ -201,17 +201,19 @@ async def test_a_follow_no_longer_renewed_expires_at_the_holder(
         assert (await to_a.get(f"/tasks/{task_id}")).json()["status"] == "rendering"  # it still writes
 
 
-async def test_a_deletion_through_a_reaches_a_tab_watching_b(db_url: str, tmp_path: Path) -> None:
-    a = ManagerProcess(tmp_path / "a", db_url)
-    b = ManagerProcess(tmp_path / "b", db_url)
-    try:
-        await start(a, b)
-        async with (
-            httpx.AsyncClient(base_url=a.url) as to_a,
-            websockets.connect(ws_url(b.url, "/events")) as tab,
-        ):
-            assert json.loads(await tab.recv())["type"] == "snapshot"
-            task_id = await submit(to_a, "true")  # no agent: it stays queued
+async def test_a_deletion_through_a_reaches_a_tab_and_ends_a_log_stream_on_b(
+    db_url: str, tmp_path: Path, make_agent: AgentFactory
+) -> None:
+    async with (
+        fleet(db_url, tmp_path, make_agent) as (a, b),
+        httpx.AsyncClient(base_url=a.url) as to_a,
+        websockets.connect(ws_url(b.url, "/events")) as tab,
+    ):
+        assert json.loads(await tab.recv())["type"] == "snapshot"
+        task_id = await submit(to_a, "echo started; sleep 60")
+        async with websockets.connect(ws_url(b.url, f"/tasks/{task_id}/log")) as log:
+            async with asyncio.timeout(10):
+                assert json.loads(await log.recv())["line"] == "started"  # from A, running
             assert (await to_a.delete(f"/tasks/{task_id}")).status_code == 202
             deleted = time.monotonic()
             async with asyncio.timeout(5):
@@ -219,6 +221,7 @@ async def test_a_deletion_through_a_reaches_a_tab_watching_b(db_url: str, tmp_pa
                     pass
             assert message["id"] == task_id
             assert time.monotonic() - deleted < 1.0
-    finally:
-        a.kill()
-        b.kill()
+            async with asyncio.timeout(5):
+                async for frame in log:
+                    raise AssertionError(f"a line after the deletion: {frame}")
+            assert (log.close_code, log.close_reason) == (1000, "the task has ended")

@@ -643,7 +643,10 @@ async def _stream_log(runtime: ManagerRuntime, ws: WebSocket) -> None:
                 entry = await asyncio.wait_for(readers[0].get(), LOG_STATUS_CHECK_S)
             except TimeoutError:  # it may have ended elsewhere (a lease, another manager)
                 async with _transaction(runtime) as db:
-                    task = await queries.get_task(db, task_id)
+                    found = await db.get(Task, task_id)
+                if found is None:  # deleted elsewhere
+                    break
+                task = found
                 continue
             if entry is None:
                 break

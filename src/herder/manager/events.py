@@ -35,7 +35,8 @@ one PostgreSQL database and the routes that change tasks directly:
   hub itself (``deleted``) after its commit, and, on PostgreSQL, every other manager's
   (#17): ``announce_deleted`` sends ``NOTIFY herder_tasks`` in the delete's transaction
   (delivered at its commit, never for a delete rolled back), which each manager hears on
-  the registry's LISTEN connection (``heard_deleted``). A NOTIFY sent while a manager's
+  the registry's LISTEN connection (``heard_deleted``; ``on_deleted_elsewhere`` ends the
+  task's log streams there). A NOTIFY sent while a manager's
   LISTEN connection was away is lost: its tabs learn of it at their next reload.
 * workers: a pass every ``TICK_S`` reads them (online/offline is a matter of time), and
   each heartbeat (``Writes.on_beat``) adds a sample to the worker's history at once.
@@ -56,7 +57,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text
@@ -129,6 +130,8 @@ class Events:
         self._revoked: frozenset[str] | None = None
         self._workers_read_at = -TICK_S  # time.monotonic() of the last read of the workers
         self._deleted: deque[int] = deque(maxlen=DELETED_KEPT)  # recently deleted task ids
+        # Told of a deletion made through another manager (the runtime: the output's readers).
+        self.on_deleted_elsewhere: Callable[[int], None] | None = None
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -167,6 +170,8 @@ class Events:
             return
         if origin != self._runtime.manager_id:  # this manager's own: told already
             self.deleted(task_id, owner if isinstance(owner, str) else None)
+            if self.on_deleted_elsewhere is not None:
+                self.on_deleted_elsewhere(task_id)
 
     def changed(self) -> None:
         """A round of writes was committed (``Writes.on_round``): tasks may have changed."""

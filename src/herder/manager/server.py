@@ -143,13 +143,13 @@ class ManagerRuntime:
         # Cancels and deletes reach workers linked to another manager (#17).
         self.stops = Stops(self.linked, self.dispatcher, store.manager_id)
         store.follow(STOPS_CHANNEL, self.stops.heard)
-        self.leases = LeaseKeeper(
         # A task's live output read through any manager; deletions told to every dashboard (#17).
         self.manager_id = store.manager_id
         self.output_share = OutputShare(self.output, self, store.manager_id, enabled=store.postgres)
         if store.postgres:
             self.output.tap = self.output_share
             store.follow(OUTPUT_CHANNEL, self.output_share.heard)
+        self.leases = LeaseKeeper(
             self,
             heartbeat_interval_s=config.heartbeat_interval_s,
             lease_s=config.lease_s,
@@ -166,8 +166,9 @@ class ManagerRuntime:
         self.events = Events(self)  # WS /events: the dashboard's feed, told of beats and rounds
         self.writes.on_beat = self.events.beat
         self.writes.on_round = self.events.changed
-        self.schedules = Scheduler(self, clock)  # fires the schedules' runs (#18), on ``clock``
         store.follow(DELETIONS_CHANNEL, self.events.heard_deleted)
+        self.events.on_deleted_elsewhere = self.output.task_deleted  # its log streams end here too
+        self.schedules = Scheduler(self, clock)  # fires the schedules' runs (#18), on ``clock``
 
     def components(self) -> dict[str, Component]:
         """The manager's long-running parts, by name: each runs until cancelled."""
@@ -182,9 +183,9 @@ class ManagerRuntime:
         }
         if self.keywatch is not None:
             components["key-watch"] = self.keywatch
-        return components
         if self.output_share.enabled:
             components["output-share"] = self.output_share
+        return components
 
     async def parser_of_item(self, item_id: int) -> str | None:
         """The parser a work item's task names (None: no such item); ``output.ParserNames``."""
