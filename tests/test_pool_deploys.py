@@ -27,7 +27,7 @@ from tests.conftest import AgentFactory
 from tests.helpers import pid_alive, run_herder, wait_http
 from tests.manager.conftest import ManagerFactory, db_url, make_manager
 from tests.manager.keyed import keyed_agent, users_headers
-from tests.test_pools import app_command, create_pool, ready
+from tests.test_pools import APP, app_command, create_pool, ready
 
 __all__ = ["db_url", "make_manager"]  # fixtures, used by name
 
@@ -129,7 +129,9 @@ async def test_a_deploy_under_load_drops_nothing(client: httpx.AsyncClient) -> N
     assert not any(pid_alive(pid) for pid in old_pids)
 
 
-async def test_a_broken_version_is_rolled_back_while_the_old_one_serves(client: httpx.AsyncClient) -> None:
+async def test_a_broken_version_is_rolled_back_while_the_old_one_serves(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
     doc = await create_pool(client, min_instances=1, env=v("1"))
     doc = await wait_http(client, doc["details"], lambda d: len(ready(d)) == 1)
     (old,) = doc["instances"]
@@ -164,6 +166,18 @@ async def test_a_broken_version_is_rolled_back_while_the_old_one_serves(client: 
     assert doc["version"] == 1
     assert doc["spec"]["command"] == app_command()
     assert [(i["id"], i["pid"], i["version"]) for i in doc["instances"]] == [(old["id"], old["pid"], 1)]
+
+    # Fixed, as an app this time (a Procfile in a directory): the next version takes over.
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "Procfile").write_text(f"web: APP_VERSION=app {sys.executable} {APP} --port $PORT\n")
+    fixed = {"source_url": f"file://{app}", "process_type": "web", **FAST}
+    assert (await client.post(doc["deploy"], json=fixed)).status_code == 202
+    doc = await ended(client, doc["details"])
+    assert (doc["deployments"][0]["state"], doc["version"]) == ("succeeded", 4)
+    assert (doc["spec"]["command"], doc["spec"]["source_url"]) == (None, f"file://{app}")
+    async with httpx.AsyncClient(base_url=doc["url"], timeout=30.0) as through:
+        assert (await through.get("/version")).text == "app"
 
 
 async def test_canaries_wait_for_a_promote_and_a_revert_rolls_back(client: httpx.AsyncClient) -> None:

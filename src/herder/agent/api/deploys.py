@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 
 from herder.agent.api.routes import _docs, base_url
 from herder.agent.errors import Conflict
-from herder.agent.router.deploys import deploys_of
+from herder.agent.router.deploys import Deploys, deploys_of
 from herder.agent.router.models import DeployRequest, PoolStatus
 from herder.apierrors import ApiError, FieldError, read_json
 from herder.openapi_docs import path_param
@@ -94,40 +94,50 @@ def deploy_routes(
         doc = document(pool, base_url(request))
         return JSONResponse(doc, status_code=202, headers={"Location": doc["details"]})
 
-    @api.post(
-        "/pools/{name}/promote",
-        openapi_extra=_docs(
-            PoolStatus,
-            404,
-            (409, "No deploy awaits promotion (or its canaries are not healthy yet)."),
-            params=[_NAME],
+    actions: tuple[tuple[str, int, str, str, Callable[[Deploys], object]], ...] = (
+        (
+            "promote",
+            200,
+            "No deploy awaits promotion (or its canaries are not healthy yet).",
+            "Promote the canaries of the deploy under way: it goes on to replace the old instances",
+            Deploys.promote,
         ),
-        summary="Promote the canaries of the deploy under way: it goes on to replace the old instances",
+        (
+            "revert",
+            202,
+            "No deploy is under way (or it has replaced every instance, or is rolling back already).",
+            "Abandon the deploy under way and roll back to the old version",
+            Deploys.revert,
+        ),
     )
-    async def promote_pool(request: Request) -> Response:
-        pool = get(request.path_params["name"])
-        try:
-            deploys_of(pool).promote()
-        except Conflict as exc:
-            raise ApiError(409, "conflict", str(exc)) from None
-        return answer(request, pool)
+    for verb, status, conflict, summary, act in actions:
+        _action_route(api, get, answer, verb, status, conflict, summary, act)
 
-    @api.post(
-        "/pools/{name}/revert",
-        status_code=202,
-        openapi_extra=_docs(
-            PoolStatus,
-            404,
-            (409, "No deploy is under way (or it is rolling back already)."),
-            status=202,
-            params=[_NAME],
-        ),
-        summary="Abandon the deploy under way and roll back to the old version",
-    )
-    async def revert_pool(request: Request) -> Response:
+
+def _action_route(
+    api: APIRouter,
+    get: Callable[[str], Pool],
+    answer: Callable[[Request, Pool, int], Response],
+    verb: str,
+    status: int,
+    conflict: str,
+    summary: str,
+    act: Callable[[Deploys], object],
+) -> None:
+    """``POST /pools/{name}/<verb>``: ``act`` on the pool's deploys, answer its document."""
+
+    async def deploy_action(request: Request) -> Response:
         pool = get(request.path_params["name"])
         try:
-            deploys_of(pool).revert()
+            act(deploys_of(pool))
         except Conflict as exc:
             raise ApiError(409, "conflict", str(exc)) from None
-        return answer(request, pool, 202)
+        return answer(request, pool, status)
+
+    api.post(
+        f"/pools/{{name}}/{verb}",
+        name=f"{verb}_pool",
+        status_code=status,
+        openapi_extra=_docs(PoolStatus, 404, (409, conflict), status=status, params=[_NAME]),
+        summary=summary,
+    )(deploy_action)

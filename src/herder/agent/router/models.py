@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from herder.agent.apps.procfile import PROCESS_TYPE_PATTERN
 from herder.agent.models import (
@@ -34,6 +42,7 @@ from herder.openapi_docs import at_least_one_of
 POOL_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 PORT_PLACEHOLDER = "{port}"
 MAX_INSTANCES_LIMIT = 256
+ProcessType = Annotated[str, StringConstraints(pattern=f"^{PROCESS_TYPE_PATTERN}$")]
 
 
 class ReadyCheck(BaseModel):
@@ -70,9 +79,7 @@ class PoolSpec(BaseModel):
         description="An app, as for processes: http(s):// or file:// archive or directory.",
         json_schema_extra={"pattern": SOURCE_URL_PATTERN},
     )
-    process_type: Annotated[str, StringConstraints(pattern=f"^{PROCESS_TYPE_PATTERN}$")] | None = Field(
-        None, description="Key into the app's Procfile."
-    )
+    process_type: ProcessType | None = Field(None, description="Key into the app's Procfile.")
     env: EnvVars = Field(default_factory=dict, description="Added to each instance's environment.")
     rebuild: bool = Field(
         False,
@@ -224,15 +231,13 @@ class DeployRequest(BaseModel):
     command: Command = Field(
         None, description="The new command; none of the three: the pool's program again."
     )
-    source_url: SourceUrl | None = Field(
+    source_url: Annotated[SourceUrl, AfterValidator(check_source_url)] | None = Field(
         None,
         description="The new app (with process_type).",
         json_schema_extra={"pattern": SOURCE_URL_PATTERN},
     )
-    process_type: Annotated[str, StringConstraints(pattern=f"^{PROCESS_TYPE_PATTERN}$")] | None = Field(
-        None, description="Key into the new app's Procfile."
-    )
-    env: EnvVars | None = Field(
+    process_type: ProcessType | None = Field(None, description="Key into the new app's Procfile.")
+    env: Annotated[EnvVars, AfterValidator(check_env)] | None = Field(
         None, description="The new version's env (replaces the pool's); null: the pool's."
     )
     rebuild: bool = Field(False, description="Make the new app's build again if it failed before.")
@@ -267,16 +272,6 @@ class DeployRequest(BaseModel):
         description="Seconds an old instance is given to finish its requests (and its WebSockets to "
         "close) before it is stopped.",
     )
-
-    @field_validator("source_url")
-    @classmethod
-    def _check_scheme(cls, url: str | None) -> str | None:
-        return check_source_url(url)
-
-    @field_validator("env")
-    @classmethod
-    def _check_env(cls, env: dict[str, str] | None) -> dict[str, str] | None:
-        return None if env is None else check_env(env)
 
     @model_validator(mode="after")
     def _consistent(self) -> DeployRequest:
