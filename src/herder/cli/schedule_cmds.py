@@ -14,19 +14,30 @@ from typing import Annotated, Any
 
 import typer
 
-from herder.cli import manager_ops
 from herder.cli.keys_cmd import parse_duration
 from herder.cli.manager_ops import DEFAULT_MANAGER_URL
 from herder.cli.output import age, duration
 from herder.cli.output import print_json as _print
 from herder.cli.output import table as _table
 from herder.cli.rest import request as _request
-from herder.cli.task_cmds import Json, ManagerToken, ManagerUrl, parse_settings
+from herder.cli.task_cmds import (
+    Json,
+    ManagerToken,
+    ManagerUrl,
+    MaxAttempts,
+    Parser,
+    Priority,
+    Setting,
+    SettingsJson,
+    Tags,
+    TaskArgv,
+    TaskType,
+    task_body,
+)
 
 ScheduleId = Annotated[
     int, typer.Argument(metavar="ID", help="The schedule's id (from 'herder schedules ls').")
 ]
-
 
 
 class Overlap(enum.StrEnum):
@@ -92,19 +103,8 @@ def _local(stamp: float | None) -> str:
 
 @schedules.command("add")
 def add(
-    task_type: Annotated[
-        str,
-        typer.Argument(
-            metavar="TYPE", help="The task type each run submits: command, frames, or one a plugin installs."
-        ),
-    ],
-    argv: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="[-- ARGV...]",
-            help='For a command task: the program and its arguments (settings {"argv": [...]}).',
-        ),
-    ] = None,
+    task_type: TaskType,
+    argv: TaskArgv = None,
     cron: Annotated[
         str | None,
         typer.Option(
@@ -137,25 +137,12 @@ def add(
     paused: Annotated[
         bool, typer.Option("--paused", help="Add it paused ('herder schedules resume').")
     ] = False,
-    settings_json: Annotated[
-        str | None, typer.Option("--settings", help="The task's settings as one JSON object.")
-    ] = None,
-    setting: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--setting", "-s", help="key=value (repeatable, over --settings), as for 'herder tasks submit'."
-        ),
-    ] = None,
-    parser: Annotated[
-        str | None, typer.Option(help="How output becomes progress: frames, percent or none.")
-    ] = None,
-    priority: Annotated[int, typer.Option(help="The tasks' priority; higher runs first.")] = 0,
-    tag: Annotated[
-        list[str] | None, typer.Option("--tag", "-t", help="A worker must offer every tag (repeatable).")
-    ] = None,
-    max_attempts: Annotated[
-        int | None, typer.Option("--max-attempts", help="Runs of a piece of work before a task fails.")
-    ] = None,
+    settings_json: SettingsJson = None,
+    setting: Setting = None,
+    parser: Parser = None,
+    priority: Priority = 0,
+    tag: Tags = None,
+    max_attempts: MaxAttempts = None,
     as_json: Json = False,
     manager: ManagerUrl = DEFAULT_MANAGER_URL,
     token_file: ManagerToken = None,
@@ -175,17 +162,15 @@ def add(
         raise typer.BadParameter(
             "give --cron EXPRESSION or --every DURATION (one of them)", param_hint="--cron"
         )
-    settings = parse_settings(settings_json, setting)
-    if argv:
-        if task_type != "command":
-            raise typer.BadParameter(
-                f"a program after -- is for command tasks, not {task_type}; give its settings "
-                "with --settings or --setting",
-                param_hint="ARGV",
-            )
-        settings["argv"] = argv
-    task = manager_ops.submit_body(
-        task_type, settings, priority=priority, tags=tag, parser=parser, max_attempts=max_attempts
+    task = task_body(
+        task_type,
+        argv,
+        settings_json,
+        setting,
+        priority=priority,
+        tags=tag,
+        parser=parser,
+        max_attempts=max_attempts,
     )
     body: dict[str, Any] = {
         "name": name,

@@ -103,47 +103,77 @@ def _patch_task(manager: str, token_file: Path | None, task_id: int, body: dict[
 # -- tasks -----------------------------------------------------------------------------------
 
 
+# A task's options, shared with ``herder schedules add`` (whose runs submit such a task).
+TaskType = Annotated[
+    str,
+    typer.Argument(
+        metavar="TYPE", help="The task type: command, frames, or one a plugin installs on the manager."
+    ),
+]
+TaskArgv = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="[-- ARGV...]",
+        help='For a command task: the program and its arguments (settings {"argv": [...]}).',
+    ),
+]
+SettingsJson = Annotated[str | None, typer.Option("--settings", help="The settings as one JSON object.")]
+Setting = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--setting",
+        "-s",
+        help="key=value (repeatable, over --settings); the value is JSON when it parses "
+        "(frame_start=1 is a number), text otherwise.",
+    ),
+]
+Parser = Annotated[
+    str | None,
+    typer.Option(help="How output becomes progress: frames, percent or none (the manager's default)."),
+]
+Priority = Annotated[int, typer.Option(help="Higher runs first.")]
+Tags = Annotated[
+    list[str] | None, typer.Option("--tag", "-t", help="A worker must offer every tag (repeatable).")
+]
+MaxAttempts = Annotated[
+    int | None, typer.Option("--max-attempts", help="Runs of a piece of work before the task fails.")
+]
+
+
+def task_body(
+    task_type: str,
+    argv: list[str] | None,
+    settings_json: str | None,
+    setting: list[str] | None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The ``POST /tasks`` body from a task's options (``fields``: priority, tags, parser,
+    task_id, max_attempts); a program after ``--`` is a command task's argv."""
+    settings = parse_settings(settings_json, setting)
+    if argv:
+        if task_type != "command":
+            raise typer.BadParameter(
+                f"a program after -- is for command tasks, not {task_type}; give its settings "
+                "with --settings or --setting",
+                param_hint="ARGV",
+            )
+        settings["argv"] = argv
+    return manager_ops.submit_body(task_type, settings, **fields)
+
+
 @tasks.command("submit")
 def submit(
-    task_type: Annotated[
-        str,
-        typer.Argument(
-            metavar="TYPE", help="The task type: command, frames, or one a plugin installs on the manager."
-        ),
-    ],
-    argv: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="[-- ARGV...]",
-            help='For a command task: the program and its arguments (settings {"argv": [...]}).',
-        ),
-    ] = None,
-    settings_json: Annotated[
-        str | None, typer.Option("--settings", help="The settings as one JSON object.")
-    ] = None,
-    setting: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--setting",
-            "-s",
-            help="key=value (repeatable, over --settings); the value is JSON when it parses "
-            "(frame_start=1 is a number), text otherwise.",
-        ),
-    ] = None,
-    parser: Annotated[
-        str | None,
-        typer.Option(help="How output becomes progress: frames, percent or none (the manager's default)."),
-    ] = None,
-    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
-    tag: Annotated[
-        list[str] | None, typer.Option("--tag", "-t", help="A worker must offer every tag (repeatable).")
-    ] = None,
+    task_type: TaskType,
+    argv: TaskArgv = None,
+    settings_json: SettingsJson = None,
+    setting: Setting = None,
+    parser: Parser = None,
+    priority: Priority = 0,
+    tag: Tags = None,
     task_id: Annotated[
         int | None, typer.Option("--task-id", help="Your own id for the task, kept with it.")
     ] = None,
-    max_attempts: Annotated[
-        int | None, typer.Option("--max-attempts", help="Runs of a piece of work before the task fails.")
-    ] = None,
+    max_attempts: MaxAttempts = None,
     as_json: Json = False,
     manager: ManagerUrl = DEFAULT_MANAGER_URL,
     token_file: ManagerToken = None,
@@ -159,18 +189,11 @@ def submit(
       herder tasks submit frames --settings '{"command": "render {start} {end}",
           "frame_start": 1, "frame_end": 100, "chunk_size": 25}' --priority 10
     """
-    settings = parse_settings(settings_json, setting)
-    if argv:
-        if task_type != "command":
-            raise typer.BadParameter(
-                f"a program after -- is for command tasks, not {task_type}; give its settings "
-                "with --settings or --setting",
-                param_hint="ARGV",
-            )
-        settings["argv"] = argv
-    body = manager_ops.submit_body(
+    body = task_body(
         task_type,
-        settings,
+        argv,
+        settings_json,
+        setting,
         priority=priority,
         tags=tag,
         parser=parser,
