@@ -306,9 +306,9 @@ async def test_herder_pools_deploy_and_promote_follow_the_deploy(
         err.splitlines()[-1]
         == "[herder] pool cli: deploy 1 of version 2 (from 1): canary, 1/1 healthy, 0 replaced"
     )
-    code, _, err = await run_herder("pools", "promote", "cli", "--agent", agent.url)
+    code, out, err = await run_herder("pools", "promote", "cli", "--agent", agent.url)
     assert code == 0, err
-    assert "deploy 1 of version 2 (from 1): succeeded, 1/1 healthy, 1 replaced" in err
+    assert out == "pool cli: deploy 1 of version 2 (from 1): succeeded, 1/1 healthy, 1 replaced\n"
     code, _, err = await run_herder(
         "pools", "deploy", "cli", "--agent", agent.url, *fast, "--", "sh", "-c", "exit 4"
     )

@@ -1,13 +1,13 @@
-"""``herder pools ...``: create, list, scale, drain, resume and delete pools from the shell.
+"""``herder pools ...``: create, list, scale, drain, resume, delete and deploy pools from the shell.
 
 Each sub-command is one call to the agent's pools API (``docs/pools.md``). An action
 prints one line about the pool (``pool web: active, 1/2 ready, http://127.0.0.1:8080``),
-``show`` and ``--json`` the pool's whole JSON document, ``ls`` a table.
+``show`` and ``--json`` the pool's whole JSON document, ``ls`` a table. ``deploy``,
+``promote`` and ``revert`` follow the deploy on stderr, then print one line about it.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, Any
 
 import typer
@@ -255,10 +255,12 @@ def deploy_line(doc: dict[str, Any]) -> str:
     return f"{line}: {current['reason']}" if current.get("reason") else line
 
 
-def _follow_deploy(doc: dict[str, Any], token_file: Any, timeout_s: float = FOLLOW_TIMEOUT_S) -> None:
+def _follow_deploy(
+    doc: dict[str, Any], token_file: Any, timeout_s: float = FOLLOW_TIMEOUT_S
+) -> dict[str, Any]:
     """Poll the pool every half second (bounded) while its deploy is under way, printing
-    each change of its progress on stderr; exit 1 if it failed or was cancelled. A canary
-    deploy returns once its canaries are healthy (promote it, or revert it)."""
+    each change of its progress on stderr; return the pool's last document. A canary
+    deploy is followed until its canaries are healthy (then promote it, or revert it)."""
     import time
 
     deadline = time.monotonic() + timeout_s
@@ -270,10 +272,7 @@ def _follow_deploy(doc: dict[str, Any], token_file: Any, timeout_s: float = FOLL
             typer.echo(f"[herder] {line}", err=True)
             shown = line
         if current is None or current["state"] == "canary":
-            last = current or next(iter(doc.get("deployments") or []), None)
-            if last is not None and last["state"] in ("failed", "cancelled"):
-                raise typer.Exit(1)
-            return
+            return doc
         if time.monotonic() >= deadline:
             typer.echo(
                 f"herder: pool {doc['name']}: deploy still {current['state']} after {timeout_s:g} s", err=True
@@ -281,6 +280,22 @@ def _follow_deploy(doc: dict[str, Any], token_file: Any, timeout_s: float = FOLL
             raise typer.Exit(1)
         time.sleep(0.5)
         doc = _request("GET", doc["details"], token_file)
+
+
+def _deploy_answer(
+    doc: dict[str, Any], as_json: bool, *, follow: bool, token_file: Any, failure: int = 1
+) -> None:
+    """Follow the deploy (unless not asked to), then answer one line (``--json``: the
+    document); exit ``failure`` if it was rolled back or cancelled."""
+    if follow:
+        doc = _follow_deploy(doc, token_file)
+    if as_json:
+        _print(doc)
+    else:
+        typer.echo(deploy_line(doc))
+    last = doc.get("deployment") or next(iter(doc.get("deployments") or []), None)
+    if follow and last is not None and last["state"] in ("failed", "cancelled"):
+        raise typer.Exit(failure)
 
 
 @pools.command("deploy")
@@ -316,8 +331,9 @@ def deploy(
     --source-url URL --type web, or neither (the same program again: a rolling restart). New
     instances start --max-parallel at a time and old ones are drained once they are
     healthy; a version not healthy within --healthy-deadline is rolled back. Follows the
-    deploy on stderr until it ends (exit 1 if it was rolled back); with --canary, until the
-    canaries are healthy ('herder pools promote NAME' goes on)."""
+    deploy on stderr until it ends, then prints one line about it (--json: the pool's
+    document); exit 1 if it was rolled back. With --canary, until the canaries are healthy
+    ('herder pools promote NAME' goes on)."""
     body: dict[str, Any] = {
         "max_parallel": max_parallel,
         "canary": canary,
@@ -334,12 +350,7 @@ def deploy(
     if env is not None:
         body["env"] = parse_env(env)
     doc = _request("POST", f"{agent}/pools/{name}/deploy", token_file, body)
-    if as_json:
-        _print(doc)
-    if not no_wait:
-        _follow_deploy(doc, token_file)
-    elif not as_json:
-        typer.echo(deploy_line(doc))
+    _deploy_answer(doc, as_json, follow=not no_wait, token_file=token_file)
 
 
 @pools.command("promote")
@@ -347,11 +358,10 @@ def promote(
     name: Name, as_json: Json = False, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None
 ) -> None:
     """Promote the canaries of a pool's deploy: it goes on to replace the old instances.
-    Follows it on stderr until it ends, as deploy does."""
+    Follows it on stderr until it ends, then prints one line (--json: the document), as
+    deploy does."""
     doc = _request("POST", f"{agent}/pools/{name}/promote", token_file, {})
-    if as_json:
-        _print(doc)
-    _follow_deploy(doc, token_file)
+    _deploy_answer(doc, as_json, follow=True, token_file=token_file)
 
 
 @pools.command("revert")
@@ -359,12 +369,10 @@ def revert(
     name: Name, as_json: Json = False, agent: AgentUrl = DEFAULT_AGENT_URL, token_file: TokenFile = None
 ) -> None:
     """Abandon a pool's deploy under way (a canary waiting for its promote, say): back to
-    the old version. Follows the roll-back on stderr until it ends."""
+    the old version. Follows the roll-back on stderr until it ends, then prints one line
+    (--json: the document)."""
     doc = _request("POST", f"{agent}/pools/{name}/revert", token_file, {})
-    if as_json:
-        _print(doc)
-    with contextlib.suppress(typer.Exit):  # rolled back: what was asked
-        _follow_deploy(doc, token_file)
+    _deploy_answer(doc, as_json, follow=True, token_file=token_file, failure=0)  # rolled back: as asked
 
 
 def register(app: typer.Typer) -> None:
