@@ -44,6 +44,18 @@ def certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     return directory
 
 
+async def curl(*args: str) -> tuple[int, bytes, str]:
+    """The real curl (exit status, body, stderr): a client that is not Python's."""
+    found = shutil.which("curl")
+    assert found is not None, "curl is needed by these tests"
+    proc = await asyncio.create_subprocess_exec(
+        found, "-sS", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out, err.decode()
+
+
 def tls_table(certs: Path) -> dict[str, Any]:
     return {"cert": certs / "server.crt", "key": certs / "server.key"}
 
@@ -121,22 +133,13 @@ async def test_the_agent_serves_https_and_wss_that_clients_verify_with_the_ca(
     async with make_agent(tls=tls_table(certs_dir)) as agent:
         assert agent.url.startswith("https://127.0.0.1:")
         # curl, checking the certificate against the CA.
-        curl = shutil.which("curl")
-        assert curl is not None, "curl is needed by this test"
-        proc = await asyncio.create_subprocess_exec(
-            curl, "-sS", "--cacert", str(certs_dir / "ca.crt"), f"{agent.url}/",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await proc.communicate()
-        assert proc.returncode == 0, err
+        code, out, err = await curl("--cacert", str(certs_dir / "ca.crt"), f"{agent.url}/")
+        assert code == 0, err
         index = json.loads(out)
         assert index["rpc"].startswith("wss://127.0.0.1:")  # links keep the scheme the client used
         # curl without the CA refuses the certificate (exit 60).
-        proc = await asyncio.create_subprocess_exec(
-            curl, "-sS", f"{agent.url}/", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        _, err = await proc.communicate()
-        assert proc.returncode == 60, err
+        code, _, err = await curl(f"{agent.url}/")
+        assert code == 60, err
         # Plain HTTP on the TLS port gets no answer of the API.
         with pytest.raises(httpx.HTTPError):
             async with httpx.AsyncClient(timeout=5) as plain:

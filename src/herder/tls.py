@@ -74,14 +74,7 @@ def server_context(tls: ServerTls) -> ssl.SSLContext:
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(tls.cert, tls.key)
-    except FileNotFoundError as exc:
-        raise TlsError(f"TLS: no such file: {exc.filename}") from None
-    except (ssl.SSLError, OSError) as exc:
-        raise TlsError(
-            f"TLS: cannot use the certificate {tls.cert} with the key {tls.key}: {_reason(exc)}"
-        ) from None
+    _load_chain(ctx, tls.cert, tls.key, "certificate")
     if tls.client_ca is not None:
         _load_ca(ctx, tls.client_ca)
         ctx.verify_mode = ssl.CERT_REQUIRED
@@ -216,18 +209,19 @@ def _load_ca(ctx: ssl.SSLContext, ca: Path) -> None:
 
 
 def _load_client_cert(ctx: ssl.SSLContext, cert: Path | None, key: Path | None) -> None:
+    if cert is not None:
+        _load_chain(ctx, cert, key, "client certificate")
+
+
+def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path | None, what: str) -> None:
     import ssl
 
-    if cert is None:
-        return
     try:
         ctx.load_cert_chain(cert, key)
     except FileNotFoundError as exc:
         raise TlsError(f"TLS: no such file: {exc.filename}") from None
     except (ssl.SSLError, OSError) as exc:
-        raise TlsError(
-            f"TLS: cannot use the client certificate {cert} with the key {key}: {_reason(exc)}"
-        ) from None
+        raise TlsError(f"TLS: cannot use the {what} {cert} with the key {key}: {_reason(exc)}") from None
 
 
 def _reason(exc: BaseException) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import ssl
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -32,6 +31,7 @@ from herder.tls import certificate_fingerprint
 from tests.conftest import AgentFactory
 from tests.helpers import poll
 from tests.manager.keyed import issue as issue_key
+from tests.test_tls import curl
 
 LINK_LOGGER = "herder.agent.link.worker"
 ManagerFactory = Callable[..., AbstractAsyncContextManager[Manager]]
@@ -46,6 +46,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     init(root / "other", [])
     issue(root / "other", "intruder", [], client=True)
     return {"fleet": root / "fleet", "other": root / "other"}
+
+
+@pytest.fixture(autouse=True)
+def _link_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """The link's warnings are captured: they say why a link was refused."""
+    caplog.set_level(logging.WARNING, logger=LINK_LOGGER)
 
 
 @pytest.fixture
@@ -110,14 +116,8 @@ async def test_an_agent_links_over_wss_checking_the_manager_with_its_ca(
     fleet = pki["fleet"]
     async with tls_manager() as manager:
         assert manager.url.startswith("https://")
-        curl = shutil.which("curl")
-        assert curl is not None, "curl is needed by this test"
-        proc = await asyncio.create_subprocess_exec(
-            curl, "-sS", "--cacert", str(fleet / "ca.crt"), f"{manager.url}/",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await proc.communicate()
-        assert proc.returncode == 0, err
+        code, out, err = await curl("--cacert", str(fleet / "ca.crt"), f"{manager.url}/")
+        assert code == 0, err
         assert b'"wss://127.0.0.1:' in out  # the index's WebSocket links keep the scheme
         async with make_agent(manager=link_to(manager, ca=fleet / "ca.crt")) as agent:
             await linked(agent)
@@ -130,7 +130,6 @@ async def test_a_manager_whose_certificate_the_ca_did_not_sign_is_refused_clearl
     pki: dict[str, Path],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger=LINK_LOGGER)
     async with tls_manager() as manager:
         async with make_agent(manager=link_to(manager, ca=pki["other"] / "ca.crt")) as agent:
             message = await refused(agent, caplog, "not trusted", "--manager-ca")
@@ -147,7 +146,6 @@ async def test_a_key_is_never_sent_to_a_manager_the_link_does_not_trust(
 ) -> None:
     """With keys, the link's first request is POST /auth/token carrying the key: it goes over
     the same check, so a wrong CA stops it before the key leaves; the right one links."""
-    caplog.set_level(logging.WARNING, logger=LINK_LOGGER)
     init_keys(tmp_path / "manager")
     async with tls_manager() as manager:
         key, _ = await issue_key(manager, "agent", "admin")
@@ -165,7 +163,6 @@ async def test_a_pinned_fingerprint_links_and_another_certificate_is_refused(
     pki: dict[str, Path],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger=LINK_LOGGER)
     pin = certificate_fingerprint(pki["fleet"] / "server.crt")
     async with tls_manager() as manager:
         # The pin needs no CA, and no name: the URL may name the manager as "localhost".
@@ -185,7 +182,6 @@ async def test_mutual_tls_admits_only_agents_with_a_certificate_of_the_clients_c
     pki: dict[str, Path],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger=LINK_LOGGER)
     fleet, other = pki["fleet"], pki["other"]
     ca = fleet / "ca.crt"
     mtls = {"cert": fleet / "server.crt", "key": fleet / "server.key", "client_ca": ca}

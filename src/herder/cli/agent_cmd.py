@@ -55,6 +55,21 @@ VersionOption = Annotated[
 ]
 
 
+# --tls-cert and --tls-key, the same on herder agent and herder manager.
+TlsCertOption = Annotated[
+    Path | None,
+    typer.Option(
+        exists=True,
+        dir_okay=False,
+        help="Serve HTTPS and WSS with this PEM certificate (on the agent, its pools' own "
+        "addresses too); with --tls-key. 'herder certs init' makes one to try (docs/tls.md).",
+    ),
+]
+TlsKeyOption = Annotated[
+    Path | None, typer.Option(exists=True, dir_okay=False, help="The PEM private key of --tls-cert.")
+]
+
+
 def agent(
     host: Annotated[str | None, typer.Option(help="Address to listen on. [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on. [default: 8010]")] = None,
@@ -130,18 +145,8 @@ def agent(
     tag: Annotated[
         list[str] | None, typer.Option(help="With --manager: a tag this worker offers (repeatable).")
     ] = None,
-    tls_cert: Annotated[
-        Path | None,
-        typer.Option(
-            exists=True,
-            dir_okay=False,
-            help="Serve HTTPS and WSS with this PEM certificate (its pools' own addresses too); "
-            "with --tls-key. 'herder certs init' makes one to try (docs/tls.md).",
-        ),
-    ] = None,
-    tls_key: Annotated[
-        Path | None, typer.Option(exists=True, dir_okay=False, help="The PEM private key of --tls-cert.")
-    ] = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
     manager_ca: Annotated[
         Path | None,
         typer.Option(
@@ -220,7 +225,7 @@ def agent(
         if name is not None:
             link["name"] = name
         overrides["manager"] = link
-    _tls_overrides(overrides, tls_cert, tls_key)
+    tls_overrides(overrides, tls_cert, tls_key)
     link_tls = {
         "ca": manager_ca,
         "fingerprint": manager_fingerprint,
@@ -254,7 +259,7 @@ def agent(
         raise typer.Exit(2) from None
 
 
-def _tls_overrides(overrides: dict[str, Any], cert: Path | None, key: Path | None) -> None:
+def tls_overrides(overrides: dict[str, Any], cert: Path | None, key: Path | None) -> None:
     """``--tls-cert``/``--tls-key`` as the config's ``tls`` table: both, or neither."""
     if (cert is None) != (key is None):
         raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-cert/--tls-key")

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from herder.cli.agent_cmd import VersionOption, _tls_overrides
+from herder.cli.agent_cmd import TlsCertOption, TlsKeyOption, VersionOption, tls_overrides
 from herder.cli.logsetup import banner
 from herder.cli.loop import run as run_main
 from herder.cli.loop import settle_daemon
@@ -89,18 +89,8 @@ def manager(
             "replaced, or is another manager's): only the keys it records are honoured.",
         ),
     ] = None,
-    tls_cert: Annotated[
-        Path | None,
-        typer.Option(
-            exists=True,
-            dir_okay=False,
-            help="Serve HTTPS and WSS with this PEM certificate; with --tls-key. "
-            "'herder certs init' makes one to try (docs/tls.md).",
-        ),
-    ] = None,
-    tls_key: Annotated[
-        Path | None, typer.Option(exists=True, dir_okay=False, help="The PEM private key of --tls-cert.")
-    ] = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
     tls_client_ca: Annotated[
         Path | None,
         typer.Option(
@@ -136,7 +126,7 @@ def manager(
         "proxy_admin_networks": proxy_admin_network or None,
         "accept_new_database": accept_new_database,
     }
-    _tls_overrides(overrides, tls_cert, tls_key)
+    tls_overrides(overrides, tls_cert, tls_key)
     if tls_client_ca is not None:
         overrides.setdefault("tls", {})["client_ca"] = tls_client_ca.resolve()
     try:
