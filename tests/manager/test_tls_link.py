@@ -157,6 +157,23 @@ async def test_a_key_is_never_sent_to_a_manager_the_link_does_not_trust(
             await linked(agent)
 
 
+async def test_without_a_ca_the_link_trusts_the_system_cas_for_its_token_and_its_socket(
+    tmp_path: Path,
+    tls_manager: ManagerFactory,
+    make_agent: AgentFactory,
+    pki: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No --manager-ca: the system's CAs (here the file SSL_CERT_FILE names, as OpenSSL
+    reads it) for both of the link's connections, the token's (httpx) and the socket's."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki["fleet"] / "ca.crt"))
+    init_keys(tmp_path / "manager")
+    async with tls_manager() as manager:
+        key, _ = await issue_key(manager, "agent", "admin")
+        async with make_agent(manager=link_to(manager, key=key)) as agent:
+            await linked(agent)
+
+
 async def test_a_pinned_fingerprint_links_and_another_certificate_is_refused(
     tls_manager: ManagerFactory,
     make_agent: AgentFactory,

@@ -2,7 +2,8 @@
 
 Three ways, chosen by the config (``ManagerLinkConfig``):
 
-* nothing given: the system's CAs and the URL's host name, as any HTTPS client;
+* nothing given: the system's CAs (or ``SSL_CERT_FILE``'s) and the URL's host name, as
+  any HTTPS client;
 * ``ca`` (``--manager-ca FILE``): only that CA, and the host name (a test fleet's CA from
   ``herder certs init``, or an organisation's own);
 * ``fingerprint`` (``--manager-fingerprint sha256:HEX``): exactly the certificate with that
@@ -27,7 +28,11 @@ from herder.tls import TlsError, client_context, is_tls_url, pinned_context
 
 
 class LinkTls:
-    """The TLS context of each link to a manager (None: plain ``http``/``ws``, or nothing set)."""
+    """The TLS context of each link to a manager (None: plain ``http``/``ws``).
+
+    Made here even when nothing is set, from the system's CAs: the link's two clients
+    (httpx, which would use its own bundle, and websockets) then trust the same CAs.
+    """
 
     def __init__(self, config: ManagerLinkConfig) -> None:
         self._config = config
@@ -40,7 +45,7 @@ class LinkTls:
             TlsError: naming the file.
         """
         cfg = self._config
-        if cfg.ca is not None or cfg.client_cert is not None:
+        if any(is_tls_url(url) for url in cfg.urls):  # a plain link loads nothing
             self._fixed = client_context(ca=cfg.ca, cert=cfg.client_cert, key=cfg.client_key)
 
     async def context(self, url: str, address: str | None = None) -> ssl.SSLContext | None:
@@ -51,7 +56,7 @@ class LinkTls:
                 fingerprints said), or cannot be reached to read it.
         """
         cfg = self._config
-        if not is_tls_url(url) or (cfg.ca is None and cfg.fingerprint is None and cfg.client_cert is None):
+        if not is_tls_url(url):
             return None
         if cfg.fingerprint is None:
             if self._fixed is None:
