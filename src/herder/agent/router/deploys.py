@@ -93,8 +93,7 @@ class Deployment:
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     switched: bool = False  # every instance runs the new version: past reverting
-    new: list[Instance] = field(default_factory=list)
-    retired: list[Instance] = field(default_factory=list)
+    retired: list[Instance] = field(default_factory=list)  # until it ends: then only figures are kept
 
     @property
     def under_way(self) -> bool:
@@ -249,6 +248,7 @@ class Deploys:
         finally:
             pool.watchers.remove(self._wake.set)
             d.finished_at = time.time()
+            d.retired.clear()  # the history keeps no instance (nor its output) alive
             self.current = None
             self.history.appendleft(d)
             pool.changed()
@@ -326,7 +326,6 @@ class Deploys:
             rebuild = d.request.rebuild and d.started == 0  # one build made again, not one per instance
             batch.append(self._pool.start_version(d.spec, d.version, rebuild=rebuild))
             d.started += 1
-        d.new.extend(batch)
         self._pool.changed()
         return batch
 
