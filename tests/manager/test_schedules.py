@@ -149,28 +149,36 @@ async def test_overlap_queue_keeps_one_run_waiting_and_allow_submits_every_run(
     assert after["last_task_id"] != queued["last_task_id"]
 
 
-async def test_catch_up_none_one_and_all_after_an_hour_without_a_manager(
-    timed: tuple[Manager, ManualClock, httpx.AsyncClient],
-) -> None:
-    manager, clock, client = timed
-    made = {
-        mode: await make(
-            manager, clock, client, {"interval_s": 60, "task": ECHO, "overlap": "allow", "catch_up": mode}
+async def test_catch_up_none_one_and_all_after_an_hour_without_a_manager(db_url: str, tmp_path: Path) -> None:
+    clock = ManualClock()
+    body = {"interval_s": 60, "task": ECHO, "overlap": "allow"}
+    async with (
+        new_manager(db_url, tmp_path / "manager", clock) as first,
+        httpx.AsyncClient(base_url=first.url, timeout=30.0) as client,
+    ):
+        await settled(clock, first, passes=[0])
+        made = {
+            mode: await make(first, clock, client, {**body, "catch_up": mode})
+            for mode in ("none", "one", "all")
+        }
+    # No manager runs for an hour and 5 s: 60 runs fall due; the last is only 5 s late
+    # when the next manager starts (on time), the 59 before it were missed.
+    clock.advance(3605)
+    async with (
+        new_manager(db_url, tmp_path / "manager", clock) as second,
+        httpx.AsyncClient(base_url=second.url, timeout=30.0) as client,
+    ):
+        await settled(clock, second, passes=[0])
+        counts = {}
+        for mode, doc in made.items():
+            now = await schedule(client, doc["id"])
+            counts[mode] = (now["runs"], now["skipped"])
+        assert counts == {"none": (1, 59), "one": (2, 58), "all": (60, 0)}
+        one = await schedule(client, made["one"]["id"])
+        # The run caught up for "one" is the newest missed one, before the on-time one.
+        assert [r["run_at"] for r in one["recent_runs"]] == pytest.approx(
+            [made["one"]["next_run_at"] + 59 * 60, made["one"]["next_run_at"] + 58 * 60]
         )
-        for mode in ("none", "one", "all")
-    }
-    # One step of an hour and 5 s: 60 runs were due; only the last (5 s late) is on time.
-    await advance(clock, 3605, manager)
-    counts = {}
-    for mode, doc in made.items():
-        now = await schedule(client, doc["id"])
-        counts[mode] = (now["runs"], now["skipped"])
-    assert counts == {"none": (1, 59), "one": (2, 58), "all": (60, 0)}
-    one = await schedule(client, made["one"]["id"])
-    # The run caught up for "one" is the newest missed one, before the on-time one.
-    assert [r["run_at"] for r in one["recent_runs"]] == pytest.approx(
-        [made["one"]["next_run_at"] + 59 * 60, made["one"]["next_run_at"] + 58 * 60]
-    )
 
 
 async def test_catch_up_all_is_bounded(timed: tuple[Manager, ManualClock, httpx.AsyncClient]) -> None:
@@ -290,6 +298,15 @@ async def test_users_see_and_touch_their_own_schedules_and_runs_are_theirs(
             over = await client.post("/schedules", json=body, headers=frank)
             assert (over.status_code, over.json()["field"]) == (403, "owner")
             assert (await client.post("/schedules", json=body, headers=as_user["root"])).status_code == 201
+            # Once every key of its owner is revoked, the schedule submits nothing more.
+            assert manager.runtime is not None
+            assert manager.authority is not None
+            async with manager.runtime.transaction() as db:
+                await manager.authority.revoke(db, subject="erin")
+            await advance(clock, 5, manager)
+            orphan = await schedule(client, mine["id"], headers=as_user["root"])
+            assert (orphan["runs"], orphan["skipped"]) == (1, 1)
+            assert "'erin' holds no valid key" in orphan["last_error"]
             assert (await client.delete(path, headers=as_user["root"])).status_code == 200
 
 

@@ -5,7 +5,8 @@ it; a ``user`` key sees and changes only its own (another's is a 404, as absent 
 that does not exist), an ``admin`` key every one. The runs' tasks are submitted in the
 owner's name, so they are the owner's tasks, with a user's priority capped as
 ``POST /tasks`` caps it. A user may hold at most ``MAX_SCHEDULES_PER_USER`` schedules
-(admins are not bounded), and no schedule runs more often than once a second.
+(admins are not bounded), and no schedule runs more often than once a second. A
+schedule whose owner holds no valid key any more submits nothing (``store.fire``).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ killed after has left both (nobody fires it again).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,7 +30,7 @@ from herder.manager.schedules.tables import Schedule, ScheduleRun
 from herder.manager.schedules.timing import Timing
 from herder.manager.states import TERMINAL
 from herder.manager.store.submissions import NewTask, insert_tasks
-from herder.manager.store.tables import Task
+from herder.manager.store.tables import AuthKey, Task
 
 # A run more than this late was missed (no manager ran then): ``catch_up`` decides. A
 # manager's pass comes at least once a second, so a run this late was not merely slow.
@@ -261,6 +262,21 @@ def _active_count(conn: Connection, schedule_id: int) -> int:
     return int(conn.execute(query).scalar_one())
 
 
+def _holds_key(conn: Connection, owner: str | None) -> bool:
+    """Whether the schedule's owner may still act: no owner (keys off), or a key of theirs
+    neither revoked nor expired (by the wall clock, as tokens are checked)."""
+    if owner is None:
+        return True
+    query = select(AuthKey.id).where(
+        AuthKey.subject == owner, AuthKey.revoked_at.is_(None), AuthKey.expires_at > time.time()
+    )
+    return conn.execute(query.limit(1)).first() is not None
+
+
+def _orphaned(owner: str) -> str:
+    return f"{owner!r} holds no valid key any more (revoked or expired): the schedule submits nothing"
+
+
 @dataclass
 class Fired:
     """What one firing did: the tasks it submitted, and the runs it skipped."""
@@ -307,6 +323,8 @@ def fire(
 
     ``row`` is the schedule as ``due`` read it; ``new`` its task compiled (None, with
     ``error``: it no longer compiles, and its runs are skipped with that error noted).
+    A schedule whose owner holds no valid key any more (every key revoked or expired)
+    submits nothing: its runs are skipped and ``last_error`` says why.
     ``on_claimed(id, next_run_at)`` is told right after the claim, inside the
     transaction (a test's fault goes there: whatever fails after the claim undoes it).
     """
@@ -320,6 +338,8 @@ def fire(
         return None
     if on_claimed is not None:
         on_claimed(row.id, row.next_run_at)
+    if new is not None and not _holds_key(conn, row.owner):
+        new, error = None, _orphaned(row.owner)
     fired = Fired([], planned.missed_skipped)
     pending = row.pending_at
     last_task = row.last_task_id
@@ -372,6 +392,8 @@ def fire_pending(
     )
     if claimed.rowcount != 1:
         return None
+    if new is not None and not _holds_key(conn, row.owner):
+        new, error = None, _orphaned(row.owner)
     if new is None:
         conn.execute(
             update(Schedule)
