@@ -141,6 +141,28 @@ async def test_reports_that_waited_are_kept_when_the_next_link_is_lost_while_sen
         assert worker._pending == waiting  # none lost: they go to the next link
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_waiting_report_the_manager_refuses_is_dropped_and_the_link_kept(
+    make_manager: ManagerFactory, make_agent: AgentFactory
+) -> None:
+    """A refusal (``fenced``: the attempt is no longer this worker's) is the manager's
+    answer, not a lost link. Taken for one, the report was kept and the link dropped, on
+    every manager in turn: the chaos suite's agent never stayed linked again (#17)."""
+    async with (
+        make_manager() as manager,
+        make_agent(manager={"url": manager.url, "name": "refused"}) as agent,
+    ):
+        worker = agent.runtime.worker if agent.runtime is not None else None
+        assert worker is not None
+        await asyncio.wait_for(worker.connected.wait(), 20)
+        peer = worker.peer
+        assert peer is not None
+        worker._pending = [("finished", [424242, 1, 0, None, time.time()]), ("started", [424243, 1])]
+        await worker._flush_pending(peer)  # refused, both: logged and dropped
+        assert worker._pending == []
+        assert not peer.closed
+
+
 # -- two managers on one PostgreSQL ------------------------------------------------------------
 
 

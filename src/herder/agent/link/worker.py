@@ -421,14 +421,14 @@ class WorkerLink:
         for index, (method, args) in enumerate(pending):
             try:
                 await self._send_report(peer, method, args)
+            except RemoteError as exc:  # before RpcError, its base: a refusal is an answer
+                why = refusal_of(exc) or exc.type or exc.code
+                log.info("the manager refused a late %s %s [%s]: %s", method, args[:2], why, exc.message)
+            except InvalidParams as exc:  # an RpcError too
+                log.error("a %s report %s does not fit the contract, dropped: %s", method, args[:2], exc)
             except (ConnectionLost, RpcError, TimeoutError):
                 self._pending = pending[index:] + self._pending
                 raise
-            except RemoteError as exc:
-                why = refusal_of(exc) or exc.type or exc.code
-                log.info("the manager refused a late %s %s [%s]: %s", method, args[:2], why, exc.message)
-            except InvalidParams as exc:
-                log.error("a %s report %s does not fit the contract, dropped: %s", method, args[:2], exc)
 
     def pending_reports(self) -> int:
         """Reports kept for when the link is back."""
