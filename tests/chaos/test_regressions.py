@@ -126,3 +126,37 @@ async def test_an_idle_agent_leaves_a_manager_cut_off_from_its_database(
             agent.kill()
         a.kill()
         b.kill()
+
+
+async def test_a_transaction_left_idle_by_a_manager_cut_off_releases_its_locks(database: str) -> None:
+    """A manager cut off from PostgreSQL (or SIGSTOPped) in the middle of a transaction
+    kept its row locks for as long as the server saw the connection open, and the other
+    managers waited on them: the chaos suite's three managers all stalled while one was
+    cut off. The manager's engine has PostgreSQL end such a session (and free its locks)
+    after ``IDLE_IN_TRANSACTION_S``."""
+    import asyncpg
+    from sqlalchemy import text
+
+    from herder.manager.store.db import IDLE_IN_TRANSACTION_S, create_engine
+
+    engine = create_engine(url_of(database))
+    other = await asyncpg.connect(url_of(database))
+    try:
+        await other.execute(
+            "CREATE TABLE chaos_lock (id int PRIMARY KEY, v int); INSERT INTO chaos_lock VALUES (1, 0)"
+        )
+        async with engine.connect() as cut_off:
+            await cut_off.begin()
+            await cut_off.execute(text("UPDATE chaos_lock SET v = 1 WHERE id = 1"))  # the row is locked
+            began = time.monotonic()  # ...and the session says nothing more, as a cut-off manager
+            await other.execute(
+                "UPDATE chaos_lock SET v = 2 WHERE id = 1", timeout=IDLE_IN_TRANSACTION_S + 10
+            )
+            waited = time.monotonic() - began
+            assert waited < IDLE_IN_TRANSACTION_S + 2.0, f"the lock was held {waited:.1f} s"
+            with pytest.raises(Exception):  # noqa: B017, PT011 - the session was ended: any error of the driver's
+                await cut_off.execute(text("SELECT 1"))
+        assert await other.fetchval("SELECT v FROM chaos_lock WHERE id = 1") == 2
+    finally:
+        await other.close()
+        await engine.dispose()

@@ -23,6 +23,14 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # same in every manager): b"herdmigr" read as a signed integer.
 MIGRATION_LOCK = int.from_bytes(b"herdmigr", "big", signed=True)
 
+# PostgreSQL ends a session of the manager's that leaves a transaction idle this long, and
+# its row locks with it. Without it, a manager cut off mid-transaction (a partition, a
+# SIGSTOP: the server sees an open connection) kept its locks until the server noticed,
+# hours later if ever, and every other manager on the database waited on them (the chaos
+# suite: all three stalled while one was cut off). The manager's own transactions never
+# pause between statements for anything but the event loop: seconds are plenty.
+IDLE_IN_TRANSACTION_S = 3.0
+
 T = TypeVar("T")
 
 
@@ -84,7 +92,10 @@ def create_engine(url: str) -> AsyncEngine:
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(full, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    settings = {"idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_S * 1000))}
+    return create_async_engine(
+        full, pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args={"server_settings": settings}
+    )
 
 
 def create_round_engine(url: str) -> Engine | None:
