@@ -37,10 +37,11 @@ async def start(*managers: ManagerProcess) -> None:
     await asyncio.gather(*(asyncio.to_thread(m.start) for m in managers))
 
 
-@asynccontextmanager
-async def fleet(
-    db_url: str, tmp_path: Path, make_agent: AgentFactory
-) -> AsyncIterator[tuple[ManagerProcess, ManagerProcess]]:
+Pair = tuple[ManagerProcess, ManagerProcess]
+
+
+@pytest.fixture
+async def pair(db_url: str, tmp_path: Path, make_agent: AgentFactory) -> AsyncIterator[Pair]:
     """Managers A and B on one database, an agent linked to A."""
     a = ManagerProcess(tmp_path / "a", db_url)
     b = ManagerProcess(tmp_path / "b", db_url)
@@ -109,11 +110,9 @@ TICKS = 50  # 5 s: time enough, on a loaded machine, to see them through B while
 TICKING = f"for i in $(seq 1 {TICKS}); do echo tick-$i; sleep 0.1; done"
 
 
-async def test_a_tasks_live_output_on_a_is_followed_through_b(
-    db_url: str, tmp_path: Path, make_agent: AgentFactory
-) -> None:
+async def test_a_tasks_live_output_on_a_is_followed_through_b(pair: Pair, db_url: str) -> None:
+    a, b = pair
     async with (
-        fleet(db_url, tmp_path, make_agent) as (a, b),
         httpx.AsyncClient(base_url=a.url) as to_a,
         httpx.AsyncClient(base_url=b.url) as to_b,
     ):
@@ -140,10 +139,10 @@ FLOODING = f"seq -f 'flood line %06g of a task that writes far more than anyone 
 
 
 async def test_a_flood_of_output_is_forwarded_within_its_bound_and_the_gap_is_said(
-    db_url: str, tmp_path: Path, make_agent: AgentFactory
+    pair: Pair, db_url: str
 ) -> None:
+    a, b = pair
     async with (
-        fleet(db_url, tmp_path, make_agent) as (a, b),
         httpx.AsyncClient(base_url=a.url) as to_a,
         heard(db_url, outputshare.CHANNEL) as messages,
     ):
@@ -169,11 +168,9 @@ async def test_a_flood_of_output_is_forwarded_within_its_bound_and_the_gap_is_sa
         assert (await to_a.get("/healthz")).status_code == 200
 
 
-async def test_a_follow_no_longer_renewed_expires_at_the_holder(
-    db_url: str, tmp_path: Path, make_agent: AgentFactory
-) -> None:
+async def test_a_follow_no_longer_renewed_expires_at_the_holder(pair: Pair, db_url: str) -> None:
+    a, b = pair
     async with (
-        fleet(db_url, tmp_path, make_agent) as (a, b),
         httpx.AsyncClient(base_url=a.url) as to_a,
         heard(db_url, outputshare.CHANNEL) as messages,
     ):
@@ -201,11 +198,9 @@ async def test_a_follow_no_longer_renewed_expires_at_the_holder(
         assert (await to_a.get(f"/tasks/{task_id}")).json()["status"] == "rendering"  # it still writes
 
 
-async def test_a_deletion_through_a_reaches_a_tab_and_ends_a_log_stream_on_b(
-    db_url: str, tmp_path: Path, make_agent: AgentFactory
-) -> None:
+async def test_a_deletion_through_a_reaches_a_tab_and_ends_a_log_stream_on_b(pair: Pair, db_url: str) -> None:
+    a, b = pair
     async with (
-        fleet(db_url, tmp_path, make_agent) as (a, b),
         httpx.AsyncClient(base_url=a.url) as to_a,
         websockets.connect(ws_url(b.url, "/events")) as tab,
     ):
