@@ -5,6 +5,7 @@ No database and no waiting: the times are computed from fixed instants.
 
 from __future__ import annotations
 
+import random
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -131,3 +132,21 @@ def test_a_timing_that_cannot_run_is_refused_naming_its_field(
         Timing(cron, interval_s, zone).check()
     assert caught.value.field == field
     assert words in str(caught.value)
+
+
+def test_an_intervals_runs_read_back_as_themselves_whatever_the_float_error() -> None:
+    # A run's time is stored as computed; read back from the database it must be the same
+    # run (not its neighbour), or the pass after it would skip or repeat one.
+    chance = random.Random(18)
+    for _ in range(20_000):
+        anchor = chance.uniform(1.7e9, 1.8e9)
+        interval = chance.choice([chance.uniform(1, 100_000), 7.3, 0.1 * chance.randint(10, 1000)])
+        timing = Timing(None, interval, "UTC", anchor)
+        after = anchor + chance.uniform(0, 1e8)
+        run = timing.next_after(after)
+        assert run is not None
+        following = timing.next_after(run)
+        assert following is not None
+        assert timing.latest(run, run, 5) == ([run], False)
+        assert timing.latest(run, following, 5) == ([run, following], False)
+        assert following - run == pytest.approx(interval)

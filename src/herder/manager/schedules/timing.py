@@ -17,6 +17,7 @@ Times are Unix seconds (floats), as everywhere in the manager's database.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -85,13 +86,12 @@ class Timing:
         except CronSimError as exc:
             raise FieldError("cron", f"{self.cron!r}: {str(exc).lower()}") from None
         if first is None:
-            raise FieldError("cron", f"{self.cron!r} never comes due")
+            raise FieldError("cron", f"{self.cron!r} comes due less than once in 5 years")
 
     def next_after(self, after: float) -> float | None:
         """The first run strictly after ``after``; None if there is none within a few years."""
         if self.interval_s is not None:
-            k = math.floor((after - self.anchor) / self.interval_s) + 1
-            return self.anchor + k * self.interval_s
+            return self._run(self._index(after, math.floor) + 1)
         found = self._walk(after, 1)
         return found[0] if found else None
 
@@ -105,14 +105,13 @@ class Timing:
         if until < since or most <= 0:
             return [], until >= since and most <= 0
         if self.interval_s is not None:
-            last_k = math.floor((until - self.anchor) / self.interval_s)
-            first_k = math.ceil((since - self.anchor) / self.interval_s)
+            last_k = self._index(until, math.floor)
+            first_k = self._index(since, math.ceil)
             count = last_k - first_k + 1
             if count <= 0:
                 return [], False
             taken = min(count, most)
-            runs = [self.anchor + k * self.interval_s for k in range(last_k - taken + 1, last_k + 1)]
-            return runs, count > most
+            return [self._run(k) for k in range(last_k - taken + 1, last_k + 1)], count > most
         from cronsim import CronSim
 
         assert self.cron is not None
@@ -129,6 +128,21 @@ class Timing:
                 return found[::-1], True
             found.append(stamp)
         return found[::-1], False
+
+    def _index(self, at: float, rounding: Callable[[float], int]) -> int:
+        """Which run of an interval ``at`` is (``math.floor``: the last at or before it,
+        ``math.ceil``: the first at or after it).
+
+        A run's time is stored as computed (``_run``), so reading it back must give its own
+        index: the quotient is rounded to a millionth of a run first, or float error (a
+        time of 1.8e9 s keeps about 7 decimal places) would make a run its neighbour.
+        """
+        assert self.interval_s is not None
+        return rounding(round((at - self.anchor) / self.interval_s, 6))
+
+    def _run(self, index: int) -> float:
+        assert self.interval_s is not None
+        return self.anchor + index * self.interval_s
 
     def _walk(self, after: float, count: int) -> list[float]:
         from cronsim import CronSim
