@@ -28,6 +28,7 @@ from herder.manager.store.tables import Task
 from tests.clocks import ManualClock
 from tests.helpers import poll
 from tests.manager.keyed import users_headers
+from tests.test_metrics import scrape, value
 
 ECHO = {"type": "command", "settings": {"argv": ["echo", "hi"]}}
 
@@ -113,6 +114,8 @@ async def test_an_interval_schedule_fires_as_the_clock_moves_and_overlap_skip_wa
     assert first["runs"] == 1
     assert first["last_task_id"] is not None
     assert first["recent_runs"][0]["task_id"] == first["last_task_id"]
+    samples = await scrape(client)
+    assert value(samples, "herder_manager_schedule_runs_total") == 1
     task = (await client.get(f"/tasks/{first['last_task_id']}")).json()
     assert task["type"] == "command"
     assert task["status"] == "queued"

@@ -98,7 +98,9 @@ def families(
         "Tasks whose work was requeued or failed because its worker's lease ran out, per lease-keeper tick.",
     )
     lost.add_metric([], counters.leases_lost)
-    out = Families([info, up, linked, claims, lost])
+    runs = CounterMetricFamily("herder_manager_schedule_runs", "Tasks submitted by schedules' runs (#18).")
+    runs.add_metric([], counters.schedule_runs)
+    out = Families([info, up, linked, claims, lost, runs])
     if figures is not None:
         out.add(*_database_families(figures))
     out.add(*rpc_families(runtime.rpc.registry.stats))

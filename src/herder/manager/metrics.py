@@ -32,6 +32,7 @@ class Counters:
 
     claims: int = 0
     leases_lost: int = 0
+    schedule_runs: int = 0  # tasks submitted by schedules' runs (``Scheduler.fired_total``)
 
 
 def install(app: FastAPI, runtime: ManagerRuntime) -> HttpCounts:
@@ -48,7 +49,11 @@ def install(app: FastAPI, runtime: ManagerRuntime) -> HttpCounts:
         from herder.metrics import metrics_response
 
         figures = await read_database(runtime)
-        counters = Counters(claims=runtime.writes.claimed_total, leases_lost=runtime.leases.requeued_total)
+        counters = Counters(
+            claims=runtime.writes.claimed_total,
+            leases_lost=runtime.leases.requeued_total,
+            schedule_runs=runtime.schedules.fired_total,
+        )
         response: Response = metrics_response(families(runtime, counters, figures, http))
         return response
 
