@@ -9,6 +9,7 @@ stderr, ``herder: 422: <message> (field: <field>)``, and exit status 1, as for
 from __future__ import annotations
 
 import enum
+import json
 import time
 from typing import Annotated, Any
 
@@ -231,7 +232,6 @@ def show(
     if as_json:
         _print(doc)
         return
-    import json
 
     fields: list[tuple[str, Any]] = [
         ("id", doc["id"]),
