@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install chromium bytecode up test js lint format typecheck bench openapi docs lock clean
+.PHONY: install chromium bytecode up test chaos js lint format typecheck bench openapi docs lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +39,15 @@ chromium: $(CHROMIUM_STAMP) ## Debian's chromium, for the browser tests
 test: $(STAMP) $(CHROMIUM_STAMP) lint ## lint, type-check, check generated files, run the whole suite
 	$(BIN)/python scripts/gen_openapi.py --check
 	$(BIN)/pytest -n $(PYTEST_WORKERS)
+
+# The chaos suite's long form (tests/chaos, docs/operations.md "Chaos suite"): three
+# managers on one PostgreSQL and six agents in network namespaces (needs root and
+# iproute2), a dozen kills, stalls and partitions under load; minutes. `make test` runs
+# its short form. PostgreSQL: HERDER_TEST_POSTGRES_URL, or the local server's `test`.
+CHAOS_POSTGRES_URL ?= $(or $(HERDER_TEST_POSTGRES_URL),postgresql://postgres@127.0.0.1:5432/test)
+
+chaos: $(STAMP) ## the chaos suite's long form (root): kills, stalls and partitions of three managers
+	HERDER_CHAOS=long HERDER_TEST_POSTGRES_URL=$(CHAOS_POSTGRES_URL) $(BIN)/pytest -s -m chaos tests/chaos
 
 # herder.js (clients/js): its node tests and tsc check; `make test` runs them too
 # (tests/test_js_client.py, which runs `npm ci` only when node_modules is out of date).

@@ -19,7 +19,8 @@ def line(log: str, word: str, key: str) -> None:
     """One ``write`` of one line to an ``O_APPEND`` file: lines from many processes never mix."""
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, f"{word} {key} {os.getpid()} {time.time():.3f}\n".encode())
+        where = os.readlink("/proc/self/ns/net")  # which agent's namespace: net:[inode]
+        os.write(fd, f"{word} {key} {os.getpid()} {time.time():.3f} {where}\n".encode())
     finally:
         os.close(fd)
 

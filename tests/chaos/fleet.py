@@ -39,7 +39,7 @@ from tests.helpers import HERDER
 MANAGER_PORT = 8020
 ATTEMPT = str(Path(__file__).with_name("attempt.py"))
 SERVICE_URL = "http://192.0.2.10:8080/"  # TEST-NET-1: allowed by the proxy, never resolved
-START_S = 30.0
+START_S = 60.0  # a loaded machine (CI runs three test workers on two cores) starts a daemon slowly
 REQUEST_S = 3.0  # a request to a manager cut off gets no answer: given up after this
 POLL_S = 0.05  # between polls of a state; every loop that polls also has a deadline
 
@@ -398,7 +398,7 @@ def attempts_log(fleet: Fleet) -> list[tuple[str, str, int, float]]:
         return []
     rows = []
     for raw in path.read_text().splitlines():
-        word, key, pid, at = raw.split()
+        word, key, pid, at = raw.split()[:4]  # then the attempt's network namespace
         rows.append((word, key, int(pid), float(at)))
     return rows
 
