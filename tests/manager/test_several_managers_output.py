@@ -220,3 +220,24 @@ async def test_a_deletion_through_a_reaches_a_tab_and_ends_a_log_stream_on_b(pai
                 async for frame in log:
                     raise AssertionError(f"a line after the deletion: {frame}")
             assert (log.close_code, log.close_reason) == (1000, "the task has ended")
+
+
+async def test_a_cancel_through_b_keeps_the_lines_a_held(pair: Pair) -> None:
+    """The lines of a piece of work canceled through another manager reach the database.
+
+    B's cancel stores only what B kept (nothing: the agent is linked to A); A, told to stop
+    the work, stores the lines it holds for the item, which has ended.
+    """
+    a, b = pair
+    async with (
+        httpx.AsyncClient(base_url=a.url) as to_a,
+        httpx.AsyncClient(base_url=b.url) as to_b,
+    ):
+        task_id = await submit(to_a, "for i in 1 2 3; do echo kept-$i; done; sleep 30")
+        await wait_log(to_a, task_id, "kept-3")
+        answer = await to_b.patch(f"/tasks/{task_id}", json={"status": "canceled"})
+        assert answer.status_code == 204, answer.text
+        await wait_task(to_b, task_id, "canceled")
+        for to in (to_b, to_a):  # each reads the database now: the item has ended
+            text = await wait_log(to, task_id, "kept-3")
+            assert [line.split("] ", 1)[1] for line in text.splitlines()] == ["kept-1", "kept-2", "kept-3"]

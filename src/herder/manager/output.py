@@ -261,7 +261,16 @@ class Output:
         written; its items still running keep their lines until their own end. Without
         ``ended_logs`` (no database) the ended are not known: nothing moves.
         """
-        logs = self.final_logs(self.items_of(task_id))
+        await self.move_items_ended(self.items_of(task_id))
+
+    async def move_items_ended(self, item_ids: Iterable[int]) -> None:
+        """Store and let go of the lines of those of these items that have ended.
+
+        Also for items another manager ended (a cancel through it, ``stops``): that one
+        stored only the lines it kept itself, and the first stored wins, so these are
+        stored only where it had none.
+        """
+        logs = self.final_logs(item_ids)
         if not logs or self._ended_logs is None:
             return
         for item_id in await self._ended_logs.keep_ended_logs(logs):

@@ -141,7 +141,7 @@ class ManagerRuntime:
         if self.keywatch is not None:
             store.follow(KEYS_CHANNEL, self.keywatch.changed)
         # Cancels and deletes reach workers linked to another manager (#17).
-        self.stops = Stops(self.linked, self.dispatcher, store.manager_id)
+        self.stops = Stops(self.linked, self.dispatcher, store.manager_id, self.output)
         store.follow(STOPS_CHANNEL, self.stops.heard)
         # A task's live output read through any manager; deletions told to every dashboard (#17).
         self.manager_id = store.manager_id

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import text
@@ -43,12 +43,23 @@ class Stopper(Protocol):
     async def stop(self, running: Sequence[Attempt]) -> None: ...
 
 
+class EndedOutput(Protocol):
+    """Where the lines this manager kept for items ended elsewhere are stored (``output.Output``)."""
+
+    async def move_items_ended(self, item_ids: Iterable[int]) -> None: ...
+
+
 class Stops:
     """Stops attempts here, hands those of workers linked elsewhere over, forwards others'."""
 
-    def __init__(self, linked: Linked, stopper: Stopper, manager_id: str) -> None:
+    def __init__(
+        self, linked: Linked, stopper: Stopper, manager_id: str, output: EndedOutput | None = None
+    ) -> None:
+        """``output``: where the lines kept here of the items stopped on another's word go:
+        the manager that ended them stored only its own (a cancel through it)."""
         self._linked = linked
         self._stopper = stopper
+        self._output = output
         self._manager_id = manager_id  # its own NOTIFYs are not forwarded again
         self._heard: list[Attempt] = []
         self._arrived = asyncio.Event()
@@ -106,6 +117,11 @@ class Stops:
                 log.exception("forwarding stops failed")
                 continue
             self.forwarded += len(attempts)
+            if self._output is not None:
+                try:
+                    await self._output.move_items_ended({item for _, item, _ in attempts})
+                except Exception:  # the lines stay in memory, bounded; the work is stopped
+                    log.exception("storing the output of work stopped elsewhere failed")
 
 
 __all__ = ["CHANNEL", "Stops"]
