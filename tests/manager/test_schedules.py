@@ -361,3 +361,5 @@ async def test_two_managers_on_one_postgresql_fire_each_run_exactly_once(db_url:
         assert len(tasks) == steps * len(ids)  # one task per run
         both = scheduler_of(first).fired_total + scheduler_of(second).fired_total
         assert both == steps * len(ids)
+        # They did race: runs both read as due, of which the claim left one to each other.
+        assert scheduler_of(first).lost_claims + scheduler_of(second).lost_claims > 0

@@ -44,6 +44,7 @@ class Scheduler:
         self.clock = clock
         self._wake = asyncio.Event()
         self.fired_total = 0  # tasks submitted by this manager's passes
+        self.lost_claims = 0  # runs another manager claimed first (several on one database)
         self.passes = 0  # passes completed (tests wait on it)
         self.asleep = False  # between passes
         # Told of each claim inside its transaction, before the tasks are written (tests
@@ -95,6 +96,7 @@ class Scheduler:
         async with self._runtime.writes.engine.begin() as conn:
             fired = await conn.run_sync(fire, *args)
         if fired is None:
+            self.lost_claims += 1
             return 0
         for task_id in fired.task_ids:
             log.info("schedule %d submitted task %d", args[0].id, task_id)
