@@ -28,6 +28,14 @@ and created again. 5 trials (2 with ``--quick``), p50.
 Goals (issue 4): the router's throughput ≥ 40% of nginx's with one worker, its p99 ≤ 3x
 nginx's, cold start overhead ≤ 50 ms.
 
+``--tls`` (issue 18) measures the same over HTTPS: a CA and a certificate for 127.0.0.1
+made by ``herder certs init``, nginx with ``listen ... ssl`` and that certificate, the
+agent with the same in its ``[tls]`` table (its port and the pool's own address serve
+HTTPS); wrk speaks HTTPS to both over its keep-alive connections (the handshakes are
+paid once per connection, before the measured window), the backend behind them stays
+plain HTTP, and "direct" is the backend in plain HTTP. The cold start's first request
+includes a TLS handshake.
+
 wrk and nginx come from the system (``apt-get install -y --no-install-recommends wrk
 nginx-light``); this script installs nothing: it stops with that command if either is
 missing. Everything listens on 127.0.0.1; ports are the kernel's picks (the agent's and
@@ -43,6 +51,7 @@ import re
 import resource
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -55,7 +64,7 @@ from urllib.parse import urlsplit
 
 import harness
 from daemons import Herder, http_get
-from harness import BENCH_DIR, Deadline, Figure, median
+from harness import BENCH_DIR, VENV_BIN, Deadline, Figure, median
 
 WRK_THREADS = 2
 WRK_CONNECTIONS = 64
@@ -88,6 +97,51 @@ TARGET_NAMES = {
     "herder-listen": "herder router, pool's own listen address",
     "herder-host": f"herder router, agent's port, Host: {HOST_HEADER}",
 }
+
+
+@dataclass
+class Tls:
+    """``--tls``: the certificates ``herder certs init`` made in ``directory``."""
+
+    directory: Path
+
+    @property
+    def cert(self) -> Path:
+        return self.directory / "server.crt"
+
+    @property
+    def key(self) -> Path:
+        return self.directory / "server.key"
+
+    def client(self) -> ssl.SSLContext:
+        """What the script's own checks trust: the CA (wrk checks nothing, as curl -k)."""
+        return ssl.create_default_context(cafile=str(self.directory / "ca.crt"))
+
+    def agent_toml(self) -> str:
+        return f'[tls]\ncert = "{self.cert}"\nkey = "{self.key}"\n'
+
+    def nginx_listen(self, port: int) -> str:
+        """nginx's ``listen`` line with TLS and this certificate (its other TLS settings: defaults)."""
+        return (
+            f"listen 127.0.0.1:{port} ssl;\n"
+            f"        ssl_certificate {self.cert};\n"
+            f"        ssl_certificate_key {self.key};"
+        )
+
+
+def make_tls(work: Path) -> Tls:
+    """A CA and a server certificate for loopback, by ``herder certs init``."""
+    directory = work / "certs"
+    done = subprocess.run(
+        [VENV_BIN / "herder", "certs", "init", "--dir", directory], capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"herder certs init: {done.stderr.decode()[-2000:]}")
+    return Tls(directory)
+
+
+def scheme(tls: Tls | None) -> str:
+    return "https" if tls is not None else "http"
 
 
 class MissingTool(RuntimeError):
@@ -331,15 +385,17 @@ def backend(work: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         harness.stop(proc, signal.SIGTERM, timeout_s=10)
 
 
-def check_answer(host: str, port: int, path: str = "/") -> None:
+def check_answer(host: str, port: int, path: str = "/", tls: Tls | None = None) -> None:
     """One GET must get the backend's 200 and body (else the figures would be of errors)."""
-    status, body = http_get(host, port, path, timeout_s=START_TIMEOUT_S)
+    status, body = http_get(host, port, path, timeout_s=START_TIMEOUT_S, tls=tls.client() if tls else None)
     if status != 200 or body != BODY:
         raise RuntimeError(f"GET http://{host}:{port}{path}: {status} {body[:200]!r}")
 
 
-def nginx_config(tmp: Path, workers: str, backend_port: int, listen_port: int) -> str:
+def nginx_config(tmp: Path, workers: str, backend_port: int, listen_port: int, tls: Tls | None = None) -> str:
     text = NGINX_TEMPLATE.read_text()
+    if tls is not None:
+        text = text.replace("listen 127.0.0.1:@LISTEN_PORT@;", tls.nginx_listen(listen_port))
     for token, value in {
         "@WORKERS@": workers,
         "@TMP@": str(tmp),
@@ -351,13 +407,15 @@ def nginx_config(tmp: Path, workers: str, backend_port: int, listen_port: int) -
 
 
 @contextlib.contextmanager
-def nginx(tools: Tools, work: Path, workers: str, backend_port: int) -> Iterator[tuple[int, list[int]]]:
+def nginx(
+    tools: Tools, work: Path, workers: str, backend_port: int, tls: Tls | None = None
+) -> Iterator[tuple[int, list[int]]]:
     """nginx in the foreground, proxying to ``backend_port``; yields its port and its pids."""
     tmp = work / f"nginx-{workers}"
     tmp.mkdir()
     port = harness.free_port()
     conf = tmp / "nginx.conf"
-    conf.write_text(nginx_config(tmp, workers, backend_port, port))
+    conf.write_text(nginx_config(tmp, workers, backend_port, port, tls))
     argv = [tools.nginx, "-e", str(tmp / "error.log"), "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]
     proc = harness.start(argv, log_path=tmp / "stderr.log")
     pids: list[int] = []
@@ -369,26 +427,27 @@ def nginx(tools: Tools, work: Path, workers: str, backend_port: int) -> Iterator
             deadline.check()
             time.sleep(0.005)
         pids = [proc.pid, *harness.child_pids(proc.pid)]
-        check_answer("127.0.0.1", port)
+        check_answer("127.0.0.1", port, tls=tls)
         yield port, pids
     finally:
         harness.stop(proc, signal.SIGTERM, timeout_s=10)  # fast shutdown: the master stops its workers
         kill_if(pids[1:], b"nginx")
 
 
-def measure_peers(tools: Tools, work: Path, seconds: int) -> dict[str, WrkResult]:
-    """wrk direct to the backend, then through nginx with 1 worker and with ``auto``."""
+def measure_peers(tools: Tools, work: Path, seconds: int, tls: Tls | None = None) -> dict[str, WrkResult]:
+    """wrk direct to the backend, then through nginx with 1 worker and with ``auto`` (over
+    HTTPS with ``tls``; the backend itself is always plain HTTP)."""
     results: dict[str, WrkResult] = {}
     with backend(work) as (proc, port):
         url = f"http://127.0.0.1:{port}/"
         results["direct"] = run_wrk(tools, work, "direct", url, seconds, backend_pids=[proc.pid])
         for workers, target in (("1", "nginx-1"), ("auto", "nginx-auto")):
-            with nginx(tools, work, workers, port) as (nginx_port, pids):
+            with nginx(tools, work, workers, port, tls) as (nginx_port, pids):
                 results[target] = run_wrk(
                     tools,
                     work,
                     target,
-                    f"http://127.0.0.1:{nginx_port}/",
+                    f"{scheme(tls)}://127.0.0.1:{nginx_port}/",
                     seconds,
                     proxy_pids=pids,
                     backend_pids=[proc.pid],
@@ -483,11 +542,13 @@ def split_url(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-def first_request_ms(url: str) -> float:
-    """Milliseconds from before connecting until the whole answer of ``GET /`` is in."""
+def first_request_ms(url: str, tls: Tls | None = None) -> float:
+    """Milliseconds from before connecting until the whole answer of ``GET /`` is in (the
+    TLS handshake included, with ``tls``)."""
     host, port = split_url(url)
+    client = tls.client() if tls is not None else None  # made before the clock starts
     t0 = time.perf_counter()
-    status, body = http_get(host, port, "/", timeout_s=START_TIMEOUT_S)
+    status, body = http_get(host, port, "/", timeout_s=START_TIMEOUT_S, tls=client)
     took = (time.perf_counter() - t0) * 1e3
     if status != 200 or body != BODY:
         raise RuntimeError(f"first request to {url}: {status} {body[:200]!r}")
@@ -506,7 +567,7 @@ def own_ready_ms(work: Path) -> float:
         harness.stop(proc, signal.SIGTERM, timeout_s=10)
 
 
-def measure_cold(pools: Pools, work: Path, trials: int) -> list[dict[str, float]]:
+def measure_cold(pools: Pools, work: Path, trials: int, tls: Tls | None = None) -> list[dict[str, float]]:
     """``trials`` times: a fresh empty pool's first request, and the backend's own start.
 
     A Python start varies by ±15 ms from one spawn to the next on this VM, so each trial's
@@ -520,7 +581,7 @@ def measure_cold(pools: Pools, work: Path, trials: int) -> list[dict[str, float]
         try:
             if doc.get("instances"):
                 raise RuntimeError(f"pool {COLD_POOL} with min_instances 0 has instances: {doc}")
-            first = first_request_ms(doc["url"])
+            first = first_request_ms(doc["url"], tls)
             after = pools.get(COLD_POOL) or {}  # notes the instance's pid, for the clean-up
             if len(after.get("instances") or []) != 1:
                 raise RuntimeError(f"pool {COLD_POOL} after its first request: {after}")
@@ -536,9 +597,11 @@ def measure_cold(pools: Pools, work: Path, trials: int) -> list[dict[str, float]
     return out
 
 
-def measure_herder(tools: Tools, work: Path, seconds: int, cold_trials: int) -> dict[str, Any]:
+def measure_herder(
+    tools: Tools, work: Path, seconds: int, cold_trials: int, tls: Tls | None = None
+) -> dict[str, Any]:
     """The pool ``bench`` on its own address and by Host; then the cold starts."""
-    agent = Herder(work)
+    agent = Herder(work) if tls is None else Herder(work, tls.agent_toml(), tls.client())
     pools = Pools(agent)
     try:
         agent.start()
@@ -546,8 +609,8 @@ def measure_herder(tools: Tools, work: Path, seconds: int, cold_trials: int) -> 
         instance = pools.wait_ready(POOL)
         pid = int(instance["pid"])
         url = doc["url"].rstrip("/") + "/"
-        check_answer(*split_url(url))
-        status, body = http_get_host("127.0.0.1", agent.port, HOST_HEADER)
+        check_answer(*split_url(url), tls=tls)
+        status, body = http_get_host("127.0.0.1", agent.port, HOST_HEADER, tls)
         if status != 200 or body != BODY:
             raise RuntimeError(f"GET / with Host: {HOST_HEADER} on the agent: {status} {body[:200]!r}")
 
@@ -562,7 +625,7 @@ def measure_herder(tools: Tools, work: Path, seconds: int, cold_trials: int) -> 
                 tools,
                 work,
                 "herder-host",
-                f"http://127.0.0.1:{agent.port}/",
+                f"{scheme(tls)}://127.0.0.1:{agent.port}/",
                 seconds,
                 headers=[f"Host: {HOST_HEADER}"],
                 proxy_pids=router_pids(),
@@ -575,18 +638,22 @@ def measure_herder(tools: Tools, work: Path, seconds: int, cold_trials: int) -> 
             harness.progress(
                 f"router: pool {POOL}'s instances changed during the runs: {pid} -> {pids_after}"
             )
-        cold = measure_cold(pools, work, cold_trials)
+        cold = measure_cold(pools, work, cold_trials, tls)
         return {"wrk": results, "cold": cold}
     finally:
         agent.stop()
         pools.cleanup()
 
 
-def http_get_host(host: str, port: int, host_header: str) -> tuple[int, bytes]:
+def http_get_host(host: str, port: int, host_header: str, tls: Tls | None = None) -> tuple[int, bytes]:
     """One ``GET /`` with the given ``Host`` header, on a fresh connection."""
     import http.client
 
-    conn = http.client.HTTPConnection(host, port, timeout=START_TIMEOUT_S)
+    conn = (
+        http.client.HTTPConnection(host, port, timeout=START_TIMEOUT_S)
+        if tls is None
+        else http.client.HTTPSConnection(host, port, timeout=START_TIMEOUT_S, context=tls.client())
+    )
     try:
         conn.request("GET", "/", headers={"Host": host_header})
         resp = conn.getresponse()
@@ -602,20 +669,22 @@ def http_get_host(host: str, port: int, host_header: str) -> tuple[int, bytes]:
 class Measured:
     wrk: dict[str, WrkResult]
     cold: list[dict[str, float]]
+    tls: bool = False
 
 
-def measure(quick: bool = False, with_herder: bool = True) -> Measured:
+def measure(quick: bool = False, with_herder: bool = True, tls: bool = False) -> Measured:
     tools = find_tools()
     seconds = WRK_SECONDS_QUICK if quick else WRK_SECONDS
     with tempfile.TemporaryDirectory(prefix="herder-bench-router-") as tmp:
         work = Path(tmp)
-        results = measure_peers(tools, work, seconds)
+        certs = make_tls(work) if tls else None
+        results = measure_peers(tools, work, seconds, certs)
         cold: list[dict[str, float]] = []
         if with_herder:
-            herder = measure_herder(tools, work, seconds, COLD_TRIALS_QUICK if quick else COLD_TRIALS)
+            herder = measure_herder(tools, work, seconds, COLD_TRIALS_QUICK if quick else COLD_TRIALS, certs)
             results.update(herder["wrk"])
             cold = herder["cold"]
-    return Measured(results, cold)
+    return Measured(results, cold, tls)
 
 
 def peer_note(res: dict[str, WrkResult]) -> str:
@@ -628,19 +697,20 @@ def peer_note(res: dict[str, WrkResult]) -> str:
     return "; ".join(parts)
 
 
-def wrk_figures(res: dict[str, WrkResult], target: str) -> list[Figure]:
+def wrk_figures(res: dict[str, WrkResult], target: str, tls: bool = False) -> list[Figure]:
     """Requests/s, p99 and p50 of one way through herder's router against nginx (1 worker)."""
     h = res.get(target)
     n = res["nginx-1"]
     how = "pool's own address" if target == "herder-listen" else f"agent's port by Host ({HOST_HEADER})"
-    label = f"HTTP through the router, {how}"
+    label = f"{'HTTPS' if tls else 'HTTP'} through the router, {how}"
+    nginx_1 = "nginx with TLS, 1 worker" if tls else "nginx, 1 worker"
     share = h.rate / n.rate if h else None
     p99 = h.p99_ms / n.p99_ms if h else None
     clean = h is not None and not h.problems()  # a router that answers errors meets no goal
     note = ""
     if h:
         note = (
-            f"{share:.0%} of nginx (1 worker), {h.rate / res['direct'].rate:.0%} of the backend direct; "
+            f"{share:.0%} of {nginx_1}, {h.rate / res['direct'].rate:.0%} of the backend direct; "
             f"CPU µs/request: router {h.proxy_us_per_request:.1f} (nginx {n.proxy_us_per_request:.1f}), "
             f"backend {h.backend_us_per_request:.1f}"
         )
@@ -654,8 +724,8 @@ def wrk_figures(res: dict[str, WrkResult], target: str) -> list[Figure]:
             higher_is_better=True,
             herder=h.rate if h else None,
             reference=n.rate,
-            reference_label="nginx, 1 worker",
-            goal=f"≥ {THROUGHPUT_GOAL:.0%} of nginx, 1 worker" + (f" ({share:.0%})" if share else ""),
+            reference_label=nginx_1,
+            goal=f"≥ {THROUGHPUT_GOAL:.0%} of {nginx_1}" + (f" ({share:.0%})" if share else ""),
             met=None if share is None else share >= THROUGHPUT_GOAL and clean,
             note=note,
             **common,
@@ -666,8 +736,8 @@ def wrk_figures(res: dict[str, WrkResult], target: str) -> list[Figure]:
             higher_is_better=False,
             herder=h.p99_ms if h else None,
             reference=n.p99_ms,
-            reference_label="nginx, 1 worker",
-            goal=f"≤ {P99_GOAL:g}x nginx, 1 worker" + (f" ({p99:.2f}x)" if p99 else ""),
+            reference_label=nginx_1,
+            goal=f"≤ {P99_GOAL:g}x {nginx_1}" + (f" ({p99:.2f}x)" if p99 else ""),
             met=None if p99 is None else p99 <= P99_GOAL and clean,
             **common,
         ),
@@ -677,7 +747,7 @@ def wrk_figures(res: dict[str, WrkResult], target: str) -> list[Figure]:
             higher_is_better=False,
             herder=h.p50_ms if h else None,
             reference=n.p50_ms,
-            reference_label="nginx, 1 worker",
+            reference_label=nginx_1,
             **common,
         ),
     ]
@@ -685,17 +755,18 @@ def wrk_figures(res: dict[str, WrkResult], target: str) -> list[Figure]:
 
 def figures(m: Measured) -> list[Figure]:
     res = m.wrk
-    out = wrk_figures(res, "herder-listen") + wrk_figures(res, "herder-host")
+    out = wrk_figures(res, "herder-listen", m.tls) + wrk_figures(res, "herder-host", m.tls)
     h = res.get("herder-listen")
     common: dict[str, Any] = {"bench": "7", "supervisord": None, "circus": None}
     for target, label, beside in (
         ("nginx-auto", f"nginx, worker_processes auto ({os.cpu_count()})", "nginx with all workers"),
-        ("direct", "the backend alone, no proxy", "the backend alone"),
+        ("direct", "the backend alone, no proxy (plain HTTP)", "the backend alone"),
     ):
         r = res[target]
         out.append(
             Figure(
-                label=f"HTTP through the router, pool's own address: requests/s, beside {beside}",
+                label=f"{'HTTPS' if m.tls else 'HTTP'} through the router, pool's own address: "
+                f"requests/s, beside {beside}",
                 unit="requests/s",
                 higher_is_better=True,
                 herder=h.rate if h else None,
@@ -784,17 +855,23 @@ def main() -> int:
     parser.add_argument(
         "--no-herder", action="store_true", help="measure only the backend direct and nginx (no herder agent)"
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="HTTPS to nginx and to herder's router (certificates by herder certs init); "
+        "the backend stays HTTP",
+    )
     args = parser.parse_args()
     t0 = time.monotonic()
     source = harness.source_state()
     try:
-        m = measure(args.quick, with_herder=not args.no_herder)
+        m = measure(args.quick, with_herder=not args.no_herder, tls=args.tls)
     except MissingTool as exc:
         print(f"bench_router: {exc}", file=sys.stderr)
         return 2
     detail = {k: {**asdict(v), "proxy_us_per_request": v.proxy_us_per_request} for k, v in m.wrk.items()}
     harness.print_report(
-        "herder router benchmark",
+        "herder router benchmark" + (" over TLS" if args.tls else ""),
         args,
         t0,
         source,

@@ -25,6 +25,7 @@ import re
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import xmlrpc.client
@@ -66,9 +67,16 @@ class Daemon(Protocol):
     def rss_parts(self) -> dict[str, int]: ...
 
 
-def http_get(host: str, port: int, path: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
-    """One GET on a fresh connection: the readiness probe (no keep-alive to hide anything)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+def http_get(
+    host: str, port: int, path: str, timeout_s: float = 10.0, *, tls: ssl.SSLContext | None = None
+) -> tuple[int, bytes]:
+    """One GET on a fresh connection: the readiness probe (no keep-alive to hide anything);
+    over HTTPS, checked with ``tls``, when given."""
+    conn = (
+        http.client.HTTPConnection(host, port, timeout=timeout_s)
+        if tls is None
+        else http.client.HTTPSConnection(host, port, timeout=timeout_s, context=tls)
+    )
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
@@ -84,10 +92,15 @@ class Herder:
     """``herder agent`` on an ephemeral port with a temporary data dir."""
 
     name = "herder"
-    _LISTENING = re.compile(r"herder agent listening on (http://127\.0\.0\.1:(\d+))")
+    _LISTENING = re.compile(r"herder agent listening on (https?://127\.0\.0\.1:(\d+))")
 
-    def __init__(self, workdir: Path, config_toml: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, config_toml: str | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
+        """``tls``: the client context that trusts the agent's certificate, for an agent whose
+        ``config_toml`` has a ``[tls]`` table (it serves HTTPS)."""
         self.workdir = workdir
+        self.tls = tls
         self.data_dir = workdir / "herder-data"
         self.log_path = workdir / "herder-agent.log"
         self.config_toml = config_toml
@@ -119,7 +132,7 @@ class Herder:
             deadline.check()
             time.sleep(0.001)
         self.url, self.port = match.group(1), int(match.group(2))
-        status, _ = http_get("127.0.0.1", self.port, "/")
+        status, _ = http_get("127.0.0.1", self.port, "/", tls=self.tls)
         if status != 200:
             raise RuntimeError(f"herder agent answered {status} to GET /")
         return time.perf_counter() - t0
@@ -130,7 +143,7 @@ class Herder:
         if self._client is None:
             import httpx
 
-            self._client = httpx.Client(base_url=self.url, timeout=60.0)
+            self._client = httpx.Client(base_url=self.url, timeout=60.0, verify=self.tls or True)
         return self._client
 
     @staticmethod
