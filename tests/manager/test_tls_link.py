@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -29,7 +30,7 @@ from herder.manager.errors import ManagerError
 from herder.manager.server import Manager
 from herder.tls import certificate_fingerprint
 from tests.conftest import AgentFactory
-from tests.helpers import poll
+from tests.helpers import poll, run_herder
 from tests.manager.keyed import issue as issue_key
 from tests.test_tls import curl
 
@@ -222,6 +223,17 @@ async def test_mutual_tls_admits_only_agents_with_a_certificate_of_the_clients_c
         # Any client without a certificate is refused in the handshake (curl too).
         with pytest.raises(httpx.HTTPError):
             await workers(manager, ca)
+        # The herder command presents one named by HERDER_TLS_CLIENT_CERT/_KEY.
+        env = {**os.environ, "SSL_CERT_FILE": str(ca)}
+        code, _, err = await run_herder("--manager", manager.url, "workers", "ls", env=env)
+        assert code == 1, err
+        env |= {
+            "HERDER_TLS_CLIENT_CERT": str(fleet / "agent1.crt"),
+            "HERDER_TLS_CLIENT_KEY": str(fleet / "agent1.key"),
+        }
+        code, out, err = await run_herder("--manager", manager.url, "workers", "ls", env=env)
+        assert code == 0, err
+        assert "tls-agent" in out
 
 
 async def test_tls_settings_that_cannot_work_are_refused_before_anything_starts(

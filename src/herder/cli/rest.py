@@ -5,7 +5,8 @@ loopback, and importing httpx and building its client (an SSL context included, 
 for ``http://``) took about 160 ms of a 400 ms ``herder ps``. Here a command keeps one
 keep-alive connection per ``scheme://host:port`` for its whole life, and builds an SSL
 context only when a URL is ``https://`` (verified with the system's CAs; ``SSL_CERT_FILE``
-and ``SSL_CERT_DIR`` are honoured by the standard library).
+and ``SSL_CERT_DIR`` are honoured by the standard library; ``HERDER_TLS_CLIENT_CERT`` and
+``HERDER_TLS_CLIENT_KEY`` name a client certificate, for a daemon that asks for one).
 
 Every failure is one line on stderr and exit status 1 (``SystemExit``, so that this
 module needs no typer): ``herder: 404: no process with slug 'x' (field: slug)`` for an
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 # Names for the type checker only: importing typing and pathlib took ~12 ms of a quick command.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ssl
     from pathlib import Path
     from typing import Any
 
@@ -51,16 +53,33 @@ def headers_for(token_file: Path | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def tls_context() -> ssl.SSLContext:
+    """The context of the command's ``https://`` and ``wss://`` connections: the system's CAs
+    (or ``SSL_CERT_FILE``'s), and the client certificate ``HERDER_TLS_CLIENT_CERT`` names
+    (its key in it, or in ``HERDER_TLS_CLIENT_KEY``), for a manager run with ``--tls-client-ca``.
+
+    Raises:
+        SystemExit: 1, after one line on stderr, when the certificate cannot be used.
+    """
+    import os
+    import ssl
+
+    ctx = ssl.create_default_context()
+    cert = os.environ.get("HERDER_TLS_CLIENT_CERT")
+    if cert:
+        try:
+            ctx.load_cert_chain(cert, os.environ.get("HERDER_TLS_CLIENT_KEY") or None)
+        except (OSError, ssl.SSLError) as exc:
+            fail(f"cannot use the client certificate {cert} (HERDER_TLS_CLIENT_CERT): {exc}")
+    return ctx
+
+
 def _connection(scheme: str, host: str, port: int) -> http.client.HTTPConnection:
     key = (scheme, host, port)
     conn = _connections.get(key)
     if conn is None:
         if scheme == "https":
-            import ssl
-
-            conn = http.client.HTTPSConnection(
-                host, port, timeout=TIMEOUT_S, context=ssl.create_default_context()
-            )
+            conn = http.client.HTTPSConnection(host, port, timeout=TIMEOUT_S, context=tls_context())
         else:
             conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
         _connections[key] = conn
@@ -134,4 +153,4 @@ def request(method: str, url: str, token_file: Path | None, body: Any = None, *,
         fail(f"{url} answered {status} with no JSON document: is it a herder daemon?")
 
 
-__all__ = ["TIMEOUT_S", "error_message", "fail", "headers_for", "request"]
+__all__ = ["TIMEOUT_S", "error_message", "fail", "headers_for", "request", "tls_context"]

@@ -23,7 +23,7 @@ import struct
 import time
 from urllib.parse import urlsplit
 
-from herder.cli.rest import error_message, fail
+from herder.cli.rest import error_message, fail, tls_context
 
 OPEN_TIMEOUT_S = 10.0
 MAX_HEAD_BYTES = 64 * 1024
@@ -57,9 +57,7 @@ class WsReader:
         try:
             sock = socket.create_connection((host, port), timeout=OPEN_TIMEOUT_S)
             if secure:
-                import ssl
-
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+                sock = tls_context().wrap_socket(sock, server_hostname=host)
         except OSError as exc:
             fail(f"cannot attach to {url}: {exc}")
         self.sock = sock
