@@ -83,7 +83,7 @@ class Plan:
 
 
 PLAN = (
-    Plan(kills=12, hold_s=8.0, work_s=1.5, task_every_s=0.05, service_every_s=0.1, rounds=3)
+    Plan(kills=12, hold_s=8.0, work_s=1.5, task_every_s=0.25, service_every_s=0.1, rounds=3)
     if LONG
     else Plan(kills=2, hold_s=1.0, work_s=1.0, task_every_s=0.15, service_every_s=0.3, rounds=1)
 )

@@ -290,3 +290,38 @@ async def test_work_an_agent_no_longer_runs_goes_back_to_the_queue(make_manager:
             attempt = (await client.get(f"/tasks/{task['id']}")).json()["work_items"][0]["attempt"]
             await asyncio.sleep(0.05)
         assert attempt >= 2
+
+
+async def test_a_link_silent_for_two_heartbeat_intervals_gets_no_work_until_it_beats(
+    make_manager: ManagerFactory,
+) -> None:
+    """An agent cut off from this manager may be linked to another one of the database
+    (which keeps it online), its old link open and silent here: work pushed into it was
+    lost until its lease ran out, then pushed into it again (#17, the chaos suite). A
+    link silent for two intervals (3 s at least) gets no work; heard again, it does."""
+    from herder.rpc.client import connect
+
+    interval = 0.2
+    assigned: list[Any] = []
+    async with (
+        # Online for 10 s without a beat: only the link's silence can keep work from it.
+        make_manager(heartbeat_interval_s=interval, missed_heartbeats=50) as manager,
+        httpx.AsyncClient(base_url=manager.url, timeout=30) as client,
+        connect("ws" + manager.url[4:] + "/rpc", handlers={"assign": assigned.append}) as peer,
+    ):
+        worker_id = (await peer.call("register", {"hostname": "silent", "slots": 1}))["worker_id"]
+        silent_until = time.monotonic() + max(2 * interval, 3.0) + 0.2
+        while time.monotonic() < silent_until:  # time passing is what is tested
+            await asyncio.sleep(0.05)
+        task = (await client.post("/tasks", json={"type": "command", "settings": {"argv": ["true"]}})).json()
+        await wait_task(client, task["id"], "queued")
+        assert manager.runtime is not None
+        await manager.runtime.dispatcher.dispatch()  # a tick of the dispatcher: nothing for it
+        assert (await client.get(f"/tasks/{task['id']}")).json()["status"] == "queued"
+        assert assigned == []
+        deadline = time.monotonic() + 10
+        while not assigned:  # it beats again, as an agent does: work comes
+            assert time.monotonic() < deadline, "no work for a link heard again"
+            await peer.call("heartbeat", worker_id, {}, [])
+            await asyncio.sleep(interval)
+        assert assigned[0]["task_id"] == task["id"]

@@ -25,6 +25,8 @@ served on the same ``/rpc``: the runtime adds both to one ``rpc.Service``.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -102,9 +104,19 @@ class LinkTerms:
 
 
 class LinkedWorkers:
-    """The links of the workers connected to this manager, by worker id."""
+    """The links of the workers connected to this manager, by worker id.
 
-    def __init__(self) -> None:
+    ``silent_after_s`` (the manager's: two heartbeat intervals, 3 s at least): a link that
+    brought no heartbeat for this long is given no more work (``live_ids``) until it does.
+    Its agent may have moved to another manager of the same database while this link
+    stays open, silent (cut off, its close never arriving): work pushed into it was lost
+    until its lease ran out, and pushed into it again each time the item came back (the
+    chaos suite's item bounced so for a minute).
+    """
+
+    def __init__(self, silent_after_s: float = math.inf) -> None:
+        self.silent_after_s = silent_after_s
+        self._heard: dict[int, float] = {}  # worker id -> when its link last brought a beat
         self._peers: dict[int, Peer] = {}
         # Who linked each worker: its name, and the agent's URL it gave (None: a pull
         # worker or an older agent), to tell an agent's relink from another agent.
@@ -112,6 +124,15 @@ class LinkedWorkers:
 
     def ids(self) -> list[int]:
         return list(self._peers)
+
+    def live_ids(self) -> list[int]:
+        """The linked workers whose link was heard from lately: those to give work to."""
+        since = time.monotonic() - self.silent_after_s
+        return [w for w in self._peers if self._heard.get(w, math.inf) >= since]
+
+    def heard(self, worker_id: int) -> None:
+        """The worker's link brought a heartbeat."""
+        self._heard[worker_id] = time.monotonic()
 
     def get(self, worker_id: int) -> Peer | None:
         return self._peers.get(worker_id)
@@ -153,12 +174,14 @@ class LinkedWorkers:
         if previous is not None and previous is not peer:
             await previous.close("the worker linked again on another connection")
         self._peers[worker_id] = peer
+        self._heard[worker_id] = time.monotonic()
         self._linked_as[worker_id] = (hostname, agent_url)
         peer.on_close.append(lambda p: self._unlinked(worker_id, p))
 
     def _unlinked(self, worker_id: int, peer: Peer) -> None:
         if self._peers.get(worker_id) is peer:
             del self._peers[worker_id]
+            self._heard.pop(worker_id, None)
             self._linked_as.pop(worker_id, None)
             log.info("worker %d unlinked (%s)", worker_id, peer.close_reason or "closed")
 
@@ -254,6 +277,7 @@ class AgentsService:
             fleet.Refused: ``wrong_worker`` (``LinkedWorkers.own``).
         """
         self.linked.own(call.worker_id, peer)
+        self.linked.heard(call.worker_id)
         figures = call.figures.model_dump(exclude_unset=True)
         stop = await self._reports.heartbeat(Beat(call.worker_id, figures, tuple(call.running)))
         if self._revocations is None:

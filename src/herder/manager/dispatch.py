@@ -41,8 +41,8 @@ class Claims(Protocol):
 class Peers(Protocol):
     """The links of the workers connected to this manager (``agents.LinkedWorkers``)."""
 
-    def ids(self) -> list[int]:
-        """The ids of the workers linked now."""
+    def live_ids(self) -> list[int]:
+        """The ids of the workers linked now whose link was heard from lately."""
         ...
 
     def get(self, worker_id: int) -> Peer | None:
@@ -91,7 +91,7 @@ class Dispatcher:
 
     async def dispatch(self) -> None:
         """Claim work for every free slot of the linked workers at once, and push it."""
-        while worker_ids := self._peers.ids():
+        while worker_ids := self._peers.live_ids():
             claimed = await self._claims.claim(worker_ids)
             if not claimed:
                 return

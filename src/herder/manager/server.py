@@ -122,7 +122,7 @@ class ManagerRuntime:
         self.started = asyncio.Event()
         self.targets = Targets(config)  # what the proxy reaches (and registrations may name)
         self.output = Output(self, self)
-        self.linked = LinkedWorkers()
+        self.linked = LinkedWorkers(silent_after_s=max(2 * config.heartbeat_interval_s, 3.0))
         self.dispatcher = Dispatcher(self.writes, self.linked, self.output)
         terms = LinkTerms(config.heartbeat_interval_s, config.lease_s, config.lease_margin)
         self.agents = AgentsService(
@@ -161,7 +161,7 @@ class ManagerRuntime:
         for method in (*self.agents.methods(), *self.services.methods()):
             self.rpc.registry.add(method)
         # Rounds of writes that free or add work claim for the linked workers themselves.
-        self.writes.dispatch_to = self.linked.ids
+        self.writes.dispatch_to = self.linked.live_ids
         self.writes.on_claimed = self.dispatcher.push
         self.events = Events(self)  # WS /events: the dashboard's feed, told of beats and rounds
         self.writes.on_beat = self.events.beat
