@@ -67,6 +67,9 @@ class Daemon:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.proc.poll() is None:
             if banner in self.stderr_path.read_text(errors="replace").split("\n#start\n")[-1]:
+                # ``ip netns exec`` execs the daemon: the pid the test signals is its own.
+                with open(f"/proc/{self.proc.pid}/cmdline", "rb") as cmdline:
+                    assert b"herder" in cmdline.read().split(b"\0")[1], "not the daemon's own pid"
                 return
             time.sleep(POLL_S)
         text = self.stderr_path.read_text(errors="replace")[-3000:]

@@ -144,8 +144,8 @@ async def kill_loop(run: Run, times: int) -> None:
         fleet = run.fleet
         m = max(fleet.managers, key=lambda node: (len(fleet.linked_to(node)), -i))  # the busiest
         linked = fleet.linked_to(m)
+        since = run.hit(linked, "kill", KILL_BOUND_S)  # before: its agents may relink in milliseconds
         m.daemon.kill()
-        since = run.hit(linked, "kill", KILL_BOUND_S)
         began = time.monotonic()
         await asyncio.to_thread(m.start)
         run.figure("kill: manager back (s)", time.monotonic() - began)
@@ -155,9 +155,9 @@ async def kill_loop(run: Run, times: int) -> None:
 async def stall(run: Run, m: ManagerNode) -> None:
     """SIGSTOP ``m`` until its agents moved (and ``hold_s`` more), then SIGCONT."""
     linked = run.fleet.linked_to(m)
+    since = run.hit(linked, "stall", STALL_BOUND_S)
     m.daemon.signal(signal.SIGSTOP)
     try:
-        since = run.hit(linked, "stall", STALL_BOUND_S)
         await run.relinked(linked, since, STALL_BOUND_S, "stall")
         await hold(run)
     finally:
@@ -170,9 +170,9 @@ async def cut_agent(run: Run, agent: AgentNode) -> None:
     url = agent.manager()
     assert url is not None
     m = run.fleet.manager_of(url)
+    since = run.hit([agent], "agent cut", STALL_BOUND_S)
     run.fleet.net.cut(agent.host, m.name)
     try:
-        since = run.hit([agent], "agent cut", STALL_BOUND_S)
         await run.relinked([agent], since, STALL_BOUND_S, "agent cut")
         await hold(run)
     finally:
@@ -182,9 +182,9 @@ async def cut_agent(run: Run, agent: AgentNode) -> None:
 async def cut_database(run: Run, m: ManagerNode) -> None:
     """Silence every connection of ``m`` to PostgreSQL until its agents moved, and a while."""
     linked = run.fleet.linked_to(m)
+    since = run.hit(linked, "database cut", STALL_BOUND_S)
     m.pg.cut()
     try:
-        since = run.hit(linked, "database cut", STALL_BOUND_S)
         await run.relinked(linked, since, STALL_BOUND_S, "database cut")
         await hold(run)
     finally:
