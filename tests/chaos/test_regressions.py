@@ -18,7 +18,7 @@ import pytest
 
 from tests.chaos.attempt import __file__ as ATTEMPT
 from tests.chaos.conftest import server_address, url_of
-from tests.chaos.fleet import Daemon, until
+from tests.chaos.fleet import START_S, Daemon, until
 from tests.chaos.proxy import Relay
 from tests.helpers import HERDER, AgentProcess
 
@@ -68,7 +68,7 @@ async def test_work_pushed_on_a_link_the_agent_gave_up_is_not_started(
         via_cable = f"http://127.0.0.1:{cable.address[1]}"
         # B is not up yet: whichever URL the agent tries first, it links through the cable.
         agent = AgentProcess(tmp_path / "agent", "--manager", f"{via_cable},http://127.0.0.1:{b_port}")
-        agent.start()
+        agent.start(timeout_s=START_S)
         await until(lambda: f"linked to the manager {via_cable}" in agent.stderr(), 30, "linked to A")
         b.start("herder manager listening on")
         links = agent.stderr().count("linked to the manager")
@@ -111,7 +111,7 @@ async def test_an_idle_agent_leaves_a_manager_cut_off_from_its_database(
         a.start("herder manager listening on")
         a_url, b_url = f"http://127.0.0.1:{a_port}", f"http://127.0.0.1:{b_port}"
         agent = AgentProcess(tmp_path / "agent", "--manager", f"{a_url},{b_url}")  # B not up yet: A
-        agent.start()
+        agent.start(timeout_s=START_S)
         await until(lambda: f"linked to the manager {a_url}" in agent.stderr(), 30, "linked to A")
         b.start("herder manager listening on")
         cable.cut()
