@@ -238,10 +238,11 @@ async def test_a_worker_that_comes_back_is_told_to_stop_what_it_no_longer_owns(
 ) -> None:
     from herder.rpc.client import connect
 
+    pushed: list[Any] = []
     async with (
         make_manager(heartbeat_interval_s=0.1, missed_heartbeats=2) as manager,
         httpx.AsyncClient(base_url=manager.url, timeout=30) as client,
-        connect("ws" + manager.url[4:] + "/rpc", handlers={"assign": lambda item: None}) as peer,
+        connect("ws" + manager.url[4:] + "/rpc", handlers={"assign": pushed.append}) as peer,
     ):
         registered = await peer.call("register", {"hostname": "flaky", "slots": 1})
         worker_id = registered["worker_id"]
@@ -252,8 +253,11 @@ async def test_a_worker_that_comes_back_is_told_to_stop_what_it_no_longer_owns(
         item: dict[str, Any] = {}
         while time.monotonic() < deadline:
             item = (await client.get(f"/tasks/{task['id']}")).json()["work_items"][0]
-            if item["status"] == "assigned":
+            if item["status"] == "assigned" or pushed:
                 break
+            # Online until the item is pushed (two intervals of silence make it offline,
+            # which a loaded machine can take before the dispatcher's first tick).
+            await peer.call("heartbeat", worker_id, {}, [])
             await asyncio.sleep(0.02)
         assert await client.patch(f"/workers/{worker_id}", json={"status": "disabled"})
         while time.monotonic() < deadline:
