@@ -23,7 +23,7 @@ from herder.manager.store.tables import Task
 from tests.helpers import poll
 from tests.manager.conftest import ManagerProcess
 
-KILLS = 5
+KILLS = 3  # each a manager started again: the suite has 10 minutes in all
 
 
 async def more_runs(url: str, schedule_id: int) -> None:
