@@ -47,7 +47,7 @@ test: $(STAMP) $(CHROMIUM_STAMP) lint ## lint, type-check, check generated files
 CHAOS_POSTGRES_URL ?= $(or $(HERDER_TEST_POSTGRES_URL),postgresql://postgres@127.0.0.1:5432/test)
 
 chaos: $(STAMP) ## the chaos suite's long form (root): kills, stalls and partitions of three managers
-	HERDER_CHAOS=long HERDER_TEST_POSTGRES_URL=$(CHAOS_POSTGRES_URL) $(BIN)/pytest -s -m chaos tests/chaos
+	HERDER_CHAOS=long HERDER_TEST_POSTGRES_URL=$(CHAOS_POSTGRES_URL) $(BIN)/pytest -s -m chaos -o faulthandler_timeout=1500 tests/chaos
 
 # herder.js (clients/js): its node tests and tsc check; `make test` runs them too
 # (tests/test_js_client.py, which runs `npm ci` only when node_modules is out of date).

@@ -34,7 +34,7 @@ import httpx
 from herder.rpc.client import connect
 from tests.chaos.netns import Network
 from tests.chaos.proxy import Relay, Route
-from tests.helpers import HERDER
+from tests.helpers import HERDER, poll
 
 MANAGER_PORT = 8020
 ATTEMPT = str(Path(__file__).with_name("attempt.py"))
@@ -286,17 +286,11 @@ class Fleet:
 
 
 async def until(check: Any, timeout_s: float, what: str) -> None:
-    """Wait until ``check()`` (sync or async) is true, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout_s} s: {what}")
-        await asyncio.sleep(POLL_S)
+    """``poll`` that names what was not reached (a chaos run waits on many things)."""
+    try:
+        await poll(check, timeout_s)
+    except AssertionError:
+        raise AssertionError(f"not reached within {timeout_s} s: {what}") from None
 
 
 @dataclass
@@ -311,6 +305,7 @@ class Load:
     submitted: int = 0
     acked_tasks: dict[int, str] = field(default_factory=dict)  # task id -> its key
     acked_services: dict[str, float] = field(default_factory=dict)  # key -> when acknowledged
+    acked_via: dict[str, str] = field(default_factory=dict)  # key -> the manager that did
     refused: list[str] = field(default_factory=list)  # answers other than 202 (not timeouts)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -371,6 +366,7 @@ class Load:
         except Exception:  # no answer (or a refusal): not acknowledged
             return
         self.acked_services[key] = time.time()
+        self.acked_via[key] = m.name
 
 
 async def all_tasks(client: httpx.AsyncClient) -> list[dict[str, Any]]:

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tests.helpers import pid_alive
+
 T = TypeVar("T")
 
 PREFIX = "hrdc"
@@ -38,7 +40,7 @@ SUBNET = "10.213.77"  # a /24 that lives only inside the run's namespaces
 CLONE_NEWNET = 0x40000000
 IP_TIMEOUT_S = 10.0
 
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the C library this Python runs on (setns)
 
 
 def available() -> str | None:
@@ -94,16 +96,6 @@ def in_namespace(ns: str | None, fn: Callable[[], T], timeout_s: float = 10.0) -
     return results[0]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def namespace_pids(ns: str) -> list[int]:
     """The processes in namespace ``ns`` (``ip netns pids``)."""
     done = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=IP_TIMEOUT_S)
@@ -125,7 +117,7 @@ def sweep_stale() -> list[str]:
         return swept
     for entry in NETNS_DIR.iterdir():
         match = re.fullmatch(rf"{PREFIX}(\d+)-.+", entry.name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             _delete(entry.name)
             swept.append(entry.name)
     return swept

@@ -291,6 +291,11 @@ async def check(run: Run) -> None:
     wanted = set(load.acked_services)
     for m in fleet.managers:
         async with fleet.client(m) as client:
+            if not await _finds(client, wanted):  # say which, if it never does
+                missing = sorted(wanted - await service_keys(client))
+                run.figure(f"registrations missing on {m.name} at first", len(missing))
+                which = [(k, load.acked_via[k], load.acked_services[k]) for k in missing[:10]]
+                print(f"  {m.name} misses {which}")
             await until(
                 lambda c=client: _finds(c, wanted), REGISTRY_BOUND_S, f"{m.name} finds every registration"
             )
