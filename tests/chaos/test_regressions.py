@@ -133,13 +133,15 @@ async def test_a_transaction_left_idle_by_a_manager_cut_off_releases_its_locks(d
     kept its row locks for as long as the server saw the connection open, and the other
     managers waited on them: the chaos suite's three managers all stalled while one was
     cut off. The manager's engine has PostgreSQL end such a session (and free its locks)
-    after ``IDLE_IN_TRANSACTION_S``."""
+    after ``idle_in_transaction_s`` (two heartbeat intervals, 3 s at least: this suite's
+    1 s interval gives 3 s)."""
     import asyncpg
     from sqlalchemy import text
 
-    from herder.manager.store.db import IDLE_IN_TRANSACTION_S, create_engine
+    from herder.manager.store.db import create_engine, idle_in_transaction_s
 
-    engine = create_engine(url_of(database))
+    idle_s = idle_in_transaction_s(HEARTBEAT_S)
+    engine = create_engine(url_of(database), idle_in_transaction=idle_s)
     other = await asyncpg.connect(url_of(database))
     try:
         await other.execute(
@@ -149,11 +151,9 @@ async def test_a_transaction_left_idle_by_a_manager_cut_off_releases_its_locks(d
             await cut_off.begin()
             await cut_off.execute(text("UPDATE chaos_lock SET v = 1 WHERE id = 1"))  # the row is locked
             began = time.monotonic()  # ...and the session says nothing more, as a cut-off manager
-            await other.execute(
-                "UPDATE chaos_lock SET v = 2 WHERE id = 1", timeout=IDLE_IN_TRANSACTION_S + 10
-            )
+            await other.execute("UPDATE chaos_lock SET v = 2 WHERE id = 1", timeout=idle_s + 10)
             waited = time.monotonic() - began
-            assert waited < IDLE_IN_TRANSACTION_S + 2.0, f"the lock was held {waited:.1f} s"
+            assert waited < idle_s + 2.0, f"the lock was held {waited:.1f} s"
             with pytest.raises(Exception):  # noqa: B017, PT011 - the session was ended: any error of the driver's
                 await cut_off.execute(text("SELECT 1"))
         assert await other.fetchval("SELECT v FROM chaos_lock WHERE id = 1") == 2

@@ -375,7 +375,10 @@ class Manager(Daemon):
             self._guard = SqliteGuard(path)
             self._guard.acquire()
         try:
-            self.engine = database.create_engine(cfg.database_url())
+            self.engine = database.create_engine(
+                cfg.database_url(),
+                idle_in_transaction=database.idle_in_transaction_s(cfg.heartbeat_interval_s),
+            )
             await database.migrate(self.engine)
         except database.DatabaseError as exc:
             raise StartupError(str(exc)) from exc

@@ -27,9 +27,18 @@ MIGRATION_LOCK = int.from_bytes(b"herdmigr", "big", signed=True)
 # its row locks with it. Without it, a manager cut off mid-transaction (a partition, a
 # SIGSTOP: the server sees an open connection) kept its locks until the server noticed,
 # hours later if ever, and every other manager on the database waited on them (the chaos
-# suite: all three stalled while one was cut off). The manager's own transactions never
-# pause between statements for anything but the event loop: seconds are plenty.
-IDLE_IN_TRANSACTION_S = 3.0
+# suite: all three stalled while one was cut off). The manager's own transactions pause
+# between statements only for the event loop, but a loaded host stalls a loop for seconds
+# (3.4 s seen in a test run at load 13, whose requests then failed): the bound is two
+# heartbeat intervals, as long as an agent waits before it leaves a silent manager, and
+# never under IDLE_IN_TRANSACTION_MIN_S (10 s with the default 5 s interval).
+IDLE_IN_TRANSACTION_MIN_S = 3.0
+
+
+def idle_in_transaction_s(heartbeat_interval_s: float) -> float:
+    """How long PostgreSQL lets a manager's transaction sit idle before it ends the session."""
+    return max(IDLE_IN_TRANSACTION_MIN_S, 2 * heartbeat_interval_s)
+
 
 T = TypeVar("T")
 
@@ -75,10 +84,12 @@ def create_private_file(path: Path) -> None:
     os.close(fd)
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, idle_in_transaction: float = IDLE_IN_TRANSACTION_MIN_S) -> AsyncEngine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys on.
 
     A SQLite file that does not exist yet is created 0600 first (``create_private_file``).
+    PostgreSQL ends a session left idle in a transaction for ``idle_in_transaction``
+    seconds (``idle_in_transaction_s``).
     """
     full = async_url(url)
     path = sqlite_path(url)
@@ -92,7 +103,7 @@ def create_engine(url: str) -> AsyncEngine:
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    settings = {"idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_S * 1000))}
+    settings = {"idle_in_transaction_session_timeout": str(int(idle_in_transaction * 1000))}
     return create_async_engine(
         full, pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args={"server_settings": settings}
     )
