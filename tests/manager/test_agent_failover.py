@@ -180,6 +180,19 @@ def managers(db_url: str, tmp_path: Path) -> Iterator[tuple[ManagerProcess, Mana
         b.kill()
 
 
+async def submit_logged_work(manager_url: str, attempts: Path, work_s: float) -> int:
+    """A task whose one attempt appends ``start PID`` and ``end PID`` to ``attempts``, once
+    it has started; its id."""
+    script = f'echo "start $$" >> {attempts}; sleep {work_s}; echo "end $$" >> {attempts}'
+    task = {"type": "command", "settings": {"argv": ["/bin/sh", "-c", script]}, "max_attempts": 1}
+    async with httpx.AsyncClient(base_url=manager_url, timeout=10) as client:
+        answer = await client.post("/tasks", json=task)
+        assert answer.status_code == 202, answer.text
+        task_id = int(answer.json()["id"])
+    await poll(lambda: attempts.exists() and "start" in attempts.read_text())
+    return task_id
+
+
 def linked_to(agent: AgentProcess) -> list[str]:
     """The managers the agent linked to, in order (its log)."""
     return re.findall(r"linked to the manager (\S+) as worker", agent.stderr())
@@ -198,13 +211,7 @@ async def test_the_agent_moves_to_the_other_manager_when_its_own_is_killed(
         first = linked_to(agent)[0]
         own, other = (a, b) if first == a.url else (b, a)
         assert first == own.url
-        script = f'echo "start $$" >> {attempts}; sleep {WORK_S}; echo "end $$" >> {attempts}'
-        task = {"type": "command", "settings": {"argv": ["/bin/sh", "-c", script]}, "max_attempts": 1}
-        async with httpx.AsyncClient(base_url=own.url, timeout=10) as client:
-            answer = await client.post("/tasks", json=task)
-            assert answer.status_code == 202, answer.text
-            task_id = answer.json()["id"]
-        await poll(lambda: attempts.exists() and "start" in attempts.read_text())
+        task_id = await submit_logged_work(own.url, attempts, WORK_S)
 
         own.kill()  # SIGKILL by pid: its link closes without a word
         killed = time.monotonic()
@@ -245,13 +252,7 @@ async def test_the_agent_moves_when_its_manager_stalls_without_closing_the_link(
         await poll(lambda: len(linked_to(agent)) == 1)
         own, other = (a, b) if linked_to(agent)[0] == a.url else (b, a)
         work_s = 12  # outlives the move (at most 10 s after the stop)
-        script = f'echo "start $$" >> {attempts}; sleep {work_s}; echo "end $$" >> {attempts}'
-        task = {"type": "command", "settings": {"argv": ["/bin/sh", "-c", script]}, "max_attempts": 1}
-        async with httpx.AsyncClient(base_url=own.url, timeout=10) as client:
-            answer = await client.post("/tasks", json=task)
-            assert answer.status_code == 202, answer.text
-            task_id = answer.json()["id"]
-        await poll(lambda: attempts.exists() and "start" in attempts.read_text())
+        task_id = await submit_logged_work(own.url, attempts, work_s)
 
         assert own.proc is not None
         own.proc.send_signal(signal.SIGSTOP)

@@ -28,6 +28,7 @@ import pytest
 from herder.agent.link.addresses import in_order
 from tests.helpers import HERDER, poll, wait_banner, wait_http
 from tests.manager.conftest import ManagerProcess
+from tests.manager.test_agent_failover import submit_logged_work
 
 NAME = "managers.herder.test"
 # A stalled manager is left two heartbeat intervals (5 s) after the last acknowledged
@@ -134,13 +135,7 @@ async def test_an_agent_on_one_name_moves_to_the_next_address_when_its_manager_s
         assert own is not None, "neither manager holds the link"
         other = b if own is a else a
         work_s = 14  # outlives the move
-        script = f'echo "start $$" >> {attempts}; sleep {work_s}; echo "end $$" >> {attempts}'
-        task = {"type": "command", "settings": {"argv": ["/bin/sh", "-c", script]}, "max_attempts": 1}
-        async with httpx.AsyncClient(base_url=other.url, timeout=10) as client:
-            answer = await client.post("/tasks", json=task)
-            assert answer.status_code == 202, answer.text
-            task_id = answer.json()["id"]
-        await poll(lambda: attempts.exists() and "start" in attempts.read_text())
+        task_id = await submit_logged_work(other.url, attempts, work_s)
 
         assert own.proc is not None
         own.proc.send_signal(signal.SIGSTOP)
