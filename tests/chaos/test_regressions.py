@@ -7,6 +7,7 @@ holds the bytes of a cut and delivers them at the heal, as TCP does after a part
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 import time
@@ -160,3 +161,46 @@ async def test_a_transaction_left_idle_by_a_manager_cut_off_releases_its_locks(d
     finally:
         await other.close()
         await engine.dispose()
+
+
+async def test_registrations_that_waited_for_the_database_stay_in_their_managers_index(
+    database: str, tmp_path: Path, relay: Relay
+) -> None:
+    """Registrations sent to a manager cut off from PostgreSQL wait, and are acknowledged
+    when it comes back, as its LISTEN connection's return reads every row again. A read
+    taken just before they committed removed them from the manager's own index, for good
+    (its own NOTIFYs are not read back): acknowledged, and not found through it."""
+    from herder.rpc.client import connect
+
+    cable = relay.route(None, ("127.0.0.1", 0), server_address())
+    port = free_port()
+    a = manager("a", port, url_of(database, f"127.0.0.1:{cable.address[1]}"), tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        a.start("herder manager listening on")
+        acked: list[str] = []
+
+        async def register(n: int) -> None:
+            key = f"/chaos/prod/svc/1.0.0/eu/h{n}/svc-{n}"
+            async with connect(url.replace("http://", "ws://") + "/rpc") as peer:
+                await peer.call("register_service", key, "http://192.0.2.10:8080/", {}, 3600)
+            acked.append(key)
+
+        for round_ in range(3):  # the race is in the heal's moment: a few heals
+            cable.cut()
+            cut_at = time.monotonic()
+            waiting = [asyncio.ensure_future(register(100 * round_ + n)) for n in range(40)]
+            # Past the LISTEN probe (2 s) and its timeout (2 s): lost, read again at the heal.
+            await until(lambda t=cut_at: time.monotonic() - t > 5.0, 10, "the probe gave up")
+            cable.heal()
+            await asyncio.wait_for(asyncio.gather(*waiting), 30)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+
+            async def finds_all() -> bool:
+                found = (await client.get("/services", params={"query": "/chaos", "limit": 1000})).json()
+                return set(acked) <= {s["key"] for s in found["services"]}
+
+            await until(finds_all, 5, "the manager finds every registration it acknowledged")
+    finally:
+        cable.heal()
+        a.kill()

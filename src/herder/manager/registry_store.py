@@ -276,9 +276,17 @@ class RegistryStore:
         """
         assert self._replica is not None
         me = self.manager_id
+        before = self._replica.local_ids()
         found, alive = await self._run(lambda conn: (rows.read(conn), rows.has_manager(conn, me)))
-        ids = self._replica.local_ids() | {reg.id for reg, _ in found}
-        self._replica.reconcile(ids, found, keep_held=not alive)
+        # What this manager itself changed while the rows were read (its writes that waited
+        # for the database, committed as it came back) is newer than the snapshot: taken
+        # for gone, its own registrations left its index for good (its NOTIFYs are not
+        # read back). The snapshot judges what was here before; those are read again.
+        changed_meanwhile = before ^ self._replica.local_ids()
+        self._replica.reconcile(before | {reg.id for reg, _ in found}, found, keep_held=not alive)
+        if changed_meanwhile:
+            self._pending.update(changed_meanwhile)
+            self._arrived.set()
         self._reloads += 1
 
     async def run(self) -> None:
