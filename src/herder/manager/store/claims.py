@@ -6,12 +6,10 @@ few Core statements whatever the number of slots: the free slots of every worker
 (``free_slots``), a page or more of candidates in the queue's order, and one
 compare-and-set ``UPDATE ... WHERE id IN (...) AND status = 'queued' RETURNING`` over all
 the chosen items; of two managers racing for one item exactly one update matches its
-row. On PostgreSQL the update takes only the chosen rows it can lock at once (``FOR
-UPDATE SKIP LOCKED``): a row another manager's uncommitted claim holds is passed over,
-not waited for, and the claim chooses again past it for the slots still free. The
-choice between the workers (tags that cover the item's, the task's blocklist, the most
-room left) is made here in Python, over the candidates' rows (``_choose``): it is what
-decides who runs what, and it is kept beside the statements it reads.
+row, and what the other took is simply not returned. The choice between the workers
+(tags that cover the item's, the task's blocklist, the most room left) is made here in
+Python, over the candidates' rows (``_choose``): it is what decides who runs what, and
+it is kept beside the statements it reads.
 
 Like every round's statement (``store.batch``), these take a connection inside a
 transaction, leave committing to it, and are synchronous.
@@ -79,9 +77,6 @@ _BLOCKED = select(Blocked.task_id, Blocked.worker_id).where(
 )
 
 MAX_CLAIM_PAGES = 8
-# Rounds of choosing again past the items another manager's claim held: each met a claim
-# that had not committed yet, so a few are plenty; what is left waits for the next round.
-MAX_CLAIM_TRIES = 4
 # A claim makes a queued task assigned; one already further along keeps its status (the
 # next derivation, at a report, sets it from its items).
 _ASSIGNED_FROM = (TaskStatus.QUEUED,)
@@ -129,27 +124,29 @@ def claim(
     from the next page of candidates); past ``MAX_CLAIM_PAGES`` such pages (a flood of
     distinct tag sets), only the queue's tag sets that fit are asked for: a flood of
     unrunnable work at the top of the queue blocks nothing. The claim is one
-    compare-and-set over all of them; what another manager took meanwhile is not
-    returned, and what another manager's open claim holds (PostgreSQL) is chosen past,
-    up to ``MAX_CLAIM_TRIES`` times. Returns the claimed items' rows
+    compare-and-set over all of them; what another manager took meanwhile is simply
+    not returned. Returns the claimed items' rows
     (``worker_id`` and ``attempt`` already the new ones), best first; at most ``most``.
     """
-    room = {w.worker_id: w.free for w in workers}
-    claimed: list[Row[Any]] = []
-    passed: set[int] = set()  # chosen, but held by another manager's claim
+    chosen = _choose(conn, workers, most, scan)
+    if not chosen:
+        return []
     now = time.time()
-    for _ in range(MAX_CLAIM_TRIES):
-        left = [FreeWorker(w.worker_id, room[w.worker_id], w.tags) for w in workers]
-        chosen = _choose(conn, left, None if most is None else most - len(claimed), scan, passed)
-        if not chosen:
-            break
-        taken = _take(conn, chosen, lease_s, now)
-        claimed += taken
-        if len(taken) == len(chosen):
-            break
-        for row in taken:
-            room[row.worker_id] -= 1
-        passed |= chosen.keys() - {row.id for row in taken}
+    claimed = (
+        conn.execute(
+            update(WorkItem)
+            .where(WorkItem.id.in_(list(chosen)), allows(ItemEvent.CLAIM))
+            .values(
+                status=target(ItemEvent.CLAIM),
+                worker_id=case(chosen, value=WorkItem.id),
+                attempt=WorkItem.attempt + 1,
+                lease_expires=now + lease_s,
+                started_at=None,
+                exit_code=None,
+            )
+            .returning(*ITEM_COLUMNS)
+        )
+    ).all()
     if claimed:
         # A queued task becomes assigned; one already further along keeps its status.
         latest = {row.task_id: row.worker_id for row in sorted(claimed, key=lambda r: r.id)}
@@ -159,51 +156,13 @@ def claim(
     return sorted(claimed, key=lambda row: (-row.priority, row.id))
 
 
-def _take(conn: Connection, chosen: dict[int, int], lease_s: float, now: float) -> list[Row[Any]]:
-    """The compare-and-set: the chosen items still queued become assigned to their workers.
-
-    On PostgreSQL only the rows it can lock at once: without ``SKIP LOCKED`` the update
-    of a second manager waited for the first's round to commit, then found the rows taken
-    (benchmark 14 in bench/README.md: 14-30% of the chosen items lost that way with 2 and 3
-    managers, the update 4-18 ms p50 against 1 ms alone). SQLite serialises writes: its
-    statement is the plain one.
-    """
-    ids = list(chosen)
-    if conn.dialect.name == "postgresql":
-        lockable = select(WorkItem.id).where(WorkItem.id.in_(ids), allows(ItemEvent.CLAIM))
-        which = WorkItem.id.in_(lockable.with_for_update(skip_locked=True))
-    else:
-        which = WorkItem.id.in_(ids)
-    taken = conn.execute(
-        update(WorkItem)
-        .where(which, allows(ItemEvent.CLAIM))
-        .values(
-            status=target(ItemEvent.CLAIM),
-            worker_id=case(chosen, value=WorkItem.id),
-            attempt=WorkItem.attempt + 1,
-            lease_expires=now + lease_s,
-            started_at=None,
-            exit_code=None,
-        )
-        .returning(*ITEM_COLUMNS)
-    )
-    return list(taken)
-
-
-def _choose(
-    conn: Connection,
-    workers: Sequence[FreeWorker],
-    most: int | None,
-    scan: int,
-    passed: AbstractSet[int] = frozenset(),
-) -> dict[int, int]:
-    """Which queued item goes to which worker (item id → worker id): ``claim``'s choice,
-    past the items ``passed`` (another manager's claim holds them)."""
+def _choose(conn: Connection, workers: Sequence[FreeWorker], most: int | None, scan: int) -> dict[int, int]:
+    """Which queued item goes to which worker (item id → worker id): ``claim``'s choice."""
     room = {w.worker_id: max(w.free, 0) for w in workers}
     total = sum(room.values()) if most is None else min(most, sum(room.values()))
     if total <= 0:
         return {}
-    n = max(total, min(scan, total * 8)) + len(passed)
+    n = max(total, min(scan, total * 8))
     chosen: dict[int, int] = {}
     unfit: set[str] = set()  # tag sets no worker here offers
     fitting: dict[str, list[FreeWorker]] = {}
@@ -216,7 +175,7 @@ def _choose(
         _load_blocked(conn, {task_id for _, _, task_id, listed in rows if listed}, blocked)
         passed_over = False
         for item_id, key, task_id, _listed in rows:
-            if item_id in chosen or item_id in passed:
+            if item_id in chosen:
                 continue
             if key not in fitting:
                 fitting[key] = _able(key, workers)
