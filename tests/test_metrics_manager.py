@@ -9,6 +9,7 @@ counts as claims; made-up RPC names share one series; without a token, 401.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -103,10 +104,11 @@ async def test_heartbeats_claims_and_rpc_calls(
 
 async def test_a_silent_worker_is_a_lost_lease(make_manager: ManagerFactory) -> None:
     """A worker linked over RPC takes work, then goes silent past its lease: requeued, counted."""
+    pushed: list[Any] = []
     async with (
         make_manager(heartbeat_interval_s=0.1, missed_heartbeats=2) as manager,
         httpx.AsyncClient(base_url=manager.url, timeout=30.0) as client,
-        connect(rpc_url(manager.url), handlers={"assign": lambda item: None}) as peer,
+        connect(rpc_url(manager.url), handlers={"assign": pushed.append}) as peer,
     ):
         worker_id = (await peer.call("register", {"hostname": "silent", "slots": 1}))["worker_id"]
         task_id = await submit(client, ["true"])
@@ -115,7 +117,14 @@ async def test_a_silent_worker_is_a_lost_lease(make_manager: ManagerFactory) -> 
             item = (await client.get(f"/tasks/{task_id}")).json()["work_items"][0]
             return bool(item["status"] == status and item["attempt"] == attempt)
 
-        await poll(lambda: item_is("assigned", 1))
+        # It beats until the item is pushed, then beats for it until it is seen assigned:
+        # two 0.1 s intervals of silence (a loaded machine's stall) would end either early.
+        async def beating_until_assigned() -> bool:
+            running = [[pushed[0]["id"], 1]] if pushed else []
+            await peer.call("heartbeat", worker_id, {}, running)
+            return bool(pushed) and await item_is("assigned", 1)
+
+        await poll(beating_until_assigned)
         samples = await scrape(client)
         assert value(samples, "herder_manager_claims_total") == 1
         assert value(samples, "herder_manager_leases_lost_total") == 0
