@@ -252,3 +252,32 @@ async def test_tls_settings_that_cannot_work_are_refused_before_anything_starts(
     both = {"url": "https://127.0.0.1:1", "ca": fleet / "ca.crt", "fingerprint": pin}
     with pytest.raises(ValidationError, match="not both"):
         make_agent(manager=both)
+
+
+async def test_keys_token_presents_the_client_certificate_to_a_manager_with_mutual_tls(
+    tmp_path: Path, tls_manager: ManagerFactory, pki: dict[str, Path]
+) -> None:
+    """``herder keys token`` buys its token with the certificate HERDER_TLS_CLIENT_CERT names,
+    as the other commands do; without one the manager's handshake refuses it."""
+    fleet = pki["fleet"]
+    init_keys(tmp_path / "manager")
+    mtls = {"cert": fleet / "server.crt", "key": fleet / "server.key", "client_ca": fleet / "ca.crt"}
+    async with tls_manager(tls=mtls) as manager:
+        key, _ = await issue_key(manager, "alice", "user")
+        key_file = tmp_path / "alice.key"
+        key_file.write_text(key)
+        env = {**os.environ, "SSL_CERT_FILE": str(fleet / "ca.crt")}
+        argv = ("keys", "token", "--key-file", str(key_file), "--manager", manager.url)
+        code, _, err = await run_herder(*argv, env=env)
+        assert code == 1, err  # no client certificate: refused in the handshake
+        env |= {
+            "HERDER_TLS_CLIENT_CERT": str(fleet / "agent1.crt"),
+            "HERDER_TLS_CLIENT_KEY": str(fleet / "agent1.key"),
+        }
+        code, out, err = await run_herder(*argv, env=env)
+        assert code == 0, err
+        token = out.strip()
+        ctx = _ctx(fleet / "ca.crt", cert=fleet / "agent1.crt", key=fleet / "agent1.key")
+        async with httpx.AsyncClient(base_url=manager.url, verify=ctx, timeout=30) as http:
+            answer = await http.get("/tasks", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text  # the token bought is good

@@ -59,6 +59,7 @@ def call(
     Examples: herder call ws://127.0.0.1:3636/rpc square 4
               herder call /alice/prod/math square 4 --manager http://127.0.0.1:8020
     """
+    from herder.cli.rest import tls_for
     from herder.rpc import HandshakeRefused, RpcError, connect_sync
 
     if not methods and method is None:
@@ -67,7 +68,7 @@ def call(
     if url.startswith("/"):
         url, token = _resolve(url, manager, manager_token_file, token)
     try:
-        with connect_sync(url, token=token) as client:
+        with connect_sync(url, token=token, tls=tls_for(url)) as client:
             if methods:
                 for entry in client.call("methods", target="meta", timeout=timeout):
                     lock = "" if entry["auth"] else "  (no auth)"
@@ -93,11 +94,12 @@ def _resolve(
     the manager, with the manager's token; any other at its URL, with ``service_token``."""
     import asyncio
 
+    from herder.cli.rest import tls_for
     from herder.rpc import RpcError, endpoint_of, find
 
     token = token_file.read_text().strip() if token_file is not None else None
     try:
-        found = asyncio.run(find(name, manager=manager, token=token))
+        found = asyncio.run(find(name, manager=manager, token=token, tls=tls_for(manager)))
     except (RpcError, OSError) as exc:
         typer.echo(f"herder call: cannot ask the manager at {manager}: {exc}", err=True)
         raise typer.Exit(1) from None

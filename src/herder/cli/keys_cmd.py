@@ -231,11 +231,12 @@ def token(
     ] = "http://127.0.0.1:8020",
 ) -> None:
     """Print an access token (one hour) bought with your key from a running manager."""
+    from herder.cli.rest import tls_for
     from herder.rpc import ConnectionLost, ManagerClient, TokenRefused
 
     key = key_file.read_text().strip()
     try:
-        bought = ManagerClient(manager, key=key).buy_token_sync()
+        bought = ManagerClient(manager, key=key, tls=tls_for(manager)).buy_token_sync()
     except ConnectionLost as exc:
         _fail(str(exc))
     except TokenRefused as exc:

@@ -74,6 +74,11 @@ def tls_context() -> ssl.SSLContext:
     return ctx
 
 
+def tls_for(url: str) -> ssl.SSLContext | None:
+    """``tls_context()`` for an ``https://`` or ``wss://`` URL; None for any other."""
+    return tls_context() if url.strip().lower().startswith(("https://", "wss://")) else None
+
+
 def _connection(scheme: str, host: str, port: int) -> http.client.HTTPConnection:
     key = (scheme, host, port)
     conn = _connections.get(key)

@@ -28,13 +28,16 @@ import logging
 import random
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from herder.net import base_url, rpc_url, ws_url
 from herder.rpc.client import connect
 from herder.rpc.errors import ConnectionLost, HandshakeRefused, RpcError
 from herder.rpc.managers import ManagerClient
 from herder.rpc.peer import Peer
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -81,20 +84,29 @@ async def buy_token(manager: str, key: str) -> str:
 
 
 async def find(
-    query: str, *, manager: str, token: str | None = None, key: str | None = None
+    query: str,
+    *,
+    manager: str,
+    token: str | None = None,
+    key: str | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> list[dict[str, Any]]:
     """The live registrations under ``query`` (``/alice/prod/math``, ``.../>=1.2,<2``).
 
     ``key``: a key the manager issued, which buys the access token (instead of ``token``).
+    ``tls``: the context an ``https`` manager is reached with (a client certificate for one
+    run with ``--tls-client-ca``); default: the system's CAs.
     """
-    found, _ = await _find(query, ManagerClient(manager, key=key, token=token))
+    found, _ = await _find(query, ManagerClient(manager, key=key, token=token, tls=tls), tls)
     return found
 
 
-async def _find(query: str, client: ManagerClient) -> tuple[list[dict[str, Any]], str | None]:
+async def _find(
+    query: str, client: ManagerClient, tls: ssl.SSLContext | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
     """The registrations under ``query``, and the credential that asked (relays want it)."""
     credential = await client.credential()
-    async with connect(client.rpc_url, token=credential) as registry:
+    async with connect(client.rpc_url, token=credential, tls=tls) as registry:
         found: list[dict[str, Any]] = await registry.call("find_services", query)
     return found, credential
 
