@@ -109,7 +109,9 @@ async def test_a_deploy_under_load_drops_nothing(client: httpx.AsyncClient) -> N
         assert under_way["state"] == "running"
         doc = await ended(client, doc["details"])
         served_before = len(load.versions)
+        deadline = time.monotonic() + 20
         while len(load.versions) < served_before + 20:  # the new version serves on
+            assert time.monotonic() < deadline, f"{len(load.versions) - served_before} answers since"
             await asyncio.sleep(0.02)
     finally:
         await load.stop()

@@ -193,6 +193,17 @@ async def submit_logged_work(manager_url: str, attempts: Path, work_s: float) ->
     return task_id
 
 
+async def ran_once(manager_url: str, task_id: int, attempts: Path, within_s: float) -> None:
+    """The task completed (read through ``manager_url``), its one attempt started and ended once."""
+    async with httpx.AsyncClient(base_url=manager_url, timeout=10) as client:
+        done = await wait_http(
+            client, f"/tasks/{task_id}", lambda d: d["status"] in ("completed", "failed"), within_s
+        )
+    assert done["status"] == "completed", done
+    lines = attempts.read_text().split()
+    assert lines[0::2] == ["start", "end"], lines  # the one attempt, never stopped by its lease
+
+
 def linked_to(agent: AgentProcess) -> list[str]:
     """The managers the agent linked to, in order (its log)."""
     return re.findall(r"linked to the manager (\S+) as worker", agent.stderr())
@@ -220,13 +231,8 @@ async def test_the_agent_moves_to_the_other_manager_when_its_own_is_killed(
         assert linked_to(agent)[1] == other.url
         assert moved_in < FAILOVER_BOUND_S, f"linked to the other manager after {moved_in:.2f} s"
 
-        async with httpx.AsyncClient(base_url=other.url, timeout=10) as client:
-            done = await wait_http(
-                client, f"/tasks/{task_id}", lambda d: d["status"] in ("completed", "failed"), WORK_S + 10
-            )
-        assert done["status"] == "completed", done
+        await ran_once(other.url, task_id, attempts, WORK_S + 10)
         lines = attempts.read_text().split()
-        assert lines[0::2] == ["start", "end"], lines  # one attempt: started once, ended once
         assert lines[1] == lines[3], lines
         assert "refused" not in agent.stderr()  # no report of the attempt was turned away
     finally:
@@ -264,13 +270,7 @@ async def test_the_agent_moves_when_its_manager_stalls_without_closing_the_link(
         assert moved_in < STALL_BOUND_S, f"linked to the other manager after {moved_in:.2f} s"
         assert "heartbeat" in agent.stderr() or "timed out" in agent.stderr().lower(), agent.stderr()
 
-        async with httpx.AsyncClient(base_url=other.url, timeout=10) as client:
-            done = await wait_http(
-                client, f"/tasks/{task_id}", lambda d: d["status"] in ("completed", "failed"), work_s + 5
-            )
-        assert done["status"] == "completed", done
-        lines = attempts.read_text().split()
-        assert lines[0::2] == ["start", "end"], lines  # the one attempt, never stopped by its lease
+        await ran_once(other.url, task_id, attempts, work_s + 5)
         assert "lease could not be renewed" not in agent.stderr()
     finally:
         agent.kill()
