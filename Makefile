@@ -82,7 +82,14 @@ format: $(STAMP)
 openapi: $(STAMP) ## regenerate docs/api/openapi.json and docs/api/agent.md
 	$(BIN)/python scripts/gen_openapi.py
 
-bench: bytecode ## run every benchmark against herder and its peers (see bench/README.md)
+# Benchmark 7 measures the router beside nginx under wrk: both from apt, as chromium is.
+BENCH_TOOLS_STAMP := $(VENV)/.bench-tools-stamp
+
+$(BENCH_TOOLS_STAMP):
+	(test -x /usr/bin/wrk && test -x /usr/sbin/nginx) || (apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk nginx-light >/dev/null)
+	mkdir -p $(VENV) && touch $(BENCH_TOOLS_STAMP)
+
+bench: bytecode $(BENCH_TOOLS_STAMP) ## run every benchmark against herder and its peers (see bench/README.md)
 	$(BIN)/python bench/run_all.py
 
 lock: ## re-resolve the locked dependencies from pyproject.toml
