@@ -149,6 +149,11 @@ class SessionsConfig(_Section):
     open_timeout_s: float = Field(30.0, gt=0, description="for a host process to start and load its product")
     close_grace_s: float = Field(10.0, ge=0, description="for a host to close gracefully before SIGKILL")
     confine_paths: bool = Field(True, description="fs paths must stay inside the session's directory")
+    spare_host: bool = Field(
+        True,
+        description="keep one host process started ahead for the product last opened, "
+        "so that the next open of it need not wait for a Python start (each spare serves one session)",
+    )
     env: dict[str, str] = Field(
         default_factory=dict, description="added to host processes' minimal environment (e.g. PYTHONPATH)"
     )

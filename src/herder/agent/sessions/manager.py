@@ -85,6 +85,21 @@ class HostProcess:
         self.runner: asyncio.Task[None] | None = None
 
 
+class Spare:
+    """A session prepared ahead of its open: its id, directory and host, started for one product.
+
+    Everything a host gets is the session's own and fixed before any client asks (the
+    id, and from it the directory, the environment and the markers; a one-time secret;
+    the agent-wide ``[sessions]`` settings): ``open_session`` takes no other parameter.
+    So a spare is a session whose host was started early, never a host shared: it is
+    handed to exactly one ``open_session``, and the next spare is a new process.
+    """
+
+    def __init__(self, session: Session, task: asyncio.Task[None]) -> None:
+        self.session = session
+        self.task = task  # starts its host and asks it to describe itself
+
+
 class Session:
     """One session: its host process, its client (if any), its event buffer."""
 
@@ -103,6 +118,7 @@ class Session:
         self.pump_task: asyncio.Task[None] | None = None
         self.ender: asyncio.Task[None] | None = None  # ending it (SessionManager.end)
         self.end_error: Exception | None = None  # what ending it raised, for end()'s callers
+        self.spare_task: asyncio.Task[None] | None = None  # its host's start, when it was a spare
         self._config = config
         self._events: collections.deque[dict[str, Any]] = collections.deque()
         self._dropped = 0
@@ -206,6 +222,8 @@ class SessionManager:
         self._unreaped: dict[asyncio.Future[int], subprocess.Popen[bytes]] = {}
         self._watched: set[Peer] = set()
         self._closing = False
+        # One host started ahead for the product last opened (``spare_host``): see _take_spare.
+        self._spare: Spare | None = None
         self.shutdown_slack_s = SHUTDOWN_SLACK_S
         # Called when a session opens, is attached or detached, closes or ends (the
         # agent's WS /events): what ``documents()`` answers has changed.
@@ -248,6 +266,7 @@ class SessionManager:
         agent's stop.
         """
         self._closing = True
+        await self._discard_spare()
         enders = [
             ender
             for s in list(self.sessions.values())
@@ -299,27 +318,134 @@ class SessionManager:
             raise SessionError(
                 ErrorCode.OVERLOADED, f"{self._config.max_sessions} sessions are open (sessions.max_sessions)"
             )
-        session_id = secrets.token_hex(SESSION_ID_BYTES)
-        root = self._root / session_id
-        root.mkdir(parents=True, mode=0o700)
-        session = Session(session_id, product, root, self._config)
+        session = self._take_spare(product)
+        spare_task = None
+        if session is not None:
+            spare_task = session.spare_task
+            session.created_at = time.time()
+        else:
+            session = self._new_session(product)
+        session_id = session.id
         self.sessions[session_id] = session
         self._changed()
         try:
-            session.host = await self._start_host(session)
-            session.description = await session.host.peer.call("describe", target=SESSION_TARGET)
+            if spare_task is not None:
+                await asyncio.shield(spare_task)
+            else:
+                await self._launch(session)
+            if session.ender is not None:  # its host died while it opened
+                raise SessionError(ErrorCode.APPLICATION_ERROR, str(session.ended_reason))
         except BaseException as exc:
+            if spare_task is not None and not spare_task.done():
+                spare_task.cancel()  # its start kills the host it began
+                await asyncio.wait({spare_task})
             reason = str(exc) if isinstance(exc, SessionError) else f"the host did not start: {exc!r}"
             # The end is the manager's task: this one may be cancelled (the client left while it opened).
             await self.end(session, reason, graceful=False)
             with contextlib.suppress(OSError):
-                root.rmdir()  # nothing was ever done in it
+                session.root.rmdir()  # nothing was ever done in it
             raise
+        assert session.host is not None
         session.state = "open"
         session.pump_task = self._spawn(session.pump(), f"session-pump-{session_id}")
         self._attach(session, client)  # tells the watchers
         log.info("session %s (%s) opened, host pid %d", session_id, product, session.host.pid)
+        self._prepare_spare(product)
         return session.document(with_token=True)
+
+    def _new_session(self, product: str) -> Session:
+        """A session's id and directory (mode 0700), nothing started yet."""
+        session_id = secrets.token_hex(SESSION_ID_BYTES)
+        root = self._root / session_id
+        root.mkdir(parents=True, mode=0o700)
+        return Session(session_id, product, root, self._config)
+
+    async def _launch(self, session: Session) -> None:
+        """Start the session's host and learn what it serves."""
+        session.host = await self._start_host(session)
+        session.description = await session.host.peer.call("describe", target=SESSION_TARGET)
+
+    # -- the spare host -------------------------------------------------------------------
+
+    def _take_spare(self, product: str) -> Session | None:
+        """The spare session for ``product``, taken (never again handed out); None if none fits.
+
+        A spare still starting is taken too: its start is under way, sooner done than a
+        new one. One whose host has died, or that was made for another product, is
+        discarded.
+        """
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        session = spare.session
+        alive = session.state == "starting" and not (
+            spare.task.done() and (spare.task.cancelled() or spare.task.exception() is not None)
+        )
+        host = session.host
+        if host is not None and (host.exited.done() or (host.runner is not None and host.runner.done())):
+            alive = False
+        if alive and session.product == product:
+            session.spare_task = spare.task
+            return session
+        self._spawn(self._drop_spare(spare), f"drop-spare-{session.id}")
+        return None
+
+    def _prepare_spare(self, product: str) -> None:
+        """Start the next spare host for ``product`` (the one just opened), if configured.
+
+        At most one spare exists: made for the product last opened, replacing one made
+        for another. Started only after a session of that product opened, so a product
+        that does not load never gets one.
+        """
+        if not self._config.spare_host or self._closing or self._spare is not None:
+            return
+        try:
+            session = self._new_session(product)
+        except OSError as exc:
+            log.warning("no spare host for %r: %s", product, exc)
+            return
+        try:
+            task = self._spawn(self._launch(session), f"spare-host-{session.id}")
+        except SessionError:  # the agent is stopping
+            with contextlib.suppress(OSError):
+                session.root.rmdir()
+            return
+        self._spare = Spare(session, task)
+
+    @property
+    def spare(self) -> tuple[str, str, int] | None:
+        """The spare ready to be taken: (product, session id, host pid); None if none is ready."""
+        spare = self._spare
+        if spare is None or not spare.task.done() or spare.session.host is None:
+            return None
+        return spare.session.product, spare.session.id, spare.session.host.pid
+
+    async def _discard_spare(self) -> None:
+        """The agent is stopping: the spare host goes, with its (empty) directory."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await self._drop_spare(spare)
+
+    async def _drop_spare(self, spare: Spare) -> None:
+        """Stop a spare that no session took: kill its host, sweep its marker, remove its traces."""
+        session = spare.session
+        if not spare.task.done():
+            spare.task.cancel()  # a host still starting is killed by its start's cleanup
+        await asyncio.wait({spare.task})
+        host = session.host
+        session.state = "ended"
+        if host is not None:
+            procs.signal_group(host.pid, signal.SIGKILL)
+            await host.peer.close("a spare host, never used")
+            await asyncio.to_thread(procs.sweep, procs.UNIT_MARKER, self._marker(session))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(host.exited), REAP_AFTER_KILL_S)
+        with contextlib.suppress(OSError):
+            session.root.rmdir()
+        log_path = self._root / f"{session.id}.log"
+        with contextlib.suppress(OSError):
+            if log_path.stat().st_size == 0:
+                log_path.unlink()
 
     def resume(self, session_id: str, resume_token: str, client: Peer) -> dict[str, Any]:
         """Attach a session to ``client`` again; its buffered events follow."""
@@ -580,6 +706,10 @@ class SessionManager:
         assert host.runner is not None
         ends: set[asyncio.Future[Any]] = {host.exited, host.runner}
         await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        if session.state == "starting" and session.id not in self.sessions:
+            # A spare no client took yet: the next open (or the agent's stop) drops it.
+            log.warning("spare host %d for %r exited before any session took it", host.pid, session.product)
+            return
         if session.state in ("open", "starting"):
             code = host.exited.result() if host.exited.done() else None
             how = f"exit code {code}" if code is not None else "its channel closed"
