@@ -341,7 +341,7 @@ class Agent(Daemon):
         )
         server_config = uvicorn.Config(
             http_counts,  # outermost: the door's refusals are counted too
-            **server_options(cfg.limits, front_protocol(cfg.limits, self.runtime)),
+            **server_options(cfg.limits, front_protocol(cfg.limits, self.runtime, http_counts)),
             ws="websockets-sansio",
             ws_per_message_deflate=False,  # see rpc.client: compression costs more than it saves
             lifespan="on",

@@ -231,11 +231,25 @@ class Door:
                 raise
             # The app failed reading a body the door cut off: already answered.
 
-    def _check(self, scope: Scope) -> tuple[int | None, int, float]:
+    def admits(self, scope: Scope) -> bool:
+        """Whether the request passes every rule, nothing logged and nothing answered.
+
+        For a fast path that answers some requests below the app (the agent's status
+        reads): a request it does not admit goes the usual way, through ``__call__``,
+        which refuses it, and logs a failed authentication, exactly once. Credentials
+        that pass set the principal in ``scope`` as ``__call__`` does.
+        """
+        try:
+            self._check(scope, log=False)
+        except Refused:
+            return False
+        return True
+
+    def _check(self, scope: Scope, *, log: bool = True) -> tuple[int | None, int, float]:
         """Apply the rules; the body's declared length (0: none, None: chunked) and its bounds.
 
         Raises:
-            Refused: a rule is broken.
+            Refused: a rule is broken (a failed authentication is logged, if ``log``).
         """
         host = origin = auth = length = None
         chunked = False
@@ -259,7 +273,7 @@ class Door:
         max_bytes, timeout_s = self._bounds(path)
         declared = 0 if websocket else _body_length(length, chunked, max_bytes)
         if self._authenticate is not None:
-            self._check_credentials(scope, path, auth)
+            self._check_credentials(scope, path, auth, log)
         return declared, max_bytes, timeout_s
 
     def _bounds(self, path: str) -> tuple[int, float]:
@@ -287,7 +301,7 @@ class Door:
                     403, "forbidden_origin", f"requests from origin {origin!r} are refused", "Origin"
                 )
 
-    def _check_credentials(self, scope: Scope, path: str, auth: bytes | None) -> None:
+    def _check_credentials(self, scope: Scope, path: str, auth: bytes | None, log: bool = True) -> None:
         assert self._authenticate is not None
         if path in self._public:
             scope[FAILURES_KEY] = self.failures  # for a route that checks credentials itself
@@ -295,7 +309,7 @@ class Door:
         try:
             self._authenticate(scope, auth)
         except Refused as refusal:
-            if refusal.status == 401:
+            if refusal.status == 401 and log:
                 client = scope.get("client")
                 self.failures.failed(
                     who=refusal.who,
