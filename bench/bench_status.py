@@ -20,9 +20,12 @@ daemon can serve) and with every answer decoded by the client (``json.loads`` or
 decode than JSON, which is a real cost of supervisord's protocol).
 
 The concurrent variant runs ``CLIENTS`` such clients at once, each in its own process
-with its own connection, all measuring the same window; it is reported but the goal is
-on the sequential figures. The reference is a bare FastAPI ``GET /`` on uvicorn with
-the same client: the floor of herder's HTTP stack on this machine.
+with its own connection, all measuring the same window. The goal (issue 19) holds on
+all six figures: at least ``GOAL_FACTOR`` times supervisord and at least Circus.
+
+The reference is a bare FastAPI ``GET /`` on uvicorn with the same client: the floor of
+FastAPI's request path on this machine, which herder's status reads no longer take (the
+agent answers them in its HTTP protocol: ``herder.agent.api.fastreads``).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from harness import BENCH_DIR, PEER_BIN, SLEEP, ChildWatcher, Deadline, Figure, 
 
 PROCESSES = 10
 CLIENTS = 4
-GOAL_FACTOR = 3.0
+GOAL_FACTOR = 1.5  # times supervisord; and at least Circus (issue 19)
 
 
 def programs() -> list[Program]:
@@ -202,7 +205,6 @@ def figures(res: dict[str, dict[str, Any]]) -> list[Figure]:
     }
     for key, label in labels.items():
         rate = {k: res[k][key]["rate"] for k in ("herder", "supervisord", "circus")}
-        sequential = "concurrent" not in key
         p50 = {k: res[k][key]["p50_ms"] for k in rate}
         out.append(
             Figure(
@@ -215,8 +217,8 @@ def figures(res: dict[str, dict[str, Any]]) -> list[Figure]:
                 circus=rate["circus"],
                 reference=res["reference"][key]["rate"] if key in res["reference"] else None,
                 reference_label="bare FastAPI GET /, sequential",
-                goal=f"≥ {GOAL_FACTOR:g}x supervisord" if sequential else "",
-                met=rate["herder"] >= GOAL_FACTOR * rate["supervisord"] if sequential else None,
+                goal=f"≥ {GOAL_FACTOR:g}x supervisord and ≥ Circus",
+                met=rate["herder"] >= GOAL_FACTOR * rate["supervisord"] and rate["herder"] >= rate["circus"],
                 note="p50 latency ms: " + ", ".join(f"{k} {v:.2f}" for k, v in p50.items()),
             )
         )
