@@ -91,3 +91,20 @@ async def test_group_commit_writes_later_saves_when_the_writer_is_cancelled(tmp_
         await writer
     await asyncio.wait_for(later, 10)
     assert sorted(s.slug for s in store.load_all()) == ["s.a.0", "s.b.0"]
+
+
+def test_a_batch_is_written_at_once_and_its_failure_reported(tmp_path: Path) -> None:
+    """A batch's records are written from several threads: all of them land, and a
+    failure is raised to the caller (once every write of the batch has ended)."""
+    records = tmp_path / "records"
+    store = RecordStore(records)
+    specs = [spec(f"n.{i}", float(i + 1)) for i in range(12)]
+    store.save(*(lambda s=s: s for s in specs))
+    assert [s.slug for s in store.load_all()] == [s.slug for s in specs]
+    assert not list(records.glob(".*.tmp"))
+    for path in records.iterdir():
+        path.unlink()
+    records.rmdir()
+    records.write_text("a file where the records directory was")
+    with pytest.raises(NotADirectoryError):
+        store.save(*(lambda s=s: s for s in specs[:3]))
