@@ -160,3 +160,34 @@ def test_leased_work_is_in_the_ledger_at_once_and_the_rewrite_keeps_it(tmp_path:
     finally:
         proc.kill()
         proc.wait(timeout=5)
+
+
+def test_a_spawned_root_is_appended_to_the_ledger_and_a_release_compacts_it(tmp_path: Path) -> None:
+    """A burst of spawns appends their lines (the file is not replaced); once a unit ends,
+    the rewrite leaves its line out."""
+    tracker = descendants.Tracker()
+    ledger = tmp_path / "ledger"
+    procs_ = [subprocess.Popen(["sleep", "100"]) for _ in range(2)]
+    try:
+        tracker.set_ledger("agent-x", ledger)
+        tracker.flush()
+        assert descendants.read_ledger(ledger) == []
+        inode = ledger.stat().st_ino
+        idents = []
+        for n, proc in enumerate(procs_):
+            env = {descendants.UNIT_MARKER: f"agent-x:u{n}", descendants.AGENT_MARKER: "agent-x"}
+            tracker.add_root(proc.pid, env)
+            start = descendants.start_time(proc.pid)
+            assert start is not None
+            idents.append(((proc.pid, start), False))
+        assert descendants.read_ledger(ledger) == []  # written at the flush, as before
+        tracker.flush()
+        assert descendants.read_ledger(ledger) == idents
+        assert ledger.stat().st_ino == inode  # appended, not replaced
+        assert tracker.release("agent-x:u0") == 1
+        tracker.flush()
+        assert descendants.read_ledger(ledger) == idents[1:]
+    finally:
+        for proc in procs_:
+            proc.kill()
+            proc.wait(timeout=5)

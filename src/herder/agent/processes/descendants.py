@@ -216,7 +216,11 @@ class Tracker:
         self.ledgers: dict[str, Path] = {}
         # Told of every change, to have the ledger written (batched by the agent).
         self.on_change: Callable[[], None] | None = None
-        self._dirty = False
+        self._dirty = False  # the ledger is to be rewritten whole (something left, or moved)
+        # Roots registered since the last write, to be appended to their agent's ledger:
+        # a burst of spawns (200 a second) then costs an append per write, not a rewrite
+        # of every line (the rewrite's rename is what costs, on ext4).
+        self._appends: dict[str, list[str]] = {}
 
     # -- registration -------------------------------------------------------------------
 
@@ -239,10 +243,13 @@ class Tracker:
             self.owned.add(pid)
             if marked is None:
                 self.roots[pid] = Root((pid, start), None, None)
+                self._changed()  # not in any ledger until its marker is read (resolve)
             else:
                 self.roots[pid] = Root((pid, start), marked[0], marked[1], marked[2])
-            self._changed()
             ledger = self.ledgers.get(marked[1]) if marked is not None and marked[2] else None
+            if marked is not None and ledger is None and marked[1] in self.ledgers:
+                self._appends.setdefault(marked[1], []).append(_line((pid, start), False))
+                self._notify()
         if ledger is not None:
             # Leased work must be in the ledger at once (the watchdog goes by it alone): one
             # appended line, not a rewrite (a rewrite per piece of work cost the manager's
@@ -261,6 +268,9 @@ class Tracker:
 
     def _changed(self) -> None:
         self._dirty = True
+        self._notify()
+
+    def _notify(self) -> None:
         if self.on_change is not None:
             self.on_change()
 
@@ -446,23 +456,32 @@ class Tracker:
 
     def _flush(self) -> None:
         with self._lock:
-            if not self._dirty:
-                return
-            self._dirty = False
-            lines: dict[str, list[str]] = {agent: [] for agent in self.ledgers}
-            for root in self.roots.values():
-                if root.agent_id in lines:
-                    lines[root.agent_id].append(_line(root.ident, root.leased))
-            for ident, (_, agent, leased) in self.known.items():
-                if agent in lines:
-                    lines[agent].append(_line(ident, leased))
-            for ident, orphan in self.orphans.items():
-                for agent in orphan.agent_ids or lines.keys():
-                    if agent in lines:
-                        lines[agent].append(_line(ident, orphan.leased))
-            paths = dict(self.ledgers)
-        for agent, path in paths.items():
+            appends, self._appends = self._appends, {}
+            rewrite, self._dirty = self._dirty, False
+            ledgers = dict(self.ledgers)
+            lines = self._lines() if rewrite else {}
+        if not rewrite:  # only roots were added: appended (a rewrite names them as well)
+            for agent, added in appends.items():
+                if agent in ledgers:
+                    append_ledger(ledgers[agent], "\n".join(added))
+            return
+        for agent, path in ledgers.items():
             write_ledger(path, lines[agent])
+
+    def _lines(self) -> dict[str, list[str]]:
+        """Every agent's ledger as it is now (under the lock)."""
+        lines: dict[str, list[str]] = {agent: [] for agent in self.ledgers}
+        for root in self.roots.values():
+            if root.agent_id in lines:
+                lines[root.agent_id].append(_line(root.ident, root.leased))
+        for ident, (_, agent, leased) in self.known.items():
+            if agent in lines:
+                lines[agent].append(_line(ident, leased))
+        for ident, orphan in self.orphans.items():
+            for agent in orphan.agent_ids or lines.keys():
+                if agent in lines:
+                    lines[agent].append(_line(ident, orphan.leased))
+        return lines
 
 
 def _line(ident: Ident, leased: bool) -> str:
@@ -470,7 +489,8 @@ def _line(ident: Ident, leased: bool) -> str:
 
 
 def append_ledger(path: Path, line: str) -> None:
-    """Add one line to the ledger at ``path`` (one ``write``: readers see it whole or not)."""
+    """Add a line (or lines) to the ledger at ``path`` (one ``write``: readers see it whole
+    or not)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
