@@ -78,8 +78,7 @@ def httptools_fresh(head: bytes) -> None:
 def httptools_framing(head: bytes) -> None:
     sink = Collect()
     httptools.HttpRequestParser(sink).feed_data(head)
-    lines = [name + b": " + value for name, value in sink.headers]
-    _framing(lines, [name.lower() for name, _ in sink.headers])
+    _framing([(name.lower(), value.strip(b" \t")) for name, value in sink.headers])
 
 
 def best_us(func: object, head: bytes) -> float:

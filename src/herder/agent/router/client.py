@@ -264,8 +264,10 @@ class ClientConnection(asyncio.Protocol):
             return
         self._buf = b""
         self._head_started = False
+        end += 4
+        whole = end == len(buf)  # the usual: the head alone, no copy of it is made
         try:
-            request = parse_request_head(buf[: end + 4])
+            request = parse_request_head(buf if whole else buf[:end])
         except HttpError as exc:
             self.refuse(exc.status, str(exc))
             return
@@ -273,7 +275,7 @@ class ClientConnection(asyncio.Protocol):
         if pool is None:
             self.refuse(421, f"no pool answers for Host {request.host!r} on this connection")
             return
-        self._begin(Exchange(request, pool), buf[end + 4 :])
+        self._begin(Exchange(request, pool), b"" if whole else buf[end:])
 
     def _begin(self, exchange: Exchange, rest: bytes) -> None:
         request = exchange.request

@@ -58,10 +58,10 @@ class UpstreamConnection(asyncio.Protocol):
         "_chunked_out",
         "_closed",
         "_decoder",
-        "_fd",
         "_keep",
         "_left",
         "_phase",
+        "_poller",
         "client",
         "exchange",
         "instance",
@@ -80,14 +80,16 @@ class UpstreamConnection(asyncio.Protocol):
         self._chunked_out = False
         self._keep = False
         self._closed = False
-        self._fd = -1
+        self._poller: select.poll | None = None  # on the connection's socket: see reusable()
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = transport.get_extra_info("socket")
-        self._fd = sock.fileno() if sock is not None else -1
+        if sock is not None:
+            self._poller = select.poll()
+            self._poller.register(sock.fileno(), _NOT_IDLE)
 
     def data_received(self, data: bytes) -> None:
         client = self.client
@@ -150,16 +152,12 @@ class UpstreamConnection(asyncio.Protocol):
 
         The event loop may not have run the callback that reports the instance's FIN
         yet (the instance was just killed, or closed an idle connection): a ``poll``
-        with no timeout (~1 us) sees it now, so the request goes on a fresh connection
-        instead of being lost on a dead one.
+        with no timeout (~1 us, on a poll object made once per connection) sees it now,
+        so the request goes on a fresh connection instead of being lost on a dead one.
         """
         if self._closed or self.transport is None or self.transport.is_closing():
             return False
-        if self._fd < 0:
-            return True
-        poller = select.poll()
-        poller.register(self._fd, _NOT_IDLE)
-        if poller.poll(0):
+        if self._poller is not None and self._poller.poll(0):
             self.close()
             return False
         return True
