@@ -25,7 +25,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from herder.rpc import stats
@@ -131,6 +131,10 @@ class Peer:
         self._meta: dict[str, Method] | None = None
         # Called once the connection has ended (a relay forgets what it kept for it).
         self.on_close: list[Callable[[Peer], None]] = []
+        # Shown every payload before it is decoded: a relay that passes messages on as
+        # bytes (the agent's sessions) takes one by returning an awaitable, which the
+        # read loop awaits instead of decoding it; None leaves it to the peer.
+        self.intercept: Callable[[bytes], Awaitable[None] | None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -192,6 +196,9 @@ class Peer:
         while True:
             try:
                 payload = await self.transport.recv()
+                if self.intercept is not None and (taken := self.intercept(payload)) is not None:
+                    await taken
+                    continue
                 message = decode_message(payload, self.codec)
             except ConnectionLost as exc:
                 self.close_reason = self.close_reason or str(exc)

@@ -47,6 +47,7 @@ from typing import Any
 from herder.agent.config import AgentConfig, SessionsConfig
 from herder.agent.processes import procs
 from herder.agent.sessions.host import CONFINED_VAR, FD_VAR, SECRET_VAR, SESSION_TARGET, SESSION_VAR
+from herder.agent.sessions.relay import RawRelay
 from herder.rpc import ConnectionLost, Method, Peer, Registry, RemoteCallback, RemoteError, StreamTransport
 from herder.taskgroup import OwnedTaskGroup
 from herder.wire import DEFAULT_MAX_FRAME_SIZE, ErrorCode, Welcome, codec_for, decode_hello, encode_welcome
@@ -224,6 +225,9 @@ class SessionManager:
         self._closing = False
         # One host started ahead for the product last opened (``spare_host``): see _take_spare.
         self._spare: Spare | None = None
+        # Calls to sessions passed on as bytes (relay.py); forward() serves the others.
+        self.relay = RawRelay(self)
+        self.end_wait_s = self._config.close_grace_s + 5  # for a relayed call to learn why its session ended
         self.shutdown_slack_s = SHUTDOWN_SLACK_S
         # Called when a session opens, is attached or detached, closes or ends (the
         # agent's WS /events): what ``documents()`` answers has changed.
@@ -292,6 +296,11 @@ class SessionManager:
                 with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
                     await asyncio.to_thread(popen.wait, REAP_AFTER_KILL_S)
             self._unreaped.pop(exited, None)
+
+    def spawn_quietly(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` in run()'s task group if it runs; else close it unstarted (the agent is stopping)."""
+        if self._tasks.spawn(coro, name) is None:
+            coro.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run ``coro`` in run()'s task group; its failure is logged, never spread to the others.
@@ -502,6 +511,17 @@ class SessionManager:
                 await asyncio.wait_for(session.ended.wait(), self._config.close_grace_s + 5)
             raise self._gone(session.id) from None
 
+    def relayable(self, client: Peer, target: str) -> Session | None:
+        """The open session ``target`` names for ``client``, or None where forward() would refuse."""
+        try:
+            return self._session_for(client, target)
+        except SessionError:
+            return None
+
+    def gone(self, session_id: str) -> SessionError:
+        """What a call to a session that ended (or is ending) is answered."""
+        return self._gone(session_id)
+
     def _session_for(self, client: Peer, target: str) -> Session:
         session = self.sessions.get(target)
         if session is None:
@@ -560,10 +580,12 @@ class SessionManager:
         if client not in self._watched:
             self._watched.add(client)
             client.on_close.append(self._client_gone)
+            self.relay.watch_client(client)
 
     def _client_gone(self, client: Peer) -> None:
         """A connection ended: its sessions wait for a resume (``reconnect_window_s``)."""
         self._watched.discard(client)
+        self.relay.client_gone(client)
         for session in self.sessions.values():
             if session.client is client:
                 session.detach(self._config.reconnect_window_s)
@@ -693,13 +715,15 @@ class SessionManager:
             session.push_event(kind, data)
 
         registry.add(Method.of(event, auth=False), target=SESSION_TARGET)
-        return Peer(
+        peer = Peer(
             transport,
             codec_for("msgpack"),
             registry=registry,
             info={"name": "herder-agent"},
             principal="host",
         )
+        self.relay.watch_host(session, peer)
+        return peer
 
     async def _watch(self, session: Session, host: HostProcess) -> None:
         """The host process ended or its channel closed: unless we asked, that is a crash."""
