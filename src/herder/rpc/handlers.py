@@ -43,6 +43,12 @@ class Method:
     peer_params: tuple[str, ...] = field(default_factory=tuple)
     # The model of the arguments (None: they bind to the handler's signature as they are).
     params: type[BaseModel] | None = None
+    # (fewest, most) positional arguments a call may pass as they are, without binding
+    # them to the signature (``prepare``); None when the signature needs the full bind.
+    positional: tuple[int, int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "positional", _positional_range(self))
 
     @classmethod
     def of(
@@ -84,6 +90,10 @@ class Method:
         Raises:
             InvalidParams: the arguments do not fit the signature, or do not validate.
         """
+        positional = self.positional
+        if positional is not None and not kwargs and positional[0] <= len(args) <= positional[1]:
+            # What bind() would give, at a tenth of its cost: the common call on the hot path.
+            return tuple(args), {name: peer for name in self.peer_params}
         extra = {name: peer for name in self.peer_params}
         if self.params is not None:
             return (validate_params(self.params, args, kwargs),), extra
@@ -112,6 +122,34 @@ class Method:
             shown = [p for p in self.signature.parameters.values() if p.name not in self.peer_params]
             params = str(self.signature.replace(parameters=shown))
         return {"name": self.name, "params": params, "auth": self.auth, "doc": self.doc}
+
+
+def _positional_range(method: Method) -> tuple[int, int] | None:
+    """How many positional arguments ``method`` takes such that passing them as they are
+    (and its ``Peer`` parameters by name) is exactly what ``Signature.bind`` would pass.
+
+    That holds for a signature of plain positional parameters (defaults allowed)
+    followed only by ``Peer`` parameters that can be given by name; anything else
+    (``*args``, ``**kwargs``, keyword-only parameters, a model) is left to ``bind``.
+    """
+    if method.params is not None or method.signature is None:
+        return None
+    fewest = most = 0
+    peers_started = False
+    for p in method.signature.parameters.values():
+        if p.name in method.peer_params:
+            if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                return None
+            peers_started = True
+        elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and not peers_started:
+            most += 1
+            if p.default is p.empty:
+                if fewest != most - 1:  # a required parameter after one with a default
+                    return None
+                fewest = most
+        else:
+            return None
+    return fewest, most
 
 
 def validate_params(model: type[BaseModel], args: list[Any], kwargs: dict[str, Any]) -> Any:

@@ -25,7 +25,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from herder.rpc import stats
@@ -43,9 +43,9 @@ from herder.wire import (
     ProtocolError,
     Result,
     WireError,
-    decode_message,
     encode_message,
     error_for,
+    from_document,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,11 @@ CALLBACK_KEY = "$cb"
 _APPLICATION_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 # Incoming calls running at once on one connection before the peer stops reading.
 DEFAULT_MAX_IN_FLIGHT = 128
+# Ids are below 2**53 (docs/protocol.md, 5.3); what ``from_document`` checks, for the
+# answers the read loop settles without building a message (``_read_loop``).
+_MAX_ID = 2**53
+# Values passed on as they are by ``_encode_value`` and ``_decode_value``: nothing inside.
+_LEAVES = frozenset({str, int, float, bool, bytes, type(None)})
 
 
 class RemoteCallback:
@@ -131,10 +136,6 @@ class Peer:
         self._meta: dict[str, Method] | None = None
         # Called once the connection has ended (a relay forgets what it kept for it).
         self.on_close: list[Callable[[Peer], None]] = []
-        # Shown every payload before it is decoded: a relay that passes messages on as
-        # bytes (the agent's sessions) takes one by returning an awaitable, which the
-        # read loop awaits instead of decoding it; None leaves it to the peer.
-        self.intercept: Callable[[bytes], Awaitable[None] | None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -193,13 +194,24 @@ class Peer:
         self._pending.clear()
 
     async def _read_loop(self, tg: asyncio.TaskGroup) -> None:
+        recv = self.transport.recv
+        decode = self.codec.decode
+        pending = self._pending
         while True:
             try:
-                payload = await self.transport.recv()
-                if self.intercept is not None and (taken := self.intercept(payload)) is not None:
-                    await taken
-                    continue
-                message = decode_message(payload, self.codec)
+                payload = await recv()
+                doc = decode(payload)
+                # An answer to one of this side's calls, the most frequent message of a
+                # client: settled here, with from_document's checks but without building
+                # a Result (anything unusual goes the whole way and fails there).
+                if type(doc) is dict and doc.get("kind") == "result":
+                    call_id = doc.get("id")
+                    if type(call_id) is int and 0 <= call_id < _MAX_ID:
+                        future = pending.pop(call_id, None)
+                        if future is not None and not future.done():
+                            future.set_result(doc.get("result"))
+                        continue
+                message = from_document(doc)
             except ConnectionLost as exc:
                 self.close_reason = self.close_reason or str(exc)
                 return
@@ -309,9 +321,10 @@ class Peer:
         call_id = message.id if isinstance(message, Call) else None
         started = time.monotonic()
         outcome = stats.OK
+        result: Any = None
+        reply: Message | None = None
         try:
             result = await self._invoke(message)
-            reply: Message | None = Result(call_id, result) if call_id is not None else None
         except asyncio.CancelledError:
             outcome = ErrorCode.CANCELLED.value
             reply = (
@@ -336,7 +349,10 @@ class Peer:
         self.registry.stats.record(
             self._label(message.target, message.method), outcome, time.monotonic() - started
         )
-        if reply is not None:
+        if outcome == stats.OK:
+            if call_id is not None:
+                await self._reply_result(call_id, result)
+        elif reply is not None:
             await self._reply(reply)
 
     def _label(self, target: str | None, name: str) -> str:
@@ -359,6 +375,17 @@ class Peer:
         if target is not None and registry.forwarder is not None and not registry.has_target(target):
             return stats.FORWARDED
         return stats.UNKNOWN
+
+    async def _reply_result(self, call_id: int, result: Any) -> None:
+        """Answer a call with its result: ``_reply(Result(...))``, with the document
+        written here rather than built from a message (the same map, key for key)."""
+        try:
+            await self.transport.send(self.codec.encode({"kind": "result", "id": call_id, "result": result}))
+        except (TypeError, ValueError, WireError) as exc:  # a result the codec or frame cannot carry
+            why = f"the result cannot be encoded: {exc}"
+            await self._send(error_for(call_id, ErrorCode.INTERNAL_ERROR, why))
+        except ConnectionLost:
+            pass
 
     async def _reply(self, reply: Message) -> None:
         try:
@@ -399,9 +426,11 @@ class Peer:
                 ErrorCode.INVALID_PARAMS, f"{message.method}{method.describe()['params']}: {exc}", data
             ) from None
         result = method.func(*call_args, **call_kwargs)
-        if inspect.isawaitable(result):
+        if method.is_async or inspect.isawaitable(result):
             result = await result
-        return self._encode_value(method.encode_result(result))
+        if method.params is not None:
+            result = method.encode_result(result)
+        return self._encode_value(result)
 
     def _resolve(self, target: str | None, name: str) -> Method:
         if target == META:
@@ -497,9 +526,16 @@ class Peer:
         self._pending[call_id] = future
         try:
             try:
-                await self._send(
-                    Call(call_id, method, target, self._encode_args(tuple(args)), self._encode_kwargs(kwargs))
-                )
+                # The map encode_message(Call(...)) would write, key for key, built here.
+                document = {
+                    "kind": "call",
+                    "id": call_id,
+                    "target": target,
+                    "method": method,
+                    "args": [self._encode_value(a) for a in args],
+                    "kwargs": self._encode_kwargs(kwargs) if kwargs else {},
+                }
+                await self.transport.send(self.codec.encode(document))
             except WireError as exc:  # e.g. arguments larger than a frame
                 raise RpcError(f"{method!r} cannot be sent: {exc}") from exc
             if timeout is None:
@@ -552,6 +588,8 @@ class Peer:
         return {k: self._encode_value(v) for k, v in kwargs.items()}
 
     def _encode_value(self, value: Any) -> Any:
+        if type(value) in _LEAVES:  # most values: nothing to look into
+            return value
         if callable(value) and not isinstance(value, type):
             if isinstance(value, RemoteCallback):
                 raise TypeError("a callback received from the other side cannot be passed back")
@@ -569,6 +607,8 @@ class Peer:
         return value
 
     def _decode_value(self, value: Any) -> Any:
+        if type(value) in _LEAVES:
+            return value
         if isinstance(value, dict):
             if len(value) == 1 and type(value.get(CALLBACK_KEY)) is int:
                 return RemoteCallback(self, value[CALLBACK_KEY])

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
 READ_BYTES = 256 * 1024
+# A frame at least this large is written at once, never joined with others (a copy).
+CORK_MAX = 64 * 1024
 
 
 class Transport(Protocol):
@@ -64,17 +66,41 @@ class StreamTransport:
         self._writer = writer
         self.max_frame_size = max_frame_size
         self._decoder = FrameDecoder(max_frame_size)
+        # Frames sent during this pass of the event loop after its first one, written
+        # together at its end (``_uncork``); None when nothing was sent in this pass.
+        self._corked: list[bytes] | None = None
 
     async def send(self, payload: bytes) -> None:
+        """Write one frame. The first frame of a pass of the event loop goes out at once;
+        the ones after it in the same pass (the answers to a batch of calls) follow in
+        one write at its end: one system call for many small frames, not one each."""
         if len(payload) > self.max_frame_size:
             raise ProtocolError(f"payload of {len(payload)} bytes exceeds the frame limit")
-        if self._writer.is_closing():
+        writer = self._writer
+        if writer.is_closing():
             raise ConnectionLost("the connection is closed")
-        self._writer.writelines((PREFIX.pack(len(payload)), payload))
+        frame = PREFIX.pack(len(payload)) + payload
+        corked = self._corked
+        if corked is None:
+            writer.write(frame)
+            self._corked = []
+            asyncio.get_running_loop().call_soon(self._uncork)
+        elif len(frame) >= CORK_MAX:
+            self._uncork(keep=True)
+            writer.write(frame)
+        else:
+            corked.append(frame)
         try:
-            await self._writer.drain()
+            await writer.drain()
         except (ConnectionError, OSError) as exc:
             raise ConnectionLost(f"the connection broke: {exc}") from exc
+
+    def _uncork(self, keep: bool = False) -> None:
+        """Write the frames held back in this pass (``keep``: the pass goes on)."""
+        corked = self._corked
+        self._corked = [] if keep else None
+        if corked and not self._writer.is_closing():
+            self._writer.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
     async def recv(self) -> bytes:
         while True:
@@ -93,37 +119,46 @@ class StreamTransport:
 
     async def close(self) -> None:
         if not self._writer.is_closing():
+            if self._corked:
+                self._uncork(keep=True)  # what was sent goes out before the close
             self._writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self._writer.wait_closed()
 
 
 class ClientWebSocketTransport:
-    """A ``websockets`` client connection."""
+    """A ``websockets`` client connection.
+
+    Payloads stay bytes both ways: a JSON payload is sent as a text message from its
+    UTF-8 bytes (``text=True``) and a text message is received as its bytes
+    (``decode=False``), with no round trip through ``str``.
+    """
 
     def __init__(self, ws: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        # Imported here, once per connection, not at every message: the websockets
+        # package resolves its names lazily, at a cost on each lookup.
+        from websockets.exceptions import ConnectionClosed, PayloadTooBig
+
         self._ws = ws
         self.max_frame_size = max_frame_size
         self.text_payloads = False
+        self._closed_error = ConnectionClosed
+        self._too_big_error = PayloadTooBig
 
     async def send(self, payload: bytes) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         try:
-            await self._ws.send(payload.decode() if self.text_payloads else payload)
-        except ConnectionClosed as exc:
+            await self._ws.send(payload, text=self.text_payloads)
+        except self._closed_error as exc:
             raise ConnectionLost(f"the WebSocket closed: {exc}") from exc
 
     async def recv(self) -> bytes:
-        from websockets.exceptions import ConnectionClosed, PayloadTooBig
-
         try:
-            message = await self._ws.recv()
-        except PayloadTooBig as exc:
+            message = await self._ws.recv(decode=False)
+        except self._too_big_error as exc:
             raise ProtocolError(str(exc)) from exc
-        except ConnectionClosed as exc:
+        except self._closed_error as exc:
             raise ConnectionLost(f"the WebSocket closed: {exc}") from exc
-        return message.encode() if isinstance(message, str) else bytes(message)
+        return message if type(message) is bytes else bytes(message)
 
     async def close(self) -> None:
         await self._ws.close()
