@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +19,7 @@ import pytest
 
 from herder.agent import Agent
 from herder.agent.api.fastreads import FastReads
+from herder.certs import init
 from tests.conftest import AgentFactory
 from tests.helpers import wait_http
 
@@ -280,3 +283,21 @@ async def test_counted_in_the_metrics(agent: Agent, client: httpx.AsyncClient) -
         ln for ln in text.splitlines() if 'route="/process-status/{slug}"' in ln and 'status="200"' in ln
     )
     assert float(status_line.rsplit(" ", 1)[1]) >= 3
+
+
+async def test_over_tls_links_are_https(make_agent: AgentFactory, tmp_path: Path) -> None:
+    certs = tmp_path / "tls"
+    init(certs, [])
+    tls = {"cert": certs / "server.crt", "key": certs / "server.key"}
+    trust = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    async with make_agent(tls=tls) as agent, httpx.AsyncClient(base_url=agent.url, verify=trust) as client:
+        assert agent.url.startswith("https://")
+        slugs = await create(client)
+        fast = fast_reads(agent)
+        before = fast.answered
+        status = (await client.get(f"/process-status/{slugs[0]}")).json()
+        listing = (await client.get("/list-processes")).json()["processes"]
+        assert fast.answered - before == 2
+        assert status["details"] == f"{agent.url}/process-status/{slugs[0]}"
+        assert status["attach"].startswith("wss://")
+        assert [p["slug"] for p in listing] == slugs
