@@ -441,17 +441,16 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(data)
 
-    def start_response(self) -> None:
-        if self._exchange is not None:
-            self._exchange.response_started = True
-
     def response_finished(self, exchange: Exchange) -> None:
         """The response went out whole: next request, or close."""
         if exchange is not self._exchange:
             return
         now = time.monotonic()
-        exchange.pool.latency.observe(now - exchange.sent_at)  # plain integers: see herder.metrics
-        self._release(exchange)
+        pool = exchange.pool
+        pool.latency.observe(now - exchange.sent_at)  # plain integers: see herder.metrics
+        instance, exchange.instance = exchange.instance, None
+        if instance is not None:
+            pool.release(instance, now)
         self._exchange = None
         if exchange.close_after or not exchange.request_done or self._phase is Phase.CLOSED:
             self._close()

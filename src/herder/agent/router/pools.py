@@ -296,10 +296,10 @@ class Pool:
             self._waiters.remove(waiter)
         self._changed_now()
 
-    def release(self, inst: Instance) -> None:
-        """One request on ``inst`` is over."""
+    def release(self, inst: Instance, now: float | None = None) -> None:
+        """One request on ``inst`` is over (at ``now``, ``time.monotonic()``, if the caller knows)."""
         inst.in_flight -= 1
-        inst.last_used = time.monotonic()
+        inst.last_used = time.monotonic() if now is None else now
         self._changed_now()
         if inst.state is InstanceState.STOPPING and inst.in_flight == 0:
             inst.changed()

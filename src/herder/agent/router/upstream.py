@@ -205,6 +205,7 @@ class UpstreamConnection(asyncio.Protocol):
         assert client is not None
         assert exchange is not None
         buf = self._buf + data if self._buf else data
+        received: bytes | None = buf  # head + rest, while the head is the first in buf
         while True:
             end = buf.find(b"\r\n\r\n")
             if end < 0 or end > MAX_HEAD_BYTES:
@@ -213,19 +214,23 @@ class UpstreamConnection(asyncio.Protocol):
                 else:
                     self._buf = buf
                 return
+            end += 4
             try:
-                head = parse_response_head(buf[: end + 4])
+                head = parse_response_head(buf if end == len(buf) else buf[:end])
             except HttpError as exc:
                 self._fail(f"instance {self.instance.id}: {exc}")
                 return
-            buf = buf[end + 4 :]
+            buf = buf[end:] if end < len(buf) else b""
             if head.status >= 200 or head.status == 101:
                 break
             client.write(forwarded_response_head(head, body_framing=None, close=False))  # 100 Continue...
+            received = None
         self._buf = b""
-        self._start_response(head, buf)
+        self._start_response(head, buf, received)
 
-    def _start_response(self, head: ResponseHead, rest: bytes) -> None:
+    def _start_response(self, head: ResponseHead, rest: bytes, received: bytes | None = None) -> None:
+        """Relay ``head`` and what of the body is in ``rest``; ``received`` is head + rest
+        as one buffer, if it is one (written as it is when nothing of it changes)."""
         client, exchange = self.client, self.exchange
         assert client is not None
         assert exchange is not None
@@ -235,17 +240,17 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(f"instance {self.instance.id} switched protocols without being asked to")
                 return
             self._phase = Phase.TUNNEL
-            client.start_response()
+            exchange.response_started = True
             client.write(forwarded_response_head(head, body_framing=None, close=False) + rest)
             client.start_tunnel(exchange)
             return
         close = exchange.close_after or request.upgrade is not None or not exchange.request_done
         framing: bytes | None
+        length = head.content_length
         if not response_has_body(request.method, head.status):
             phase = Phase.IDLE
-            cl = head.content_length
-            framing = b"content-length: %d" % cl if cl is not None and head.status >= 200 else None
-        elif head.chunked or head.content_length is None:
+            framing = b"content-length: %d" % length if length is not None and head.status >= 200 else None
+        elif head.chunked or length is None:
             phase = Phase.CHUNKED if head.chunked else Phase.UNTIL_CLOSE
             self._decoder = ChunkedDecoder() if head.chunked else None
             self._chunked_out = request.http11
@@ -253,17 +258,21 @@ class UpstreamConnection(asyncio.Protocol):
             close = close or not request.http11
         else:
             phase = Phase.LENGTH
-            self._left = head.content_length
-            framing = b"content-length: %d" % head.content_length
+            framing = b"content-length: %d" % length
         self._keep = not head.close and phase is not Phase.UNTIL_CLOSE and request.upgrade is None
         exchange.close_after = close
         out = forwarded_response_head(head, body_framing=framing, close=close)
-        client.start_response()
+        exchange.response_started = True
         if phase is Phase.IDLE:
             client.write(out)
             self._finish(rest)
         elif phase is Phase.LENGTH:
-            left = self._left
+            assert length is not None
+            if len(rest) == length and out is head.raw and received is not None:
+                client.write(received)  # the usual: the whole response, as the instance sent it
+                self._finish(b"")
+                return
+            left = length
             body = rest[:left]
             client.write(out + body if len(body) < 65536 else out)
             if len(body) >= 65536:
