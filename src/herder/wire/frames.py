@@ -95,7 +95,8 @@ class FrameDecoder:
             self._need = length
         if len(self._buffer) < self._need:
             return self._need_data()
-        payload = bytes(self._buffer[: self._need])
+        with memoryview(self._buffer) as view:  # one copy (a slice first would be two)
+            payload = bytes(view[: self._need])
         del self._buffer[: self._need]
         self._need = None
         return payload

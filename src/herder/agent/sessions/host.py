@@ -126,8 +126,9 @@ class HostSession:
 
 async def serve(fd: int, secret: str, product: str) -> None:
     """Load ``product``, connect over the channel, serve until it closes."""
+    from herder.agent.sessions.channel import open_channel
     from herder.products import load_extensions
-    from herder.rpc import Method, Registry, StreamTransport, handshake
+    from herder.rpc import Method, Registry, handshake
     from herder.wire import DEFAULT_MAX_FRAME_SIZE
 
     extensions = load_extensions(product)
@@ -151,8 +152,7 @@ async def serve(fd: int, secret: str, product: str) -> None:
 
     os.set_inheritable(fd, False)  # programs the session launches must never get the channel
     sock = socket.socket(fileno=fd)
-    reader, writer = await asyncio.open_connection(sock=sock, limit=DEFAULT_MAX_FRAME_SIZE)
-    transport = StreamTransport(reader, writer)
+    transport = await open_channel(sock, DEFAULT_MAX_FRAME_SIZE)
     peer = await handshake(transport, token=secret, codecs=("msgpack",))
     peer.registry = registry
     peer.info = {"name": f"herder-host:{product}"}

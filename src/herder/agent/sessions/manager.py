@@ -46,9 +46,10 @@ from typing import Any
 
 from herder.agent.config import AgentConfig, SessionsConfig
 from herder.agent.processes import procs
+from herder.agent.sessions.channel import ChannelTransport, open_channel
 from herder.agent.sessions.host import CONFINED_VAR, FD_VAR, SECRET_VAR, SESSION_TARGET, SESSION_VAR
 from herder.agent.sessions.relay import RawRelay
-from herder.rpc import ConnectionLost, Method, Peer, Registry, RemoteCallback, RemoteError, StreamTransport
+from herder.rpc import ConnectionLost, Method, Peer, Registry, RemoteCallback, RemoteError
 from herder.taskgroup import OwnedTaskGroup
 from herder.wire import DEFAULT_MAX_FRAME_SIZE, ErrorCode, Welcome, codec_for, decode_hello, encode_welcome
 
@@ -649,10 +650,9 @@ class SessionManager:
         exited = asyncio.ensure_future(procs.wait_exit(child))
         self._unreaped[exited] = popen
         exited.add_done_callback(lambda done: self._unreaped.pop(done, None))
-        transport: StreamTransport | None = None
+        transport: ChannelTransport | None = None
         try:
-            reader, writer = await asyncio.open_connection(sock=ours, limit=DEFAULT_MAX_FRAME_SIZE)
-            transport = StreamTransport(reader, writer)
+            transport = await open_channel(ours, DEFAULT_MAX_FRAME_SIZE)
             peer = await self._welcome(session, transport, secret, exited, log_path)
         except BaseException:
             procs.signal_group(popen.pid, signal.SIGKILL)
@@ -670,7 +670,7 @@ class SessionManager:
     async def _welcome(
         self,
         session: Session,
-        transport: StreamTransport,
+        transport: ChannelTransport,
         secret: str,
         exited: asyncio.Future[int],
         log_path: Path,
