@@ -40,7 +40,7 @@ from herder.requestid import valid_id
 if TYPE_CHECKING:
     from herder.agent.processes.supervisor import Supervisor, Unit
     from herder.frontdoor import Door
-    from herder.metrics.http import HttpCounts
+    from herder.metrics import HttpCounts
 
 LIST_PATH = "/list-processes"
 STATUS_PREFIX = "/process-status/"

@@ -166,7 +166,7 @@ def front_protocol(
     bound to ``runtime``'s router; with ``app``, the agent's outermost ASGI app
     (``HttpCounts`` around its ``Guard``), the status reads are answered on the fast path."""
     from herder.frontdoor import Door
-    from herder.metrics.http import HttpCounts
+    from herder.metrics import HttpCounts
 
     fast = None
     counts = app if isinstance(app, HttpCounts) else None
