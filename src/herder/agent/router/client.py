@@ -110,6 +110,13 @@ class BodyKind(enum.Enum):
     CHUNKED = 2
 
 
+# The members as module constants: in Python 3.11 ``Phase.HEAD`` goes through
+# ``EnumType.__getattr__`` (~0.25 µs a read, 15 times cheaper as a global), and the data
+# path reads them some twenty times a request (#19).
+_HEAD, _BODY, _WAIT, _TUNNEL, _CLOSED = Phase.HEAD, Phase.BODY, Phase.WAIT, Phase.TUNNEL, Phase.CLOSED
+_NO_BODY, _LENGTH_BODY, _CHUNKED_BODY = BodyKind.NONE, BodyKind.LENGTH, BodyKind.CHUNKED
+
+
 class Exchange:
     """One request and its response, across retries."""
 
@@ -143,7 +150,7 @@ class Exchange:
         self.head_bytes = b""
         self.pending: list[bytes] = []
         self.pending_bytes = 0
-        self.body_kind = BodyKind.NONE
+        self.body_kind = _NO_BODY
         self.body_left = 0
         self.body_bytes = 0
         self.decoder: ChunkedDecoder | None = None
@@ -165,7 +172,7 @@ class ClientConnection(asyncio.Protocol):
         self.pool = pool  # None: each request's Host picks the pool
         self._first_data = first_data
         self.transport: asyncio.Transport | None = None
-        self._phase = Phase.HEAD
+        self._phase = _HEAD
         self._buf = b""
         self._exchange: Exchange | None = None
         self._task: asyncio.Task[None] | None = None
@@ -199,38 +206,38 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         phase = self._phase
-        if phase is Phase.TUNNEL:
+        if phase is _TUNNEL:
             exchange = self._exchange
             if exchange is not None and exchange.upstream is not None:
                 exchange.upstream.write(data)
             return
-        if phase is Phase.BODY:
+        if phase is _BODY:
             data = self._body(data)
             if not data:
                 return
-        elif phase is Phase.CLOSED:
+        elif phase is _CLOSED:
             return
         if self._buf:
             self._buf += data
         else:
-            if not data.startswith(b"\r\n") or self._phase is not Phase.HEAD:
+            if not data.startswith(b"\r\n") or self._phase is not _HEAD:
                 self._buf = data
             else:
                 self._buf = data.lstrip(b"\r\n")  # empty lines between requests are ignored
-        if self._phase is Phase.HEAD:
+        if self._phase is _HEAD:
             self._next_request()
         elif len(self._buf) > MAX_WAITING_BYTES:
             self.pause_reading("pipeline")
 
     def eof_received(self) -> bool:
-        if self._phase is Phase.HEAD and not self._buf and self._exchange is None:
+        if self._phase is _HEAD and not self._buf and self._exchange is None:
             return False  # an idle client left: close
         if self._exchange is not None:
             self._exchange.close_after = True
         return True  # keep writing: the response may still come
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._phase = Phase.CLOSED
+        self._phase = _CLOSED
         self._ctx.connections.discard(self)
         if self._task is not None:
             self._task.cancel()
@@ -281,7 +288,7 @@ class ClientConnection(asyncio.Protocol):
         request = exchange.request
         framing: bytes | None = None
         if request.chunked:
-            exchange.body_kind = BodyKind.CHUNKED
+            exchange.body_kind = _CHUNKED_BODY
             exchange.decoder = ChunkedDecoder()
             framing = b"transfer-encoding: chunked"
         elif request.content_length is not None:
@@ -291,9 +298,9 @@ class ClientConnection(asyncio.Protocol):
                 return
             framing = b"content-length: %d" % length
             if length:
-                exchange.body_kind = BodyKind.LENGTH
+                exchange.body_kind = _LENGTH_BODY
                 exchange.body_left = length
-        if request.upgrade is not None and exchange.body_kind is not BodyKind.NONE:
+        if request.upgrade is not None and exchange.body_kind is not _NO_BODY:
             self.refuse(400, "an upgrade request may not carry a body")
             return
         exchange.head_bytes = forwarded_request_head(
@@ -304,21 +311,21 @@ class ClientConnection(asyncio.Protocol):
             default_host=self._local,
         )
         exchange.retryable = (
-            request.method in IDEMPOTENT and exchange.body_kind is BodyKind.NONE and request.upgrade is None
+            request.method in IDEMPOTENT and exchange.body_kind is _NO_BODY and request.upgrade is None
         )
         self._exchange = exchange
         self.deadline = time.monotonic() + self.read_timeout_s
-        if exchange.body_kind is BodyKind.NONE:
+        if exchange.body_kind is _NO_BODY:
             exchange.request_done = True
-            self._phase = Phase.WAIT
+            self._phase = _WAIT
         else:
-            self._phase = Phase.BODY
+            self._phase = _BODY
             if rest:  # body bytes already here are checked before anything goes to an instance
                 rest = self._body(rest)
-                if self._phase is Phase.CLOSED:
+                if self._phase is _CLOSED:
                     return
         self._dispatch(exchange)
-        if rest and self._phase is not Phase.CLOSED:
+        if rest and self._phase is not _CLOSED:
             self._buf = rest
             if len(rest) > MAX_WAITING_BYTES:
                 self.pause_reading("pipeline")
@@ -328,7 +335,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = self._exchange
         assert exchange is not None
         self.deadline = time.monotonic() + self.read_timeout_s
-        if exchange.body_kind is BodyKind.LENGTH:
+        if exchange.body_kind is _LENGTH_BODY:
             left = exchange.body_left
             if len(data) < left:
                 exchange.body_left = left - len(data)
@@ -359,8 +366,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _request_done(self, exchange: Exchange) -> None:
         exchange.request_done = True
-        if self._phase is Phase.BODY:
-            self._phase = Phase.WAIT
+        if self._phase is _BODY:
+            self._phase = _WAIT
 
     def _send_up(self, exchange: Exchange, data: bytes) -> None:
         if exchange.upstream is not None:
@@ -419,7 +426,7 @@ class ClientConnection(asyncio.Protocol):
                 self.upstream_failed(exchange, f"cannot connect to instance {instance.id}: {exc}")
             return
         self._task = None
-        if self._exchange is not exchange or self._phase is Phase.CLOSED:
+        if self._exchange is not exchange or self._phase is _CLOSED:
             conn.close()
             return
         self._bind(exchange, conn)
@@ -452,10 +459,10 @@ class ClientConnection(asyncio.Protocol):
         if instance is not None:
             pool.release(instance, now)
         self._exchange = None
-        if exchange.close_after or not exchange.request_done or self._phase is Phase.CLOSED:
+        if exchange.close_after or not exchange.request_done or self._phase is _CLOSED:
             self._close()
             return
-        self._phase = Phase.HEAD
+        self._phase = _HEAD
         self.deadline = now + self._ctx.limits.keepalive_timeout_s
         if "pipeline" in self._read_pauses:
             self.resume_reading("pipeline")
@@ -485,7 +492,7 @@ class ClientConnection(asyncio.Protocol):
 
     def start_tunnel(self, exchange: Exchange) -> None:
         """101 Switching Protocols: from now on, bytes both ways."""
-        self._phase = Phase.TUNNEL
+        self._phase = _TUNNEL
         self.deadline = math.inf
         rest, self._buf = self._buf, b""
         if rest and exchange.upstream is not None:
@@ -501,7 +508,7 @@ class ClientConnection(asyncio.Protocol):
     # -- flow control, ends -----------------------------------------------------------------
 
     def pause_reading(self, reason: str) -> None:
-        if not self._read_pauses and self.transport is not None and self._phase is not Phase.CLOSED:
+        if not self._read_pauses and self.transport is not None and self._phase is not _CLOSED:
             self.transport.pause_reading()
         self._read_pauses.add(reason)
 
@@ -509,7 +516,7 @@ class ClientConnection(asyncio.Protocol):
         if reason not in self._read_pauses:
             return
         self._read_pauses.discard(reason)
-        if not self._read_pauses and self.transport is not None and self._phase is not Phase.CLOSED:
+        if not self._read_pauses and self.transport is not None and self._phase is not _CLOSED:
             self.transport.resume_reading()
 
     def refuse(self, status: int, message: str, *, retry_after: int | None = None) -> None:
@@ -526,13 +533,13 @@ class ClientConnection(asyncio.Protocol):
     def timed_out(self) -> None:
         phase = self._phase
         limits = self._ctx.limits
-        if phase is Phase.HEAD and not self._buf:
+        if phase is _HEAD and not self._buf:
             self._close()  # an idle keep-alive connection
-        elif phase is Phase.HEAD:
+        elif phase is _HEAD:
             self.refuse(408, f"the request head did not arrive within {limits.header_timeout_s:g} s")
-        elif phase is Phase.BODY:
+        elif phase is _BODY:
             self.refuse(408, f"the request body stalled for {limits.read_timeout_s:g} s")
-        elif phase is Phase.WAIT:
+        elif phase is _WAIT:
             exchange = self._exchange
             if exchange is not None and exchange.instance is None and self._task is not None:
                 return  # waiting for an instance: the pool's start timeout applies
@@ -551,7 +558,7 @@ class ClientConnection(asyncio.Protocol):
         self._release(exchange)
 
     def _close(self) -> None:
-        self._phase = Phase.CLOSED
+        self._phase = _CLOSED
         self.deadline = math.inf
         if self._task is not None:
             self._task.cancel()

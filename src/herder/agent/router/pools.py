@@ -77,6 +77,18 @@ class PoolState(enum.StrEnum):
     DRAINED = "drained"
 
 
+# The members as module constants: in Python 3.11 ``InstanceState.READY`` goes through
+# ``EnumType.__getattr__`` (~0.25 µs a read, 15 times cheaper as a global); each request
+# reads a few (#19).
+_STARTING, _READY, _UNREADY, _STOPPING = (
+    InstanceState.STARTING,
+    InstanceState.READY,
+    InstanceState.UNREADY,
+    InstanceState.STOPPING,
+)
+_ACTIVE, _DRAINING, _DRAINED = PoolState.ACTIVE, PoolState.DRAINING, PoolState.DRAINED
+
+
 class Instance:
     """One running copy of the pool's program, and how to reach it."""
 
@@ -100,7 +112,7 @@ class Instance:
         self.unit = unit
         self.host = INSTANCE_HOST
         self.port = port
-        self.state = InstanceState.STARTING
+        self.state = _STARTING
         self.in_flight = 0
         self.requests = 0
         self.last_used = time.monotonic()
@@ -119,7 +131,7 @@ class Instance:
 
     def put_connection(self, conn: UpstreamConnection) -> None:
         """Keep ``conn`` for the next request (or close it if it may not be kept)."""
-        if self.state is InstanceState.READY and len(self.idle) < MAX_IDLE_CONNECTIONS:
+        if self.state is _READY and len(self.idle) < MAX_IDLE_CONNECTIONS:
             self.idle.append(conn)
         else:
             conn.close()
@@ -135,7 +147,7 @@ class Instance:
 
     @property
     def stopping(self) -> bool:
-        return self.state is InstanceState.STOPPING
+        return self.state is _STOPPING
 
     def changed(self) -> None:
         self._changed.set()
@@ -154,7 +166,7 @@ class Pool:
         self.spec = spec
         self.name = spec.name
         self.origin = origin
-        self.state = PoolState.ACTIVE
+        self.state = _ACTIVE
         self.instances: list[Instance] = []
         self._ready: list[Instance] = []
         self._waiters: deque[asyncio.Future[Instance]] = deque()
@@ -226,7 +238,7 @@ class Pool:
 
     def try_acquire(self, avoid: Instance | None = None) -> Instance | None:
         """The fast path: a ready instance with room, or None (then ``acquire``)."""
-        if self._waiters or self.state is not PoolState.ACTIVE:
+        if self._waiters or self.state is not _ACTIVE:
             return None
         return self._pick(avoid)
 
@@ -241,7 +253,7 @@ class Pool:
         if (
             best is None
             and avoid is not None
-            and avoid.state is InstanceState.READY
+            and avoid.state is _READY
             and (not limit or avoid.in_flight < limit)
         ):
             best = avoid  # the only one: a retry goes back to it after its check
@@ -261,7 +273,7 @@ class Pool:
         inst = self.try_acquire(avoid)
         if inst is not None:
             return inst
-        if self.state is not PoolState.ACTIVE or self._closed:
+        if self.state is not _ACTIVE or self._closed:
             raise Unavailable(f"pool {self.name!r} is {self.state}", retry_after=5)
         if self._only_crash_loops():
             raise Unavailable(f"pool {self.name!r}: {self.error}", retry_after=5)
@@ -301,14 +313,14 @@ class Pool:
         inst.in_flight -= 1
         inst.last_used = time.monotonic() if now is None else now
         self._changed_now()
-        if inst.state is InstanceState.STOPPING and inst.in_flight == 0:
+        if inst.state is _STOPPING and inst.in_flight == 0:
             inst.changed()
         if self._waiters:
             self._wake()
 
     def suspect(self, inst: Instance) -> None:
         """A connection to ``inst`` failed: stop choosing it until its check passes again."""
-        if inst.state is InstanceState.READY:
+        if inst.state is _READY:
             self._set_unready(inst)
             inst.changed()
 
@@ -333,9 +345,9 @@ class Pool:
     def _grow(self) -> None:
         """Start as many instances as the waiting requests need, within ``max_instances``."""
         waiting = sum(1 for w in self._waiters if not w.done())
-        if not waiting or self.state is not PoolState.ACTIVE or self._closed:
+        if not waiting or self.state is not _ACTIVE or self._closed:
             return
-        coming = [i for i in self.instances if i.state in (InstanceState.STARTING, InstanceState.UNREADY)]
+        coming = [i for i in self.instances if i.state in (_STARTING, _UNREADY)]
         per_instance = self._limit or waiting
         need = waiting - len(coming) * per_instance
         while need > 0 and len(self.instances) < self.spec.max_instances:
@@ -414,12 +426,12 @@ class Pool:
                 break
             attempts = 0
             self._set_ready(inst)
-            while inst.state is InstanceState.READY and unit.pid == pid and not unit.done:
+            while inst.state is _READY and unit.pid == pid and not unit.done:
                 inst._changed.clear()
                 if unit.pid != pid:
                     break
                 await inst.wait_change()
-            if inst.state is InstanceState.READY:
+            if inst.state is _READY:
                 self._set_unready(inst)
                 log.info("pool %s: instance %s is being replaced", self.name, inst.id)
 
@@ -433,7 +445,7 @@ class Pool:
         log.warning("pool %s: %s", self.name, self.error)
         self._take_out(inst)
         self._spawn(self._retire(inst, 0), f"retire:{inst.id}")
-        if not any(i.state in (InstanceState.STARTING, InstanceState.READY) for i in self.instances):
+        if not any(i.state in (_STARTING, _READY) for i in self.instances):
             self._fail_waiters(Unavailable(f"pool {self.name!r}: {self.error}", retry_after=5))
 
     def _follow_crash_loop(self, inst: Instance, known: str | None) -> str | None:
@@ -464,14 +476,14 @@ class Pool:
         return all(i.unit.crash_loop is not None for i in self.instances)
 
     def _set_ready(self, inst: Instance) -> None:
-        inst.state = InstanceState.READY
+        inst.state = _READY
         self._ready.append(inst)
         log.debug("pool %s: instance %s ready on port %d", self.name, inst.id, inst.port)
         self._changed_now()
         self._wake()
 
     def _set_unready(self, inst: Instance) -> None:
-        inst.state = InstanceState.UNREADY
+        inst.state = _UNREADY
         with contextlib.suppress(ValueError):
             self._ready.remove(inst)
         inst.close_idle()
@@ -479,10 +491,10 @@ class Pool:
 
     def _take_out(self, inst: Instance) -> None:
         """No more requests for ``inst``; it no longer counts as one of the pool's."""
-        if inst.state is not InstanceState.STOPPING:
-            if inst.state is InstanceState.READY:
+        if inst.state is not _STOPPING:
+            if inst.state is _READY:
                 self._set_unready(inst)
-            inst.state = InstanceState.STOPPING
+            inst.state = _STOPPING
             with contextlib.suppress(ValueError):
                 self.instances.remove(inst)
             self._changed_now()
@@ -500,7 +512,7 @@ class Pool:
         log.info("pool %s: instance %s stopped", self.name, inst.id)
 
     def _ensure_minimum(self) -> None:
-        if self.state is not PoolState.ACTIVE or self._closed:
+        if self.state is not _ACTIVE or self._closed:
             return
         while len(self.instances) < self.spec.min_instances:
             self._start_instance()
@@ -526,16 +538,16 @@ class Pool:
 
     async def drain(self, timeout_s: float) -> None:
         """Stop taking requests, let those in flight finish (bounded), stop every instance."""
-        self.state = PoolState.DRAINING
+        self.state = _DRAINING
         self._fail_waiters(Unavailable(f"pool {self.name!r} is draining", retry_after=5))
         await asyncio.gather(*(self._retire(inst, timeout_s) for inst in list(self.instances)))
-        if self.state is PoolState.DRAINING:
-            self.state = PoolState.DRAINED
+        if self.state is _DRAINING:
+            self.state = _DRAINED
             self._changed_now()
 
     def resume(self) -> None:
         """Take requests again after a drain."""
-        self.state = PoolState.ACTIVE
+        self.state = _ACTIVE
         self._changed_now()
         self._ensure_minimum()
 
@@ -579,7 +591,7 @@ class Pool:
     @property
     def serving(self) -> bool:
         """Active and not closed: a deploy may go on."""
-        return self.state is PoolState.ACTIVE and not self._closed
+        return self.state is _ACTIVE and not self._closed
 
     # -- reporting ------------------------------------------------------------------------
 

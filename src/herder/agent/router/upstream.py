@@ -50,6 +50,18 @@ class Phase(enum.Enum):
     TUNNEL = 5
 
 
+# The members as module constants: in Python 3.11 ``Phase.HEAD`` goes through
+# ``EnumType.__getattr__`` (~0.25 µs a read, 15 times cheaper as a global) (#19).
+_IDLE, _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _TUNNEL = (
+    Phase.IDLE,
+    Phase.HEAD,
+    Phase.LENGTH,
+    Phase.CHUNKED,
+    Phase.UNTIL_CLOSE,
+    Phase.TUNNEL,
+)
+
+
 class UpstreamConnection(asyncio.Protocol):
     """A keep-alive HTTP/1.1 connection from the proxy to one instance."""
 
@@ -74,7 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.client: ClientConnection | None = None
         self.exchange: Exchange | None = None
         self._buf = b""
-        self._phase = Phase.IDLE
+        self._phase = _IDLE
         self._left = 0
         self._decoder: ChunkedDecoder | None = None
         self._chunked_out = False
@@ -94,14 +106,14 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         client = self.client
         phase = self._phase
-        if client is None or phase is Phase.IDLE:
+        if client is None or phase is _IDLE:
             self.close()  # bytes nobody asked for: the connection cannot be trusted
             return
-        if phase is Phase.TUNNEL:
+        if phase is _TUNNEL:
             client.write(data)
             return
         client.deadline = time.monotonic() + client.read_timeout_s
-        if phase is Phase.LENGTH:
+        if phase is _LENGTH:
             left = self._left
             if len(data) < left:
                 self._left = left - len(data)
@@ -109,7 +121,7 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 client.write(data[:left])
                 self._finish(data[left:])
-        elif phase is Phase.HEAD:
+        elif phase is _HEAD:
             self._head_bytes(data)
         else:
             self._body(data)
@@ -124,12 +136,12 @@ class UpstreamConnection(asyncio.Protocol):
         if client is None or exchange is None:
             return
         phase = self._phase
-        if phase is Phase.UNTIL_CLOSE:
+        if phase is _UNTIL_CLOSE:
             if self._chunked_out:
                 client.write(LAST_CHUNK)
             self._keep = False
             self._finish(b"")
-        elif phase is Phase.TUNNEL:
+        elif phase is _TUNNEL:
             self.client = self.exchange = None
             client.tunnel_closed(exchange)
         else:
@@ -167,7 +179,7 @@ class UpstreamConnection(asyncio.Protocol):
         assert self.transport is not None
         self.exchange = exchange
         self.client = client
-        self._phase = Phase.HEAD
+        self._phase = _HEAD
         self._buf = b""
         if len(data) == 1:
             self.transport.write(data[0])
@@ -239,7 +251,7 @@ class UpstreamConnection(asyncio.Protocol):
             if request.upgrade is None or head.upgrade is None:
                 self._fail(f"instance {self.instance.id} switched protocols without being asked to")
                 return
-            self._phase = Phase.TUNNEL
+            self._phase = _TUNNEL
             exchange.response_started = True
             client.write(forwarded_response_head(head, body_framing=None, close=False) + rest)
             client.start_tunnel(exchange)
@@ -248,25 +260,25 @@ class UpstreamConnection(asyncio.Protocol):
         framing: bytes | None
         length = head.content_length
         if not response_has_body(request.method, head.status):
-            phase = Phase.IDLE
+            phase = _IDLE
             framing = b"content-length: %d" % length if length is not None and head.status >= 200 else None
         elif head.chunked or length is None:
-            phase = Phase.CHUNKED if head.chunked else Phase.UNTIL_CLOSE
+            phase = _CHUNKED if head.chunked else _UNTIL_CLOSE
             self._decoder = ChunkedDecoder() if head.chunked else None
             self._chunked_out = request.http11
             framing = b"transfer-encoding: chunked" if request.http11 else None
             close = close or not request.http11
         else:
-            phase = Phase.LENGTH
+            phase = _LENGTH
             framing = b"content-length: %d" % length
-        self._keep = not head.close and phase is not Phase.UNTIL_CLOSE and request.upgrade is None
+        self._keep = not head.close and phase is not _UNTIL_CLOSE and request.upgrade is None
         exchange.close_after = close
         out = forwarded_response_head(head, body_framing=framing, close=close)
         exchange.response_started = True
-        if phase is Phase.IDLE:
+        if phase is _IDLE:
             client.write(out)
             self._finish(rest)
-        elif phase is Phase.LENGTH:
+        elif phase is _LENGTH:
             assert length is not None
             if len(rest) == length and out is head.raw and received is not None:
                 client.write(received)  # the usual: the whole response, as the instance sent it
@@ -291,7 +303,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _body(self, data: bytes) -> None:
         client = self.client
         assert client is not None
-        if self._phase is Phase.UNTIL_CLOSE:
+        if self._phase is _UNTIL_CLOSE:
             client.write(encode_chunk(data) if self._chunked_out else data)
             return
         decoder = self._decoder
@@ -315,7 +327,7 @@ class UpstreamConnection(asyncio.Protocol):
         assert client is not None
         assert exchange is not None
         reusable = self._keep and not extra and exchange.request_done and not self._closed
-        self._phase = Phase.IDLE
+        self._phase = _IDLE
         self.client = self.exchange = None
         self._decoder = None
         if reusable:
