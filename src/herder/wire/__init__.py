@@ -37,6 +37,7 @@ from herder.wire.messages import (
     from_document,
     to_document,
 )
+from herder.wire.raw import RawEnvelope, peek_envelope, rebuild_message
 
 __all__ = [
     "CODEC_NAMES",
@@ -61,6 +62,7 @@ __all__ = [
     "NeedData",
     "Notify",
     "ProtocolError",
+    "RawEnvelope",
     "Refusal",
     "Result",
     "Welcome",
@@ -76,5 +78,7 @@ __all__ = [
     "encode_welcome",
     "error_for",
     "from_document",
+    "peek_envelope",
+    "rebuild_message",
     "to_document",
 ]

@@ -2,15 +2,15 @@
 
 A relay (the agent between a client and a session's host) needs a message's ``kind``,
 ``id``, ``target`` and ``method`` to route it, never its ``args``, ``kwargs`` or
-``result``: those may be megabytes of a file. ``peek`` walks the top-level map, decodes
+``result``: those may be megabytes of a file. ``peek_envelope`` walks the top-level map, decodes
 the small routing fields, and notes where each other value lies in the payload, so
-that ``rebuild`` can make the message again with a new ``id`` (or ``target``) and the
+that ``rebuild_message`` can make the message again with a new ``id`` (or ``target``) and the
 body's bytes as they came: one copy instead of a decode and an encode.
 
 The walk only measures values (a ``bin`` of 4 MiB is skipped by its length), one
 step per MessagePack item, so its cost does not grow with the bytes carried. It also
 says whether a map that could be a callback (``{"$cb": ...}``, protocol §9) lies
-anywhere in the body: such a message needs the peer's own decoding, and ``peek``'s
+anywhere in the body: such a message needs the peer's own decoding, and ``peek_envelope``'s
 caller then takes the ordinary path.
 
 Anything that is not a well-formed map of this shape gives ``None``, never an
@@ -40,7 +40,7 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 
 @dataclass(slots=True)
-class Envelope:
+class RawEnvelope:
     """A message's routing fields, and where its other values lie in the payload."""
 
     kind: str
@@ -165,7 +165,7 @@ def _text_length(buf: bytes | memoryview, pos: int) -> int:
     return _read(buf, pos + 1, {0xD9: 1, 0xDA: 2, 0xDB: 4}[first])
 
 
-def peek(payload: bytes | memoryview) -> Envelope | None:
+def peek_envelope(payload: bytes | memoryview) -> RawEnvelope | None:
     """The envelope of a MessagePack message, without decoding its body; None if not one.
 
     None for anything this module does not take apart (not a map, a key that is not a
@@ -178,7 +178,7 @@ def peek(payload: bytes | memoryview) -> Envelope | None:
         return None
 
 
-def _peek(buf: bytes | memoryview) -> Envelope | None:
+def _peek(buf: bytes | memoryview) -> RawEnvelope | None:
     end, children, pos = _head(buf, 0)
     if end >= 0 or buf[0] in _ARRAYS:  # not a map
         return None
@@ -213,10 +213,10 @@ def _peek(buf: bytes | memoryview) -> Envelope | None:
         return None
     if method is not None and not isinstance(method, str):
         return None
-    return Envelope(kind, call_id, target, method, spans, callbacks)
+    return RawEnvelope(kind, call_id, target, method, spans, callbacks)
 
 
-def rebuild(payload: bytes | memoryview, envelope: Envelope, **head: object) -> bytes:
+def rebuild_message(payload: bytes | memoryview, envelope: RawEnvelope, **head: object) -> bytes:
     """The message again, its routing fields replaced by ``head``, its body as it came.
 
     ``head`` gives the routing fields of the new message (``kind``, ``id``, ``target``,
@@ -245,4 +245,4 @@ def _map_header(count: int) -> bytes:
     return b"\xde" + _U16.pack(count)
 
 
-__all__ = ["Envelope", "peek", "rebuild"]
+__all__ = ["RawEnvelope", "peek_envelope", "rebuild_message"]

@@ -11,7 +11,7 @@ scratch buffer with one copy. A large payload is written as it is, not joined wi
 prefix.
 
 Payloads are ``bytearray`` for large frames (the buffer they were read into: no copy to
-make them ``bytes``); the codecs and ``herder.wire.raw`` take either.
+make them ``bytes``); the codecs and ``herder.wire.peek_envelope`` take either.
 
 Back-pressure both ways: reading pauses while more than ``MAX_QUEUED_BYTES`` of whole
 frames wait for ``recv``, and ``send`` waits while the kernel and the write buffer are
@@ -27,7 +27,7 @@ import socket
 import struct
 from typing import cast
 
-from herder.rpc.errors import ConnectionLost
+from herder.rpc import ConnectionLost
 from herder.wire import DEFAULT_MAX_FRAME_SIZE, FrameTooLarge, ProtocolError
 
 PREFIX = struct.Struct(">I")

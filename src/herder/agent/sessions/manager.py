@@ -333,6 +333,7 @@ class SessionManager:
         if session is not None:
             spare_task = session.spare_task
             session.created_at = time.time()
+            self._prepare_spare(product)  # the next one starts now, beside this one's last steps
         else:
             session = self._new_session(product)
         session_id = session.id

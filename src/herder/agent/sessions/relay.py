@@ -3,7 +3,7 @@
 A call to a session is the client's message with two fields changed: its ``id`` (the
 host's channel has its own) and its ``target`` (the session's id becomes the product's
 name). Its arguments, often a file's megabytes, need not be decoded by the agent and
-encoded again, nor the host's answer on the way back: ``herder.wire.raw`` reads the
+encoded again, nor the host's answer on the way back: ``herder.wire.peek_envelope`` reads the
 routing fields, and the message is rebuilt around the body's bytes as they came, one
 copy instead of a decode, an encode and the copies in between (issue 19).
 
@@ -34,9 +34,15 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from herder.rpc import ConnectionLost, Peer
-from herder.rpc import stats as call_stats
-from herder.wire import Error, ErrorCode, encode_message, error_for
-from herder.wire.raw import Envelope, peek, rebuild
+from herder.wire import (
+    Error,
+    ErrorCode,
+    RawEnvelope,
+    encode_message,
+    error_for,
+    peek_envelope,
+    rebuild_message,
+)
 
 if TYPE_CHECKING:
     from herder.agent.sessions.manager import Session, SessionManager
@@ -53,6 +59,12 @@ MAX_NAME_LENGTH = 256
 MAX_CHECKED_KWARGS = 4096
 _ARRAY_FIRST = frozenset((*range(0x90, 0xA0), 0xDC, 0xDD))
 _MAP_FIRST = frozenset((*range(0x80, 0x90), 0xDE, 0xDF))
+# The labels herder.rpc's call stats count a forwarded call under (rpc/stats.py: the
+# method of every call to a forwarded target, and the outcomes of an answer and of a
+# third peer's error passed on).
+_FORWARDED = "forwarded"
+_OK = "ok"
+_RELAYED_ERROR = "remote_error"
 _CALLBACK_IN_RESULT = "a callback received from the other side cannot be passed back"
 
 
@@ -104,7 +116,7 @@ class RawRelay:
     # -- client to host -------------------------------------------------------------------
 
     def _from_client(self, client: Peer, payload: bytes) -> Awaitable[None] | None:
-        envelope = peek(payload)
+        envelope = peek_envelope(payload)
         if envelope is None:
             return None
         if envelope.kind == "cancel":
@@ -120,7 +132,7 @@ class RawRelay:
         if (client, envelope.id) in self._by_client:
             return None  # an id already in flight: the ordinary way says what it says
         relayed_id = next(self._ids)
-        data = rebuild(payload, envelope, id=relayed_id, target=session.product)
+        data = rebuild_message(payload, envelope, id=relayed_id, target=session.product)
         if len(data) > session.host.peer.transport.max_frame_size:
             return None
         self._calls[relayed_id] = _Relayed(client, envelope.id, session, time.monotonic())
@@ -128,7 +140,7 @@ class RawRelay:
         self.relayed += 1
         return self._to_host(session, data)
 
-    def _plain_call(self, client: Peer, envelope: Envelope, payload: bytes) -> bool:
+    def _plain_call(self, client: Peer, envelope: RawEnvelope, payload: bytes) -> bool:
         """Whether the call can pass unchanged (else the ordinary relay serves it)."""
         target, method, call_id = envelope.target, envelope.method, envelope.id
         if envelope.callbacks or client.principal is None:
@@ -174,7 +186,7 @@ class RawRelay:
     # -- host to client -------------------------------------------------------------------
 
     def _from_host(self, host: Peer, payload: bytes) -> Awaitable[None] | None:
-        envelope = peek(payload)
+        envelope = peek_envelope(payload)
         if envelope is None or envelope.kind not in ("result", "error") or envelope.id is None:
             return None
         if envelope.id not in self._calls:
@@ -182,13 +194,13 @@ class RawRelay:
         relayed = self._forget(envelope.id)
         assert relayed is not None
         if envelope.kind == "result" and envelope.callbacks:
-            self._record(relayed, call_stats.APPLICATION_ERROR)
+            self._record(relayed, ErrorCode.APPLICATION_ERROR.value)
             error = error_for(
                 relayed.client_id, ErrorCode.APPLICATION_ERROR, _CALLBACK_IN_RESULT, "TypeError"
             )
             return self._to_client(relayed.client, encode_message(error, relayed.client.codec))
-        self._record(relayed, call_stats.OK if envelope.kind == "result" else call_stats.RELAYED_ERROR)
-        return self._to_client(relayed.client, rebuild(payload, envelope, id=relayed.client_id))
+        self._record(relayed, _OK if envelope.kind == "result" else _RELAYED_ERROR)
+        return self._to_client(relayed.client, rebuild_message(payload, envelope, id=relayed.client_id))
 
     async def _to_client(self, client: Peer, data: bytes) -> None:
         with contextlib.suppress(ConnectionLost, OSError):  # it went away: nobody to tell
@@ -223,12 +235,10 @@ class RawRelay:
 
     @staticmethod
     def _record(relayed: _Relayed, outcome: str) -> None:
-        relayed.client.registry.stats.record(
-            call_stats.FORWARDED, outcome, time.monotonic() - relayed.started
-        )
+        relayed.client.registry.stats.record(_FORWARDED, outcome, time.monotonic() - relayed.started)
 
 
-def _plain_body(payload: bytes, envelope: Envelope) -> bool:
+def _plain_body(payload: bytes, envelope: RawEnvelope) -> bool:
     """Whether ``args`` is an array and ``kwargs`` a small map with string keys (as the
     envelope requires: the host would close its channel on anything else)."""
     args_start, _ = envelope.spans["args"]
