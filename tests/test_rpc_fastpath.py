@@ -167,3 +167,44 @@ async def test_close_right_after_sending_loses_nothing() -> None:
         assert await read_frames(right, len(sent) + 1) == sent  # then the end of the stream
     finally:
         right.close()
+
+
+CALL_DOCS: list[Any] = [
+    {"kind": "call", "id": 1, "method": "echo"},
+    {"kind": "call", "id": 1, "target": None, "method": "echo", "args": [1], "kwargs": {"a": 2}},
+    {"kind": "call", "id": 0, "target": "math", "method": "m" * 256, "args": [], "kwargs": {}},
+    {"kind": "call", "id": 2**53 - 1, "method": "echo", "extra": "ignored"},
+    {"kind": "call", "id": 2**53, "method": "echo"},
+    {"kind": "call", "id": -1, "method": "echo"},
+    {"kind": "call", "id": True, "method": "echo"},
+    {"kind": "call", "id": 1.0, "method": "echo"},
+    {"kind": "call", "method": "echo"},
+    {"kind": "call", "id": 1, "method": ""},
+    {"kind": "call", "id": 1, "method": "m" * 257},
+    {"kind": "call", "id": 1, "method": 5},
+    {"kind": "call", "id": 1},
+    {"kind": "call", "id": 1, "method": "echo", "target": ""},
+    {"kind": "call", "id": 1, "method": "echo", "target": 3},
+    {"kind": "call", "id": 1, "method": "echo", "args": None},
+    {"kind": "call", "id": 1, "method": "echo", "args": {"a": 1}},
+    {"kind": "call", "id": 1, "method": "echo", "kwargs": None},
+    {"kind": "call", "id": 1, "method": "echo", "kwargs": []},
+    {"kind": "call", "id": 1, "method": "echo", "kwargs": {1: "a"}},
+]
+
+
+@pytest.mark.parametrize("doc", CALL_DOCS)
+def test_the_read_loops_call_checks_are_from_documents(doc: dict[str, Any]) -> None:
+    """A call the read loop takes as it is passes every check of from_document, and
+    anything else is left to from_document (which names what is wrong)."""
+    from herder.rpc.peer import _plain_call
+    from herder.wire import Call, InvalidMessage, from_document
+
+    fields = _plain_call(doc)
+    try:
+        message = from_document(doc)
+    except InvalidMessage:
+        assert fields is None
+        return
+    assert isinstance(message, Call)
+    assert fields == (message.id, message.target, message.method, message.args, message.kwargs)

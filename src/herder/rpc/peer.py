@@ -25,7 +25,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from herder.rpc import stats
@@ -61,6 +61,7 @@ DEFAULT_MAX_IN_FLIGHT = 128
 # Ids are below 2**53 (docs/protocol.md, 5.3); what ``from_document`` checks, for the
 # answers the read loop settles without building a message (``_read_loop``).
 _MAX_ID = 2**53
+_MAX_NAME_LENGTH = 256  # of a method's or a target's name (5.1), as from_document checks
 # Values passed on as they are by ``_encode_value`` and ``_decode_value``: nothing inside.
 _LEAVES = frozenset({str, int, float, bool, bytes, type(None)})
 
@@ -136,6 +137,10 @@ class Peer:
         self._meta: dict[str, Method] | None = None
         # Called once the connection has ended (a relay forgets what it kept for it).
         self.on_close: list[Callable[[Peer], None]] = []
+        # Shown every payload before it is decoded: a relay that passes messages on as
+        # bytes (the agent's sessions) takes one by returning an awaitable, which the
+        # read loop awaits instead of decoding it; None leaves it to the peer.
+        self.intercept: Callable[[bytes], Awaitable[None] | None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -200,6 +205,9 @@ class Peer:
         while True:
             try:
                 payload = await recv()
+                if self.intercept is not None and (taken := self.intercept(payload)) is not None:
+                    await taken
+                    continue
                 doc = decode(payload)
                 # An answer to one of this side's calls, the most frequent message of a
                 # client: settled here, with from_document's checks but without building
@@ -211,14 +219,20 @@ class Peer:
                         if future is not None and not future.done():
                             future.set_result(doc.get("result"))
                         continue
-                message = from_document(doc)
+                # A call, the most frequent message of a service: the same.
+                call = _plain_call(doc) if type(doc) is dict and doc.get("kind") == "call" else None
+                message = from_document(doc) if call is None else None
             except ConnectionLost as exc:
                 self.close_reason = self.close_reason or str(exc)
                 return
             except WireError as exc:
                 await self._protocol_failure(exc)
                 return
-            await self._dispatch(message, tg)
+            if call is not None:
+                await self._start(*call, tg)
+            else:
+                assert message is not None
+                await self._dispatch(message, tg)
 
     async def _protocol_failure(self, exc: WireError) -> None:
         """Tell the other side what was wrong (best effort), then end the connection."""
@@ -232,30 +246,7 @@ class Peer:
             return
         if isinstance(message, Call | Notify):
             call_id = message.id if isinstance(message, Call) else None
-            if self._running >= self.max_in_flight:
-                self.registry.stats.record(
-                    self._label(message.target, message.method), ErrorCode.OVERLOADED.value, None
-                )
-                # Refuse rather than stop reading: a reader that waited here could never
-                # see the answers its own handlers wait for (callbacks), a deadlock. The
-                # send still waits on a clogged connection, so back-pressure remains.
-                if call_id is not None:
-                    limit = self.max_in_flight
-                    await self._send_quietly(
-                        error_for(
-                            call_id, ErrorCode.OVERLOADED, f"{limit} calls are running on this connection"
-                        )
-                    )
-                else:
-                    log.warning(
-                        "dropped a %r notification: %d calls are running", message.method, self._running
-                    )
-                return
-            task = tg.create_task(self._serve(message))
-            self._running += 1
-            task.add_done_callback(functools.partial(self._served, call_id))
-            if call_id is not None:
-                self._serving[call_id] = task
+            await self._start(call_id, message.target, message.method, message.args, message.kwargs, tg)
         elif isinstance(message, Result):
             future = self._pending.pop(message.id, None)
             if future is not None and not future.done():
@@ -266,6 +257,35 @@ class Peer:
             serving = self._serving.get(message.id)
             if serving is not None:
                 serving.cancel()
+
+    async def _start(
+        self,
+        call_id: int | None,
+        target: str | None,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        tg: asyncio.TaskGroup,
+    ) -> None:
+        """Run a call (``call_id`` None: a notification) in a task of its own."""
+        if self._running >= self.max_in_flight:
+            self.registry.stats.record(self._label(target, name), ErrorCode.OVERLOADED.value, None)
+            # Refuse rather than stop reading: a reader that waited here could never
+            # see the answers its own handlers wait for (callbacks), a deadlock. The
+            # send still waits on a clogged connection, so back-pressure remains.
+            if call_id is not None:
+                limit = self.max_in_flight
+                await self._send_quietly(
+                    error_for(call_id, ErrorCode.OVERLOADED, f"{limit} calls are running on this connection")
+                )
+            else:
+                log.warning("dropped a %r notification: %d calls are running", name, self._running)
+            return
+        task = tg.create_task(self._serve(call_id, target, name, args, kwargs))
+        self._running += 1
+        task.add_done_callback(functools.partial(self._served, call_id))
+        if call_id is not None:
+            self._serving[call_id] = task
 
     def _run_inline(self, message: Notify) -> bool:
         """Run a notification's handler now if it is a plain function; True if it ran.
@@ -317,14 +337,15 @@ class Peer:
 
     # -- serving -------------------------------------------------------------------
 
-    async def _serve(self, message: Call | Notify) -> None:
-        call_id = message.id if isinstance(message, Call) else None
+    async def _serve(
+        self, call_id: int | None, target: str | None, name: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
         started = time.monotonic()
         outcome = stats.OK
         result: Any = None
         reply: Message | None = None
         try:
-            result = await self._invoke(message)
+            result = await self._invoke(target, name, args, kwargs)
         except asyncio.CancelledError:
             outcome = ErrorCode.CANCELLED.value
             reply = (
@@ -339,16 +360,14 @@ class Peer:
             else:
                 reply = None
                 if fault.code is ErrorCode.INVALID_PARAMS:  # a peer that breaks the method's contract
-                    log.warning("dropped a %r notification with invalid arguments: %s", message.method, fault)
+                    log.warning("dropped a %r notification with invalid arguments: %s", name, fault)
         except RemoteError as exc:  # relayed from a third peer: passed on as it came
             outcome = stats.RELAYED_ERROR
             reply = Error(call_id, exc.code, exc.message, exc.type, exc.data) if call_id is not None else None
         except Exception as exc:
             outcome = stats.APPLICATION_ERROR
             reply = application_error(call_id, exc) if call_id is not None else None
-        self.registry.stats.record(
-            self._label(message.target, message.method), outcome, time.monotonic() - started
-        )
+        self.registry.stats.record(self._label(target, name), outcome, time.monotonic() - started)
         if outcome == stats.OK:
             if call_id is not None:
                 await self._reply_result(call_id, result)
@@ -398,12 +417,11 @@ class Peer:
         except ConnectionLost:
             pass
 
-    async def _invoke(self, message: Call | Notify) -> Any:
-        args = [self._decode_value(a) for a in message.args]
-        kwargs = {k: self._decode_value(v) for k, v in message.kwargs.items()}
-        if message.target == CALLBACK:
-            return await self._run_callback(message.method, args, kwargs)
-        target = message.target
+    async def _invoke(self, target: str | None, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        args = [self._decode_value(a) for a in args]
+        kwargs = {k: self._decode_value(v) for k, v in kwargs.items()} if kwargs else {}
+        if target == CALLBACK:
+            return await self._run_callback(name, args, kwargs)
         forwarder = self.registry.forwarder
         if (
             forwarder is not None
@@ -414,16 +432,16 @@ class Peer:
         ):
             if self.principal is None:
                 raise _Fault(ErrorCode.UNAUTHORIZED, f"calls to {target!r} require credentials")
-            return self._encode_value(await forwarder(self, target, message.method, args, kwargs))
-        method = self._resolve(target, message.method)
+            return self._encode_value(await forwarder(self, target, name, args, kwargs))
+        method = self._resolve(target, name)
         if method.auth and self.principal is None:
-            raise _Fault(ErrorCode.UNAUTHORIZED, f"{message.method!r} requires credentials")
+            raise _Fault(ErrorCode.UNAUTHORIZED, f"{name!r} requires credentials")
         try:
             call_args, call_kwargs = method.prepare(args, kwargs, self)
         except InvalidParams as exc:
             data = {"field": exc.field} if exc.field is not None else None
             raise _Fault(
-                ErrorCode.INVALID_PARAMS, f"{message.method}{method.describe()['params']}: {exc}", data
+                ErrorCode.INVALID_PARAMS, f"{name}{method.describe()['params']}: {exc}", data
             ) from None
         result = method.func(*call_args, **call_kwargs)
         if method.is_async or inspect.isawaitable(result):
@@ -616,6 +634,26 @@ class Peer:
         if isinstance(value, list):
             return [self._decode_value(v) for v in value]
         return value
+
+
+def _plain_call(doc: dict[str, Any]) -> tuple[int, str | None, str, list[Any], dict[str, Any]] | None:
+    """A call's id, target, method, args and kwargs, if the map passes every check of
+    ``from_document``; None for anything else, which then goes the whole way (and
+    fails there with the message that says why)."""
+    call_id, name, target = doc.get("id"), doc.get("method"), doc.get("target")
+    args, kwargs = doc.get("args", []), doc.get("kwargs", {})
+    if (
+        type(call_id) is int
+        and 0 <= call_id < _MAX_ID
+        and type(name) is str
+        and 0 < len(name) <= _MAX_NAME_LENGTH
+        and (target is None or (type(target) is str and 0 < len(target) <= _MAX_NAME_LENGTH))
+        and type(args) is list
+        and type(kwargs) is dict
+        and all(type(k) is str for k in kwargs)
+    ):
+        return call_id, target, name, args, kwargs
+    return None
 
 
 def application_error(call_id: int, exc: Exception) -> Error:

@@ -46,7 +46,7 @@ from herder.wire import (
 )
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI, WebSocket
+    from fastapi import FastAPI
     from pydantic import BaseModel
 
     from herder.rpc.discovery import Registration
@@ -182,23 +182,12 @@ class Service:
 
     def mount(self, app: FastAPI, path: str = "/rpc") -> None:
         """Serve this service over WebSocket at ``path`` of a FastAPI app."""
+        from starlette.routing import WebSocketRoute
 
-        async def rpc_endpoint(ws: WebSocket) -> None:
-            if not _same_origin(ws.headers.get("origin"), ws.headers.get("host")):
-                # A web page from elsewhere, through the user's browser: refused, as the
-                # agent's Guard refuses it, or any site could call auth=False methods.
-                await ws.close(code=1008, reason="foreign Origin")
-                return
-            await ws.accept()
-            auth = ws.headers.get("authorization", "")
-            token = auth[7:] if auth.lower().startswith("bearer ") else None
-            client = ws.client.host if ws.client is not None else None
-            transport = ServerWebSocketTransport(ws, self.max_frame_size)
-            await self.handle(transport, header_token=token, address=client)
-
-        # A plain Starlette route: the endpoint takes the socket as it is, with no
-        # dependency injection to resolve (and nothing for FastAPI to document).
-        app.router.add_websocket_route(path, rpc_endpoint)
+        # An ASGI app rather than a function of the WebSocket: the transport then
+        # reads and writes the connection's ASGI messages itself (ServerWebSocketTransport),
+        # and no dependency injection is resolved (nor anything documented by FastAPI).
+        app.router.routes.append(WebSocketRoute(path, _WebSocketEndpoint(self)))
 
     async def _refuse_hello(self, transport: Transport, exc: WireError) -> None:
         """Tell a client whose hello was unreadable why it is disconnected (best effort)."""
@@ -314,6 +303,31 @@ class Service:
         """Serve in the foreground until Ctrl-C."""
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(self.serve(host, port, tcp_port=tcp_port))
+
+
+class _WebSocketEndpoint:
+    """The ASGI app of a service's WebSocket route: the checks and the accept through
+    Starlette's ``WebSocket``, then the connection served (``Service.handle``)."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from starlette.websockets import WebSocket
+
+        ws = WebSocket(scope, receive=receive, send=send)
+        if not _same_origin(ws.headers.get("origin"), ws.headers.get("host")):
+            # A web page from elsewhere, through the user's browser: refused, as the
+            # agent's Guard refuses it, or any site could call auth=False methods.
+            await ws.close(code=1008, reason="foreign Origin")
+            return
+        await ws.accept()
+        auth = ws.headers.get("authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else None
+        client = ws.client.host if ws.client is not None else None
+        service = self._service
+        transport = ServerWebSocketTransport(ws, service.max_frame_size, receive=receive, send=send)
+        await service.handle(transport, header_token=token, address=client)
 
 
 def _same_origin(origin: str | None, host: str | None) -> bool:
