@@ -3,8 +3,9 @@
 ``parse_request_head`` and ``parse_response_head`` first match a whole head in one
 regular expression and look only at the headers the proxy acts on; what does not match
 goes through the rules line by line. Both paths must give the same head or the same
-refusal (status and message) for any input, and a head forwarded as received (``plain``)
-must carry what the line-by-line rewriting would have carried.
+refusal (status and message) for any input, and a head forwarded as received (``plain``),
+or with its hop-by-hop lines cut out by position, must carry what the line-by-line
+rewriting would have carried.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from hypothesis import strategies as st
 
 from herder.agent.router.http1 import (
     HttpError,
+    _forwarded_request_line_by_line,
+    _forwarded_response_line_by_line,
     _parse_request_line_by_line,
     _parse_response_line_by_line,
     forwarded_request_head,
@@ -134,16 +137,24 @@ def test_tricky_responses_read_the_same_both_ways(data: bytes) -> None:
     same_response_reading(data)
 
 
-@pytest.mark.parametrize("data", TRICKY_RESPONSES[:3] + TRICKY_RESPONSES[8:13])
+FORWARDED_RESPONSES = [
+    *TRICKY_RESPONSES[:3],
+    *TRICKY_RESPONSES[8:13],
+    head(b"HTTP/1.1 200 OK", b"Connection: keep-alive", b"Keep-Alive: timeout=5", b"Content-Length: 2"),
+    head(b"HTTP/1.1 200 OK", b"Connection: close, X-Hop", b"X-Hop: 1", b"Content-Type: text/plain"),
+    head(b"HTTP/1.1 200 OK", b"Connection: close", b"Close: 1", b"Transfer-Encoding: chunked"),
+    head(b"HTTP/1.0 200 OK", b"connection: Keep-Alive", b"TE: x", b"Trailer: y", b"Proxy-Authenticate: z"),
+]
+
+
+@pytest.mark.parametrize("data", FORWARDED_RESPONSES)
 @pytest.mark.parametrize("close", [False, True])
-def test_plain_responses_are_forwarded_as_the_line_by_line_rewriting_would(data: bytes, close: bool) -> None:
+def test_responses_are_forwarded_as_the_line_by_line_rewriting_would(data: bytes, close: bool) -> None:
     response = parse_response_head(data)
     length = response.content_length
     for framing in (None, b"transfer-encoding: chunked", b"content-length: %d" % (length or 0)):
         fast = forwarded_response_head(response, body_framing=framing, close=close)
-        slow = forwarded_response_head(
-            dataclasses.replace(response, plain=False), body_framing=framing, close=close
-        )
+        slow = _forwarded_response_line_by_line(response, body_framing=framing, close=close)
         assert fast.split(b"\r\n", 1)[0] == slow.split(b"\r\n", 1)[0]
         assert header_values(fast) == header_values(slow)
 
@@ -183,8 +194,63 @@ def test_valid_requests_read_and_forward_the_same_both_ways(data: bytes) -> None
         else (b"content-length: %d" % request.content_length if request.content_length is not None else None)
     )
     fast = forwarded_request_head(request, client_ip="127.0.0.1", proto=b"http", body_framing=framing)
-    slow = forwarded_request_head(
-        dataclasses.replace(request, plain=False), client_ip="127.0.0.1", proto=b"http", body_framing=framing
+    slow = _forwarded_request_line_by_line(
+        request, client_ip="127.0.0.1", proto=b"http", body_framing=framing, default_host=b"localhost"
     )
     assert fast.split(b"\r\n", 1)[0] == slow.split(b"\r\n", 1)[0]
     assert header_values(fast) == header_values(slow)
+
+
+BROWSER = head(
+    b"GET /app/main.js?v=17 HTTP/1.1",
+    b"Host: pool.example.internal:8080",
+    b"Connection: keep-alive",
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64)",
+    b"Accept: */*",
+    b"Cookie: session=9f8e; theme=dark",
+)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        BROWSER,
+        head(b"GET /ws HTTP/1.1", b"Host: h", b"Connection: keep-alive, Upgrade", b"Upgrade: websocket"),
+        head(
+            b"POST / HTTP/1.1", b"Host: h", b"Transfer-Encoding: chunked", b"TE: trailers", b"Connection: TE"
+        ),
+        head(b"GET / HTTP/1.1", b"Host: h", b"Connection: close", b"Close: 1", b"X: 2"),
+        head(b"GET / HTTP/1.1", b"Host: h", b"Connection: x-hop", b"X-Hop: 1"),
+        head(b"GET / HTTP/1.1", b"Connection: host", b"Host: h"),
+        head(b"GET / HTTP/1.1", b"Host: h", b"X-Forwarded-Proto: https", b"X-Forwarded-Host: evil"),
+        head(b"GET / HTTP/1.1", b"Host: h", b"X-Forwarded-For: 192.0.2.1", b"Connection: keep-alive"),
+        head(b"PUT / HTTP/1.1", b"Host: h", b"Content-Length: 03", b"Keep-Alive: 1"),
+    ],
+)
+def test_requests_with_hop_by_hop_lines_are_forwarded_as_the_line_by_line_rewriting_would(
+    data: bytes,
+) -> None:
+    request = parse_request_head(data)
+    framing = (
+        b"transfer-encoding: chunked"
+        if request.chunked
+        else (b"content-length: %d" % request.content_length if request.content_length is not None else None)
+    )
+    fast = forwarded_request_head(request, client_ip="10.0.0.1", proto=b"https", body_framing=framing)
+    slow = _forwarded_request_line_by_line(
+        request, client_ip="10.0.0.1", proto=b"https", body_framing=framing, default_host=b"localhost"
+    )
+    assert fast.split(b"\r\n", 1)[0] == slow.split(b"\r\n", 1)[0]
+    assert header_values(fast) == header_values(slow)
+    assert list(header_values(fast)) == list(header_values(slow))  # the same order too
+
+
+def test_a_browsers_connection_line_is_cut_and_the_rest_kept_as_received() -> None:
+    out = forwarded_request_head(
+        parse_request_head(BROWSER), client_ip="10.0.0.1", proto=b"http", body_framing=None
+    )
+    assert out.startswith(
+        b"GET /app/main.js?v=17 HTTP/1.1\r\nHost: pool.example.internal:8080\r\n"
+        b"User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nAccept: */*\r\nCookie: session=9f8e; theme=dark\r\n"
+    )
+    assert b"onnection" not in out

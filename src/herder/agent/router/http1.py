@@ -90,6 +90,19 @@ _SPECIAL = re.compile(
 )
 
 
+# Whole header lines the proxy drops (hop-by-hop, and those it writes itself), CRLF first:
+# in a parsed head, cutting these out leaves the other lines as they were.
+_HOP_NAMES = (
+    rb"connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
+    rb"|proxy-authorization|proxy-authenticate"
+)
+_DROPPED_FROM_REQUESTS = re.compile(
+    rb"\r\n(?:" + _HOP_NAMES + rb"|x-forwarded-proto|x-forwarded-host|content-length):[^\r]*", re.IGNORECASE
+)
+_DROPPED_FROM_RESPONSES = re.compile(rb"\r\n(?:" + _HOP_NAMES + rb"|content-length):[^\r]*", re.IGNORECASE)
+_CLOSE_HEADER = re.compile(rb"\r\nclose:", re.IGNORECASE)
+
+
 class HttpError(Exception):
     """A message the proxy refuses; ``status`` is what it answers with."""
 
@@ -411,6 +424,26 @@ def forwarded_request_head(
                 request.host,
                 extra,
             )
+    if request.host is not None and request.http11:
+        kept = _without_hop_by_hop(request.raw, _DROPPED_FROM_REQUESTS, in_request=True)
+        if kept is not None:  # the client's lines but those dropped, and ours after them
+            out = [kept, b"x-forwarded-for: ", client_ip.encode(), b"\r\nx-forwarded-proto: ", proto]
+            out += [b"\r\nx-forwarded-host: ", request.host, b"\r\n"]
+            if body_framing is not None:
+                out.append(body_framing + b"\r\n")
+            if request.upgrade is not None:
+                out.append(b"connection: upgrade\r\nupgrade: " + request.upgrade + b"\r\n")
+            out.append(b"\r\n")
+            return b"".join(out)
+    return _forwarded_request_line_by_line(
+        request, client_ip=client_ip, proto=proto, body_framing=body_framing, default_host=default_host
+    )
+
+
+def _forwarded_request_line_by_line(
+    request: RequestHead, *, client_ip: str, proto: bytes, body_framing: bytes | None, default_host: bytes
+) -> bytes:
+    """``forwarded_request_head``'s general way: every header line looked at."""
     drop = _connection_named(request) - {b"host"}  # HTTP/1.1 to the instance needs its Host
     out = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
     if request.host is None:  # HTTP/1.0 without Host: the address the client reached
@@ -448,6 +481,40 @@ def forwarded_response_head(response: ResponseHead, *, body_framing: bytes | Non
             if not response.http11:
                 return b"HTTP/1.1%s%s\r\n" % (raw[8:-2], extra)
             return b"%s%s\r\n" % (raw[:-2], extra) if extra else raw
+    kept = _without_hop_by_hop(response.raw, _DROPPED_FROM_RESPONSES, in_request=False)
+    if kept is not None:  # the instance's lines but those dropped, and ours after them
+        out = [b"HTTP/1.1", kept[8:]]
+        if body_framing is not None:
+            out.append(body_framing + b"\r\n")
+        if response.status == 101 and response.upgrade is not None:
+            out.append(b"connection: upgrade\r\nupgrade: " + response.upgrade + b"\r\n")
+        elif close:
+            out.append(b"connection: close\r\n")
+        out.append(b"\r\n")
+        return b"".join(out)
+    return _forwarded_response_line_by_line(response, body_framing=body_framing, close=close)
+
+
+def _without_hop_by_hop(raw: bytes, dropped: re.Pattern[bytes], *, in_request: bool) -> bytes | None:
+    """``raw`` without its blank line and the lines ``dropped`` matches, or None when that is
+    not the whole of what must go: ``Connection`` names another header, or (in a request)
+    there is an X-Forwarded-For to extend. Then the line-by-line way does it."""
+    for name, value in _SPECIAL.findall(raw):
+        name = name.lower()
+        if name == b"connection":
+            for token in value.lower().split(b","):
+                token = token.strip(b" \t")
+                if token and token not in HOP_BY_HOP and (token != b"close" or _CLOSE_HEADER.search(raw)):
+                    return None
+        elif in_request and name == b"x-forwarded-for":
+            return None
+    return dropped.sub(b"", raw[:-2])
+
+
+def _forwarded_response_line_by_line(
+    response: ResponseHead, *, body_framing: bytes | None, close: bool
+) -> bytes:
+    """``forwarded_response_head``'s general way: every header line looked at."""
     drop = _connection_named(response)
     # The client's connection is ours: always HTTP/1.1, whatever the instance spoke.
     out = [b"HTTP/1.1", response.status_line[8:], b"\r\n"]
