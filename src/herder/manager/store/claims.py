@@ -27,6 +27,7 @@ from sqlalchemy import Row, bindparam, case, func, select, update
 from sqlalchemy.engine import Connection
 
 from herder.manager.states import ACTIVE, ItemEvent, TaskEvent, TaskStatus, target
+from herder.manager.store.buckets import padded
 from herder.manager.store.moves import allows, task_moves
 from herder.manager.store.tables import Blocked, Task, Worker, WorkItem
 
@@ -103,7 +104,7 @@ def free_slots(conn: Connection, worker_ids: Iterable[int], offline_after_s: flo
     ids = list(worker_ids)
     if not ids:
         return []
-    rows = conn.execute(_FREE_SLOTS, {"ids": ids, "online_since": time.time() - offline_after_s})
+    rows = conn.execute(_FREE_SLOTS, {"ids": padded(ids), "online_since": time.time() - offline_after_s})
     workers = [FreeWorker(worker_id, room, frozenset(tags or ())) for worker_id, room, tags in rows]
     return workers if any(w.free > 0 for w in workers) else []
 
@@ -203,7 +204,7 @@ _NOBODY: frozenset[int] = frozenset()
 def _candidates(conn: Connection, n: int, unfit: set[str]) -> list[Candidate]:
     """The next ``n`` queued items in the queue's order, past the tag sets ``unfit``."""
     if unfit:
-        rows = conn.execute(_CANDIDATES_FITTING, {"n": n, "unfit": sorted(unfit)})
+        rows = conn.execute(_CANDIDATES_FITTING, {"n": n, "unfit": padded(sorted(unfit))})
     else:
         rows = conn.execute(_CANDIDATES, {"n": n})
     return [(item_id, key, task_id, bool(listed)) for item_id, key, task_id, listed in rows]
@@ -223,7 +224,7 @@ def _candidates_that_fit(
     keys = sorted(key for key, able in fitting.items() if able)
     if not keys:
         return []
-    rows = conn.execute(_CANDIDATES_OF_KEYS, {"n": n, "keys": keys})
+    rows = conn.execute(_CANDIDATES_OF_KEYS, {"n": n, "keys": padded(keys)})
     return [(item_id, key, task_id, bool(listed)) for item_id, key, task_id, listed in rows]
 
 
@@ -240,7 +241,7 @@ def _load_blocked(conn: Connection, task_ids: set[int], blocked: dict[int, set[i
         return
     for task_id in new:
         blocked[task_id] = set()
-    for task_id, worker_id in conn.execute(_BLOCKED, {"ids": sorted(new)}):
+    for task_id, worker_id in conn.execute(_BLOCKED, {"ids": padded(sorted(new))}):
         blocked[task_id].add(worker_id)
 
 

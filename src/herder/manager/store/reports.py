@@ -37,6 +37,7 @@ from herder.manager.states import (
     derive_status,
     target,
 )
+from herder.manager.store.buckets import padded
 from herder.manager.store.logs import FinalLog, keep_logs
 from herder.manager.store.moves import allows, task_moves
 from herder.manager.store.status import TaskCounts
@@ -154,13 +155,13 @@ def start(conn: Connection, reports: Sequence[Report], lease_s: float) -> list[s
     """Attempts started: each report's task parser, or ``FencedOut``."""
     now = time.time()
     fences = [r.fence for r in reports]
-    started = conn.execute(_START, {"fences": fences, "b_now": now, "b_expires": now + lease_s}).all()
+    started = conn.execute(_START, {"fences": padded(fences), "b_now": now, "b_expires": now + lease_s}).all()
     task_of = {item_id: task_id for item_id, task_id in started}
     if not task_of:
         return [r.fenced_out() for r in reports]
     tasks = sorted(set(task_of.values()))
-    conn.execute(_TASKS_RENDERING, {"ids": tasks, "b_now": now})
-    parsers = dict(conn.execute(_PARSERS, {"ids": tasks}).all())
+    conn.execute(_TASKS_RENDERING, {"ids": padded(tasks), "b_now": now})
+    parsers = dict(conn.execute(_PARSERS, {"ids": padded(tasks)}).all())
     return [parsers[task_of[r.item_id]] if r.item_id in task_of else r.fenced_out() for r in reports]
 
 
@@ -176,7 +177,7 @@ def finish(conn: Connection, reports: Sequence[Finished]) -> list[Done | FencedO
     ended: set[int] = set()
     succeeded = [r for r in reports if r.exit_code == 0]
     if succeeded:
-        rows = conn.execute(_COMPLETE, {"fences": [r.fence for r in succeeded], "b_now": now})
+        rows = conn.execute(_COMPLETE, {"fences": padded([r.fence for r in succeeded]), "b_now": now})
         done.update((item_id, task_id) for item_id, task_id in rows)
         ended.update(done)
         began = [
@@ -247,9 +248,9 @@ def refresh_tasks(conn: Connection, task_ids: Iterable[int]) -> dict[int, TaskSt
     ids = sorted(set(task_ids))
     if not ids:
         return {}
-    tasks = conn.execute(_LOCK_TASKS, {"ids": ids}).all()
+    tasks = conn.execute(_LOCK_TASKS, {"ids": padded(ids)}).all()
     counts: dict[int, TaskCounts] = {t.id: TaskCounts() for t in tasks}
-    aggregate = conn.execute(_ITEMS_BY_STATUS, {"ids": ids})
+    aggregate = conn.execute(_ITEMS_BY_STATUS, {"ids": padded(ids)})
     for task_id, status, n, frame, frame_end in aggregate:
         counts[task_id].add(status, n, frame, frame_end)
     now = time.time()
