@@ -150,9 +150,9 @@ def _time_attempts() -> list[dict[str, float]]:
     assign, report = worker.WorkerLink._assign, worker.WorkerLink._report
     spawned, after_exit = supervisor.Unit._on_spawned, supervisor.Unit._after_exit
 
-    def on_assign(self: worker.WorkerLink, item: dict[str, object]) -> None:
-        marks[(int(item["id"]), int(item["attempt"]))] = {"assign": time.perf_counter()}  # type: ignore[call-overload]
-        assign(self, item)
+    def on_assign(self: worker.WorkerLink, call: worker.Assign) -> None:
+        marks[(call.item.id, call.item.attempt)] = {"assign": time.perf_counter()}
+        assign(self, call)
 
     def on_spawned(self: supervisor.Unit, child: object) -> None:
         spawned(self, child)  # type: ignore[arg-type]
