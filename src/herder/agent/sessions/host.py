@@ -173,6 +173,28 @@ async def serve(fd: int, secret: str, product: str) -> None:
             pump.cancel()
 
 
+# glibc's mallopt parameters (malloc.h), and the values the host sets.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # above a frame (16 MiB): file chunks come from the heap
+_TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
+
+
+def _keep_large_buffers() -> None:
+    """Let the heap keep the megabytes a file's chunks go through, instead of mapping and
+    unmapping them for every chunk (each new mapping is zeroed page by page by the kernel:
+    measured, 280,000 page faults in 4 s of reads, the host's CPU per GB tripled). glibc
+    only; elsewhere nothing happens."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m herder.agent.sessions.host PRODUCT`` (as the agent starts it)."""
     args = sys.argv[1:] if argv is None else argv
@@ -183,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         print(NOT_BY_HAND, file=sys.stderr)
         return EXIT_NOT_BY_HAND
     from herder.products import UnknownProduct
+
+    _keep_large_buffers()
 
     runner: Callable[..., Any]
     try:
