@@ -76,7 +76,7 @@ def _figure(value: Any) -> bytes:
     return encode(value)  # anything else (raises for NaN, as the route would)
 
 
-def _host_and_id(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
+def host_and_id(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
     """The request's one ``Host`` (None: none, or several: the usual way decides) and its
     first ``X-Request-Id`` (what ``RequestId`` echoes)."""
     host = request_id = None
@@ -88,6 +88,25 @@ def _host_and_id(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, byte
         elif name == _REQUEST_ID and request_id is None:
             request_id = value
     return host, request_id
+
+
+class BaseUrls:
+    """``routes.base_url`` of the requests seen, by scheme and ``Host``: the same few on
+    every request, so built once each (at most ``MAX_BASES`` kept)."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, bytes], str] = {}
+
+    def get(self, scheme: str, host: bytes) -> str:
+        base = self._seen.get((scheme, host))
+        if base is None:
+            base = http_url(f"{scheme}://{host.decode('latin-1')}")
+            if len(self._seen) >= MAX_BASES:
+                self._seen.clear()
+            self._seen[(scheme, host)] = base
+        return base
 
 
 class _Piece:
@@ -128,7 +147,7 @@ class FastReads:
         self._sup = supervisor
         self._door = door
         self._counts = counts.counts if counts is not None else None
-        self._bases: dict[tuple[str, bytes], str] = {}
+        self._bases = BaseUrls()
         self._pieces: dict[str, _Piece] = {}
         self.enabled = True
         self.answered = 0
@@ -152,10 +171,10 @@ class FastReads:
             if not slug or "/" in slug:
                 return None
             route = STATUS_ROUTE
-        host, request_id = _host_and_id(scope["headers"])
+        host, request_id = host_and_id(scope["headers"])
         if host is None or not self._door.admits(scope):
             return None
-        base = self._base(scope["scheme"], host)
+        base = self._bases.get(scope["scheme"], host)
         if slug is None:
             body = self._listing(scope, base)
         else:
@@ -172,16 +191,6 @@ class FastReads:
             self._counts[key] = self._counts.get(key, 0) + 1
         self.answered += 1
         return b"".join(head)
-
-    def _base(self, scheme: str, host: bytes) -> str:
-        """``routes.base_url`` of a request with this scheme and ``Host``."""
-        base = self._bases.get((scheme, host))
-        if base is None:
-            base = http_url(f"{scheme}://{host.decode('latin-1')}")
-            if len(self._bases) >= MAX_BASES:
-                self._bases.clear()
-            self._bases[(scheme, host)] = base
-        return base
 
     def _listing(self, scope: dict[str, Any], base: str) -> bytes:
         units = self._sup.units.values()

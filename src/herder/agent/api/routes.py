@@ -46,9 +46,14 @@ from herder.principals import may_see, principal_of, viewer_of
 from herder.requestid import RequestId
 
 if TYPE_CHECKING:
+    from herder.agent.processes.supervisor import Supervisor
     from herder.agent.server import AgentRuntime
 
 M = TypeVar("M", bound=BaseModel)
+
+# Where the create's fast path (``api/fastcreate.py``) leaves the exception of a create it
+# ran and that failed, for the route to answer (``create_document``).
+CREATE_FAILED = "herder.create_failed"
 
 
 # Path and query parameters are read from the request by hand and described here:
@@ -118,6 +123,24 @@ def status_document(unit: Unit, base: str) -> dict[str, Any]:
     if unit.build_log is not None:
         doc["build_log"] = f"{base}/build-log/{unit.slug}"
     return doc
+
+
+async def create_document(sup: Supervisor, req: CreateRequest, scope: Any, base: str) -> dict[str, Any]:
+    """The one create, of ``POST /create-process`` and of its fast path (``api/fastcreate.py``):
+    start the process, record it durably, and return its status document under ``base``.
+
+    A create the fast path ran and that failed is answered by the route, as if it had
+    failed there: the fast path leaves the exception in the scope (``CREATE_FAILED``) and
+    hands the request to the app, and the create raises it instead of running again.
+    """
+    failed = scope.pop(CREATE_FAILED, None)
+    if failed is not None:
+        raise failed
+    # The request was validated as it was read: the spec takes its fields as they are
+    # (validating them again cost as much as reading the request: #19).
+    spec = ProcessSpec.model_construct(**dict(req), created_at=time.time(), owner=principal_of(scope)[0])
+    unit = await sup.create(spec, viewer=viewer_of(scope))  # whose processes depends_on names
+    return status_document(unit, base)
 
 
 def _links(unit: Unit, base: str) -> dict[str, str]:
@@ -271,13 +294,7 @@ def process_routes(runtime: AgentRuntime) -> APIRouter:
         if runtime.stopping:
             raise ApiError(503, "stopping", "the agent is shutting down")
         req = await read_json(request, CreateRequest)
-        # The request was validated as it was read: the spec takes its fields as they are
-        # (validating them again cost as much as reading the request: #19).
-        spec = ProcessSpec.model_construct(
-            **dict(req), created_at=time.time(), owner=principal_of(request.scope)[0]
-        )
-        unit = await sup.create(spec, viewer=viewer_of(request.scope))  # whose processes depends_on names
-        doc = status_document(unit, base_url(request))
+        doc = await create_document(sup, req, request.scope, base_url(request))
         return JSONResponse(doc, status_code=201, headers={"Location": doc["details"]})
 
     @router.get(
