@@ -36,7 +36,13 @@ WebSocket (``http://…`` → ``ws://…/rpc``) and once over TCP (``tcp://…``
    reference), and Python writing and reading them in the same chunks (one warm-up
    round, then the median of 3).
 
-Goals (issue 5): open ≤ 150 ms p50; file transfer ≥ 25% of the local copy.
+Goals (issue 5): open ≤ 150 ms p50; file transfer ≥ 25% of the local copy. Issue 19
+made the open's a ratio, as the machine's speed varies from day to day: open p50 ≤ 1.1x
+the Python start with a host's imports measured in the same run; file transfer ≥ 25%
+of ``shutil.copyfile`` in the same file system, the same run (each direction, each
+transport). Sessions are opened back to back, as before issue 19: the agent's spare host
+(``[sessions] spare_host``) started at one open is taken, still starting or ready, by
+the next.
 
 Before anything is timed, herder's modules are compiled (``compileall``, as ``make
 bench`` does): host processes run with ``PYTHONDONTWRITEBYTECODE=1`` and would
@@ -88,7 +94,7 @@ TRANSFER_BUDGET_S = 5.0  # no pair starts again for a way of chunking past this 
 LOCAL_REPEATS = 3
 PYTHON_STARTS = 5
 PYTHON_STARTS_QUICK = 3
-OPEN_GOAL_MS = 150.0
+OPEN_GOAL_RATIO = 1.1  # of the Python start with a host's imports, same run (issue 19)
 TRANSFER_GOAL = 0.25  # of the local copy's MB/s
 START_TIMEOUT_S = 60.0
 PHASE_TIMEOUT_S = 300.0
@@ -664,8 +670,8 @@ def figures(m: Measured) -> list[Figure]:
                 unit="ms",
                 higher_is_better=False,
                 herder=p50,
-                goal=f"≤ {OPEN_GOAL_MS:g} ms",
-                met=p50 <= OPEN_GOAL_MS,
+                goal=f"≤ {OPEN_GOAL_RATIO:g}x that start ({p50 / m.host_imports_ms:.2f}x)",
+                met=p50 <= OPEN_GOAL_RATIO * m.host_imports_ms,
                 note=(
                     f"p90 {p90:.1f}, max {max(o.open_ms):.1f} ms; a bare Python start "
                     f"{m.python_start_ms:.0f} ms, with a host's imports {m.host_imports_ms:.0f} ms"
