@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
 READ_BYTES = 256 * 1024
-# A frame at least this large is written at once, never joined with others (a copy).
+# A payload at least this large is written at once, never joined with others (a copy).
 CORK_MAX = 64 * 1024
 
 
@@ -81,20 +81,31 @@ class StreamTransport:
         writer = self._writer
         if writer.is_closing():
             raise ConnectionLost("the connection is closed")
-        frame = PREFIX.pack(len(payload)) + payload
+        prefix = PREFIX.pack(len(payload))
         corked = self._corked
-        if len(frame) >= CORK_MAX:
+        if len(payload) >= CORK_MAX:
+            # Not joined to its prefix: a copy of a large payload (a file's chunk) costs
+            # more than a write of its own.
             if corked:
+                corked.append(prefix)
                 self._uncork(keep=True)  # what was sent before it goes first
-            writer.write(frame)
-        elif corked is None:
+            else:
+                writer.write(prefix)
+            writer.write(payload)
+            return await self._drain()
+        frame = prefix + payload
+        if corked is None:
             writer.write(frame)
             self._corked = []
             asyncio.get_running_loop().call_soon(self._uncork)
         else:
             corked.append(frame)
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Wait while the connection's buffer is over its high-water mark (back-pressure)."""
         try:
-            await writer.drain()
+            await self._writer.drain()
         except (ConnectionError, OSError) as exc:
             raise ConnectionLost(f"the connection broke: {exc}") from exc
 
