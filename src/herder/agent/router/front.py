@@ -330,6 +330,8 @@ class FrontProtocol(HeadLimitProtocol):
         try:
             answer = await fast.create(creating.scope, req, creating.ticket)
         except Exception as exc:
+            if self.transport.is_closing():
+                return  # the client is gone: nobody to answer
             creating.scope[CREATE_FAILED] = exc
             self._to_app(creating, body, more_body=False)
             return
@@ -349,7 +351,7 @@ class FrontProtocol(HeadLimitProtocol):
                 '%s - "%s %s HTTP/%s" %d',
                 get_client_addr(creating.scope),
                 "POST",
-                "/create-process",
+                CREATE_PATH,
                 "1.1",
                 201,
             )
