@@ -226,8 +226,8 @@ async def test_bad_bodies_are_answered_by_the_route(
 
 
 def test_what_only_pythons_reading_takes_is_the_routes(agent: Agent) -> None:
-    """A lone surrogate is JSON to Python's parser, not to pydantic's: the route decides.
-    (The route then fails: the process's record cannot encode it; left for its own fix.)"""
+    """A lone surrogate is JSON to Python's parser, not to pydantic's: the route decides
+    (a 422 naming the field: tests/regress/test_lone_surrogates_are_a_422.py)."""
     assert fast_create(agent).read(b'{"app": "fc", "node": "x.0", "command": "\\ud800"}') is None
     assert fast_create(agent).read(json.dumps(sleeper("x.0")).encode()) is not None
 

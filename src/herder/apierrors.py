@@ -9,6 +9,7 @@ once; it imports neither the agent nor the manager, which must not import each o
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -114,7 +115,45 @@ async def read_json(request: Request, model: type[M]) -> M:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", "body") from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid", "the body must be a JSON object", "body")
+    if _SURROGATE_ESCAPE.search(body):
+        where = lone_surrogate_at(data)
+        if where is not None:
+            message = "a string holds a lone surrogate (\\ud800-\\udfff unpaired): it is not UTF-8 text"
+            raise ApiError(422, "invalid", f"{where or 'body'}: {message}", where or "body")
     return model.model_validate(data)
+
+
+# A surrogate can only come from a \u escape (the body is UTF-8): only then is the walk paid.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def lone_surrogate_at(data: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (value or key) that cannot be written as UTF-8.
+
+    Why: Python's JSON parser takes ``"\\ud800"`` as a one-character string, but no
+    file, record, argv or answer can hold it; found late, it failed a create after the
+    process was registered (a 500, and a process that could be neither shown nor deleted).
+    A key's own path is its container's.
+    """
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if lone_surrogate_at(key) is not None:
+                return path
+            found = lone_surrogate_at(value, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            found = lone_surrogate_at(value, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
 
 
 def install_error_handlers(app: FastAPI, own: dict[type[Exception], tuple[int, str, str | None]]) -> None:
