@@ -233,9 +233,13 @@ class Tracker:
         with self._lock:
             self.owned.discard(pid)
 
-    def add_root(self, pid: int, env: Mapping[str, str] | None = None) -> None:
-        """Register a spawned child; its marker comes from ``env`` or, later, its environment."""
-        start = start_time(pid)
+    def add_root(self, pid: int, env: Mapping[str, str] | None = None, start: int | None = None) -> None:
+        """Register a spawned child; its marker comes from ``env`` or, later, its environment.
+
+        ``start``: its start time, if the caller read it from ``/proc`` already.
+        """
+        if start is None:
+            start = start_time(pid)
         if start is None:
             return
         marked = _marker_of(env) if env is not None else None

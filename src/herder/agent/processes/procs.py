@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from herder.agent.limits import ChildSetup, SetupError
 from herder.agent.processes import descendants
 from herder.agent.processes.descendants import AGENT_MARKER, LEASED_MARKER, TRACKER, UNIT_MARKER
+from herder.agent.processes.usage import read_first
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class Child:
     stderr_fd: int
     spawned: float = field(default_factory=time.monotonic)  # bounds the pids a sweep examines
     setup: ChildSetup | None = None  # its limits: the cgroup goes when it has exited
+    # (CPU seconds, resident bytes) read at its spawn, with its start time (usage.read_first).
+    first_usage: tuple[float, int] | None = None
 
     def __post_init__(self) -> None:
         # Its exit status is its owner's (wait_exit); what it starts is tracked. A child
@@ -116,12 +119,21 @@ def spawn(
     gate_r = gate_w = -1
     if gated:
         gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+    # The output pipes are made here, not by Popen: its PIPE wraps each read end in a
+    # buffered file object that would be dup'ed and closed again at once (nothing may
+    # buffer in Python), and DEVNULL opens /dev/null for each child.
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    except BaseException:
+        _close(out_r, out_w)
+        raise
     try:
         popen = subprocess.Popen(
             setup.argv(list(argv), GATE_ARGV) if setup is not None else list(argv),
-            stdin=gate_r if gated else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdin=gate_r if gated else _devnull(),
+            stdout=out_w,
+            stderr=err_w,
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
@@ -129,12 +141,14 @@ def spawn(
             **(setup.popen_kwargs() if setup is not None else {}),
         )
     except BaseException:
+        _close(out_r, err_r)
         if gated:
             os.close(gate_w)
         if setup is not None:
             setup.release()  # its cgroup, made for a child that never came
         raise
     finally:
+        _close(out_w, err_w)
         if gated:
             os.close(gate_r)
     if gated:
@@ -146,6 +160,7 @@ def spawn(
             setup.apply(popen.pid)
         except OSError as exc:
             os.close(gate_w)
+            _close(out_r, err_r)
             _kill_at_gate(popen)
             setup.release()
             raise SetupError(str(exc)) from exc
@@ -153,19 +168,39 @@ def spawn(
             os.write(gate_w, GATE_WORD)  # the gate opens: the shell execs the program
         finally:
             os.close(gate_w)
-    assert popen.stdout is not None
-    assert popen.stderr is not None
-    # Take the raw descriptors from the file objects so that nothing buffers in Python.
-    stdout_fd = os.dup(popen.stdout.fileno())
-    stderr_fd = os.dup(popen.stderr.fileno())
-    popen.stdout.close()
-    popen.stderr.close()
-    os.set_blocking(stdout_fd, False)
-    os.set_blocking(stderr_fd, False)
+    os.set_blocking(out_r, False)
+    os.set_blocking(err_r, False)
     pidfd = os.pidfd_open(popen.pid)
+    first = None
     if not gated:
-        TRACKER.add_root(popen.pid, env)
-    return Child(popen=popen, pidfd=pidfd, stdout_fd=stdout_fd, stderr_fd=stderr_fd, setup=setup)
+        # One read of its /proc stat file for the tracker and the unit's first figures.
+        first = read_first(popen.pid)
+        TRACKER.add_root(popen.pid, env, start=first[2] if first is not None else None)
+    return Child(
+        popen=popen,
+        pidfd=pidfd,
+        stdout_fd=out_r,
+        stderr_fd=err_r,
+        setup=setup,
+        first_usage=first[:2] if first is not None else None,
+    )
+
+
+_DEVNULL = -1  # /dev/null, opened once (close-on-exec): every child's stdin
+
+
+def _devnull() -> int:
+    """The agent's one descriptor of /dev/null, opened on first use."""
+    global _DEVNULL
+    if _DEVNULL < 0:
+        _DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _DEVNULL
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _kill_at_gate(popen: subprocess.Popen[bytes]) -> None:
@@ -173,9 +208,6 @@ def _kill_at_gate(popen: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         popen.kill()
     popen.wait()  # at the gate, SIGKILL ends it at once
-    for stream in (popen.stdout, popen.stderr):
-        if stream is not None:
-            stream.close()
 
 
 async def wait_exit(child: Child) -> int:

@@ -397,7 +397,7 @@ class Unit:
         spec = self.spec
         if spec.command is not None:
             argv = shell_command(spec.command) if isinstance(spec.command, str) else spec.command
-            return Launch(argv=list(argv), cwd=self._ctx.apps.workdir(self.slug))
+            return Launch(argv=list(argv), cwd=await self._ctx.apps.make_workdir(self.slug))
         assert spec.source_url is not None
         assert spec.process_type is not None
         failures = 0
@@ -598,6 +598,8 @@ class Unit:
         self.error = self.crash_loop  # still looping until this run proves otherwise
         self.started_at = time.time()
         self._started_mono = time.monotonic()
+        if child.first_usage is not None:  # read at the spawn: the first document's figures
+            self._usage.seed(child.pid, self._started_mono, *child.first_usage)
         self._window_timer = asyncio.get_running_loop().call_later(
             self._ctx.config.crash_window_s, self._outlived_window
         )

@@ -53,6 +53,23 @@ def read_stat(pid: int) -> tuple[float, int] | None:
     return cpu_ticks / _TICKS_PER_S, rss_pages * _PAGE_BYTES
 
 
+def read_first(pid: int) -> tuple[float, int, int] | None:
+    """``read_stat(pid)`` and its start time (clock ticks after boot, field 22), or None.
+
+    At a spawn, one read serves both the descendants tracker (which knows a process by
+    pid and start time) and the unit's first sample (``Sampler.seed``).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        cpu_ticks = int(fields[11]) + int(fields[12])
+        rss_pages = int(fields[21])
+        start = int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+    return cpu_ticks / _TICKS_PER_S, rss_pages * _PAGE_BYTES, start
+
+
 class Sampler:
     """One unit's last sample, and the one before it (for the CPU share)."""
 
@@ -61,6 +78,12 @@ class Sampler:
         self._taken = 0.0  # time.monotonic() of the last sample
         self._cpu_s = 0.0
         self._usage = NONE
+
+    def seed(self, pid: int, now: float, cpu_s: float, rss: int) -> None:
+        """Take a sample of ``pid`` read elsewhere at ``now`` (its spawn: ``read_first``),
+        as ``sample`` would have read it then: documents within ``MAX_AGE_S`` reuse it."""
+        self._pid, self._taken, self._cpu_s = pid, now, cpu_s
+        self._usage = Usage(cpu_percent=0.0, rss_bytes=rss)
 
     def sample(self, pid: int, started_mono: float, now: float) -> Usage:
         """The figures of ``pid``, read again if older than ``MAX_AGE_S``.
