@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from herder.agent.api.fastreads import BaseUrls, encode, host_and_id
 from herder.agent.api.routes import create_document
 from herder.agent.models import CreateRequest
-from herder.frontdoor.jsondepth import too_deep
+from herder.frontdoor import too_deep
 from herder.requestid import REQUEST_ID, valid_id
 
 if TYPE_CHECKING:

@@ -178,6 +178,19 @@ class Root:
     marker: str | None  # None until read from its environment (a session's host)
     agent_id: str | None
     leased: bool = False
+    # The start time (clock ticks since boot) from which it may start anything: a spare
+    # session host, started ahead and idle until a session takes it, starts nothing
+    # before that (``idle``/``taken``), so it is no candidate for an older orphan.
+    busy_from: int | None = None
+
+
+# Later than any start time: an idle root's ``busy_from`` until it is taken.
+_NEVER = 1 << 62
+
+
+def _ticks_now() -> int:
+    """Now, in the unit of ``/proc/<pid>/stat``'s start time (clock ticks since boot)."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
 
 
 @dataclass(slots=True)
@@ -310,6 +323,27 @@ class Tracker:
                 self._changed()
             return [i for i, o in self.orphans.items() if not o.candidates]
 
+    def idle(self, pid: int) -> None:
+        """The root ``pid`` starts nothing until ``taken``: no orphan is charged to it meanwhile.
+
+        Why: an orphan no walk saw attached is charged to every root alive when it
+        started, and dies when the last of them is swept. A spare session host, waiting
+        for a session, would be one of those for every orphan of every other session, and
+        keep each alive until the spare itself went (an escapee outliving its session's
+        close, as tests/regress/test_env_cleared_descendants_are_killed.py found).
+        """
+        with self._lock:
+            root = self.roots.get(pid)
+            if root is not None:
+                root.busy_from = _NEVER
+
+    def taken(self, pid: int) -> None:
+        """The idle root ``pid`` may start things from now on (a tick early, to be sure)."""
+        with self._lock:
+            root = self.roots.get(pid)
+            if root is not None:
+                root.busy_from = max(0, _ticks_now() - 1)
+
     def resolve(self) -> None:
         """Read the markers of roots registered without one (a session's host), now."""
         with self._lock:
@@ -363,8 +397,12 @@ class Tracker:
             if now - first_seen < ADOPT_GRACE_S:
                 self.unowned[ident] = first_seen
                 continue
-            # Any root alive when it started may have started it.
-            live = [r for r in self.roots.values() if r.ident[1] <= ident[1]]
+            # Any root alive when it started may have started it (an idle one may not).
+            live = [
+                r
+                for r in self.roots.values()
+                if r.ident[1] <= ident[1] and (r.busy_from is None or r.busy_from <= ident[1])
+            ]
             self.orphans[ident] = Orphan(
                 candidates={r.ident[0] for r in live},
                 agent_ids={r.agent_id for r in live if r.agent_id is not None},

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from herder.agent.config import AgentConfig, SessionsConfig
-from herder.agent.processes import procs
+from herder.agent.processes import TRACKER, procs
 from herder.agent.sessions.channel import ChannelTransport, open_channel
 from herder.agent.sessions.host import CONFINED_VAR, FD_VAR, SECRET_VAR, SESSION_TARGET, SESSION_VAR
 from herder.agent.sessions.relay import RawRelay
@@ -121,6 +121,7 @@ class Session:
         self.ender: asyncio.Task[None] | None = None  # ending it (SessionManager.end)
         self.end_error: Exception | None = None  # what ending it raised, for end()'s callers
         self.spare_task: asyncio.Task[None] | None = None  # its host's start, when it was a spare
+        self.waiting_as_spare = False  # a spare no session took yet: its host starts nothing
         self._config = config
         self._events: collections.deque[dict[str, Any]] = collections.deque()
         self._dropped = 0
@@ -397,6 +398,9 @@ class SessionManager:
             alive = False
         if alive and session.product == product:
             session.spare_task = spare.task
+            session.waiting_as_spare = False
+            if host is not None:
+                TRACKER.taken(host.pid)
             return session
         self._spawn(self._drop_spare(spare), f"drop-spare-{session.id}")
         return None
@@ -415,6 +419,7 @@ class SessionManager:
         except OSError as exc:
             log.warning("no spare host for %r: %s", product, exc)
             return
+        session.waiting_as_spare = True
         try:
             task = self._spawn(self._launch(session), f"spare-host-{session.id}")
         except SessionError:  # the agent is stopping
@@ -648,6 +653,8 @@ class SessionManager:
         finally:
             theirs.close()
         child = procs.Child(popen=popen, pidfd=os.pidfd_open(popen.pid), stdout_fd=-1, stderr_fd=-1)
+        if session.waiting_as_spare:
+            TRACKER.idle(popen.pid)
         exited = asyncio.ensure_future(procs.wait_exit(child))
         self._unreaped[exited] = popen
         exited.add_done_callback(lambda done: self._unreaped.pop(done, None))
