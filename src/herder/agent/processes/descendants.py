@@ -273,6 +273,7 @@ class Tracker:
             # benchmark a fifth of its tasks/s); the next batched rewrite compacts it.
             with self._ledger_io:
                 append_ledger(ledger, _line((pid, start), True))
+            self._notify()  # recorded: whoever follows the tracker hears it, as for any root
 
     def set_ledger(self, agent_id: str, path: Path) -> None:
         with self._lock:
