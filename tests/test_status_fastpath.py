@@ -22,6 +22,7 @@ from herder.agent.api.fastreads import FastReads
 from herder.certs import init
 from tests.conftest import AgentFactory
 from tests.helpers import wait_http
+from tests.rawhttp import Connection
 
 SLEEPERS = [{"app": "fp", "node": f"n.{i}", "command": "exec sleep 300"} for i in range(3)]
 MOVING = ("uptime_s", "cpu_percent", "rss_bytes")
@@ -32,41 +33,6 @@ def fast_reads(agent: Agent) -> FastReads:
     fast = agent._server.config.http.fast_reads
     assert isinstance(fast, FastReads)
     return fast
-
-
-class Connection:
-    """One keep-alive connection to the agent, raw bytes both ways."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, agent: Agent) -> Connection:
-        host, port = agent.url.removeprefix("http://").rsplit(":", 1)
-        return cls(*await asyncio.open_connection(host, int(port)))
-
-    async def send(self, *requests: bytes) -> None:
-        self.writer.write(b"".join(requests))
-        await self.writer.drain()
-
-    async def answer(self) -> tuple[bytes, list[bytes], bytes]:
-        """The next answer: its status line, its headers but ``date``, its body."""
-        async with asyncio.timeout(10):
-            head = await self.reader.readuntil(b"\r\n\r\n")
-            lines = head[:-4].split(b"\r\n")
-            headers = [ln for ln in lines[1:] if not ln.lower().startswith(b"date:")]
-            length = next(
-                int(ln.split(b":", 1)[1]) for ln in headers if ln.lower().startswith(b"content-length:")
-            )
-            return lines[0], headers, await self.reader.readexactly(length)
-
-    async def ask(self, request: bytes) -> tuple[bytes, list[bytes], bytes]:
-        await self.send(request)
-        return await self.answer()
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def get(path: str, *headers: str, method: str = "GET") -> bytes:
