@@ -48,7 +48,11 @@ def pip_settings(python: str) -> dict[str, list[str]]:
 
 def uv_command(python: str, lock: str, requirements: list[str], settings: dict[str, list[str]]) -> list[str]:
     uv = str(Path(python).parent / "uv")
-    command = [uv, "pip", "install", "--quiet", "--python", python, "-c", lock]
+    # --compile-bytecode: pip writes every module's .pyc at install and uv does not; where
+    # PYTHONDONTWRITEBYTECODE is set (CI machines), every Python start would otherwise
+    # compile fastapi, pydantic and the rest from source again (a suite of real processes
+    # paid minutes of CPU for it, and the agent's start and RSS a third more).
+    command = [uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", python, "-c", lock]
     for key, option in LIST_OPTIONS.items():
         for value in settings.get(key, []):
             command += [option, value]
