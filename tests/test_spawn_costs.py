@@ -99,7 +99,7 @@ async def test_one_stat_read_gives_the_tracker_its_start_and_the_unit_its_figure
         assert child.first_usage is not None
         cpu_s, rss = child.first_usage
         assert cpu_s >= 0
-        assert rss > 0
+        assert rss >= 0  # a child read inside its exec() may have no pages yet
         root = descendants.TRACKER.roots[child.pid]
         assert root.ident == (child.pid, descendants.start_time(child.pid))
         sampler = Sampler()
