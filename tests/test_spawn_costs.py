@@ -1,14 +1,12 @@
 """What a start pays on the agent's loop, kept to one of each (issue 19, benchmark 2).
 
-A command's directory is made in a worker thread, several at once (``Apps.make_workdir``);
-a spawn makes its output pipes itself and reads the child's ``/proc`` stat file once, for
+A spawn makes its output pipes itself and reads the child's ``/proc`` stat file once, for
 the descendants tracker and the unit's first figures. Each keeps what it replaced: the
 same directories, streams and figures, no descriptor left behind.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import stat
 from pathlib import Path
@@ -24,38 +22,6 @@ from herder.agent.processes.usage import Sampler
 
 def make_apps(tmp_path: Path) -> Apps:
     return Apps(Fetcher(tmp_path / "cache", FetchConfig()), UnpackConfig(), tmp_path / "data" / "run")
-
-
-async def test_directories_asked_together_are_all_made(tmp_path: Path) -> None:
-    apps = make_apps(tmp_path)  # the run root does not exist yet: made with the first
-    made = await asyncio.gather(*(apps.make_workdir(f"p{i}") for i in range(20)))
-    assert made == [tmp_path / "data" / "run" / f"p{i}" for i in range(20)]
-    assert all(path.is_dir() for path in made)
-    assert await apps.make_workdir("p3") == made[3]  # there already: as mkdir -p
-
-
-async def test_a_directory_that_cannot_be_made_fails_its_start_alone(tmp_path: Path) -> None:
-    apps = make_apps(tmp_path)
-    (tmp_path / "data" / "run").mkdir(parents=True)
-    (tmp_path / "data" / "run" / "taken").write_text("a file, not a directory")
-    results = await asyncio.gather(
-        apps.make_workdir("ok"), apps.make_workdir("taken"), return_exceptions=True
-    )
-    assert results[0] == tmp_path / "data" / "run" / "ok"
-    assert isinstance(results[1], FileExistsError)
-
-
-async def test_a_cancelled_start_returns_once_its_directory_is_made(tmp_path: Path) -> None:
-    """So that the unit's removal, which follows, finds the directory and takes it."""
-    apps = make_apps(tmp_path)
-    task = asyncio.ensure_future(apps.make_workdir("gone"))
-    await asyncio.sleep(0)  # asked: the batch is on its way to the thread
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert (tmp_path / "data" / "run" / "gone").is_dir()
-    apps.remove("gone")
-    assert not (tmp_path / "data" / "run" / "gone").exists()
 
 
 def open_fds() -> set[int]:

@@ -69,9 +69,6 @@ class Apps:
         self._unpack = unpack_config
         self._run_root = run_root
         self._builds = builds
-        # Directories asked for by starts (``make_workdir``), made in the next batch.
-        self._dirs_wanted: list[tuple[Path, asyncio.Future[None]]] = []
-        self._dir_batches: set[asyncio.Task[None]] = set()
 
     @property
     def builds(self) -> Builds | None:
@@ -83,51 +80,6 @@ class Apps:
         path = self._run_root / slug
         _make_dir(path)
         return path
-
-    async def make_workdir(self, slug: str) -> Path:
-        """``workdir(slug)``, made in a worker thread together with those asked meanwhile.
-
-        A command's start makes its directory, and a ``mkdir`` waits for the file
-        system's journal, which the records' fsyncs keep committing while processes are
-        created: made on the event loop it stalled every other create (16% of the loop's
-        samples in benchmark 2 under load). The starts that come together share one hop
-        to the thread. Cancelled (the unit stopped meanwhile), it returns only once the
-        thread is done, so that a later ``remove`` does not race with the ``mkdir``.
-        """
-        path = self._run_root / slug
-        loop = asyncio.get_running_loop()
-        made: asyncio.Future[None] = loop.create_future()
-        if not self._dirs_wanted:
-            task = loop.create_task(self._make_wanted())
-            self._dir_batches.add(task)
-            task.add_done_callback(self._dir_batches.discard)
-        self._dirs_wanted.append((path, made))
-        try:
-            await asyncio.shield(made)
-        except asyncio.CancelledError:
-            if not made.done():
-                with contextlib.suppress(BaseException):
-                    await made
-            raise
-        return path
-
-    async def _make_wanted(self) -> None:
-        """Make every directory asked for so far, in one worker thread; answer each."""
-        batch, self._dirs_wanted = self._dirs_wanted, []
-        try:
-            failures = await asyncio.to_thread(_make_dirs, [path for path, _ in batch])
-        except BaseException:
-            for _, made in batch:
-                if not made.done():
-                    made.cancel()
-            raise
-        for (_, made), failure in zip(batch, failures, strict=True):
-            if made.done():
-                continue
-            if failure is None:
-                made.set_result(None)
-            else:
-                made.set_exception(failure)
 
     async def prepare(
         self,
@@ -251,19 +203,6 @@ def _make_dir(path: Path) -> None:
             raise
     except FileNotFoundError:
         path.mkdir(parents=True, exist_ok=True)
-
-
-def _make_dirs(paths: list[Path]) -> list[OSError | None]:
-    """Make each of ``paths`` (``_make_dir``); what failed for each, None if it was made."""
-    failures: list[OSError | None] = []
-    for path in paths:
-        try:
-            _make_dir(path)
-        except OSError as exc:
-            failures.append(exc)
-        else:
-            failures.append(None)
-    return failures
 
 
 def _release(app_root: Path) -> str | None:

@@ -397,8 +397,8 @@ class Unit:
         spec = self.spec
         if spec.command is not None:
             argv = shell_command(spec.command) if isinstance(spec.command, str) else spec.command
-            # Made on the loop, not in a thread (Apps.make_workdir): a hop before the spawn let the
-            # create's answer go out before the port was picked (its `port` was null).
+            # Made on the loop: a hop to a thread before the spawn let the create's answer go
+            # out before the port was picked (its `port` was null).
             return Launch(argv=list(argv), cwd=self._ctx.apps.workdir(self.slug))
         assert spec.source_url is not None
         assert spec.process_type is not None
